@@ -1,0 +1,357 @@
+//! `testfleet bench commit`: commit throughput and latency, measured end to end.
+//!
+//! Each writer is a loop of `ProposeBench` calls over gRPC: a command is counted when its
+//! proposer got the answer, i.e. after it was committed (durable on a majority) and applied.
+//! Runs for each writer count are made one after the other in the same process, so their
+//! ratios are comparable on a noisy machine. Without `--coordinator` the benchmark starts its
+//! own single-node coordinator in a temporary directory (or `--data-dir`), and samples the
+//! latency of a 4 KiB append + fsync in the same directory, because the disk sets the
+//! ceiling of every durable commit.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{CliError, Output, connect_any, table};
+use crate::config::CoordinatorConfig;
+use crate::coordinator::Coordinator;
+use crate::proto::BenchRequest;
+
+/// Settings of one benchmark run.
+#[derive(Clone, Debug)]
+pub struct BenchSettings {
+    /// Coordinators to load; `None` starts an in-process single node.
+    pub coordinators: Option<Vec<String>>,
+    /// Writer counts to measure, in order.
+    pub writers: Vec<usize>,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub payload_bytes: usize,
+    /// Where the in-process node keeps its files and where fsync is sampled.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Latency {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    pub fn of(mut samples: Vec<Duration>) -> Latency {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[i].as_secs_f64() * 1000.0
+        };
+        Latency {
+            samples: samples.len(),
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: samples.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        }
+    }
+}
+
+/// The result for one writer count.
+#[derive(Clone, Debug, Serialize)]
+pub struct WriterRun {
+    pub writers: usize,
+    pub commands: usize,
+    pub errors: usize,
+    pub seconds: f64,
+    pub commands_per_sec: f64,
+    pub latency: Latency,
+}
+
+/// The whole benchmark report.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub target: String,
+    pub payload_bytes: usize,
+    pub fsync_4k: Option<Latency>,
+    pub runs: Vec<WriterRun>,
+}
+
+/// Appends 4 KiB and fsyncs it, `count` times, in `dir`.
+pub fn sample_fsync(dir: &Path, count: usize) -> std::io::Result<Latency> {
+    let path = dir.join(format!(".fsync-probe-{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let block = vec![0x5a_u8; 4096];
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        samples.push(start.elapsed());
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(Latency::of(samples))
+}
+
+async fn run_writers(
+    addrs: &[String],
+    writers: usize,
+    duration: Duration,
+    warmup: Duration,
+    payload: Vec<u8>,
+) -> Result<WriterRun, CliError> {
+    let client = connect_any(addrs).await?;
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let mut tasks = Vec::with_capacity(writers);
+    for _ in 0..writers {
+        let mut client = client.clone();
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            let mut last_error = None;
+            loop {
+                let sent = Instant::now();
+                if sent >= end {
+                    break;
+                }
+                let result = client
+                    .propose_bench(BenchRequest {
+                        payload: payload.clone(),
+                    })
+                    .await;
+                let done = Instant::now();
+                match result {
+                    Ok(_) if sent >= measure_from && done <= end => latencies.push(done - sent),
+                    Ok(_) => {}
+                    Err(e) => {
+                        errors += 1;
+                        last_error = Some(e.message().to_string());
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            (latencies, errors, last_error)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    let mut last_error = None;
+    for task in tasks {
+        let (latencies, e, last) = task
+            .await
+            .map_err(|e| CliError::Other(format!("a benchmark writer failed: {e}")))?;
+        all.extend(latencies);
+        errors += e;
+        if last.is_some() {
+            last_error = last;
+        }
+    }
+    if all.is_empty() {
+        return Err(CliError::Unavailable(format!(
+            "no command was committed with {writers} writers{}",
+            last_error.map_or(String::new(), |e| format!(": {e}"))
+        )));
+    }
+    let seconds = duration.as_secs_f64();
+    Ok(WriterRun {
+        writers,
+        commands: all.len(),
+        errors,
+        seconds,
+        commands_per_sec: all.len() as f64 / seconds,
+        latency: Latency::of(all),
+    })
+}
+
+/// A coordinator started inside this process for the benchmark.
+struct LocalNode {
+    addr: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+async fn start_local(data_dir: Option<&Path>) -> Result<(LocalNode, PathBuf), CliError> {
+    let (temp, dir) = match data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                CliError::Usage(format!("cannot create data directory {}: {e}", dir.display()))
+            })?;
+            (None, dir.to_path_buf())
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("testfleet-bench-")
+                .tempdir()
+                .map_err(|e| CliError::Other(format!("cannot create a temporary directory: {e}")))?;
+            let dir = temp.path().to_path_buf();
+            (Some(temp), dir)
+        }
+    };
+    let listener = crate::coordinator::bind("127.0.0.1:0".parse().expect("literal address"))
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let config = CoordinatorConfig {
+        listen: addr,
+        db_path: dir.join("bench.duckdb"),
+        ..CoordinatorConfig::default()
+    };
+    let node = Coordinator::start(config, addr.to_string())
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    wait_for_leader(&node).await?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        if let Err(e) = Arc::clone(&node)
+            .serve(listener, async {
+                let _ = rx.await;
+            })
+            .await
+        {
+            tracing::error!("benchmark coordinator failed: {e}");
+        }
+    });
+    Ok((
+        LocalNode {
+            addr: addr.to_string(),
+            shutdown: Some(tx),
+            server,
+            _temp: temp,
+        },
+        dir,
+    ))
+}
+
+async fn wait_for_leader(node: &Coordinator) -> Result<(), CliError> {
+    node.raft()
+        .wait(Some(Duration::from_secs(15)))
+        .current_leader(node.node_id(), "the benchmark node to become leader")
+        .await
+        .map(|_| ())
+        .map_err(|e| CliError::Unavailable(format!("the benchmark node did not become leader: {e}")))
+}
+
+/// Runs the benchmark.
+pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
+    if settings.writers.is_empty() || settings.writers.contains(&0) {
+        return Err(CliError::Usage(
+            "--writers needs one or more positive counts, e.g. --writers 1,64".into(),
+        ));
+    }
+    let payload = vec![0xab_u8; settings.payload_bytes];
+    let (local, addrs, target, fsync_dir) = match &settings.coordinators {
+        Some(addrs) => (None, addrs.clone(), addrs.join(","), settings.data_dir.clone()),
+        None => {
+            let (node, dir) = start_local(settings.data_dir.as_deref()).await?;
+            let addrs = vec![node.addr.clone()];
+            let target = format!("in-process single-node coordinator, data in {}", dir.display());
+            (Some(node), addrs, target, Some(dir))
+        }
+    };
+    let mut runs = Vec::new();
+    let mut failure = None;
+    for &writers in &settings.writers {
+        match run_writers(&addrs, writers, settings.duration, settings.warmup, payload.clone()).await {
+            Ok(run) => runs.push(run),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let fsync_4k = match &fsync_dir {
+        Some(dir) => Some(
+            sample_fsync(dir, 200)
+                .map_err(|e| CliError::Other(format!("fsync sample in {} failed: {e}", dir.display())))?,
+        ),
+        None => None,
+    };
+    if let Some(mut node) = local {
+        if let Some(tx) = node.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut node.server).await;
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(BenchReport {
+        target,
+        payload_bytes: settings.payload_bytes,
+        fsync_4k,
+        runs,
+    })
+}
+
+/// Renders the report.
+pub fn render(report: &BenchReport, output: Output) -> String {
+    match output {
+        Output::Json => serde_json::to_string_pretty(report).unwrap_or_default() + "\n",
+        Output::Table => {
+            let mut out = format!(
+                "Target: {}\nPayload: {} bytes per command\n",
+                report.target, report.payload_bytes
+            );
+            if let Some(f) = &report.fsync_4k {
+                out.push_str(&format!(
+                    "fsync of a 4 KiB append: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)\n",
+                    f.p50_ms, f.p99_ms, f.max_ms, f.samples
+                ));
+            }
+            out.push('\n');
+            let rows: Vec<Vec<String>> = report
+                .runs
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.writers.to_string(),
+                        r.commands.to_string(),
+                        format!("{:.0}", r.commands_per_sec),
+                        format!("{:.2}", r.latency.p50_ms),
+                        format!("{:.2}", r.latency.p99_ms),
+                        format!("{:.2}", r.latency.max_ms),
+                        r.errors.to_string(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(
+                &["WRITERS", "COMMANDS", "CMDS/S", "P50 MS", "P99 MS", "MAX MS", "ERRORS"],
+                &rows,
+            ));
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let l = Latency::of(samples);
+        assert_eq!(l.samples, 100);
+        assert_eq!(l.p50_ms, 50.0);
+        assert_eq!(l.p99_ms, 99.0);
+        assert_eq!(l.max_ms, 100.0);
+        let one = Latency::of(vec![Duration::from_millis(7)]);
+        assert_eq!((one.p50_ms, one.p99_ms), (7.0, 7.0));
+        assert_eq!(Latency::of(Vec::new()).samples, 0);
+    }
+}

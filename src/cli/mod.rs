@@ -1,0 +1,175 @@
+//! The client side of the command line: find a coordinator, ask it, print the answer.
+//!
+//! Every command accepts any subset of the coordinators (`--coordinator a,b,c` or
+//! `TESTFLEET_COORDINATOR`) and prints a table for people or, with `-o json`, one JSON
+//! document for scripts. Logs go to stderr; results to stdout.
+
+pub mod bench;
+pub mod status;
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::control_client::ControlClient;
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// One JSON document (snake_case keys) for scripts.
+    Json,
+}
+
+/// Why a client command failed; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad usage or input (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The cluster could not be reached or failed (exit 3).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else (exit 1).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Unavailable(_) => 3,
+            CliError::Other(_) => 1,
+        }
+    }
+}
+
+/// Splits a `host:port,host:port` list; refuses an empty one.
+pub fn parse_addresses(list: &str) -> Result<Vec<String>, CliError> {
+    let addrs: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    if addrs.is_empty() {
+        return Err(CliError::Usage(
+            "no coordinator address given: pass --coordinator HOST:PORT[,HOST:PORT...]".into(),
+        ));
+    }
+    for addr in &addrs {
+        if !addr.contains(':') {
+            return Err(CliError::Usage(format!(
+                "coordinator address {addr:?} has no port: write it as HOST:PORT"
+            )));
+        }
+    }
+    Ok(addrs)
+}
+
+/// A `Control` client for one address; fails fast when nothing listens there.
+pub async fn connect(addr: &str) -> Result<ControlClient<Channel>, CliError> {
+    let uri = if addr.starts_with("http://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| CliError::Usage(format!("bad coordinator address {addr:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| CliError::Unavailable(format!("cannot reach coordinator {addr}: {e}")))?;
+    Ok(ControlClient::new(channel).max_decoding_message_size(256 << 20))
+}
+
+/// A client for the first of `addrs` that answers.
+pub async fn connect_any(addrs: &[String]) -> Result<ControlClient<Channel>, CliError> {
+    let mut errors = Vec::new();
+    for addr in addrs {
+        match connect(addr).await {
+            Ok(client) => return Ok(client),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Err(CliError::Unavailable(format!(
+        "no coordinator answered: {}",
+        errors.join("; ")
+    )))
+}
+
+/// Maps a gRPC status to a CLI error with the server's message.
+pub fn from_status(status: tonic::Status) -> CliError {
+    match status.code() {
+        tonic::Code::InvalidArgument => CliError::Usage(status.message().to_string()),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+            CliError::Unavailable(status.message().to_string())
+        }
+        _ => CliError::Other(format!("{:?}: {}", status.code(), status.message())),
+    }
+}
+
+/// Runs `testfleet sql`: a read-only query on one coordinator's DuckDB copy.
+pub async fn sql(addrs: &[String], sql: &str, consistent: bool, output: Output) -> Result<String, CliError> {
+    crate::query::check_read_only(sql).map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut client = connect_any(addrs).await?;
+    let reply = client
+        .query(crate::proto::QueryRequest {
+            sql: sql.to_string(),
+            consistent,
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    let rows = reply
+        .rows_json
+        .iter()
+        .map(|r| serde_json::from_str::<Vec<serde_json::Value>>(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::Other(format!("the coordinator sent a malformed row: {e}")))?;
+    let result = crate::query::QueryResult {
+        columns: reply.columns,
+        column_types: reply.column_types,
+        rows,
+    };
+    Ok(match output {
+        Output::Table => crate::query::render_table(&result),
+        Output::Json => crate::query::render_json(&result),
+    })
+}
+
+/// Formats rows as aligned columns under a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            out.push_str(cell);
+            if i + 1 < cells.len() {
+                out.push_str(&" ".repeat(widths[i].saturating_sub(cell.chars().count())));
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}

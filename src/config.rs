@@ -1,0 +1,620 @@
+//! Every tunable of a coordinator node: its default, where it comes from, and what makes it
+//! valid.
+//!
+//! A coordinator's settings are layered, later layers winning:
+//!
+//! 1. the defaults below ([`CoordinatorConfig::default`]);
+//! 2. a TOML file named by `--config PATH` (or `TESTFLEET_CONFIG`), whose keys are the
+//!    snake_case field names of [`CoordinatorConfig`] — unknown keys are refused, so a typo
+//!    never silently falls back to a default;
+//! 3. `TESTFLEET_*` environment variables;
+//! 4. command-line flags.
+//!
+//! Layers 3 and 4 are both handled by clap: every field of [`CoordinatorArgs`] is an `Option`
+//! declared with `#[arg(long, env = "TESTFLEET_...")]`, so clap yields the flag if given, else
+//! the variable, else `None`. [`CoordinatorConfig::resolve`] then reads the file, overlays the
+//! `Some` values, and validates the result once, so the rest of the program receives a typed,
+//! checked [`CoordinatorConfig`] and never reads the environment itself.
+//!
+//! Relative paths (in flags, variables and the file alike) are relative to the working
+//! directory the coordinator is started in.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// File name of the Raft log inside [`CoordinatorConfig::data_dir`].
+pub const LOG_FILE_NAME: &str = "raft-log.redb";
+
+/// Directory name of the state-machine snapshots inside [`CoordinatorConfig::data_dir`].
+pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
+
+/// Port a coordinator listens on when none is configured.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// The resolved, validated settings of one coordinator node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// This node's Raft id; must appear in `peers` when `peers` is not empty. Default 1.
+    pub node_id: u64,
+    /// Address the node's gRPC services listen on (all of them share one port). Flags set it
+    /// in parts: `--port` the port, `--bind` the IP. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// The DuckDB file holding the materialised state. Its directory must exist and be
+    /// writable. Default `testfleet.duckdb`.
+    pub db_path: PathBuf,
+    /// Directory of the Raft log and snapshots; `None` means the DuckDB file's directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Every cluster member by Raft id, this node included, as `host:port`. Empty means a
+    /// single-node cluster of this node alone.
+    pub peers: BTreeMap<u64, String>,
+    /// How often a leader sends heartbeats (AppendEntries) to followers. Default 100 ms.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomised election timeout; must exceed the heartbeat interval so
+    /// a healthy leader is never voted out. Default 500 ms.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomised election timeout; must exceed the lower bound so
+    /// candidates spread out and split votes resolve. Default 1000 ms.
+    pub election_timeout_max_ms: u64,
+    /// Take a state-machine snapshot after this many log entries since the last one.
+    /// Default 5000.
+    pub snapshot_logs_since_last: u64,
+    /// Log entries already covered by a snapshot that are kept anyway, so a slightly lagging
+    /// follower catches up from the log instead of receiving a whole snapshot. Default 1000.
+    pub max_in_snapshot_log_to_keep: u64,
+    /// DuckDB worker threads for this node's database. Default 2.
+    pub duckdb_threads: u32,
+    /// DuckDB `memory_limit` for this node's database, e.g. `512MB` or `1GB`. DuckDB's own
+    /// default is 80 % of RAM for *each* database, which several nodes on one machine would
+    /// overcommit. Default `1GB`.
+    pub duckdb_memory_limit: String,
+    /// Detect and record failures but recover nothing: tasks of a failed worker end
+    /// `abandoned` instead of being requeued. Default false.
+    pub disable_auto_recovery: bool,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            node_id: 1,
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_PORT),
+            db_path: PathBuf::from("testfleet.duckdb"),
+            data_dir: None,
+            peers: BTreeMap::new(),
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_logs_since_last: 5000,
+            max_in_snapshot_log_to_keep: 1000,
+            duckdb_threads: 2,
+            duckdb_memory_limit: "1GB".to_owned(),
+            disable_auto_recovery: false,
+        }
+    }
+}
+
+/// The coordinator's command-line flags; each also reads a `TESTFLEET_*` environment variable.
+///
+/// `None` means "not given on the command line nor in the environment": the value then comes
+/// from the config file or the default. Flatten it into the `coordinator` subcommand with
+/// `#[command(flatten)]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct CoordinatorArgs {
+    /// TOML file with coordinator settings (keys: the snake_case names of these flags)
+    #[arg(long, env = "TESTFLEET_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// This node's Raft id [default: 1]
+    #[arg(long, env = "TESTFLEET_NODE_ID", value_name = "ID")]
+    pub node_id: Option<u64>,
+
+    /// Port for all gRPC services of this node [default: 8080]
+    #[arg(long, env = "TESTFLEET_PORT")]
+    pub port: Option<u16>,
+
+    /// IP address to listen on [default: 127.0.0.1]
+    #[arg(long, env = "TESTFLEET_BIND", value_name = "IP")]
+    pub bind: Option<IpAddr>,
+
+    /// DuckDB file holding the replicated state [default: testfleet.duckdb]
+    #[arg(long, env = "TESTFLEET_DB_PATH", value_name = "PATH")]
+    pub db_path: Option<PathBuf>,
+
+    /// Directory for the Raft log and snapshots [default: the DuckDB file's directory]
+    #[arg(long, env = "TESTFLEET_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Every cluster member, this node included: `1=host:port,2=host:port,...`
+    /// [default: none, a single-node cluster]
+    #[arg(long, env = "TESTFLEET_PEERS", value_name = "ID=HOST:PORT,...")]
+    pub peers: Option<String>,
+
+    /// Leader heartbeat interval in milliseconds [default: 100]
+    #[arg(long, env = "TESTFLEET_HEARTBEAT_INTERVAL_MS", value_name = "MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+
+    /// Minimum election timeout in milliseconds [default: 500]
+    #[arg(long, env = "TESTFLEET_ELECTION_TIMEOUT_MIN_MS", value_name = "MS")]
+    pub election_timeout_min_ms: Option<u64>,
+
+    /// Maximum election timeout in milliseconds [default: 1000]
+    #[arg(long, env = "TESTFLEET_ELECTION_TIMEOUT_MAX_MS", value_name = "MS")]
+    pub election_timeout_max_ms: Option<u64>,
+
+    /// Snapshot after this many log entries since the last snapshot [default: 5000]
+    #[arg(long, env = "TESTFLEET_SNAPSHOT_LOGS_SINCE_LAST", value_name = "N")]
+    pub snapshot_logs_since_last: Option<u64>,
+
+    /// Log entries kept after a snapshot covers them [default: 1000]
+    #[arg(long, env = "TESTFLEET_MAX_IN_SNAPSHOT_LOG_TO_KEEP", value_name = "N")]
+    pub max_in_snapshot_log_to_keep: Option<u64>,
+
+    /// DuckDB worker threads [default: 2]
+    #[arg(long, env = "TESTFLEET_DUCKDB_THREADS", value_name = "N")]
+    pub duckdb_threads: Option<u32>,
+
+    /// DuckDB memory limit, e.g. 512MB or 1GB [default: 1GB]
+    #[arg(long, env = "TESTFLEET_DUCKDB_MEMORY_LIMIT", value_name = "SIZE")]
+    pub duckdb_memory_limit: Option<String>,
+
+    /// Detect and record failures, but recover nothing [default: false]
+    #[arg(
+        long,
+        env = "TESTFLEET_DISABLE_AUTO_RECOVERY",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub disable_auto_recovery: Option<bool>,
+}
+
+/// Why a coordinator's configuration could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file could not be read.
+    #[error(
+        "cannot read config file {}: {source}; check the path given with --config or \
+         TESTFLEET_CONFIG",
+        path.display()
+    )]
+    ReadFile {
+        /// The file as given.
+        path: PathBuf,
+        /// Why reading failed.
+        source: io::Error,
+    },
+
+    /// The `--config` file is not valid TOML, has an unknown key, or a value of the wrong
+    /// type. `message` is toml's, with line and column.
+    #[error(
+        "malformed config file {}: {message}\nfix the file; its keys are the snake_case \
+         names of the coordinator flags (see `testfleet coordinator --help`)",
+        path.display()
+    )]
+    ParseFile {
+        /// The file as given.
+        path: PathBuf,
+        /// toml's description of the problem, including line and column.
+        message: String,
+    },
+
+    /// One item of a peers list is not `id=host:port`.
+    #[error(
+        "bad peer `{item}`: {reason}; write peers as `1=127.0.0.1:9001,2=127.0.0.1:9002` \
+         (every member, this node included)"
+    )]
+    BadPeer {
+        /// The offending item, as written.
+        item: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A peers list is given but this node is not in it.
+    #[error(
+        "node id {node_id} is not among the peers ({peers}); list every member including \
+         this node, or set --node-id to this node's id in the list"
+    )]
+    SelfNotInPeers {
+        /// This node's configured id.
+        node_id: u64,
+        /// The configured peer ids, comma separated.
+        peers: String,
+    },
+
+    /// The Raft timing settings cannot elect and keep a leader.
+    #[error(
+        "Raft timings must satisfy heartbeat_interval_ms < election_timeout_min_ms < \
+         election_timeout_max_ms, got {heartbeat_ms} / {election_min_ms} / {election_max_ms}; \
+         raise the election timeouts or lower the heartbeat interval"
+    )]
+    Timing {
+        /// The configured heartbeat interval.
+        heartbeat_ms: u64,
+        /// The configured minimum election timeout.
+        election_min_ms: u64,
+        /// The configured maximum election timeout.
+        election_max_ms: u64,
+    },
+
+    /// A single setting has a value it cannot take.
+    #[error("invalid {key} `{value}`: {reason}")]
+    Invalid {
+        /// The setting's snake_case name.
+        key: &'static str,
+        /// The value as configured.
+        value: String,
+        /// What is wrong and what would be accepted.
+        reason: String,
+    },
+
+    /// A directory the node needs does not exist.
+    #[error(
+        "{what} directory {} does not exist; create it (mkdir -p {}) or choose another path",
+        dir.display(),
+        dir.display()
+    )]
+    DirMissing {
+        /// Which directory: "database" or "data".
+        what: &'static str,
+        /// The missing directory.
+        dir: PathBuf,
+    },
+
+    /// A path that must be a directory is something else (a file, say).
+    #[error("{what} directory {} is not a directory; choose a path inside a directory", dir.display())]
+    NotADirectory {
+        /// Which directory: "database" or "data".
+        what: &'static str,
+        /// The offending path.
+        dir: PathBuf,
+    },
+
+    /// The node cannot create files in a directory it must write to.
+    #[error(
+        "{what} directory {} is not writable ({source}); fix its permissions or choose \
+         another path",
+        dir.display()
+    )]
+    NotWritable {
+        /// Which directory: "database" or "data".
+        what: &'static str,
+        /// The directory.
+        dir: PathBuf,
+        /// The error from trying to create a file there.
+        source: io::Error,
+    },
+
+    /// The DuckDB path names a directory rather than a file.
+    #[error(
+        "db_path {} is a directory; give a file path such as {}",
+        path.display(),
+        path.join("testfleet.duckdb").display()
+    )]
+    DbPathIsDirectory {
+        /// The configured database path.
+        path: PathBuf,
+    },
+}
+
+impl CoordinatorConfig {
+    /// Layers defaults, the `--config` file (if any) and the flags/environment in `args`, then
+    /// validates the result (see [`CoordinatorConfig::validate`]).
+    pub fn resolve(args: &CoordinatorArgs) -> Result<CoordinatorConfig, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => CoordinatorConfig::from_file(path)?,
+            None => CoordinatorConfig::default(),
+        };
+        config.overlay(args)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML config file; keys absent from it keep their defaults.
+    pub fn from_file(path: &Path) -> Result<CoordinatorConfig, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Replaces every setting that `args` carries (flag or environment variable).
+    fn overlay(&mut self, args: &CoordinatorArgs) -> Result<(), ConfigError> {
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(value) = value {
+                *target = value.clone();
+            }
+        }
+        set(&mut self.node_id, &args.node_id);
+        if let Some(port) = args.port {
+            self.listen.set_port(port);
+        }
+        if let Some(ip) = args.bind {
+            self.listen.set_ip(ip);
+        }
+        set(&mut self.db_path, &args.db_path);
+        if let Some(dir) = &args.data_dir {
+            self.data_dir = Some(dir.clone());
+        }
+        if let Some(peers) = &args.peers {
+            self.peers = parse_peers(peers)?;
+        }
+        set(&mut self.heartbeat_interval_ms, &args.heartbeat_interval_ms);
+        set(
+            &mut self.election_timeout_min_ms,
+            &args.election_timeout_min_ms,
+        );
+        set(
+            &mut self.election_timeout_max_ms,
+            &args.election_timeout_max_ms,
+        );
+        set(
+            &mut self.snapshot_logs_since_last,
+            &args.snapshot_logs_since_last,
+        );
+        set(
+            &mut self.max_in_snapshot_log_to_keep,
+            &args.max_in_snapshot_log_to_keep,
+        );
+        set(&mut self.duckdb_threads, &args.duckdb_threads);
+        set(&mut self.duckdb_memory_limit, &args.duckdb_memory_limit);
+        set(&mut self.disable_auto_recovery, &args.disable_auto_recovery);
+        Ok(())
+    }
+
+    /// Checks that the settings can work together and that the node can write where it must.
+    ///
+    /// This touches the file system: it creates and removes a probe file in the database
+    /// directory (and in the data directory if one is set), because permission bits alone do
+    /// not say whether a write succeeds (root ignores them; read-only mounts ignore them).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_interval_ms == 0 {
+            return Err(invalid(
+                "heartbeat_interval_ms",
+                "0",
+                "the heartbeat interval must be at least 1 ms",
+            ));
+        }
+        if !(self.heartbeat_interval_ms < self.election_timeout_min_ms
+            && self.election_timeout_min_ms < self.election_timeout_max_ms)
+        {
+            return Err(ConfigError::Timing {
+                heartbeat_ms: self.heartbeat_interval_ms,
+                election_min_ms: self.election_timeout_min_ms,
+                election_max_ms: self.election_timeout_max_ms,
+            });
+        }
+        if self.snapshot_logs_since_last == 0 {
+            return Err(invalid(
+                "snapshot_logs_since_last",
+                "0",
+                "a snapshot needs at least 1 new log entry; use a large number to snapshot rarely",
+            ));
+        }
+        if self.duckdb_threads == 0 {
+            return Err(invalid(
+                "duckdb_threads",
+                "0",
+                "DuckDB needs at least 1 thread",
+            ));
+        }
+        validate_memory_limit(&self.duckdb_memory_limit)?;
+        for (id, addr) in &self.peers {
+            validate_peer_addr(addr).map_err(|reason| ConfigError::BadPeer {
+                item: format!("{id}={addr}"),
+                reason,
+            })?;
+        }
+        if !self.peers.is_empty() && !self.peers.contains_key(&self.node_id) {
+            let ids: Vec<String> = self.peers.keys().map(u64::to_string).collect();
+            return Err(ConfigError::SelfNotInPeers {
+                node_id: self.node_id,
+                peers: ids.join(", "),
+            });
+        }
+        self.validate_paths()
+    }
+
+    /// Checks that the database file can be created and the data directory written.
+    fn validate_paths(&self) -> Result<(), ConfigError> {
+        if self.db_path.as_os_str().is_empty() {
+            return Err(invalid(
+                "db_path",
+                "",
+                "give the path of the DuckDB file, e.g. ./testfleet.duckdb",
+            ));
+        }
+        if self.db_path.is_dir() {
+            return Err(ConfigError::DbPathIsDirectory {
+                path: self.db_path.clone(),
+            });
+        }
+        check_writable_dir("database", &parent_dir(&self.db_path))?;
+        if let Some(dir) = &self.data_dir {
+            check_writable_dir("data", dir)?;
+        }
+        Ok(())
+    }
+
+    /// Directory of the Raft log and snapshots: `data_dir` if set, else the DuckDB file's
+    /// directory.
+    pub fn data_dir(&self) -> PathBuf {
+        match &self.data_dir {
+            Some(dir) => dir.clone(),
+            None => parent_dir(&self.db_path),
+        }
+    }
+
+    /// The Raft log file: `<data_dir>/raft-log.redb`.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir().join(LOG_FILE_NAME)
+    }
+
+    /// The directory of state-machine snapshots: `<data_dir>/snapshots`.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.data_dir().join(SNAPSHOT_DIR_NAME)
+    }
+}
+
+/// Parses `1=127.0.0.1:9001,2=127.0.0.1:9002` into a map from Raft id to address.
+///
+/// Whitespace around items is ignored and a trailing comma is allowed; an empty string is an
+/// empty map (a single-node cluster). Each error names the offending item.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
+    let mut peers = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let bad = |reason: &str| ConfigError::BadPeer {
+            item: item.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| bad("expected `id=host:port`"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| bad("the id must be a non-negative integer"))?;
+        let addr = addr.trim();
+        validate_peer_addr(addr).map_err(|reason| bad(&reason))?;
+        if peers.insert(id, addr.to_owned()).is_some() {
+            return Err(bad(&format!("id {id} is listed more than once")));
+        }
+    }
+    Ok(peers)
+}
+
+/// Checks that `addr` looks like `host:port` (or `[v6]:port`) with a non-zero port. Names are
+/// not resolved here: a peer may be down or not yet in DNS when this node starts.
+fn validate_peer_addr(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok_and(|a| a.port() != 0) {
+        return Ok(());
+    }
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| "the address must be host:port".to_owned())?;
+    if host.is_empty() {
+        return Err("the address has an empty host".to_owned());
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err("write an IPv6 address in brackets, e.g. [::1]:9001".to_owned());
+    }
+    if host.chars().any(char::is_whitespace) {
+        return Err("the host contains whitespace".to_owned());
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("`{port}` is not a port (1-65535)")),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Accepts what DuckDB's `memory_limit` accepts in the common case — a number and a unit
+/// (`512MB`, `1.5GiB`, `1GB`) — and nothing that could smuggle SQL into the `SET` statement
+/// that applies it.
+fn validate_memory_limit(value: &str) -> Result<(), ConfigError> {
+    const UNITS: &[&str] = &[
+        "b", "bytes", "kb", "mb", "gb", "tb", "kib", "mib", "gib", "tib",
+    ];
+    let trimmed = value.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number_ok = number.parse::<f64>().is_ok_and(|n| n > 0.0);
+    let unit_ok = UNITS.contains(&unit.trim().to_ascii_lowercase().as_str());
+    if number_ok && unit_ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "duckdb_memory_limit",
+            value,
+            "write a positive size with a unit, e.g. 512MB or 1GB (units: B, KB, MB, GB, TB, \
+             KiB, MiB, GiB, TiB)",
+        ))
+    }
+}
+
+fn invalid(key: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// The directory a file path lives in; `.` for a bare file name.
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Checks that `dir` is an existing directory in which a file can be created, by creating and
+/// removing a probe file.
+fn check_writable_dir(what: &'static str, dir: &Path) -> Result<(), ConfigError> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(ConfigError::NotADirectory {
+                what,
+                dir: dir.to_owned(),
+            });
+        }
+        // A path *through* a regular file ("file.txt/sub") fails with NotADirectory.
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            return Err(ConfigError::NotADirectory {
+                what,
+                dir: dir.to_owned(),
+            });
+        }
+        Err(_) => {
+            return Err(ConfigError::DirMissing {
+                what,
+                dir: dir.to_owned(),
+            });
+        }
+    }
+    let probe = dir.join(format!(".testfleet-write-probe-{}", std::process::id()));
+    let created = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .or_else(|e| {
+            // A probe left behind by a crashed run of this same pid: reuse it.
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                OpenOptions::new().write(true).open(&probe)
+            } else {
+                Err(e)
+            }
+        });
+    match created {
+        Ok(file) => {
+            drop(file);
+            // Failing to remove the probe leaves a harmless empty file; it is not a reason to
+            // refuse to start.
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(source) => Err(ConfigError::NotWritable {
+            what,
+            dir: dir.to_owned(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+//! The client-facing `Control` gRPC service of a coordinator.
+//!
+//! * `Status` answers from this node's own Raft metrics, so it works on any member, even
+//!   one that lost its leader.
+//! * `Query` runs a read-only SQL statement on this node's DuckDB copy (stale by
+//!   replication lag). With `consistent`, the leader first confirms its leadership with a
+//!   quorum and waits until it has applied everything committed; a follower forwards such a
+//!   query to the leader.
+//! * `ProposeBench` appends a `Bench` command — the only way to write an arbitrary command —
+//!   and answers once it is applied. A follower forwards it to the leader.
+//!
+//! This file is the edge: openraft errors become `tonic::Status` here and nowhere else.
+
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::{ReadPolicy, ServerState};
+use tonic::{Request, Response, Status};
+
+use super::Coordinator;
+use crate::proto::control_client::ControlClient;
+use crate::proto::control_server::{Control, ControlServer};
+use crate::proto::{
+    BenchReply, BenchRequest, Member, NodeStatus, QueryReply, QueryRequest, StatusRequest,
+};
+use crate::query;
+use crate::state::command::Command;
+
+/// Metadata key marking a request that was already forwarded once (no forwarding loops).
+const FORWARDED: &str = "x-testfleet-forwarded";
+
+/// The `Control` service of one node.
+pub struct ControlService {
+    node: Arc<Coordinator>,
+}
+
+/// The tonic server for [`ControlService`].
+pub fn server(node: Arc<Coordinator>) -> ControlServer<ControlService> {
+    ControlServer::new(ControlService { node })
+}
+
+/// openraft's role name as shown to users.
+pub fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+impl ControlService {
+    fn status(&self) -> NodeStatus {
+        let metrics = self.node.metrics();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let leader_addr = metrics
+            .current_leader
+            .and_then(|id| membership.get_node(&id).map(|n| n.addr.clone()))
+            .unwrap_or_default();
+        NodeStatus {
+            node_id: metrics.id,
+            role: role_name(metrics.state).to_string(),
+            term: metrics.current_term,
+            leader_id: metrics.current_leader,
+            leader_addr,
+            last_applied: metrics.last_applied.as_ref().map(|l| l.index),
+            last_log_index: metrics.last_log_index,
+            committed: metrics.local_committed.as_ref().map(|l| l.index),
+            members,
+            millis_since_quorum_ack: metrics
+                .last_quorum_acked
+                .as_ref()
+                .map(|at| openraft::Instant::elapsed(&**at).as_millis() as u64),
+            db_path: self.node.config().db_path.display().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// A client for the leader named by a `ForwardToLeader`, unless this request was
+    /// already forwarded once.
+    async fn leader_client<T>(
+        &self,
+        request: &Request<T>,
+        leader: Option<(u64, String)>,
+    ) -> Result<ControlClient<tonic::transport::Channel>, Status> {
+        if request.metadata().get(FORWARDED).is_some() {
+            return Err(Status::unavailable(
+                "this node is not the leader and the request was already forwarded once; retry",
+            ));
+        }
+        let Some((id, addr)) = leader else {
+            return Err(Status::unavailable(
+                "no leader is known right now (an election may be in progress); retry shortly",
+            ));
+        };
+        ControlClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot reach leader {id} at {addr}: {e}")))
+    }
+
+    fn leader_of(&self, leader_id: Option<u64>, addr: Option<String>) -> Option<(u64, String)> {
+        let id = leader_id?;
+        let addr = addr.or_else(|| self.node.peer_addr(id).map(str::to_string))?;
+        Some((id, addr))
+    }
+}
+
+fn forwarded<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    request
+}
+
+fn fatal(e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("this node's Raft has stopped: {e}"))
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<NodeStatus>, Status> {
+        Ok(Response::new(ControlService::status(self)))
+    }
+
+    async fn query(&self, request: Request<QueryRequest>) -> Result<Response<QueryReply>, Status> {
+        let sql = request.get_ref().sql.clone();
+        query::check_read_only(&sql).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if request.get_ref().consistent {
+            match self.node.raft().ensure_linearizable(ReadPolicy::ReadIndex).await {
+                Ok(_) => {}
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                    let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
+                    let mut client = self.leader_client(&request, leader).await?;
+                    return client.query(forwarded(request.into_inner())).await;
+                }
+                Err(RaftError::APIError(e)) => {
+                    return Err(Status::unavailable(format!("cannot confirm leadership: {e}")));
+                }
+                Err(RaftError::Fatal(e)) => return Err(fatal(e)),
+            }
+        }
+        let reader = self
+            .node
+            .state()
+            .reader()
+            .map_err(|e| Status::internal(format!("cannot open a read connection: {e}")))?;
+        let last_applied = self.node.state().last_applied_index().unwrap_or(0);
+        let result = tokio::task::spawn_blocking(move || query::run_query(&reader, &sql))
+            .await
+            .map_err(|e| Status::internal(format!("query task failed: {e}")))?
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let rows_json = result
+            .rows
+            .iter()
+            .map(|row| serde_json::to_string(row).unwrap_or_else(|_| "[]".to_string()))
+            .collect();
+        Ok(Response::new(QueryReply {
+            columns: result.columns,
+            column_types: result.column_types,
+            rows_json,
+            last_applied,
+        }))
+    }
+
+    async fn propose_bench(&self, request: Request<BenchRequest>) -> Result<Response<BenchReply>, Status> {
+        let payload = request.get_ref().payload.clone();
+        match self.node.raft().client_write(Command::Bench { payload }).await {
+            Ok(response) => Ok(Response::new(BenchReply {
+                log_index: response.log_id.index,
+                term: response.log_id.leader_id.term,
+            })),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
+                let mut client = self.leader_client(&request, leader).await?;
+                client.propose_bench(forwarded(request.into_inner())).await
+            }
+            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! One coordinator node: its Raft instance, its stores, and the gRPC services on one port.
+//!
+//! [`Coordinator::start`] opens the Raft log (redb) and the state machine (DuckDB), starts
+//! openraft, and — on a cluster that was never initialised — lets the lowest node id
+//! initialise the membership (a single node initialises itself). [`Coordinator::serve`]
+//! then serves every gRPC service of the node on one listener until the shutdown future
+//! resolves:
+//!
+//! * `RaftService` — coordinator-to-coordinator Raft RPCs ([`crate::raft::service`]);
+//! * `Control` — the client API ([`control`]): status, read-only SQL, benchmark writes.
+//!
+//! Restarting a node on the same files resumes it: DuckDB holds everything applied up to
+//! `raft_meta.last_applied`, and openraft replays the rest of the log from redb.
+
+pub mod control;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::async_runtime::WatchReceiver;
+use tokio::net::TcpListener;
+
+use crate::config::CoordinatorConfig;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{RaftNode, TypeConfig};
+use crate::state::store::DbSettings;
+
+/// Why a coordinator could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("cannot open the Raft log at {path}: {source}")]
+    Log {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the state database {path}: {source}")]
+    State {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid Raft settings: {0}")]
+    RaftConfig(String),
+    #[error("Raft failed: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A started coordinator node.
+pub struct Coordinator {
+    node_id: u64,
+    raft: RaftNode,
+    state: StateMachine,
+    config: CoordinatorConfig,
+    /// Every member's address by id, as configured (used to find peers before the
+    /// membership is known).
+    peers: BTreeMap<u64, String>,
+}
+
+impl Coordinator {
+    /// Opens the stores, starts Raft, and initialises a fresh cluster if this node is the
+    /// one that should. `advertised` is this node's own address as peers reach it.
+    pub async fn start(config: CoordinatorConfig, advertised: String) -> Result<Arc<Self>, CoordinatorError> {
+        let log_path = config.log_path();
+        let log = LogStore::<TypeConfig>::open(&log_path).map_err(|source| CoordinatorError::Log {
+            path: log_path.clone(),
+            source,
+        })?;
+        let settings = DbSettings {
+            threads: config.duckdb_threads,
+            memory_limit: config.duckdb_memory_limit.clone(),
+        };
+        let db_path = config.db_path.clone();
+        let snapshot_dir = config.snapshot_dir();
+        let state = tokio::task::spawn_blocking(move || StateMachine::open(&db_path, &snapshot_dir, &settings))
+            .await
+            .map_err(|e| CoordinatorError::Raft(format!("opening the state machine panicked: {e}")))?
+            .map_err(|source| CoordinatorError::State {
+                path: config.db_path.clone(),
+                source,
+            })?;
+
+        let raft_config = raft_config(&config)?;
+        let network = Network::new(config.node_id);
+        let raft = openraft::Raft::new(config.node_id, raft_config, network, log, state.clone())
+            .await
+            .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
+
+        let mut peers = config.peers.clone();
+        peers.entry(config.node_id).or_insert(advertised);
+        let coordinator = Arc::new(Coordinator {
+            node_id: config.node_id,
+            raft,
+            state,
+            config,
+            peers,
+        });
+        coordinator.initialize_if_first().await?;
+        Ok(coordinator)
+    }
+
+    /// On a cluster never initialised, the lowest configured id initialises the membership
+    /// with every configured member. Every other node waits to be contacted.
+    async fn initialize_if_first(&self) -> Result<(), CoordinatorError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
+        let lowest = self.peers.keys().next().copied();
+        if initialized || lowest != Some(self.node_id) {
+            return Ok(());
+        }
+        let members: BTreeMap<u64, BasicNode> = self
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect();
+        tracing::info!(node_id = self.node_id, members = ?self.peers, "initialising a new cluster");
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            // Another path got there first (e.g. a restart raced with a vote): fine.
+            Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(CoordinatorError::Raft(e.to_string())),
+        }
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    pub fn raft(&self) -> &RaftNode {
+        &self.raft
+    }
+
+    pub fn state(&self) -> &StateMachine {
+        &self.state
+    }
+
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    /// The configured address of a member.
+    pub fn peer_addr(&self, id: u64) -> Option<&str> {
+        self.peers.get(&id).map(String::as_str)
+    }
+
+    /// Serves every gRPC service of this node on `listener` until `shutdown` resolves,
+    /// then stops Raft.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), CoordinatorError> {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .add_service(crate::raft::service::server(self.raft.clone()))
+            .add_service(control::server(self.clone()))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("Raft did not shut down cleanly: {e}");
+        }
+        result.map_err(CoordinatorError::from)
+    }
+
+    /// A copy of this node's Raft metrics (never hold the watch borrow: it can block Raft).
+    pub fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// The voters of the current membership.
+    pub fn voters(&self) -> BTreeSet<u64> {
+        self.metrics().membership_config.voter_ids().collect()
+    }
+}
+
+/// openraft settings from the coordinator's configuration.
+fn raft_config(config: &CoordinatorConfig) -> Result<Arc<openraft::Config>, CoordinatorError> {
+    let raft = openraft::Config {
+        cluster_name: "testfleet".to_string(),
+        heartbeat_interval: config.heartbeat_interval_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: config.max_in_snapshot_log_to_keep,
+        enable_pre_vote: Some(true),
+        install_snapshot_timeout: 10_000,
+        max_payload_entries: 512,
+        ..Default::default()
+    };
+    raft.validate()
+        .map(Arc::new)
+        .map_err(|e| CoordinatorError::RaftConfig(e.to_string()))
+}
+
+/// Binds `addr`, with a clear error when the port is taken.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, CoordinatorError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| CoordinatorError::Listen { addr, source })
+}

@@ -1,0 +1,23 @@
+//! Testfleet runs test suites across a fleet of workers and keeps them running when machines
+//! fail. Coordinators form a Raft cluster (openraft); every decision is a command in the
+//! log, applied into DuckDB on every node.
+//!
+//! Where to start: [`state`] (the replicated state and its rules), [`raft`] (consensus
+//! glue), [`coordinator`] (one node and its services), [`cli`] (the client commands).
+
+pub mod cli;
+pub mod config;
+pub mod coordinator;
+pub mod query;
+pub mod raft;
+pub mod state;
+
+/// Generated client-facing gRPC API (`proto/fleet.proto`).
+pub mod proto {
+    tonic::include_proto!("testfleet.v1");
+}
+
+/// Generated coordinator-to-coordinator Raft API (`proto/raft.proto`).
+pub mod raft_proto {
+    tonic::include_proto!("testfleet.raft.v1");
+}

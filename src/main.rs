@@ -1,0 +1,204 @@
+//! The `testfleet` binary: coordinators, workers and the client commands in one executable.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use testfleet::cli::{self, CliError, Output, bench, status};
+use testfleet::config::{CoordinatorArgs, CoordinatorConfig};
+use testfleet::coordinator::{self, Coordinator};
+
+/// Distributed test execution with auto-recovery and highly available coordinators.
+#[derive(Parser)]
+#[command(name = "testfleet", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Coordinator addresses, as any subset of the cluster.
+#[derive(clap::Args)]
+struct Target {
+    /// Coordinator addresses, HOST:PORT[,HOST:PORT...]; any member works
+    #[arg(long, env = "TESTFLEET_COORDINATOR", default_value = "127.0.0.1:8080")]
+    coordinator: String,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a coordinator node (a single-node cluster unless --peers is given)
+    Coordinator(CoordinatorArgs),
+    /// Show the cluster: leader, term, and each node's role and log positions
+    Status(Target),
+    /// Run a read-only SQL query on a coordinator's DuckDB copy of the state
+    Sql {
+        #[command(flatten)]
+        target: Target,
+        /// Ask the leader for a linearizable read instead of this node's (possibly stale) copy
+        #[arg(long)]
+        consistent: bool,
+        /// The query, e.g. "SELECT * FROM tasks LIMIT 10"
+        query: String,
+    },
+    /// Benchmarks
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Commit throughput and latency of Bench commands, end to end over gRPC
+    Commit {
+        /// Coordinators to load; without it an in-process single-node coordinator is started
+        #[arg(long, env = "TESTFLEET_COORDINATOR")]
+        coordinator: Option<String>,
+        /// Writer counts to measure, one run each, e.g. 1,64
+        #[arg(long, value_delimiter = ',', default_value = "1,64")]
+        writers: Vec<usize>,
+        /// Measured seconds per run
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Unmeasured warm-up seconds before each run
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Payload bytes per command
+        #[arg(long, default_value_t = 64)]
+        payload_bytes: usize,
+        /// Directory for the in-process node's files and the fsync sample
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Output format
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+}
+
+fn seconds(value: f64, flag: &str) -> Result<Duration, CliError> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| CliError::Usage(format!("{flag} must be a non-negative number of seconds, got {value}")))
+}
+
+async fn run_coordinator(args: CoordinatorArgs) -> Result<(), CliError> {
+    let config = CoordinatorConfig::resolve(&args).map_err(|e| CliError::Usage(e.to_string()))?;
+    let listener = coordinator::bind(config.listen)
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let advertised = config
+        .peers
+        .get(&config.node_id)
+        .cloned()
+        .unwrap_or_else(|| bound.to_string());
+    let node = Coordinator::start(config, advertised)
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    tracing::info!(node_id = node.node_id(), addr = %bound, db = %node.config().db_path.display(), "coordinator listening");
+    node.serve(listener, shutdown_signal())
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the node");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down");
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Coordinator(args) => run_coordinator(args).await,
+        Command::Status(target) => {
+            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let report = status::collect(&addrs).await?;
+            print!("{}", status::render(&report, target.output));
+            Ok(())
+        }
+        Command::Sql {
+            target,
+            consistent,
+            query,
+        } => {
+            let addrs = cli::parse_addresses(&target.coordinator)?;
+            print!("{}", cli::sql(&addrs, &query, consistent, target.output).await?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Commit {
+            coordinator,
+            writers,
+            duration,
+            warmup,
+            payload_bytes,
+            data_dir,
+            output,
+        }) => {
+            let settings = bench::BenchSettings {
+                coordinators: coordinator.as_deref().map(cli::parse_addresses).transpose()?,
+                writers,
+                duration: seconds(duration, "--duration")?,
+                warmup: seconds(warmup, "--warmup")?,
+                payload_bytes,
+                data_dir,
+            };
+            let report = bench::run(&settings).await?;
+            print!("{}", bench::render(&report, output));
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

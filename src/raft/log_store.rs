@@ -1,0 +1,1435 @@
+//! Durable Raft log and vote storage for the coordinators, on redb.
+//!
+//! openraft splits a node's persistent state in two: the *log store* (this module: the vote,
+//! the replicated log entries, the id of the last purged entry and, optionally, the last known
+//! committed log id) and the *state machine* (the coordinator's tables in DuckDB, elsewhere in
+//! `src/raft/`). [`LogStore`] implements openraft's [`RaftLogStorage`] and [`RaftLogReader`];
+//! [`LogStore::get_log_reader`](RaftLogStorage::get_log_reader) hands out [`LogStoreReader`]s
+//! that share the same database for the replication tasks.
+//!
+//! # Why redb and not DuckDB
+//!
+//! Every Raft write goes through this store before it may be acknowledged: a vote must be on disk
+//! before the node answers a vote request, and an entry must be on disk before the node counts
+//! itself towards its commit quorum. That is an append-mostly log with small, frequent, fsynced
+//! writes. DuckDB is an analytical column store: each commit costs a ~4 ms fsync of its WAL plus
+//! checkpoint work, and it has no cheap "append at the tail / drop a prefix / drop a suffix"
+//! primitive. redb is an embedded, copy-on-write B-tree with ACID transactions, one fsync per
+//! durable commit, cheap range deletes, and MVCC reads that never block the writer, so the log
+//! lives in its own redb file next to the DuckDB database.
+//!
+//! # Layout
+//!
+//! One redb file with two tables:
+//! * `raft_log_entries`: `u64` log index -> bincode-2 (serde, standard config) encoded
+//!   `C::Entry`.
+//! * `raft_log_meta`: `&str` key -> bincode-2 encoded value, keys `vote`, `last_purged_log_id`,
+//!   `committed` and `format_version` (a `u32`, see [`FORMAT_VERSION`]).
+//!
+//! # Durability and the "no holes" rule
+//!
+//! * [`save_vote`](RaftLogStorage::save_vote), [`append`](RaftLogStorage::append),
+//!   [`truncate_after`](RaftLogStorage::truncate_after) and [`purge`](RaftLogStorage::purge) are
+//!   each exactly one redb write transaction committed with [`Durability::Immediate`] (fsync)
+//!   before the method returns; `append` calls its [`IOFlushed`] callback only after that commit.
+//!   A purge writes `last_purged_log_id` and deletes the purged entries in the same transaction,
+//!   so a crash leaves either the old or the new state, never a hole.
+//! * `append` refuses a batch that would leave a gap (its entries must be consecutive and start
+//!   right after the last stored entry, or right after the last purged one when the log is
+//!   empty), and every read checks that the entries it returns are consecutive.
+//! * [`save_committed`](RaftLogStorage::save_committed) is committed with [`Durability::None`]: it
+//!   becomes durable with the next vote/append/truncate/purge commit or on a clean close. Losing
+//!   the newest value in a crash only means re-applying a little less on restart (openraft treats
+//!   `committed` as an optional hint, and the DuckDB state machine persists its own
+//!   `last_applied`), and it saves one fsync per commit advance.
+//!
+//! # Blocking
+//!
+//! redb calls are synchronous, and a durable commit waits for an fsync (milliseconds, more on a
+//! busy shared disk). Every operation therefore runs on tokio's blocking thread pool through
+//! [`tokio::task::spawn_blocking`] with the `Arc`'d database, and the async method awaits it:
+//! * `tokio::task::block_in_place` would panic on a current-thread runtime (used by tests), and
+//!   doing the work inline would stall every task sharing the worker thread, including the Raft
+//!   core's heartbeat and election timers.
+//! * openraft's own `AsyncRuntime::spawn_blocking` is not used: in 0.10.0-alpha.37 the tokio
+//!   runtime does not override the default, which starts a new OS thread per call.
+//! * Each method returns only when its transaction is done, and openraft drives the store through
+//!   `&mut self`, so writes are applied in the order they were issued (redb also admits one write
+//!   transaction at a time). If a caller drops a method's future early, its transaction still runs
+//!   to completion and the next write waits for it.
+//!
+//! All methods must therefore be called from within a tokio runtime. [`LogStore::open`] is a plain
+//! blocking function meant to be called once at startup (after a crash redb may first repair the
+//! file).
+
+use std::fmt;
+use std::fmt::Debug;
+use std::io;
+use std::marker::PhantomData;
+use std::ops::Bound;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use openraft::OptionalSend;
+use openraft::RaftTypeConfig;
+use openraft::entry::RaftEntry;
+use openraft::storage::IOFlushed;
+use openraft::storage::LogState;
+use openraft::storage::RaftLogReader;
+use openraft::storage::RaftLogStorage;
+use openraft::type_config::alias::LogIdOf;
+use openraft::type_config::alias::VoteOf;
+use redb::Database;
+use redb::Durability;
+use redb::ReadableDatabase;
+use redb::ReadableTable;
+use redb::TableDefinition;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Log entries: log index -> encoded `C::Entry`.
+const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log_entries");
+
+/// Small named values: vote, last purged log id, committed log id, format version.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
+
+const KEY_VOTE: &str = "vote";
+const KEY_LAST_PURGED: &str = "last_purged_log_id";
+const KEY_COMMITTED: &str = "committed";
+const KEY_FORMAT_VERSION: &str = "format_version";
+
+/// Version of the on-disk layout described in the module docs; bumped on incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Upper bound, in encoded bytes, of what one
+/// [`limited_get_log_entries`](RaftLogReader::limited_get_log_entries) call returns (at least
+/// one entry is always returned). Keeps a replication batch of large entries well below gRPC's
+/// default 4 MiB message limit; openraft sends the rest in the next batch.
+pub const LIMITED_READ_MAX_BYTES: usize = 1024 * 1024;
+
+/// redb page cache size. The log is purged after each snapshot, so it stays small.
+const CACHE_SIZE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A durable commit slower than this is logged as a warning (a sign of a saturated disk, which
+/// shows up as spurious Raft elections).
+const SLOW_COMMIT: Duration = Duration::from_millis(200);
+
+/// The Raft log and vote store of one coordinator: a cheap-to-clone handle to one redb file.
+///
+/// Implements [`RaftLogStorage`] and [`RaftLogReader`] for any type config whose entries, vote
+/// and log id can be (de)serialized with serde (openraft's `serde` feature provides that for its
+/// own types). See the module docs for the layout and the durability rules.
+pub struct LogStore<C: RaftTypeConfig> {
+    inner: Arc<Inner>,
+    _config: PhantomData<fn() -> C>,
+}
+
+/// A read-only handle on a [`LogStore`]'s database, as handed to openraft's replication tasks
+/// by [`RaftLogStorage::get_log_reader`]. Sees every write of the store as soon as it returns.
+pub struct LogStoreReader<C: RaftTypeConfig> {
+    inner: Arc<Inner>,
+    _config: PhantomData<fn() -> C>,
+}
+
+/// What both handles share.
+struct Inner {
+    db: Database,
+    path: PathBuf,
+}
+
+impl<C: RaftTypeConfig> LogStore<C> {
+    /// Opens the log store at `path`, creating the file (and its parent directory) if missing.
+    ///
+    /// Blocking: call it before starting Raft, not from inside an async task that must stay
+    /// responsive. Fails with [`io::ErrorKind::ResourceBusy`] if another process (or another
+    /// `LogStore` in this process) has the file open, and with [`io::ErrorKind::InvalidData`] if
+    /// the file holds an unknown layout version. Every error message names the path.
+    pub fn open(path: &Path) -> Result<Self, io::Error> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "raft log store {}: cannot create directory {}: {e}",
+                        path.display(),
+                        parent.display()
+                    ),
+                )
+            })?;
+        }
+
+        let db = Database::builder()
+            .set_cache_size(CACHE_SIZE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "raft log store {}: the file is locked: another process (or another \
+                         LogStore in this process) already has it open",
+                        path.display()
+                    ),
+                ),
+                other => {
+                    let other = redb::Error::from(other);
+                    io::Error::new(
+                        error_kind(&other),
+                        format!(
+                            "raft log store {}: cannot open or create the database: {other}",
+                            path.display()
+                        ),
+                    )
+                }
+            })?;
+
+        let inner = Inner {
+            db,
+            path: path.to_path_buf(),
+        };
+        inner.init()?;
+        tracing::debug!(path = %path.display(), "raft log store opened");
+
+        Ok(Self {
+            inner: Arc::new(inner),
+            _config: PhantomData,
+        })
+    }
+
+    /// The path of the redb file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// A reader sharing this store, the same as openraft gets from `get_log_reader`.
+    pub fn reader(&self) -> LogStoreReader<C> {
+        LogStoreReader {
+            inner: self.inner.clone(),
+            _config: PhantomData,
+        }
+    }
+}
+
+impl<C: RaftTypeConfig> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            _config: PhantomData,
+        }
+    }
+}
+
+impl<C: RaftTypeConfig> Clone for LogStoreReader<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            _config: PhantomData,
+        }
+    }
+}
+
+impl<C: RaftTypeConfig> Debug for LogStore<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl<C: RaftTypeConfig> Debug for LogStoreReader<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogStoreReader")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+/// The store reads exactly like its readers do.
+impl<C> RaftLogReader<C> for LogStore<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Serialize + DeserializeOwned,
+    VoteOf<C>: Serialize + DeserializeOwned,
+    LogIdOf<C>: Serialize + DeserializeOwned,
+{
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<C::Entry>, io::Error> {
+        self.reader().try_get_log_entries(range).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
+        self.reader().read_vote().await
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<C::Entry>, io::Error> {
+        self.reader().limited_get_log_entries(start, end).await
+    }
+}
+
+impl<C> RaftLogReader<C> for LogStoreReader<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Serialize + DeserializeOwned,
+    VoteOf<C>: Serialize + DeserializeOwned,
+    LogIdOf<C>: Serialize + DeserializeOwned,
+{
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<C::Entry>, io::Error> {
+        read_entries::<C>(&self.inner, inclusive_bounds(&range), None).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
+        read_meta_value::<VoteOf<C>>(&self.inner, KEY_VOTE, "read vote").await
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<C::Entry>, io::Error> {
+        let bounds = inclusive_bounds(&(start..end));
+        read_entries::<C>(&self.inner, bounds, Some(LIMITED_READ_MAX_BYTES)).await
+    }
+}
+
+impl<C> RaftLogStorage<C> for LogStore<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Serialize + DeserializeOwned,
+    VoteOf<C>: Serialize + DeserializeOwned,
+    LogIdOf<C>: Serialize + DeserializeOwned,
+{
+    type LogReader = LogStoreReader<C>;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
+        run_blocking(&self.inner, |inner| inner.log_state::<C>()).await
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.reader()
+    }
+
+    async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
+        let bytes = encode(vote, "vote")?;
+        run_blocking(&self.inner, move |inner| {
+            inner.put_meta(KEY_VOTE, Some(&bytes), Durability::Immediate, "save vote")
+        })
+        .await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        let bytes = match &committed {
+            Some(log_id) => Some(encode(log_id, "committed log id")?),
+            None => None,
+        };
+        // Durability::None: see the module docs.
+        run_blocking(&self.inner, move |inner| {
+            inner.put_meta(
+                KEY_COMMITTED,
+                bytes.as_deref(),
+                Durability::None,
+                "save committed log id",
+            )
+        })
+        .await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
+        read_meta_value::<LogIdOf<C>>(&self.inner, KEY_COMMITTED, "read committed log id").await
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        // Encode on the caller's thread; only the redb transaction goes to the blocking pool.
+        let mut encoded: Vec<(u64, Vec<u8>)> = Vec::new();
+        for entry in entries {
+            let index = entry.index();
+            if let Some((prev, _)) = encoded.last()
+                && index != prev + 1
+            {
+                let err = io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "raft log store {}: append: entries are not consecutive: index {index} \
+                         follows index {prev}",
+                        self.inner.path.display()
+                    ),
+                );
+                return Err(report_to_callback(callback, err));
+            }
+            match encode(&entry, format_args!("log entry {index}")) {
+                Ok(bytes) => encoded.push((index, bytes)),
+                Err(err) => return Err(report_to_callback(callback, err)),
+            }
+        }
+
+        if encoded.is_empty() {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        }
+
+        let res = run_blocking(&self.inner, move |inner| {
+            inner.append_encoded::<C>(&encoded)
+        })
+        .await;
+
+        match res {
+            Ok(()) => {
+                // The transaction is committed with Durability::Immediate: entries are on disk.
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
+            Err(err) => Err(report_to_callback(callback, err)),
+        }
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        // Keep entries up to and including `last_log_id`; `None` empties the log.
+        let since = last_log_id.map_or(0, |log_id| log_id.index + 1);
+        run_blocking(&self.inner, move |inner| inner.truncate_since(since)).await
+    }
+
+    async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
+        run_blocking(&self.inner, move |inner| inner.purge_upto::<C>(&log_id)).await
+    }
+}
+
+/// Runs `f` on tokio's blocking pool (see "Blocking" in the module docs) and waits for it.
+async fn run_blocking<T, F>(inner: &Arc<Inner>, f: F) -> Result<T, io::Error>
+where
+    F: FnOnce(&Inner) -> Result<T, io::Error> + Send + 'static,
+    T: Send + 'static,
+{
+    let inner = inner.clone();
+    let path = inner.path.clone();
+    match tokio::task::spawn_blocking(move || f(&inner)).await {
+        Ok(res) => res,
+        Err(join_err) => Err(io::Error::other(format!(
+            "raft log store {}: storage task failed: {join_err}",
+            path.display()
+        ))),
+    }
+}
+
+async fn read_entries<C>(
+    inner: &Arc<Inner>,
+    bounds: Option<(u64, u64)>,
+    max_bytes: Option<usize>,
+) -> Result<Vec<C::Entry>, io::Error>
+where
+    C: RaftTypeConfig,
+    C::Entry: DeserializeOwned,
+{
+    let Some((first, last)) = bounds else {
+        return Ok(Vec::new());
+    };
+    run_blocking(inner, move |inner| {
+        inner.read_entries::<C>(first, last, max_bytes)
+    })
+    .await
+}
+
+async fn read_meta_value<T>(
+    inner: &Arc<Inner>,
+    key: &'static str,
+    op: &'static str,
+) -> Result<Option<T>, io::Error>
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    run_blocking(inner, move |inner| {
+        let txn = inner.db.begin_read().map_err(|e| inner.redb_err(op, e))?;
+        let meta = txn.open_table(META).map_err(|e| inner.redb_err(op, e))?;
+        inner.get_meta(&meta, key, op)
+    })
+    .await
+}
+
+impl Inner {
+    /// Creates both tables and checks (or records) the layout version.
+    fn init(&self) -> Result<(), io::Error> {
+        let op = "initialize tables";
+        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(op, e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.redb_err(op, e))?;
+        {
+            txn.open_table(ENTRIES).map_err(|e| self.redb_err(op, e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.redb_err(op, e))?;
+            match self.get_meta::<u32>(&meta, KEY_FORMAT_VERSION, op)? {
+                Some(FORMAT_VERSION) => {}
+                Some(other) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "raft log store {}: unsupported layout version {other} (this build \
+                             reads version {FORMAT_VERSION})",
+                            self.path.display()
+                        ),
+                    ));
+                }
+                None => {
+                    let bytes = encode(&FORMAT_VERSION, "format version")?;
+                    meta.insert(KEY_FORMAT_VERSION, bytes.as_slice())
+                        .map_err(|e| self.redb_err(op, e))?;
+                }
+            }
+        }
+        self.commit(txn, op)
+    }
+
+    fn log_state<C>(&self) -> Result<LogState<C>, io::Error>
+    where
+        C: RaftTypeConfig,
+        C::Entry: DeserializeOwned,
+        LogIdOf<C>: DeserializeOwned,
+    {
+        let op = "get log state";
+        let txn = self.db.begin_read().map_err(|e| self.redb_err(op, e))?;
+        let meta = txn.open_table(META).map_err(|e| self.redb_err(op, e))?;
+        let entries = txn.open_table(ENTRIES).map_err(|e| self.redb_err(op, e))?;
+
+        let last_purged_log_id: Option<LogIdOf<C>> = self.get_meta(&meta, KEY_LAST_PURGED, op)?;
+
+        let last_entry_log_id = match entries.last().map_err(|e| self.redb_err(op, e))? {
+            Some((key, value)) => {
+                let entry = self.decode_entry::<C>(key.value(), value.value())?;
+                Some(entry.log_id())
+            }
+            None => None,
+        };
+
+        let last_log_id = match last_entry_log_id {
+            Some(log_id) => Some(log_id),
+            None => last_purged_log_id.clone(),
+        };
+
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    /// Reads the entries in `first..=last`, failing on a hole. With `max_bytes`, stops once the
+    /// entries read so far add up to at least that many encoded bytes (always returning at least
+    /// one entry if any is present).
+    fn read_entries<C>(
+        &self,
+        first: u64,
+        last: u64,
+        max_bytes: Option<usize>,
+    ) -> Result<Vec<C::Entry>, io::Error>
+    where
+        C: RaftTypeConfig,
+        C::Entry: DeserializeOwned,
+    {
+        let op = || format!("read log entries {first}..={last}");
+        let txn = self.db.begin_read().map_err(|e| self.redb_err(op(), e))?;
+        let table = txn
+            .open_table(ENTRIES)
+            .map_err(|e| self.redb_err(op(), e))?;
+        let range = table
+            .range(first..=last)
+            .map_err(|e| self.redb_err(op(), e))?;
+
+        let mut out = Vec::new();
+        let mut bytes_read = 0usize;
+        let mut expected: Option<u64> = None;
+        for item in range {
+            let (key, value) = item.map_err(|e| self.redb_err(op(), e))?;
+            let index = key.value();
+            if let Some(expected) = expected
+                && index != expected
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "raft log store {}: {}: hole in the log: index {index} follows index {}",
+                        self.path.display(),
+                        op(),
+                        expected - 1
+                    ),
+                ));
+            }
+            let raw = value.value();
+            out.push(self.decode_entry::<C>(index, raw)?);
+            bytes_read += raw.len();
+            expected = Some(index + 1);
+            if let Some(max) = max_bytes
+                && bytes_read >= max
+            {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends already-encoded consecutive entries in one durable transaction, refusing a gap
+    /// after the current tail (or after the last purged entry when the log is empty).
+    fn append_encoded<C>(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), io::Error>
+    where
+        C: RaftTypeConfig,
+        LogIdOf<C>: DeserializeOwned,
+    {
+        let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) else {
+            return Ok(());
+        };
+        let (first, last) = (*first, *last);
+        let op = format!("append log entries {first}..={last}");
+
+        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(&op, e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.redb_err(&op, e))?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
+            let meta = txn.open_table(META).map_err(|e| self.redb_err(&op, e))?;
+
+            let tail = table
+                .last()
+                .map_err(|e| self.redb_err(&op, e))?
+                .map(|(key, _)| key.value());
+            let expected_first = match tail {
+                Some(tail) => Some(tail + 1),
+                None => self
+                    .get_meta::<LogIdOf<C>>(&meta, KEY_LAST_PURGED, &op)?
+                    .map(|purged| purged.index + 1),
+            };
+            if let Some(expected_first) = expected_first
+                && first != expected_first
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "raft log store {}: {op}: the next index must be {expected_first} \
+                         (last stored index: {tail:?}); refusing to leave a hole or overwrite \
+                         without truncate_after",
+                        self.path.display()
+                    ),
+                ));
+            }
+
+            for (index, bytes) in entries {
+                table
+                    .insert(*index, bytes.as_slice())
+                    .map_err(|e| self.redb_err(format_args!("{op}: insert entry {index}"), e))?;
+            }
+        }
+        self.commit(txn, &op)
+    }
+
+    /// Deletes every entry with index `>= since`, in one durable transaction.
+    fn truncate_since(&self, since: u64) -> Result<(), io::Error> {
+        let op = format!("truncate log from index {since} on");
+        tracing::debug!(path = %self.path.display(), since, "truncating raft log");
+
+        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(&op, e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.redb_err(&op, e))?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
+            table
+                .retain_in(since.., |_, _| false)
+                .map_err(|e| self.redb_err(&op, e))?;
+        }
+        self.commit(txn, &op)
+    }
+
+    /// Records `log_id` as the last purged log id and deletes every entry up to and including
+    /// its index, in one durable transaction. A purge that does not move forward is a no-op.
+    fn purge_upto<C>(&self, log_id: &LogIdOf<C>) -> Result<(), io::Error>
+    where
+        C: RaftTypeConfig,
+        LogIdOf<C>: Serialize + DeserializeOwned,
+    {
+        let upto = log_id.index;
+        let op = format!("purge log up to index {upto}");
+        tracing::debug!(path = %self.path.display(), upto, "purging raft log");
+        let bytes = encode(log_id, "last purged log id")?;
+
+        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(&op, e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.redb_err(&op, e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.redb_err(&op, e))?;
+            let current = self.get_meta::<LogIdOf<C>>(&meta, KEY_LAST_PURGED, &op)?;
+            if let Some(current) = current
+                && current.index >= upto
+            {
+                return Ok(());
+            }
+
+            let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
+            table
+                .retain_in(..=upto, |_, _| false)
+                .map_err(|e| self.redb_err(&op, e))?;
+            meta.insert(KEY_LAST_PURGED, bytes.as_slice())
+                .map_err(|e| self.redb_err(&op, e))?;
+        }
+        self.commit(txn, &op)
+    }
+
+    /// Writes (`Some`) or deletes (`None`) one meta value in its own transaction.
+    fn put_meta(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        durability: Durability,
+        op: &str,
+    ) -> Result<(), io::Error> {
+        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(op, e))?;
+        txn.set_durability(durability)
+            .map_err(|e| self.redb_err(op, e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.redb_err(op, e))?;
+            match value {
+                Some(bytes) => meta.insert(key, bytes).map(drop),
+                None => meta.remove(key).map(drop),
+            }
+            .map_err(|e| self.redb_err(op, e))?;
+        }
+        self.commit(txn, op)
+    }
+
+    fn get_meta<T: DeserializeOwned>(
+        &self,
+        table: &impl ReadableTable<&'static str, &'static [u8]>,
+        key: &str,
+        op: &str,
+    ) -> Result<Option<T>, io::Error> {
+        let Some(value) = table.get(key).map_err(|e| self.redb_err(op, e))? else {
+            return Ok(None);
+        };
+        decode(value.value())
+            .map(Some)
+            .map_err(|e| self.data_err(format_args!("{op}: meta value {key:?}"), e))
+    }
+
+    fn decode_entry<C>(&self, index: u64, raw: &[u8]) -> Result<C::Entry, io::Error>
+    where
+        C: RaftTypeConfig,
+        C::Entry: DeserializeOwned,
+    {
+        let entry: C::Entry =
+            decode(raw).map_err(|e| self.data_err(format_args!("log entry {index}"), e))?;
+        if entry.index() != index {
+            return Err(self.data_err(
+                format_args!("log entry {index}"),
+                format!(
+                    "stored under index {index} but carries index {}",
+                    entry.index()
+                ),
+            ));
+        }
+        Ok(entry)
+    }
+
+    fn commit(&self, txn: redb::WriteTransaction, op: &str) -> Result<(), io::Error> {
+        let started = Instant::now();
+        txn.commit().map_err(|e| self.redb_err(op, e))?;
+        let took = started.elapsed();
+        if took >= SLOW_COMMIT {
+            tracing::warn!(
+                path = %self.path.display(),
+                op,
+                took_ms = took.as_millis() as u64,
+                "slow raft log store commit (disk saturated?)"
+            );
+        }
+        Ok(())
+    }
+
+    fn redb_err(&self, op: impl fmt::Display, err: impl Into<redb::Error>) -> io::Error {
+        let err = err.into();
+        io::Error::new(
+            error_kind(&err),
+            format!("raft log store {}: {op}: {err}", self.path.display()),
+        )
+    }
+
+    fn data_err(&self, what: impl fmt::Display, err: impl fmt::Display) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "raft log store {}: corrupt {what}: {err}",
+                self.path.display()
+            ),
+        )
+    }
+}
+
+/// Keeps the kind of an underlying I/O error, so that e.g. a full disk stays recognisable.
+fn error_kind(err: &redb::Error) -> io::ErrorKind {
+    match err {
+        redb::Error::Io(e) => e.kind(),
+        redb::Error::DatabaseAlreadyOpen => io::ErrorKind::ResourceBusy,
+        redb::Error::Corrupted(_) => io::ErrorKind::InvalidData,
+        redb::Error::ValueTooLarge(_) => io::ErrorKind::InvalidInput,
+        _ => io::ErrorKind::Other,
+    }
+}
+
+/// Converts any range of log indexes to `Some((first, last))`, inclusive, or `None` if it is
+/// empty (e.g. `3..3`).
+fn inclusive_bounds(range: &impl RangeBounds<u64>) -> Option<(u64, u64)> {
+    let first = match range.start_bound() {
+        Bound::Included(&i) => i,
+        Bound::Excluded(&i) => i.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let last = match range.end_bound() {
+        Bound::Included(&i) => i,
+        Bound::Excluded(&i) => i.checked_sub(1)?,
+        Bound::Unbounded => u64::MAX,
+    };
+    (first <= last).then_some((first, last))
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T, what: impl fmt::Display) -> Result<Vec<u8>, io::Error> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("raft log store: cannot encode {what}: {e}"),
+        )
+    })
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map_err(|e| e.to_string())?;
+    if used != bytes.len() {
+        return Err(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - used
+        ));
+    }
+    Ok(value)
+}
+
+/// Reports a failed append to openraft through the callback too, and hands the error back.
+fn report_to_callback<C: RaftTypeConfig>(callback: IOFlushed<C>, err: io::Error) -> io::Error {
+    callback.io_completed(Err(io::Error::new(err.kind(), err.to_string())));
+    err
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use futures::StreamExt;
+    use openraft::EntryPayload;
+    use openraft::Membership;
+    use openraft::RaftSnapshotBuilder;
+    use openraft::Snapshot;
+    use openraft::SnapshotMeta;
+    use openraft::StorageError;
+    use openraft::StoredMembership;
+    use openraft::storage::EntryResponder;
+    use openraft::storage::RaftStateMachine;
+    use openraft::testing::log::StoreBuilder;
+    use openraft::testing::log::Suite;
+    use openraft::type_config::TypeConfigExt;
+    use openraft::type_config::alias::EntryOf;
+    use openraft::type_config::alias::SnapshotMetaOf;
+    use openraft::type_config::alias::SnapshotOf;
+    use openraft::type_config::alias::StoredMembershipOf;
+    use tempfile::TempDir;
+
+    use super::*;
+
+    openraft::declare_raft_types!(
+        /// Test type config: string commands and responses, default node/term/vote types.
+        pub TestConfig: D = String, R = String
+    );
+
+    type C = TestConfig;
+    type Store = LogStore<C>;
+    type Entry = EntryOf<C>;
+
+    fn log_id(term: u64, index: u64) -> LogIdOf<C> {
+        openraft::testing::log_id::<C>(term, 1, index)
+    }
+
+    fn blank(term: u64, index: u64) -> Entry {
+        Entry::new_blank(log_id(term, index))
+    }
+
+    fn normal(term: u64, index: u64, data: &str) -> Entry {
+        Entry::new_normal(log_id(term, index), data.to_string())
+    }
+
+    fn membership(term: u64, index: u64, voters: &[u64]) -> Entry {
+        let voters: BTreeSet<u64> = voters.iter().copied().collect();
+        Entry::new_membership(
+            log_id(term, index),
+            Membership::new_with_defaults(vec![voters], []),
+        )
+    }
+
+    fn vote(term: u64, node: u64) -> VoteOf<C> {
+        openraft::Vote::new(term, node)
+    }
+
+    /// A fresh store in a directory that does not exist yet (to exercise its creation).
+    fn fresh() -> (TempDir, PathBuf, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raft").join("log.redb");
+        let store = Store::open(&path).expect("open log store");
+        (dir, path, store)
+    }
+
+    /// Appends and waits for the durability callback, like openraft does.
+    async fn append(store: &mut Store, entries: Vec<Entry>) -> Result<(), io::Error> {
+        let (tx, rx) = C::oneshot();
+        store.append(entries, IOFlushed::signal(tx)).await?;
+        rx.await
+            .expect("append callback was dropped without being called")
+    }
+
+    /// `term`/`index` of a batch of entries.
+    fn ids(entries: &[Entry]) -> Vec<(u64, u64)> {
+        entries
+            .iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+            .collect()
+    }
+
+    async fn all_entries(store: &mut Store) -> Vec<Entry> {
+        store
+            .try_get_log_entries(..)
+            .await
+            .expect("read all entries")
+    }
+
+    async fn state(store: &mut Store) -> (Option<u64>, Option<u64>) {
+        let st = store.get_log_state().await.expect("log state");
+        (
+            st.last_purged_log_id.map(|l| l.index),
+            st.last_log_id.map(|l| l.index),
+        )
+    }
+
+    /// Entries 0..=9: index 0 blank, 1 membership, then normal entries "c2".."c9"; term 1 up to
+    /// index 4, term 2 after.
+    fn ten_entries() -> Vec<Entry> {
+        let mut v = vec![blank(1, 0), membership(1, 1, &[1, 2, 3])];
+        for i in 2..10 {
+            let term = if i <= 4 { 1 } else { 2 };
+            v.push(normal(term, i, &format!("c{i}")));
+        }
+        v
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn append_then_read_back_ranges() {
+        let (_dir, _path, mut store) = fresh();
+        assert!(all_entries(&mut store).await.is_empty());
+
+        // Two batches: the second must continue the first.
+        let entries = ten_entries();
+        append(&mut store, entries[..4].to_vec()).await.unwrap();
+        append(&mut store, entries[4..].to_vec()).await.unwrap();
+
+        let all = all_entries(&mut store).await;
+        assert_eq!(
+            all, entries,
+            "entries round-trip unchanged, payloads included"
+        );
+
+        let got = store.try_get_log_entries(2..5).await.unwrap();
+        assert_eq!(ids(&got), vec![(1, 2), (1, 3), (1, 4)]);
+        let got = store.try_get_log_entries(..=1).await.unwrap();
+        assert_eq!(ids(&got), vec![(1, 0), (1, 1)]);
+        let got = store.try_get_log_entries(8..).await.unwrap();
+        assert_eq!(ids(&got), vec![(2, 8), (2, 9)]);
+        let got = store.try_get_log_entries(8..100).await.unwrap();
+        assert_eq!(ids(&got), vec![(2, 8), (2, 9)]);
+        let got = store.try_get_log_entries(7..=7).await.unwrap();
+        assert_eq!(got, vec![normal(2, 7, "c7")]);
+        assert!(store.try_get_log_entries(5..5).await.unwrap().is_empty());
+        #[allow(clippy::reversed_empty_ranges)]
+        let reversed = store.try_get_log_entries(6..3).await.unwrap();
+        assert!(reversed.is_empty());
+        assert!(store.try_get_log_entries(10..20).await.unwrap().is_empty());
+
+        // The membership entry keeps its config.
+        let got = store.try_get_log_entries(1..2).await.unwrap();
+        match &got[0].payload {
+            EntryPayload::Membership(m) => {
+                assert_eq!(m.voter_ids().collect::<Vec<_>>(), vec![1, 2, 3]);
+            }
+            other => panic!("expected a membership entry, got {other:?}"),
+        }
+
+        // A reader taken before a write sees the write.
+        let mut reader = store.get_log_reader().await;
+        append(&mut store, vec![blank(3, 10)]).await.unwrap();
+        let got = reader.try_get_log_entries(9..).await.unwrap();
+        assert_eq!(ids(&got), vec![(2, 9), (3, 10)]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn limited_read_is_bounded_but_never_empty() {
+        let (_dir, _path, mut store) = fresh();
+        // Four entries of ~600 KiB each: the 1 MiB budget allows two per batch.
+        let big = "x".repeat(600 * 1024);
+        let entries: Vec<Entry> = (0..4).map(|i| normal(1, i, &big)).collect();
+        append(&mut store, entries).await.unwrap();
+
+        let got = store.limited_get_log_entries(0, 4).await.unwrap();
+        assert_eq!(ids(&got), vec![(1, 0), (1, 1)]);
+        let got = store.limited_get_log_entries(3, 4).await.unwrap();
+        assert_eq!(ids(&got), vec![(1, 3)]);
+        assert!(
+            store
+                .limited_get_log_entries(2, 2)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // try_get_log_entries is never limited.
+        assert_eq!(store.try_get_log_entries(0..4).await.unwrap().len(), 4);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn log_state_after_append_purge_truncate() {
+        let (_dir, _path, mut store) = fresh();
+        assert_eq!(state(&mut store).await, (None, None));
+
+        append(&mut store, ten_entries()).await.unwrap();
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, None);
+        assert_eq!(st.last_log_id, Some(log_id(2, 9)));
+
+        store.purge(log_id(1, 3)).await.unwrap();
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(1, 3)));
+        assert_eq!(st.last_log_id, Some(log_id(2, 9)));
+        assert_eq!(ids(&all_entries(&mut store).await)[0], (1, 4));
+
+        // A purge that does not move forward changes nothing.
+        store.purge(log_id(1, 2)).await.unwrap();
+        assert_eq!(state(&mut store).await, (Some(3), Some(9)));
+
+        store.truncate_after(Some(log_id(2, 6))).await.unwrap();
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(1, 3)));
+        assert_eq!(st.last_log_id, Some(log_id(2, 6)));
+        assert_eq!(
+            ids(&all_entries(&mut store).await),
+            vec![(1, 4), (2, 5), (2, 6)]
+        );
+
+        // Truncating after the tail is a no-op.
+        store.truncate_after(Some(log_id(2, 20))).await.unwrap();
+        assert_eq!(state(&mut store).await, (Some(3), Some(6)));
+
+        // Truncating everything that is left: the last log id falls back to the purged one.
+        store.truncate_after(Some(log_id(1, 3))).await.unwrap();
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(1, 3)));
+        assert_eq!(st.last_log_id, Some(log_id(1, 3)));
+        assert!(all_entries(&mut store).await.is_empty());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn truncate_none_empties_an_unpurged_log() {
+        let (_dir, _path, mut store) = fresh();
+        append(&mut store, ten_entries()).await.unwrap();
+        store.truncate_after(None).await.unwrap();
+        assert_eq!(state(&mut store).await, (None, None));
+        // A new history may start again from any index.
+        append(&mut store, vec![blank(5, 0)]).await.unwrap();
+        assert_eq!(state(&mut store).await, (None, Some(0)));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn vote_persists_across_reopen() {
+        let (_dir, path, mut store) = fresh();
+        assert_eq!(store.read_vote().await.unwrap(), None);
+
+        store.save_vote(&vote(3, 2)).await.unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(vote(3, 2)));
+        let committed_vote = openraft::Vote::new_committed(4, 1);
+        store.save_vote(&committed_vote).await.unwrap();
+        let mut reader = store.get_log_reader().await;
+        assert_eq!(reader.read_vote().await.unwrap(), Some(committed_vote));
+        drop(reader);
+        drop(store);
+
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(committed_vote));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn entries_and_committed_persist_across_reopen() {
+        let (_dir, path, mut store) = fresh();
+        assert_eq!(store.read_committed().await.unwrap(), None);
+        append(&mut store, ten_entries()).await.unwrap();
+        store.save_committed(Some(log_id(2, 7))).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(2, 7)));
+        drop(store);
+
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(all_entries(&mut store).await, ten_entries());
+        assert_eq!(state(&mut store).await, (None, Some(9)));
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(2, 7)));
+
+        // Appending continues after the reopened tail.
+        append(&mut store, vec![normal(3, 10, "after reopen")])
+            .await
+            .unwrap();
+        assert_eq!(state(&mut store).await, (None, Some(10)));
+
+        store.save_committed(None).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn truncate_and_purge_persist_across_reopen() {
+        let (_dir, path, mut store) = fresh();
+        append(&mut store, ten_entries()).await.unwrap();
+        store.purge(log_id(1, 2)).await.unwrap();
+        store.truncate_after(Some(log_id(2, 7))).await.unwrap();
+        drop(store);
+
+        let mut store = Store::open(&path).unwrap();
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(1, 2)));
+        assert_eq!(st.last_log_id, Some(log_id(2, 7)));
+        assert_eq!(
+            ids(&all_entries(&mut store).await),
+            vec![(1, 3), (1, 4), (2, 5), (2, 6), (2, 7)]
+        );
+        // A conflicting suffix replaced after a truncate.
+        append(&mut store, vec![blank(4, 8)]).await.unwrap();
+        assert_eq!(state(&mut store).await, (Some(2), Some(8)));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn purge_everything_then_append_continues() {
+        let (_dir, path, mut store) = fresh();
+        append(&mut store, ten_entries()).await.unwrap();
+
+        // Purge past the tail, as after installing a snapshot that is ahead of the log.
+        store.purge(log_id(3, 15)).await.unwrap();
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(3, 15)));
+        assert_eq!(st.last_log_id, Some(log_id(3, 15)));
+        assert!(all_entries(&mut store).await.is_empty());
+
+        // Leaving a hole after the purged entry is refused, and so is going back.
+        let err = append(&mut store, vec![blank(3, 17)]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        let err = append(&mut store, vec![blank(3, 15)]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(all_entries(&mut store).await.is_empty());
+
+        append(&mut store, vec![blank(3, 16), normal(3, 17, "x")])
+            .await
+            .unwrap();
+        assert_eq!(state(&mut store).await, (Some(15), Some(17)));
+        drop(store);
+
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(state(&mut store).await, (Some(15), Some(17)));
+        assert_eq!(ids(&all_entries(&mut store).await), vec![(3, 16), (3, 17)]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn append_refuses_holes_and_overwrites() {
+        let (_dir, _path, mut store) = fresh();
+        append(&mut store, ten_entries()).await.unwrap();
+
+        // Not consecutive within the batch.
+        let err = append(&mut store, vec![blank(3, 10), blank(3, 12)])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        // Gap after the tail.
+        let err = append(&mut store, vec![blank(3, 11)]).await.unwrap_err();
+        assert!(err.to_string().contains("next index must be 10"), "{err}");
+        // Overwrite without truncate_after first.
+        let err = append(&mut store, vec![blank(3, 9)]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+
+        assert_eq!(
+            all_entries(&mut store).await,
+            ten_entries(),
+            "log unchanged"
+        );
+
+        // Appending nothing succeeds and still signals the callback.
+        append(&mut store, vec![]).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn reads_report_a_hole_instead_of_skipping_it() {
+        let (_dir, _path, mut store) = fresh();
+        append(&mut store, ten_entries()).await.unwrap();
+
+        // Damage the file behind the store's back.
+        let txn = store.inner.db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(ENTRIES).unwrap();
+            table.remove(5).unwrap();
+        }
+        txn.commit().unwrap();
+
+        let err = store.try_get_log_entries(3..8).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("hole"), "{err}");
+        // Ranges that do not span the hole still read fine.
+        assert_eq!(store.try_get_log_entries(6..8).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn second_open_of_the_same_file_is_refused_with_the_path() {
+        let (_dir, path, store) = fresh();
+        let err = Store::open(&path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ResourceBusy, "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        drop(store);
+        Store::open(&path).expect("open again once the first handle is gone");
+    }
+
+    #[test]
+    fn open_reports_an_uncreatable_directory_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"not a directory").unwrap();
+        let path = file.join("log.redb");
+        let err = Store::open(&path).unwrap_err();
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn inclusive_bounds_normalises_ranges() {
+        assert_eq!(inclusive_bounds(&(3..3)), None);
+        assert_eq!(inclusive_bounds(&(3..4)), Some((3, 3)));
+        assert_eq!(inclusive_bounds(&(3..=4)), Some((3, 4)));
+        assert_eq!(inclusive_bounds(&(..)), Some((0, u64::MAX)));
+        assert_eq!(inclusive_bounds(&(..0)), None);
+        assert_eq!(
+            inclusive_bounds(&(Bound::Excluded(u64::MAX), Bound::Unbounded)),
+            None
+        );
+        assert_eq!(
+            inclusive_bounds(&(Bound::Excluded(2), Bound::Included(3))),
+            Some((3, 3))
+        );
+    }
+
+    // ---- crash test: a child process writes, then exits without closing the database ----
+
+    const CRASH_DIR_ENV: &str = "TESTFLEET_LOG_STORE_CRASH_DIR";
+    const CRASH_MARKER: &str = "log-store-crash-child: about to exit abruptly";
+    const CRASH_EXIT_CODE: i32 = 86;
+
+    /// Runs only as the child of `acknowledged_writes_survive_abrupt_exit` (does nothing otherwise).
+    #[tokio::test(flavor = "current_thread")]
+    async fn crash_child_writes_then_exits_abruptly() {
+        let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
+            return;
+        };
+        let path = PathBuf::from(dir).join("log.redb");
+        let mut store = Store::open(&path).unwrap();
+        store.save_vote(&vote(7, 1)).await.unwrap();
+        append(&mut store, ten_entries()).await.unwrap();
+        store.purge(log_id(1, 2)).await.unwrap();
+        store.truncate_after(Some(log_id(2, 7))).await.unwrap();
+        append(&mut store, vec![normal(7, 8, "acknowledged")])
+            .await
+            .unwrap();
+        // A non-durable committed id becomes durable with the next durable commit.
+        store.save_committed(Some(log_id(7, 8))).await.unwrap();
+        store.save_vote(&vote(8, 1)).await.unwrap();
+
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "{CRASH_MARKER}").unwrap();
+        stdout.flush().unwrap();
+        // Like a kill -9 for redb: no destructor runs, so the database is never closed (and,
+        // unlike abort(), no core file can land in the working directory).
+        std::process::exit(CRASH_EXIT_CODE);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn acknowledged_writes_survive_abrupt_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        // libtest names omit the crate name that module_path! starts with.
+        let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
+        let test_name = format!("{module}::crash_child_writes_then_exits_abruptly");
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                test_name.as_str(),
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CRASH_DIR_ENV, dir.path())
+            .output()
+            .expect("run the crash child");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains(CRASH_MARKER) && output.status.code() == Some(CRASH_EXIT_CODE),
+            "the child should have reached its abrupt exit; status {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+
+        let mut store = Store::open(&dir.path().join("log.redb")).unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(vote(8, 1)));
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(7, 8)));
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(1, 2)));
+        assert_eq!(st.last_log_id, Some(log_id(7, 8)));
+        let all = all_entries(&mut store).await;
+        assert_eq!(
+            ids(&all),
+            vec![(1, 3), (1, 4), (2, 5), (2, 6), (2, 7), (7, 8)]
+        );
+        assert_eq!(all.last(), Some(&normal(7, 8, "acknowledged")));
+    }
+
+    // ---- openraft's storage conformance suite, with a minimal in-memory state machine ----
+
+    #[derive(Default)]
+    struct MemState {
+        last_applied: Option<LogIdOf<C>>,
+        membership: StoredMembershipOf<C>,
+        data: Vec<String>,
+        snapshot: Option<(SnapshotMetaOf<C>, Vec<String>)>,
+    }
+
+    /// Applies entries in memory; a snapshot is the list of applied commands.
+    #[derive(Clone, Default)]
+    struct MemStateMachine {
+        state: Arc<Mutex<MemState>>,
+    }
+
+    impl RaftSnapshotBuilder<C> for MemStateMachine {
+        type SnapshotData = Vec<String>;
+
+        async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Vec<String>>, io::Error> {
+            let mut st = self.state.lock().unwrap();
+            let meta = SnapshotMeta {
+                last_log_id: st.last_applied,
+                last_membership: st.membership.clone(),
+            };
+            let data = st.data.clone();
+            st.snapshot = Some((meta.clone(), data.clone()));
+            Ok(Snapshot {
+                meta,
+                snapshot: data,
+            })
+        }
+    }
+
+    impl RaftStateMachine<C> for MemStateMachine {
+        type SnapshotData = Vec<String>;
+        type SnapshotBuilder = Self;
+
+        async fn applied_state(
+            &mut self,
+        ) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+            let st = self.state.lock().unwrap();
+            Ok((st.last_applied, st.membership.clone()))
+        }
+
+        async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
+        where
+            S: futures::Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
+        {
+            while let Some(item) = entries.next().await {
+                let (entry, responder) = item?;
+                let response = {
+                    let mut st = self.state.lock().unwrap();
+                    st.last_applied = Some(entry.log_id);
+                    match entry.payload {
+                        EntryPayload::Blank => String::new(),
+                        EntryPayload::Normal(cmd) => {
+                            st.data.push(cmd.clone());
+                            cmd
+                        }
+                        EntryPayload::Membership(m) => {
+                            st.membership = StoredMembership::new(Some(entry.log_id), m);
+                            String::new()
+                        }
+                    }
+                };
+                if let Some(responder) = responder {
+                    responder.send(response);
+                }
+            }
+            Ok(())
+        }
+
+        async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+            self.clone()
+        }
+
+        async fn install_snapshot(
+            &mut self,
+            meta: &SnapshotMetaOf<C>,
+            snapshot: Vec<String>,
+        ) -> Result<(), io::Error> {
+            let mut st = self.state.lock().unwrap();
+            st.last_applied = meta.last_log_id;
+            st.membership = meta.last_membership.clone();
+            st.data = snapshot.clone();
+            st.snapshot = Some((meta.clone(), snapshot));
+            Ok(())
+        }
+
+        async fn get_current_snapshot(
+            &mut self,
+        ) -> Result<Option<SnapshotOf<C, Vec<String>>>, io::Error> {
+            let st = self.state.lock().unwrap();
+            Ok(st.snapshot.clone().map(|(meta, data)| Snapshot {
+                meta,
+                snapshot: data,
+            }))
+        }
+    }
+
+    struct SuiteBuilder;
+
+    impl StoreBuilder<C, Store, MemStateMachine, TempDir> for SuiteBuilder {
+        async fn build(&self) -> Result<(TempDir, Store, MemStateMachine), StorageError<C>> {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = Store::open(&dir.path().join("log.redb")).expect("open log store");
+            Ok((dir, store, MemStateMachine::default()))
+        }
+    }
+
+    /// openraft's own conformance suite (~45 cases; ~10 s, most of it the suite's own sleeps).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn openraft_storage_suite() {
+        Suite::test_all(SuiteBuilder)
+            .await
+            .expect("openraft storage suite");
+    }
+}

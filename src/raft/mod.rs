@@ -1,0 +1,31 @@
+//! Raft glue: openraft's type configuration, the log store, the state machine adapter.
+//!
+//! Every openraft type is kept inside this folder so that an alpha bump of openraft
+//! touches one place. The rest of the crate sees [`TypeConfig`], [`RaftNode`] and the
+//! storage types.
+//!
+//! * [`log_store::LogStore`] — the Raft log and vote in redb (fsynced before openraft is
+//!   told an entry is durable; truncate and purge are single atomic transactions).
+//! * [`state_machine::StateMachine`] — applies committed entries to the pure
+//!   [`crate::state::machine::Machine`] and materialises them into DuckDB, one transaction
+//!   per `apply` call.
+
+pub mod log_store;
+pub mod network;
+pub mod service;
+pub mod state_machine;
+
+use crate::state::command::Command;
+use crate::state::machine::Reply;
+
+openraft::declare_raft_types!(
+    /// The Raft types of Testfleet's coordinators: commands in, replies out.
+    pub TypeConfig:
+        D = Command,
+        R = Reply,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+);
+
+/// A running Raft node of a coordinator.
+pub type RaftNode = openraft::Raft<TypeConfig, state_machine::StateMachine>;

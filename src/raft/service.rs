@@ -1,0 +1,213 @@
+//! The receiving side of coordinator-to-coordinator Raft RPC: the `testfleet.raft.v1.RaftService`
+//! gRPC service (`proto/raft.proto`), which hands what peers send to this node's [`RaftNode`].
+//!
+//! This is the trusted cluster service: only coordinators call it, and whatever it receives
+//! goes straight into Raft. It is served on the same port as the client-facing
+//! `testfleet.v1.Control` service, as a separate service; [`server`] builds it. The sending side
+//! is [`super::network`].
+//!
+//! # Wire format
+//!
+//! Every payload is openraft's own request or response type, bincode-encoded inside a protobuf
+//! `bytes` field ([`super::network::encode`] / [`super::network::decode`]): openraft's types
+//! cross the wire unchanged, while protobuf and gRPC give a stable envelope, HTTP/2 and client
+//! streaming for snapshots. A [`RaftReply`] carries either the encoded response (`ok`, which
+//! includes protocol refusals such as a higher vote) or, when this node's Raft has stopped, the
+//! encoded `openraft::errors::Fatal` (`raft_error`). A payload that does not decode is refused
+//! with `INVALID_ARGUMENT`.
+//!
+//! # Snapshots
+//!
+//! `InstallSnapshot` is a client stream: a header (vote, meta, total size) and then data chunks.
+//! The chunks are gathered into one `Vec<u8>` (the state machine's snapshot type is an in-memory
+//! image, so the whole snapshot is in memory once here, as it is on the sender) and checked
+//! against the announced size before [`RaftNode::install_full_snapshot`] installs it.
+
+use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::errors::{Fatal, RaftError};
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::network::{MAX_MESSAGE_SIZE, WireError, decode, encode};
+use super::state_machine::SnapshotData;
+use super::{RaftNode, TypeConfig};
+use crate::raft_proto::raft_reply::Outcome;
+use crate::raft_proto::raft_service_server::{self, RaftServiceServer};
+use crate::raft_proto::snapshot_chunk::Item;
+use crate::raft_proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotHeader};
+
+/// The most snapshot memory reserved up front from the size a header announces; a larger
+/// snapshot grows the buffer as its chunks arrive.
+const MAX_SNAPSHOT_PREALLOCATION: usize = 256 * 1024 * 1024;
+
+/// The Raft service of one coordinator, answering its peers' Raft RPCs.
+pub struct RaftService {
+    /// The local Raft node every RPC is handed to.
+    raft: RaftNode,
+}
+
+impl RaftService {
+    /// A service that hands every RPC to `raft`.
+    pub fn new(raft: RaftNode) -> Self {
+        RaftService { raft }
+    }
+}
+
+/// The Raft service of `raft`, ready to add to a tonic server next to the `Control` service.
+///
+/// Accepts messages up to [`MAX_MESSAGE_SIZE`] (tonic's default is 4 MiB), enough for
+/// AppendEntries batches of large commands.
+pub fn server(raft: RaftNode) -> RaftServiceServer<RaftService> {
+    RaftServiceServer::new(RaftService::new(raft))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
+/// Refuses a payload that does not decode.
+fn bad_payload(e: WireError) -> Status {
+    tracing::warn!("refusing a Raft RPC: {e}");
+    Status::invalid_argument(e.to_string())
+}
+
+/// Decodes the openraft request inside a unary Raft RPC.
+fn decode_request<T: DeserializeOwned>(
+    what: &'static str,
+    request: Request<RaftRequest>,
+) -> Result<T, Status> {
+    decode(what, &request.into_inner().payload).map_err(bad_payload)
+}
+
+/// The `Fatal` inside an error of a Raft method whose only error is `Fatal`.
+fn into_fatal(e: RaftError<TypeConfig>) -> Fatal<TypeConfig> {
+    match e {
+        RaftError::APIError(never) => match never {},
+        RaftError::Fatal(fatal) => fatal,
+    }
+}
+
+/// Encodes the result of a Raft method as a reply.
+fn reply<T: Serialize>(
+    what: &'static str,
+    result: Result<T, Fatal<TypeConfig>>,
+) -> Result<Response<RaftReply>, Status> {
+    let outcome = match result {
+        Ok(response) => encode(what, &response).map(Outcome::Ok),
+        Err(fatal) => {
+            tracing::debug!("answering a Raft RPC with this node's fatal error: {fatal}");
+            encode("Raft error", &fatal).map(Outcome::RaftError)
+        }
+    };
+    let outcome = outcome.map_err(|e| {
+        tracing::error!("cannot answer a Raft RPC: {e}");
+        Status::internal(e.to_string())
+    })?;
+    Ok(Response::new(RaftReply {
+        outcome: Some(outcome),
+    }))
+}
+
+#[tonic::async_trait]
+impl raft_service_server::RaftService for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            decode_request("AppendEntries request", request)?;
+        let result = self.raft.append_entries(rpc).await.map_err(into_fatal);
+        reply("AppendEntriesResponse", result)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc: VoteRequest<TypeConfig> = decode_request("Vote request", request)?;
+        let result = self.raft.vote(rpc).await.map_err(into_fatal);
+        reply("VoteResponse", result)
+    }
+
+    async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc: VoteRequest<TypeConfig> = decode_request("PreVote request", request)?;
+        let result = self.raft.pre_vote(rpc).await.map_err(into_fatal);
+        reply("VoteResponse", result)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let rpc: TransferLeaderRequest<TypeConfig> =
+            decode_request("TransferLeader request", request)?;
+        let result = self.raft.handle_transfer_leader(rpc).await;
+        reply("TransferLeaderResponse", result)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let mut chunks = request.into_inner();
+        let header = match chunks.message().await? {
+            Some(SnapshotChunk {
+                item: Some(Item::Header(header)),
+            }) => header,
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "InstallSnapshot: the first message must be the snapshot header",
+                ));
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "InstallSnapshot: the stream ended before the snapshot header",
+                ));
+            }
+        };
+        let SnapshotHeader { vote, meta, size } = header;
+        let vote: VoteOf<TypeConfig> = decode("snapshot vote", &vote).map_err(bad_payload)?;
+        let meta: SnapshotMetaOf<TypeConfig> =
+            decode("snapshot meta", &meta).map_err(bad_payload)?;
+        let size = usize::try_from(size).map_err(|_| {
+            Status::invalid_argument(format!(
+                "InstallSnapshot: a snapshot of {size} bytes does not fit in memory"
+            ))
+        })?;
+
+        let mut data: SnapshotData = Vec::with_capacity(size.min(MAX_SNAPSHOT_PREALLOCATION));
+        while let Some(chunk) = chunks.message().await? {
+            match chunk.item {
+                Some(Item::Data(bytes)) if data.len() + bytes.len() <= size => {
+                    data.extend_from_slice(&bytes);
+                }
+                Some(Item::Data(bytes)) => {
+                    return Err(Status::invalid_argument(format!(
+                        "InstallSnapshot: {} bytes received, more than the {size} announced",
+                        data.len() + bytes.len()
+                    )));
+                }
+                Some(Item::Header(_)) => {
+                    return Err(Status::invalid_argument(
+                        "InstallSnapshot: a second snapshot header",
+                    ));
+                }
+                None => {
+                    return Err(Status::invalid_argument(
+                        "InstallSnapshot: a message with neither header nor data",
+                    ));
+                }
+            }
+        }
+        if data.len() != size {
+            return Err(Status::invalid_argument(format!(
+                "InstallSnapshot: the stream ended after {} of {size} bytes",
+                data.len()
+            )));
+        }
+
+        let snapshot = SnapshotOf::<TypeConfig, SnapshotData> {
+            meta,
+            snapshot: data,
+        };
+        let result = self.raft.install_full_snapshot(vote, snapshot).await;
+        reply("SnapshotResponse", result)
+    }
+}

@@ -1,0 +1,1092 @@
+//! The pure state machine: `apply(command) -> Reply` over an in-memory view.
+//!
+//! [`Machine`] holds what apply needs to decide (workers, jobs, tasks with their current
+//! attempt, breaker states, the replicated row-id counters) and nothing else. It does no I/O
+//! and never reads the clock, so every node that applies the same log reaches the same view
+//! and the same replies. Each change it makes is also noted in a [`Changes`] set that
+//! [`super::store::Store`] drains and writes to DuckDB in the same transaction as
+//! `last_applied`.
+//!
+//! A command that cannot apply is *rejected*: the rejection is a [`Reply`], deterministic,
+//! counted as applied, and goes back to the proposer. Validation happens before any mutation,
+//! so a rejected command leaves no trace (the one exception is by design: a stale
+//! `FinishTask` is recorded in `stale_results`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::command::{
+    Assignment, BreakerState, Command, FaultCategory, JobId, JobStatus, NodeId, Outcome,
+    TaskId, TaskSpec, TaskStatus, Timestamp, WorkerId, WorkerStatus,
+};
+
+/// Health samples kept per coordinator; older ones are deleted as new ones arrive.
+pub const HEALTH_SAMPLES_PER_NODE: usize = 10_000;
+
+/// What applying one command did, returned to its proposer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The command took effect.
+    Applied,
+    /// The command was refused; nothing changed. Deterministic on every node.
+    Rejected { reason: String },
+    /// A result that arrived for an attempt that is no longer current; recorded, no effect.
+    Stale { reason: String },
+    /// A job was queued (or had been queued by an earlier submission of the same id).
+    JobAccepted {
+        job: JobId,
+        tasks: u32,
+        duplicate: bool,
+    },
+    /// The task command took effect and left the task in this status.
+    Task { status: TaskStatus },
+    /// A history row was written with this id.
+    Recorded { id: i64 },
+    /// One reply per item of a `Batch` or per assignment of `AssignTasks`.
+    Many(Vec<Reply>),
+}
+
+impl Reply {
+    fn rejected(reason: impl Into<String>) -> Reply {
+        Reply::Rejected {
+            reason: reason.into(),
+        }
+    }
+
+    /// True unless the command (or, for `Many`, every item) was rejected.
+    pub fn is_rejected(&self) -> bool {
+        match self {
+            Reply::Rejected { .. } => true,
+            Reply::Many(items) => !items.is_empty() && items.iter().all(Reply::is_rejected),
+            _ => false,
+        }
+    }
+}
+
+/// A worker as the state machine knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Worker {
+    pub id: WorkerId,
+    pub host: String,
+    pub address: String,
+    pub status: WorkerStatus,
+    pub capabilities_json: String,
+    pub labels: BTreeMap<String, String>,
+    pub registered_at: Timestamp,
+    pub status_changed_at: Timestamp,
+    pub status_reason: String,
+}
+
+/// A job: a named group of tasks submitted together.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub name: String,
+    pub status: JobStatus,
+    pub submitted_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// Task ids in submission order.
+    pub tasks: Vec<TaskId>,
+    /// Tasks not final yet; the job finishes when this reaches zero.
+    pub open_tasks: u32,
+}
+
+/// One attempt of a task: a row of `task_attempts`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    pub number: u32,
+    pub worker: WorkerId,
+    pub term: u64,
+    pub assigned_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    /// `passed`, `failed`, …, or `requeued`, `abandoned`, `cancelled` when it was ended for it.
+    pub outcome: Option<String>,
+    pub exit_code: Option<i32>,
+    pub duration_ms: Option<u64>,
+    pub output_tail: Option<String>,
+}
+
+/// A task and where it stands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    pub spec: TaskSpec,
+    pub job: JobId,
+    /// Submission order across the whole system (a replicated counter).
+    pub seq: i64,
+    pub status: TaskStatus,
+    /// The current attempt number; 0 before the first assignment.
+    pub attempt: u32,
+    /// The current (or last) attempt.
+    pub current: Option<Attempt>,
+    pub infra_retries_used: u32,
+    pub timeout_retries_used: u32,
+    pub flaky_retries_used: u32,
+    /// Queued again after an attempt ended without a final result; runs ahead of never-run
+    /// tasks of its priority.
+    pub requeued: bool,
+    pub submitted_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// Why the task is where it is (requeue reason, abandon reason, cancel reason).
+    pub reason: Option<String>,
+}
+
+impl Task {
+    /// The worker holding the current attempt, if the task is assigned or running.
+    pub fn holder(&self) -> Option<&WorkerId> {
+        match self.status {
+            TaskStatus::Assigned | TaskStatus::Running => self.current.as_ref().map(|a| &a.worker),
+            _ => None,
+        }
+    }
+}
+
+/// Rows appended to history tables; ids come from [`Counters`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum HistoryRow {
+    LeaderTransition {
+        id: i64,
+        term: u64,
+        leader: NodeId,
+        at: Timestamp,
+    },
+    BreakerTransition {
+        id: i64,
+        scope: String,
+        from: BreakerState,
+        to: BreakerState,
+        reason: String,
+        at: Timestamp,
+    },
+    HealthSample {
+        id: i64,
+        node: NodeId,
+        cpu: f64,
+        mem_bytes: u64,
+        disk_free_bytes: u64,
+        net_errors: u64,
+        error_rate: f64,
+        at: Timestamp,
+    },
+    WorkerRecovery {
+        id: i64,
+        worker: WorkerId,
+        at: Timestamp,
+        attempt_number: u32,
+        success: bool,
+        recovery_type: String,
+        error_message: Option<String>,
+        details_json: String,
+    },
+    TaskRecovery {
+        id: i64,
+        task: TaskId,
+        worker: Option<WorkerId>,
+        at: Timestamp,
+        attempt_number: u32,
+        success: bool,
+        recovery_type: String,
+        error_message: Option<String>,
+        details_json: String,
+    },
+    SystemRecovery {
+        id: i64,
+        at: Timestamp,
+        system_status: String,
+        success: bool,
+        affected_workers: u32,
+        affected_tasks: u32,
+        details_json: String,
+    },
+    /// A `Bench` command was applied at this log index (so a crash test can tell that every
+    /// acknowledged command is present exactly once).
+    Bench { log_index: u64, payload_bytes: u64 },
+    StaleResult {
+        id: i64,
+        task: TaskId,
+        attempt: u32,
+        worker: WorkerId,
+        outcome: Outcome,
+        exit_code: Option<i32>,
+        reason: String,
+        at: Timestamp,
+    },
+}
+
+/// The replicated row-id counters: the next id of each history table. Assigned in apply,
+/// so every replica gives a row the same id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub leader_transitions: i64,
+    pub breaker_transitions: i64,
+    pub health_samples: i64,
+    pub worker_recovery: i64,
+    pub task_recovery: i64,
+    pub system_recovery: i64,
+    pub stale_results: i64,
+    /// Submission order of tasks.
+    pub task_seq: i64,
+}
+
+fn take_id(counter: &mut i64) -> i64 {
+    *counter += 1;
+    *counter
+}
+
+/// What changed since the last [`Machine::take_changes`]: keys of rows to upsert, rows to
+/// append, rows to delete.
+#[derive(Debug, Default, PartialEq)]
+pub struct Changes {
+    pub workers: BTreeSet<WorkerId>,
+    pub jobs: BTreeSet<JobId>,
+    pub tasks: BTreeSet<TaskId>,
+    /// Tasks whose current attempt row changed.
+    pub attempts: BTreeSet<TaskId>,
+    pub history: Vec<HistoryRow>,
+    pub deleted_health_samples: Vec<i64>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+            && self.jobs.is_empty()
+            && self.tasks.is_empty()
+            && self.attempts.is_empty()
+            && self.history.is_empty()
+            && self.deleted_health_samples.is_empty()
+    }
+}
+
+/// The in-memory view of replicated state and the apply function over it.
+#[derive(Debug, Default)]
+pub struct Machine {
+    workers: BTreeMap<WorkerId, Worker>,
+    jobs: BTreeMap<JobId, Job>,
+    tasks: HashMap<TaskId, Task>,
+    breakers: BTreeMap<String, BreakerState>,
+    counters: Counters,
+    /// Ids of the kept health samples per node, oldest first, for the retention limit.
+    health_ids: BTreeMap<NodeId, VecDeque<i64>>,
+    changes: Changes,
+    /// Log index of the entry being applied (set by [`Machine::apply_entry`]).
+    log_index: u64,
+}
+
+/// Everything needed to rebuild a [`Machine`] from storage.
+#[derive(Debug, Default)]
+pub struct MachineParts {
+    pub workers: Vec<Worker>,
+    pub jobs: Vec<(JobId, String, JobStatus, Timestamp, Option<Timestamp>)>,
+    pub tasks: Vec<Task>,
+    pub breakers: BTreeMap<String, BreakerState>,
+    pub counters: Counters,
+    pub health_ids: Vec<(NodeId, i64)>,
+}
+
+impl Machine {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rebuilds the view from rows read back from storage.
+    pub fn from_parts(parts: MachineParts) -> Self {
+        let mut machine = Machine {
+            workers: parts
+                .workers
+                .into_iter()
+                .map(|w| (w.id.clone(), w))
+                .collect(),
+            breakers: parts.breakers,
+            counters: parts.counters,
+            ..Default::default()
+        };
+        for (id, name, status, submitted_at, finished_at) in parts.jobs {
+            let job = Job {
+                id: id.clone(),
+                name,
+                status,
+                submitted_at,
+                finished_at,
+                tasks: Vec::new(),
+                open_tasks: 0,
+            };
+            machine.jobs.insert(id, job);
+        }
+        let mut tasks = parts.tasks;
+        tasks.sort_by_key(|t| t.seq);
+        for task in tasks {
+            if let Some(job) = machine.jobs.get_mut(&task.job) {
+                job.tasks.push(task.spec.id.clone());
+                if !task.status.is_final() {
+                    job.open_tasks += 1;
+                }
+            }
+            machine.tasks.insert(task.spec.id.clone(), task);
+        }
+        let mut health = parts.health_ids;
+        health.sort_by_key(|(_, id)| *id);
+        for (node, id) in health {
+            machine.health_ids.entry(node).or_default().push_back(id);
+        }
+        machine
+    }
+
+    pub fn workers(&self) -> &BTreeMap<WorkerId, Worker> {
+        &self.workers
+    }
+
+    pub fn worker(&self, id: &str) -> Option<&Worker> {
+        self.workers.get(id)
+    }
+
+    pub fn jobs(&self) -> &BTreeMap<JobId, Job> {
+        &self.jobs
+    }
+
+    pub fn job(&self, id: &str) -> Option<&Job> {
+        self.jobs.get(id)
+    }
+
+    pub fn tasks(&self) -> &HashMap<TaskId, Task> {
+        &self.tasks
+    }
+
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    pub fn breaker(&self, scope: &str) -> BreakerState {
+        self.breakers
+            .get(scope)
+            .copied()
+            .unwrap_or(BreakerState::Closed)
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Drains the changes made since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Applies the command of the log entry at `log_index`.
+    pub fn apply_entry(&mut self, log_index: u64, command: Command) -> Reply {
+        self.log_index = log_index;
+        self.apply(command)
+    }
+
+    /// Applies one command. Never panics, never reads the clock.
+    pub fn apply(&mut self, command: Command) -> Reply {
+        match command {
+            Command::Noop => Reply::Applied,
+            Command::Bench { payload } => {
+                self.changes.history.push(HistoryRow::Bench {
+                    log_index: self.log_index,
+                    payload_bytes: payload.len() as u64,
+                });
+                Reply::Applied
+            }
+            Command::LeaderElected { node, term, at } => {
+                let id = take_id(&mut self.counters.leader_transitions);
+                self.changes.history.push(HistoryRow::LeaderTransition {
+                    id,
+                    term,
+                    leader: node,
+                    at,
+                });
+                Reply::Recorded { id }
+            }
+            Command::RegisterWorker {
+                worker,
+                host,
+                address,
+                capabilities_json,
+                labels,
+                at,
+            } => self.register_worker(worker, host, address, capabilities_json, labels, at),
+            Command::SetWorkerStatus {
+                worker,
+                from,
+                to,
+                reason,
+                at,
+            } => self.set_worker_status(&worker, from, to, reason, at),
+            Command::SubmitJob {
+                job,
+                name,
+                tasks,
+                at,
+            } => self.submit_job(job, name, tasks, at),
+            Command::AssignTasks {
+                term,
+                at,
+                assignments,
+            } => Reply::Many(
+                assignments
+                    .into_iter()
+                    .map(|a| self.assign(a, term, at))
+                    .collect(),
+            ),
+            Command::TaskStarted {
+                task,
+                attempt,
+                worker,
+                at,
+            } => self.task_started(&task, attempt, &worker, at),
+            Command::FinishTask {
+                task,
+                attempt,
+                worker,
+                outcome,
+                exit_code,
+                duration_ms,
+                output_tail,
+                at,
+            } => self.finish_task(
+                &task,
+                attempt,
+                worker,
+                outcome,
+                exit_code,
+                duration_ms,
+                output_tail,
+                at,
+            ),
+            Command::RequeueTask {
+                task,
+                attempt,
+                reason,
+                category,
+                at,
+            } => self.requeue_task(&task, attempt, reason, category, at),
+            Command::AbandonTask { task, reason, at } => {
+                match self.tasks.get(&task).map(|t| t.status) {
+                    None => Reply::rejected(format!("unknown task {task}")),
+                    Some(s) if s.is_final() => {
+                        Reply::rejected(format!("task {task} is already final ({s})"))
+                    }
+                    Some(_) => {
+                        self.finalize(&task, TaskStatus::Abandoned, "abandoned", reason, at);
+                        Reply::Task {
+                            status: TaskStatus::Abandoned,
+                        }
+                    }
+                }
+            }
+            Command::CancelJob { job, reason, at } => self.cancel_job(&job, reason, at),
+            Command::CancelTask { task, reason, at } => {
+                match self.tasks.get(&task).map(|t| t.status) {
+                    None => Reply::rejected(format!("unknown task {task}")),
+                    Some(s) if s.is_final() => {
+                        Reply::rejected(format!("task {task} is already final ({s})"))
+                    }
+                    Some(_) => {
+                        self.finalize(&task, TaskStatus::Cancelled, "cancelled", reason, at);
+                        Reply::Task {
+                            status: TaskStatus::Cancelled,
+                        }
+                    }
+                }
+            }
+            Command::RecordWorkerRecovery {
+                worker,
+                attempt_number,
+                success,
+                recovery_type,
+                error_message,
+                details_json,
+                at,
+            } => {
+                if let Err(reason) = check_json(&details_json) {
+                    return Reply::rejected(reason);
+                }
+                let id = take_id(&mut self.counters.worker_recovery);
+                self.changes.history.push(HistoryRow::WorkerRecovery {
+                    id,
+                    worker,
+                    at,
+                    attempt_number,
+                    success,
+                    recovery_type,
+                    error_message,
+                    details_json,
+                });
+                Reply::Recorded { id }
+            }
+            Command::RecordTaskRecovery {
+                task,
+                worker,
+                attempt_number,
+                success,
+                recovery_type,
+                error_message,
+                details_json,
+                at,
+            } => {
+                if let Err(reason) = check_json(&details_json) {
+                    return Reply::rejected(reason);
+                }
+                let id = take_id(&mut self.counters.task_recovery);
+                self.changes.history.push(HistoryRow::TaskRecovery {
+                    id,
+                    task,
+                    worker,
+                    at,
+                    attempt_number,
+                    success,
+                    recovery_type,
+                    error_message,
+                    details_json,
+                });
+                Reply::Recorded { id }
+            }
+            Command::RecordSystemRecovery {
+                system_status,
+                success,
+                affected_workers,
+                affected_tasks,
+                details_json,
+                at,
+            } => {
+                if let Err(reason) = check_json(&details_json) {
+                    return Reply::rejected(reason);
+                }
+                let id = take_id(&mut self.counters.system_recovery);
+                self.changes.history.push(HistoryRow::SystemRecovery {
+                    id,
+                    at,
+                    system_status,
+                    success,
+                    affected_workers,
+                    affected_tasks,
+                    details_json,
+                });
+                Reply::Recorded { id }
+            }
+            Command::BreakerTransition {
+                scope,
+                from,
+                to,
+                reason,
+                at,
+            } => {
+                let current = self.breaker(&scope);
+                if current != from {
+                    return Reply::rejected(format!(
+                        "breaker {scope} is {current}, not {from}: stale transition"
+                    ));
+                }
+                self.breakers.insert(scope.clone(), to);
+                let id = take_id(&mut self.counters.breaker_transitions);
+                self.changes.history.push(HistoryRow::BreakerTransition {
+                    id,
+                    scope,
+                    from,
+                    to,
+                    reason,
+                    at,
+                });
+                Reply::Recorded { id }
+            }
+            Command::HealthSample {
+                node,
+                cpu,
+                mem_bytes,
+                disk_free_bytes,
+                net_errors,
+                error_rate,
+                at,
+            } => {
+                if !cpu.is_finite() || !error_rate.is_finite() {
+                    return Reply::rejected("health sample has a non-finite cpu or error rate");
+                }
+                let id = take_id(&mut self.counters.health_samples);
+                self.changes.history.push(HistoryRow::HealthSample {
+                    id,
+                    node,
+                    cpu,
+                    mem_bytes,
+                    disk_free_bytes,
+                    net_errors,
+                    error_rate,
+                    at,
+                });
+                let kept = self.health_ids.entry(node).or_default();
+                kept.push_back(id);
+                while kept.len() > HEALTH_SAMPLES_PER_NODE {
+                    if let Some(old) = kept.pop_front() {
+                        self.changes.deleted_health_samples.push(old);
+                    }
+                }
+                Reply::Recorded { id }
+            }
+            Command::Batch(items) => {
+                Reply::Many(items.into_iter().map(|c| self.apply(c)).collect())
+            }
+        }
+    }
+
+    fn register_worker(
+        &mut self,
+        id: WorkerId,
+        host: String,
+        address: String,
+        capabilities_json: String,
+        labels: BTreeMap<String, String>,
+        at: Timestamp,
+    ) -> Reply {
+        if id.is_empty() {
+            return Reply::rejected("worker id is empty");
+        }
+        match serde_json::from_str::<serde_json::Value>(&capabilities_json) {
+            Ok(serde_json::Value::Object(_)) => {}
+            _ => return Reply::rejected("worker capabilities must be a JSON object"),
+        }
+        let registered_at = self.workers.get(&id).map_or(at, |w| w.registered_at);
+        self.workers.insert(
+            id.clone(),
+            Worker {
+                id: id.clone(),
+                host,
+                address,
+                status: WorkerStatus::Healthy,
+                capabilities_json,
+                labels,
+                registered_at,
+                status_changed_at: at,
+                status_reason: "registered".to_string(),
+            },
+        );
+        self.changes.workers.insert(id);
+        Reply::Applied
+    }
+
+    fn set_worker_status(
+        &mut self,
+        id: &str,
+        from: WorkerStatus,
+        to: WorkerStatus,
+        reason: String,
+        at: Timestamp,
+    ) -> Reply {
+        let Some(worker) = self.workers.get_mut(id) else {
+            return Reply::rejected(format!("unknown worker {id}"));
+        };
+        if worker.status != from {
+            return Reply::rejected(format!(
+                "worker {id} is {}, not {from}: stale decision",
+                worker.status
+            ));
+        }
+        worker.status = to;
+        worker.status_changed_at = at;
+        worker.status_reason = reason;
+        self.changes.workers.insert(id.to_string());
+        Reply::Applied
+    }
+
+    fn submit_job(&mut self, id: JobId, name: String, specs: Vec<TaskSpec>, at: Timestamp) -> Reply {
+        if let Some(job) = self.jobs.get(&id) {
+            return Reply::JobAccepted {
+                job: id,
+                tasks: job.tasks.len() as u32,
+                duplicate: true,
+            };
+        }
+        if id.is_empty() {
+            return Reply::rejected("job id is empty");
+        }
+        if specs.is_empty() {
+            return Reply::rejected(format!("job {id} has no tasks"));
+        }
+        let mut seen = HashSet::new();
+        for spec in &specs {
+            if spec.id.is_empty() {
+                return Reply::rejected(format!("job {id} has a task with an empty id"));
+            }
+            if !seen.insert(spec.id.as_str()) {
+                return Reply::rejected(format!("task id {} appears twice in job {id}", spec.id));
+            }
+            if self.tasks.contains_key(&spec.id) {
+                return Reply::rejected(format!("task id {} already exists", spec.id));
+            }
+            if spec.command.first().is_none_or(|p| p.is_empty()) {
+                return Reply::rejected(format!("task {} has an empty command", spec.id));
+            }
+        }
+        let count = specs.len() as u32;
+        let mut ids = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let seq = take_id(&mut self.counters.task_seq);
+            ids.push(spec.id.clone());
+            self.changes.tasks.insert(spec.id.clone());
+            self.tasks.insert(
+                spec.id.clone(),
+                Task {
+                    spec,
+                    job: id.clone(),
+                    seq,
+                    status: TaskStatus::Queued,
+                    attempt: 0,
+                    current: None,
+                    infra_retries_used: 0,
+                    timeout_retries_used: 0,
+                    flaky_retries_used: 0,
+                    requeued: false,
+                    submitted_at: at,
+                    updated_at: at,
+                    finished_at: None,
+                    reason: None,
+                },
+            );
+        }
+        self.jobs.insert(
+            id.clone(),
+            Job {
+                id: id.clone(),
+                name,
+                status: JobStatus::Running,
+                submitted_at: at,
+                finished_at: None,
+                tasks: ids,
+                open_tasks: count,
+            },
+        );
+        self.changes.jobs.insert(id.clone());
+        Reply::JobAccepted {
+            job: id,
+            tasks: count,
+            duplicate: false,
+        }
+    }
+
+    fn assign(&mut self, a: Assignment, term: u64, at: Timestamp) -> Reply {
+        match self.workers.get(&a.worker) {
+            None => return Reply::rejected(format!("unknown worker {}", a.worker)),
+            Some(w) if w.status != WorkerStatus::Healthy => {
+                return Reply::rejected(format!("worker {} is {}, not healthy", a.worker, w.status));
+            }
+            Some(_) => {}
+        }
+        let Some(task) = self.tasks.get_mut(&a.task) else {
+            return Reply::rejected(format!("unknown task {}", a.task));
+        };
+        if task.status != TaskStatus::Queued {
+            return Reply::rejected(format!("task {} is {}, not queued", a.task, task.status));
+        }
+        if a.attempt != task.attempt + 1 {
+            return Reply::rejected(format!(
+                "task {} is at attempt {}, so the next is {}, not {}",
+                a.task,
+                task.attempt,
+                task.attempt + 1,
+                a.attempt
+            ));
+        }
+        task.status = TaskStatus::Assigned;
+        task.attempt = a.attempt;
+        task.updated_at = at;
+        task.current = Some(Attempt {
+            number: a.attempt,
+            worker: a.worker,
+            term,
+            assigned_at: at,
+            started_at: None,
+            finished_at: None,
+            outcome: None,
+            exit_code: None,
+            duration_ms: None,
+            output_tail: None,
+        });
+        self.changes.tasks.insert(a.task.clone());
+        self.changes.attempts.insert(a.task);
+        Reply::Task {
+            status: TaskStatus::Assigned,
+        }
+    }
+
+    /// Why a report about `(task, attempt)` from `worker` does not concern the current
+    /// attempt, or `None` when it does.
+    fn staleness(task: &Task, attempt: u32, worker: &str) -> Option<String> {
+        if task.status.is_final() {
+            return Some(format!("task is already final ({})", task.status));
+        }
+        if task.status == TaskStatus::Queued {
+            return Some(format!("attempt {attempt} was ended; the task is queued again"));
+        }
+        if attempt != task.attempt {
+            return Some(format!("attempt {attempt} is not the current attempt {}", task.attempt));
+        }
+        match task.holder() {
+            Some(holder) if holder == worker => None,
+            Some(holder) => Some(format!("attempt {attempt} belongs to worker {holder}, not {worker}")),
+            None => Some("the task has no current holder".to_string()),
+        }
+    }
+
+    fn task_started(&mut self, id: &str, attempt: u32, worker: &str, at: Timestamp) -> Reply {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return Reply::rejected(format!("unknown task {id}"));
+        };
+        if let Some(reason) = Self::staleness(task, attempt, worker) {
+            return Reply::rejected(reason);
+        }
+        if task.status == TaskStatus::Running {
+            return Reply::rejected(format!("task {id} attempt {attempt} is already running"));
+        }
+        task.status = TaskStatus::Running;
+        task.updated_at = at;
+        if let Some(current) = task.current.as_mut() {
+            current.started_at = Some(at);
+        }
+        self.changes.tasks.insert(id.to_string());
+        self.changes.attempts.insert(id.to_string());
+        Reply::Task {
+            status: TaskStatus::Running,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_task(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        worker: WorkerId,
+        outcome: Outcome,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+        output_tail: String,
+        at: Timestamp,
+    ) -> Reply {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return Reply::rejected(format!("unknown task {id}"));
+        };
+        if let Some(reason) = Self::staleness(task, attempt, &worker) {
+            let row = HistoryRow::StaleResult {
+                id: take_id(&mut self.counters.stale_results),
+                task: id.to_string(),
+                attempt,
+                worker,
+                outcome,
+                exit_code,
+                reason: reason.clone(),
+                at,
+            };
+            self.changes.history.push(row);
+            return Reply::Stale { reason };
+        }
+        if let Some(current) = task.current.as_mut() {
+            current.started_at.get_or_insert(at);
+            current.finished_at = Some(at);
+            current.outcome = Some(outcome.as_str().to_string());
+            current.exit_code = exit_code;
+            current.duration_ms = Some(duration_ms);
+            current.output_tail = Some(output_tail);
+        }
+        let next = match outcome {
+            Outcome::Passed => Next::Result(TaskStatus::Passed),
+            Outcome::Error => Next::Result(TaskStatus::Error),
+            Outcome::Failed if task.flaky_retries_used < task.spec.flaky_retries => {
+                task.flaky_retries_used += 1;
+                Next::Again("test failed; flaky retry".to_string())
+            }
+            Outcome::Failed => Next::Result(TaskStatus::Failed),
+            Outcome::TimedOut if task.timeout_retries_used < task.spec.timeout_retries => {
+                task.timeout_retries_used += 1;
+                Next::Again("timed out; retrying on another worker".to_string())
+            }
+            Outcome::TimedOut => Next::Result(TaskStatus::TimedOut),
+            Outcome::WorkerFault if task.infra_retries_used < task.spec.max_retries => {
+                task.infra_retries_used += 1;
+                Next::Again("worker fault".to_string())
+            }
+            Outcome::WorkerFault => Next::Abandon(format!(
+                "worker fault; infrastructure retries exhausted ({})",
+                task.spec.max_retries
+            )),
+        };
+        self.changes.attempts.insert(id.to_string());
+        let status = match next {
+            Next::Result(status) => self.finalize_result(id, status, at),
+            Next::Again(reason) => self.queue_again(id, reason, at),
+            Next::Abandon(reason) => {
+                self.finalize(id, TaskStatus::Abandoned, "worker_fault", reason, at)
+            }
+        };
+        Reply::Task { status }
+    }
+
+    fn requeue_task(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        reason: String,
+        category: FaultCategory,
+        at: Timestamp,
+    ) -> Reply {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return Reply::rejected(format!("unknown task {id}"));
+        };
+        if task.status.is_final() {
+            return Reply::rejected(format!("task {id} is already final ({})", task.status));
+        }
+        if task.status == TaskStatus::Queued {
+            return Reply::rejected(format!("task {id} is queued, not in flight"));
+        }
+        if attempt != task.attempt {
+            return Reply::rejected(format!(
+                "task {id} is at attempt {}, not {attempt}: stale decision",
+                task.attempt
+            ));
+        }
+        let next = if category == FaultCategory::Timeout {
+            if task.timeout_retries_used < task.spec.timeout_retries {
+                task.timeout_retries_used += 1;
+                Next::Again(reason)
+            } else {
+                Next::Result(TaskStatus::TimedOut)
+            }
+        } else if task.infra_retries_used < task.spec.max_retries {
+            task.infra_retries_used += 1;
+            Next::Again(reason)
+        } else {
+            Next::Abandon(format!(
+                "{reason}; infrastructure retries exhausted ({})",
+                task.spec.max_retries
+            ))
+        };
+        let status = match next {
+            Next::Again(reason) => {
+                self.end_attempt(id, &format!("requeued: {category}"), at);
+                self.queue_again(id, reason, at)
+            }
+            Next::Result(status) => {
+                let reason = "timed out; timeout retries exhausted".to_string();
+                self.finalize(id, status, "timed_out", reason, at)
+            }
+            Next::Abandon(reason) => self.finalize(id, TaskStatus::Abandoned, "abandoned", reason, at),
+        };
+        Reply::Task { status }
+    }
+
+    fn cancel_job(&mut self, id: &str, reason: String, at: Timestamp) -> Reply {
+        let Some(job) = self.jobs.get(id) else {
+            return Reply::rejected(format!("unknown job {id}"));
+        };
+        if job.status != JobStatus::Running {
+            return Reply::rejected(format!("job {id} is already {}", job.status));
+        }
+        let open: Vec<TaskId> = job
+            .tasks
+            .iter()
+            .filter(|t| self.tasks.get(*t).is_some_and(|t| !t.status.is_final()))
+            .cloned()
+            .collect();
+        // The job is cancelled first, so the last task ending does not finish it instead.
+        if let Some(job) = self.jobs.get_mut(id) {
+            job.status = JobStatus::Cancelled;
+            job.finished_at = Some(at);
+            self.changes.jobs.insert(id.to_string());
+        }
+        for task in &open {
+            self.finalize(task, TaskStatus::Cancelled, "cancelled", reason.clone(), at);
+        }
+        Reply::Applied
+    }
+
+    /// Marks the current attempt as ended (without a result of its own) if it is open.
+    fn end_attempt(&mut self, id: &str, outcome: &str, at: Timestamp) {
+        if let Some(task) = self.tasks.get_mut(id)
+            && matches!(task.status, TaskStatus::Assigned | TaskStatus::Running)
+            && let Some(current) = task.current.as_mut()
+            && current.finished_at.is_none()
+        {
+            current.finished_at = Some(at);
+            current.outcome = Some(outcome.to_string());
+            self.changes.attempts.insert(id.to_string());
+        }
+    }
+
+    fn queue_again(&mut self, id: &str, reason: String, at: Timestamp) -> TaskStatus {
+        if let Some(task) = self.tasks.get_mut(id) {
+            task.status = TaskStatus::Queued;
+            task.requeued = true;
+            task.updated_at = at;
+            task.reason = Some(reason);
+            self.changes.tasks.insert(id.to_string());
+        }
+        TaskStatus::Queued
+    }
+
+    /// A final status from the attempt's own result (the attempt row is already filled in).
+    fn finalize_result(&mut self, id: &str, status: TaskStatus, at: Timestamp) -> TaskStatus {
+        if let Some(task) = self.tasks.get_mut(id) {
+            task.reason = None;
+        }
+        self.set_final(id, status, at);
+        status
+    }
+
+    /// A final status decided for the task; an open attempt is ended with `attempt_outcome`.
+    fn finalize(
+        &mut self,
+        id: &str,
+        status: TaskStatus,
+        attempt_outcome: &str,
+        reason: String,
+        at: Timestamp,
+    ) -> TaskStatus {
+        self.end_attempt(id, attempt_outcome, at);
+        if let Some(task) = self.tasks.get_mut(id) {
+            task.reason = Some(reason);
+        }
+        self.set_final(id, status, at);
+        status
+    }
+
+    fn set_final(&mut self, id: &str, status: TaskStatus, at: Timestamp) {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
+        if task.status.is_final() {
+            return;
+        }
+        task.status = status;
+        task.updated_at = at;
+        task.finished_at = Some(at);
+        self.changes.tasks.insert(id.to_string());
+        let job_id = task.job.clone();
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            job.open_tasks = job.open_tasks.saturating_sub(1);
+            if job.open_tasks == 0 && job.status == JobStatus::Running {
+                job.status = JobStatus::Finished;
+                job.finished_at = Some(at);
+            }
+            self.changes.jobs.insert(job_id);
+        }
+    }
+}
+
+/// Where a task goes after its attempt ended.
+enum Next {
+    /// Final with this status.
+    Result(TaskStatus),
+    /// Queued again for this reason.
+    Again(String),
+    /// Final `abandoned` for this reason.
+    Abandon(String),
+}
+
+fn check_json(text: &str) -> Result<(), String> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .map(|_| ())
+        .map_err(|e| format!("details are not valid JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+//! The DuckDB schema of the replicated state (DESIGN.md §3).
+//!
+//! Every node holds these tables with the same rows. The three recovery tables are exactly
+//! as the original design specifies them. `raft_meta` holds `last_applied` and the
+//! membership, written in the same transaction as the effects they account for.
+
+/// Tables whose rows are replicated state, in the order snapshots list them. `raft_meta`
+/// is not among them: a snapshot carries its own metadata.
+pub const REPLICATED_TABLES: &[Table] = &[
+    Table {
+        name: "workers",
+        key: "id",
+    },
+    Table {
+        name: "jobs",
+        key: "id",
+    },
+    Table {
+        name: "tasks",
+        key: "id",
+    },
+    Table {
+        name: "task_attempts",
+        key: "task_id, attempt",
+    },
+    Table {
+        name: "stale_results",
+        key: "id",
+    },
+    Table {
+        name: "leader_transitions",
+        key: "id",
+    },
+    Table {
+        name: "breaker_transitions",
+        key: "id",
+    },
+    Table {
+        name: "health_samples",
+        key: "id",
+    },
+    Table {
+        name: "worker_recovery_history",
+        key: "id",
+    },
+    Table {
+        name: "task_recovery_history",
+        key: "id",
+    },
+    Table {
+        name: "system_recovery_history",
+        key: "id",
+    },
+    Table {
+        name: "bench_log",
+        key: "log_index",
+    },
+];
+
+/// A replicated table and the columns that order its rows.
+#[derive(Clone, Copy, Debug)]
+pub struct Table {
+    pub name: &'static str,
+    pub key: &'static str,
+}
+
+/// Tables that are upserted by key from the in-memory view, each with a staging twin.
+pub const UPSERT_TABLES: &[&str] = &["workers", "jobs", "tasks", "task_attempts"];
+
+/// Creates every table if it does not exist yet.
+pub const CREATE: &str = r#"
+CREATE TABLE IF NOT EXISTS raft_meta (
+    id INTEGER PRIMARY KEY,
+    last_applied_index BIGINT,
+    last_applied JSON,
+    membership JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS workers (
+    id VARCHAR PRIMARY KEY,
+    host VARCHAR NOT NULL,
+    address VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    capabilities JSON NOT NULL,
+    labels JSON NOT NULL,
+    registered_at TIMESTAMP NOT NULL,
+    status_changed_at TIMESTAMP NOT NULL,
+    status_reason VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id VARCHAR PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    submitted_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP,
+    task_count INTEGER NOT NULL,
+    open_tasks INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    id VARCHAR PRIMARY KEY,
+    job_id VARCHAR NOT NULL,
+    seq BIGINT NOT NULL,
+    name VARCHAR NOT NULL,
+    command JSON NOT NULL,
+    env JSON NOT NULL,
+    cwd VARCHAR,
+    timeout_ms BIGINT NOT NULL,
+    priority INTEGER NOT NULL,
+    requirements JSON NOT NULL,
+    max_retries INTEGER NOT NULL,
+    timeout_retries INTEGER NOT NULL,
+    flaky_retries INTEGER NOT NULL,
+    status VARCHAR NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id VARCHAR,
+    lease_term BIGINT,
+    infra_retries_used INTEGER NOT NULL,
+    timeout_retries_used INTEGER NOT NULL,
+    flaky_retries_used INTEGER NOT NULL,
+    requeued BOOLEAN NOT NULL,
+    submitted_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP,
+    reason VARCHAR
+);
+CREATE TABLE IF NOT EXISTS task_attempts (
+    task_id VARCHAR NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id VARCHAR NOT NULL,
+    term BIGINT NOT NULL,
+    assigned_at TIMESTAMP NOT NULL,
+    started_at TIMESTAMP,
+    finished_at TIMESTAMP,
+    outcome VARCHAR,
+    exit_code INTEGER,
+    duration_ms BIGINT,
+    output_tail VARCHAR,
+    PRIMARY KEY (task_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS stale_results (
+    id BIGINT PRIMARY KEY,
+    task_id VARCHAR NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id VARCHAR NOT NULL,
+    outcome VARCHAR NOT NULL,
+    exit_code INTEGER,
+    reason VARCHAR NOT NULL,
+    reported_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leader_transitions (
+    id BIGINT PRIMARY KEY,
+    term BIGINT NOT NULL,
+    leader_id BIGINT NOT NULL,
+    elected_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS breaker_transitions (
+    id BIGINT PRIMARY KEY,
+    scope VARCHAR NOT NULL,
+    from_state VARCHAR NOT NULL,
+    to_state VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    changed_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS health_samples (
+    id BIGINT PRIMARY KEY,
+    node_id BIGINT NOT NULL,
+    cpu DOUBLE NOT NULL,
+    mem_bytes BIGINT NOT NULL,
+    disk_free_bytes BIGINT NOT NULL,
+    net_errors BIGINT NOT NULL,
+    error_rate DOUBLE NOT NULL,
+    sampled_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bench_log (
+    log_index BIGINT NOT NULL,
+    payload_bytes BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS worker_recovery_history (id INTEGER PRIMARY KEY, worker_id VARCHAR,
+  recovery_time TIMESTAMP, attempt_number INTEGER, success BOOLEAN, recovery_type VARCHAR,
+  error_message VARCHAR, details JSON);
+CREATE TABLE IF NOT EXISTS task_recovery_history (id INTEGER PRIMARY KEY, task_id VARCHAR,
+  worker_id VARCHAR, recovery_time TIMESTAMP, attempt_number INTEGER, success BOOLEAN,
+  recovery_type VARCHAR, error_message VARCHAR, details JSON);
+CREATE TABLE IF NOT EXISTS system_recovery_history (id INTEGER PRIMARY KEY,
+  recovery_time TIMESTAMP, system_status VARCHAR, success BOOLEAN, affected_workers INTEGER,
+  affected_tasks INTEGER, details JSON);
+"#;

@@ -1,0 +1,321 @@
+//! The DuckDB store against a real (in-memory or on-disk) DuckDB.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::state::command::{Assignment, Command, FaultCategory, Outcome, TaskSpec};
+
+fn at(t: i64) -> Timestamp {
+    Timestamp(1_700_000_000_000_000 + t)
+}
+
+fn spec(id: &str) -> TaskSpec {
+    TaskSpec {
+        id: id.into(),
+        name: format!("test {id}"),
+        command: vec!["sh".into(), "-c".into(), "echo 'quoted \"text\"'".into()],
+        env: BTreeMap::from([("K".into(), "V".into())]),
+        cwd: Some("/tmp".into()),
+        timeout_ms: 1_000,
+        priority: 3,
+        labels: BTreeMap::from([("os".into(), "linux".into())]),
+        capabilities: vec!["webgpu".into()],
+        max_retries: 3,
+        timeout_retries: 1,
+        flaky_retries: 0,
+    }
+}
+
+/// A log touching every table.
+fn history() -> Vec<Command> {
+    vec![
+        Command::LeaderElected {
+            node: 1,
+            term: 1,
+            at: at(0),
+        },
+        Command::RegisterWorker {
+            worker: "w1".into(),
+            host: "h1".into(),
+            address: "127.0.0.1:7001".into(),
+            capabilities_json: r#"{"cpus": 2, "gpu": null}"#.into(),
+            labels: BTreeMap::from([("os".into(), "linux".into())]),
+            at: at(1),
+        },
+        Command::SubmitJob {
+            job: "j1".into(),
+            name: "suite".into(),
+            tasks: vec![spec("t1"), spec("t2"), spec("t3")],
+            at: at(2),
+        },
+        Command::AssignTasks {
+            term: 1,
+            at: at(3),
+            assignments: vec![
+                Assignment {
+                    task: "t1".into(),
+                    worker: "w1".into(),
+                    attempt: 1,
+                },
+                Assignment {
+                    task: "t2".into(),
+                    worker: "w1".into(),
+                    attempt: 1,
+                },
+            ],
+        },
+        Command::TaskStarted {
+            task: "t1".into(),
+            attempt: 1,
+            worker: "w1".into(),
+            at: at(4),
+        },
+        Command::FinishTask {
+            task: "t1".into(),
+            attempt: 1,
+            worker: "w1".into(),
+            outcome: Outcome::Failed,
+            exit_code: Some(1),
+            duration_ms: 12,
+            output_tail: "line 1\nline 2, with \"quotes\"".into(),
+            at: at(5),
+        },
+        Command::RequeueTask {
+            task: "t2".into(),
+            attempt: 1,
+            reason: "worker lost".into(),
+            category: FaultCategory::Connection,
+            at: at(6),
+        },
+        Command::FinishTask {
+            task: "t2".into(),
+            attempt: 1,
+            worker: "w1".into(),
+            outcome: Outcome::Passed,
+            exit_code: Some(0),
+            duration_ms: 3,
+            output_tail: String::new(),
+            at: at(7),
+        },
+        Command::RecordWorkerRecovery {
+            worker: "w1".into(),
+            attempt_number: 1,
+            success: true,
+            recovery_type: "reconnect".into(),
+            error_message: None,
+            details_json: r#"{"strategy": "reconnect"}"#.into(),
+            at: at(8),
+        },
+        Command::RecordTaskRecovery {
+            task: "t2".into(),
+            worker: Some("w1".into()),
+            attempt_number: 1,
+            success: true,
+            recovery_type: "requeue".into(),
+            error_message: None,
+            details_json: "{}".into(),
+            at: at(8),
+        },
+        Command::RecordSystemRecovery {
+            system_status: "critical".into(),
+            success: true,
+            affected_workers: 1,
+            affected_tasks: 2,
+            details_json: "{}".into(),
+            at: at(9),
+        },
+        Command::BreakerTransition {
+            scope: "system".into(),
+            from: BreakerState::Closed,
+            to: BreakerState::Open,
+            reason: "rate".into(),
+            at: at(9),
+        },
+        Command::HealthSample {
+            node: 1,
+            cpu: 0.25,
+            mem_bytes: 1 << 20,
+            disk_free_bytes: 1 << 30,
+            net_errors: 0,
+            error_rate: 0.0,
+            at: at(10),
+        },
+    ]
+}
+
+fn meta(index: u64) -> RaftMeta {
+    RaftMeta {
+        last_applied_index: Some(index),
+        last_applied_json: Some(format!("{{\"index\": {index}}}")),
+        membership_json: "{\"m\": 1}".into(),
+    }
+}
+
+/// Applies `commands` one commit per command, as openraft would with small batches.
+fn apply_all(store: &mut Store, machine: &mut Machine, commands: Vec<Command>) {
+    for (i, command) in commands.into_iter().enumerate() {
+        assert!(!machine.apply(command).is_rejected());
+        let changes = machine.take_changes();
+        store.commit(machine, &changes, &meta(i as u64 + 1)).unwrap();
+    }
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn commit_materialises_every_table() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut machine = Machine::new();
+    apply_all(&mut store, &mut machine, history());
+    let c = store.connection();
+    assert_eq!(count(c, "SELECT count(*) FROM workers"), 1);
+    assert_eq!(count(c, "SELECT count(*) FROM tasks WHERE job_id = 'j1'"), 3);
+    assert_eq!(count(c, "SELECT count(*) FROM tasks WHERE status = 'failed'"), 1);
+    assert_eq!(count(c, "SELECT count(*) FROM tasks WHERE status = 'queued'"), 2);
+    assert_eq!(count(c, "SELECT count(*) FROM task_attempts"), 2);
+    assert_eq!(
+        count(c, "SELECT count(*) FROM task_attempts WHERE outcome = 'requeued: connection'"),
+        1
+    );
+    assert_eq!(count(c, "SELECT count(*) FROM stale_results"), 1);
+    for table in [
+        "leader_transitions",
+        "breaker_transitions",
+        "health_samples",
+        "worker_recovery_history",
+        "task_recovery_history",
+        "system_recovery_history",
+    ] {
+        assert_eq!(count(c, &format!("SELECT count(*) FROM {table}")), 1, "{table}");
+    }
+    assert_eq!(
+        count(c, "SELECT count(*) FROM worker_recovery_history WHERE details->>'strategy' = 'reconnect'"),
+        1
+    );
+    assert_eq!(store.read_meta().unwrap(), Some(meta(13)));
+}
+
+#[test]
+fn reload_rebuilds_the_same_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.duckdb");
+    let mut machine = Machine::new();
+    {
+        let mut store = Store::open(&path, &DbSettings::default()).unwrap();
+        apply_all(&mut store, &mut machine, history());
+    }
+    let store = Store::open(&path, &DbSettings::default()).unwrap();
+    let loaded = store.load_machine().unwrap();
+    assert_eq!(loaded.workers(), machine.workers());
+    assert_eq!(loaded.jobs(), machine.jobs());
+    assert_eq!(loaded.tasks(), machine.tasks());
+    assert_eq!(loaded.counters(), machine.counters());
+    assert_eq!(loaded.breaker("system"), BreakerState::Open);
+}
+
+#[test]
+fn snapshot_install_gives_identical_tables() {
+    let mut source = Store::open_in_memory().unwrap();
+    let mut machine = Machine::new();
+    apply_all(&mut source, &mut machine, history());
+    let (image, source_meta) = source.dump().unwrap();
+    let image = bincode::serde::decode_from_slice::<SnapshotImage, _>(
+        &bincode::serde::encode_to_vec(&image, bincode::config::standard()).unwrap(),
+        bincode::config::standard(),
+    )
+    .unwrap()
+    .0;
+
+    let mut target = Store::open_in_memory().unwrap();
+    target.install(&image, &source_meta.clone().unwrap()).unwrap();
+    let (copied, target_meta) = target.dump().unwrap();
+    assert_eq!(copied, image);
+    assert_eq!(target_meta, source_meta);
+    let rebuilt = target.load_machine().unwrap();
+    assert_eq!(rebuilt.tasks(), machine.tasks());
+    assert_eq!(rebuilt.counters(), machine.counters());
+}
+
+#[test]
+fn an_install_that_fails_midway_leaves_the_old_state() {
+    let mut old = Store::open_in_memory().unwrap();
+    let mut machine = Machine::new();
+    apply_all(&mut old, &mut machine, history()[..4].to_vec());
+    let (before, before_meta) = old.dump().unwrap();
+
+    let mut source = Store::open_in_memory().unwrap();
+    apply_all(&mut source, &mut Machine::new(), history());
+    let (mut image, _) = source.dump().unwrap();
+    // Duplicate a key in a late table so the install fails after the earlier tables were
+    // already replaced inside the transaction.
+    let last = image
+        .tables
+        .iter_mut()
+        .find(|t| t.name == "system_recovery_history")
+        .unwrap();
+    let row = last.rows[0].clone();
+    last.rows.push(row);
+    let err = old.install(&image, &meta(99)).unwrap_err();
+    assert!(err.to_string().contains("snapshot"), "{err}");
+
+    let (after, after_meta) = old.dump().unwrap();
+    assert_eq!(after, before);
+    assert_eq!(after_meta, before_meta);
+}
+
+#[test]
+fn install_refuses_a_foreign_layout_before_touching_anything() {
+    let mut store = Store::open_in_memory().unwrap();
+    apply_all(&mut store, &mut Machine::new(), history());
+    let (before, _) = store.dump().unwrap();
+    let mut image = before.clone();
+    image.format = 42;
+    assert!(store.install(&image, &meta(1)).is_err());
+    let mut image = before.clone();
+    image.tables[0].columns.push("extra".into());
+    assert!(store.install(&image, &meta(1)).is_err());
+    image = before.clone();
+    image.tables.pop();
+    assert!(store.install(&image, &meta(1)).is_err());
+    assert_eq!(store.dump().unwrap().0, before);
+}
+
+#[test]
+fn upserts_replace_rows_across_many_commits() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut machine = Machine::new();
+    apply_all(&mut store, &mut machine, history());
+    // Many updates of the same rows in one commit and across commits.
+    for round in 0..3 {
+        for attempt in [2, 3] {
+            let task = if round == 0 { "t2" } else { "t3" };
+            let _ = machine.apply(Command::AssignTasks {
+                term: 2,
+                at: at(20),
+                assignments: vec![Assignment {
+                    task: task.into(),
+                    worker: "w1".into(),
+                    attempt: if round == 0 { attempt } else { attempt - 1 },
+                }],
+            });
+        }
+        let changes = machine.take_changes();
+        store.commit(&machine, &changes, &meta(100 + round)).unwrap();
+    }
+    let c = store.connection();
+    assert_eq!(count(c, "SELECT count(*) FROM tasks"), 3);
+    assert_eq!(count(c, "SELECT count(*) FROM tasks WHERE status = 'assigned'"), 2);
+    let loaded = store.load_machine().unwrap();
+    assert_eq!(loaded.tasks(), machine.tasks());
+}
+
+#[test]
+fn opening_in_a_missing_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing").join("db.duckdb");
+    let err = Store::open(&path, &DbSettings::default()).err().unwrap();
+    let text = err.to_string();
+    assert!(text.contains("missing"), "{text}");
+}

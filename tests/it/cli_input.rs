@@ -1,0 +1,82 @@
+//! Bad input gets a clear message and a non-zero exit, never a panic.
+
+use super::support::run;
+
+fn assert_clear_failure(args: &[&str], code: i32, needles: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _out, err) = run(args, dir.path());
+    assert_eq!(status, code, "exit code of {args:?}; stderr:\n{err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "stderr of {args:?} lacks {needle:?}:\n{err}");
+    }
+}
+
+#[test]
+fn malformed_config_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(&file, "heartbeat_interval_ms = [oops\n").unwrap();
+    let path = file.to_str().unwrap();
+    assert_clear_failure(&["coordinator", "--config", path], 2, &["node.toml"]);
+}
+
+#[test]
+fn unknown_config_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(&file, "hearbeat_interval_ms = 100\n").unwrap();
+    let path = file.to_str().unwrap();
+    assert_clear_failure(&["coordinator", "--config", path], 2, &["hearbeat_interval_ms"]);
+}
+
+#[test]
+fn bad_flag_values_are_usage_errors() {
+    assert_clear_failure(&["coordinator", "--port", "eighty"], 2, &["--port"]);
+    assert_clear_failure(&["status", "-o", "yaml"], 2, &["yaml"]);
+    assert_clear_failure(&["bench", "commit", "--writers", "x"], 2, &["--writers"]);
+}
+
+#[test]
+fn sql_refuses_writes_before_contacting_anyone() {
+    for statement in [
+        "DELETE FROM tasks",
+        "INSERT INTO workers VALUES (1)",
+        "SELECT 1; DROP TABLE tasks",
+        "UPDATE tasks SET status = 'passed'",
+        "COPY tasks TO '/tmp/x.csv'",
+    ] {
+        assert_clear_failure(
+            &["sql", "--coordinator", "127.0.0.1:1", statement],
+            2,
+            &["error:"],
+        );
+    }
+}
+
+#[test]
+fn database_in_a_missing_or_unwritable_place_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("state.duckdb");
+    assert_clear_failure(
+        &["coordinator", "--db-path", missing.to_str().unwrap()],
+        2,
+        &["no-such-dir"],
+    );
+    // A parent that is a regular file cannot hold a database, even for root.
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let inside = file.join("state.duckdb");
+    assert_clear_failure(
+        &["coordinator", "--db-path", inside.to_str().unwrap()],
+        2,
+        &["plain-file"],
+    );
+    // /proc refuses new files whoever asks.
+    assert_clear_failure(&["coordinator", "--db-path", "/proc/testfleet.duckdb"], 2, &["/proc"]);
+}
+
+#[test]
+fn unreachable_cluster_exits_3() {
+    assert_clear_failure(&["status", "--coordinator", "127.0.0.1:1"], 3, &["127.0.0.1:1"]);
+}

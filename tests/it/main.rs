@@ -1,0 +1,10 @@
+//! Integration tests: one test binary (each binary that links DuckDB costs ~5 GB to link),
+//! grouped by topic.
+
+mod cli_input;
+mod cluster;
+mod conformance;
+mod crash_restart;
+mod replication;
+mod snapshot;
+mod support;

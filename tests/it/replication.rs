@@ -1,0 +1,121 @@
+//! A 3-node cluster on loopback, in process: election, commits, failover, restart and
+//! catch-up (from the log and by snapshot), forwarding, and no progress without a quorum.
+
+use std::time::Duration;
+
+use testfleet::proto::BenchRequest;
+use testfleet::proto::control_client::ControlClient;
+use testfleet::state::command::Command;
+
+use super::cluster::TestCluster;
+use super::support::client;
+
+/// Commits `count` Bench commands through `addr`'s Control service with 16 concurrent
+/// proposers; returns the highest acknowledged log index.
+async fn commit(addr: &str, count: usize) -> u64 {
+    let control = client(addr).await;
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let mut control: ControlClient<_> = control.clone();
+        let share = count / 16 + usize::from(w < count % 16);
+        tasks.push(tokio::spawn(async move {
+            let mut highest = 0;
+            for _ in 0..share {
+                let reply = control
+                    .propose_bench(BenchRequest { payload: vec![7; 16] })
+                    .await
+                    .expect("a write to a healthy cluster");
+                highest = highest.max(reply.into_inner().log_index);
+            }
+            highest
+        }));
+    }
+    let mut highest = 0;
+    for t in tasks {
+        highest = highest.max(t.await.unwrap());
+    }
+    highest
+}
+
+fn assert_same_tables(cluster: &TestCluster) {
+    let ids = cluster.running();
+    let first = cluster.tables(ids[0]);
+    let bench = first.tables.iter().find(|t| t.name == "bench_log").unwrap();
+    assert!(!bench.rows.is_empty());
+    for id in &ids[1..] {
+        assert!(cluster.tables(*id) == first, "node {id} differs from node {}", ids[0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_commit_fail_over_and_the_old_leader_catches_up() {
+    let mut cluster = TestCluster::start(3).await;
+    let first_leader = cluster.leader().await;
+    commit(&cluster.peers[&first_leader].clone(), 1000).await;
+
+    cluster.stop(first_leader).await;
+    let second_leader = cluster.leader().await;
+    assert_ne!(second_leader, first_leader);
+    let last = commit(&cluster.peers[&second_leader].clone(), 1000).await;
+
+    cluster.restart(first_leader).await;
+    cluster.applied(last).await;
+    assert_same_tables(&cluster);
+    let rows = cluster.tables(first_leader);
+    let bench = rows.tables.iter().find(|t| t.name == "bench_log").unwrap();
+    assert_eq!(bench.rows.len(), 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_missed_the_purge_catches_up_by_snapshot() {
+    let mut cluster = TestCluster::start_with(3, 100).await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.stop(follower).await;
+    let last = commit(&cluster.peers[&leader].clone(), 600).await;
+    let purged = cluster
+        .node(leader)
+        .metrics()
+        .purged
+        .clone();
+    assert!(
+        purged.is_some_and(|p| p.index > 100),
+        "the leader should have purged its log behind a snapshot, purged = {purged:?}"
+    );
+
+    cluster.restart(follower).await;
+    cluster.applied(last).await;
+    let snapshot = cluster
+        .node(follower)
+        .metrics()
+        .snapshot
+        .clone();
+    assert!(snapshot.is_some(), "the follower should have installed a snapshot");
+    assert_same_tables(&cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_forwards_writes_and_a_lone_node_commits_nothing() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let index = commit(&cluster.peers[&follower].clone(), 5).await;
+    assert!(index > 0);
+
+    // Leave one node alone: whatever role it had, it cannot commit anything.
+    let lone = follower;
+    for id in 1..=3 {
+        if id != lone {
+            cluster.stop(id).await;
+        }
+    }
+    let raft = cluster.node(lone).raft().clone();
+    let committed_before = cluster.node(lone).metrics().local_committed.clone();
+    let write = tokio::time::timeout(Duration::from_secs(3), raft.client_write(Command::Noop)).await;
+    assert!(
+        !matches!(write, Ok(Ok(_))),
+        "a node without a quorum committed a write"
+    );
+    let committed_after = cluster.node(lone).metrics().local_committed.clone();
+    assert_eq!(committed_before, committed_after);
+}

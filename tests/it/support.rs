@@ -1,0 +1,159 @@
+//! Helpers shared by the integration tests: real `testfleet` processes on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use testfleet::proto::control_client::ControlClient;
+use tonic::transport::Channel;
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_testfleet")
+}
+
+/// A coordinator process; killed (SIGKILL) when dropped.
+pub struct Process {
+    pub child: Child,
+    pub addr: String,
+    /// Every stderr line seen so far is forwarded here after the address was found.
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Process {
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `testfleet coordinator <args>` with `--port 0` and waits until it listens.
+pub fn start_coordinator(args: &[&str], dir: &Path) -> Process {
+    let mut child = Command::new(binary())
+        .arg("coordinator")
+        .args(args)
+        .args(["--port", "0"])
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the testfleet binary");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if line.contains("coordinator listening")
+                    && let Some(addr) = field(&line, "addr")
+                {
+                    return Process {
+                        child,
+                        addr,
+                        stderr: rx,
+                    };
+                }
+                seen.push(line);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the coordinator did not start listening within 60 s; its stderr:\n{}",
+                    seen.join("\n")
+                );
+            }
+        }
+    }
+}
+
+/// The value of `key=value` in a tracing line.
+fn field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    let rest = &line[start..];
+    Some(rest.split_whitespace().next()?.trim_matches('"').to_string())
+}
+
+/// A gRPC client, retried until the server accepts connections.
+pub async fn client(addr: &str) -> ControlClient<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match ControlClient::connect(format!("http://{addr}")).await {
+            Ok(client) => return client,
+            Err(e) if Instant::now() > deadline => panic!("cannot connect to {addr}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs a query through the `Control` service and returns its rows as JSON values.
+pub async fn query(client: &mut ControlClient<Channel>, sql: &str) -> Vec<Vec<serde_json::Value>> {
+    let reply = client
+        .query(testfleet::proto::QueryRequest {
+            sql: sql.to_string(),
+            consistent: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("query {sql:?} failed: {e}"))
+        .into_inner();
+    reply
+        .rows_json
+        .iter()
+        .map(|r| serde_json::from_str(r).expect("row JSON"))
+        .collect()
+}
+
+/// Runs the binary with `args` to completion: (exit code, stdout, stderr).
+pub fn run(args: &[&str], dir: &Path) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("TESTFLEET_COORDINATOR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the testfleet binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
