@@ -78,7 +78,7 @@ enum BenchCommand {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
@@ -89,8 +89,11 @@ fn init_tracing() {
 }
 
 fn seconds(value: f64, flag: &str) -> Result<Duration, CliError> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| CliError::Usage(format!("{flag} must be a non-negative number of seconds, got {value}")))
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        CliError::Usage(format!(
+            "{flag} must be a non-negative number of seconds, got {value}"
+        ))
+    })
 }
 
 async fn run_coordinator(args: CoordinatorArgs) -> Result<(), CliError> {
@@ -122,14 +125,15 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the node");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the node");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -157,7 +161,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             query,
         } => {
             let addrs = cli::parse_addresses(&target.coordinator)?;
-            print!("{}", cli::sql(&addrs, &query, consistent, target.output).await?);
+            print!(
+                "{}",
+                cli::sql(&addrs, &query, consistent, target.output).await?
+            );
             Ok(())
         }
         Command::Bench(BenchCommand::Commit {
@@ -170,7 +177,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             output,
         }) => {
             let settings = bench::BenchSettings {
-                coordinators: coordinator.as_deref().map(cli::parse_addresses).transpose()?,
+                coordinators: coordinator
+                    .as_deref()
+                    .map(cli::parse_addresses)
+                    .transpose()?,
                 writers,
                 duration: seconds(duration, "--duration")?,
                 warmup: seconds(warmup, "--warmup")?,
@@ -187,7 +197,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -4,7 +4,7 @@
 //! but only Raft `apply` may change those tables, or the replicas diverge. This module is the
 //! gate that keeps `sql` a reader:
 //!
-//! 1. [`check_read_only`] — an allow-list over the text ([`guard`]): a single statement
+//! 1. [`check_read_only`] — an allow-list over the text (`query/guard.rs`): a single statement
 //!    starting with a read keyword, with strings, quoted identifiers and comments lexed so a
 //!    hidden `;` cannot smuggle in a second statement.
 //! 2. [`run_query`] repeats that check, then asks DuckDB's own parser (`json_serialize_sql`)
@@ -12,8 +12,31 @@
 //!    `READ ONLY` transaction that is always rolled back.
 //!
 //! Results come back as [`QueryResult`] — column names, DuckDB type names and rows of JSON
-//! values ([`value`] documents the mapping) — and render as a table ([`render_table`]) or a
-//! JSON document ([`render_json`]).
+//! values — and render as a table ([`render_table`]) or a JSON document ([`render_json`]).
+//! Each DuckDB type becomes JSON like this (`query/value.rs`):
+//!
+//! | DuckDB | JSON |
+//! |---|---|
+//! | integers up to 64 bits | number |
+//! | `HUGEINT` / `UHUGEINT` | number if it fits 64 bits, else a decimal string |
+//! | `FLOAT` / `DOUBLE` | number; `"NaN"`, `"Infinity"`, `"-Infinity"` as strings |
+//! | `DECIMAL` | number when ≤ 15 significant digits (exact in a double), else a string |
+//! | `BOOLEAN`, `VARCHAR`, `ENUM`, `UUID` | boolean / string |
+//! | `JSON` | the parsed JSON value (the text itself if it does not parse) |
+//! | `BLOB`, `GEOMETRY` (WKB) | lowercase hex string |
+//! | `BIT` | string of `0`s and `1`s |
+//! | `BIGNUM` | number if it fits 64 bits, else a decimal string |
+//! | `DATE`, `TIME`, `TIMESTAMP*` | ISO-8601 string; `TIMESTAMP WITH TIME ZONE` in UTC with `Z` |
+//! | `INTERVAL` | ISO-8601 duration string, e.g. `P1Y2M3DT4H5M6.5S` |
+//! | `LIST`, `ARRAY` | array |
+//! | `STRUCT` | object (serde_json orders its keys alphabetically) |
+//! | `MAP` | object keyed by the keys' text |
+//! | `UNION` | the value of its active member |
+//!
+//! A column whose type cannot be returned faithfully (`TIME_NS`, `TIME WITH TIME ZONE`, a
+//! `NULL`-typed element inside a list, struct or map) is refused with
+//! [`QueryError::UnsupportedType`], which says to cast it to `VARCHAR`; a `VARIANT` column is
+//! refused by the `duckdb` crate itself ([`QueryError::Failed`]).
 //!
 //! The connection passed to [`run_query`] should be the node's dedicated reader connection
 //! (`Connection::try_clone` of the state machine's), not one in the middle of an apply.
@@ -144,6 +167,14 @@ pub enum Refusal {
         what: &'static str,
     },
 
+    /// The text passed the guard, but DuckDB's parser reads it differently: as several
+    /// statements, or as something other than a `SELECT`.
+    #[error("DuckDB's parser reads it as {reading}")]
+    ParserDisagrees {
+        /// What the parser saw instead of one `SELECT`.
+        reading: String,
+    },
+
     /// Syntax the guard does not accept because it cannot be sure how DuckDB reads it.
     #[error("{what} is not supported")]
     Unsupported {
@@ -192,10 +223,11 @@ pub fn run_query(conn: &Connection, sql: &str) -> Result<QueryResult, QueryError
 /// Asks DuckDB's parser whether `sql` is exactly one `SELECT` statement. Parsing runs
 /// nothing; `json_serialize_sql` reports an error for any other kind of statement.
 fn confirm_single_select(conn: &Connection, sql: &str) -> Result<(), QueryError> {
-    let serialized: String =
-        conn.query_row("SELECT json_serialize_sql(?::VARCHAR)::VARCHAR", [sql], |row| {
-            row.get(0)
-        })?;
+    let serialized: String = conn.query_row(
+        "SELECT json_serialize_sql(?::VARCHAR)::VARCHAR",
+        [sql],
+        |row| row.get(0),
+    )?;
     let parsed: Json = serde_json::from_str(&serialized).map_err(|e| QueryError::Failed {
         message: format!("cannot read DuckDB's parse of the query: {e}"),
     })?;
@@ -208,8 +240,8 @@ fn confirm_single_select(conn: &Connection, sql: &str) -> Result<(), QueryError>
         // else is a syntax error the user should see as such.
         return Err(
             if parsed.get("error_type").and_then(Json::as_str) == Some("not implemented") {
-                Refusal::NotARead {
-                    keyword: "(a statement DuckDB does not parse as a SELECT)".to_owned(),
+                Refusal::ParserDisagrees {
+                    reading: "a statement other than SELECT".to_owned(),
                 }
                 .into()
             } else {
@@ -226,7 +258,10 @@ fn confirm_single_select(conn: &Connection, sql: &str) -> Result<(), QueryError>
     match count {
         1 => Ok(()),
         0 => Err(Refusal::Empty.into()),
-        _ => Err(Refusal::MultipleStatements { offset: 0 }.into()),
+        n => Err(Refusal::ParserDisagrees {
+            reading: format!("{n} statements"),
+        }
+        .into()),
     }
 }
 

@@ -187,7 +187,10 @@ async fn start_local(data_dir: Option<&Path>) -> Result<(LocalNode, PathBuf), Cl
     let (temp, dir) = match data_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| {
-                CliError::Usage(format!("cannot create data directory {}: {e}", dir.display()))
+                CliError::Usage(format!(
+                    "cannot create data directory {}: {e}",
+                    dir.display()
+                ))
             })?;
             (None, dir.to_path_buf())
         }
@@ -195,7 +198,9 @@ async fn start_local(data_dir: Option<&Path>) -> Result<(LocalNode, PathBuf), Cl
             let temp = tempfile::Builder::new()
                 .prefix("testfleet-bench-")
                 .tempdir()
-                .map_err(|e| CliError::Other(format!("cannot create a temporary directory: {e}")))?;
+                .map_err(|e| {
+                    CliError::Other(format!("cannot create a temporary directory: {e}"))
+                })?;
             let dir = temp.path().to_path_buf();
             (Some(temp), dir)
         }
@@ -243,7 +248,9 @@ async fn wait_for_leader(node: &Coordinator) -> Result<(), CliError> {
         .current_leader(node.node_id(), "the benchmark node to become leader")
         .await
         .map(|_| ())
-        .map_err(|e| CliError::Unavailable(format!("the benchmark node did not become leader: {e}")))
+        .map_err(|e| {
+            CliError::Unavailable(format!("the benchmark node did not become leader: {e}"))
+        })
 }
 
 /// Runs the benchmark.
@@ -255,18 +262,34 @@ pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
     }
     let payload = vec![0xab_u8; settings.payload_bytes];
     let (local, addrs, target, fsync_dir) = match &settings.coordinators {
-        Some(addrs) => (None, addrs.clone(), addrs.join(","), settings.data_dir.clone()),
+        Some(addrs) => (
+            None,
+            addrs.clone(),
+            addrs.join(","),
+            settings.data_dir.clone(),
+        ),
         None => {
             let (node, dir) = start_local(settings.data_dir.as_deref()).await?;
             let addrs = vec![node.addr.clone()];
-            let target = format!("in-process single-node coordinator, data in {}", dir.display());
+            let target = format!(
+                "in-process single-node coordinator, data in {}",
+                dir.display()
+            );
             (Some(node), addrs, target, Some(dir))
         }
     };
     let mut runs = Vec::new();
     let mut failure = None;
     for &writers in &settings.writers {
-        match run_writers(&addrs, writers, settings.duration, settings.warmup, payload.clone()).await {
+        match run_writers(
+            &addrs,
+            writers,
+            settings.duration,
+            settings.warmup,
+            payload.clone(),
+        )
+        .await
+        {
             Ok(run) => runs.push(run),
             Err(e) => {
                 failure = Some(e);
@@ -275,10 +298,9 @@ pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
         }
     }
     let fsync_4k = match &fsync_dir {
-        Some(dir) => Some(
-            sample_fsync(dir, 200)
-                .map_err(|e| CliError::Other(format!("fsync sample in {} failed: {e}", dir.display())))?,
-        ),
+        Some(dir) => Some(sample_fsync(dir, 200).map_err(|e| {
+            CliError::Other(format!("fsync sample in {} failed: {e}", dir.display()))
+        })?),
         None => None,
     };
     if let Some(mut node) = local {
@@ -330,7 +352,9 @@ pub fn render(report: &BenchReport, output: Output) -> String {
                 })
                 .collect();
             out.push_str(&table(
-                &["WRITERS", "COMMANDS", "CMDS/S", "P50 MS", "P99 MS", "MAX MS", "ERRORS"],
+                &[
+                    "WRITERS", "COMMANDS", "CMDS/S", "P50 MS", "P99 MS", "MAX MS", "ERRORS",
+                ],
                 &rows,
             ));
             out

@@ -115,7 +115,12 @@ pub fn from_status(status: tonic::Status) -> CliError {
 }
 
 /// Runs `testfleet sql`: a read-only query on one coordinator's DuckDB copy.
-pub async fn sql(addrs: &[String], sql: &str, consistent: bool, output: Output) -> Result<String, CliError> {
+pub async fn sql(
+    addrs: &[String],
+    sql: &str,
+    consistent: bool,
+    output: Output,
+) -> Result<String, CliError> {
     crate::query::check_read_only(sql).map_err(|e| CliError::Usage(e.to_string()))?;
     let mut client = connect_any(addrs).await?;
     let reply = client

@@ -162,7 +162,9 @@ pub fn render(status: &ClusterStatus, output: Output) -> String {
                         opt(&n.id),
                         n.addr.clone(),
                         n.role.clone().unwrap_or_else(|| "unreachable".to_string()),
-                        n.voter.map_or("-".to_string(), |v| if v { "voter" } else { "learner" }.to_string()),
+                        n.voter.map_or("-".to_string(), |v| {
+                            if v { "voter" } else { "learner" }.to_string()
+                        }),
                         opt(&n.term),
                         opt(&n.committed),
                         opt(&n.last_applied),
@@ -171,7 +173,16 @@ pub fn render(status: &ClusterStatus, output: Output) -> String {
                 })
                 .collect();
             out.push_str(&table(
-                &["ID", "ADDRESS", "ROLE", "VOTER", "TERM", "COMMITTED", "APPLIED", "ERROR"],
+                &[
+                    "ID",
+                    "ADDRESS",
+                    "ROLE",
+                    "VOTER",
+                    "TERM",
+                    "COMMITTED",
+                    "APPLIED",
+                    "ERROR",
+                ],
                 &rows,
             ));
             out

@@ -129,7 +129,10 @@ fn fatal(e: impl std::fmt::Display) -> Status {
 
 #[tonic::async_trait]
 impl Control for ControlService {
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<NodeStatus>, Status> {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<NodeStatus>, Status> {
         Ok(Response::new(ControlService::status(self)))
     }
 
@@ -137,7 +140,12 @@ impl Control for ControlService {
         let sql = request.get_ref().sql.clone();
         query::check_read_only(&sql).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if request.get_ref().consistent {
-            match self.node.raft().ensure_linearizable(ReadPolicy::ReadIndex).await {
+            match self
+                .node
+                .raft()
+                .ensure_linearizable(ReadPolicy::ReadIndex)
+                .await
+            {
                 Ok(_) => {}
                 Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                     let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
@@ -145,7 +153,9 @@ impl Control for ControlService {
                     return client.query(forwarded(request.into_inner())).await;
                 }
                 Err(RaftError::APIError(e)) => {
-                    return Err(Status::unavailable(format!("cannot confirm leadership: {e}")));
+                    return Err(Status::unavailable(format!(
+                        "cannot confirm leadership: {e}"
+                    )));
                 }
                 Err(RaftError::Fatal(e)) => return Err(fatal(e)),
             }
@@ -173,9 +183,17 @@ impl Control for ControlService {
         }))
     }
 
-    async fn propose_bench(&self, request: Request<BenchRequest>) -> Result<Response<BenchReply>, Status> {
+    async fn propose_bench(
+        &self,
+        request: Request<BenchRequest>,
+    ) -> Result<Response<BenchReply>, Status> {
         let payload = request.get_ref().payload.clone();
-        match self.node.raft().client_write(Command::Bench { payload }).await {
+        match self
+            .node
+            .raft()
+            .client_write(Command::Bench { payload })
+            .await
+        {
             Ok(response) => Ok(Response::new(BenchReply {
                 log_index: response.log_id.index,
                 term: response.log_id.leader_id.term,

@@ -74,25 +74,31 @@ pub struct Coordinator {
 impl Coordinator {
     /// Opens the stores, starts Raft, and initialises a fresh cluster if this node is the
     /// one that should. `advertised` is this node's own address as peers reach it.
-    pub async fn start(config: CoordinatorConfig, advertised: String) -> Result<Arc<Self>, CoordinatorError> {
+    pub async fn start(
+        config: CoordinatorConfig,
+        advertised: String,
+    ) -> Result<Arc<Self>, CoordinatorError> {
         let log_path = config.log_path();
-        let log = LogStore::<TypeConfig>::open(&log_path).map_err(|source| CoordinatorError::Log {
-            path: log_path.clone(),
-            source,
-        })?;
+        let log =
+            LogStore::<TypeConfig>::open(&log_path).map_err(|source| CoordinatorError::Log {
+                path: log_path.clone(),
+                source,
+            })?;
         let settings = DbSettings {
             threads: config.duckdb_threads,
             memory_limit: config.duckdb_memory_limit.clone(),
         };
         let db_path = config.db_path.clone();
         let snapshot_dir = config.snapshot_dir();
-        let state = tokio::task::spawn_blocking(move || StateMachine::open(&db_path, &snapshot_dir, &settings))
-            .await
-            .map_err(|e| CoordinatorError::Raft(format!("opening the state machine panicked: {e}")))?
-            .map_err(|source| CoordinatorError::State {
-                path: config.db_path.clone(),
-                source,
-            })?;
+        let state = tokio::task::spawn_blocking(move || {
+            StateMachine::open(&db_path, &snapshot_dir, &settings)
+        })
+        .await
+        .map_err(|e| CoordinatorError::Raft(format!("opening the state machine panicked: {e}")))?
+        .map_err(|source| CoordinatorError::State {
+            path: config.db_path.clone(),
+            source,
+        })?;
 
         let raft_config = raft_config(&config)?;
         let network = Network::new(config.node_id);
@@ -134,7 +140,9 @@ impl Coordinator {
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
             // Another path got there first (e.g. a restart raced with a vote): fine.
-            Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::InitializeError::NotAllowed(_),
+            )) => Ok(()),
             Err(e) => Err(CoordinatorError::Raft(e.to_string())),
         }
     }
@@ -203,6 +211,7 @@ fn raft_config(config: &CoordinatorConfig) -> Result<Arc<openraft::Config>, Coor
         max_in_snapshot_log_to_keep: config.max_in_snapshot_log_to_keep,
         enable_pre_vote: Some(true),
         install_snapshot_timeout: 10_000,
+        snapshot_max_chunk_size: 1 << 20,
         max_payload_entries: 512,
         ..Default::default()
     };

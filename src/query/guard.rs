@@ -170,7 +170,8 @@ fn classify_statement(
             let mut rest = &tokens[1..];
             if let Some(t) = rest.first()
                 && t.kind == Kind::Word
-                && ["ANALYZE", "ANALYSE"].contains(&sql[t.span.clone()].to_ascii_uppercase().as_str())
+                && ["ANALYZE", "ANALYSE"]
+                    .contains(&sql[t.span.clone()].to_ascii_uppercase().as_str())
             {
                 rest = &rest[1..];
             }
@@ -201,8 +202,7 @@ fn classify_describe(sql: &str, rest: &[Token]) -> Result<Checked, Refusal> {
         Ok(Checked::Complete)
     } else {
         Err(Refusal::Unsupported {
-            what: "this form of SHOW/DESCRIBE/SUMMARIZE; give a table name or a query"
-                .to_owned(),
+            what: "this form of SHOW/DESCRIBE/SUMMARIZE; give a table name or a query".to_owned(),
         })
     }
 }
@@ -259,7 +259,7 @@ fn refuse_dml_at_top_level(sql: &str, tokens: &[Token]) -> Result<(), Refusal> {
 
 /// `name`, `"name"`, `schema.name`, `db.schema.name`, in any mix of quoted and bare parts.
 fn is_qualified_name(tokens: &[Token]) -> bool {
-    if tokens.is_empty() || tokens.len() % 2 == 0 {
+    if tokens.is_empty() || tokens.len().is_multiple_of(2) {
         return false;
     }
     tokens.iter().enumerate().all(|(i, t)| {
@@ -536,7 +536,11 @@ mod tests {
     #[test]
     fn allowed_queries_pass() {
         for sql in ALLOWED {
-            assert!(classify(sql).is_ok(), "should allow {sql:?}: {:?}", classify(sql));
+            assert!(
+                classify(sql).is_ok(),
+                "should allow {sql:?}: {:?}",
+                classify(sql)
+            );
         }
     }
 

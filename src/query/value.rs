@@ -1,31 +1,13 @@
 //! DuckDB values and types as JSON and as type names.
 //!
 //! Query results cross the wire as JSON (`QueryReply.rows_json`), so every DuckDB type needs
-//! a faithful JSON form:
-//!
-//! | DuckDB | JSON |
-//! |---|---|
-//! | integers up to 64 bits | number |
-//! | `HUGEINT` / `UHUGEINT` | number if it fits 64 bits, else a decimal string |
-//! | `FLOAT` / `DOUBLE` | number; `"NaN"`, `"Infinity"`, `"-Infinity"` as strings |
-//! | `DECIMAL` | number when ≤ 15 significant digits (exact in a double), else a string |
-//! | `BOOLEAN`, `VARCHAR`, `ENUM`, `UUID` | boolean / string |
-//! | `JSON` | the parsed JSON value (the text itself if it does not parse) |
-//! | `BLOB`, `GEOMETRY` (WKB) | lowercase hex string |
-//! | `BIT` | string of `0`s and `1`s |
-//! | `BIGNUM` | number if it fits 64 bits, else a decimal string |
-//! | `DATE`, `TIME`, `TIMESTAMP*` | ISO-8601 string; `TIMESTAMP WITH TIME ZONE` in UTC with `Z` |
-//! | `INTERVAL` | ISO-8601 duration string, e.g. `P1Y2M3DT4H5M6.5S` |
-//! | `LIST`, `ARRAY` | array |
-//! | `STRUCT` | object (serde_json orders its keys alphabetically) |
-//! | `MAP` | object keyed by the keys' text |
-//! | `UNION` | the value of its active member |
+//! a faithful JSON form; the mapping is tabulated in the [`query`](super) module docs.
 //!
 //! The conversion walks the column's DuckDB logical type alongside the value ([`Shape`]),
 //! because some distinctions (`JSON` versus `VARCHAR`, time zones, `BIT` versus `BLOB`) live
 //! only in the type. [`shape_of`] is also an allow-list: a column whose type (or a nested
 //! type) this version of the `duckdb` crate cannot decode without panicking — `TIME_NS`,
-//! `VARIANT`, a `NULL`-typed element inside a container — or would decode wrongly —
+//! a `NULL`-typed element inside a container — or would decode wrongly —
 //! `TIME WITH TIME ZONE` loses its offset — is refused before any row is read, with a hint to
 //! cast it to `VARCHAR`.
 
@@ -354,7 +336,8 @@ fn decimal_json(text: &str) -> Json {
         .chars()
         .filter(char::is_ascii_digit)
         .count();
-    if digits > 0 && significant <= MAX_EXACT_DECIMAL_DIGITS
+    if digits > 0
+        && significant <= MAX_EXACT_DECIMAL_DIGITS
         && let Ok(f) = text.parse::<f64>()
         && let Some(n) = Number::from_f64(f)
     {
@@ -412,7 +395,11 @@ fn bignum_text(bytes: &[u8]) -> Option<String> {
         ));
     }
     // Base-256 digits, most significant first, converted by long division by 10^9.
-    let mut magnitude: Vec<u8> = data.iter().map(|&b| flip(b)).skip_while(|&b| b == 0).collect();
+    let mut magnitude: Vec<u8> = data
+        .iter()
+        .map(|&b| flip(b))
+        .skip_while(|&b| b == 0)
+        .collect();
     let mut groups: Vec<u32> = Vec::new(); // base-10^9 digits, least significant first
     while !magnitude.is_empty() {
         let mut remainder: u64 = 0;
@@ -627,7 +614,10 @@ mod tests {
             format_timestamp(us, 1_700_000_000_123_456, false),
             "2023-11-14T22:13:20.123456"
         );
-        assert_eq!(format_timestamp(us, -1, true), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(
+            format_timestamp(us, -1, true),
+            "1969-12-31T23:59:59.999999Z"
+        );
         assert_eq!(
             format_timestamp(TimeUnit::Second, 86_400, false),
             "1970-01-02T00:00:00"
@@ -670,8 +660,14 @@ mod tests {
             to_json(Value::UHugeInt(u128::MAX), &Shape::Plain),
             Json::String(u128::MAX.to_string())
         );
-        assert_eq!(to_json(Value::UBigInt(u64::MAX), &Shape::Plain), Json::from(u64::MAX));
-        assert_eq!(to_json(Value::Double(f64::NAN), &Shape::Plain), Json::from("NaN"));
+        assert_eq!(
+            to_json(Value::UBigInt(u64::MAX), &Shape::Plain),
+            Json::from(u64::MAX)
+        );
+        assert_eq!(
+            to_json(Value::Double(f64::NAN), &Shape::Plain),
+            Json::from("NaN")
+        );
         assert_eq!(
             to_json(Value::Float(f32::NEG_INFINITY), &Shape::Plain),
             Json::from("-Infinity")
@@ -710,11 +706,20 @@ mod tests {
         assert_eq!(bit_text(&[0x09, 0x00]), None);
         assert_eq!(bignum_json(&[0x80, 0x00, 0x01, 0x00]), Json::from(0));
         assert_eq!(bignum_json(&[0x80, 0x00, 0x01, 0xff]), Json::from(255));
-        assert_eq!(bignum_json(&[0x80, 0x00, 0x02, 0x01, 0x00]), Json::from(256));
+        assert_eq!(
+            bignum_json(&[0x80, 0x00, 0x02, 0x01, 0x00]),
+            Json::from(256)
+        );
         assert_eq!(bignum_json(&[0x7f, 0xff, 0xfe, 0xfe]), Json::from(-1));
-        assert_eq!(bignum_json(&[0x7f, 0xff, 0xfd, 0xfe, 0xff]), Json::from(-256));
+        assert_eq!(
+            bignum_json(&[0x7f, 0xff, 0xfd, 0xfe, 0xff]),
+            Json::from(-256)
+        );
         // A length that disagrees with the data is shown raw rather than guessed at.
-        assert_eq!(bignum_json(&[0x80, 0x00, 0x05, 0x01]), Json::from("80000501"));
+        assert_eq!(
+            bignum_json(&[0x80, 0x00, 0x05, 0x01]),
+            Json::from("80000501")
+        );
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub type JobId = String;
 pub type TaskId = String;
 
 /// Wall-clock time as microseconds since the Unix epoch, chosen by the proposer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
@@ -54,7 +56,11 @@ pub enum Command {
     /// acknowledged command is present exactly once. The payload sizes entries.
     Bench { payload: Vec<u8> },
     /// A node became leader for `term`; one row in `leader_transitions`.
-    LeaderElected { node: NodeId, term: u64, at: Timestamp },
+    LeaderElected {
+        node: NodeId,
+        term: u64,
+        at: Timestamp,
+    },
     /// A worker opened a session: upsert it with status `healthy`.
     RegisterWorker {
         worker: WorkerId,
@@ -310,7 +316,10 @@ text_enum! {
 impl TaskStatus {
     /// True when nothing can change the task any more.
     pub fn is_final(self) -> bool {
-        !matches!(self, TaskStatus::Queued | TaskStatus::Assigned | TaskStatus::Running)
+        !matches!(
+            self,
+            TaskStatus::Queued | TaskStatus::Assigned | TaskStatus::Running
+        )
     }
 }
 

@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::command::{
-    Assignment, BreakerState, Command, FaultCategory, JobId, JobStatus, NodeId, Outcome,
-    TaskId, TaskSpec, TaskStatus, Timestamp, WorkerId, WorkerStatus,
+    Assignment, BreakerState, Command, FaultCategory, JobId, JobStatus, NodeId, Outcome, TaskId,
+    TaskSpec, TaskStatus, Timestamp, WorkerId, WorkerStatus,
 };
 
 /// Health samples kept per coordinator; older ones are deleted as new ones arrive.
@@ -249,6 +249,17 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Adds `other`'s changes to these (later changes of the same rows collapse into one).
+    pub fn absorb(&mut self, other: Changes) {
+        self.workers.extend(other.workers);
+        self.jobs.extend(other.jobs);
+        self.tasks.extend(other.tasks);
+        self.attempts.extend(other.attempts);
+        self.history.extend(other.history);
+        self.deleted_health_samples
+            .extend(other.deleted_health_samples);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.workers.is_empty()
             && self.jobs.is_empty()
@@ -690,7 +701,13 @@ impl Machine {
         Reply::Applied
     }
 
-    fn submit_job(&mut self, id: JobId, name: String, specs: Vec<TaskSpec>, at: Timestamp) -> Reply {
+    fn submit_job(
+        &mut self,
+        id: JobId,
+        name: String,
+        specs: Vec<TaskSpec>,
+        at: Timestamp,
+    ) -> Reply {
         if let Some(job) = self.jobs.get(&id) {
             return Reply::JobAccepted {
                 job: id,
@@ -769,7 +786,10 @@ impl Machine {
         match self.workers.get(&a.worker) {
             None => return Reply::rejected(format!("unknown worker {}", a.worker)),
             Some(w) if w.status != WorkerStatus::Healthy => {
-                return Reply::rejected(format!("worker {} is {}, not healthy", a.worker, w.status));
+                return Reply::rejected(format!(
+                    "worker {} is {}, not healthy",
+                    a.worker, w.status
+                ));
             }
             Some(_) => {}
         }
@@ -817,14 +837,21 @@ impl Machine {
             return Some(format!("task is already final ({})", task.status));
         }
         if task.status == TaskStatus::Queued {
-            return Some(format!("attempt {attempt} was ended; the task is queued again"));
+            return Some(format!(
+                "attempt {attempt} was ended; the task is queued again"
+            ));
         }
         if attempt != task.attempt {
-            return Some(format!("attempt {attempt} is not the current attempt {}", task.attempt));
+            return Some(format!(
+                "attempt {attempt} is not the current attempt {}",
+                task.attempt
+            ));
         }
         match task.holder() {
             Some(holder) if holder == worker => None,
-            Some(holder) => Some(format!("attempt {attempt} belongs to worker {holder}, not {worker}")),
+            Some(holder) => Some(format!(
+                "attempt {attempt} belongs to worker {holder}, not {worker}"
+            )),
             None => Some("the task has no current holder".to_string()),
         }
     }
@@ -969,7 +996,9 @@ impl Machine {
                 let reason = "timed out; timeout retries exhausted".to_string();
                 self.finalize(id, status, "timed_out", reason, at)
             }
-            Next::Abandon(reason) => self.finalize(id, TaskStatus::Abandoned, "abandoned", reason, at),
+            Next::Abandon(reason) => {
+                self.finalize(id, TaskStatus::Abandoned, "abandoned", reason, at)
+            }
         };
         Reply::Task { status }
     }

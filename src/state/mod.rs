@@ -34,6 +34,8 @@
 //! table's rows ([`store::SnapshotImage`]); installing one replaces them in one transaction.
 
 pub mod command;
+pub mod load;
 pub mod machine;
+pub mod rows;
 pub mod schema;
 pub mod store;

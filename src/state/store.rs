@@ -14,19 +14,14 @@
 //! Errors here are not deterministic (disk, DuckDB): the caller must stop the node rather
 //! than skip the entry, or replicas diverge.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use duckdb::types::{TimeUnit, Value};
 use duckdb::{Connection, appender_params_from_iter, params};
 use serde::{Deserialize, Serialize};
 
-use super::command::{
-    BreakerState, JobStatus, TaskSpec, TaskStatus, Timestamp, WorkerStatus,
-};
-use super::machine::{
-    Attempt, Changes, Counters, HistoryRow, Machine, MachineParts, Task, Worker,
-};
+use super::machine::{Changes, Machine};
+use super::rows::RowBatch;
 use super::schema::{self, REPLICATED_TABLES, UPSERT_TABLES};
 
 /// A failure of the storage layer. Never deterministic: the node must stop.
@@ -56,9 +51,9 @@ impl From<StoreError> for std::io::Error {
     }
 }
 
-type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub(super) type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-fn db(context: &'static str) -> impl FnOnce(duckdb::Error) -> StoreError {
+pub(super) fn db(context: &'static str) -> impl FnOnce(duckdb::Error) -> StoreError {
     move |source| StoreError::Db { context, source }
 }
 
@@ -133,10 +128,11 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let conn = Connection::open_with_flags(path, config).map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let conn =
+            Connection::open_with_flags(path, config).map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Self::init(conn)
     }
 
@@ -177,13 +173,21 @@ impl Store {
 
     /// Rebuilds the in-memory view from the tables.
     pub fn load_machine(&self) -> Result<Machine> {
-        load_machine(&self.conn)
+        super::load::load_machine(&self.conn)
     }
 
     /// Writes `changes` (rows taken from `machine`) and `meta` in one transaction.
     pub fn commit(&mut self, machine: &Machine, changes: &Changes, meta: &RaftMeta) -> Result<()> {
-        let tx = self.conn.transaction().map_err(db("beginning a transaction"))?;
-        write_changes(&tx, machine, changes)?;
+        self.write(RowBatch::collect(machine, changes), meta)
+    }
+
+    /// Writes a batch of rows and `meta` in one transaction.
+    pub fn write(&mut self, batch: RowBatch, meta: &RaftMeta) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(db("beginning a transaction"))?;
+        write_batch(&tx, batch)?;
         write_meta(&tx, meta)?;
         tx.commit().map_err(db("committing applied entries"))
     }
@@ -209,7 +213,10 @@ impl Store {
                 "tables {got:?}, expected {expected:?}"
             )));
         }
-        let tx = self.conn.transaction().map_err(db("beginning snapshot install"))?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(db("beginning snapshot install"))?;
         for table in &image.tables {
             let columns = column_names(&tx, &table.name)?;
             if columns != table.columns {
@@ -315,7 +322,9 @@ pub fn dump_with(conn: &Connection) -> Result<(SnapshotImage, Option<RaftMeta>)>
                 ))
                 .map_err(db("reading a table for a snapshot"))?;
             let mut rows_out = Vec::new();
-            let mut rows = stmt.query([]).map_err(db("reading a table for a snapshot"))?;
+            let mut rows = stmt
+                .query([])
+                .map_err(db("reading a table for a snapshot"))?;
             while let Some(row) = rows.next().map_err(db("reading a table for a snapshot"))? {
                 let mut cells = Vec::with_capacity(columns.len());
                 for i in 0..columns.len() {
@@ -376,252 +385,6 @@ fn write_meta(conn: &Connection, meta: &RaftMeta) -> Result<()> {
     Ok(())
 }
 
-fn ts(t: Timestamp) -> Value {
-    Value::Timestamp(TimeUnit::Microsecond, t.micros())
-}
-
-fn opt_ts(t: Option<Timestamp>) -> Value {
-    t.map_or(Value::Null, ts)
-}
-
-fn text(s: &str) -> Value {
-    Value::Text(s.to_string())
-}
-
-fn opt_text(s: Option<&str>) -> Value {
-    s.map_or(Value::Null, text)
-}
-
-fn int(i: impl Into<i64>) -> Value {
-    Value::BigInt(i.into())
-}
-
-fn uint(i: u64) -> Value {
-    Value::BigInt(i64::try_from(i).unwrap_or(i64::MAX))
-}
-
-fn json<T: Serialize>(value: &T) -> Value {
-    Value::Text(serde_json::to_string(value).unwrap_or_else(|_| "null".to_string()))
-}
-
-fn worker_row(w: &Worker) -> Vec<Value> {
-    vec![
-        text(&w.id),
-        text(&w.host),
-        text(&w.address),
-        text(w.status.as_str()),
-        text(&w.capabilities_json),
-        json(&w.labels),
-        ts(w.registered_at),
-        ts(w.status_changed_at),
-        text(&w.status_reason),
-    ]
-}
-
-/// Requirements as stored in `tasks.requirements`.
-#[derive(Serialize, Deserialize)]
-struct Requirements {
-    labels: BTreeMap<String, String>,
-    capabilities: Vec<String>,
-}
-
-fn task_row(t: &Task) -> Vec<Value> {
-    let requirements = Requirements {
-        labels: t.spec.labels.clone(),
-        capabilities: t.spec.capabilities.clone(),
-    };
-    let holder = t.current.as_ref();
-    vec![
-        text(&t.spec.id),
-        text(&t.job),
-        int(t.seq),
-        text(&t.spec.name),
-        json(&t.spec.command),
-        json(&t.spec.env),
-        opt_text(t.spec.cwd.as_deref()),
-        uint(t.spec.timeout_ms),
-        int(t.spec.priority),
-        json(&requirements),
-        int(t.spec.max_retries),
-        int(t.spec.timeout_retries),
-        int(t.spec.flaky_retries),
-        text(t.status.as_str()),
-        int(t.attempt),
-        opt_text(holder.map(|a| a.worker.as_str())),
-        holder.map_or(Value::Null, |a| uint(a.term)),
-        int(t.infra_retries_used),
-        int(t.timeout_retries_used),
-        int(t.flaky_retries_used),
-        Value::Boolean(t.requeued),
-        ts(t.submitted_at),
-        ts(t.updated_at),
-        opt_ts(t.finished_at),
-        opt_text(t.reason.as_deref()),
-    ]
-}
-
-fn attempt_row(task: &str, a: &Attempt) -> Vec<Value> {
-    vec![
-        text(task),
-        int(a.number),
-        text(&a.worker),
-        uint(a.term),
-        ts(a.assigned_at),
-        opt_ts(a.started_at),
-        opt_ts(a.finished_at),
-        opt_text(a.outcome.as_deref()),
-        a.exit_code.map_or(Value::Null, int),
-        a.duration_ms.map_or(Value::Null, uint),
-        opt_text(a.output_tail.as_deref()),
-    ]
-}
-
-fn history_row(row: &HistoryRow) -> (&'static str, Vec<Value>) {
-    match row {
-        HistoryRow::LeaderTransition {
-            id,
-            term,
-            leader,
-            at,
-        } => (
-            "leader_transitions",
-            vec![int(*id), uint(*term), uint(*leader), ts(*at)],
-        ),
-        HistoryRow::BreakerTransition {
-            id,
-            scope,
-            from,
-            to,
-            reason,
-            at,
-        } => (
-            "breaker_transitions",
-            vec![
-                int(*id),
-                text(scope),
-                text(from.as_str()),
-                text(to.as_str()),
-                text(reason),
-                ts(*at),
-            ],
-        ),
-        HistoryRow::HealthSample {
-            id,
-            node,
-            cpu,
-            mem_bytes,
-            disk_free_bytes,
-            net_errors,
-            error_rate,
-            at,
-        } => (
-            "health_samples",
-            vec![
-                int(*id),
-                uint(*node),
-                Value::Double(*cpu),
-                uint(*mem_bytes),
-                uint(*disk_free_bytes),
-                uint(*net_errors),
-                Value::Double(*error_rate),
-                ts(*at),
-            ],
-        ),
-        HistoryRow::WorkerRecovery {
-            id,
-            worker,
-            at,
-            attempt_number,
-            success,
-            recovery_type,
-            error_message,
-            details_json,
-        } => (
-            "worker_recovery_history",
-            vec![
-                int(*id),
-                text(worker),
-                ts(*at),
-                int(*attempt_number),
-                Value::Boolean(*success),
-                text(recovery_type),
-                opt_text(error_message.as_deref()),
-                text(details_json),
-            ],
-        ),
-        HistoryRow::TaskRecovery {
-            id,
-            task,
-            worker,
-            at,
-            attempt_number,
-            success,
-            recovery_type,
-            error_message,
-            details_json,
-        } => (
-            "task_recovery_history",
-            vec![
-                int(*id),
-                text(task),
-                opt_text(worker.as_deref()),
-                ts(*at),
-                int(*attempt_number),
-                Value::Boolean(*success),
-                text(recovery_type),
-                opt_text(error_message.as_deref()),
-                text(details_json),
-            ],
-        ),
-        HistoryRow::SystemRecovery {
-            id,
-            at,
-            system_status,
-            success,
-            affected_workers,
-            affected_tasks,
-            details_json,
-        } => (
-            "system_recovery_history",
-            vec![
-                int(*id),
-                ts(*at),
-                text(system_status),
-                Value::Boolean(*success),
-                int(*affected_workers),
-                int(*affected_tasks),
-                text(details_json),
-            ],
-        ),
-        HistoryRow::Bench {
-            log_index,
-            payload_bytes,
-        } => ("bench_log", vec![uint(*log_index), uint(*payload_bytes)]),
-        HistoryRow::StaleResult {
-            id,
-            task,
-            attempt,
-            worker,
-            outcome,
-            exit_code,
-            reason,
-            at,
-        } => (
-            "stale_results",
-            vec![
-                int(*id),
-                text(task),
-                int(*attempt),
-                text(worker),
-                text(outcome.as_str()),
-                exit_code.map_or(Value::Null, int),
-                text(reason),
-                ts(*at),
-            ],
-        ),
-    }
-}
-
 /// Appends `rows` to `table` (a TEMP table when `temp`) with one Appender, never a
 /// statement per row.
 fn append(conn: &Connection, table: &str, temp: bool, rows: Vec<Vec<Value>>) -> Result<()> {
@@ -655,56 +418,15 @@ fn upsert(conn: &Connection, table: &str, rows: Vec<Vec<Value>>) -> Result<()> {
     .map_err(db("merging staged rows"))
 }
 
-fn write_changes(conn: &Connection, machine: &Machine, changes: &Changes) -> Result<()> {
-    let workers = changes
-        .workers
-        .iter()
-        .filter_map(|id| machine.worker(id))
-        .map(worker_row)
-        .collect();
-    upsert(conn, "workers", workers)?;
-    let jobs = changes
-        .jobs
-        .iter()
-        .filter_map(|id| machine.job(id))
-        .map(|j| {
-            vec![
-                text(&j.id),
-                text(&j.name),
-                text(j.status.as_str()),
-                ts(j.submitted_at),
-                opt_ts(j.finished_at),
-                int(j.tasks.len() as i64),
-                int(j.open_tasks),
-            ]
-        })
-        .collect();
-    upsert(conn, "jobs", jobs)?;
-    let tasks = changes
-        .tasks
-        .iter()
-        .filter_map(|id| machine.task(id))
-        .map(task_row)
-        .collect();
-    upsert(conn, "tasks", tasks)?;
-    let attempts = changes
-        .attempts
-        .iter()
-        .filter_map(|id| machine.task(id))
-        .filter_map(|t| t.current.as_ref().map(|a| attempt_row(&t.spec.id, a)))
-        .collect();
-    upsert(conn, "task_attempts", attempts)?;
-
-    let mut by_table: BTreeMap<&'static str, Vec<Vec<Value>>> = BTreeMap::new();
-    for row in &changes.history {
-        let (table, values) = history_row(row);
-        by_table.entry(table).or_default().push(values);
+fn write_batch(conn: &Connection, batch: RowBatch) -> Result<()> {
+    for (table, rows) in batch.upserts {
+        upsert(conn, table, rows)?;
     }
-    for (table, rows) in by_table {
+    for (table, rows) in batch.appends {
         append(conn, table, false, rows)?;
     }
-    if !changes.deleted_health_samples.is_empty() {
-        let ids: Vec<String> = changes
+    if !batch.deleted_health_samples.is_empty() {
+        let ids: Vec<String> = batch
             .deleted_health_samples
             .iter()
             .map(i64::to_string)
@@ -716,194 +438,6 @@ fn write_changes(conn: &Connection, machine: &Machine, changes: &Changes) -> Res
         .map_err(db("deleting expired health samples"))?;
     }
     Ok(())
-}
-
-fn parse<T>(what: &str, text: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T> {
-    parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown {what} {text:?}")))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
-fn load_machine(conn: &Connection) -> Result<Machine> {
-    let mut parts = MachineParts::default();
-    let ctx = "loading the state";
-
-    let mut stmt = conn
-        .prepare(
-            "SELECT id, host, address, status, CAST(capabilities AS VARCHAR), \
-             CAST(labels AS VARCHAR), epoch_us(registered_at), epoch_us(status_changed_at), \
-             status_reason FROM workers",
-        )
-        .map_err(db(ctx))?;
-    let mut rows = stmt.query([]).map_err(db(ctx))?;
-    while let Some(r) = rows.next().map_err(db(ctx))? {
-        let status: String = r.get(3).map_err(db(ctx))?;
-        let labels: String = r.get(5).map_err(db(ctx))?;
-        parts.workers.push(Worker {
-            id: r.get(0).map_err(db(ctx))?,
-            host: r.get(1).map_err(db(ctx))?,
-            address: r.get(2).map_err(db(ctx))?,
-            status: parse("worker status", &status, WorkerStatus::parse)?,
-            capabilities_json: r.get(4).map_err(db(ctx))?,
-            labels: from_json("worker labels", &labels)?,
-            registered_at: Timestamp(r.get(6).map_err(db(ctx))?),
-            status_changed_at: Timestamp(r.get(7).map_err(db(ctx))?),
-            status_reason: r.get(8).map_err(db(ctx))?,
-        });
-    }
-
-    let mut stmt = conn
-        .prepare("SELECT id, name, status, epoch_us(submitted_at), epoch_us(finished_at) FROM jobs")
-        .map_err(db(ctx))?;
-    let mut rows = stmt.query([]).map_err(db(ctx))?;
-    while let Some(r) = rows.next().map_err(db(ctx))? {
-        let status: String = r.get(2).map_err(db(ctx))?;
-        let finished: Option<i64> = r.get(4).map_err(db(ctx))?;
-        parts.jobs.push((
-            r.get(0).map_err(db(ctx))?,
-            r.get(1).map_err(db(ctx))?,
-            parse("job status", &status, JobStatus::parse)?,
-            Timestamp(r.get(3).map_err(db(ctx))?),
-            finished.map(Timestamp),
-        ));
-    }
-
-    let mut attempts: BTreeMap<(String, u32), Attempt> = BTreeMap::new();
-    let mut stmt = conn
-        .prepare(
-            "SELECT a.task_id, a.attempt, a.worker_id, a.term, epoch_us(a.assigned_at), \
-             epoch_us(a.started_at), epoch_us(a.finished_at), a.outcome, a.exit_code, \
-             a.duration_ms, a.output_tail FROM task_attempts a JOIN tasks t \
-             ON a.task_id = t.id AND a.attempt = t.attempt",
-        )
-        .map_err(db(ctx))?;
-    let mut rows = stmt.query([]).map_err(db(ctx))?;
-    while let Some(r) = rows.next().map_err(db(ctx))? {
-        let task: String = r.get(0).map_err(db(ctx))?;
-        let number: i64 = r.get(1).map_err(db(ctx))?;
-        let term: i64 = r.get(3).map_err(db(ctx))?;
-        let duration: Option<i64> = r.get(9).map_err(db(ctx))?;
-        let started: Option<i64> = r.get(5).map_err(db(ctx))?;
-        let finished: Option<i64> = r.get(6).map_err(db(ctx))?;
-        attempts.insert(
-            (task, number as u32),
-            Attempt {
-                number: number as u32,
-                worker: r.get(2).map_err(db(ctx))?,
-                term: term as u64,
-                assigned_at: Timestamp(r.get(4).map_err(db(ctx))?),
-                started_at: started.map(Timestamp),
-                finished_at: finished.map(Timestamp),
-                outcome: r.get(7).map_err(db(ctx))?,
-                exit_code: r.get(8).map_err(db(ctx))?,
-                duration_ms: duration.map(|d| d as u64),
-                output_tail: r.get(10).map_err(db(ctx))?,
-            },
-        );
-    }
-
-    let mut stmt = conn
-        .prepare(
-            "SELECT id, job_id, seq, name, CAST(command AS VARCHAR), CAST(env AS VARCHAR), cwd, \
-             timeout_ms, priority, CAST(requirements AS VARCHAR), max_retries, timeout_retries, \
-             flaky_retries, status, attempt, infra_retries_used, timeout_retries_used, \
-             flaky_retries_used, requeued, epoch_us(submitted_at), epoch_us(updated_at), \
-             epoch_us(finished_at), reason FROM tasks",
-        )
-        .map_err(db(ctx))?;
-    let mut rows = stmt.query([]).map_err(db(ctx))?;
-    while let Some(r) = rows.next().map_err(db(ctx))? {
-        let id: String = r.get(0).map_err(db(ctx))?;
-        let command: String = r.get(4).map_err(db(ctx))?;
-        let env: String = r.get(5).map_err(db(ctx))?;
-        let requirements: String = r.get(9).map_err(db(ctx))?;
-        let requirements: Requirements = from_json("task requirements", &requirements)?;
-        let status: String = r.get(13).map_err(db(ctx))?;
-        let attempt: i64 = r.get(14).map_err(db(ctx))?;
-        let timeout: i64 = r.get(7).map_err(db(ctx))?;
-        let get_u32 = |i: usize| -> Result<u32> {
-            let v: i64 = r.get(i).map_err(db(ctx))?;
-            Ok(v as u32)
-        };
-        let finished: Option<i64> = r.get(21).map_err(db(ctx))?;
-        let current = attempts.remove(&(id.clone(), attempt as u32));
-        parts.tasks.push(Task {
-            spec: TaskSpec {
-                id: id.clone(),
-                name: r.get(3).map_err(db(ctx))?,
-                command: from_json("task command", &command)?,
-                env: from_json("task env", &env)?,
-                cwd: r.get(6).map_err(db(ctx))?,
-                timeout_ms: timeout as u64,
-                priority: r.get(8).map_err(db(ctx))?,
-                labels: requirements.labels,
-                capabilities: requirements.capabilities,
-                max_retries: get_u32(10)?,
-                timeout_retries: get_u32(11)?,
-                flaky_retries: get_u32(12)?,
-            },
-            job: r.get(1).map_err(db(ctx))?,
-            seq: r.get(2).map_err(db(ctx))?,
-            status: parse("task status", &status, TaskStatus::parse)?,
-            attempt: attempt as u32,
-            current,
-            infra_retries_used: get_u32(15)?,
-            timeout_retries_used: get_u32(16)?,
-            flaky_retries_used: get_u32(17)?,
-            requeued: r.get(18).map_err(db(ctx))?,
-            submitted_at: Timestamp(r.get(19).map_err(db(ctx))?),
-            updated_at: Timestamp(r.get(20).map_err(db(ctx))?),
-            finished_at: finished.map(Timestamp),
-            reason: r.get(22).map_err(db(ctx))?,
-        });
-    }
-
-    let mut stmt = conn
-        .prepare(
-            "SELECT scope, arg_max(to_state, id) FROM breaker_transitions GROUP BY scope",
-        )
-        .map_err(db(ctx))?;
-    let mut rows = stmt.query([]).map_err(db(ctx))?;
-    while let Some(r) = rows.next().map_err(db(ctx))? {
-        let scope: String = r.get(0).map_err(db(ctx))?;
-        let state: String = r.get(1).map_err(db(ctx))?;
-        parts
-            .breakers
-            .insert(scope, parse("breaker state", &state, BreakerState::parse)?);
-    }
-
-    let mut stmt = conn
-        .prepare("SELECT node_id, id FROM health_samples ORDER BY id")
-        .map_err(db(ctx))?;
-    let mut rows = stmt.query([]).map_err(db(ctx))?;
-    while let Some(r) = rows.next().map_err(db(ctx))? {
-        let node: i64 = r.get(0).map_err(db(ctx))?;
-        parts.health_ids.push((node as u64, r.get(1).map_err(db(ctx))?));
-    }
-
-    parts.counters = load_counters(conn)?;
-    Ok(Machine::from_parts(parts))
-}
-
-fn load_counters(conn: &Connection) -> Result<Counters> {
-    let ctx = "loading row-id counters";
-    let max = |sql: &str| -> Result<i64> {
-        conn.query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
-            .map(|v| v.unwrap_or(0))
-            .map_err(db(ctx))
-    };
-    Ok(Counters {
-        leader_transitions: max("SELECT max(id) FROM leader_transitions")?,
-        breaker_transitions: max("SELECT max(id) FROM breaker_transitions")?,
-        health_samples: max("SELECT max(id) FROM health_samples")?,
-        worker_recovery: max("SELECT max(id) FROM worker_recovery_history")?,
-        task_recovery: max("SELECT max(id) FROM task_recovery_history")?,
-        system_recovery: max("SELECT max(id) FROM system_recovery_history")?,
-        stale_results: max("SELECT max(id) FROM stale_results")?,
-        task_seq: max("SELECT max(seq) FROM tasks")?,
-    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@ fn assert_clear_failure(args: &[&str], code: i32, needles: &[&str]) {
     assert_eq!(status, code, "exit code of {args:?}; stderr:\n{err}");
     assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
     for needle in needles {
-        assert!(err.contains(needle), "stderr of {args:?} lacks {needle:?}:\n{err}");
+        assert!(
+            err.contains(needle),
+            "stderr of {args:?} lacks {needle:?}:\n{err}"
+        );
     }
 }
 
@@ -27,7 +30,11 @@ fn unknown_config_key_is_refused() {
     let file = dir.path().join("node.toml");
     std::fs::write(&file, "hearbeat_interval_ms = 100\n").unwrap();
     let path = file.to_str().unwrap();
-    assert_clear_failure(&["coordinator", "--config", path], 2, &["hearbeat_interval_ms"]);
+    assert_clear_failure(
+        &["coordinator", "--config", path],
+        2,
+        &["hearbeat_interval_ms"],
+    );
 }
 
 #[test]
@@ -73,10 +80,18 @@ fn database_in_a_missing_or_unwritable_place_is_refused() {
         &["plain-file"],
     );
     // /proc refuses new files whoever asks.
-    assert_clear_failure(&["coordinator", "--db-path", "/proc/testfleet.duckdb"], 2, &["/proc"]);
+    assert_clear_failure(
+        &["coordinator", "--db-path", "/proc/testfleet.duckdb"],
+        2,
+        &["/proc"],
+    );
 }
 
 #[test]
 fn unreachable_cluster_exits_3() {
-    assert_clear_failure(&["status", "--coordinator", "127.0.0.1:1"], 3, &["127.0.0.1:1"]);
+    assert_clear_failure(
+        &["status", "--coordinator", "127.0.0.1:1"],
+        3,
+        &["127.0.0.1:1"],
+    );
 }

@@ -99,9 +99,11 @@ impl TestCluster {
     /// Starts a stopped node again on its address and files.
     pub async fn restart(&mut self, id: u64) {
         let addr = coordinator_addr(&self.peers[&id]);
-        let listener = eventually(Duration::from_secs(10), "the node's port to be free", || async {
-            tokio::net::TcpListener::bind(addr).await.ok()
-        })
+        let listener = eventually(
+            Duration::from_secs(10),
+            "the node's port to be free",
+            || async { tokio::net::TcpListener::bind(addr).await.ok() },
+        )
         .await;
         self.start_on(id, listener).await;
     }
@@ -132,12 +134,14 @@ impl TestCluster {
             });
             let (first, _) = leaders.next()?;
             let leader = first?;
-            let all_agree = self.running.values().all(|r| {
-                r.node.metrics().current_leader == Some(leader)
-            });
-            let leader_running = self.running.get(&leader).is_some_and(|r| {
-                r.node.metrics().state == ServerState::Leader
-            });
+            let all_agree = self
+                .running
+                .values()
+                .all(|r| r.node.metrics().current_leader == Some(leader));
+            let leader_running = self
+                .running
+                .get(&leader)
+                .is_some_and(|r| r.node.metrics().state == ServerState::Leader);
             (all_agree && leader_running).then_some(leader)
         })
         .await
@@ -157,7 +161,9 @@ impl TestCluster {
 
     /// Every replicated table of a node, read from its DuckDB.
     pub fn tables(&self, id: u64) -> SnapshotImage {
-        let reader = self.running[&id].node.state().reader().unwrap();
+        let state = self.running[&id].node.state();
+        state.flush().unwrap();
+        let reader = state.reader().unwrap();
         dump_with(&reader).unwrap().0
     }
 }

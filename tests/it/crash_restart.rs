@@ -53,13 +53,17 @@ async fn sigkill_during_writes_loses_no_acknowledged_command() {
     // Restart on the same files: the node resumes as leader of its one-node cluster.
     let node = start_coordinator(&["--db-path", db_arg], dir.path());
     let mut control = client(&node.addr).await;
-    let status = eventually(Duration::from_secs(30), "the restarted node to lead", || {
-        let mut control = control.clone();
-        async move {
-            let s = control.status(StatusRequest {}).await.ok()?.into_inner();
-            (s.role == "leader" && s.last_applied >= Some(highest_acked)).then_some(s)
-        }
-    })
+    let status = eventually(
+        Duration::from_secs(30),
+        "the restarted node to lead",
+        || {
+            let mut control = control.clone();
+            async move {
+                let s = control.status(StatusRequest {}).await.ok()?.into_inner();
+                (s.role == "leader" && s.last_applied >= Some(highest_acked)).then_some(s)
+            }
+        },
+    )
     .await;
 
     let present: BTreeSet<u64> = query(&mut control, "SELECT log_index FROM bench_log")

@@ -8,7 +8,7 @@ use testfleet::proto::control_client::ControlClient;
 use testfleet::state::command::Command;
 
 use super::cluster::TestCluster;
-use super::support::client;
+use super::support::{client, eventually};
 
 /// Commits `count` Bench commands through `addr`'s Control service with 16 concurrent
 /// proposers; returns the highest acknowledged log index.
@@ -22,7 +22,9 @@ async fn commit(addr: &str, count: usize) -> u64 {
             let mut highest = 0;
             for _ in 0..share {
                 let reply = control
-                    .propose_bench(BenchRequest { payload: vec![7; 16] })
+                    .propose_bench(BenchRequest {
+                        payload: vec![7; 16],
+                    })
                     .await
                     .expect("a write to a healthy cluster");
                 highest = highest.max(reply.into_inner().log_index);
@@ -43,7 +45,11 @@ fn assert_same_tables(cluster: &TestCluster) {
     let bench = first.tables.iter().find(|t| t.name == "bench_log").unwrap();
     assert!(!bench.rows.is_empty());
     for id in &ids[1..] {
-        assert!(cluster.tables(*id) == first, "node {id} differs from node {}", ids[0]);
+        assert!(
+            cluster.tables(*id) == first,
+            "node {id} differs from node {}",
+            ids[0]
+        );
     }
 }
 
@@ -73,24 +79,25 @@ async fn a_node_that_missed_the_purge_catches_up_by_snapshot() {
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     cluster.stop(follower).await;
     let last = commit(&cluster.peers[&leader].clone(), 600).await;
-    let purged = cluster
-        .node(leader)
-        .metrics()
-        .purged
-        .clone();
-    assert!(
-        purged.is_some_and(|p| p.index > 100),
-        "the leader should have purged its log behind a snapshot, purged = {purged:?}"
-    );
+    // Snapshots are built in the background; the leader purges its log behind them.
+    let node = cluster.node(leader).clone();
+    eventually(
+        Duration::from_secs(30),
+        "the leader to purge its log behind a snapshot",
+        || {
+            let purged = node.metrics().purged;
+            async move { purged.is_some_and(|p| p.index > 100).then_some(()) }
+        },
+    )
+    .await;
 
     cluster.restart(follower).await;
     cluster.applied(last).await;
-    let snapshot = cluster
-        .node(follower)
-        .metrics()
-        .snapshot
-        .clone();
-    assert!(snapshot.is_some(), "the follower should have installed a snapshot");
+    let snapshot = cluster.node(follower).metrics().snapshot;
+    assert!(
+        snapshot.is_some(),
+        "the follower should have installed a snapshot"
+    );
     assert_same_tables(&cluster);
 }
 
@@ -110,12 +117,13 @@ async fn a_follower_forwards_writes_and_a_lone_node_commits_nothing() {
         }
     }
     let raft = cluster.node(lone).raft().clone();
-    let committed_before = cluster.node(lone).metrics().local_committed.clone();
-    let write = tokio::time::timeout(Duration::from_secs(3), raft.client_write(Command::Noop)).await;
+    let committed_before = cluster.node(lone).metrics().local_committed;
+    let write =
+        tokio::time::timeout(Duration::from_secs(3), raft.client_write(Command::Noop)).await;
     assert!(
         !matches!(write, Ok(Ok(_))),
         "a node without a quorum committed a write"
     );
-    let committed_after = cluster.node(lone).metrics().local_committed.clone();
+    let committed_after = cluster.node(lone).metrics().local_committed;
     assert_eq!(committed_before, committed_after);
 }

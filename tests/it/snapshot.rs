@@ -2,9 +2,9 @@
 //! and installed on a fresh one gives identical tables; an older snapshot never rolls a
 //! node back; a restart finds the snapshot again.
 
+use openraft::alias::EntryOf;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::testing::log_id;
-use openraft::alias::EntryOf;
 use openraft::{Entry, EntryPayload};
 use testfleet::raft::TypeConfig;
 use testfleet::raft::state_machine::StateMachine;
@@ -59,7 +59,12 @@ fn entries(from: u64, count: u64) -> Vec<EntryOf<TypeConfig>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_then_install_gives_identical_tables() {
     let dir = tempfile::tempdir().unwrap();
-    let mut leader = StateMachine::open(&dir.path().join("a.duckdb"), &dir.path().join("a"), &settings()).unwrap();
+    let mut leader = StateMachine::open(
+        &dir.path().join("a.duckdb"),
+        &dir.path().join("a"),
+        &settings(),
+    )
+    .unwrap();
     apply(&mut leader, entries(1, 40)).await;
     let snapshot = leader
         .get_snapshot_builder()
@@ -67,15 +72,31 @@ async fn build_then_install_gives_identical_tables() {
         .build_snapshot()
         .await
         .unwrap();
-    assert_eq!(snapshot.meta.last_log_id, Some(log_id::<TypeConfig>(1, 1, 40)));
+    assert_eq!(
+        snapshot.meta.last_log_id,
+        Some(log_id::<TypeConfig>(1, 1, 40))
+    );
 
-    let mut fresh = StateMachine::open(&dir.path().join("b.duckdb"), &dir.path().join("b"), &settings()).unwrap();
+    let mut fresh = StateMachine::open(
+        &dir.path().join("b.duckdb"),
+        &dir.path().join("b"),
+        &settings(),
+    )
+    .unwrap();
     fresh
         .install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
         .await
         .unwrap();
-    let (a, _) = dump_with(&leader.reader().unwrap()).unwrap();
-    let (b, meta_b) = dump_with(&fresh.reader().unwrap()).unwrap();
+    let (a, _) = dump_with(&{
+        leader.flush().unwrap();
+        leader.reader().unwrap()
+    })
+    .unwrap();
+    let (b, meta_b) = dump_with(&{
+        fresh.flush().unwrap();
+        fresh.reader().unwrap()
+    })
+    .unwrap();
     assert_eq!(a, b, "tables differ after install");
     assert_eq!(meta_b.unwrap().last_applied_index, Some(40));
     assert_eq!(fresh.with_machine(|m| m.tasks().len()), 200);
@@ -85,18 +106,35 @@ async fn build_then_install_gives_identical_tables() {
     assert_eq!(fresh.with_machine(|m| m.tasks().len()), 205);
 
     // An older snapshot is ignored: no rollback.
-    let (before, _) = dump_with(&fresh.reader().unwrap()).unwrap();
+    let (before, _) = dump_with(&{
+        fresh.flush().unwrap();
+        fresh.reader().unwrap()
+    })
+    .unwrap();
     fresh
         .install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
         .await
         .unwrap();
-    let (after, _) = dump_with(&fresh.reader().unwrap()).unwrap();
+    let (after, _) = dump_with(&{
+        fresh.flush().unwrap();
+        fresh.reader().unwrap()
+    })
+    .unwrap();
     assert_eq!(before, after, "an older snapshot rolled state back");
 
     // A restart finds the current snapshot and the state again.
     drop(fresh);
-    let mut reopened = StateMachine::open(&dir.path().join("b.duckdb"), &dir.path().join("b"), &settings()).unwrap();
-    let current = reopened.get_current_snapshot().await.unwrap().expect("snapshot kept on disk");
+    let mut reopened = StateMachine::open(
+        &dir.path().join("b.duckdb"),
+        &dir.path().join("b"),
+        &settings(),
+    )
+    .unwrap();
+    let current = reopened
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("snapshot kept on disk");
     assert!(current.meta.last_log_id.is_some());
     let (applied, _) = reopened.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id::<TypeConfig>(1, 1, 41)));
@@ -105,16 +143,34 @@ async fn build_then_install_gives_identical_tables() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_snapshot_leaves_the_old_state_readable() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = StateMachine::open(&dir.path().join("a.duckdb"), &dir.path().join("a"), &settings()).unwrap();
+    let mut node = StateMachine::open(
+        &dir.path().join("a.duckdb"),
+        &dir.path().join("a"),
+        &settings(),
+    )
+    .unwrap();
     apply(&mut node, entries(1, 3)).await;
-    let (before, meta_before) = dump_with(&node.reader().unwrap()).unwrap();
-    let snapshot = node.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let (before, meta_before) = dump_with(&{
+        node.flush().unwrap();
+        node.reader().unwrap()
+    })
+    .unwrap();
+    let snapshot = node
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     let mut meta = snapshot.meta.clone();
     meta.last_log_id = Some(log_id::<TypeConfig>(2, 1, 100));
     let mut truncated = snapshot.snapshot.clone();
     truncated.truncate(truncated.len() / 2);
     assert!(node.install_snapshot(&meta, truncated).await.is_err());
-    let (after, meta_after) = dump_with(&node.reader().unwrap()).unwrap();
+    let (after, meta_after) = dump_with(&{
+        node.flush().unwrap();
+        node.reader().unwrap()
+    })
+    .unwrap();
     assert_eq!(before, after);
     assert_eq!(meta_before, meta_after);
 }

@@ -18,8 +18,6 @@ pub fn binary() -> &'static str {
 pub struct Process {
     pub child: Child,
     pub addr: String,
-    /// Every stderr line seen so far is forwarded here after the address was found.
-    pub stderr: mpsc::Receiver<String>,
 }
 
 impl Process {
@@ -53,10 +51,9 @@ pub fn start_coordinator(args: &[&str], dir: &Path) -> Process {
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        // Keep draining after the test stops listening, or the child blocks on a full pipe.
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+            let _ = tx.send(line);
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -68,16 +65,13 @@ pub fn start_coordinator(args: &[&str], dir: &Path) -> Process {
                 if line.contains("coordinator listening")
                     && let Some(addr) = field(&line, "addr")
                 {
-                    return Process {
-                        child,
-                        addr,
-                        stderr: rx,
-                    };
+                    return Process { child, addr };
                 }
                 seen.push(line);
             }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!(
                     "the coordinator did not start listening within 60 s; its stderr:\n{}",
                     seen.join("\n")
@@ -91,7 +85,12 @@ pub fn start_coordinator(args: &[&str], dir: &Path) -> Process {
 fn field(line: &str, key: &str) -> Option<String> {
     let start = line.find(&format!("{key}="))? + key.len() + 1;
     let rest = &line[start..];
-    Some(rest.split_whitespace().next()?.trim_matches('"').to_string())
+    Some(
+        rest.split_whitespace()
+            .next()?
+            .trim_matches('"')
+            .to_string(),
+    )
 }
 
 /// A gRPC client, retried until the server accepts connections.

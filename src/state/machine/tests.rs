@@ -206,8 +206,14 @@ fn set_worker_status_rejects_stale_from_and_unknown_worker() {
         reason: "r".into(),
         at: at(3),
     };
-    assert_eq!(m.apply(set(WorkerStatus::Healthy, WorkerStatus::Suspect)), Reply::Applied);
-    assert_rejected(m.apply(set(WorkerStatus::Healthy, WorkerStatus::Failed)), "stale");
+    assert_eq!(
+        m.apply(set(WorkerStatus::Healthy, WorkerStatus::Suspect)),
+        Reply::Applied
+    );
+    assert_rejected(
+        m.apply(set(WorkerStatus::Healthy, WorkerStatus::Failed)),
+        "stale",
+    );
     assert_eq!(m.worker("w1").unwrap().status, WorkerStatus::Suspect);
     assert_rejected(
         m.apply(Command::SetWorkerStatus {
@@ -243,7 +249,10 @@ fn submit_job_is_idempotent() {
             duplicate: true
         }
     );
-    assert!(m.take_changes().is_empty(), "a duplicate submission changes nothing");
+    assert!(
+        m.take_changes().is_empty(),
+        "a duplicate submission changes nothing"
+    );
     assert_eq!(m.task("a").unwrap().seq, 1);
     assert_eq!(m.task("b").unwrap().seq, 2);
 }
@@ -332,7 +341,13 @@ fn assign_tasks_checks_each_item_alone() {
             status: TaskStatus::Assigned
         }
     );
-    let needles = ["not queued", "next is 1", "not healthy", "unknown worker", "unknown task"];
+    let needles = [
+        "not queued",
+        "next is 1",
+        "not healthy",
+        "unknown worker",
+        "unknown task",
+    ];
     for (item, needle) in items[1..].iter().cloned().zip(needles) {
         assert_rejected(item, needle);
     }
@@ -401,10 +416,16 @@ fn late_and_duplicate_results_are_recorded_as_stale() {
     assert_eq!(status(&m, "t1"), TaskStatus::Queued);
     let changes = m.take_changes();
     assert!(changes.tasks.is_empty() && changes.attempts.is_empty());
-    assert!(matches!(changes.history[..], [HistoryRow::StaleResult { id: 1, .. }]));
+    assert!(matches!(
+        changes.history[..],
+        [HistoryRow::StaleResult { id: 1, .. }]
+    ));
 
     m.apply(assign("t1", "w2", 2));
-    assert!(matches!(m.apply(finish("t1", "w1", 2, Outcome::Failed)), Reply::Stale { .. }));
+    assert!(matches!(
+        m.apply(finish("t1", "w1", 2, Outcome::Failed)),
+        Reply::Stale { .. }
+    ));
     assert_eq!(
         m.apply(finish("t1", "w2", 2, Outcome::Passed)),
         Reply::Task {
@@ -412,9 +433,15 @@ fn late_and_duplicate_results_are_recorded_as_stale() {
         }
     );
     // A duplicate of the final report: stale, the outcome stays.
-    assert!(matches!(m.apply(finish("t1", "w2", 2, Outcome::Failed)), Reply::Stale { .. }));
+    assert!(matches!(
+        m.apply(finish("t1", "w2", 2, Outcome::Failed)),
+        Reply::Stale { .. }
+    ));
     assert_eq!(status(&m, "t1"), TaskStatus::Passed);
-    assert_rejected(m.apply(finish("nope", "w2", 1, Outcome::Passed)), "unknown task");
+    assert_rejected(
+        m.apply(finish("nope", "w2", 1, Outcome::Passed)),
+        "unknown task",
+    );
 }
 
 #[test]
@@ -499,10 +526,19 @@ fn error_outcome_is_final_and_worker_fault_consumes_infra_budget() {
 #[test]
 fn requeue_task_rules() {
     let mut m = fleet();
-    assert_rejected(m.apply(requeue("t1", 0, FaultCategory::Crash)), "not in flight");
+    assert_rejected(
+        m.apply(requeue("t1", 0, FaultCategory::Crash)),
+        "not in flight",
+    );
     m.apply(assign("t1", "w1", 1));
-    assert_rejected(m.apply(requeue("t1", 2, FaultCategory::Crash)), "stale decision");
-    assert_rejected(m.apply(requeue("zz", 1, FaultCategory::Crash)), "unknown task");
+    assert_rejected(
+        m.apply(requeue("t1", 2, FaultCategory::Crash)),
+        "stale decision",
+    );
+    assert_rejected(
+        m.apply(requeue("zz", 1, FaultCategory::Crash)),
+        "unknown task",
+    );
     assert_eq!(
         m.apply(requeue("t1", 1, FaultCategory::Crash)),
         Reply::Task {
@@ -526,7 +562,10 @@ fn requeue_task_rules() {
             status: TaskStatus::Abandoned
         }
     );
-    assert_rejected(m.apply(requeue("t1", 3, FaultCategory::Connection)), "already final");
+    assert_rejected(
+        m.apply(requeue("t1", 3, FaultCategory::Connection)),
+        "already final",
+    );
 }
 
 #[test]
@@ -565,7 +604,13 @@ fn abandon_and_cancel() {
         }
     );
     assert_eq!(
-        m.task("t1").unwrap().current.as_ref().unwrap().outcome.as_deref(),
+        m.task("t1")
+            .unwrap()
+            .current
+            .as_ref()
+            .unwrap()
+            .outcome
+            .as_deref(),
         Some("abandoned")
     );
     assert_rejected(m.apply(abandon("t1")), "already final");
@@ -663,8 +708,14 @@ fn breaker_transitions_reject_stale_from() {
         reason: "failure rate 60%".into(),
         at: at(1),
     };
-    assert_eq!(m.apply(t(BreakerState::Closed, BreakerState::Open)), Reply::Recorded { id: 1 });
-    assert_rejected(m.apply(t(BreakerState::Closed, BreakerState::Open)), "stale");
+    assert_eq!(
+        m.apply(t(BreakerState::Closed, BreakerState::Open)),
+        Reply::Recorded { id: 1 }
+    );
+    assert_rejected(
+        m.apply(t(BreakerState::Closed, BreakerState::Open)),
+        "stale",
+    );
     assert_eq!(
         m.apply(t(BreakerState::Open, BreakerState::HalfOpen)),
         Reply::Recorded { id: 2 }

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::state::command::{Assignment, Command, FaultCategory, Outcome, TaskSpec};
+use crate::state::command::{
+    Assignment, BreakerState, Command, FaultCategory, Outcome, TaskSpec, Timestamp,
+};
 
 fn at(t: i64) -> Timestamp {
     Timestamp(1_700_000_000_000_000 + t)
@@ -156,7 +158,9 @@ fn apply_all(store: &mut Store, machine: &mut Machine, commands: Vec<Command>) {
     for (i, command) in commands.into_iter().enumerate() {
         assert!(!machine.apply(command).is_rejected());
         let changes = machine.take_changes();
-        store.commit(machine, &changes, &meta(i as u64 + 1)).unwrap();
+        store
+            .commit(machine, &changes, &meta(i as u64 + 1))
+            .unwrap();
     }
 }
 
@@ -171,12 +175,24 @@ fn commit_materialises_every_table() {
     apply_all(&mut store, &mut machine, history());
     let c = store.connection();
     assert_eq!(count(c, "SELECT count(*) FROM workers"), 1);
-    assert_eq!(count(c, "SELECT count(*) FROM tasks WHERE job_id = 'j1'"), 3);
-    assert_eq!(count(c, "SELECT count(*) FROM tasks WHERE status = 'failed'"), 1);
-    assert_eq!(count(c, "SELECT count(*) FROM tasks WHERE status = 'queued'"), 2);
+    assert_eq!(
+        count(c, "SELECT count(*) FROM tasks WHERE job_id = 'j1'"),
+        3
+    );
+    assert_eq!(
+        count(c, "SELECT count(*) FROM tasks WHERE status = 'failed'"),
+        1
+    );
+    assert_eq!(
+        count(c, "SELECT count(*) FROM tasks WHERE status = 'queued'"),
+        2
+    );
     assert_eq!(count(c, "SELECT count(*) FROM task_attempts"), 2);
     assert_eq!(
-        count(c, "SELECT count(*) FROM task_attempts WHERE outcome = 'requeued: connection'"),
+        count(
+            c,
+            "SELECT count(*) FROM task_attempts WHERE outcome = 'requeued: connection'"
+        ),
         1
     );
     assert_eq!(count(c, "SELECT count(*) FROM stale_results"), 1);
@@ -188,10 +204,17 @@ fn commit_materialises_every_table() {
         "task_recovery_history",
         "system_recovery_history",
     ] {
-        assert_eq!(count(c, &format!("SELECT count(*) FROM {table}")), 1, "{table}");
+        assert_eq!(
+            count(c, &format!("SELECT count(*) FROM {table}")),
+            1,
+            "{table}"
+        );
     }
     assert_eq!(
-        count(c, "SELECT count(*) FROM worker_recovery_history WHERE details->>'strategy' = 'reconnect'"),
+        count(
+            c,
+            "SELECT count(*) FROM worker_recovery_history WHERE details->>'strategy' = 'reconnect'"
+        ),
         1
     );
     assert_eq!(store.read_meta().unwrap(), Some(meta(13)));
@@ -229,7 +252,9 @@ fn snapshot_install_gives_identical_tables() {
     .0;
 
     let mut target = Store::open_in_memory().unwrap();
-    target.install(&image, &source_meta.clone().unwrap()).unwrap();
+    target
+        .install(&image, &source_meta.clone().unwrap())
+        .unwrap();
     let (copied, target_meta) = target.dump().unwrap();
     assert_eq!(copied, image);
     assert_eq!(target_meta, source_meta);
@@ -302,11 +327,16 @@ fn upserts_replace_rows_across_many_commits() {
             });
         }
         let changes = machine.take_changes();
-        store.commit(&machine, &changes, &meta(100 + round)).unwrap();
+        store
+            .commit(&machine, &changes, &meta(100 + round))
+            .unwrap();
     }
     let c = store.connection();
     assert_eq!(count(c, "SELECT count(*) FROM tasks"), 3);
-    assert_eq!(count(c, "SELECT count(*) FROM tasks WHERE status = 'assigned'"), 2);
+    assert_eq!(
+        count(c, "SELECT count(*) FROM tasks WHERE status = 'assigned'"),
+        2
+    );
     let loaded = store.load_machine().unwrap();
     assert_eq!(loaded.tasks(), machine.tasks());
 }
