@@ -58,10 +58,16 @@ pub struct CoordinatorConfig {
     /// How often a leader sends heartbeats (AppendEntries) to followers. Default 100 ms.
     pub heartbeat_interval_ms: u64,
     /// Lower bound of the randomised election timeout; must exceed the heartbeat interval so
-    /// a healthy leader is never voted out. Default 500 ms.
+    /// a healthy leader is never voted out. Default 250 ms.
+    ///
+    /// openraft also grants every leader a lease of `election_timeout_max_ms` during which
+    /// followers refuse to vote, so a follower starts an election only after
+    /// `election_timeout_max_ms` + a random timeout in `[min, max]` of leader silence: 750 to
+    /// 1000 ms with the defaults, which tolerates the fsync stalls of these machines and
+    /// still fails over in about a second.
     pub election_timeout_min_ms: u64,
     /// Upper bound of the randomised election timeout; must exceed the lower bound so
-    /// candidates spread out and split votes resolve. Default 1000 ms.
+    /// candidates spread out and split votes resolve. Default 500 ms.
     pub election_timeout_max_ms: u64,
     /// Take a state-machine snapshot after this many log entries since the last one.
     /// Default 5000.
@@ -89,8 +95,8 @@ impl Default for CoordinatorConfig {
             data_dir: None,
             peers: BTreeMap::new(),
             heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            election_timeout_min_ms: 250,
+            election_timeout_max_ms: 500,
             snapshot_logs_since_last: 5000,
             max_in_snapshot_log_to_keep: 1000,
             duckdb_threads: 2,
@@ -140,11 +146,11 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "TESTFLEET_HEARTBEAT_INTERVAL_MS", value_name = "MS")]
     pub heartbeat_interval_ms: Option<u64>,
 
-    /// Minimum election timeout in milliseconds [default: 500]
+    /// Minimum election timeout in milliseconds [default: 250]
     #[arg(long, env = "TESTFLEET_ELECTION_TIMEOUT_MIN_MS", value_name = "MS")]
     pub election_timeout_min_ms: Option<u64>,
 
-    /// Maximum election timeout in milliseconds [default: 1000]
+    /// Maximum election timeout in milliseconds [default: 500]
     #[arg(long, env = "TESTFLEET_ELECTION_TIMEOUT_MAX_MS", value_name = "MS")]
     pub election_timeout_max_ms: Option<u64>,
 

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod coordinator;
+pub mod launch;
 pub mod query;
 pub mod raft;
 pub mod state;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use testfleet::cli::{self, CliError, Output, bench, status};
+use testfleet::cli::{self, CliError, Output, bench, failover, status};
 use testfleet::config::{CoordinatorArgs, CoordinatorConfig};
 use testfleet::coordinator::{self, Coordinator};
 
@@ -67,7 +67,34 @@ enum BenchCommand {
         /// Payload bytes per command
         #[arg(long, default_value_t = 64)]
         payload_bytes: usize,
-        /// Directory for the in-process node's files and the fsync sample
+        /// Directory for the started node(s)' files and the fsync sample
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Start a local cluster of this many coordinator processes and load it
+        #[arg(long, conflicts_with = "coordinator")]
+        nodes: Option<u64>,
+        /// Output format
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Leader SIGKILL to new leader, and to the first acknowledged write, over many kills
+    Failover {
+        /// Coordinator processes to start
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Leader kills to measure
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// Raft heartbeat interval of the started nodes
+        #[arg(long, default_value_t = 100)]
+        heartbeat_interval_ms: u64,
+        /// Minimum election timeout of the started nodes
+        #[arg(long, default_value_t = 250)]
+        election_timeout_min_ms: u64,
+        /// Maximum election timeout of the started nodes
+        #[arg(long, default_value_t = 500)]
+        election_timeout_max_ms: u64,
+        /// Directory for the nodes' files (default: a temporary directory)
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
         /// Output format
@@ -174,9 +201,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             warmup,
             payload_bytes,
             data_dir,
+            nodes,
             output,
         }) => {
             let settings = bench::BenchSettings {
+                nodes,
                 coordinators: coordinator
                     .as_deref()
                     .map(cli::parse_addresses)
@@ -189,6 +218,27 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             };
             let report = bench::run(&settings).await?;
             print!("{}", bench::render(&report, output));
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Failover {
+            nodes,
+            kills,
+            heartbeat_interval_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+            data_dir,
+            output,
+        }) => {
+            let settings = failover::FailoverSettings {
+                nodes,
+                kills,
+                heartbeat_ms: heartbeat_interval_ms,
+                election_min_ms: election_timeout_min_ms,
+                election_max_ms: election_timeout_max_ms,
+                data_dir,
+            };
+            let report = failover::run(&settings).await?;
+            print!("{}", failover::render(&report, output));
             Ok(())
         }
     }

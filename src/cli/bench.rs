@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::{CliError, Output, connect_any, table};
 use crate::config::CoordinatorConfig;
 use crate::coordinator::Coordinator;
+use crate::launch::LocalCluster;
 use crate::proto::BenchRequest;
 
 /// Settings of one benchmark run.
@@ -30,8 +31,11 @@ pub struct BenchSettings {
     pub duration: Duration,
     pub warmup: Duration,
     pub payload_bytes: usize,
-    /// Where the in-process node keeps its files and where fsync is sampled.
+    /// Where the started node(s) keep their files and where fsync is sampled.
     pub data_dir: Option<PathBuf>,
+    /// Start a local cluster of this many coordinator processes instead of an in-process
+    /// node (ignored with `coordinators`).
+    pub nodes: Option<u64>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -253,6 +257,48 @@ async fn wait_for_leader(node: &Coordinator) -> Result<(), CliError> {
         })
 }
 
+/// Starts `n` coordinator processes of this executable.
+async fn start_processes(
+    n: u64,
+    data_dir: Option<&Path>,
+) -> Result<(LocalCluster, PathBuf, Option<tempfile::TempDir>), CliError> {
+    let binary = std::env::current_exe()
+        .map_err(|e| CliError::Other(format!("cannot find this executable: {e}")))?;
+    let (temp, dir) = match data_dir {
+        Some(dir) => (None, dir.to_path_buf()),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("testfleet-bench-")
+                .tempdir()
+                .map_err(|e| {
+                    CliError::Other(format!("cannot create a temporary directory: {e}"))
+                })?;
+            let dir = temp.path().to_path_buf();
+            (Some(temp), dir)
+        }
+    };
+    let cluster =
+        LocalCluster::start(&binary, n, &dir, &[]).map_err(|e| CliError::Other(e.to_string()))?;
+    Ok((cluster, dir, temp))
+}
+
+/// `addrs` with the leader's address first, when a node names it.
+async fn leader_first(addrs: &[String]) -> Vec<String> {
+    for addr in addrs {
+        if let Ok(mut client) = super::connect(addr).await
+            && let Ok(status) = client.status(crate::proto::StatusRequest {}).await
+        {
+            let leader = status.into_inner().leader_addr;
+            if !leader.is_empty() {
+                let mut ordered = vec![leader.clone()];
+                ordered.extend(addrs.iter().filter(|a| **a != leader).cloned());
+                return ordered;
+            }
+        }
+    }
+    addrs.to_vec()
+}
+
 /// Runs the benchmark.
 pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
     if settings.writers.is_empty() || settings.writers.contains(&0) {
@@ -261,14 +307,38 @@ pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
         ));
     }
     let payload = vec![0xab_u8; settings.payload_bytes];
-    let (local, addrs, target, fsync_dir) = match &settings.coordinators {
-        Some(addrs) => (
+    let mut _cluster = None;
+    let mut _cluster_dir = None;
+    let (local, addrs, target, fsync_dir) = match (&settings.coordinators, settings.nodes) {
+        (Some(addrs), _) => (
             None,
-            addrs.clone(),
+            leader_first(addrs).await,
             addrs.join(","),
             settings.data_dir.clone(),
         ),
-        None => {
+        (None, Some(n)) => {
+            let (cluster, dir, temp) = start_processes(n, settings.data_dir.as_deref()).await?;
+            let leader = cluster
+                .leader(Duration::from_secs(30), None)
+                .await
+                .map_err(|e| CliError::Unavailable(e.to_string()))?;
+            let leader_addr = cluster.addr(leader).to_string();
+            let mut addrs = vec![leader_addr.clone()];
+            addrs.extend(
+                cluster
+                    .addresses()
+                    .into_values()
+                    .filter(|a| *a != leader_addr),
+            );
+            let target = format!(
+                "local {n}-node cluster (processes), data in {}",
+                dir.display()
+            );
+            _cluster = Some(cluster);
+            _cluster_dir = temp;
+            (None, addrs, target, Some(dir))
+        }
+        (None, None) => {
             let (node, dir) = start_local(settings.data_dir.as_deref()).await?;
             let addrs = vec![node.addr.clone()];
             let target = format!(

@@ -5,6 +5,7 @@
 //! document for scripts. Logs go to stderr; results to stdout.
 
 pub mod bench;
+pub mod failover;
 pub mod status;
 
 use std::time::Duration;

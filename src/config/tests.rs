@@ -36,7 +36,7 @@ fn defaults_are_the_documented_ones() {
             config.election_timeout_min_ms,
             config.election_timeout_max_ms
         ),
-        (100, 500, 1000)
+        (100, 250, 500)
     );
     assert_eq!(config.snapshot_logs_since_last, 5000);
     assert_eq!(config.max_in_snapshot_log_to_keep, 1000);

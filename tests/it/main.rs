@@ -3,6 +3,7 @@
 
 mod cli_input;
 mod cluster;
+mod cluster_process;
 mod conformance;
 mod crash_restart;
 mod replication;

@@ -1,0 +1,225 @@
+//! `testfleet bench failover`: how long a cluster is without a leader after the leader is
+//! SIGKILLed, measured on real processes.
+//!
+//! A local cluster of `--nodes` coordinator processes is started (see [`crate::launch`]).
+//! Each round finds the leader, SIGKILLs it and measures, from the kill:
+//! * `elected`: until a majority of the survivors name a new leader;
+//! * `committed`: until a write proposed to the new leader is committed and acknowledged —
+//!   the client-visible write outage.
+//!
+//! The killed node is restarted and allowed to rejoin before the next round, so every round
+//! starts from a full cluster.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::bench::Latency;
+use super::{CliError, Output, connect, table};
+use crate::launch::LocalCluster;
+use crate::proto::{BenchRequest, StatusRequest};
+
+/// Settings of a failover benchmark.
+#[derive(Clone, Debug)]
+pub struct FailoverSettings {
+    pub nodes: u64,
+    pub kills: usize,
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// One kill.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailoverSample {
+    pub killed: u64,
+    pub new_leader: u64,
+    pub elected_ms: f64,
+    pub committed_ms: f64,
+}
+
+/// The report.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailoverReport {
+    pub nodes: u64,
+    pub kills: usize,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub elected: Latency,
+    pub committed: Latency,
+    pub samples: Vec<FailoverSample>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> CliError {
+    CliError::Unavailable(e.to_string())
+}
+
+/// Proposes one write to `addr`, answering whether it was acknowledged.
+async fn write_once(addr: &str) -> bool {
+    let Ok(mut client) = connect(addr).await else {
+        return false;
+    };
+    let write = client.propose_bench(BenchRequest {
+        payload: vec![1; 16],
+    });
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), write).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Waits until `id` answers and reports a leader (it rejoined after a restart).
+async fn rejoined(cluster: &LocalCluster, id: u64, limit: Duration) -> Result<(), CliError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(mut client) = connect(cluster.addr(id)).await
+            && let Ok(status) = client.status(StatusRequest {}).await
+            && status.into_inner().leader_id.is_some()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(unavailable(format!(
+                "node {id} did not rejoin within {limit:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the benchmark.
+pub async fn run(settings: &FailoverSettings) -> Result<FailoverReport, CliError> {
+    if settings.nodes < 3 {
+        return Err(CliError::Usage(
+            "--nodes must be at least 3: a failover needs a majority to survive one loss".into(),
+        ));
+    }
+    let binary = std::env::current_exe()
+        .map_err(|e| CliError::Other(format!("cannot find this executable: {e}")))?;
+    let temp = tempfile::Builder::new()
+        .prefix("testfleet-failover-")
+        .tempdir()
+        .map_err(|e| CliError::Other(format!("cannot create a temporary directory: {e}")))?;
+    let dir = settings
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    let args = vec![
+        "--heartbeat-interval-ms".to_string(),
+        settings.heartbeat_ms.to_string(),
+        "--election-timeout-min-ms".to_string(),
+        settings.election_min_ms.to_string(),
+        "--election-timeout-max-ms".to_string(),
+        settings.election_max_ms.to_string(),
+    ];
+    let mut cluster =
+        LocalCluster::start(&binary, settings.nodes, &dir, &args).map_err(unavailable)?;
+    let mut samples = Vec::with_capacity(settings.kills);
+    for round in 0..settings.kills {
+        let leader = cluster
+            .leader(Duration::from_secs(30), None)
+            .await
+            .map_err(unavailable)?;
+        let leader_addr = cluster.addr(leader).to_string();
+        // The cluster takes writes before the kill.
+        let ready = Instant::now() + Duration::from_secs(10);
+        while !write_once(&leader_addr).await {
+            if Instant::now() > ready {
+                return Err(unavailable("the cluster does not take writes"));
+            }
+        }
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        let new_leader = cluster
+            .leader(Duration::from_secs(30), Some(leader))
+            .await
+            .map_err(unavailable)?;
+        let elected = killed_at.elapsed();
+        let new_addr = cluster.addr(new_leader).to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !write_once(&new_addr).await {
+            if Instant::now() > deadline {
+                return Err(unavailable(format!(
+                    "round {round}: the new leader {new_leader} took no write within 30 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let committed = killed_at.elapsed();
+        tracing::info!(
+            round,
+            killed = leader,
+            new_leader,
+            elected_ms = elected.as_millis() as u64,
+            committed_ms = committed.as_millis() as u64,
+            "failover"
+        );
+        samples.push(FailoverSample {
+            killed: leader,
+            new_leader,
+            elected_ms: elected.as_secs_f64() * 1000.0,
+            committed_ms: committed.as_secs_f64() * 1000.0,
+        });
+        cluster.restart(leader).map_err(unavailable)?;
+        rejoined(&cluster, leader, Duration::from_secs(60)).await?;
+    }
+    let elected = Latency::of(
+        samples
+            .iter()
+            .map(|s| Duration::from_secs_f64(s.elected_ms / 1000.0))
+            .collect(),
+    );
+    let committed = Latency::of(
+        samples
+            .iter()
+            .map(|s| Duration::from_secs_f64(s.committed_ms / 1000.0))
+            .collect(),
+    );
+    drop(cluster);
+    Ok(FailoverReport {
+        nodes: settings.nodes,
+        kills: samples.len(),
+        heartbeat_ms: settings.heartbeat_ms,
+        election_timeout_min_ms: settings.election_min_ms,
+        election_timeout_max_ms: settings.election_max_ms,
+        elected,
+        committed,
+        samples,
+    })
+}
+
+/// Renders the report.
+pub fn render(report: &FailoverReport, output: Output) -> String {
+    match output {
+        Output::Json => serde_json::to_string_pretty(report).unwrap_or_default() + "\n",
+        Output::Table => {
+            let mut out = format!(
+                "{} leader SIGKILLs on a {}-node cluster (heartbeat {} ms, election timeout {}-{} ms)\n\n",
+                report.kills,
+                report.nodes,
+                report.heartbeat_ms,
+                report.election_timeout_min_ms,
+                report.election_timeout_max_ms
+            );
+            let row = |name: &str, l: &Latency| {
+                vec![
+                    name.to_string(),
+                    format!("{:.0}", l.p50_ms),
+                    format!("{:.0}", l.p99_ms),
+                    format!("{:.0}", l.max_ms),
+                ]
+            };
+            out.push_str(&table(
+                &["FROM KILL TO", "P50 MS", "P99 MS", "MAX MS"],
+                &[
+                    row("new leader elected", &report.elected),
+                    row("new leader commits", &report.committed),
+                ],
+            ));
+            out
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Starts coordinator processes on this machine: a real cluster on loopback, for
+//! benchmarks, the HA demo and process-level tests.
+//!
+//! [`LocalCluster`] picks free loopback ports, runs `testfleet coordinator --peers ...` once
+//! per node (each with its own data directory), and can SIGKILL, pause (SIGSTOP), resume and
+//! restart any node on its files. Every process it started is killed when it is dropped.
+//! Leadership is read through the nodes' own `Status` RPC, as any client would.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::connect;
+use crate::proto::StatusRequest;
+
+/// Why the local cluster could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot start coordinator {id}: {source}")]
+    Spawn {
+        id: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot prepare {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no free port on 127.0.0.1: {0}")]
+    Port(std::io::Error),
+    #[error("{0}")]
+    Timeout(String),
+}
+
+/// One coordinator process and where it lives.
+struct NodeProcess {
+    addr: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// N coordinator processes on loopback.
+pub struct LocalCluster {
+    binary: PathBuf,
+    nodes: BTreeMap<u64, NodeProcess>,
+    peers: String,
+    extra_args: Vec<String>,
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the OS will not hand it out again soon).
+pub fn free_port() -> Result<u16, LaunchError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(LaunchError::Port)?;
+    Ok(listener.local_addr().map_err(LaunchError::Port)?.port())
+}
+
+impl LocalCluster {
+    /// Starts `n` coordinators of `binary` with data under `dir`; `extra_args` go to every
+    /// node (e.g. timing flags).
+    pub fn start(
+        binary: &Path,
+        n: u64,
+        dir: &Path,
+        extra_args: &[String],
+    ) -> Result<LocalCluster, LaunchError> {
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let node_dir = dir.join(format!("node-{id}"));
+            std::fs::create_dir_all(&node_dir).map_err(|source| LaunchError::Dir {
+                path: node_dir.clone(),
+                source,
+            })?;
+            nodes.insert(
+                id,
+                NodeProcess {
+                    addr: format!("127.0.0.1:{}", free_port()?),
+                    dir: node_dir,
+                    child: None,
+                },
+            );
+        }
+        let peers = nodes
+            .iter()
+            .map(|(id, n)| format!("{id}={}", n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = LocalCluster {
+            binary: binary.to_path_buf(),
+            nodes,
+            peers,
+            extra_args: extra_args.to_vec(),
+        };
+        for id in 1..=n {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, id: u64) -> Result<(), LaunchError> {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let port = node.addr.rsplit(':').next().unwrap_or("0").to_string();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("coordinator.log"))
+            .map_err(|source| LaunchError::Dir {
+                path: node.dir.clone(),
+                source,
+            })?;
+        let child = Command::new(&self.binary)
+            .arg("coordinator")
+            .args(["--node-id", &id.to_string()])
+            .args(["--port", &port])
+            .args(["--peers", &self.peers])
+            .arg("--db-path")
+            .arg(node.dir.join("state.duckdb"))
+            .args(["--duckdb-threads", "1", "--duckdb-memory-limit", "256MB"])
+            .args(&self.extra_args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|source| LaunchError::Spawn { id, source })?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Every member's address, by id.
+    pub fn addresses(&self) -> BTreeMap<u64, String> {
+        self.nodes
+            .iter()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
+    }
+
+    pub fn addr(&self, id: u64) -> &str {
+        &self.nodes[&id].addr
+    }
+
+    /// The process id of a running node.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes[&id].child.as_ref().map(Child::id)
+    }
+
+    /// Ids of the nodes whose process runs.
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.child.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// SIGKILLs a node and reaps it.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal to a running node (e.g. SIGSTOP / SIGCONT).
+    pub fn signal(&self, id: u64, signal: i32) {
+        if let Some(pid) = self.pid(id) {
+            // SAFETY: kill(2) on a pid this process spawned and has not reaped.
+            unsafe {
+                libc::kill(pid as i32, signal);
+            }
+        }
+    }
+
+    /// Starts a killed node again on its address and files.
+    pub fn restart(&mut self, id: u64) -> Result<(), LaunchError> {
+        self.kill(id);
+        self.spawn(id)
+    }
+
+    /// The leader as the running nodes report it, once a majority agrees, polling until
+    /// `limit`. `exclude` is never accepted as leader (e.g. a node just killed or paused).
+    pub async fn leader(&self, limit: Duration, exclude: Option<u64>) -> Result<u64, LaunchError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(leader) = self.agreed_leader(exclude).await {
+                return Ok(leader);
+            }
+            if Instant::now() > deadline {
+                return Err(LaunchError::Timeout(format!(
+                    "no leader agreed on within {limit:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn agreed_leader(&self, exclude: Option<u64>) -> Option<u64> {
+        let running: Vec<u64> = self
+            .running()
+            .into_iter()
+            .filter(|id| Some(*id) != exclude)
+            .collect();
+        let asks = running.iter().map(|id| {
+            let addr = self.nodes[id].addr.clone();
+            async move {
+                let mut client = connect(&addr).await.ok()?;
+                let status = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    client.status(StatusRequest {}),
+                )
+                .await
+                .ok()?
+                .ok()?
+                .into_inner();
+                Some((status.leader_id, status.role))
+            }
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
+        for (leader, _) in answers.iter().flatten() {
+            if let Some(l) = leader {
+                *votes.entry(*l).or_default() += 1;
+            }
+        }
+        let majority = self.nodes.len() / 2 + 1;
+        votes
+            .into_iter()
+            .find(|(leader, count)| {
+                *count >= majority.min(running.len()) && Some(*leader) != exclude
+            })
+            .map(|(leader, _)| leader)
+            .filter(|leader| {
+                answers
+                    .iter()
+                    .zip(&running)
+                    .any(|(a, id)| id == leader && a.as_ref().is_some_and(|(_, r)| r == "leader"))
+            })
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            // A paused process must be resumed to die promptly from SIGKILL on some kernels.
+            self.signal(id, libc::SIGCONT);
+            self.kill(id);
+        }
+    }
+}

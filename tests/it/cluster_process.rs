@@ -1,0 +1,86 @@
+//! The cluster scenario with real processes: three `testfleet coordinator` processes,
+//! the leader SIGKILLed mid-run, restarted on its files; all DuckDB files end identical.
+
+use std::time::Duration;
+
+use testfleet::launch::LocalCluster;
+use testfleet::proto::BenchRequest;
+
+use super::support::{binary, client, eventually, query};
+
+async fn commit(addr: &str, count: usize) -> u64 {
+    let control = client(addr).await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let mut control = control.clone();
+        let share = count / 8 + usize::from(w < count % 8);
+        tasks.push(tokio::spawn(async move {
+            let mut highest = 0;
+            for _ in 0..share {
+                let reply = control
+                    .propose_bench(BenchRequest {
+                        payload: vec![3; 16],
+                    })
+                    .await
+                    .expect("a write to a healthy cluster");
+                highest = highest.max(reply.into_inner().log_index);
+            }
+            highest
+        }));
+    }
+    let mut highest = 0;
+    for t in tasks {
+        highest = highest.max(t.await.unwrap());
+    }
+    highest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_leader_process_rejoins_and_every_node_holds_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(binary().as_ref(), 3, dir.path(), &[]).unwrap();
+    let first = cluster.leader(Duration::from_secs(60), None).await.unwrap();
+    commit(cluster.addr(first), 1000).await;
+
+    cluster.kill(first);
+    let second = cluster
+        .leader(Duration::from_secs(30), Some(first))
+        .await
+        .unwrap();
+    assert_ne!(first, second);
+    commit(cluster.addr(second), 1000).await;
+
+    cluster.restart(first).unwrap();
+    let expected = "SELECT count(*), count(DISTINCT log_index), min(log_index), max(log_index) \
+                    FROM bench_log";
+    let mut answers = Vec::new();
+    for (id, addr) in cluster.addresses() {
+        let mut control = client(&addr).await;
+        let row = eventually(
+            Duration::from_secs(60),
+            &format!("node {id} to catch up"),
+            || {
+                let mut control = control.clone();
+                async move {
+                    let rows = query(&mut control, expected).await;
+                    (rows[0][0].as_u64() == Some(2000)).then(|| rows[0].clone())
+                }
+            },
+        )
+        .await;
+        assert_eq!(
+            row[1].as_u64(),
+            Some(2000),
+            "node {id} applied an entry twice"
+        );
+        let all = query(&mut control, "SELECT * FROM bench_log ORDER BY log_index").await;
+        answers.push((id, all));
+    }
+    for (id, rows) in &answers[1..] {
+        assert!(
+            rows == &answers[0].1,
+            "node {id} differs from node {}",
+            answers[0].0
+        );
+    }
+}
