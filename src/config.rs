@@ -84,6 +84,11 @@ pub struct CoordinatorConfig {
     /// Detect and record failures but recover nothing: tasks of a failed worker end
     /// `abandoned` instead of being requeued. Default false.
     pub disable_auto_recovery: bool,
+    /// How often workers heartbeat to the leader. Default 1000 ms.
+    pub worker_heartbeat_interval_ms: u64,
+    /// A worker silent this long is failed and its tasks are requeued; it is suspect after
+    /// three missed heartbeats. Default 5000 ms.
+    pub worker_failure_timeout_ms: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -102,6 +107,8 @@ impl Default for CoordinatorConfig {
             duckdb_threads: 2,
             duckdb_memory_limit: "1GB".to_owned(),
             disable_auto_recovery: false,
+            worker_heartbeat_interval_ms: 1000,
+            worker_failure_timeout_ms: 5000,
         }
     }
 }
@@ -181,6 +188,18 @@ pub struct CoordinatorArgs {
         value_parser = clap::builder::BoolishValueParser::new(),
     )]
     pub disable_auto_recovery: Option<bool>,
+
+    /// How often workers heartbeat, in milliseconds [default: 1000]
+    #[arg(
+        long,
+        env = "TESTFLEET_WORKER_HEARTBEAT_INTERVAL_MS",
+        value_name = "MS"
+    )]
+    pub worker_heartbeat_interval_ms: Option<u64>,
+
+    /// Silence after which a worker is failed, in milliseconds [default: 5000]
+    #[arg(long, env = "TESTFLEET_WORKER_FAILURE_TIMEOUT_MS", value_name = "MS")]
+    pub worker_failure_timeout_ms: Option<u64>,
 }
 
 /// Why a coordinator's configuration could not be resolved.
@@ -378,6 +397,14 @@ impl CoordinatorConfig {
         set(&mut self.duckdb_threads, &args.duckdb_threads);
         set(&mut self.duckdb_memory_limit, &args.duckdb_memory_limit);
         set(&mut self.disable_auto_recovery, &args.disable_auto_recovery);
+        set(
+            &mut self.worker_heartbeat_interval_ms,
+            &args.worker_heartbeat_interval_ms,
+        );
+        set(
+            &mut self.worker_failure_timeout_ms,
+            &args.worker_failure_timeout_ms,
+        );
         Ok(())
     }
 
@@ -457,6 +484,11 @@ impl CoordinatorConfig {
 
     /// Directory of the Raft log and snapshots: `data_dir` if set, else the DuckDB file's
     /// directory.
+    /// The worker heartbeat interval, as sent to workers in `Welcome`.
+    pub fn worker_heartbeat_ms(&self) -> u32 {
+        u32::try_from(self.worker_heartbeat_interval_ms).unwrap_or(u32::MAX)
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         match &self.data_dir {
             Some(dir) => dir.clone(),

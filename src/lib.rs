@@ -9,9 +9,12 @@ pub mod cli;
 pub mod config;
 pub mod coordinator;
 pub mod launch;
+pub mod plan;
 pub mod query;
 pub mod raft;
+pub mod scheduler;
 pub mod state;
+pub mod worker;
 
 /// Generated client-facing gRPC API (`proto/fleet.proto`).
 pub mod proto {

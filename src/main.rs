@@ -4,9 +4,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use testfleet::cli::{self, CliError, Output, bench, failover, status};
+use testfleet::cli::{self, CliError, Output, bench, failover, jobs, status};
 use testfleet::config::{CoordinatorArgs, CoordinatorConfig};
 use testfleet::coordinator::{self, Coordinator};
+use testfleet::worker::agent::WorkerConfig;
 
 /// Distributed test execution with auto-recovery and highly available coordinators.
 #[derive(Parser)]
@@ -43,9 +44,80 @@ enum Command {
         /// The query, e.g. "SELECT * FROM tasks LIMIT 10"
         query: String,
     },
+    /// Run a worker: hold a session with the leader and run the test commands it assigns
+    Worker {
+        /// Coordinator addresses, HOST:PORT[,HOST:PORT...]; any member works
+        #[arg(long, env = "TESTFLEET_COORDINATOR", default_value = "127.0.0.1:8080")]
+        coordinator: String,
+        /// This worker's fleet-unique name [default: the host name]
+        #[arg(long, env = "TESTFLEET_WORKER_NAME")]
+        name: Option<String>,
+        /// Attempts to run at once
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        slots: u32,
+        /// A label, KEY=VALUE; repeat for more
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Submit one command as a job of one task; prints the task id
+    Submit {
+        #[command(flatten)]
+        target: Target,
+        /// Priority (higher runs first)
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i32,
+        /// Timeout, e.g. 30s, 5m
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Infrastructure retries (worker lost, lease lost)
+        #[arg(long, default_value_t = 3)]
+        max_retries: u32,
+        /// A label the worker must have, KEY=VALUE; repeat for more
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Job name
+        #[arg(long = "job", default_value = "submit")]
+        job: String,
+        /// The command and its arguments, after --
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run a plan file as one job, follow it, print a summary; exit 0/1/2/3
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// The plan file (TOML)
+        plan: std::path::PathBuf,
+        /// Submit and print the job id without following it
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List jobs
+    Jobs(Target),
+    /// List tasks, of one job or of all
+    Tasks {
+        #[command(flatten)]
+        target: Target,
+        /// Only the tasks of this job
+        #[arg(long)]
+        job: Option<String>,
+    },
+    /// List workers
+    Workers(Target),
     /// Benchmarks
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    testfleet::plan::parse_duration(text)
 }
 
 #[derive(Subcommand)]
@@ -175,6 +247,123 @@ async fn shutdown_signal() {
 
 async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Worker {
+            coordinator,
+            name,
+            slots,
+            labels,
+        } => {
+            let addrs = cli::parse_addresses(&coordinator)?;
+            let name = name.unwrap_or_else(testfleet::worker::host_name);
+            let mut config = WorkerConfig::new(addrs, name);
+            config.slots = slots;
+            config.labels = labels.into_iter().collect();
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stop.cancel();
+            });
+            testfleet::worker::agent::run(config, shutdown).await;
+            Ok(())
+        }
+        Command::Submit {
+            target,
+            priority,
+            timeout,
+            max_retries,
+            labels,
+            job,
+            command,
+        } => {
+            let addrs = cli::parse_addresses(&target.coordinator)?;
+            if command.first().is_none_or(|c| c.is_empty()) {
+                return Err(CliError::Usage("the command after -- is empty".into()));
+            }
+            let task_id = uuid::Uuid::new_v4().to_string();
+            let spec = testfleet::state::command::TaskSpec {
+                id: task_id.clone(),
+                name: command.join(" "),
+                command,
+                env: Default::default(),
+                cwd: None,
+                timeout_ms: timeout.as_millis() as u64,
+                priority,
+                labels: labels.into_iter().collect(),
+                capabilities: vec![],
+                max_retries,
+                timeout_retries: 1,
+                flaky_retries: 0,
+            };
+            let job_id = uuid::Uuid::new_v4().to_string();
+            jobs::submit(&addrs, &job_id, &job, &[spec]).await?;
+            match target.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({"job_id": job_id, "task_id": task_id})
+                ),
+                Output::Table => println!("{task_id}"),
+            }
+            Ok(())
+        }
+        Command::Run {
+            target,
+            plan,
+            detach,
+        } => {
+            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let (name, specs) = jobs::load_plan(&plan)?;
+            let job_id = uuid::Uuid::new_v4().to_string();
+            let count = jobs::submit(&addrs, &job_id, &name, &specs).await?;
+            if detach {
+                match target.output {
+                    Output::Json => {
+                        println!("{}", serde_json::json!({"job_id": job_id, "tasks": count}))
+                    }
+                    Output::Table => println!("{job_id}"),
+                }
+                return Ok(());
+            }
+            eprintln!("submitted job {name} ({job_id}) with {count} tasks");
+            let report = jobs::follow(&addrs, &job_id).await?;
+            let summary = jobs::summary(report);
+            print!("{}", jobs::render(&summary, target.output));
+            match summary.exit_code {
+                0 => Ok(()),
+                code => Err(CliError::Exit(code)),
+            }
+        }
+        Command::Jobs(target) => {
+            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let sql = "SELECT id, name, status, task_count AS tasks, open_tasks AS open, \
+                       submitted_at, finished_at FROM jobs ORDER BY submitted_at DESC LIMIT 200";
+            print!("{}", jobs::read_table(&addrs, sql, target.output).await?);
+            Ok(())
+        }
+        Command::Tasks { target, job } => {
+            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let filter = match &job {
+                Some(job) => {
+                    jobs::check_id(job)?;
+                    format!("WHERE t.job_id = '{job}'")
+                }
+                None => String::new(),
+            };
+            let sql = format!(
+                "SELECT t.id, t.job_id, t.name, t.status, t.attempt, t.worker_id, a.exit_code, \
+                 a.duration_ms, t.reason FROM tasks t LEFT JOIN task_attempts a \
+                 ON a.task_id = t.id AND a.attempt = t.attempt {filter} ORDER BY t.seq LIMIT 10000"
+            );
+            print!("{}", jobs::read_table(&addrs, &sql, target.output).await?);
+            Ok(())
+        }
+        Command::Workers(target) => {
+            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let sql = "SELECT id, host, status, labels, capabilities, status_changed_at, \
+                       status_reason FROM workers ORDER BY id";
+            print!("{}", jobs::read_table(&addrs, sql, target.output).await?);
+            Ok(())
+        }
         Command::Coordinator(args) => run_coordinator(args).await,
         Command::Status(target) => {
             let addrs = cli::parse_addresses(&target.coordinator)?;
@@ -259,6 +448,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod failover;
+pub mod jobs;
 pub mod status;
 
 use std::time::Duration;
@@ -36,6 +37,10 @@ pub enum CliError {
     /// Anything else (exit 1).
     #[error("{0}")]
     Other(String),
+    /// Nothing went wrong in the tool, but the outcome asks for this exit code (e.g. a test
+    /// failed in `run`); nothing more is printed.
+    #[error("")]
+    Exit(u8),
 }
 
 impl CliError {
@@ -44,6 +49,7 @@ impl CliError {
             CliError::Usage(_) => 2,
             CliError::Unavailable(_) => 3,
             CliError::Other(_) => 1,
+            CliError::Exit(code) => *code,
         }
     }
 }

@@ -13,6 +13,9 @@
 //! `raft_meta.last_applied`, and openraft replays the rest of the log from redb.
 
 pub mod control;
+pub mod jobs;
+pub mod leader;
+pub mod sessions;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -69,6 +72,10 @@ pub struct Coordinator {
     /// Every member's address by id, as configured (used to find peers before the
     /// membership is known).
     peers: BTreeMap<u64, String>,
+    /// Soft state of the current leadership term, while this node leads.
+    pub(crate) leadership: std::sync::Mutex<Option<Arc<leader::Leadership>>>,
+    /// Keeps openraft's leader-change watch alive.
+    watch: std::sync::Mutex<Option<openraft::WatchChangeHandle<TypeConfig>>>,
 }
 
 impl Coordinator {
@@ -114,7 +121,10 @@ impl Coordinator {
             state,
             config,
             peers,
+            leadership: std::sync::Mutex::new(None),
+            watch: std::sync::Mutex::new(None),
         });
+        coordinator.watch_leadership();
         coordinator.initialize_if_first().await?;
         Ok(coordinator)
     }
@@ -145,6 +155,40 @@ impl Coordinator {
             )) => Ok(()),
             Err(e) => Err(CoordinatorError::Raft(e.to_string())),
         }
+    }
+
+    /// Starts the leader loops when this node becomes the committed leader of a term, and
+    /// stops them when it stops leading.
+    fn watch_leadership(self: &Arc<Self>) {
+        let weak_start = Arc::downgrade(self);
+        let weak_stop = Arc::downgrade(self);
+        let handle = self.raft.on_leader_change(
+            move |leader_id| {
+                let node = weak_start.upgrade();
+                async move {
+                    if let Some(node) = node {
+                        leader::start(node, leader_id.term).await;
+                    }
+                }
+            },
+            move |_| {
+                let node = weak_stop.upgrade();
+                async move {
+                    if let Some(node) = node {
+                        leader::stop(&node).await;
+                    }
+                }
+            },
+        );
+        *self.watch.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+    }
+
+    /// The current leadership's soft state, while this node leads.
+    pub fn leadership(&self) -> Option<Arc<leader::Leadership>> {
+        self.leadership
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn node_id(&self) -> u64 {
@@ -181,8 +225,13 @@ impl Coordinator {
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .add_service(crate::raft::service::server(self.raft.clone()))
             .add_service(control::server(self.clone()))
+            .add_service(sessions::server(self.clone()))
+            .add_service(jobs::server(self.clone()))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
+        if let Some(leadership) = self.leadership() {
+            leadership.cancel.cancel();
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("Raft did not shut down cleanly: {e}");
         }

@@ -39,13 +39,16 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::TypeConfig;
-use crate::state::machine::{Changes, Machine, Reply};
+use crate::state::machine::{Changes, Event, Machine, Reply};
 use crate::state::rows::RowBatch;
 use crate::state::store::{DbSettings, RaftMeta, SnapshotImage, Store, dump_with};
 
 type LogId = LogIdOf<TypeConfig>;
 type Membership = StoredMembershipOf<TypeConfig>;
 type SnapshotMeta = SnapshotMetaOf<TypeConfig>;
+
+/// Events buffered for slow subscribers before they must rebuild.
+pub const EVENT_BUFFER: usize = 1 << 16;
 
 /// Snapshot bytes: a bincode-encoded [`SnapshotImage`].
 pub type SnapshotData = Vec<u8>;
@@ -94,6 +97,8 @@ impl Drop for FlusherGuard {
 #[derive(Clone)]
 pub struct StateMachine {
     shared: Arc<Shared>,
+    /// What each apply did, for the leader's soft state (see [`StateMachine::subscribe`]).
+    events: tokio::sync::broadcast::Sender<Event>,
     _flusher: Arc<FlusherGuard>,
     /// Where the current snapshot is kept; `None` keeps it in memory only.
     snapshot_dir: Option<PathBuf>,
@@ -267,7 +272,9 @@ impl StateMachine {
         let thread = std::thread::Builder::new()
             .name("duckdb-flusher".to_string())
             .spawn(move || flusher_shared.run_flusher())?;
+        let (events, _) = tokio::sync::broadcast::channel(EVENT_BUFFER);
         Ok(StateMachine {
+            events,
             _flusher: Arc::new(FlusherGuard {
                 shared: shared.clone(),
                 thread: Some(thread),
@@ -282,6 +289,12 @@ impl StateMachine {
     /// been flushed; call [`StateMachine::flush`] first to include everything applied.
     pub fn reader(&self) -> io::Result<duckdb::Connection> {
         Ok(lock(&self.shared.store).reader()?)
+    }
+
+    /// Events of every entry applied from now on. A receiver that falls more than
+    /// [`EVENT_BUFFER`] events behind gets `Lagged` and must rebuild from the machine.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
     }
 
     /// Writes everything applied so far to DuckDB before returning.
@@ -385,6 +398,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let changes = memory.machine.take_changes();
             memory.pending.absorb(changes);
             memory.meta_dirty = true;
+            for event in memory.machine.take_events() {
+                // No receiver (a follower) is fine: nobody needs the event.
+                let _ = self.events.send(event);
+            }
             replies
         };
         self.shared.signal.notify_all();

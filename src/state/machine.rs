@@ -270,6 +270,33 @@ impl Changes {
     }
 }
 
+/// What apply did that the leader's soft state (scheduler, sessions) must follow. Events
+/// change nothing replicated; followers drop them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The task is (again) waiting for a worker.
+    Queued { task: TaskId },
+    /// The task's attempt was committed to a worker.
+    Assigned {
+        task: TaskId,
+        worker: WorkerId,
+        attempt: u32,
+    },
+    /// The worker no longer holds the task's attempt (requeued or final).
+    Released {
+        task: TaskId,
+        worker: WorkerId,
+        attempt: u32,
+    },
+    /// The task is final.
+    Final { task: TaskId, status: TaskStatus },
+    /// A worker registered or changed status.
+    Worker {
+        worker: WorkerId,
+        status: WorkerStatus,
+    },
+}
+
 /// The in-memory view of replicated state and the apply function over it.
 #[derive(Debug, Default)]
 pub struct Machine {
@@ -281,6 +308,7 @@ pub struct Machine {
     /// Ids of the kept health samples per node, oldest first, for the retention limit.
     health_ids: BTreeMap<NodeId, VecDeque<i64>>,
     changes: Changes,
+    events: Vec<Event>,
     /// Log index of the entry being applied (set by [`Machine::apply_entry`]).
     log_index: u64,
 }
@@ -383,6 +411,24 @@ impl Machine {
     /// Drains the changes made since the last call.
     pub fn take_changes(&mut self) -> Changes {
         std::mem::take(&mut self.changes)
+    }
+
+    /// Drains the events since the last call.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Notes that the task's holder (if any) lets go of its attempt.
+    fn release(&mut self, id: &str) {
+        if let Some(task) = self.tasks.get(id)
+            && let Some(worker) = task.holder()
+        {
+            self.events.push(Event::Released {
+                task: id.to_string(),
+                worker: worker.clone(),
+                attempt: task.attempt,
+            });
+        }
     }
 
     /// Applies the command of the log entry at `log_index`.
@@ -673,6 +719,10 @@ impl Machine {
                 status_reason: "registered".to_string(),
             },
         );
+        self.events.push(Event::Worker {
+            worker: id.clone(),
+            status: WorkerStatus::Healthy,
+        });
         self.changes.workers.insert(id);
         Reply::Applied
     }
@@ -697,6 +747,10 @@ impl Machine {
         worker.status = to;
         worker.status_changed_at = at;
         worker.status_reason = reason;
+        self.events.push(Event::Worker {
+            worker: id.to_string(),
+            status: to,
+        });
         self.changes.workers.insert(id.to_string());
         Reply::Applied
     }
@@ -741,6 +795,9 @@ impl Machine {
         for spec in specs {
             let seq = take_id(&mut self.counters.task_seq);
             ids.push(spec.id.clone());
+            self.events.push(Event::Queued {
+                task: spec.id.clone(),
+            });
             self.changes.tasks.insert(spec.id.clone());
             self.tasks.insert(
                 spec.id.clone(),
@@ -822,6 +879,15 @@ impl Machine {
             exit_code: None,
             duration_ms: None,
             output_tail: None,
+        });
+        self.events.push(Event::Assigned {
+            task: a.task.clone(),
+            worker: task
+                .current
+                .as_ref()
+                .map(|c| c.worker.clone())
+                .unwrap_or_default(),
+            attempt: a.attempt,
         });
         self.changes.tasks.insert(a.task.clone());
         self.changes.attempts.insert(a.task);
@@ -1042,6 +1108,10 @@ impl Machine {
     }
 
     fn queue_again(&mut self, id: &str, reason: String, at: Timestamp) -> TaskStatus {
+        self.release(id);
+        self.events.push(Event::Queued {
+            task: id.to_string(),
+        });
         if let Some(task) = self.tasks.get_mut(id) {
             task.status = TaskStatus::Queued;
             task.requeued = true;
@@ -1079,12 +1149,17 @@ impl Machine {
     }
 
     fn set_final(&mut self, id: &str, status: TaskStatus, at: Timestamp) {
+        if self.tasks.get(id).is_none_or(|t| t.status.is_final()) {
+            return;
+        }
+        self.release(id);
+        self.events.push(Event::Final {
+            task: id.to_string(),
+            status,
+        });
         let Some(task) = self.tasks.get_mut(id) else {
             return;
         };
-        if task.status.is_final() {
-            return;
-        }
         task.status = status;
         task.updated_at = at;
         task.finished_at = Some(at);

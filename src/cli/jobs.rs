@@ -1,0 +1,372 @@
+//! `testfleet submit`, `run`, `jobs`, `tasks`, `workers`: the client side of jobs.
+//!
+//! `run` expands a plan file on the client, submits it as one job (a retried submission
+//! after a failover creates nothing twice: the job and task ids are chosen here), follows
+//! it until every task is final, prints a summary and exits with the code of DESIGN.md §10:
+//! 0 every test passed, 1 a test failed or timed out (or was cancelled), 2 bad usage or
+//! input, 3 infrastructure (abandoned or error tasks, cluster unreachable).
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use super::{CliError, Output, connect, from_status, table};
+use crate::coordinator::jobs::task_spec_message;
+use crate::proto::jobs_client::JobsClient;
+use crate::proto::{GetJobRequest, JobReport, SubmitJobRequest};
+use crate::state::command::TaskSpec;
+
+/// How long `run` keeps trying to reach the cluster (a failover takes about a second).
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
+async fn jobs_client(addr: &str) -> Result<JobsClient<Channel>, CliError> {
+    let control = connect(addr).await?;
+    drop(control);
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| CliError::Usage(format!("bad coordinator address {addr:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| CliError::Unavailable(format!("cannot reach coordinator {addr}: {e}")))?;
+    Ok(JobsClient::new(channel)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20))
+}
+
+/// Calls `f` on the coordinators in turn until one answers, for up to [`RETRY_FOR`]:
+/// unreachable nodes and "no leader yet" are retried, other errors are final.
+async fn with_retry<T, F, Fut>(addrs: &[String], mut f: F) -> Result<T, CliError>
+where
+    F: FnMut(JobsClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = Instant::now() + RETRY_FOR;
+    let mut i = 0usize;
+    loop {
+        let addr = &addrs[i % addrs.len()];
+        i += 1;
+        let error = match jobs_client(addr).await {
+            Ok(client) => match f(client).await {
+                Ok(value) => return Ok(value),
+                Err(status) => from_status(status),
+            },
+            Err(e) => e,
+        };
+        match error {
+            CliError::Unavailable(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return Err(other),
+        }
+    }
+}
+
+/// Submits a job; retrying with the same ids is safe.
+pub async fn submit(
+    addrs: &[String],
+    job_id: &str,
+    name: &str,
+    tasks: &[TaskSpec],
+) -> Result<u32, CliError> {
+    let request = SubmitJobRequest {
+        job_id: job_id.to_string(),
+        name: name.to_string(),
+        tasks: tasks.iter().map(task_spec_message).collect(),
+    };
+    let reply = with_retry(addrs, |mut client| {
+        let request = request.clone();
+        async move { client.submit_job(request).await.map(|r| r.into_inner()) }
+    })
+    .await?;
+    Ok(reply.tasks)
+}
+
+/// The job as the leader sees it.
+pub async fn get_job(
+    addrs: &[String],
+    job_id: &str,
+    include_tasks: bool,
+) -> Result<JobReport, CliError> {
+    with_retry(addrs, |mut client| async move {
+        client
+            .get_job(GetJobRequest {
+                job_id: job_id.to_string(),
+                include_tasks,
+            })
+            .await
+            .map(|r| r.into_inner())
+    })
+    .await
+}
+
+fn count(report: &JobReport, status: &str) -> u32 {
+    report.counts.get(status).copied().unwrap_or(0)
+}
+
+/// The exit code for a finished job (DESIGN.md §10).
+pub fn exit_code(report: &JobReport) -> u8 {
+    if count(report, "abandoned") + count(report, "error") > 0 {
+        3
+    } else if count(report, "failed") + count(report, "timed_out") + count(report, "cancelled") > 0
+    {
+        1
+    } else {
+        0
+    }
+}
+
+const FINAL: &[&str] = &[
+    "passed",
+    "failed",
+    "timed_out",
+    "error",
+    "cancelled",
+    "abandoned",
+];
+
+fn progress_line(report: &JobReport) -> String {
+    let done: u32 = FINAL.iter().map(|s| count(report, s)).sum();
+    let mut parts = vec![format!("{done}/{} done", report.total)];
+    for status in [
+        "running",
+        "assigned",
+        "queued",
+        "passed",
+        "failed",
+        "timed_out",
+        "error",
+        "abandoned",
+        "cancelled",
+    ] {
+        let n = count(report, status);
+        if n > 0 {
+            parts.push(format!("{status} {n}"));
+        }
+    }
+    if !report.parked.is_empty() {
+        parts.push(format!("parked {}", report.parked.len()));
+    }
+    parts.join(", ")
+}
+
+/// Follows a job until it ends, showing progress on stderr.
+pub async fn follow(addrs: &[String], job_id: &str) -> Result<JobReport, CliError> {
+    let terminal = std::io::stderr().is_terminal();
+    let mut bar = None;
+    let mut last_line = String::new();
+    let mut last_print = Instant::now() - Duration::from_secs(60);
+    loop {
+        let report = get_job(addrs, job_id, false).await?;
+        let done: u32 = FINAL.iter().map(|s| count(&report, s)).sum();
+        let line = progress_line(&report);
+        if terminal {
+            let bar = bar.get_or_insert_with(|| {
+                let bar = indicatif::ProgressBar::new(u64::from(report.total));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                bar
+            });
+            bar.set_position(u64::from(done));
+            bar.set_message(line.clone());
+        } else if line != last_line && last_print.elapsed() >= Duration::from_secs(1) {
+            eprintln!("{line}");
+            last_line = line;
+            last_print = Instant::now();
+        }
+        if report.status != "running" {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            return get_job(addrs, job_id, true).await;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The summary of a finished job (`-o json` prints it as is).
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub job_id: String,
+    pub name: String,
+    pub status: String,
+    pub total: u32,
+    pub counts: BTreeMap<String, u32>,
+    pub exit_code: u8,
+    pub tasks: Vec<TaskSummary>,
+    pub parked: Vec<ParkedSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskSummary {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub attempt: u32,
+    pub worker_id: String,
+    pub exit_code: Option<i32>,
+    pub duration_ms: Option<u64>,
+    pub reason: String,
+    pub output_tail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ParkedSummary {
+    pub task_id: String,
+    pub name: String,
+    pub reason: String,
+}
+
+pub fn summary(report: JobReport) -> Summary {
+    let exit_code = exit_code(&report);
+    Summary {
+        exit_code,
+        job_id: report.job_id,
+        name: report.name,
+        status: report.status,
+        total: report.total,
+        counts: report.counts.into_iter().collect(),
+        tasks: report
+            .tasks
+            .into_iter()
+            .map(|t| TaskSummary {
+                id: t.id,
+                name: t.name,
+                status: t.status,
+                attempt: t.attempt,
+                worker_id: t.worker_id,
+                exit_code: t.exit_code,
+                duration_ms: t.duration_ms,
+                reason: t.reason,
+                output_tail: t.output_tail,
+            })
+            .collect(),
+        parked: report
+            .parked
+            .into_iter()
+            .map(|p| ParkedSummary {
+                task_id: p.task_id,
+                name: p.name,
+                reason: p.reason,
+            })
+            .collect(),
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Renders a summary for people or scripts.
+pub fn render(summary: &Summary, output: Output) -> String {
+    if output == Output::Json {
+        return serde_json::to_string_pretty(summary).unwrap_or_default() + "\n";
+    }
+    let mut out = format!(
+        "Job {} ({}): {} — {} tasks\n",
+        summary.name, summary.job_id, summary.status, summary.total
+    );
+    let counts: Vec<String> = summary
+        .counts
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    out.push_str(&format!("Outcomes: {}\n", counts.join(", ")));
+    let mut slowest: Vec<&TaskSummary> = summary
+        .tasks
+        .iter()
+        .filter(|t| t.duration_ms.is_some())
+        .collect();
+    slowest.sort_by_key(|t| std::cmp::Reverse(t.duration_ms));
+    if !slowest.is_empty() {
+        out.push_str("\nSlowest tasks:\n");
+        let rows: Vec<Vec<String>> = slowest
+            .iter()
+            .take(5)
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    t.status.clone(),
+                    format!("{:.2} s", t.duration_ms.unwrap_or(0) as f64 / 1000.0),
+                    t.worker_id.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["TASK", "STATUS", "DURATION", "WORKER"], &rows));
+    }
+    let failures: Vec<&TaskSummary> = summary
+        .tasks
+        .iter()
+        .filter(|t| {
+            !matches!(
+                t.status.as_str(),
+                "passed" | "queued" | "assigned" | "running"
+            )
+        })
+        .collect();
+    if !failures.is_empty() {
+        out.push_str(&format!("\nNot passed ({}):\n", failures.len()));
+        for t in failures.iter().take(20) {
+            let code = t.exit_code.map_or(String::new(), |c| format!(", exit {c}"));
+            out.push_str(&format!(
+                "--- {} [{}{}] on {} (attempt {})\n",
+                t.name, t.status, code, t.worker_id, t.attempt
+            ));
+            if !t.reason.is_empty() {
+                out.push_str(&format!("    reason: {}\n", t.reason));
+            }
+            let tail = last_lines(&t.output_tail, 10);
+            for line in tail.lines() {
+                out.push_str(&format!("    | {line}\n"));
+            }
+        }
+        if failures.len() > 20 {
+            out.push_str(&format!("... and {} more\n", failures.len() - 20));
+        }
+    }
+    if !summary.parked.is_empty() {
+        out.push_str(&format!(
+            "\nWaiting for a suitable worker ({}):\n",
+            summary.parked.len()
+        ));
+        for p in summary.parked.iter().take(20) {
+            out.push_str(&format!("  {}: {}\n", p.name, p.reason));
+        }
+    }
+    out
+}
+
+/// Loads and expands a plan; every task gets a fresh UUID.
+pub fn load_plan(path: &Path) -> Result<(String, Vec<TaskSpec>), CliError> {
+    let plan = crate::plan::load(path).map_err(|e| CliError::Usage(e.to_string()))?;
+    let name = plan.name.clone();
+    let specs = plan.into_specs(|| uuid::Uuid::new_v4().to_string());
+    Ok((name, specs))
+}
+
+/// A read of the replicated tables through `Query` (local to the answering node).
+pub async fn read_table(addrs: &[String], sql: &str, output: Output) -> Result<String, CliError> {
+    super::sql(addrs, sql, false, output).await
+}
+
+/// Refuses ids that could not be a job id (they are put into SQL text).
+pub fn check_id(id: &str) -> Result<(), CliError> {
+    if !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "{id:?} is not a job id: ids are letters, digits, '-' and '_'"
+        )))
+    }
+}

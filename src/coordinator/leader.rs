@@ -1,0 +1,403 @@
+//! Leader-only soft state and loops: worker sessions, the scheduler, and dispatch.
+//!
+//! A [`Leadership`] exists only while this node is the committed leader of a term. It is
+//! created by openraft's `on_leader_change(start)` and cancelled on `stop`; everything it
+//! holds is soft state rebuilt from the replicated view on election:
+//!
+//! * the live worker sessions (an mpsc sender per worker stream, its slots, what it runs);
+//! * the [`Scheduler`], fed by the state machine's [`Event`]s (a lagging feed rebuilds it);
+//! * the dispatch loop: pick → propose `AssignTasks` → on commit send each `Assign` to its
+//!   worker. A worker runs an attempt only after its assignment is committed.
+//!
+//! Everything sent to workers carries the leader's term, so a deposed leader's messages are
+//! refused by workers that have seen a newer term.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::Coordinator;
+use crate::proto::{Assign, CoordinatorMessage, coordinator_message};
+use crate::scheduler::{QueuedTask, Scheduler, WorkerProfile};
+use crate::state::command::{Command, TaskStatus, Timestamp, WorkerId, WorkerStatus};
+use crate::state::machine::{Event, Machine, Reply};
+
+/// Assignments proposed in one `AssignTasks` command at most.
+const MAX_BATCH: usize = 512;
+
+/// The sending half of a worker's session stream.
+pub type SessionSender = mpsc::Sender<Result<CoordinatorMessage, tonic::Status>>;
+
+/// One connected worker.
+pub struct Session {
+    /// Distinguishes a reconnected session from the one it replaced.
+    pub generation: u64,
+    pub sender: SessionSender,
+    pub slots: u32,
+    pub last_seen: Instant,
+    /// Attempts the worker reported running (or finished, not yet acknowledged).
+    pub running: BTreeSet<(String, u32)>,
+}
+
+/// Soft state of one leadership term.
+pub struct Leadership {
+    pub term: u64,
+    pub cancel: CancellationToken,
+    sessions: Mutex<BTreeMap<WorkerId, Session>>,
+    scheduler: Mutex<Scheduler>,
+    /// Wakes the dispatcher (a worker joined, a slot freed).
+    wake: Notify,
+    next_generation: Mutex<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A worker's profile from the replicated view and its session.
+pub fn worker_profile(machine: &Machine, worker: &str, slots: u32) -> Option<WorkerProfile> {
+    let w = machine.worker(worker)?;
+    let capabilities: BTreeMap<String, String> =
+        match serde_json::from_str::<serde_json::Value>(&w.capabilities_json) {
+            Ok(serde_json::Value::Object(map)) => map
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (k, v)
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+    Some(WorkerProfile {
+        id: w.id.clone(),
+        labels: w.labels.clone(),
+        capabilities,
+        slots,
+    })
+}
+
+impl Leadership {
+    fn new(term: u64) -> Self {
+        Leadership {
+            term,
+            cancel: CancellationToken::new(),
+            sessions: Mutex::new(BTreeMap::new()),
+            scheduler: Mutex::new(Scheduler::new()),
+            wake: Notify::new(),
+            next_generation: Mutex::new(0),
+        }
+    }
+
+    /// Registers a worker's session (replacing an older one of the same worker) and returns
+    /// its generation.
+    pub fn add_session(
+        &self,
+        worker: &str,
+        sender: SessionSender,
+        slots: u32,
+        running: BTreeSet<(String, u32)>,
+    ) -> u64 {
+        let generation = {
+            let mut next = lock(&self.next_generation);
+            *next += 1;
+            *next
+        };
+        lock(&self.sessions).insert(
+            worker.to_string(),
+            Session {
+                generation,
+                sender,
+                slots,
+                last_seen: Instant::now(),
+                running,
+            },
+        );
+        generation
+    }
+
+    /// Forgets a session if it is still the current one of its worker; returns whether it was.
+    pub fn remove_session(&self, worker: &str, generation: u64) -> bool {
+        let mut sessions = lock(&self.sessions);
+        if sessions
+            .get(worker)
+            .is_some_and(|s| s.generation == generation)
+        {
+            sessions.remove(worker);
+            drop(sessions);
+            lock(&self.scheduler).worker_down(worker);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Records a heartbeat.
+    pub fn heartbeat(&self, worker: &str, generation: u64, running: BTreeSet<(String, u32)>) {
+        if let Some(s) = lock(&self.sessions).get_mut(worker)
+            && s.generation == generation
+        {
+            s.last_seen = Instant::now();
+            s.running = running;
+        }
+    }
+
+    /// Makes a registered worker available to the scheduler.
+    pub fn worker_ready(&self, profile: WorkerProfile) {
+        lock(&self.scheduler).worker_up(profile);
+        self.wake.notify_one();
+    }
+
+    /// The sender of a worker's current session.
+    pub fn sender(&self, worker: &str) -> Option<SessionSender> {
+        lock(&self.sessions).get(worker).map(|s| s.sender.clone())
+    }
+
+    /// Workers with a session right now.
+    pub fn connected(&self) -> Vec<WorkerId> {
+        lock(&self.sessions).keys().cloned().collect()
+    }
+
+    /// Why a queued task waits, if no live worker can run it.
+    pub fn parked(&self) -> Vec<(String, String)> {
+        lock(&self.scheduler)
+            .parked()
+            .into_iter()
+            .map(|p| (p.task, p.reason))
+            .collect()
+    }
+
+    /// Tells a worker to stop an attempt it no longer holds (requeued, cancelled), if its
+    /// last heartbeat said it runs it.
+    fn cancel_if_running(&self, task: &str, worker: &str, attempt: u32) {
+        let sessions = lock(&self.sessions);
+        let Some(session) = sessions.get(worker) else {
+            return;
+        };
+        if !session.running.contains(&(task.to_string(), attempt)) {
+            return;
+        }
+        let cancel = crate::proto::Cancel {
+            term: self.term,
+            task_id: task.to_string(),
+            attempt,
+            reason: "the attempt no longer belongs to this worker".to_string(),
+        };
+        let _ = session.sender.try_send(Ok(CoordinatorMessage {
+            body: Some(coordinator_message::Body::Cancel(cancel)),
+        }));
+    }
+
+    /// Rebuilds the scheduler from the replicated view and the live sessions.
+    fn rebuild(&self, machine: &Machine) {
+        let profiles: Vec<WorkerProfile> = lock(&self.sessions)
+            .iter()
+            .filter(|(id, _)| {
+                machine
+                    .worker(id)
+                    .is_some_and(|w| w.status == WorkerStatus::Healthy)
+            })
+            .filter_map(|(id, s)| worker_profile(machine, id, s.slots))
+            .collect();
+        *lock(&self.scheduler) = Scheduler::rebuild(machine, &profiles);
+    }
+
+    fn apply_event(&self, node: &Coordinator, event: Event) {
+        let mut scheduler = lock(&self.scheduler);
+        match event {
+            Event::Queued { task } => {
+                let queued = node.state().with_machine(|m| {
+                    m.task(&task)
+                        .filter(|t| t.status == TaskStatus::Queued)
+                        .map(QueuedTask::from_task)
+                });
+                if let Some(q) = queued {
+                    scheduler.enqueue(q);
+                }
+            }
+            Event::Assigned { .. } => {}
+            Event::Released {
+                task,
+                worker,
+                attempt,
+            } => {
+                scheduler.attempt_ended(&worker);
+                drop(scheduler);
+                self.cancel_if_running(&task, &worker, attempt);
+            }
+            Event::Final { task, .. } => {
+                scheduler.remove(&task);
+            }
+            Event::Worker { worker, status } => {
+                if status != WorkerStatus::Healthy {
+                    scheduler.worker_down(&worker);
+                }
+            }
+        }
+    }
+}
+
+/// Starts the leader's soft state and loops for `term`.
+pub async fn start(node: Arc<Coordinator>, term: u64) {
+    let leadership = Arc::new(Leadership::new(term));
+    // Subscribe before reading the view, so nothing applied in between is missed.
+    let events = node.state().subscribe();
+    node.state().with_machine(|m| leadership.rebuild(m));
+    *lock(&node.leadership) = Some(leadership.clone());
+    tracing::info!(node_id = node.node_id(), term, "leading: dispatch started");
+
+    let record = node.clone();
+    tokio::spawn(async move {
+        let command = Command::LeaderElected {
+            node: record.node_id(),
+            term,
+            at: Timestamp::now(),
+        };
+        if let Err(e) = record.raft().client_write(command).await {
+            tracing::warn!(term, "could not record the election: {e}");
+        }
+    });
+    tokio::spawn(dispatch(node, leadership, events));
+}
+
+/// Stops the leader's loops; sessions end, and workers reconnect to the next leader.
+pub async fn stop(node: &Coordinator) {
+    if let Some(leadership) = lock(&node.leadership).take() {
+        tracing::info!(
+            node_id = node.node_id(),
+            term = leadership.term,
+            "no longer leading"
+        );
+        leadership.cancel.cancel();
+    }
+}
+
+/// The dispatch loop of one leadership term.
+async fn dispatch(
+    node: Arc<Coordinator>,
+    leadership: Arc<Leadership>,
+    mut events: broadcast::Receiver<Event>,
+) {
+    let cancel = leadership.cancel.clone();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            received = events.recv() => match received {
+                Ok(event) => leadership.apply_event(&node, event),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "event feed lagged; rebuilding the scheduler");
+                    node.state().with_machine(|m| leadership.rebuild(m));
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = leadership.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        // Take every event already there before picking, so picks see the newest state.
+        loop {
+            match events.try_recv() {
+                Ok(event) => leadership.apply_event(&node, event),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    node.state().with_machine(|m| leadership.rebuild(m));
+                }
+                Err(_) => break,
+            }
+        }
+        let picks = lock(&leadership.scheduler).pick(MAX_BATCH);
+        if picks.is_empty() {
+            continue;
+        }
+        let command = Command::AssignTasks {
+            term: leadership.term,
+            at: Timestamp::now(),
+            assignments: picks.clone(),
+        };
+        let replies = match node.raft().client_write(command).await {
+            Ok(response) => match response.data {
+                Reply::Many(items) => items,
+                other => vec![other; picks.len()],
+            },
+            Err(e) => {
+                tracing::warn!("proposing assignments failed: {e}");
+                let mut scheduler = lock(&leadership.scheduler);
+                for a in &picks {
+                    scheduler.rejected(&a.task);
+                }
+                if cancel.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+        };
+        for (assignment, reply) in picks.into_iter().zip(replies) {
+            match reply {
+                Reply::Task {
+                    status: TaskStatus::Assigned,
+                } => {
+                    lock(&leadership.scheduler).committed(&assignment.task);
+                    send_assign(
+                        &node,
+                        &leadership,
+                        &assignment.task,
+                        &assignment.worker,
+                        assignment.attempt,
+                    );
+                }
+                other => {
+                    tracing::debug!(task = %assignment.task, "assignment refused: {other:?}");
+                    let mut scheduler = lock(&leadership.scheduler);
+                    scheduler.rejected(&assignment.task);
+                    let still_queued = node.state().with_machine(|m| {
+                        m.task(&assignment.task)
+                            .is_some_and(|t| t.status == TaskStatus::Queued)
+                    });
+                    if !still_queued {
+                        scheduler.remove(&assignment.task);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends a committed assignment to its worker (if it has a session; reconciliation on the
+/// worker's next hello re-sends it otherwise).
+pub fn send_assign(
+    node: &Coordinator,
+    leadership: &Leadership,
+    task: &str,
+    worker: &str,
+    attempt: u32,
+) {
+    let Some(sender) = leadership.sender(worker) else {
+        return;
+    };
+    let message = node.state().with_machine(|m| {
+        m.task(task).map(|t| Assign {
+            term: leadership.term,
+            task_id: task.to_string(),
+            attempt,
+            command: t.spec.command.clone(),
+            env: t.spec.env.clone().into_iter().collect(),
+            cwd: t.spec.cwd.clone(),
+            timeout_ms: t.spec.timeout_ms,
+        })
+    });
+    if let Some(assign) = message {
+        let message = CoordinatorMessage {
+            body: Some(coordinator_message::Body::Assign(assign)),
+        };
+        if sender.try_send(Ok(message)).is_err() {
+            tracing::warn!(
+                worker,
+                task,
+                "session buffer full or closed; the assignment will be re-sent on reconnect"
+            );
+        }
+    }
+}

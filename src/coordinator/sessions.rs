@@ -1,0 +1,322 @@
+//! The `Fleet` gRPC service: one bidirectional session per worker, held with the leader.
+//!
+//! A session starts with the worker's `Hello`. A node that is not the leader answers with
+//! `Redirect` (naming the leader when it knows it) and ends the stream. The leader commits
+//! `RegisterWorker`, answers `Welcome` with its term, reconciles what the worker says it
+//! runs against what the log says it holds, and then serves the session:
+//!
+//! * `Heartbeat` refreshes the worker's liveness (soft state, never replicated);
+//! * `AttemptStarted` becomes a `TaskStarted` command;
+//! * `AttemptFinished` becomes a `FinishTask` command; once it is committed (applied or
+//!   recorded as stale) the worker gets a `FinishedAck` and may forget the result. Until
+//!   then it re-sends the result after every reconnect, so no result is lost in a failover.
+//!
+//! Reconciliation on hello: an attempt the worker runs that the log does not give it is
+//! cancelled on the worker; an attempt the log gives it that was never started is sent
+//! again (the worker ignores duplicates); one that had started and the worker no longer
+//! knows is requeued (`lease_lost`).
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Coordinator;
+use super::leader::{Leadership, send_assign, worker_profile};
+use crate::proto::fleet_server::{Fleet, FleetServer};
+use crate::proto::{
+    AttemptFinished, AttemptRef, Cancel, CoordinatorMessage, FinishedAck, Hello, Redirect, Welcome,
+    coordinator_message, worker_message,
+};
+use crate::state::command::{Command, FaultCategory, Outcome, TaskStatus, Timestamp};
+use crate::state::machine::Reply;
+
+/// Messages buffered towards one worker.
+const SESSION_BUFFER: usize = 4096;
+
+/// The `Fleet` service of one node.
+pub struct FleetService {
+    node: Arc<Coordinator>,
+}
+
+/// The tonic server for [`FleetService`].
+pub fn server(node: Arc<Coordinator>) -> FleetServer<FleetService> {
+    FleetServer::new(FleetService { node })
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + Send>>;
+
+fn message(body: coordinator_message::Body) -> CoordinatorMessage {
+    CoordinatorMessage { body: Some(body) }
+}
+
+fn refs(list: &[AttemptRef]) -> BTreeSet<(String, u32)> {
+    list.iter()
+        .map(|r| (r.task_id.clone(), r.attempt))
+        .collect()
+}
+
+fn redirect(node: &Coordinator) -> CoordinatorMessage {
+    let metrics = node.metrics();
+    let leader_id = metrics.current_leader.filter(|id| *id != node.node_id());
+    let leader_addr = leader_id
+        .and_then(|id| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+        })
+        .unwrap_or_default();
+    message(coordinator_message::Body::Redirect(Redirect {
+        leader_id,
+        leader_addr,
+    }))
+}
+
+fn micros(at_us: i64) -> Timestamp {
+    if at_us > 0 {
+        Timestamp(at_us)
+    } else {
+        Timestamp::now()
+    }
+}
+
+#[tonic::async_trait]
+impl Fleet for FleetService {
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<crate::proto::WorkerMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("the session closed before its hello"))??;
+        let Some(worker_message::Body::Hello(hello)) = first.body else {
+            return Err(Status::invalid_argument(
+                "the first message of a session must be a hello",
+            ));
+        };
+        if hello.worker_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "hello has an empty worker_id: give the worker a --name",
+            ));
+        }
+        let (tx, rx) = mpsc::channel(SESSION_BUFFER);
+        let stream: SessionStream = Box::pin(ReceiverStream::new(rx));
+        let Some(leadership) = self.node.leadership() else {
+            let _ = tx.send(Ok(redirect(&self.node))).await;
+            return Ok(Response::new(stream));
+        };
+        if hello.seen_term > leadership.term {
+            // The worker has seen a newer leader: this node is stale.
+            let _ = tx.send(Ok(redirect(&self.node))).await;
+            return Ok(Response::new(stream));
+        }
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve(node, leadership, hello, inbound, tx).await {
+                tracing::debug!("session ended: {e}");
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+async fn serve(
+    node: Arc<Coordinator>,
+    leadership: Arc<Leadership>,
+    hello: Hello,
+    mut inbound: Streaming<crate::proto::WorkerMessage>,
+    tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
+) -> Result<(), String> {
+    let worker = hello.worker_id.clone();
+    let register = Command::RegisterWorker {
+        worker: worker.clone(),
+        host: hello.host.clone(),
+        address: String::new(),
+        capabilities_json: if hello.capabilities_json.is_empty() {
+            "{}".to_string()
+        } else {
+            hello.capabilities_json.clone()
+        },
+        labels: hello.labels.clone().into_iter().collect(),
+        at: Timestamp::now(),
+    };
+    match node.raft().client_write(register).await {
+        Ok(r) if r.data.is_rejected() => {
+            let _ = tx
+                .send(Err(Status::invalid_argument(format!(
+                    "registration refused: {:?}",
+                    r.data
+                ))))
+                .await;
+            return Err("registration refused".into());
+        }
+        Ok(_) => {}
+        Err(e) => {
+            let _ = tx.send(Ok(redirect(&node))).await;
+            return Err(format!("cannot register {worker}: {e}"));
+        }
+    }
+    let running = refs(&hello.running);
+    let slots = hello.slots.max(1);
+    let generation = leadership.add_session(&worker, tx.clone(), slots, running.clone());
+    tracing::info!(worker = %worker, slots, term = leadership.term, "worker session open");
+    let welcome = Welcome {
+        term: leadership.term,
+        leader_id: node.node_id(),
+        heartbeat_interval_ms: node.config().worker_heartbeat_ms(),
+    };
+    let _ = tx
+        .send(Ok(message(coordinator_message::Body::Welcome(welcome))))
+        .await;
+    reconcile(&node, &leadership, &worker, &running).await;
+    if let Some(profile) = node
+        .state()
+        .with_machine(|m| worker_profile(m, &worker, slots))
+    {
+        leadership.worker_ready(profile);
+    }
+
+    let result = loop {
+        let next = tokio::select! {
+            _ = leadership.cancel.cancelled() => break Ok(()),
+            next = inbound.next() => next,
+        };
+        let Some(item) = next else { break Ok(()) };
+        let body = match item {
+            Ok(m) => m.body,
+            Err(e) => break Err(format!("stream error: {e}")),
+        };
+        match body {
+            Some(worker_message::Body::Heartbeat(h)) => {
+                leadership.heartbeat(&worker, generation, refs(&h.running));
+            }
+            Some(worker_message::Body::Started(s)) => {
+                let node = node.clone();
+                let worker = worker.clone();
+                tokio::spawn(async move {
+                    let command = Command::TaskStarted {
+                        task: s.task_id,
+                        attempt: s.attempt,
+                        worker,
+                        at: micros(s.at_us),
+                    };
+                    if let Err(e) = node.raft().client_write(command).await {
+                        tracing::debug!("TaskStarted not committed: {e}");
+                    }
+                });
+            }
+            Some(worker_message::Body::Finished(f)) => {
+                let node = node.clone();
+                let worker = worker.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move { finish(&node, &worker, f, &tx).await });
+            }
+            Some(worker_message::Body::Hello(_)) | None => {
+                break Err("unexpected message in an open session".into());
+            }
+        }
+    };
+    if leadership.remove_session(&worker, generation) {
+        tracing::info!(worker = %worker, "worker session closed");
+    }
+    result
+}
+
+/// Commits a result, then acknowledges it to the worker.
+async fn finish(
+    node: &Coordinator,
+    worker: &str,
+    f: AttemptFinished,
+    tx: &mpsc::Sender<Result<CoordinatorMessage, Status>>,
+) {
+    let outcome = Outcome::parse(&f.outcome).unwrap_or(Outcome::WorkerFault);
+    let command = Command::FinishTask {
+        task: f.task_id.clone(),
+        attempt: f.attempt,
+        worker: worker.to_string(),
+        outcome,
+        exit_code: f.exit_code,
+        duration_ms: f.duration_ms,
+        output_tail: f.output_tail,
+        at: micros(f.at_us),
+    };
+    match node.raft().client_write(command).await {
+        Ok(response) => {
+            if let Reply::Stale { reason } = &response.data {
+                tracing::info!(task = %f.task_id, attempt = f.attempt, worker, "stale result recorded: {reason}");
+            }
+            let ack = FinishedAck {
+                task_id: f.task_id,
+                attempt: f.attempt,
+            };
+            let _ = tx
+                .send(Ok(message(coordinator_message::Body::Ack(ack))))
+                .await;
+        }
+        Err(e) => {
+            tracing::warn!(task = %f.task_id, "result not committed (the worker will resend it): {e}")
+        }
+    }
+}
+
+/// Brings the worker and the log into agreement after a hello.
+async fn reconcile(
+    node: &Coordinator,
+    leadership: &Leadership,
+    worker: &str,
+    reported: &BTreeSet<(String, u32)>,
+) {
+    let held: Vec<(String, u32, TaskStatus)> = node.state().with_machine(|m| {
+        m.tasks()
+            .values()
+            .filter(|t| t.holder().map(String::as_str) == Some(worker))
+            .map(|t| (t.spec.id.clone(), t.attempt, t.status))
+            .collect()
+    });
+    let held_keys: BTreeSet<(String, u32)> = held.iter().map(|(t, a, _)| (t.clone(), *a)).collect();
+    // Running on the worker, not given to it by the log: stop it.
+    for (task, attempt) in reported.difference(&held_keys) {
+        let cancel = Cancel {
+            term: leadership.term,
+            task_id: task.clone(),
+            attempt: *attempt,
+            reason: "this attempt is not assigned to this worker".into(),
+        };
+        if let Some(sender) = leadership.sender(worker) {
+            let _ = sender.try_send(Ok(message(coordinator_message::Body::Cancel(cancel))));
+        }
+    }
+    for (task, attempt, status) in held {
+        if reported.contains(&(task.clone(), attempt)) {
+            continue;
+        }
+        match status {
+            // Committed but maybe never delivered: send it (again).
+            TaskStatus::Assigned => send_assign(node, leadership, &task, worker, attempt),
+            // It had started and the worker no longer knows it: the attempt is lost.
+            _ => {
+                let command = Command::RequeueTask {
+                    task: task.clone(),
+                    attempt,
+                    reason: format!("worker {worker} reconnected without attempt {attempt}"),
+                    category: FaultCategory::LeaseLost,
+                    at: Timestamp::now(),
+                };
+                if let Err(e) = node.raft().client_write(command).await {
+                    tracing::warn!(task, "requeue after reconnect not committed: {e}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The worker's session with the leader: connect, follow redirects, heartbeat, run what is
+//! assigned, report, reconnect.
+//!
+//! Attempts outlive sessions: an attempt runs in its own task and hands its result to the
+//! agent, which keeps it until the leader acknowledges it (`FinishedAck`), re-sending it on
+//! every new session. So a coordinator failover interrupts neither a running test nor the
+//! delivery of its result. The hello of every session lists what the worker runs and what it
+//! still has to report, so the new leader can reconcile.
+//!
+//! Fencing: the worker remembers the highest leader term it has seen and ignores
+//! assignments and cancellations from lower terms (a deposed leader that wakes up).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+use super::executor::{self, AttemptSpec};
+use crate::proto::fleet_client::FleetClient;
+use crate::proto::{
+    AttemptFinished, AttemptRef, AttemptStarted, Heartbeat, Hello, WorkerMessage,
+    coordinator_message, worker_message,
+};
+use crate::state::command::Timestamp;
+
+/// How a worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Coordinator addresses (any subset of the cluster).
+    pub coordinators: Vec<String>,
+    /// The worker's stable, fleet-unique name.
+    pub name: String,
+    /// Attempts run at once.
+    pub slots: u32,
+    pub labels: BTreeMap<String, String>,
+    /// JSON object of capabilities reported in the hello.
+    pub capabilities_json: String,
+    /// Bytes of output tail kept per attempt.
+    pub output_limit: usize,
+    /// First reconnect delay after a failed connection; grows ×1.6 up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(coordinators: Vec<String>, name: String) -> Self {
+        WorkerConfig {
+            coordinators,
+            name,
+            slots: 1,
+            labels: BTreeMap::new(),
+            capabilities_json: super::basic_capabilities(),
+            output_limit: executor::DEFAULT_OUTPUT_LIMIT,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(15),
+        }
+    }
+}
+
+type Key = (String, u32);
+
+/// What survives between sessions.
+struct Agent {
+    config: WorkerConfig,
+    /// Running attempts and how to stop them.
+    running: HashMap<Key, CancellationToken>,
+    /// Results not yet acknowledged by a leader.
+    unacked: BTreeMap<Key, AttemptFinished>,
+    /// The highest leader term seen.
+    seen_term: u64,
+    /// Results of finished attempts, from their tasks.
+    results_tx: mpsc::UnboundedSender<AttemptFinished>,
+    results_rx: mpsc::UnboundedReceiver<AttemptFinished>,
+    /// `AttemptStarted` notices, from attempt tasks.
+    started_tx: mpsc::UnboundedSender<AttemptStarted>,
+    started_rx: mpsc::UnboundedReceiver<AttemptStarted>,
+}
+
+/// A random factor in [0.5, 1.5) for jitter, without a dependency.
+fn jitter() -> f64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(Timestamp::now().micros() as u64);
+    0.5 + (hasher.finish() % 1000) as f64 / 1000.0
+}
+
+fn refs(keys: impl Iterator<Item = Key>) -> Vec<AttemptRef> {
+    keys.map(|(task_id, attempt)| AttemptRef { task_id, attempt })
+        .collect()
+}
+
+/// Why a session ended.
+enum Ended {
+    /// Go to this address next, at once.
+    Redirect(String),
+    /// No leader known yet: retry soon.
+    NoLeader,
+    /// Connection failed or broke: back off (unless the session had been welcomed, in which
+    /// case a coordinator failover is the likely cause and reconnecting at once is right).
+    Broken(String, bool),
+    Shutdown,
+}
+
+impl Agent {
+    fn hello(&self) -> Hello {
+        let mut attempts: Vec<Key> = self.running.keys().cloned().collect();
+        attempts.extend(self.unacked.keys().cloned());
+        attempts.sort();
+        attempts.dedup();
+        Hello {
+            worker_id: self.config.name.clone(),
+            host: super::host_name(),
+            capabilities_json: self.config.capabilities_json.clone(),
+            labels: self.config.labels.clone().into_iter().collect(),
+            slots: self.config.slots,
+            running: refs(attempts.into_iter()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            seen_term: self.seen_term,
+        }
+    }
+
+    fn heartbeat(&self) -> WorkerMessage {
+        let mut attempts: Vec<Key> = self.running.keys().cloned().collect();
+        attempts.extend(self.unacked.keys().cloned());
+        WorkerMessage {
+            body: Some(worker_message::Body::Heartbeat(Heartbeat {
+                running: refs(attempts.into_iter()),
+            })),
+        }
+    }
+
+    fn start_attempt(&mut self, assign: crate::proto::Assign) {
+        let key = (assign.task_id.clone(), assign.attempt);
+        if self.running.contains_key(&key) || self.unacked.contains_key(&key) {
+            return; // a re-sent assignment we already have
+        }
+        let cancel = CancellationToken::new();
+        self.running.insert(key, cancel.clone());
+        let spec = AttemptSpec {
+            command: assign.command,
+            env: assign.env.into_iter().collect(),
+            cwd: assign.cwd.map(PathBuf::from),
+            timeout: Duration::from_millis(assign.timeout_ms.max(1)),
+            output_limit: self.config.output_limit,
+        };
+        let results = self.results_tx.clone();
+        let started = self.started_tx.clone();
+        tracing::info!(task = %assign.task_id, attempt = assign.attempt, "attempt started");
+        tokio::spawn(async move {
+            let _ = started.send(AttemptStarted {
+                task_id: assign.task_id.clone(),
+                attempt: assign.attempt,
+                at_us: Timestamp::now().micros(),
+            });
+            let result = executor::run(spec, cancel).await;
+            let outcome = result.outcome.as_str().to_string();
+            let mut tail = result.output_tail;
+            if let Some(error) = result.error {
+                tail = if tail.is_empty() {
+                    error
+                } else {
+                    format!("{tail}\n{error}")
+                };
+            }
+            let _ = results.send(AttemptFinished {
+                task_id: assign.task_id,
+                attempt: assign.attempt,
+                outcome,
+                exit_code: result.exit_code,
+                duration_ms: result.duration.as_millis() as u64,
+                output_tail: tail,
+                at_us: Timestamp::now().micros(),
+            });
+        });
+    }
+
+    /// One session with `addr`, until it ends.
+    async fn session(&mut self, addr: &str, shutdown: &CancellationToken) -> Ended {
+        let uri = format!("http://{addr}");
+        let endpoint = match Endpoint::from_shared(uri) {
+            Ok(e) => e
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(2))
+                .keep_alive_timeout(Duration::from_secs(2)),
+            Err(e) => return Ended::Broken(format!("bad address {addr}: {e}"), false),
+        };
+        let channel = tokio::select! {
+            _ = shutdown.cancelled() => return Ended::Shutdown,
+            c = endpoint.connect() => match c {
+                Ok(c) => c,
+                Err(e) => return Ended::Broken(format!("cannot connect to {addr}: {e}"), false),
+            },
+        };
+        let mut client = FleetClient::new(channel);
+        let (out_tx, out_rx) = mpsc::channel::<WorkerMessage>(1024);
+        let hello = WorkerMessage {
+            body: Some(worker_message::Body::Hello(self.hello())),
+        };
+        if out_tx.send(hello).await.is_err() {
+            return Ended::Broken("session closed".into(), false);
+        }
+        let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => return Ended::Broken(format!("session refused by {addr}: {e}"), false),
+        };
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        let mut welcomed = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ended::Shutdown,
+                message = inbound.next() => {
+                    let message = match message {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => return Ended::Broken(format!("session with {addr} failed: {e}"), welcomed),
+                        None => return Ended::Broken(format!("{addr} closed the session"), welcomed),
+                    };
+                    match message.body {
+                        Some(coordinator_message::Body::Welcome(w)) => {
+                            welcomed = true;
+                            self.seen_term = self.seen_term.max(w.term);
+                            let every = Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(50)));
+                            heartbeat = tokio::time::interval(every);
+                            tracing::info!(leader = w.leader_id, term = w.term, "session open with the leader at {addr}");
+                            for result in self.unacked.values() {
+                                let m = WorkerMessage { body: Some(worker_message::Body::Finished(result.clone())) };
+                                if out_tx.send(m).await.is_err() {
+                                    return Ended::Broken("session closed".into(), welcomed);
+                                }
+                            }
+                        }
+                        Some(coordinator_message::Body::Redirect(r)) => {
+                            return if r.leader_addr.is_empty() || r.leader_addr == addr {
+                                Ended::NoLeader
+                            } else {
+                                Ended::Redirect(r.leader_addr)
+                            };
+                        }
+                        Some(coordinator_message::Body::Assign(a)) => {
+                            if a.term < self.seen_term {
+                                tracing::warn!(term = a.term, seen = self.seen_term, "ignoring an assignment from a stale leader");
+                            } else {
+                                self.seen_term = a.term;
+                                self.start_attempt(a);
+                            }
+                        }
+                        Some(coordinator_message::Body::Cancel(c)) => {
+                            if c.term >= self.seen_term
+                                && let Some(token) = self.running.get(&(c.task_id.clone(), c.attempt))
+                            {
+                                tracing::info!(task = %c.task_id, attempt = c.attempt, reason = %c.reason, "attempt cancelled");
+                                token.cancel();
+                            }
+                        }
+                        Some(coordinator_message::Body::Ack(a)) => {
+                            self.unacked.remove(&(a.task_id, a.attempt));
+                        }
+                        None => {}
+                    }
+                }
+                Some(started) = self.started_rx.recv() => {
+                    if welcomed {
+                        let m = WorkerMessage { body: Some(worker_message::Body::Started(started)) };
+                        let _ = out_tx.send(m).await;
+                    }
+                }
+                Some(result) = self.results_rx.recv() => {
+                    let key = (result.task_id.clone(), result.attempt);
+                    self.running.remove(&key);
+                    tracing::info!(task = %result.task_id, attempt = result.attempt, outcome = %result.outcome, "attempt finished");
+                    self.unacked.insert(key, result.clone());
+                    if welcomed {
+                        let m = WorkerMessage { body: Some(worker_message::Body::Finished(result)) };
+                        if out_tx.send(m).await.is_err() {
+                            return Ended::Broken("session closed".into(), welcomed);
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if welcomed && out_tx.send(self.heartbeat()).await.is_err() {
+                        return Ended::Broken("session closed".into(), welcomed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the worker until `shutdown` is cancelled. Running attempts are cancelled then.
+pub async fn run(config: WorkerConfig, shutdown: CancellationToken) {
+    let (results_tx, results_rx) = mpsc::unbounded_channel();
+    let (started_tx, started_rx) = mpsc::unbounded_channel();
+    let addresses = Arc::new(config.coordinators.clone());
+    let mut agent = Agent {
+        config,
+        running: HashMap::new(),
+        unacked: BTreeMap::new(),
+        seen_term: 0,
+        results_tx,
+        results_rx,
+        started_tx,
+        started_rx,
+    };
+    let mut next = 0usize;
+    let mut target: Option<String> = None;
+    let mut backoff = agent.config.initial_backoff;
+    let mut failures_in_a_row = 0usize;
+    loop {
+        let addr = target
+            .take()
+            .unwrap_or_else(|| addresses[next % addresses.len()].clone());
+        match agent.session(&addr, &shutdown).await {
+            Ended::Shutdown => break,
+            Ended::Redirect(leader) => {
+                tracing::info!("{addr} is not the leader; going to {leader}");
+                target = Some(leader);
+                failures_in_a_row = 0;
+                continue;
+            }
+            Ended::NoLeader => {
+                next += 1;
+                failures_in_a_row = 0;
+                // An election is in progress: ask again soon.
+                let pause = Duration::from_millis((100.0 * jitter()) as u64 + 50);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            Ended::Broken(why, welcomed) => {
+                next += 1;
+                tracing::warn!("{why}");
+                if welcomed {
+                    backoff = agent.config.initial_backoff;
+                    failures_in_a_row = 0;
+                    continue;
+                }
+                failures_in_a_row += 1;
+                // Try every coordinator once at once before waiting.
+                if failures_in_a_row < addresses.len() {
+                    continue;
+                }
+                let pause = backoff.mul_f64(jitter());
+                tracing::info!(
+                    pause_ms = pause.as_millis() as u64,
+                    "reconnecting after a pause"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                backoff = (backoff.mul_f64(1.6)).min(agent.config.max_backoff);
+                failures_in_a_row = 0;
+                continue;
+            }
+        }
+        backoff = agent.config.initial_backoff;
+    }
+    for token in agent.running.values() {
+        token.cancel();
+    }
+}

@@ -1,0 +1,40 @@
+//! The worker agent: holds a session with the leader and runs the test commands it is given.
+//!
+//! * [`agent`] — the session: hello (identity, capabilities, labels, slots, what it runs),
+//!   heartbeats, assignments in, starts and results out, reconnect with backoff, term fencing.
+//! * [`executor`] — one attempt as a subprocess in its own process group, with a timeout, a
+//!   bounded output tail, and the outcome classified (passed, failed, timed out, error,
+//!   worker fault).
+
+pub mod agent;
+pub mod executor;
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Total memory in GiB, from /proc/meminfo.
+fn memory_gb() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kib / 1024.0 / 1024.0 * 10.0).round() / 10.0)
+}
+
+/// The capabilities every worker reports: OS, architecture, CPUs, memory.
+pub fn basic_capabilities() -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut caps = serde_json::Map::new();
+    caps.insert("os".into(), std::env::consts::OS.into());
+    caps.insert("arch".into(), std::env::consts::ARCH.into());
+    caps.insert("cpus".into(), cpus.into());
+    if let Some(gb) = memory_gb() {
+        caps.insert("memory_gb".into(), gb.into());
+    }
+    serde_json::Value::Object(caps).to_string()
+}
