@@ -630,7 +630,7 @@ impl Scheduler {
             }
             let scarcity = class.capable.len();
             let better = best.is_none_or(|(_, b, s)| {
-                (scarcity, head) < (s, b)
+                (head.neg_priority, scarcity, head) < (b.neg_priority, s, b)
             });
             if better {
                 best = Some((*class_id, head, scarcity));

@@ -156,3 +156,40 @@ pub fn run(args: &[&str], dir: &Path) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A `testfleet worker` process; killed (SIGKILL) when dropped.
+pub struct WorkerProcess {
+    pub child: Child,
+    pub name: String,
+}
+
+impl WorkerProcess {
+    pub fn start(coordinators: &str, name: &str, slots: u32, dir: &Path) -> WorkerProcess {
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("worker log");
+        let child = Command::new(binary())
+            .args(["worker", "--coordinator", coordinators, "--name", name])
+            .args(["--slots", &slots.to_string()])
+            .current_dir(dir)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn a worker");
+        WorkerProcess {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
