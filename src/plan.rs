@@ -73,8 +73,11 @@ use toml::Spanned;
 
 use crate::state::command::{TaskId, TaskSpec};
 
+mod raw;
 #[cfg(test)]
 mod tests;
+
+use raw::{RawCommand, RawEntry, RawPlan, RawTimeout, WholeNumber};
 
 /// How long a task may run when neither it nor `[defaults]` says.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -291,145 +294,6 @@ fn os_message(error: &io::Error) -> String {
     }
 }
 
-// ---- The file as written ------------------------------------------------------------------
-
-/// The top level of a plan file.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPlan {
-    name: Option<Spanned<String>>,
-    defaults: Option<Spanned<RawEntry>>,
-    #[serde(default)]
-    task: Vec<Spanned<RawEntry>>,
-    #[serde(default)]
-    matrix: Vec<Spanned<RawEntry>>,
-}
-
-/// `[defaults]`, a `[[task]]` or a `[[matrix]]` as written. One shape for all three (serde's
-/// `flatten` would lose both `deny_unknown_fields` and the spans); `items` and `items_file`
-/// are rejected outside a matrix when the entry is checked.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEntry {
-    name: Option<Spanned<String>>,
-    command: Option<Spanned<RawCommand>>,
-    env: Option<Spanned<BTreeMap<String, String>>>,
-    cwd: Option<Spanned<String>>,
-    timeout: Option<Spanned<RawTimeout>>,
-    priority: Option<Spanned<WholeNumber>>,
-    max_retries: Option<Spanned<WholeNumber>>,
-    timeout_retries: Option<Spanned<WholeNumber>>,
-    flaky_retries: Option<Spanned<WholeNumber>>,
-    requires: Option<RawRequires>,
-    items: Option<Spanned<Vec<Spanned<String>>>>,
-    items_file: Option<Spanned<String>>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRequires {
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-    #[serde(default)]
-    capabilities: Vec<Spanned<String>>,
-}
-
-/// `command`: an array of strings. A plain string is refused with a hint, because `command =
-/// "cargo test"` is the mistake everyone makes once.
-struct RawCommand(Vec<Spanned<String>>);
-
-impl<'de> Deserialize<'de> for RawCommand {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct CommandVisitor;
-        impl<'de> Visitor<'de> for CommandVisitor {
-            type Value = RawCommand;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#"an array of strings, like ["cargo", "test"]"#)
-            }
-
-            fn visit_str<E: de::Error>(self, line: &str) -> Result<RawCommand, E> {
-                let words: Vec<&str> = line.split_whitespace().collect();
-                Err(E::custom(format!(
-                    "command must be an array of strings, like {words:?}; \
-                     to run it through a shell, use [\"sh\", \"-c\", {line:?}]"
-                )))
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawCommand, A::Error> {
-                let mut args = Vec::new();
-                while let Some(arg) = seq.next_element::<Spanned<String>>()? {
-                    args.push(arg);
-                }
-                Ok(RawCommand(args))
-            }
-        }
-        deserializer.deserialize_any(CommandVisitor)
-    }
-}
-
-/// An integer field, read wide so that a value out of range gets a message naming the range
-/// rather than serde's "expected u32".
-struct WholeNumber(i64);
-
-impl<'de> Deserialize<'de> for WholeNumber {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NumberVisitor;
-        impl Visitor<'_> for NumberVisitor {
-            type Value = WholeNumber;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a whole number, without quotes")
-            }
-
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<WholeNumber, E> {
-                Ok(WholeNumber(n))
-            }
-
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<WholeNumber, E> {
-                Ok(WholeNumber(i64::try_from(n).unwrap_or(i64::MAX)))
-            }
-        }
-        deserializer.deserialize_any(NumberVisitor)
-    }
-}
-
-/// `timeout`: a duration string or a whole number of seconds, checked after parsing.
-enum RawTimeout {
-    Text(String),
-    Seconds(i64),
-}
-
-impl<'de> Deserialize<'de> for RawTimeout {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TimeoutVisitor;
-        impl Visitor<'_> for TimeoutVisitor {
-            type Value = RawTimeout;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#"a duration like "300s" or "5m", or a whole number of seconds"#)
-            }
-
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<RawTimeout, E> {
-                Ok(RawTimeout::Text(text.to_string()))
-            }
-
-            fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<RawTimeout, E> {
-                Ok(RawTimeout::Seconds(seconds))
-            }
-
-            fn visit_u64<E: de::Error>(self, seconds: u64) -> Result<RawTimeout, E> {
-                Ok(RawTimeout::Seconds(
-                    i64::try_from(seconds).unwrap_or(i64::MAX),
-                ))
-            }
-        }
-        deserializer.deserialize_any(TimeoutVisitor)
-    }
-}
-
-// ---- Checking and expanding ---------------------------------------------------------------
-
 /// Which kind of entry a [`RawEntry`] is, for messages and for the matrix-only keys.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum EntryKind {
@@ -554,7 +418,7 @@ impl Source<'_> {
                 .unwrap_or_else(|| "plan".to_string()),
         };
         let defaults = match raw.defaults {
-            Some(entry) => self.fields(EntryKind::Defaults, entry.get_ref())?,
+            Some(entry) => self.fields(EntryKind::Defaults, &entry)?,
             None => Fields::default(),
         };
 
@@ -622,7 +486,10 @@ impl Source<'_> {
                 if key.is_empty() || key.contains(['=', '\0']) {
                     return Err(self.error(
                         env.span(),
-                        format!("bad env variable name {key:?}: it must be non-empty, without '=' or NUL"),
+                        format!(
+                            "bad env variable name {key:?}: \
+                             it must be non-empty, without '=' or NUL"
+                        ),
                     ));
                 }
                 if value.contains('\0') {
@@ -753,7 +620,7 @@ impl Source<'_> {
     /// A matrix entry's items, from `items` or from `items_file`.
     fn items(&self, entry: &Spanned<RawEntry>) -> Result<Vec<String>, PlanError> {
         let raw = entry.get_ref();
-        let items: Vec<String> = match (&raw.items, &raw.items_file) {
+        match (&raw.items, &raw.items_file) {
             (Some(_), Some(file)) => {
                 return Err(self.error(
                     file.span(),
@@ -776,15 +643,14 @@ impl Source<'_> {
                     }
                     self.check_text(item, "item")?;
                 }
-                items
+                Ok(items
                     .get_ref()
                     .iter()
                     .map(|i| i.get_ref().clone())
-                    .collect()
+                    .collect())
             }
-            (None, Some(file)) => self.items_file(file)?,
-        };
-        Ok(items)
+            (None, Some(file)) => self.items_file(file),
+        }
     }
 
     fn items_file(&self, file: &Spanned<String>) -> Result<Vec<String>, PlanError> {

@@ -20,23 +20,42 @@ fn task(id: &str, job: &str, seq: i64) -> QueuedTask {
     }
 }
 
+/// A task of job `j` needing `labels` (`"os=linux, rack=r1"`) and `capabilities`
+/// (`"webgpu, memory_gb>=8"`).
+fn needs(id: &str, seq: i64, labels: &str, capabilities: &str) -> QueuedTask {
+    QueuedTask {
+        labels: pairs(labels),
+        capabilities: list(capabilities),
+        ..task(id, "j", seq)
+    }
+}
+
 fn worker(id: &str, slots: u32) -> WorkerProfile {
+    offers(id, slots, "", "")
+}
+
+/// A worker with `labels` and `capabilities`, both written `"k=v, k=v"`.
+fn offers(id: &str, slots: u32, labels: &str, capabilities: &str) -> WorkerProfile {
     WorkerProfile {
         id: id.to_string(),
-        labels: BTreeMap::new(),
-        capabilities: BTreeMap::new(),
+        labels: pairs(labels),
+        capabilities: pairs(capabilities),
         slots,
     }
 }
 
-fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    (pairs.iter())
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+fn list(text: &str) -> Vec<String> {
+    (text.split(',').map(str::trim))
+        .filter(|s| !s.is_empty())
+        .map(String::from)
         .collect()
 }
 
-fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| s.to_string()).collect()
+fn pairs(text: &str) -> BTreeMap<String, String> {
+    (list(text).iter())
+        .map(|p| p.split_once('=').expect("k=v"))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
 }
 
 /// Assignments as `task@worker#attempt`, for compact assertions.
@@ -60,67 +79,51 @@ fn run_order(mut scheduler: Scheduler) -> Vec<String> {
 
 #[test]
 fn queue_order_rules() {
-    // (rule, tasks as (id, job, priority, requeued, seq) in enqueue order, expected run order)
-    type Case = (
-        &'static str,
-        &'static [(&'static str, &'static str, i32, bool, i64)],
-        &'static [&'static str],
-    );
-    let cases: &[Case] = &[
+    // (rule, tasks in enqueue order as `id job priority seq [requeued]`, run order)
+    let cases = [
         (
             "higher priority first",
-            &[
-                ("a", "j", 0, false, 1),
-                ("b", "j", 5, false, 2),
-                ("c", "j", 1, false, 3),
-            ],
-            &["b", "c", "a"],
+            "a j 0 1, b j 5 2, c j 1 3",
+            "b c a",
         ),
         (
             "requeued before never-run",
-            &[("a", "j", 0, false, 1), ("b", "j", 0, true, 2)],
-            &["b", "a"],
+            "a j 0 1, b j 0 2 requeued",
+            "b a",
         ),
         (
             "priority beats requeued",
-            &[("a", "j", 1, false, 1), ("b", "j", 0, true, 2)],
-            &["a", "b"],
+            "a j 1 1, b j 0 2 requeued",
+            "a b",
         ),
         (
             "round-robin across two jobs",
-            &[
-                ("a1", "A", 0, false, 1),
-                ("a2", "A", 0, false, 2),
-                ("a3", "A", 0, false, 3),
-                ("b1", "B", 0, false, 4),
-                ("b2", "B", 0, false, 5),
-            ],
-            &["a1", "b1", "a2", "b2", "a3"],
+            "a1 A 0 1, a2 A 0 2, a3 A 0 3, b1 B 0 4, b2 B 0 5",
+            "a1 b1 a2 b2 a3",
         ),
         (
             "submission order breaks ties",
-            &[("late", "A", 0, false, 9), ("early", "B", 0, false, 3)],
-            &["early", "late"],
+            "late A 0 9, early B 0 3",
+            "early late",
         ),
         (
             "extreme priorities",
-            &[
-                ("lo", "j", i32::MIN, false, 1),
-                ("hi", "j", i32::MAX, false, 2),
-            ],
-            &["hi", "lo"],
+            "lo j -2147483648 1, hi j 2147483647 2",
+            "hi lo",
         ),
     ];
     for (rule, tasks, expected) in cases {
         let mut scheduler = Scheduler::new();
-        for &(id, job, priority, requeued, seq) in *tasks {
+        for t in list(tasks) {
+            let f: Vec<&str> = t.split(' ').collect();
             scheduler.enqueue(QueuedTask {
-                priority,
-                requeued,
-                ..task(id, job, seq)
+                priority: f[2].parse().unwrap(),
+                requeued: f.get(4) == Some(&"requeued"),
+                ..task(f[0], f[1], f[3].parse().unwrap())
             });
         }
-        assert_eq!(run_order(scheduler), strings(expected), "{rule}");
+        let expected: Vec<&str> = expected.split(' ').collect();
+        assert_eq!(run_order(scheduler), expected, "{rule}");
     }
 }
 
@@ -144,74 +147,48 @@ fn a_late_job_joins_the_rotation_instead_of_jumping_ahead() {
 #[test]
 fn labels_and_capability_expressions() {
     // (task labels, task capabilities, worker labels, worker capabilities, runs there)
-    type Case = (
-        &'static [(&'static str, &'static str)],
-        &'static [&'static str],
-        &'static [(&'static str, &'static str)],
-        &'static [(&'static str, &'static str)],
-        bool,
-    );
-    let cases: &[Case] = &[
-        (&[], &[], &[], &[], true),
-        (&[("os", "linux")], &[], &[("os", "linux")], &[], true),
-        (&[("os", "linux")], &[], &[("os", "mac")], &[], false),
-        (&[("os", "linux")], &[], &[], &[], false),
-        (&[], &["webgpu"], &[], &[("webgpu", "true")], true),
-        (&[], &["webgpu"], &[], &[("webgpu", "yes")], true),
-        (&[], &["webgpu"], &[], &[("webgpu", "false")], false),
-        (&[], &["webgpu"], &[], &[], false),
-        (&[], &["gpu=discrete"], &[], &[("gpu", "discrete")], true),
-        (&[], &["gpu=discrete"], &[], &[("gpu", "integrated")], false),
+    let cases = [
+        ("", "", "", "", true),
+        ("os=linux", "", "os=linux", "", true),
+        ("os=linux", "", "os=mac", "", false),
+        ("os=linux", "", "", "", false),
+        ("", "webgpu", "", "webgpu=true", true),
+        ("", "webgpu", "", "webgpu=yes", true),
+        ("", "webgpu", "", "webgpu=false", false),
+        ("", "webgpu", "", "", false),
+        ("", "gpu=discrete", "", "gpu=discrete", true),
+        ("", "gpu=discrete", "", "gpu=integrated", false),
+        ("", "browser = chromium", "", "browser=chromium", true),
+        ("", "memory_gb>=8", "", "memory_gb=16", true),
+        ("", "memory_gb>=8", "", "memory_gb=8", true),
+        ("", "memory_gb>=8", "", "memory_gb=4", false),
+        ("", "memory_gb>=8", "", "memory_gb=lots", false),
+        ("", "memory_gb>=8", "", "", false),
+        ("", "memory_gb>=much", "", "memory_gb=64", false),
+        ("", "memory_gb<=8", "", "memory_gb=4", false),
         (
-            &[],
-            &["browser = chromium"],
-            &[],
-            &[("browser", "chromium")],
-            true,
-        ),
-        (&[], &["memory_gb>=8"], &[], &[("memory_gb", "16")], true),
-        (&[], &["memory_gb>=8"], &[], &[("memory_gb", "8")], true),
-        (&[], &["memory_gb>=8"], &[], &[("memory_gb", "4")], false),
-        (&[], &["memory_gb>=8"], &[], &[("memory_gb", "lots")], false),
-        (&[], &["memory_gb>=8"], &[], &[], false),
-        (
-            &[],
-            &["memory_gb>=much"],
-            &[],
-            &[("memory_gb", "64")],
-            false,
-        ),
-        (
-            &[("os", "linux")],
-            &["webgpu", "gpu=discrete", "memory_gb>=16"],
-            &[("os", "linux"), ("rack", "r1")],
-            &[("webgpu", "true"), ("gpu", "discrete"), ("memory_gb", "32")],
+            "os=linux",
+            "webgpu, gpu=discrete, memory_gb>=16",
+            "os=linux, rack=r1",
+            "webgpu=true, gpu=discrete, memory_gb=32",
             true,
         ),
         (
-            &[("os", "linux")],
-            &["webgpu", "gpu=discrete", "memory_gb>=16"],
-            &[("os", "linux")],
-            &[("webgpu", "true"), ("gpu", "discrete"), ("memory_gb", "8")],
+            "os=linux",
+            "webgpu, gpu=discrete, memory_gb>=16",
+            "os=linux",
+            "webgpu=true, gpu=discrete, memory_gb=8",
             false,
         ),
     ];
     for (labels, capabilities, worker_labels, worker_capabilities, runs) in cases {
         let mut s = Scheduler::new();
-        s.enqueue(QueuedTask {
-            labels: map(labels),
-            capabilities: strings(capabilities),
-            ..task("t", "j", 1)
-        });
-        s.worker_up(WorkerProfile {
-            labels: map(worker_labels),
-            capabilities: map(worker_capabilities),
-            ..worker("w", 1)
-        });
+        s.enqueue(needs("t", 1, labels, capabilities));
+        s.worker_up(offers("w", 1, worker_labels, worker_capabilities));
         let case =
-            format!("{labels:?} {capabilities:?} on {worker_labels:?} {worker_capabilities:?}");
-        assert_eq!(s.pick(1).len() == 1, *runs, "{case}");
-        assert_eq!(s.parked().is_empty(), *runs, "{case}");
+            format!("[{labels}] [{capabilities}] on [{worker_labels}] [{worker_capabilities}]");
+        assert_eq!(s.pick(1).len() == 1, runs, "{case}");
+        assert_eq!(s.parked().is_empty(), runs, "{case}");
     }
 }
 
@@ -343,13 +320,10 @@ fn avoid_worker_is_a_preference_with_a_fallback() {
     // No other worker can run it: `a` falls back to it.
     let mut s = Scheduler::new();
     s.enqueue(QueuedTask {
-        labels: map(&[("os", "linux")]),
+        labels: pairs("os=linux"),
         ..avoiding("r", 1)
     });
-    s.worker_up(WorkerProfile {
-        labels: map(&[("os", "linux")]),
-        ..worker("a", 1)
-    });
+    s.worker_up(offers("a", 1, "os=linux", ""));
     s.worker_up(worker("b", 1));
     assert_eq!(show(&s.pick(5)), ["r@a#1"]);
 }
@@ -358,15 +332,9 @@ fn avoid_worker_is_a_preference_with_a_fallback() {
 fn scarce_capabilities_go_to_the_workers_that_have_them() {
     let mut s = Scheduler::new();
     s.enqueue(task("plain", "j", 1));
-    s.enqueue(QueuedTask {
-        capabilities: strings(&["webgpu"]),
-        ..task("gpu", "j", 2)
-    });
+    s.enqueue(needs("gpu", 2, "", "webgpu"));
     // `a` is served first (ties by id) and could run both; it takes the one only it can run.
-    s.worker_up(WorkerProfile {
-        capabilities: map(&[("webgpu", "true")]),
-        ..worker("a", 1)
-    });
+    s.worker_up(offers("a", 1, "", "webgpu=true"));
     s.worker_up(worker("b", 1));
     assert_eq!(show(&s.pick(5)), ["gpu@a#1", "plain@b#1"]);
 
@@ -376,73 +344,53 @@ fn scarce_capabilities_go_to_the_workers_that_have_them() {
         priority: 1,
         ..task("plain", "j", 1)
     });
-    s.enqueue(QueuedTask {
-        capabilities: strings(&["webgpu"]),
-        ..task("gpu", "j", 2)
-    });
-    s.worker_up(WorkerProfile {
-        capabilities: map(&[("webgpu", "true")]),
-        ..worker("a", 1)
-    });
+    s.enqueue(needs("gpu", 2, "", "webgpu"));
+    s.worker_up(offers("a", 1, "", "webgpu=true"));
     assert_eq!(show(&s.pick(5)), ["plain@a#1"]);
 }
 
 #[test]
 fn parked_tasks_say_why_and_run_when_a_worker_appears() {
-    let linux = WorkerProfile {
-        labels: map(&[("os", "linux")]),
-        capabilities: map(&[("memory_gb", "16"), ("gpu", "integrated")]),
-        ..worker("linux", 1)
-    };
-    let gpu = WorkerProfile {
-        labels: map(&[("os", "mac")]),
-        capabilities: map(&[("webgpu", "true")]),
-        ..worker("gpu", 1)
-    };
+    let linux = offers("linux", 1, "os=linux", "memory_gb=16, gpu=integrated");
+    let gpu = offers("gpu", 1, "os=mac", "webgpu=true");
     // (live workers, task labels, task capabilities, reason)
-    type Case = (
-        Vec<WorkerProfile>,
-        &'static [(&'static str, &'static str)],
-        &'static [&'static str],
-        &'static str,
-    );
-    let cases: Vec<Case> = vec![
-        (vec![], &[], &[], "no live workers"),
+    let cases = [
         (
             vec![linux.clone()],
-            &[("gpu", "a100")],
-            &[],
+            "gpu=a100",
+            "",
             "no live worker has label gpu=a100",
         ),
         (
             vec![linux.clone()],
-            &[("os", "linux")],
-            &["webgpu"],
+            "os=linux",
+            "webgpu",
             "no live worker has capability webgpu",
         ),
         (
             vec![linux.clone()],
-            &[],
-            &["gpu=discrete"],
+            "",
+            "gpu=discrete",
             "no live worker has capability gpu=discrete",
         ),
         (
             vec![linux.clone()],
-            &[],
-            &["memory_gb>=64"],
+            "",
+            "memory_gb>=64",
             "no live worker has capability memory_gb>=64",
         ),
         (
             vec![linux.clone(), gpu.clone()],
-            &[("os", "linux")],
-            &["webgpu"],
+            "os=linux",
+            "webgpu",
             "no single live worker has all of: label os=linux, capability webgpu",
         ),
         (
             vec![linux.clone()],
-            &[],
-            &["memory_gb=>8"],
-            "capability requirement `memory_gb=>8` is not valid (expected name, name=value or name>=number)",
+            "",
+            "memory_gb=>8",
+            "capability requirement `memory_gb=>8` is not valid \
+             (expected name, name=value or name>=number)",
         ),
     ];
     for (workers, labels, capabilities, reason) in cases {
@@ -451,37 +399,26 @@ fn parked_tasks_say_why_and_run_when_a_worker_appears() {
             s.worker_up(w);
         }
         s.enqueue(task("runnable", "j", 1));
-        s.enqueue(QueuedTask {
-            labels: map(labels),
-            capabilities: strings(capabilities),
-            ..task("t", "j", 2)
-        });
+        s.enqueue(needs("t", 2, labels, capabilities));
         let expected = vec![Parked {
             task: "t".to_string(),
             reason: reason.to_string(),
         }];
-        if reason == "no live workers" {
-            assert_eq!(s.parked().len(), 2);
-            assert_eq!(s.waiting_reason("t").as_deref(), Some(reason));
-            continue;
-        }
         assert_eq!(s.parked(), expected, "{reason}");
         assert_eq!(s.waiting_reason("t").as_deref(), Some(reason));
         assert_eq!(s.stats().parked, 1);
-        let picked = show(&s.pick(5));
-        assert!(
-            !picked.iter().any(|a| a.starts_with("t@")),
-            "{reason}: {picked:?}"
-        );
+        assert!(s.pick(5).iter().all(|a| a.task != "t"), "{reason}");
     }
+
+    // Without any live worker everything is parked.
+    let mut s = Scheduler::new();
+    s.enqueue(task("t", "j", 1));
+    assert_eq!(s.waiting_reason("t").as_deref(), Some("no live workers"));
 
     // A suitable worker appears: the task is no longer parked and runs.
     let mut s = Scheduler::new();
     s.worker_up(linux);
-    s.enqueue(QueuedTask {
-        capabilities: strings(&["webgpu"]),
-        ..task("t", "j", 1)
-    });
+    s.enqueue(needs("t", 1, "", "webgpu"));
     assert_eq!(s.parked().len(), 1);
     s.worker_up(gpu);
     assert!(s.parked().is_empty());
@@ -497,10 +434,7 @@ fn parked_tasks_say_why_and_run_when_a_worker_appears() {
 fn state_is_released_when_tasks_and_workers_go() {
     let mut s = Scheduler::new();
     s.worker_up(worker("w", 2));
-    s.enqueue(QueuedTask {
-        capabilities: strings(&["x"]),
-        ..task("p", "j", 1)
-    });
+    s.enqueue(needs("p", 1, "", "x"));
     s.enqueue(task("t1", "j", 2));
     s.enqueue(task("t2", "k", 3));
     let picked = s.pick(5);
@@ -516,16 +450,16 @@ fn state_is_released_when_tasks_and_workers_go() {
     assert!(s.workers.is_empty() && s.by_free.is_empty() && s.tasks.is_empty());
 }
 
-fn spec(id: &str, priority: i32, labels: &[(&str, &str)]) -> TaskSpec {
+fn spec(id: &str, labels: &str) -> TaskSpec {
     TaskSpec {
         id: id.to_string(),
         name: id.to_string(),
-        command: strings(&["true"]),
+        command: list("true"),
         env: BTreeMap::new(),
         cwd: None,
         timeout_ms: 1_000,
-        priority,
-        labels: map(labels),
+        priority: 0,
+        labels: pairs(labels),
         capabilities: Vec::new(),
         max_retries: 3,
         timeout_retries: 1,
@@ -573,11 +507,11 @@ fn rebuild_from_the_applied_state() {
         },
     );
     let tasks = vec![
-        spec("t1", 0, &[]),
-        spec("t2", 0, &[]),
-        spec("t3", 0, &[]),
-        spec("t4", 0, &[("gpu", "a100")]),
-        spec("t5", 0, &[]),
+        spec("t1", ""),
+        spec("t2", ""),
+        spec("t3", ""),
+        spec("t4", "gpu=a100"),
+        spec("t5", ""),
     ];
     apply(
         &mut m,
@@ -654,37 +588,20 @@ impl Rng {
 }
 
 /// Requirement sets for the random walk, as (labels, capabilities).
-const REQUIREMENTS: [(&[(&str, &str)], &[&str]); 5] = [
-    (&[], &[]),
-    (&[("os", "linux")], &[]),
-    (&[], &["webgpu"]),
-    (&[], &["gpu=discrete", "memory_gb>=16"]),
-    (&[("gpu", "a100")], &[]),
+const REQUIREMENTS: [(&str, &str); 5] = [
+    ("", ""),
+    ("os=linux", ""),
+    ("", "webgpu"),
+    ("", "gpu=discrete, memory_gb>=16"),
+    ("gpu=a100", ""),
 ];
 
 /// Worker profiles for the random walk, as (labels, capabilities).
-const PROFILES: [(&[(&str, &str)], &[(&str, &str)]); 4] = [
-    (&[("os", "linux")], &[]),
-    (
-        &[("os", "mac")],
-        &[
-            ("webgpu", "true"),
-            ("gpu", "integrated"),
-            ("memory_gb", "8"),
-        ],
-    ),
-    (
-        &[("os", "linux")],
-        &[("webgpu", "true"), ("gpu", "discrete"), ("memory_gb", "32")],
-    ),
-    (
-        &[],
-        &[
-            ("webgpu", "false"),
-            ("gpu", "discrete"),
-            ("memory_gb", "16"),
-        ],
-    ),
+const PROFILES: [(&str, &str); 4] = [
+    ("os=linux", ""),
+    ("os=mac", "webgpu=true, gpu=integrated, memory_gb=8"),
+    ("os=linux", "webgpu=true, gpu=discrete, memory_gb=32"),
+    ("", "webgpu=false, gpu=discrete, memory_gb=16"),
 ];
 
 /// `RUNS[r][p]`: tasks of requirement set `r` run on profile `p` (worked out by hand).
@@ -696,12 +613,15 @@ const RUNS: [[bool; 4]; 5] = [
     [false, false, false, false],
 ];
 
+/// A task in the model: (requirement set, priority, avoided worker).
+type Item = (usize, i32, Option<String>);
+
 /// What the scheduler should know, kept the simple way.
 #[derive(Default)]
 struct Model {
-    /// Queued tasks: (requirement set, priority, avoided worker).
-    queued: BTreeMap<String, (usize, i32, Option<String>)>,
-    reserved: BTreeMap<String, (String, (usize, i32, Option<String>))>,
+    queued: BTreeMap<String, Item>,
+    /// Reserved tasks and the worker each is reserved on.
+    reserved: BTreeMap<String, (String, Item)>,
     /// Committed attempts not ended: (task, worker).
     running: Vec<(String, String)>,
     /// Live workers: (profile index, slots).
@@ -819,8 +739,8 @@ fn random_walk(seed: u64, steps: usize) -> Vec<String> {
                 assert!(s.enqueue(QueuedTask {
                     priority,
                     requeued: rng.below(4) == 0,
-                    labels: map(labels),
-                    capabilities: strings(capabilities),
+                    labels: pairs(labels),
+                    capabilities: list(capabilities),
                     avoid_worker: avoid.clone(),
                     ..task(&id, &format!("j{}", rng.below(4)), seq)
                 }));
@@ -838,11 +758,7 @@ fn random_walk(seed: u64, steps: usize) -> Vec<String> {
                 let id = workers[rng.below(workers.len())];
                 let (profile, slots) = (rng.below(PROFILES.len()), rng.below(4) as u32);
                 let (labels, capabilities) = PROFILES[profile];
-                s.worker_up(WorkerProfile {
-                    labels: map(labels),
-                    capabilities: map(capabilities),
-                    ..worker(id, slots)
-                });
+                s.worker_up(offers(id, slots, labels, capabilities));
                 m.live.insert(id.to_string(), (profile, slots));
             }
             5 => {
@@ -892,11 +808,7 @@ fn random_walk(seed: u64, steps: usize) -> Vec<String> {
     for (id, (profile, slots)) in m.live.iter_mut().filter(|(_, (_, slots))| *slots == 0) {
         *slots = 1;
         let (labels, capabilities) = PROFILES[*profile];
-        s.worker_up(WorkerProfile {
-            labels: map(labels),
-            capabilities: map(capabilities),
-            ..worker(id, 1)
-        });
+        s.worker_up(offers(id, 1, labels, capabilities));
     }
     loop {
         let picked = s.pick(usize::MAX);

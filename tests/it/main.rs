@@ -10,3 +10,4 @@ mod jobs_e2e;
 mod replication;
 mod snapshot;
 mod support;
+mod third_party;
