@@ -430,6 +430,20 @@ impl CoordinatorConfig {
                 election_max_ms: self.election_timeout_max_ms,
             });
         }
+        let detector = crate::health::detector::DetectorConfig::from_timing(
+            std::time::Duration::from_millis(self.worker_heartbeat_interval_ms),
+            std::time::Duration::from_millis(self.worker_failure_timeout_ms),
+        );
+        if let Err(e) = detector.validate() {
+            return Err(invalid(
+                "worker_failure_timeout_ms",
+                &self.worker_failure_timeout_ms.to_string(),
+                &format!(
+                    "worker_heartbeat_interval_ms {} and worker_failure_timeout_ms {} do not fit: {e}",
+                    self.worker_heartbeat_interval_ms, self.worker_failure_timeout_ms
+                ),
+            ));
+        }
         if self.snapshot_logs_since_last == 0 {
             return Err(invalid(
                 "snapshot_logs_since_last",

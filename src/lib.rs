@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod coordinator;
+pub mod health;
 pub mod launch;
 pub mod plan;
 pub mod query;

@@ -104,6 +104,9 @@ enum Command {
     },
     /// List workers
     Workers(Target),
+    /// Recovery records
+    #[command(subcommand)]
+    Recovery(RecoveryCommand),
     /// Benchmarks
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -118,6 +121,24 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     testfleet::plan::parse_duration(text)
+}
+
+#[derive(Subcommand)]
+enum RecoveryCommand {
+    /// Every recovery decision (task, worker and system), oldest first
+    History {
+        #[command(flatten)]
+        target: Target,
+        /// Only decisions about this worker
+        #[arg(long)]
+        worker: Option<String>,
+        /// Only decisions about this task
+        #[arg(long)]
+        task: Option<String>,
+        /// At most this many rows
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -355,6 +376,24 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                  ON a.task_id = t.id AND a.attempt = t.attempt {filter} ORDER BY t.seq LIMIT 10000"
             );
             print!("{}", jobs::read_table(&addrs, &sql, target.output).await?);
+            Ok(())
+        }
+        Command::Recovery(RecoveryCommand::History {
+            target,
+            worker,
+            task,
+            limit,
+        }) => {
+            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let out = testfleet::cli::recovery::history(
+                &addrs,
+                worker.as_deref(),
+                task.as_deref(),
+                limit,
+                target.output,
+            )
+            .await?;
+            print!("{out}");
             Ok(())
         }
         Command::Workers(target) => {

@@ -66,8 +66,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use thiserror::Error;
 use toml::Spanned;
 
@@ -621,18 +619,14 @@ impl Source<'_> {
     fn items(&self, entry: &Spanned<RawEntry>) -> Result<Vec<String>, PlanError> {
         let raw = entry.get_ref();
         match (&raw.items, &raw.items_file) {
-            (Some(_), Some(file)) => {
-                return Err(self.error(
-                    file.span(),
-                    "a [[matrix]] takes either items or items_file, not both",
-                ));
-            }
-            (None, None) => {
-                return Err(self.error(
-                    entry.span(),
-                    r#"a [[matrix]] needs items = ["..."] or items_file = "...""#,
-                ));
-            }
+            (Some(_), Some(file)) => Err(self.error(
+                file.span(),
+                "a [[matrix]] takes either items or items_file, not both",
+            )),
+            (None, None) => Err(self.error(
+                entry.span(),
+                r#"a [[matrix]] needs items = ["..."] or items_file = "...""#,
+            )),
             (Some(items), None) => {
                 if items.get_ref().is_empty() {
                     return Err(self.error(items.span(), "items is empty: list at least one"));

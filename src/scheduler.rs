@@ -27,7 +27,7 @@
 //! # Queue order
 //!
 //! DESIGN.md §10: priority (higher first), then requeued before never-run, then round-robin
-//! across jobs, then submission order. Each queued task carries an [`OrderKey`]
+//! across jobs, then submission order. Each queued task carries an `OrderKey`
 //! `(−priority, !requeued, rank, seq, id)`. The *rank* interleaves jobs: the k-th task queued
 //! for a job gets rank k, so ranks 0 of every job come before ranks 1, and so on. A job that
 //! arrives late does not start at rank 0 (it would run all its tasks before older jobs got
@@ -37,7 +37,7 @@
 //! # Requirement classes
 //!
 //! Tasks with the same requirements — labels, capability expressions and the worker to
-//! avoid — form a [`Class`], with its own ordered queue (a `BTreeSet<OrderKey>`). Whether a
+//! avoid — form a `Class`, with its own ordered queue (a `BTreeSet<OrderKey>`). Whether a
 //! worker satisfies a class is decided once, when either appears, and cached both ways
 //! (`Worker::classes`, `Class::capable`). To fill a slot on worker `w`, the scheduler looks only
 //! at the head of each class `w` satisfies and takes the best. Between heads of equal priority
@@ -279,18 +279,14 @@ impl Class {
                 return Some(format!("no live worker has capability {}", text.trim()));
             }
         }
-        let all: Vec<String> = (self
+        let labels = self
             .key
             .labels
             .iter()
-            .map(|(k, v)| format!("label {k}={v}")))
-        .chain(
-            self.key
-                .capabilities
-                .iter()
-                .map(|c| format!("capability {}", c.trim())),
-        )
-        .collect();
+            .map(|(k, v)| format!("label {k}={v}"));
+        let capabilities =
+            (self.key.capabilities.iter()).map(|c| format!("capability {}", c.trim()));
+        let all: Vec<String> = labels.chain(capabilities).collect();
         Some(format!(
             "no single live worker has all of: {}",
             all.join(", ")

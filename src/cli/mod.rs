@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod failover;
 pub mod jobs;
+pub mod recovery;
 pub mod status;
 
 use std::time::Duration;

@@ -21,10 +21,11 @@ use super::Coordinator;
 use crate::proto::control_client::ControlClient;
 use crate::proto::control_server::{Control, ControlServer};
 use crate::proto::{
-    BenchReply, BenchRequest, Member, NodeStatus, QueryReply, QueryRequest, StatusRequest,
+    BenchReply, BenchRequest, HealthAck, HealthReport, Member, NodeStatus, QueryReply,
+    QueryRequest, StatusRequest,
 };
 use crate::query;
-use crate::state::command::Command;
+use crate::state::command::{Command, Timestamp};
 
 /// Metadata key marking a request that was already forwarded once (no forwarding loops).
 const FORWARDED: &str = "x-testfleet-forwarded";
@@ -202,6 +203,34 @@ impl Control for ControlService {
                 let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
                 let mut client = self.leader_client(&request, leader).await?;
                 client.propose_bench(forwarded(request.into_inner())).await
+            }
+            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+
+    async fn report_health(
+        &self,
+        request: Request<HealthReport>,
+    ) -> Result<Response<HealthAck>, Status> {
+        let r = request.get_ref();
+        let command = Command::HealthSample {
+            node: r.node_id,
+            cpu: r.cpu,
+            mem_bytes: r.mem_bytes,
+            disk_free_bytes: r.disk_free_bytes,
+            net_errors: r.net_errors,
+            error_rate: r.error_rate,
+            at: Timestamp(r.at_us),
+        };
+        match self.node.raft().client_write(command).await {
+            Ok(response) => Ok(Response::new(HealthAck {
+                log_index: response.log_id.index,
+            })),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
+                let mut client = self.leader_client(&request, leader).await?;
+                client.report_health(forwarded(request.into_inner())).await
             }
             Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(fatal(e)),

@@ -46,6 +46,8 @@ pub struct Session {
 pub struct Leadership {
     pub term: u64,
     pub cancel: CancellationToken,
+    /// Worker liveness (the health monitor's detector).
+    pub monitor: super::monitor::Monitor,
     sessions: Mutex<BTreeMap<WorkerId, Session>>,
     scheduler: Mutex<Scheduler>,
     /// Wakes the dispatcher (a worker joined, a slot freed).
@@ -83,9 +85,10 @@ pub fn worker_profile(machine: &Machine, worker: &str, slots: u32) -> Option<Wor
 }
 
 impl Leadership {
-    fn new(term: u64) -> Self {
+    fn new(term: u64, monitor: super::monitor::Monitor) -> Self {
         Leadership {
             term,
+            monitor,
             cancel: CancellationToken::new(),
             sessions: Mutex::new(BTreeMap::new()),
             scheduler: Mutex::new(Scheduler::new()),
@@ -236,6 +239,12 @@ impl Leadership {
             Event::Worker { worker, status } => {
                 if status != WorkerStatus::Healthy {
                     scheduler.worker_down(&worker);
+                } else if let Some(slots) = lock(&self.sessions).get(&worker).map(|s| s.slots)
+                    && let Some(profile) = node
+                        .state()
+                        .with_machine(|m| worker_profile(m, &worker, slots))
+                {
+                    scheduler.worker_up(profile);
                 }
             }
         }
@@ -244,7 +253,28 @@ impl Leadership {
 
 /// Starts the leader's soft state and loops for `term`.
 pub async fn start(node: Arc<Coordinator>, term: u64) {
-    let leadership = Arc::new(Leadership::new(term));
+    // Every worker the log says is alive gets a fresh deadline: a failover fails nobody.
+    let known: Vec<String> = node.state().with_machine(|m| {
+        m.workers()
+            .values()
+            .filter(|w| matches!(w.status, WorkerStatus::Healthy | WorkerStatus::Suspect))
+            .map(|w| w.id.clone())
+            .collect()
+    });
+    let monitor = match super::monitor::Monitor::new(
+        super::monitor::detector_config(&node),
+        Instant::now(),
+        &known,
+    ) {
+        Ok(monitor) => monitor,
+        Err(e) => {
+            // The configuration is validated at start, so this does not happen; if it did,
+            // leading without failure detection would be wrong, so do not lead loops at all.
+            tracing::error!("cannot start the health monitor: {e}; leader loops not started");
+            return;
+        }
+    };
+    let leadership = Arc::new(Leadership::new(term, monitor));
     // Subscribe before reading the view, so nothing applied in between is missed.
     let events = node.state().subscribe();
     node.state().with_machine(|m| leadership.rebuild(m));
@@ -262,6 +292,7 @@ pub async fn start(node: Arc<Coordinator>, term: u64) {
             tracing::warn!(term, "could not record the election: {e}");
         }
     });
+    tokio::spawn(super::monitor::run(node.clone(), leadership.clone()));
     tokio::spawn(dispatch(node, leadership, events));
 }
 

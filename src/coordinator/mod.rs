@@ -15,6 +15,8 @@
 pub mod control;
 pub mod jobs;
 pub mod leader;
+pub mod monitor;
+pub mod self_health;
 pub mod sessions;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,6 +76,8 @@ pub struct Coordinator {
     peers: BTreeMap<u64, String>,
     /// Soft state of the current leadership term, while this node leads.
     pub(crate) leadership: std::sync::Mutex<Option<Arc<leader::Leadership>>>,
+    /// Client requests that failed, for the self-health sample.
+    pub errors: crate::health::sampler::ErrorRate,
     /// Keeps openraft's leader-change watch alive.
     watch: std::sync::Mutex<Option<openraft::WatchChangeHandle<TypeConfig>>>,
 }
@@ -122,6 +126,7 @@ impl Coordinator {
             config,
             peers,
             leadership: std::sync::Mutex::new(None),
+            errors: crate::health::sampler::ErrorRate::new(),
             watch: std::sync::Mutex::new(None),
         });
         coordinator.watch_leadership();
@@ -219,6 +224,7 @@ impl Coordinator {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), CoordinatorError> {
+        let sampling = tokio::spawn(self_health::run(self.clone()));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
@@ -229,6 +235,7 @@ impl Coordinator {
             .add_service(jobs::server(self.clone()))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
+        sampling.abort();
         if let Some(leadership) = self.leadership() {
             leadership.cancel.cancel();
         }

@@ -170,6 +170,7 @@ async fn serve(
     let running = refs(&hello.running);
     let slots = hello.slots.max(1);
     let generation = leadership.add_session(&worker, tx.clone(), slots, running.clone());
+    leadership.monitor.session_opened(&worker);
     tracing::info!(worker = %worker, slots, term = leadership.term, "worker session open");
     let welcome = Welcome {
         term: leadership.term,
@@ -197,6 +198,8 @@ async fn serve(
             Ok(m) => m.body,
             Err(e) => break Err(format!("stream error: {e}")),
         };
+        // Any message shows the worker is alive.
+        leadership.monitor.heartbeat(&worker);
         match body {
             Some(worker_message::Body::Heartbeat(h)) => {
                 leadership.heartbeat(&worker, generation, refs(&h.running));
@@ -228,6 +231,7 @@ async fn serve(
         }
     };
     if leadership.remove_session(&worker, generation) {
+        leadership.monitor.session_closed(&worker);
         tracing::info!(worker = %worker, "worker session closed");
     }
     result

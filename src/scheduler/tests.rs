@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::state::command::{Command, FaultCategory, TaskSpec, Timestamp};
+use crate::state::machine::Reply;
 
 fn task(id: &str, job: &str, seq: i64) -> QueuedTask {
     QueuedTask {
@@ -210,10 +211,8 @@ fn slots_are_respected_and_load_spreads() {
     for t in ["t01", "t02", "t03", "t04", "t05"] {
         s.committed(t);
     }
-    assert!(
-        s.pick(100).is_empty(),
-        "committed attempts keep their slots"
-    );
+    // Committed attempts keep their slots.
+    assert!(s.pick(100).is_empty());
     s.attempt_ended("b");
     assert_eq!(show(&s.pick(100)), ["t06@b#1"]);
     s.set_busy("a", 0);
@@ -231,11 +230,8 @@ fn the_overlay_keeps_picked_tasks_until_committed_or_rejected() {
     s.enqueue(task("t2", "j", 2));
     s.enqueue(task("t3", "j", 3));
     s.worker_up(worker("w", 1));
-    assert_eq!(
-        show(&s.pick(5)),
-        ["t1@w#3"],
-        "attempt is the current one + 1"
-    );
+    // The assignment is for the next attempt.
+    assert_eq!(show(&s.pick(5)), ["t1@w#3"]);
     assert_eq!(s.reservation("t1"), Some(&"w".to_string()));
     let stats = s.stats();
     assert_eq!((stats.queued, stats.reserved, stats.free_slots), (2, 1, 0));
@@ -243,10 +239,8 @@ fn the_overlay_keeps_picked_tasks_until_committed_or_rejected() {
     // More slots appear: the reserved task is not offered again.
     s.worker_up(worker("w", 2));
     assert_eq!(show(&s.pick(5)), ["t2@w#1"]);
-    assert!(
-        !s.enqueue(task("t2", "j", 2)),
-        "a reserved task cannot be queued again"
-    );
+    // A reserved task cannot be queued again.
+    assert!(!s.enqueue(task("t2", "j", 2)));
 
     // Rejected: back in the queue, at its old place, and the slot is free.
     assert!(s.rejected("t1"));
@@ -280,11 +274,8 @@ fn a_down_worker_gets_nothing_and_up_again_resumes() {
     s.worker_down("b");
     assert!(s.pick(10).is_empty());
     assert_eq!(s.stats().live_workers, 0);
-    assert_eq!(
-        s.stats().reserved,
-        2,
-        "reservations outlive the worker's session"
-    );
+    // Reservations outlive the worker's session.
+    assert_eq!(s.stats().reserved, 2);
     s.worker_up(worker("a", 1));
     assert_eq!(show(&s.pick(10)), ["t3@a#1"]);
 }
@@ -467,37 +458,38 @@ fn spec(id: &str, labels: &str) -> TaskSpec {
     }
 }
 
-fn apply(machine: &mut Machine, command: Command) {
-    let reply = machine.apply(command);
-    assert!(!reply.is_rejected(), "{reply:?}");
+fn register(worker: &str) -> Command {
+    Command::RegisterWorker {
+        worker: worker.to_string(),
+        host: worker.to_string(),
+        address: "127.0.0.1:1".to_string(),
+        capabilities_json: "{}".to_string(),
+        labels: BTreeMap::new(),
+        at: Timestamp(1),
+    }
 }
 
-fn assign_command(assignments: Vec<Assignment>) -> Command {
+fn assign(assignments: &[(&str, &str, u32)]) -> Command {
     Command::AssignTasks {
         term: 2,
         at: Timestamp(10),
-        assignments,
+        assignments: (assignments.iter())
+            .map(|(task, worker, attempt)| Assignment {
+                task: task.to_string(),
+                worker: worker.to_string(),
+                attempt: *attempt,
+            })
+            .collect(),
     }
 }
 
 #[test]
 fn rebuild_from_the_applied_state() {
     let mut m = Machine::new();
-    for w in ["w1", "w2", "w3"] {
-        apply(
-            &mut m,
-            Command::RegisterWorker {
-                worker: w.to_string(),
-                host: w.to_string(),
-                address: "127.0.0.1:1".to_string(),
-                capabilities_json: "{}".to_string(),
-                labels: BTreeMap::new(),
-                at: Timestamp(1),
-            },
-        );
-    }
-    apply(
-        &mut m,
+    let history = [
+        register("w1"),
+        register("w2"),
+        register("w3"),
         Command::SetWorkerStatus {
             worker: "w3".to_string(),
             from: WorkerStatus::Healthy,
@@ -505,35 +497,16 @@ fn rebuild_from_the_applied_state() {
             reason: "lost".to_string(),
             at: Timestamp(2),
         },
-    );
-    let tasks = vec![
-        spec("t1", ""),
-        spec("t2", ""),
-        spec("t3", ""),
-        spec("t4", "gpu=a100"),
-        spec("t5", ""),
-    ];
-    apply(
-        &mut m,
         Command::SubmitJob {
             job: "j".to_string(),
             name: "suite".to_string(),
-            tasks,
+            tasks: ["t1", "t2", "t3", "t4", "t5"]
+                .map(|t| spec(t, if t == "t4" { "gpu=a100" } else { "" }))
+                .to_vec(),
             at: Timestamp(3),
         },
-    );
-    let a = |task: &str, worker: &str, attempt| Assignment {
-        task: task.to_string(),
-        worker: worker.to_string(),
-        attempt,
-    };
-    apply(
-        &mut m,
-        assign_command(vec![a("t1", "w1", 1), a("t2", "w2", 1)]),
-    );
-    // t2's attempt on w2 is lost: queued again, requeued, avoiding w2.
-    apply(
-        &mut m,
+        assign(&[("t1", "w1", 1), ("t2", "w2", 1)]),
+        // t2's attempt on w2 is lost: queued again, requeued, avoiding w2.
         Command::RequeueTask {
             task: "t2".to_string(),
             attempt: 1,
@@ -541,38 +514,37 @@ fn rebuild_from_the_applied_state() {
             category: FaultCategory::Connection,
             at: Timestamp(4),
         },
-    );
+    ];
+    for command in history {
+        let reply = m.apply(command);
+        assert!(!reply.is_rejected(), "{reply:?}");
+    }
 
     let profiles = [worker("w1", 2), worker("w2", 2), worker("w3", 2)];
     let mut s = Scheduler::rebuild(&m, &profiles);
     let stats = s.stats();
     assert_eq!(stats.queued, 4, "t2, t3, t4, t5");
-    assert_eq!(
-        stats.live_workers, 2,
-        "w3 is failed in the replicated state"
-    );
+    assert_eq!(stats.live_workers, 2, "w3 failed");
     assert_eq!(stats.free_slots, 3, "t1 holds one slot of w1");
     assert_eq!(stats.parked, 1);
     assert_eq!(s.parked()[0].reason, "no live worker has label gpu=a100");
 
+    // t2 is requeued, so it goes first, but not to w2.
     let picked = s.pick(10);
     assert_eq!(show(&picked), ["t3@w2#1", "t2@w1#2", "t5@w2#1"]);
-    let reply = m.apply(assign_command(picked.clone()));
-    assert_eq!(
-        reply,
-        crate::state::machine::Reply::Many(vec![
-            crate::state::machine::Reply::Task {
-                status: TaskStatus::Assigned
-            };
-            3
-        ])
-    );
-    for p in &picked {
-        assert!(s.committed(&p.task));
+    let items: Vec<_> = picked
+        .iter()
+        .map(|a| (&*a.task, &*a.worker, a.attempt))
+        .collect();
+    let assigned = Reply::Task {
+        status: TaskStatus::Assigned,
+    };
+    assert_eq!(m.apply(assign(&items)), Reply::Many(vec![assigned; 3]));
+    for a in &picked {
+        assert!(s.committed(&a.task));
     }
     // A new leader rebuilding now sees the same picture as the one that carried on.
-    let again = Scheduler::rebuild(&m, &profiles);
-    assert_eq!(again.stats(), s.stats());
+    assert_eq!(Scheduler::rebuild(&m, &profiles).stats(), s.stats());
 }
 
 /// xorshift64: a tiny seeded generator, so each failing case reproduces from its seed.
@@ -613,8 +585,8 @@ const RUNS: [[bool; 4]; 5] = [
     [false, false, false, false],
 ];
 
-/// A task in the model: (requirement set, priority, avoided worker).
-type Item = (usize, i32, Option<String>);
+/// A task in the model: (requirement set, priority, avoided worker, current attempt).
+type Item = (usize, i32, Option<String>, u32);
 
 /// What the scheduler should know, kept the simple way.
 #[derive(Default)]
@@ -622,82 +594,56 @@ struct Model {
     queued: BTreeMap<String, Item>,
     /// Reserved tasks and the worker each is reserved on.
     reserved: BTreeMap<String, (String, Item)>,
-    /// Committed attempts not ended: (task, worker).
-    running: Vec<(String, String)>,
+    /// Committed attempts not ended: (task, worker, item).
+    running: Vec<(String, String, Item)>,
     /// Live workers: (profile index, slots).
     live: BTreeMap<String, (usize, u32)>,
-    /// Every task ever assigned and committed; none may be assigned again.
-    done: BTreeSet<String>,
 }
 
 impl Model {
-    fn used(&self, worker: &str) -> u32 {
-        let running = self.running.iter().filter(|(_, w)| w == worker).count();
-        let reserved = self.reserved.values().filter(|(w, _)| w == worker).count();
-        (running + reserved) as u32
-    }
-
     fn free(&self, worker: &str) -> u32 {
+        let running = self.running.iter().filter(|r| r.1 == worker).count();
+        let reserved = self.reserved.values().filter(|r| r.0 == worker).count();
+        let used = (running + reserved) as u32;
         self.live
             .get(worker)
-            .map_or(0, |(_, slots)| slots.saturating_sub(self.used(worker)))
+            .map_or(0, |l| l.1.saturating_sub(used))
     }
 
     /// May `worker` take a task of requirement set `req` avoiding `avoid`?
-    fn may_take(&self, worker: &str, req: usize, avoid: &Option<String>) -> bool {
-        let capable = |w: &str| self.live.get(w).is_some_and(|(p, _)| RUNS[req][*p]);
+    fn may_take(&self, worker: &str, (req, _, avoid, _): &Item) -> bool {
+        let capable = |w: &str| self.live.get(w).is_some_and(|(p, _)| RUNS[*req][*p]);
         capable(worker)
             && (avoid.as_deref() != Some(worker)
                 || !self.live.keys().any(|w| w != worker && capable(w)))
     }
 
+    /// Checks one `pick(max)` against the rules, then records its reservations.
     fn check_pick(&mut self, max: usize, picked: &[Assignment], stats: Stats) {
         assert!(picked.len() <= max);
         for a in picked {
-            let Some(item) = self.queued.remove(&a.task) else {
-                panic!("{} was assigned but is not queued", a.task);
-            };
-            let (req, _, avoid) = &item;
-            assert!(!self.done.contains(&a.task), "{} assigned twice", a.task);
-            assert!(
-                self.may_take(&a.worker, *req, avoid),
-                "{} may not run on {}",
-                a.task,
-                a.worker
-            );
-            assert!(
-                self.free(&a.worker) > 0,
-                "{} has no free slot for {}",
-                a.worker,
-                a.task
-            );
-            assert_eq!(a.attempt, 1);
+            // Only a queued task is assigned: never one reserved or running (so never twice).
+            let item = self
+                .queued
+                .remove(&a.task)
+                .expect("assigned task is queued");
+            assert!(self.may_take(&a.worker, &item), "{a:?} may not run there");
+            assert!(self.free(&a.worker) > 0, "{a:?}: no free slot");
+            assert_eq!(a.attempt, item.3 + 1, "{a:?}");
             self.reserved
                 .insert(a.task.clone(), (a.worker.clone(), item));
         }
         for a in picked {
-            let picked_priority = self.reserved[&a.task].1.1;
-            for (task, (req, priority, avoid)) in &self.queued {
-                if self.may_take(&a.worker, *req, avoid) {
-                    assert!(
-                        *priority <= picked_priority,
-                        "{task} outranks {} on {}",
-                        a.task,
-                        a.worker
-                    );
-                }
+            let chosen = self.reserved[&a.task].1.1;
+            for (task, item) in &self.queued {
+                let outranks = item.1 > chosen && self.may_take(&a.worker, item);
+                assert!(!outranks, "{task} outranks {a:?}");
             }
         }
         if picked.len() < max {
-            for worker in self.live.keys() {
-                if self.free(worker) == 0 {
-                    continue;
-                }
-                for (task, (req, _, avoid)) in &self.queued {
-                    assert!(
-                        !self.may_take(worker, *req, avoid),
-                        "{worker} has a free slot for {task}"
-                    );
+            for worker in self.live.keys().filter(|w| self.free(w) > 0) {
+                for (task, item) in &self.queued {
+                    assert!(!self.may_take(worker, item), "{worker} is free for {task}");
                 }
             }
         }
@@ -717,8 +663,21 @@ fn pick_from<K: Clone, V>(rng: &mut Rng, map: &BTreeMap<K, V>) -> Option<K> {
     map.keys().nth(rng.below(map.len())).cloned()
 }
 
-/// Runs `steps` random operations against a scheduler and the model; returns the transcript
-/// of assignments.
+fn queued_task(id: &str, job: usize, seq: i64, requeued: bool, item: &Item) -> QueuedTask {
+    let (labels, capabilities) = REQUIREMENTS[item.0];
+    QueuedTask {
+        priority: item.1,
+        requeued,
+        labels: pairs(labels),
+        capabilities: list(capabilities),
+        avoid_worker: item.2.clone(),
+        attempt: item.3,
+        ..task(id, &format!("j{job}"), seq)
+    }
+}
+
+/// Runs `steps` random operations against a scheduler and the model, checking the rules
+/// after each; returns the transcript of assignments.
 fn random_walk(seed: u64, steps: usize) -> Vec<String> {
     let mut rng = Rng(seed);
     let mut s = Scheduler::new();
@@ -730,21 +689,12 @@ fn random_walk(seed: u64, steps: usize) -> Vec<String> {
         match rng.below(10) {
             0..=2 => {
                 seq += 1;
+                let avoid = (rng.below(5) == 0).then(|| workers[rng.below(5)].to_string());
+                let item = (rng.below(REQUIREMENTS.len()), rng.below(3) as i32, avoid, 0);
+                let requeued = rng.below(4) == 0;
                 let id = format!("t{seq}");
-                let req = rng.below(REQUIREMENTS.len());
-                let priority = rng.below(3) as i32;
-                let avoid =
-                    (rng.below(5) == 0).then(|| workers[rng.below(workers.len())].to_string());
-                let (labels, capabilities) = REQUIREMENTS[req];
-                assert!(s.enqueue(QueuedTask {
-                    priority,
-                    requeued: rng.below(4) == 0,
-                    labels: pairs(labels),
-                    capabilities: list(capabilities),
-                    avoid_worker: avoid.clone(),
-                    ..task(&id, &format!("j{}", rng.below(4)), seq)
-                }));
-                m.queued.insert(id, (req, priority, avoid));
+                assert!(s.enqueue(queued_task(&id, rng.below(4), seq, requeued, &item)));
+                m.queued.insert(id, item);
             }
             3 => {
                 let queued = pick_from(&mut rng, &m.queued);
@@ -780,32 +730,37 @@ fn random_walk(seed: u64, steps: usize) -> Vec<String> {
                         m.queued.insert(t, item);
                     } else {
                         assert!(s.committed(&t));
-                        m.done.insert(t.clone());
-                        m.running.push((t, w));
+                        m.running.push((t, w, item));
                     }
                 }
             }
             _ => {
                 if !m.running.is_empty() {
-                    let (_, w) = m.running.remove(rng.below(m.running.len()));
+                    let (t, w, (req, priority, _, attempt)) =
+                        m.running.remove(rng.below(m.running.len()));
                     s.attempt_ended(&w);
+                    if rng.below(2) == 0 {
+                        // The attempt was lost: the task is queued again, avoiding `w`.
+                        let item = (req, priority, Some(w), attempt + 1);
+                        assert!(s.enqueue(queued_task(&t, 0, seq, true, &item)));
+                        m.queued.insert(t, item);
+                    }
                 }
             }
         }
         m.check_stats(s.stats());
     }
 
-    // Everything ends and slots are free: every task some live worker can run gets picked,
-    // and what remains is exactly the parked set.
-    for (_, w) in std::mem::take(&mut m.running) {
+    // Everything ends and every live worker has a slot: each task some live worker can run
+    // gets picked, and what remains is exactly the parked set.
+    for (_, w, _) in std::mem::take(&mut m.running) {
         s.attempt_ended(&w);
     }
     for (t, (w, _)) in std::mem::take(&mut m.reserved) {
         assert!(s.committed(&t));
         s.attempt_ended(&w);
-        m.done.insert(t);
     }
-    for (id, (profile, slots)) in m.live.iter_mut().filter(|(_, (_, slots))| *slots == 0) {
+    for (id, (profile, slots)) in m.live.iter_mut().filter(|l| l.1.1 == 0) {
         *slots = 1;
         let (labels, capabilities) = PROFILES[*profile];
         s.worker_up(offers(id, 1, labels, capabilities));
@@ -825,11 +780,9 @@ fn random_walk(seed: u64, steps: usize) -> Vec<String> {
     let remaining: BTreeSet<String> = m.queued.keys().cloned().collect();
     let parked: BTreeSet<String> = s.parked().into_iter().map(|p| p.task).collect();
     assert_eq!(parked, remaining, "seed {seed}");
-    for (task, (req, _, _)) in &m.queued {
-        assert!(
-            !m.live.values().any(|(p, _)| RUNS[*req][*p]),
-            "seed {seed}: {task} was runnable"
-        );
+    for (task, item) in &m.queued {
+        let runnable = m.live.values().any(|(p, _)| RUNS[item.0][*p]);
+        assert!(!runnable, "seed {seed}: {task} was runnable");
     }
     transcript
 }

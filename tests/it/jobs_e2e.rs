@@ -44,8 +44,22 @@ fn mixed_tasks(pause: &str) -> (Vec<TaskSpec>, BTreeMap<String, Kind>) {
             _ => Kind::Unstartable,
         };
         let (command, timeout_ms) = match kind {
-            Kind::Pass => (vec!["sh".into(), "-c".into(), format!("sleep {pause}; echo ok {i}")], 30_000),
-            Kind::Fail => (vec!["sh".into(), "-c".into(), format!("sleep {pause}; echo bad {i} >&2; exit 3")], 30_000),
+            Kind::Pass => (
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("sleep {pause}; echo ok {i}"),
+                ],
+                30_000,
+            ),
+            Kind::Fail => (
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("sleep {pause}; echo bad {i} >&2; exit 3"),
+                ],
+                30_000,
+            ),
             Kind::Timeout => (vec!["sleep".into(), "30".into()], 300),
             Kind::Unstartable => (vec![format!("/nonexistent/test-{i}")], 30_000),
         };
@@ -98,7 +112,12 @@ async fn check_results(fleet: &Fleet, job_id: &str, kinds: &BTreeMap<String, Kin
     assert_eq!(report.tasks.len(), 200);
     for task in &report.tasks {
         let kind = kinds[&task.id];
-        assert_eq!(task.status, kind.expected(), "task {} ({kind:?}): {task:?}", task.id);
+        assert_eq!(
+            task.status,
+            kind.expected(),
+            "task {} ({kind:?}): {task:?}",
+            task.id
+        );
         match kind {
             Kind::Pass => assert!(task.output_tail.contains("ok"), "{task:?}"),
             Kind::Fail => {
@@ -126,7 +145,11 @@ async fn check_results(fleet: &Fleet, job_id: &str, kinds: &BTreeMap<String, Kin
             }
         })
         .await;
-        assert_eq!(rows[0][1].as_u64(), Some(0), "a task with two final results on {addr}");
+        assert_eq!(
+            rows[0][1].as_u64(),
+            Some(0),
+            "a task with two final results on {addr}"
+        );
         let _ = query(&mut control, "SELECT 1").await;
         drop(control);
     }
@@ -135,42 +158,73 @@ async fn check_results(fleet: &Fleet, job_id: &str, kinds: &BTreeMap<String, Kin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_mixed_tasks_each_get_one_true_result() {
     let fleet = fleet();
-    fleet.cluster.leader(Duration::from_secs(60), None).await.unwrap();
-    let (tasks, kinds) = mixed_tasks("0");
-    jobs::submit(&fleet.addrs, "job-mixed", "mixed", &tasks).await.unwrap();
-    // Submitting again (a client retry) creates nothing twice.
-    assert_eq!(jobs::submit(&fleet.addrs, "job-mixed", "mixed", &tasks).await.unwrap(), 200);
-    let report = tokio::time::timeout(Duration::from_secs(180), jobs::follow(&fleet.addrs, "job-mixed"))
+    fleet
+        .cluster
+        .leader(Duration::from_secs(60), None)
         .await
-        .expect("the job finishes")
         .unwrap();
-    assert_eq!(jobs::exit_code(&report), 3, "error tasks make it an infrastructure exit");
+    let (tasks, kinds) = mixed_tasks("0");
+    jobs::submit(&fleet.addrs, "job-mixed", "mixed", &tasks)
+        .await
+        .unwrap();
+    // Submitting again (a client retry) creates nothing twice.
+    assert_eq!(
+        jobs::submit(&fleet.addrs, "job-mixed", "mixed", &tasks)
+            .await
+            .unwrap(),
+        200
+    );
+    let report = tokio::time::timeout(
+        Duration::from_secs(180),
+        jobs::follow(&fleet.addrs, "job-mixed"),
+    )
+    .await
+    .expect("the job finishes")
+    .unwrap();
+    assert_eq!(
+        jobs::exit_code(&report),
+        3,
+        "error tasks make it an infrastructure exit"
+    );
     check_results(&fleet, "job-mixed", &kinds).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_survives_a_leader_sigkill() {
     let mut fleet = fleet();
-    let leader = fleet.cluster.leader(Duration::from_secs(60), None).await.unwrap();
+    let leader = fleet
+        .cluster
+        .leader(Duration::from_secs(60), None)
+        .await
+        .unwrap();
     let (tasks, kinds) = mixed_tasks("0.2");
-    jobs::submit(&fleet.addrs, "job-failover", "failover", &tasks).await.unwrap();
-    eventually(Duration::from_secs(60), "a quarter of the job to finish", || {
-        let addrs = fleet.addrs.clone();
-        async move {
-            let report = jobs::get_job(&addrs, "job-failover", false).await.ok()?;
-            let done: u32 = ["passed", "failed", "timed_out", "error"]
-                .iter()
-                .map(|s| report.counts.get(*s).copied().unwrap_or(0))
-                .sum();
-            (done >= 50).then_some(())
-        }
-    })
+    jobs::submit(&fleet.addrs, "job-failover", "failover", &tasks)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "a quarter of the job to finish",
+        || {
+            let addrs = fleet.addrs.clone();
+            async move {
+                let report = jobs::get_job(&addrs, "job-failover", false).await.ok()?;
+                let done: u32 = ["passed", "failed", "timed_out", "error"]
+                    .iter()
+                    .map(|s| report.counts.get(*s).copied().unwrap_or(0))
+                    .sum();
+                (done >= 50).then_some(())
+            }
+        },
+    )
     .await;
     fleet.cluster.kill(leader);
-    let report = tokio::time::timeout(Duration::from_secs(180), jobs::follow(&fleet.addrs, "job-failover"))
-        .await
-        .expect("the job finishes after the failover")
-        .unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(180),
+        jobs::follow(&fleet.addrs, "job-failover"),
+    )
+    .await
+    .expect("the job finishes after the failover")
+    .unwrap();
     assert_eq!(report.status, "finished");
     fleet.cluster.restart(leader).unwrap();
     check_results(&fleet, "job-failover", &kinds).await;

@@ -7,6 +7,7 @@ mod cluster_process;
 mod conformance;
 mod crash_restart;
 mod jobs_e2e;
+mod recovery;
 mod replication;
 mod snapshot;
 mod support;

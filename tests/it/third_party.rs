@@ -43,7 +43,10 @@ fn pytest(file: &str) -> &'static str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn toolz_test_files_give_the_same_outcomes_through_testfleet() {
     let files = toolz_tests();
-    assert!(files.len() >= 10, "expected toolz's test modules, found {files:?}");
+    assert!(
+        files.len() >= 10,
+        "expected toolz's test modules, found {files:?}"
+    );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("files.txt"), files.join("\n")).unwrap();
     std::fs::write(
@@ -61,7 +64,11 @@ items_file = "files.txt"
 
     let cluster = LocalCluster::start(binary().as_ref(), 3, dir.path(), &[]).unwrap();
     cluster.leader(Duration::from_secs(60), None).await.unwrap();
-    let addrs = cluster.addresses().into_values().collect::<Vec<_>>().join(",");
+    let addrs = cluster
+        .addresses()
+        .into_values()
+        .collect::<Vec<_>>()
+        .join(",");
     let _workers: Vec<WorkerProcess> = (1..=3)
         .map(|i| WorkerProcess::start(&addrs, &format!("py{i}"), 2, dir.path()))
         .collect();
@@ -70,7 +77,14 @@ items_file = "files.txt"
         let addrs = addrs.clone();
         move || {
             Command::new(binary())
-                .args(["run", plan.to_str().unwrap(), "--coordinator", &addrs, "-o", "json"])
+                .args([
+                    "run",
+                    plan.to_str().unwrap(),
+                    "--coordinator",
+                    &addrs,
+                    "-o",
+                    "json",
+                ])
                 .output()
                 .expect("run testfleet run")
         }
@@ -105,7 +119,14 @@ items_file = "files.txt"
         .iter()
         .filter_map(|t| t["worker_id"].as_str())
         .collect();
-    assert!(workers.len() >= 2, "the files should spread over the workers: {workers:?}");
-    let expected_code = if direct.values().all(|s| s == "passed") { 0 } else { 1 };
+    assert!(
+        workers.len() >= 2,
+        "the files should spread over the workers: {workers:?}"
+    );
+    let expected_code = if direct.values().all(|s| s == "passed") {
+        0
+    } else {
+        1
+    };
     assert_eq!(run.status.code(), Some(expected_code));
 }

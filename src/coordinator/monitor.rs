@@ -1,0 +1,347 @@
+//! The leader's health monitor: worker liveness → status commands → task recovery.
+//!
+//! Heartbeats and session events feed the pure [`Detector`] (leader memory only, never
+//! replicated). Each liveness transition it reports becomes a `SetWorkerStatus` command with
+//! the reason. When a worker is failed, every task it held is dealt with at once, in one
+//! batch: requeued (`RequeueTask`, ahead of never-run tasks of its priority, within its
+//! retry budget — an exhausted budget ends it `abandoned`), or, with auto-recovery
+//! disabled, abandoned ("worker lost; auto-recovery disabled") so the job still ends. Each
+//! decision is a `task_recovery_history` row whose `details` say what happened, why, the
+//! leader term and the timings.
+//!
+//! A task whose attempt outlives its own timeout by a wide margin (a worker that accepts
+//! heartbeats but never reports) is requeued as `timeout` by the same loop.
+//!
+//! After a leader change every worker gets a fresh deadline (the detector's grace), so a
+//! failover never fails the fleet.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::Coordinator;
+use super::leader::Leadership;
+use crate::health::detector::{Detector, DetectorConfig, Liveness, Transition};
+use crate::state::command::{Command, FaultCategory, TaskStatus, Timestamp, WorkerStatus};
+use crate::state::machine::Reply;
+
+/// How often the monitor wakes at the least.
+const TICK: Duration = Duration::from_millis(50);
+
+/// An attempt is declared hung when it runs this much longer than its own timeout (the
+/// worker kills it at the timeout and should have reported by then).
+const TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The detector of one leadership term, shared with the session service.
+pub struct Monitor {
+    detector: Mutex<Detector>,
+    /// Transitions reported by events (a heartbeat from a suspect worker), for the loop.
+    pending: Mutex<Vec<Transition>>,
+}
+
+impl Monitor {
+    /// A detector tracking `known` workers as alive from `now`, with the leader-change grace.
+    pub fn new(
+        config: DetectorConfig,
+        now: Instant,
+        known: &[String],
+    ) -> Result<Monitor, crate::health::detector::DetectorConfigError> {
+        let mut detector = Detector::new(config)?;
+        for worker in known {
+            detector.track(worker, Liveness::Alive, now);
+        }
+        detector.leader_changed(now);
+        Ok(Monitor {
+            detector: Mutex::new(detector),
+            pending: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn note(&self, transition: Option<Transition>) {
+        if let Some(t) = transition {
+            lock(&self.pending).push(t);
+        }
+    }
+
+    pub fn heartbeat(&self, worker: &str) {
+        let t = lock(&self.detector).heartbeat(worker, Instant::now());
+        self.note(t);
+    }
+
+    pub fn session_opened(&self, worker: &str) {
+        let t = lock(&self.detector).session_opened(worker, Instant::now());
+        self.note(t);
+    }
+
+    pub fn session_closed(&self, worker: &str) {
+        let t = lock(&self.detector).session_closed(worker, Instant::now());
+        self.note(t);
+    }
+
+    /// Everything that changed since the last call.
+    fn transitions(&self, now: Instant) -> Vec<Transition> {
+        let mut all = std::mem::take(&mut *lock(&self.pending));
+        all.extend(lock(&self.detector).tick(now));
+        all
+    }
+}
+
+/// The detector settings of a coordinator.
+pub fn detector_config(node: &Coordinator) -> DetectorConfig {
+    let c = node.config();
+    let heartbeat = Duration::from_millis(c.worker_heartbeat_interval_ms);
+    let failure = Duration::from_millis(c.worker_failure_timeout_ms);
+    DetectorConfig::from_timing(heartbeat, failure)
+}
+
+/// The monitor loop of one leadership term.
+pub async fn run(node: Arc<Coordinator>, leadership: Arc<Leadership>) {
+    let cancel = leadership.cancel.clone();
+    let mut last_timeout_scan = Instant::now();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        let transitions = leadership.monitor.transitions(Instant::now());
+        for transition in transitions {
+            on_transition(&node, &leadership, transition).await;
+        }
+        if last_timeout_scan.elapsed() >= Duration::from_secs(1) {
+            last_timeout_scan = Instant::now();
+            requeue_hung_attempts(&node, &leadership).await;
+        }
+    }
+}
+
+async fn propose(node: &Coordinator, command: Command) -> Option<Reply> {
+    match node.raft().client_write(command).await {
+        Ok(response) => Some(response.data),
+        Err(e) => {
+            tracing::warn!("health monitor proposal not committed: {e}");
+            None
+        }
+    }
+}
+
+async fn on_transition(node: &Coordinator, leadership: &Leadership, t: Transition) {
+    let current = node
+        .state()
+        .with_machine(|m| m.worker(&t.worker).map(|w| w.status));
+    let Some(current) = current else { return };
+    let target = match t.to {
+        Liveness::Alive => WorkerStatus::Healthy,
+        Liveness::Suspect => WorkerStatus::Suspect,
+        Liveness::Failed => WorkerStatus::Failed,
+    };
+    // Quarantined, draining, permanently failed or left workers are not revived by
+    // heartbeats; recovery decides about them.
+    let allowed = matches!(
+        (current, target),
+        (WorkerStatus::Healthy, WorkerStatus::Suspect)
+            | (
+                WorkerStatus::Healthy | WorkerStatus::Suspect,
+                WorkerStatus::Failed
+            )
+            | (
+                WorkerStatus::Suspect | WorkerStatus::Failed | WorkerStatus::Recovering,
+                WorkerStatus::Healthy
+            )
+    );
+    if !allowed {
+        return;
+    }
+    tracing::info!(worker = %t.worker, from = %current, to = %target, reason = %t.reason, "worker status");
+    let detected_at = Timestamp::now();
+    let reply = propose(
+        node,
+        Command::SetWorkerStatus {
+            worker: t.worker.clone(),
+            from: current,
+            to: target,
+            reason: t.reason.clone(),
+            at: detected_at,
+        },
+    )
+    .await;
+    if target == WorkerStatus::Failed && reply.is_some_and(|r| !r.is_rejected()) {
+        recover_tasks(node, leadership, &t, detected_at).await;
+    }
+}
+
+/// Requeues (or, with auto-recovery disabled, abandons) every task a failed worker held.
+async fn recover_tasks(
+    node: &Coordinator,
+    leadership: &Leadership,
+    t: &Transition,
+    detected_at: Timestamp,
+) {
+    let held: Vec<(String, u32, TaskStatus)> = node.state().with_machine(|m| {
+        let mut held: Vec<_> = m
+            .tasks()
+            .values()
+            .filter(|task| task.holder().map(String::as_str) == Some(t.worker.as_str()))
+            .map(|task| (task.spec.id.clone(), task.attempt, task.status))
+            .collect();
+        held.sort();
+        held
+    });
+    if held.is_empty() {
+        return;
+    }
+    let disabled = node.config().disable_auto_recovery;
+    let category = if t.reason.contains("session") {
+        FaultCategory::Connection
+    } else {
+        FaultCategory::Crash
+    };
+    let reason = format!("worker {} failed: {}", t.worker, t.reason);
+    let commands: Vec<Command> = held
+        .iter()
+        .map(|(task, attempt, _)| {
+            if disabled {
+                Command::AbandonTask {
+                    task: task.clone(),
+                    reason: "worker lost; auto-recovery disabled".to_string(),
+                    at: Timestamp::now(),
+                }
+            } else {
+                Command::RequeueTask {
+                    task: task.clone(),
+                    attempt: *attempt,
+                    reason: reason.clone(),
+                    category,
+                    at: Timestamp::now(),
+                }
+            }
+        })
+        .collect();
+    let Some(Reply::Many(replies)) = propose(node, Command::Batch(commands)).await else {
+        return;
+    };
+    let requeued_at = Timestamp::now();
+    let records: Vec<Command> = held
+        .iter()
+        .zip(replies)
+        .map(|((task, attempt, status), reply)| {
+            let (success, outcome, error) = match &reply {
+                Reply::Task { status } => (
+                    !disabled && *status == TaskStatus::Queued,
+                    status.as_str().to_string(),
+                    None,
+                ),
+                Reply::Rejected { reason } => {
+                    (false, "unchanged".to_string(), Some(reason.clone()))
+                }
+                other => (false, format!("{other:?}"), None),
+            };
+            let details = json!({
+                "action": if disabled { "abandon" } else { "requeue" },
+                "result": outcome,
+                "why": reason,
+                "category": category.as_str(),
+                "previous_status": status.as_str(),
+                "attempt": attempt,
+                "auto_recovery": !disabled,
+                "leader_term": leadership.term,
+                "leader_node": node.node_id(),
+                "silent_for_ms": t.silent_for.as_millis() as u64,
+                "phi": if t.phi.is_finite() { json!(t.phi) } else { json!(null) },
+                "detected_at_us": detected_at.micros(),
+                "requeued_at_us": requeued_at.micros(),
+            });
+            Command::RecordTaskRecovery {
+                task: task.clone(),
+                worker: Some(t.worker.clone()),
+                attempt_number: *attempt,
+                success,
+                recovery_type: if disabled { "abandon" } else { "requeue" }.to_string(),
+                error_message: error.or_else(|| {
+                    (!success)
+                        .then(|| "worker lost; auto-recovery disabled".to_string())
+                        .filter(|_| disabled)
+                }),
+                details_json: details.to_string(),
+                at: requeued_at,
+            }
+        })
+        .collect();
+    propose(node, Command::Batch(records)).await;
+    tracing::info!(worker = %t.worker, tasks = held.len(), disabled, "tasks of a failed worker recovered");
+}
+
+/// Requeues attempts that outlived their timeout by [`TIMEOUT_MARGIN`] without a report.
+async fn requeue_hung_attempts(node: &Coordinator, leadership: &Leadership) {
+    let now = Timestamp::now();
+    let hung: Vec<(String, u32, String, u64)> = node.state().with_machine(|m| {
+        m.tasks()
+            .values()
+            .filter(|t| matches!(t.status, TaskStatus::Assigned | TaskStatus::Running))
+            .filter_map(|t| {
+                let a = t.current.as_ref()?;
+                let limit = t.spec.timeout_ms as i64 * 1000 + TIMEOUT_MARGIN.as_micros() as i64;
+                (now.micros() - a.assigned_at.micros() > limit).then(|| {
+                    (
+                        t.spec.id.clone(),
+                        t.attempt,
+                        a.worker.clone(),
+                        t.spec.timeout_ms,
+                    )
+                })
+            })
+            .collect()
+    });
+    let mut by_task: BTreeMap<String, (u32, String, u64)> = BTreeMap::new();
+    for (task, attempt, worker, timeout) in hung {
+        by_task.insert(task, (attempt, worker, timeout));
+    }
+    for (task, (attempt, worker, timeout_ms)) in by_task {
+        let reason = format!(
+            "attempt {attempt} on {worker} ran {}s past its {timeout_ms} ms timeout without a report",
+            TIMEOUT_MARGIN.as_secs()
+        );
+        let reply = propose(
+            node,
+            Command::RequeueTask {
+                task: task.clone(),
+                attempt,
+                reason: reason.clone(),
+                category: FaultCategory::Timeout,
+                at: Timestamp::now(),
+            },
+        )
+        .await;
+        let details = json!({
+            "action": "requeue",
+            "why": reason,
+            "category": "timeout",
+            "leader_term": leadership.term,
+            "result": format!("{reply:?}"),
+        });
+        propose(
+            node,
+            Command::RecordTaskRecovery {
+                task,
+                worker: Some(worker),
+                attempt_number: attempt,
+                success: matches!(
+                    reply,
+                    Some(Reply::Task {
+                        status: TaskStatus::Queued
+                    })
+                ),
+                recovery_type: "timeout".to_string(),
+                error_message: None,
+                details_json: details.to_string(),
+                at: Timestamp::now(),
+            },
+        )
+        .await;
+    }
+}
