@@ -151,13 +151,10 @@ impl PlannedTask {
 /// A plan that cannot be used, and where the problem is.
 #[derive(Debug, Error)]
 pub enum PlanError {
-    /// The plan file itself could not be read.
-    #[error("{}: cannot read plan file: {}", .file.display(), os_message(.source))]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// The plan file itself could not be read. The I/O error is part of the message, so it
+    /// is deliberately not also a `source` (chains would print it twice).
+    #[error("{}: cannot read plan file: {}", .file.display(), os_message(.error))]
+    Read { file: PathBuf, error: io::Error },
     /// The file is not valid TOML, does not have the plan's shape, or describes tasks that
     /// cannot run (including an items file that cannot be read).
     #[error("{at}: {message}")]
@@ -176,8 +173,8 @@ impl PlanError {
     /// The problem without its location.
     pub fn message(&self) -> String {
         match self {
-            PlanError::Read { source, .. } => {
-                format!("cannot read plan file: {}", os_message(source))
+            PlanError::Read { error, .. } => {
+                format!("cannot read plan file: {}", os_message(error))
             }
             PlanError::Invalid { message, .. } => message.clone(),
         }
@@ -211,9 +208,9 @@ impl fmt::Display for Location {
 
 /// Reads and expands the plan at `path`; `items_file`s are found next to it.
 pub fn load(path: &Path) -> Result<Plan, PlanError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| PlanError::Read {
         file: path.to_path_buf(),
-        source,
+        error,
     })?;
     parse(&text, path)
 }

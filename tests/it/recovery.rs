@@ -10,7 +10,7 @@ use testfleet::cli::jobs;
 use testfleet::launch::LocalCluster;
 use testfleet::state::command::TaskSpec;
 
-use super::support::{WorkerProcess, binary, client, eventually, query};
+use super::support::{WorkerProcess, binary, client, eventually};
 
 /// The tuned detection profile: heartbeat 100 ms, failure after 500 ms.
 fn tuned(extra: &[&str]) -> Vec<String> {
@@ -48,7 +48,7 @@ struct Setup {
     cluster: LocalCluster,
     addrs: Vec<String>,
     workers: Vec<WorkerProcess>,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 async fn setup(extra: &[&str]) -> Setup {
@@ -65,7 +65,7 @@ async fn setup(extra: &[&str]) -> Setup {
         cluster,
         addrs,
         workers,
-        dir,
+        _dir: dir,
     }
 }
 
@@ -107,13 +107,11 @@ async fn leader_query(s: &Setup, sql: &str) -> Vec<Vec<serde_json::Value>> {
         .await
         .unwrap();
     let mut control = client(s.cluster.addr(leader)).await;
-    let mut request = testfleet::proto::QueryRequest {
+    let request = testfleet::proto::QueryRequest {
         sql: sql.to_string(),
         consistent: true,
     };
-    request.consistent = true;
     let reply = control.query(request).await.unwrap().into_inner();
-    let _ = &mut control;
     reply
         .rows_json
         .iter()
@@ -236,7 +234,6 @@ async fn a_new_leader_recovers_a_worker_that_died_with_the_old_one() {
     }
     let w2 = leader_query(&s, "SELECT status FROM workers WHERE id = 'w2'").await;
     assert_eq!(w2[0][0], "healthy");
-    let _ = &s.dir;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,5 +258,4 @@ async fn without_auto_recovery_the_tasks_are_abandoned_and_the_job_ends() {
     )
     .await;
     assert_eq!(rows[0][0].as_u64(), Some(on_w1.len() as u64));
-    let _ = query;
 }

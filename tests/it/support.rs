@@ -160,7 +160,6 @@ pub fn run(args: &[&str], dir: &Path) -> (i32, String, String) {
 /// A `testfleet worker` process; killed (SIGKILL) when dropped.
 pub struct WorkerProcess {
     pub child: Child,
-    pub name: String,
 }
 
 impl WorkerProcess {
@@ -176,10 +175,7 @@ impl WorkerProcess {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn a worker");
-        WorkerProcess {
-            child,
-            name: name.to_string(),
-        }
+        WorkerProcess { child }
     }
 
     pub fn kill(&mut self) {
