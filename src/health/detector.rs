@@ -357,8 +357,9 @@ impl Detector {
     /// leader does for every worker it inherits; its deadline starts at `now`. A worker already
     /// watched keeps its history but takes the new liveness and a fresh deadline.
     pub fn track(&mut self, worker: &str, liveness: Liveness, now: Instant) {
-        let fresh = self.fresh_watch(now);
-        let watch = self.workers.entry(worker.to_owned()).or_insert(fresh);
+        let config = &self.config;
+        let watch =
+            (self.workers.entry(worker.to_owned())).or_insert_with(|| Watch::new(now, config));
         watch.liveness = liveness;
         watch.last_seen = now;
         watch.last_heartbeat = None;
@@ -369,24 +370,11 @@ impl Detector {
     /// failed one comes back alive, and that transition is returned.
     #[must_use = "a returned transition must be proposed"]
     pub fn heartbeat(&mut self, worker: &str, now: Instant) -> Option<Transition> {
-        let before = self.observe(worker, now)?;
         let config = &self.config;
-        let watch = self.workers.get_mut(worker)?;
-        if let Some(previous) = watch.last_heartbeat
-            && now > previous
-        {
-            let gap = now - previous;
-            if gap < config.failure_timeout {
-                if watch.intervals.len() == config.history {
-                    watch.intervals.pop_front();
-                }
-                watch.intervals.push_back(gap.as_secs_f64());
-                watch.arrivals = Arrivals::of(&watch.intervals, config);
-            }
-        }
-        if watch.last_heartbeat.is_none_or(|previous| now > previous) {
-            watch.last_heartbeat = Some(now);
-        }
+        let watch =
+            (self.workers.entry(worker.to_owned())).or_insert_with(|| Watch::new(now, config));
+        watch.sample(now, config);
+        let before = watch.show_life(now);
         self.revive(worker, before, now, "heartbeat")
     }
 
@@ -394,7 +382,10 @@ impl Detector {
     /// interval is not sampled). A suspect or failed worker comes back alive.
     #[must_use = "a returned transition must be proposed"]
     pub fn session_opened(&mut self, worker: &str, now: Instant) -> Option<Transition> {
-        let before = self.observe(worker, now)?;
+        let config = &self.config;
+        let watch =
+            (self.workers.entry(worker.to_owned())).or_insert_with(|| Watch::new(now, config));
+        let before = watch.show_life(now);
         self.revive(worker, before, now, "session reopened")
     }
 
@@ -501,33 +492,6 @@ impl Detector {
     /// Whether no worker is watched.
     pub fn is_empty(&self) -> bool {
         self.workers.is_empty()
-    }
-
-    fn fresh_watch(&self, now: Instant) -> Watch {
-        Watch {
-            liveness: Liveness::Alive,
-            last_seen: now,
-            last_heartbeat: None,
-            closed_at: None,
-            intervals: VecDeque::with_capacity(self.config.history),
-            arrivals: Arrivals::of(&VecDeque::new(), &self.config),
-        }
-    }
-
-    /// Records a sign of life from `worker` (watching it if new) and returns its liveness and
-    /// silence before. Always `Some`; an `Option` so callers can use `?`.
-    fn observe(&mut self, worker: &str, now: Instant) -> Option<(Liveness, Duration)> {
-        if !self.workers.contains_key(worker) {
-            let fresh = self.fresh_watch(now);
-            self.workers.insert(worker.to_owned(), fresh);
-        }
-        let watch = self.workers.get_mut(worker)?;
-        let silent = now.saturating_duration_since(watch.last_seen);
-        let before = watch.liveness;
-        watch.last_seen = watch.last_seen.max(now);
-        watch.closed_at = None;
-        watch.liveness = Liveness::Alive;
-        Some((before, silent))
     }
 
     /// The transition back to Alive after a sign of life, if the worker was not alive.
@@ -638,6 +602,53 @@ impl Detector {
     }
 }
 
+impl Watch {
+    /// A worker first seen at `now`, alive, with no intervals yet.
+    fn new(now: Instant, config: &DetectorConfig) -> Self {
+        let intervals = VecDeque::new();
+        Watch {
+            liveness: Liveness::Alive,
+            last_seen: now,
+            last_heartbeat: None,
+            closed_at: None,
+            arrivals: Arrivals::of(&intervals, config),
+            intervals,
+        }
+    }
+
+    /// Adds the interval since the previous heartbeat to the history, unless it is an outage
+    /// (`failure_timeout` or more) or there is no previous heartbeat in this chain.
+    fn sample(&mut self, now: Instant, config: &DetectorConfig) {
+        let Some(previous) = self.last_heartbeat else {
+            self.last_heartbeat = Some(now);
+            return;
+        };
+        if now <= previous {
+            return; // out of order: nothing to learn
+        }
+        self.last_heartbeat = Some(now);
+        let gap = now - previous;
+        if gap >= config.failure_timeout {
+            return;
+        }
+        if self.intervals.len() >= config.history {
+            self.intervals.pop_front();
+        }
+        self.intervals.push_back(gap.as_secs_f64());
+        self.arrivals = Arrivals::of(&self.intervals, config);
+    }
+
+    /// Records a sign of life at `now`: alive, session no longer pending. Returns the liveness
+    /// and silence it ends.
+    fn show_life(&mut self, now: Instant) -> (Liveness, Duration) {
+        let silent = now.saturating_duration_since(self.last_seen);
+        let before = std::mem::replace(&mut self.liveness, Liveness::Alive);
+        self.last_seen = self.last_seen.max(now);
+        self.closed_at = None;
+        (before, silent)
+    }
+}
+
 impl Arrivals {
     /// The summary of `intervals` (the configured heartbeat interval when there are none).
     fn of(intervals: &VecDeque<f64>, config: &DetectorConfig) -> Self {
@@ -698,7 +709,7 @@ fn z_for_phi(phi: f64) -> f64 {
 }
 
 /// A duration for people: "3.2 s" from a second up, "250 ms" below.
-pub(crate) fn human(duration: Duration) -> String {
+fn human(duration: Duration) -> String {
     if duration >= Duration::from_secs(1) {
         format!("{:.1} s", duration.as_secs_f64())
     } else {

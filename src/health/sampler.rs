@@ -20,7 +20,7 @@
 //! Counters that only make sense as a rate (CPU ticks, TCP errors) are reported as the change
 //! since the previous successful sample; the first sample of a [`Sampler`] reports 0 for both.
 //! The caller passes `now`, so the arithmetic is a pure function of two readings
-//! ([`Reading::since`]) and is tested with logical time.
+//! (`Reading::since`) and is tested with logical time.
 //!
 //! Request error rate is not visible in `/proc`: gRPC services count their calls in an
 //! [`ErrorRate`] and the health loop takes the rate once per sample.

@@ -39,18 +39,22 @@ async fn commit(addr: &str, count: usize) -> u64 {
     highest
 }
 
-fn assert_same_tables(cluster: &TestCluster) {
+/// Every running node ends with the same rows in every replicated table. Nodes apply at
+/// their own pace (and health samples keep arriving), so compare until they agree.
+async fn assert_same_tables(cluster: &TestCluster) {
     let ids = cluster.running();
-    let first = cluster.tables(ids[0]);
-    let bench = first.tables.iter().find(|t| t.name == "bench_log").unwrap();
-    assert!(!bench.rows.is_empty());
-    for id in &ids[1..] {
-        assert!(
-            cluster.tables(*id) == first,
-            "node {id} differs from node {}",
-            ids[0]
-        );
-    }
+    eventually(
+        Duration::from_secs(30),
+        "every node to hold the same rows",
+        || {
+            let images: Vec<_> = ids.iter().map(|id| cluster.tables(*id)).collect();
+            async move {
+                let bench = images[0].tables.iter().find(|t| t.name == "bench_log")?;
+                (!bench.rows.is_empty() && images.iter().all(|i| *i == images[0])).then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -66,7 +70,7 @@ async fn three_nodes_commit_fail_over_and_the_old_leader_catches_up() {
 
     cluster.restart(first_leader).await;
     cluster.applied(last).await;
-    assert_same_tables(&cluster);
+    assert_same_tables(&cluster).await;
     let rows = cluster.tables(first_leader);
     let bench = rows.tables.iter().find(|t| t.name == "bench_log").unwrap();
     assert_eq!(bench.rows.len(), 2000);
@@ -98,7 +102,7 @@ async fn a_node_that_missed_the_purge_catches_up_by_snapshot() {
         snapshot.is_some(),
         "the follower should have installed a snapshot"
     );
-    assert_same_tables(&cluster);
+    assert_same_tables(&cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
