@@ -249,3 +249,84 @@ impl Drop for LocalCluster {
         }
     }
 }
+
+/// Worker processes on this machine, each named `{prefix}{n}`.
+pub struct LocalWorkers {
+    binary: PathBuf,
+    dir: PathBuf,
+    coordinators: String,
+    slots: u32,
+    children: BTreeMap<String, Child>,
+}
+
+impl LocalWorkers {
+    /// Starts `count` workers with `slots` slots each, logging into `dir`.
+    pub fn start(
+        binary: &Path,
+        dir: &Path,
+        coordinators: &[String],
+        prefix: &str,
+        count: usize,
+        slots: u32,
+    ) -> Result<LocalWorkers, LaunchError> {
+        let mut workers = LocalWorkers {
+            binary: binary.to_path_buf(),
+            dir: dir.to_path_buf(),
+            coordinators: coordinators.join(","),
+            slots,
+            children: BTreeMap::new(),
+        };
+        for n in 1..=count {
+            workers.spawn(&format!("{prefix}{n}"))?;
+        }
+        Ok(workers)
+    }
+
+    /// Starts (or restarts) the worker `name`.
+    pub fn spawn(&mut self, name: &str) -> Result<(), LaunchError> {
+        self.kill(name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .map_err(|source| LaunchError::Dir {
+                path: self.dir.clone(),
+                source,
+            })?;
+        let child = Command::new(&self.binary)
+            .args(["worker", "--coordinator", &self.coordinators, "--name", name])
+            .args(["--slots", &self.slots.to_string()])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|source| LaunchError::Spawn { id: 0, source })?;
+        self.children.insert(name.to_string(), child);
+        Ok(())
+    }
+
+    /// SIGKILLs a worker and reaps it.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(mut child) = self.children.remove(name) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.children.keys().cloned().collect()
+    }
+
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children.get(name).map(Child::id)
+    }
+}
+
+impl Drop for LocalWorkers {
+    fn drop(&mut self) {
+        for name in self.names() {
+            self.kill(&name);
+        }
+    }
+}

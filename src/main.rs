@@ -170,6 +170,30 @@ enum BenchCommand {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Trivial tasks end to end: throughput, dispatch latency, worker memory, pick time
+    Tasks {
+        /// Coordinator processes to start
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Worker processes to start
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Slots per worker
+        #[arg(long, default_value_t = 4)]
+        slots: u32,
+        /// Tasks in the throughput job
+        #[arg(long, default_value_t = 2000)]
+        tasks: usize,
+        /// Seconds of paced submissions at half the measured rate
+        #[arg(long, default_value_t = 5.0)]
+        half_load_seconds: f64,
+        /// Directory for the processes' files (default: a temporary directory)
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Output format
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Leader SIGKILL to new leader, and to the first acknowledged write, over many kills
     Failover {
         /// Coordinator processes to start
@@ -446,6 +470,27 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             };
             let report = bench::run(&settings).await?;
             print!("{}", bench::render(&report, output));
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Tasks {
+            nodes,
+            workers,
+            slots,
+            tasks,
+            half_load_seconds,
+            data_dir,
+            output,
+        }) => {
+            let settings = testfleet::cli::bench_tasks::TasksSettings {
+                nodes,
+                workers,
+                slots,
+                tasks,
+                half_load_seconds,
+                data_dir,
+            };
+            let report = testfleet::cli::bench_tasks::run(&settings).await?;
+            print!("{}", testfleet::cli::bench_tasks::render(&report, output));
             Ok(())
         }
         Command::Bench(BenchCommand::Failover {

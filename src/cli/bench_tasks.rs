@@ -1,0 +1,278 @@
+//! `testfleet bench tasks`: trivial tasks end to end on a local cluster of processes.
+//!
+//! Starts `--nodes` coordinator processes and `--workers` worker processes (`--slots`
+//! each), then measures, all from the replicated tables (the coordinators' own timestamps):
+//! * throughput: a job of `--tasks` `true` commands, first submission to last result;
+//! * dispatch latency (submit → `TaskStarted`) at full load and at half that rate, where
+//!   one-task jobs are submitted at an even pace;
+//! * a worker's resident memory while 4 of its slots run;
+//! * the scheduler's pick time at 10k and 100k queued tasks (in this process).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::bench::Latency;
+use super::{CliError, Output, table};
+use crate::launch::{LocalCluster, LocalWorkers};
+use crate::state::command::TaskSpec;
+
+/// Settings of the tasks benchmark.
+#[derive(Clone, Debug)]
+pub struct TasksSettings {
+    pub nodes: u64,
+    pub workers: usize,
+    pub slots: u32,
+    pub tasks: usize,
+    pub half_load_seconds: f64,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The report.
+#[derive(Clone, Debug, Serialize)]
+pub struct TasksReport {
+    pub nodes: u64,
+    pub workers: usize,
+    pub slots: u32,
+    pub tasks: usize,
+    pub seconds: f64,
+    pub tasks_per_sec: f64,
+    pub full_load_dispatch: Latency,
+    pub half_load_rate: f64,
+    pub half_load_tasks: usize,
+    pub half_load_dispatch: Latency,
+    pub worker_rss_bytes_4_busy: u64,
+    pub pick_10k_us: f64,
+    pub pick_100k_us: f64,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> CliError {
+    CliError::Unavailable(e.to_string())
+}
+
+fn trivial(id: String, name: &str) -> TaskSpec {
+    TaskSpec {
+        id,
+        name: name.to_string(),
+        command: vec!["true".into()],
+        env: Default::default(),
+        cwd: None,
+        timeout_ms: 60_000,
+        priority: 0,
+        labels: Default::default(),
+        capabilities: vec![],
+        max_retries: 3,
+        timeout_retries: 1,
+        flaky_retries: 0,
+    }
+}
+
+async fn query(addrs: &[String], sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
+    let mut client = super::connect_any(addrs).await?;
+    let reply = client
+        .query(crate::proto::QueryRequest {
+            sql: sql.to_string(),
+            consistent: true,
+        })
+        .await
+        .map_err(super::from_status)?
+        .into_inner();
+    reply
+        .rows_json
+        .iter()
+        .map(|r| serde_json::from_str(r).map_err(|e| CliError::Other(e.to_string())))
+        .collect()
+}
+
+/// Dispatch latencies (submitted → started) of the tasks of jobs named `name`.
+async fn dispatch_latencies(addrs: &[String], name: &str) -> Result<Vec<Duration>, CliError> {
+    let rows = query(
+        addrs,
+        &format!(
+            "SELECT epoch_us(a.started_at) - epoch_us(t.submitted_at) FROM tasks t \
+             JOIN jobs j ON j.id = t.job_id JOIN task_attempts a ON a.task_id = t.id \
+             AND a.attempt = 1 WHERE j.name = '{name}' AND a.started_at IS NOT NULL"
+        ),
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r[0].as_i64())
+        .map(|us| Duration::from_micros(us.max(0) as u64))
+        .collect())
+}
+
+async fn wait_done(addrs: &[String], name: &str, expected: usize) -> Result<(), CliError> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let rows = query(
+            addrs,
+            &format!(
+                "SELECT count(*) FILTER (WHERE t.status = 'passed'), count(*) FROM tasks t \
+                 JOIN jobs j ON j.id = t.job_id WHERE j.name = '{name}'"
+            ),
+        )
+        .await?;
+        let passed = rows[0][0].as_u64().unwrap_or(0) as usize;
+        if passed >= expected {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(unavailable(format!("{name}: only {passed} of {expected} tasks passed")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Runs the benchmark.
+pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
+    let binary = std::env::current_exe()
+        .map_err(|e| CliError::Other(format!("cannot find this executable: {e}")))?;
+    let temp = tempfile::Builder::new()
+        .prefix("testfleet-bench-tasks-")
+        .tempdir()
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let dir = settings.data_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
+    let cluster = LocalCluster::start(&binary, settings.nodes, &dir, &[]).map_err(unavailable)?;
+    cluster.leader(Duration::from_secs(30), None).await.map_err(unavailable)?;
+    let addrs: Vec<String> = cluster.addresses().into_values().collect();
+    let workers = LocalWorkers::start(&binary, &dir, &addrs, "bench-w", settings.workers, settings.slots)
+        .map_err(unavailable)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = query(&addrs, "SELECT count(*) FROM workers WHERE status = 'healthy'").await?;
+        if rows[0][0].as_u64().unwrap_or(0) as usize >= settings.workers {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(unavailable("the workers did not all register within 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Warm up every path once.
+    let warm: Vec<TaskSpec> = (0..200).map(|i| trivial(format!("warm-{i}"), "warm")).collect();
+    super::jobs::submit(&addrs, "warm", "warm", &warm).await?;
+    wait_done(&addrs, "warm", warm.len()).await?;
+
+    // Full load: one big job.
+    let job: Vec<TaskSpec> = (0..settings.tasks)
+        .map(|_| trivial(uuid::Uuid::new_v4().to_string(), "full"))
+        .collect();
+    super::jobs::submit(&addrs, &uuid::Uuid::new_v4().to_string(), "full", &job).await?;
+    wait_done(&addrs, "full", settings.tasks).await?;
+    let span = query(
+        &addrs,
+        "SELECT max(epoch_us(t.finished_at)) - min(epoch_us(t.submitted_at)) FROM tasks t \
+         JOIN jobs j ON j.id = t.job_id WHERE j.name = 'full'",
+    )
+    .await?;
+    let seconds = span[0][0].as_i64().unwrap_or(0) as f64 / 1e6;
+    let tasks_per_sec = settings.tasks as f64 / seconds.max(1e-6);
+    let full_load_dispatch = Latency::of(dispatch_latencies(&addrs, "full").await?);
+
+    // Half load: one-task jobs at half the measured rate, evenly paced.
+    let rate = tasks_per_sec / 2.0;
+    let count = ((rate * settings.half_load_seconds) as usize).max(10);
+    let pace = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let start = Instant::now();
+    let mut submissions = Vec::with_capacity(count);
+    for i in 0..count {
+        let at = start + pace.mul_f64(i as f64);
+        tokio::time::sleep_until(at.into()).await;
+        let addrs = addrs.clone();
+        submissions.push(tokio::spawn(async move {
+            let id = uuid::Uuid::new_v4().to_string();
+            super::jobs::submit(&addrs, &id, "half", &[trivial(format!("{id}-t"), "half")]).await
+        }));
+    }
+    for s in submissions {
+        s.await.map_err(|e| CliError::Other(e.to_string()))??;
+    }
+    wait_done(&addrs, "half", count).await?;
+    let half_load_dispatch = Latency::of(dispatch_latencies(&addrs, "half").await?);
+
+    // A worker's memory with four slots busy.
+    let busy: Vec<TaskSpec> = (0..settings.workers * settings.slots as usize)
+        .map(|i| TaskSpec {
+            command: vec!["sleep".into(), "3".into()],
+            ..trivial(format!("busy-{i}"), "busy")
+        })
+        .collect();
+    super::jobs::submit(&addrs, "busy", "busy", &busy).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let worker_rss = workers
+        .names()
+        .iter()
+        .filter_map(|n| workers.pid(n).and_then(rss_of))
+        .max()
+        .unwrap_or(0);
+    wait_done(&addrs, "busy", busy.len()).await?;
+
+    let pick_10k = crate::scheduler::bench_pick(10_000);
+    let pick_100k = crate::scheduler::bench_pick(100_000);
+    drop(workers);
+    drop(cluster);
+    Ok(TasksReport {
+        nodes: settings.nodes,
+        workers: settings.workers,
+        slots: settings.slots,
+        tasks: settings.tasks,
+        seconds,
+        tasks_per_sec,
+        full_load_dispatch,
+        half_load_rate: rate,
+        half_load_tasks: count,
+        half_load_dispatch,
+        worker_rss_bytes_4_busy: worker_rss,
+        pick_10k_us: pick_10k.as_secs_f64() * 1e6,
+        pick_100k_us: pick_100k.as_secs_f64() * 1e6,
+    })
+}
+
+/// Renders the report.
+pub fn render(r: &TasksReport, output: Output) -> String {
+    if output == Output::Json {
+        return serde_json::to_string_pretty(r).unwrap_or_default() + "\n";
+    }
+    let mut out = format!(
+        "{} trivial tasks (`true`) on {} coordinators and {} workers x {} slots\n",
+        r.tasks, r.nodes, r.workers, r.slots
+    );
+    out.push_str(&format!(
+        "throughput: {:.0} tasks/s ({:.2} s, submission to last result)\n\n",
+        r.tasks_per_sec, r.seconds
+    ));
+    let row = |name: String, l: &Latency| {
+        vec![
+            name,
+            l.samples.to_string(),
+            format!("{:.1}", l.p50_ms),
+            format!("{:.1}", l.p99_ms),
+            format!("{:.1}", l.max_ms),
+        ]
+    };
+    out.push_str(&table(
+        &["DISPATCH (SUBMIT -> STARTED)", "TASKS", "P50 MS", "P99 MS", "MAX MS"],
+        &[
+            row("full load".into(), &r.full_load_dispatch),
+            row(format!("half load ({:.0} tasks/s)", r.half_load_rate), &r.half_load_dispatch),
+        ],
+    ));
+    out.push_str(&format!(
+        "\nworker RSS with its slots busy: {:.1} MiB\nscheduler pick: {:.2} µs at 10k queued, {:.2} µs at 100k queued\n",
+        r.worker_rss_bytes_4_busy as f64 / (1 << 20) as f64,
+        r.pick_10k_us,
+        r.pick_100k_us
+    ));
+    out
+}
