@@ -294,7 +294,13 @@ impl LocalWorkers {
                 source,
             })?;
         let child = Command::new(&self.binary)
-            .args(["worker", "--coordinator", &self.coordinators, "--name", name])
+            .args([
+                "worker",
+                "--coordinator",
+                &self.coordinators,
+                "--name",
+                name,
+            ])
             .args(["--slots", &self.slots.to_string()])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -194,6 +194,33 @@ enum BenchCommand {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Worker SIGKILL to its tasks requeued and finished elsewhere, over many kills
+    Recovery {
+        /// Coordinator processes to start
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Worker processes to start
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Slots per worker
+        #[arg(long, default_value_t = 2)]
+        slots: u32,
+        /// Worker kills to measure
+        #[arg(long, default_value_t = 50)]
+        kills: usize,
+        /// Detection profile: default (heartbeat 1 s, failure 5 s) or tuned (100 ms, 500 ms)
+        #[arg(long, default_value = "default", value_parser = ["default", "tuned"])]
+        profile: String,
+        /// Seconds each task sleeps
+        #[arg(long, default_value_t = 1.0)]
+        task_seconds: f64,
+        /// Directory for the processes' files (default: a temporary directory)
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Output format
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Leader SIGKILL to new leader, and to the first acknowledged write, over many kills
     Failover {
         /// Coordinator processes to start
@@ -491,6 +518,38 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             };
             let report = testfleet::cli::bench_tasks::run(&settings).await?;
             print!("{}", testfleet::cli::bench_tasks::render(&report, output));
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Recovery {
+            nodes,
+            workers,
+            slots,
+            kills,
+            profile,
+            task_seconds,
+            data_dir,
+            output,
+        }) => {
+            let (heartbeat_ms, failure_timeout_ms) = if profile == "tuned" {
+                (100, 500)
+            } else {
+                (1000, 5000)
+            };
+            let settings = testfleet::cli::bench_recovery::RecoverySettings {
+                nodes,
+                workers,
+                slots,
+                kills,
+                heartbeat_ms,
+                failure_timeout_ms,
+                task_seconds,
+                data_dir,
+            };
+            let report = testfleet::cli::bench_recovery::run(&settings).await?;
+            print!(
+                "{}",
+                testfleet::cli::bench_recovery::render(&report, output)
+            );
             Ok(())
         }
         Command::Bench(BenchCommand::Failover {

@@ -119,7 +119,9 @@ async fn wait_done(addrs: &[String], name: &str, expected: usize) -> Result<(), 
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(unavailable(format!("{name}: only {passed} of {expected} tasks passed")));
+            return Err(unavailable(format!(
+                "{name}: only {passed} of {expected} tasks passed"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -140,16 +142,33 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
         .prefix("testfleet-bench-tasks-")
         .tempdir()
         .map_err(|e| CliError::Other(e.to_string()))?;
-    let dir = settings.data_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let dir = settings
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
     let cluster = LocalCluster::start(&binary, settings.nodes, &dir, &[]).map_err(unavailable)?;
-    cluster.leader(Duration::from_secs(30), None).await.map_err(unavailable)?;
-    let addrs: Vec<String> = cluster.addresses().into_values().collect();
-    let workers = LocalWorkers::start(&binary, &dir, &addrs, "bench-w", settings.workers, settings.slots)
+    cluster
+        .leader(Duration::from_secs(30), None)
+        .await
         .map_err(unavailable)?;
+    let addrs: Vec<String> = cluster.addresses().into_values().collect();
+    let workers = LocalWorkers::start(
+        &binary,
+        &dir,
+        &addrs,
+        "bench-w",
+        settings.workers,
+        settings.slots,
+    )
+    .map_err(unavailable)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let rows = query(&addrs, "SELECT count(*) FROM workers WHERE status = 'healthy'").await?;
+        let rows = query(
+            &addrs,
+            "SELECT count(*) FROM workers WHERE status = 'healthy'",
+        )
+        .await?;
         if rows[0][0].as_u64().unwrap_or(0) as usize >= settings.workers {
             break;
         }
@@ -160,7 +179,9 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
     }
 
     // Warm up every path once.
-    let warm: Vec<TaskSpec> = (0..200).map(|i| trivial(format!("warm-{i}"), "warm")).collect();
+    let warm: Vec<TaskSpec> = (0..200)
+        .map(|i| trivial(format!("warm-{i}"), "warm"))
+        .collect();
     super::jobs::submit(&addrs, "warm", "warm", &warm).await?;
     wait_done(&addrs, "warm", warm.len()).await?;
 
@@ -262,10 +283,19 @@ pub fn render(r: &TasksReport, output: Output) -> String {
         ]
     };
     out.push_str(&table(
-        &["DISPATCH (SUBMIT -> STARTED)", "TASKS", "P50 MS", "P99 MS", "MAX MS"],
+        &[
+            "DISPATCH (SUBMIT -> STARTED)",
+            "TASKS",
+            "P50 MS",
+            "P99 MS",
+            "MAX MS",
+        ],
         &[
             row("full load".into(), &r.full_load_dispatch),
-            row(format!("half load ({:.0} tasks/s)", r.half_load_rate), &r.half_load_dispatch),
+            row(
+                format!("half load ({:.0} tasks/s)", r.half_load_rate),
+                &r.half_load_dispatch,
+            ),
         ],
     ));
     out.push_str(&format!(

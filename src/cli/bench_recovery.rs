@@ -1,0 +1,284 @@
+//! `testfleet bench recovery`: worker death → tasks requeued → tasks finished elsewhere.
+//!
+//! A local cluster of coordinator processes and worker processes runs rounds of a job that
+//! keeps every slot busy with `sleep` tasks. Each round SIGKILLs one worker while it runs
+//! tasks, and measures for each of its tasks, from the kill (one machine, one clock):
+//! * `requeued`: until the leader committed the requeue (`task_recovery_history`);
+//! * `finished`: until the task's final result, from another worker.
+//! The killed worker is restarted before the next round. Every task must pass: a task that
+//! does not is counted as lost.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::bench::Latency;
+use super::{CliError, Output, table};
+use crate::launch::{LocalCluster, LocalWorkers};
+use crate::state::command::{TaskSpec, Timestamp};
+
+/// Settings of the recovery benchmark.
+#[derive(Clone, Debug)]
+pub struct RecoverySettings {
+    pub nodes: u64,
+    pub workers: usize,
+    pub slots: u32,
+    pub kills: usize,
+    pub heartbeat_ms: u64,
+    pub failure_timeout_ms: u64,
+    pub task_seconds: f64,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The report.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecoveryReport {
+    pub nodes: u64,
+    pub workers: usize,
+    pub kills: usize,
+    pub heartbeat_ms: u64,
+    pub failure_timeout_ms: u64,
+    pub task_seconds: f64,
+    pub tasks_submitted: usize,
+    pub tasks_passed: usize,
+    pub tasks_lost: usize,
+    pub preserved_ratio: f64,
+    pub requeued: Latency,
+    pub finished_elsewhere: Latency,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> CliError {
+    CliError::Unavailable(e.to_string())
+}
+
+async fn query(addrs: &[String], sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
+    let mut client = super::connect_any(addrs).await?;
+    let reply = client
+        .query(crate::proto::QueryRequest {
+            sql: sql.to_string(),
+            consistent: true,
+        })
+        .await
+        .map_err(super::from_status)?
+        .into_inner();
+    reply
+        .rows_json
+        .iter()
+        .map(|r| serde_json::from_str(r).map_err(|e| CliError::Other(e.to_string())))
+        .collect()
+}
+
+async fn poll<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> Result<T, CliError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, CliError>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(unavailable(format!("timed out waiting for {what}")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the benchmark.
+pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
+    let binary = std::env::current_exe()
+        .map_err(|e| CliError::Other(format!("cannot find this executable: {e}")))?;
+    let temp = tempfile::Builder::new()
+        .prefix("testfleet-bench-recovery-")
+        .tempdir()
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let dir = s
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
+    let args = vec![
+        "--worker-heartbeat-interval-ms".to_string(),
+        s.heartbeat_ms.to_string(),
+        "--worker-failure-timeout-ms".to_string(),
+        s.failure_timeout_ms.to_string(),
+    ];
+    let cluster = LocalCluster::start(&binary, s.nodes, &dir, &args).map_err(unavailable)?;
+    cluster
+        .leader(Duration::from_secs(30), None)
+        .await
+        .map_err(unavailable)?;
+    let addrs: Vec<String> = cluster.addresses().into_values().collect();
+    let mut workers = LocalWorkers::start(&binary, &dir, &addrs, "rw", s.workers, s.slots)
+        .map_err(unavailable)?;
+    // One worker's worth of slots stays free, so requeued tasks find a slot at once and
+    // `finished` measures recovery, not queueing behind other tasks.
+    let per_round = (s.workers.saturating_sub(1)).max(1) * s.slots as usize;
+    let mut requeued = Vec::new();
+    let mut finished = Vec::new();
+    let mut submitted = 0usize;
+    for round in 0..s.kills {
+        poll(Duration::from_secs(60), "every worker healthy", || {
+            let addrs = addrs.clone();
+            let n = s.workers;
+            async move {
+                let rows = query(
+                    &addrs,
+                    "SELECT count(*) FROM workers WHERE status = 'healthy'",
+                )
+                .await?;
+                Ok((rows[0][0].as_u64().unwrap_or(0) as usize >= n).then_some(()))
+            }
+        })
+        .await?;
+        let job = format!("round-{round}");
+        let tasks: Vec<TaskSpec> = (0..per_round)
+            .map(|i| TaskSpec {
+                id: format!("{job}-{i}"),
+                name: format!("{job}-{i}"),
+                command: vec!["sleep".into(), s.task_seconds.to_string()],
+                env: Default::default(),
+                cwd: None,
+                timeout_ms: 120_000,
+                priority: 0,
+                labels: Default::default(),
+                capabilities: vec![],
+                max_retries: 5,
+                timeout_retries: 0,
+                flaky_retries: 0,
+            })
+            .collect();
+        submitted += tasks.len();
+        super::jobs::submit(&addrs, &job, &job, &tasks).await?;
+        let report = poll(Duration::from_secs(60), "every task running", || {
+            let addrs = addrs.clone();
+            let job = job.clone();
+            async move {
+                let r = super::jobs::get_job(&addrs, &job, true).await?;
+                Ok(
+                    (r.counts.get("running").copied().unwrap_or(0) as usize == per_round)
+                        .then_some(r),
+                )
+            }
+        })
+        .await?;
+        // The worker holding the most tasks (ties: by name), so every round measures something.
+        let mut load: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for t in &report.tasks {
+            *load.entry(t.worker_id.as_str()).or_default() += 1;
+        }
+        let victim = load
+            .iter()
+            .max_by_key(|(name, n)| (**n, std::cmp::Reverse(**name)))
+            .map(|(name, _)| name.to_string())
+            .unwrap_or_else(|| "rw1".to_string());
+        let held: BTreeSet<String> = report
+            .tasks
+            .iter()
+            .filter(|t| t.worker_id == victim)
+            .map(|t| t.id.clone())
+            .collect();
+        let killed_at = Timestamp::now();
+        workers.kill(&victim);
+        let done = poll(
+            Duration::from_secs(120),
+            "the round's job to finish",
+            || {
+                let addrs = addrs.clone();
+                let job = job.clone();
+                async move {
+                    let r = super::jobs::get_job(&addrs, &job, true).await?;
+                    Ok((r.status != "running").then_some(r))
+                }
+            },
+        )
+        .await?;
+        let ids: Vec<String> = held.iter().map(|t| format!("'{t}'")).collect();
+        if !ids.is_empty() {
+            let rows = query(
+                &addrs,
+                &format!(
+                    "SELECT t.id, CAST(r.details->>'requeued_at_us' AS BIGINT), epoch_us(t.finished_at) \
+                     FROM tasks t LEFT JOIN task_recovery_history r ON r.task_id = t.id \
+                     WHERE t.id IN ({}) AND t.status = 'passed'",
+                    ids.join(",")
+                ),
+            )
+            .await?;
+            for row in rows {
+                if let Some(at) = row[1].as_i64() {
+                    requeued.push(Duration::from_micros(
+                        (at - killed_at.micros()).max(0) as u64
+                    ));
+                }
+                if let Some(at) = row[2].as_i64() {
+                    finished.push(Duration::from_micros(
+                        (at - killed_at.micros()).max(0) as u64
+                    ));
+                }
+            }
+        }
+        tracing::info!(round, victim = %victim, held = held.len(), status = %done.status, "recovery round");
+        workers.spawn(&victim).map_err(unavailable)?;
+    }
+    let passed = query(
+        &addrs,
+        "SELECT count(*) FROM tasks WHERE status = 'passed' AND job_id LIKE 'round-%'",
+    )
+    .await?;
+    let passed = passed[0][0].as_u64().unwrap_or(0) as usize;
+    drop(workers);
+    drop(cluster);
+    Ok(RecoveryReport {
+        nodes: s.nodes,
+        workers: s.workers,
+        kills: s.kills,
+        heartbeat_ms: s.heartbeat_ms,
+        failure_timeout_ms: s.failure_timeout_ms,
+        task_seconds: s.task_seconds,
+        tasks_submitted: submitted,
+        tasks_passed: passed,
+        tasks_lost: submitted - passed.min(submitted),
+        preserved_ratio: passed as f64 / submitted.max(1) as f64,
+        requeued: Latency::of(requeued),
+        finished_elsewhere: Latency::of(finished),
+    })
+}
+
+/// Renders the report.
+pub fn render(r: &RecoveryReport, output: Output) -> String {
+    if output == Output::Json {
+        return serde_json::to_string_pretty(r).unwrap_or_default() + "\n";
+    }
+    let mut out = format!(
+        "{} worker SIGKILLs, {} coordinators, {} workers; heartbeat {} ms, failure timeout {} ms; tasks sleep {} s\n",
+        r.kills, r.nodes, r.workers, r.heartbeat_ms, r.failure_timeout_ms, r.task_seconds
+    );
+    out.push_str(&format!(
+        "tasks: {} submitted, {} passed, {} lost ({:.2} % preserved)\n\n",
+        r.tasks_submitted,
+        r.tasks_passed,
+        r.tasks_lost,
+        r.preserved_ratio * 100.0
+    ));
+    let row = |name: &str, l: &Latency| {
+        vec![
+            name.to_string(),
+            l.samples.to_string(),
+            format!("{:.0}", l.p50_ms),
+            format!("{:.0}", l.p99_ms),
+            format!("{:.0}", l.max_ms),
+        ]
+    };
+    out.push_str(&table(
+        &["FROM WORKER KILL TO", "TASKS", "P50 MS", "P99 MS", "MAX MS"],
+        &[
+            row("task requeued", &r.requeued),
+            row("task finished elsewhere", &r.finished_elsewhere),
+        ],
+    ));
+    out
+}
