@@ -13,6 +13,7 @@ pub mod launch;
 pub mod plan;
 pub mod query;
 pub mod raft;
+pub mod recovery;
 pub mod scheduler;
 pub mod state;
 pub mod worker;

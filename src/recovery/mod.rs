@@ -1,0 +1,4 @@
+//! Auto-recovery (being written).
+
+pub mod planner;
+pub mod strategy;

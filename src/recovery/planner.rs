@@ -1,0 +1,1 @@
+//! Recovery planner (being written).
