@@ -200,6 +200,29 @@ pub struct CoordinatorArgs {
     /// Silence after which a worker is failed, in milliseconds [default: 5000]
     #[arg(long, env = "TESTFLEET_WORKER_FAILURE_TIMEOUT_MS", value_name = "MS")]
     pub worker_failure_timeout_ms: Option<u64>,
+
+    /// The original design's spelling of a cluster start; needs --coordinator-addresses
+    #[arg(long, requires = "coordinator_addresses")]
+    pub high_availability: bool,
+
+    /// Every member as HOST:PORT,HOST:PORT,...; ids are the positions, from 1
+    #[arg(
+        long,
+        env = "TESTFLEET_COORDINATOR_ADDRESSES",
+        value_name = "HOST:PORT,...",
+        conflicts_with = "peers"
+    )]
+    pub coordinator_addresses: Option<String>,
+
+    /// This node among --coordinator-addresses: its position (1-based) or its HOST:PORT
+    #[arg(
+        long,
+        env = "TESTFLEET_COORDINATOR_ID",
+        value_name = "ID",
+        requires = "coordinator_addresses",
+        conflicts_with = "node_id"
+    )]
+    pub coordinator_id: Option<String>,
 }
 
 /// Why a coordinator's configuration could not be resolved.
@@ -377,6 +400,22 @@ impl CoordinatorConfig {
         if let Some(peers) = &args.peers {
             self.peers = parse_peers(peers)?;
         }
+        if let Some(list) = &args.coordinator_addresses {
+            let (peers, me) = parse_coordinator_addresses(list, args.coordinator_id.as_deref())?;
+            self.peers = peers;
+            if let Some(id) = me {
+                self.node_id = id;
+            }
+            if args.port.is_none()
+                && let Some(port) = self
+                    .peers
+                    .get(&self.node_id)
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.parse().ok())
+            {
+                self.listen.set_port(port);
+            }
+        }
         set(&mut self.heartbeat_interval_ms, &args.heartbeat_interval_ms);
         set(
             &mut self.election_timeout_min_ms,
@@ -525,6 +564,47 @@ impl CoordinatorConfig {
 ///
 /// Whitespace around items is ignored and a trailing comma is allowed; an empty string is an
 /// empty map (a single-node cluster). Each error names the offending item.
+/// Parses `--coordinator-addresses a:p,b:p,c:p` (ids by position, from 1) and finds this
+/// node's id from `--coordinator-id` (a position, or one of the addresses).
+pub fn parse_coordinator_addresses(
+    list: &str,
+    me: Option<&str>,
+) -> Result<(BTreeMap<u64, String>, Option<u64>), ConfigError> {
+    let addresses: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let text = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let peers = parse_peers(&text)?;
+    let id = match me {
+        None => None,
+        Some(me) => match me.parse::<u64>() {
+            Ok(n) if peers.contains_key(&n) => Some(n),
+            _ => Some(
+                peers
+                    .iter()
+                    .find(|(_, addr)| addr.as_str() == me)
+                    .map(|(id, _)| *id)
+                    .ok_or_else(|| {
+                        invalid(
+                            "coordinator_id",
+                            me,
+                            "give this node's position in --coordinator-addresses (1-based) or \
+                             its HOST:PORT as listed there",
+                        )
+                    })?,
+            ),
+        },
+    };
+    Ok((peers, id))
+}
+
 pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
     let mut peers = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {

@@ -479,3 +479,34 @@ fn config_round_trips_through_toml() {
     let back: CoordinatorConfig = toml::from_str(&text).unwrap();
     assert_eq!(back, config);
 }
+
+#[test]
+fn the_original_design_spelling_maps_to_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = CoordinatorArgs {
+        db_path: Some(dir.path().join("s.duckdb")),
+        high_availability: true,
+        coordinator_addresses: Some("127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003".into()),
+        coordinator_id: Some("2".into()),
+        ..CoordinatorArgs::default()
+    };
+    let config = CoordinatorConfig::resolve(&args).unwrap();
+    assert_eq!(config.node_id, 2);
+    assert_eq!(config.listen.port(), 7002);
+    assert_eq!(config.peers.len(), 3);
+    assert_eq!(config.peers[&3], "127.0.0.1:7003");
+
+    let by_address = CoordinatorArgs {
+        coordinator_id: Some("127.0.0.1:7003".into()),
+        ..args.clone()
+    };
+    assert_eq!(CoordinatorConfig::resolve(&by_address).unwrap().node_id, 3);
+    let unknown = CoordinatorArgs {
+        coordinator_id: Some("9".into()),
+        ..args
+    };
+    let err = CoordinatorConfig::resolve(&unknown)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("coordinator_id"), "{err}");
+}
