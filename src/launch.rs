@@ -65,6 +65,17 @@ impl LocalCluster {
         dir: &Path,
         extra_args: &[String],
     ) -> Result<LocalCluster, LaunchError> {
+        Self::start_on(binary, n, None, dir, extra_args)
+    }
+
+    /// Like [`LocalCluster::start`]; with `base_port`, node `i` listens on `base_port + i - 1`.
+    pub fn start_on(
+        binary: &Path,
+        n: u64,
+        base_port: Option<u16>,
+        dir: &Path,
+        extra_args: &[String],
+    ) -> Result<LocalCluster, LaunchError> {
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
             let node_dir = dir.join(format!("node-{id}"));
@@ -75,7 +86,13 @@ impl LocalCluster {
             nodes.insert(
                 id,
                 NodeProcess {
-                    addr: format!("127.0.0.1:{}", free_port()?),
+                    addr: format!(
+                        "127.0.0.1:{}",
+                        match base_port {
+                            Some(base) => base.saturating_add((id - 1) as u16),
+                            None => free_port()?,
+                        }
+                    ),
                     dir: node_dir,
                     child: None,
                 },
@@ -160,6 +177,19 @@ impl LocalCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The node's role and term as it reports them, if it answers within 300 ms.
+    pub async fn role(&self, id: u64) -> Option<(String, u64)> {
+        let addr = self.nodes.get(&id)?.addr.clone();
+        let mut client = connect(&addr).await.ok()?;
+        let status =
+            tokio::time::timeout(Duration::from_millis(300), client.status(StatusRequest {}))
+                .await
+                .ok()?
+                .ok()?
+                .into_inner();
+        Some((status.role, status.term))
     }
 
     /// Sends a signal to a running node (e.g. SIGSTOP / SIGCONT).

@@ -107,6 +107,36 @@ enum Command {
     /// Recovery records
     #[command(subcommand)]
     Recovery(RecoveryCommand),
+    /// Local HA demo: N coordinators and W workers under load, with seeded faults; report
+    Ha {
+        /// Coordinator processes
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Worker processes
+        #[arg(long, default_value_t = 3)]
+        workers: usize,
+        /// First port (node i uses base + i - 1); default: free ports
+        #[arg(long)]
+        base_port: Option<u16>,
+        /// Seconds to run
+        #[arg(long, default_value_t = 120)]
+        runtime: u64,
+        /// Inject seeded random faults (SIGKILL, SIGSTOP/SIGCONT, restarts)
+        #[arg(long)]
+        fault_injection: bool,
+        /// Seed of the fault schedule
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Only SIGKILL the leader
+        #[arg(long)]
+        leader_kills_only: bool,
+        /// Seconds between faults (each gap is random in [x, 2x))
+        #[arg(long, default_value_t = 4.0)]
+        fault_interval: f64,
+        /// Where the report (Markdown + JSON) and the processes' files go
+        #[arg(long, default_value = "ha-report")]
+        report_dir: std::path::PathBuf,
+    },
     /// Benchmarks
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -428,6 +458,40 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             );
             print!("{}", jobs::read_table(&addrs, &sql, target.output).await?);
             Ok(())
+        }
+        Command::Ha {
+            nodes,
+            workers,
+            base_port,
+            runtime,
+            fault_injection,
+            seed,
+            leader_kills_only,
+            fault_interval,
+            report_dir,
+        } => {
+            if nodes == 0 || workers == 0 {
+                return Err(CliError::Usage(
+                    "--nodes and --workers must be at least 1".into(),
+                ));
+            }
+            let settings = testfleet::cli::ha::HaSettings {
+                nodes,
+                workers,
+                base_port,
+                runtime: Duration::from_secs(runtime),
+                fault_injection,
+                seed,
+                report_dir,
+                leader_kills_only,
+                fault_every: (fault_interval.max(0.5), 2.0 * fault_interval.max(0.5)),
+            };
+            let report = testfleet::cli::ha::run(&settings).await?;
+            if report.passed {
+                Ok(())
+            } else {
+                Err(CliError::Exit(1))
+            }
         }
         Command::Recovery(RecoveryCommand::History {
             target,

@@ -85,6 +85,32 @@ pub async fn submit(
     Ok(reply.tasks)
 }
 
+/// One submission attempt to one coordinator (no retry), bounded by `limit`.
+pub async fn submit_once(
+    addr: &str,
+    job_id: &str,
+    name: &str,
+    tasks: &[TaskSpec],
+    limit: Duration,
+) -> Result<u32, CliError> {
+    let request = SubmitJobRequest {
+        job_id: job_id.to_string(),
+        name: name.to_string(),
+        tasks: tasks.iter().map(task_spec_message).collect(),
+    };
+    let attempt = async {
+        let mut client = jobs_client(addr).await?;
+        client
+            .submit_job(request)
+            .await
+            .map(|r| r.into_inner().tasks)
+            .map_err(from_status)
+    };
+    tokio::time::timeout(limit, attempt)
+        .await
+        .map_err(|_| CliError::Unavailable(format!("{addr} did not answer within {limit:?}")))?
+}
+
 /// The job as the leader sees it.
 pub async fn get_job(
     addrs: &[String],

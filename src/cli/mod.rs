@@ -8,8 +8,10 @@ pub mod bench;
 pub mod bench_recovery;
 pub mod bench_tasks;
 pub mod failover;
+pub mod ha;
 pub mod jobs;
 pub mod recovery;
+pub mod recovery_report;
 pub mod status;
 
 use std::time::Duration;

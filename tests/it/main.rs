@@ -6,6 +6,7 @@ mod cluster;
 mod cluster_process;
 mod conformance;
 mod crash_restart;
+mod ha;
 mod jobs_e2e;
 mod recovery;
 mod replication;
