@@ -89,6 +89,18 @@ pub struct CoordinatorConfig {
     /// A worker silent this long is failed and its tasks are requeued; it is suspect after
     /// three missed heartbeats. Default 5000 ms.
     pub worker_failure_timeout_ms: u64,
+    /// Command the leader runs to restart a failed worker; `{worker}`, `{host}` and
+    /// `{address}` are replaced (e.g. `ssh {host} systemctl restart testfleet-worker`).
+    /// None: recovery only waits for the worker to reconnect, then quarantines it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_command: Option<String>,
+    /// Attempts to bring a failed worker back before it is permanently failed. Default 5.
+    pub max_recovery_attempts: u32,
+    /// How long one recovery attempt may take to bring the worker back. Default 60000 ms.
+    pub recovery_interval_ms: u64,
+    /// Drain workers whose heartbeats turn erratic or whose infrastructure failures climb,
+    /// before they fail. Default true.
+    pub enable_proactive_recovery: bool,
 }
 
 impl Default for CoordinatorConfig {
@@ -109,6 +121,10 @@ impl Default for CoordinatorConfig {
             disable_auto_recovery: false,
             worker_heartbeat_interval_ms: 1000,
             worker_failure_timeout_ms: 5000,
+            restart_command: None,
+            max_recovery_attempts: 5,
+            recovery_interval_ms: 60_000,
+            enable_proactive_recovery: true,
         }
     }
 }
@@ -200,6 +216,30 @@ pub struct CoordinatorArgs {
     /// Silence after which a worker is failed, in milliseconds [default: 5000]
     #[arg(long, env = "TESTFLEET_WORKER_FAILURE_TIMEOUT_MS", value_name = "MS")]
     pub worker_failure_timeout_ms: Option<u64>,
+
+    /// Command that restarts a failed worker ({worker}, {host}, {address} are replaced)
+    #[arg(long, env = "TESTFLEET_RESTART_COMMAND", value_name = "TEMPLATE")]
+    pub restart_command: Option<String>,
+
+    /// Attempts to bring a failed worker back [default: 5]
+    #[arg(long, env = "TESTFLEET_MAX_RECOVERY_ATTEMPTS", value_name = "N")]
+    pub max_recovery_attempts: Option<u32>,
+
+    /// Time one recovery attempt may take, in milliseconds [default: 60000]
+    #[arg(long, env = "TESTFLEET_RECOVERY_INTERVAL_MS", value_name = "MS")]
+    pub recovery_interval_ms: Option<u64>,
+
+    /// Drain erratic workers before they fail [default: true]
+    #[arg(
+        long,
+        env = "TESTFLEET_ENABLE_PROACTIVE_RECOVERY",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub enable_proactive_recovery: Option<bool>,
 
     /// The original design's spelling of a cluster start; needs --coordinator-addresses
     #[arg(long, requires = "coordinator_addresses")]
@@ -443,6 +483,15 @@ impl CoordinatorConfig {
         set(
             &mut self.worker_failure_timeout_ms,
             &args.worker_failure_timeout_ms,
+        );
+        if let Some(command) = &args.restart_command {
+            self.restart_command = Some(command.clone()).filter(|c| !c.trim().is_empty());
+        }
+        set(&mut self.max_recovery_attempts, &args.max_recovery_attempts);
+        set(&mut self.recovery_interval_ms, &args.recovery_interval_ms);
+        set(
+            &mut self.enable_proactive_recovery,
+            &args.enable_proactive_recovery,
         );
         Ok(())
     }

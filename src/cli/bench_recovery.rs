@@ -5,6 +5,7 @@
 //! tasks, and measures for each of its tasks, from the kill (one machine, one clock):
 //! * `requeued`: until the leader committed the requeue (`task_recovery_history`);
 //! * `finished`: until the task's final result, from another worker.
+//!
 //! The killed worker is restarted before the next round. Every task must pass: a task that
 //! does not is counted as lost.
 

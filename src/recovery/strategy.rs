@@ -252,9 +252,10 @@ impl StrategyStats {
             };
         }
         let position = |list: &[Strategy], s: Strategy| list.iter().position(|&x| x == s);
-        let demoted: Vec<String> = default
+        // Strategies that moved back because of their own record, then the one now first.
+        let mut parts: Vec<String> = default
             .iter()
-            .filter(|&&s| position(order, s) > position(default, s))
+            .filter(|&&s| rates[&s].learned && position(order, s) > position(default, s))
             .map(|&s| {
                 let tally = rates[&s].tally;
                 format!(
@@ -264,8 +265,8 @@ impl StrategyStats {
                 )
             })
             .collect();
-        let promoted = order[0];
-        let rate = rates[&promoted];
+        let first = order[0];
+        let rate = rates[&first];
         let basis = if rate.learned {
             format!(
                 "succeeded {} of {} times",
@@ -274,11 +275,11 @@ impl StrategyStats {
         } else {
             "has too little history to judge".to_string()
         };
-        format!(
-            "{}; {promoted} ({basis}, score {:.2}) goes first",
-            demoted.join("; "),
+        parts.push(format!(
+            "{first} ({basis}, score {:.2}) goes first",
             rate.score
-        )
+        ));
+        parts.join("; ")
     }
 }
 

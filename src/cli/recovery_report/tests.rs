@@ -657,9 +657,3 @@ fn a_short_or_odd_answer_is_an_error_not_a_panic() {
     answers[0] = vec![vec![json!("x"); 6]];
     assert!(assemble(answers).is_err());
 }
-
-#[test]
-fn zz_print() {
-    println!("{}", render(&story().report(), Output::Table));
-    println!("{}", render(&story().report(), Output::Json));
-}
