@@ -251,6 +251,21 @@ enum BenchCommand {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Leader SIGKILL to every worker holding a session with the new leader
+    Reconnect {
+        /// Coordinator processes to start
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Fleet sizes to measure (workers run in this process, no-op executor)
+        #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+        workers: Vec<usize>,
+        /// Directory for the processes' files (default: a temporary directory)
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Output format
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Leader SIGKILL to new leader, and to the first acknowledged write, over many kills
     Failover {
         /// Coordinator processes to start
@@ -613,6 +628,24 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print!(
                 "{}",
                 testfleet::cli::bench_recovery::render(&report, output)
+            );
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Reconnect {
+            nodes,
+            workers,
+            data_dir,
+            output,
+        }) => {
+            let settings = testfleet::cli::bench_reconnect::ReconnectSettings {
+                nodes,
+                fleets: workers,
+                data_dir,
+            };
+            let report = testfleet::cli::bench_reconnect::run(&settings).await?;
+            print!(
+                "{}",
+                testfleet::cli::bench_reconnect::render(&report, output)
             );
             Ok(())
         }

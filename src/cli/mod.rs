@@ -5,6 +5,7 @@
 //! document for scripts. Logs go to stderr; results to stdout.
 
 pub mod bench;
+pub mod bench_reconnect;
 pub mod bench_recovery;
 pub mod bench_tasks;
 pub mod failover;

@@ -76,8 +76,7 @@ WITH successes AS (
   SELECT id, worker_id, recovery_time, epoch_us(recovery_time) AS at_us,
          TRY_CAST(details->>'started_at_us' AS BIGINT) AS started_us,
          TRY_CAST(details->>'finished_at_us' AS BIGINT) AS finished_us
-  FROM worker_recovery_history
-  WHERE success
+  FROM worker_recovery_history WHERE success
 ),
 bounded AS (
   SELECT s.*,
@@ -115,11 +114,9 @@ WITH recovered AS (
   WHERE r.success
 ),
 spans AS (
-  SELECT requeued_us - detected_us AS requeue_us, result_us - detected_us AS finish_us
-  FROM recovered
+  SELECT requeued_us - detected_us AS requeue_us, result_us - detected_us AS finish_us FROM recovered
 )
-SELECT count(*) AS recoveries,
-       count(requeue_us) AS requeue_timed,
+SELECT count(*) AS recoveries, count(requeue_us) AS requeue_timed,
        avg(requeue_us::DOUBLE) / 1000 AS requeue_mean_ms,
        quantile_cont(requeue_us::DOUBLE, 0.99) / 1000 AS requeue_p99_ms,
        count(finish_us) AS finish_timed,
@@ -130,13 +127,10 @@ FROM spans";
 /// Tasks by status, and how many of each recovery dealt with; a NULL status counts the task
 /// ids of recovery rows that `tasks` does not hold.
 const OUTCOME_SQL: &str = "\
-WITH recovered AS (
-  SELECT DISTINCT task_id FROM task_recovery_history WHERE task_id IS NOT NULL
-)
+WITH recovered AS (SELECT DISTINCT task_id FROM task_recovery_history WHERE task_id IS NOT NULL)
 SELECT t.status, count(t.id) AS tasks, count(r.task_id) AS recovered
 FROM tasks t FULL OUTER JOIN recovered r ON r.task_id = t.id
-GROUP BY t.status
-ORDER BY t.status NULLS LAST";
+GROUP BY t.status ORDER BY t.status NULLS LAST";
 
 /// Per node: health samples within ±30 s of a task or worker recovery row versus the rest.
 const LOAD_SQL: &str = "\
@@ -159,9 +153,7 @@ SELECT node_id,
        count(*) FILTER (WHERE NOT during) AS samples_outside,
        avg(cpu) FILTER (WHERE NOT during) AS cpu_outside,
        avg(mem_bytes::DOUBLE) FILTER (WHERE NOT during) AS mem_bytes_outside
-FROM samples
-GROUP BY node_id
-ORDER BY node_id";
+FROM samples GROUP BY node_id ORDER BY node_id";
 
 /// Workers recovery dealt with, by their status now (NULL: not in `workers`).
 const RECONNECTION_SQL: &str = "\
@@ -172,24 +164,20 @@ WITH failed AS (
 )
 SELECT w.status, count(*) AS workers
 FROM failed f LEFT JOIN workers w ON w.id = f.worker_id
-GROUP BY w.status
-ORDER BY w.status NULLS LAST";
+GROUP BY w.status ORDER BY w.status NULLS LAST";
 
 /// The workers with the most recovery rows.
 const TOP_WORKERS_SQL: &str = "\
 WITH named AS (
-  SELECT worker_id, 1 AS worker_rows, CASE WHEN success THEN 1 ELSE 0 END AS worker_successes,
-         0 AS task_rows
-  FROM worker_recovery_history
+  SELECT worker_id, 'worker' AS source, success FROM worker_recovery_history
   UNION ALL
-  SELECT worker_id, 0, 0, 1 FROM task_recovery_history
+  SELECT worker_id, 'task', success FROM task_recovery_history
 )
 SELECT n.worker_id,
-       sum(n.worker_rows)::BIGINT AS worker_recoveries,
-       sum(n.worker_successes)::BIGINT AS worker_successes,
-       sum(n.task_rows)::BIGINT AS task_recoveries,
-       count(*) AS total,
-       w.status
+       count(*) FILTER (WHERE source = 'worker') AS worker_recoveries,
+       count(*) FILTER (WHERE source = 'worker' AND success) AS worker_successes,
+       count(*) FILTER (WHERE source = 'task') AS task_recoveries,
+       count(*) AS total, w.status
 FROM named n LEFT JOIN workers w ON w.id = n.worker_id
 WHERE n.worker_id IS NOT NULL
 GROUP BY n.worker_id, w.status
@@ -200,27 +188,22 @@ LIMIT 10";
 const CATEGORY_SQL: &str = "\
 SELECT 'task' AS source, details->>'category' AS category, count(*) AS rows,
        count(*) FILTER (WHERE success) AS successes
-FROM task_recovery_history
-GROUP BY 2
+FROM task_recovery_history GROUP BY 2
 UNION ALL
 SELECT 'worker', recovery_type, count(*), count(*) FILTER (WHERE success)
-FROM worker_recovery_history
-GROUP BY 2
+FROM worker_recovery_history GROUP BY 2
 ORDER BY source, rows DESC, category NULLS LAST";
 
 /// Recovery rows by hour of day (UTC).
 const HOUR_SQL: &str = "\
 WITH marks AS (
-  SELECT hour(recovery_time) AS hour, 1 AS worker_rows, 0 AS task_rows
-  FROM worker_recovery_history
+  SELECT hour(recovery_time) AS hour, 'worker' AS source FROM worker_recovery_history
   UNION ALL
-  SELECT hour(recovery_time), 0, 1 FROM task_recovery_history
+  SELECT hour(recovery_time), 'task' FROM task_recovery_history
 )
-SELECT hour, sum(worker_rows)::BIGINT AS worker_rows, sum(task_rows)::BIGINT AS task_rows
-FROM marks
-WHERE hour IS NOT NULL
-GROUP BY hour
-ORDER BY hour";
+SELECT hour, count(*) FILTER (WHERE source = 'worker') AS worker_rows,
+       count(*) FILTER (WHERE source = 'task') AS task_rows
+FROM marks WHERE hour IS NOT NULL GROUP BY hour ORDER BY hour";
 
 /// The report's queries, in the order `assemble` reads their answers.
 pub const QUERIES: [&str; 9] = [
@@ -288,7 +271,7 @@ pub struct Durations {
 }
 
 /// What became of the tasks that recovery dealt with.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Preservation {
     /// Distinct task ids named by `task_recovery_history`.
     pub tasks: u64,
@@ -446,22 +429,20 @@ pub async fn report(addrs: &[String]) -> Result<RecoveryReport, CliError> {
 
 /// Builds the report from the answers to [`QUERIES`], in order.
 fn assemble(answers: Vec<Rows>) -> Result<RecoveryReport, CliError> {
-    let Ok(
-        [
-            success,
-            worker_time,
-            task_time,
-            outcomes,
-            load,
-            reconnection,
-            top,
-            categories,
-            hours,
-        ],
-    ) = <[Rows; 9]>::try_from(answers)
-    else {
-        return Err(malformed("the number of answers"));
-    };
+    let answers: [Rows; 9] = answers
+        .try_into()
+        .map_err(|_| malformed("the number of answers"))?;
+    let [
+        success,
+        worker_time,
+        task_time,
+        outcomes,
+        load,
+        workers,
+        top,
+        categories,
+        hours,
+    ] = answers;
 
     let s = single(&success, "success counts")?;
     let success = SuccessRates {
@@ -469,110 +450,63 @@ fn assemble(answers: Vec<Rows>) -> Result<RecoveryReport, CliError> {
         task: rate(count(s, 2)?, count(s, 3)?),
         system: rate(count(s, 4)?, count(s, 5)?),
     };
-
     let w = single(&worker_time, "worker recovery times")?;
     let t = single(&task_time, "task recovery times")?;
     let recovery_time = RecoveryTimes {
-        worker: Durations {
-            recoveries: count(w, 0)?,
-            timed: count(w, 1)?,
-            mean_ms: float(w, 2)?,
-            p99_ms: float(w, 3)?,
-        },
-        task_requeue: Durations {
-            recoveries: count(t, 0)?,
-            timed: count(t, 1)?,
-            mean_ms: float(t, 2)?,
-            p99_ms: float(t, 3)?,
-        },
-        task_finish: Durations {
-            recoveries: count(t, 0)?,
-            timed: count(t, 4)?,
-            mean_ms: float(t, 5)?,
-            p99_ms: float(t, 6)?,
-        },
+        worker: durations(w, 0, 1)?,
+        task_requeue: durations(t, 0, 1)?,
+        task_finish: durations(t, 0, 4)?,
     };
-
     let (preservation, task_outcomes) = preservation(&outcomes)?;
-
-    let nodes = load
-        .iter()
-        .map(|row| {
-            Ok(NodeLoad {
-                node_id: count(row, 0)?,
-                during: LoadStats {
-                    samples: count(row, 1)?,
-                    cpu: float(row, 2)?,
-                    mem_bytes: float(row, 3)?,
-                },
-                outside: LoadStats {
-                    samples: count(row, 4)?,
-                    cpu: float(row, 5)?,
-                    mem_bytes: float(row, 6)?,
-                },
-            })
+    let nodes = each(&load, |row| {
+        Ok(NodeLoad {
+            node_id: count(row, 0)?,
+            during: load_stats(row, 1)?,
+            outside: load_stats(row, 4)?,
         })
-        .collect::<Result<Vec<_>, CliError>>()?;
-
-    let by_status = reconnection
-        .iter()
-        .map(|row| {
-            Ok(StatusCount {
-                status: text(row, 0)?,
-                workers: count(row, 1)?,
-            })
+    })?;
+    let by_status = each(&workers, |row| {
+        Ok(StatusCount {
+            status: text(row, 0)?,
+            workers: count(row, 1)?,
         })
-        .collect::<Result<Vec<_>, CliError>>()?;
+    })?;
     let workers = by_status.iter().map(|s| s.workers).sum();
     let healthy = by_status
         .iter()
         .filter(|s| s.status.as_deref() == Some("healthy"))
         .map(|s| s.workers)
         .sum();
-    let reconnection = Reconnection {
-        workers,
-        healthy,
-        rate: ratio(healthy, workers),
-        by_status,
-    };
-
-    let top_workers = top
-        .iter()
-        .map(|row| {
-            Ok(WorkerPattern {
-                worker_id: text(row, 0)?.ok_or_else(|| malformed("a worker id"))?,
-                worker_recoveries: count(row, 1)?,
-                worker_successes: count(row, 2)?,
-                task_recoveries: count(row, 3)?,
-                total: count(row, 4)?,
-                status: text(row, 5)?,
-            })
+    let top_workers = each(&top, |row| {
+        Ok(WorkerPattern {
+            worker_id: text(row, 0)?.ok_or_else(|| malformed("a worker id"))?,
+            worker_recoveries: count(row, 1)?,
+            worker_successes: count(row, 2)?,
+            task_recoveries: count(row, 3)?,
+            total: count(row, 4)?,
+            status: text(row, 5)?,
         })
-        .collect::<Result<Vec<_>, CliError>>()?;
-    let mut task_categories = Vec::new();
-    let mut worker_recovery_types = Vec::new();
+    })?;
+    let (mut task_categories, mut worker_recovery_types) = (Vec::new(), Vec::new());
     for row in &categories {
-        let entry = CategoryCount {
+        let list = match text(row, 0)?.as_deref() {
+            Some("task") => &mut task_categories,
+            Some("worker") => &mut worker_recovery_types,
+            _ => return Err(malformed("a category source")),
+        };
+        list.push(CategoryCount {
             category: text(row, 1)?,
             rows: count(row, 2)?,
             successes: count(row, 3)?,
-        };
-        match text(row, 0)?.as_deref() {
-            Some("task") => task_categories.push(entry),
-            Some("worker") => worker_recovery_types.push(entry),
-            _ => return Err(malformed("a category source")),
-        }
+        });
     }
-    let hours = hours
-        .iter()
-        .map(|row| {
-            Ok(HourCount {
-                hour: u8::try_from(count(row, 0)?).map_err(|_| malformed("an hour"))?,
-                worker_rows: count(row, 1)?,
-                task_rows: count(row, 2)?,
-            })
+    let hours = each(&hours, |row| {
+        Ok(HourCount {
+            hour: u8::try_from(count(row, 0)?).map_err(|_| malformed("an hour"))?,
+            worker_rows: count(row, 1)?,
+            task_rows: count(row, 2)?,
         })
-        .collect::<Result<Vec<_>, CliError>>()?;
+    })?;
 
     Ok(RecoveryReport {
         success,
@@ -583,7 +517,12 @@ fn assemble(answers: Vec<Rows>) -> Result<RecoveryReport, CliError> {
             window_s: RECOVERY_WINDOW_S,
             nodes,
         },
-        reconnection,
+        reconnection: Reconnection {
+            workers,
+            healthy,
+            rate: ratio(healthy, workers),
+            by_status,
+        },
         patterns: FailurePatterns {
             top_workers,
             task_categories,
@@ -593,16 +532,32 @@ fn assemble(answers: Vec<Rows>) -> Result<RecoveryReport, CliError> {
     })
 }
 
+/// The count in column `recoveries`, then count, mean and p99 from column `first` on.
+fn durations(row: &[Json], recoveries: usize, first: usize) -> Result<Durations, CliError> {
+    Ok(Durations {
+        recoveries: count(row, recoveries)?,
+        timed: count(row, first)?,
+        mean_ms: float(row, first + 1)?,
+        p99_ms: float(row, first + 2)?,
+    })
+}
+
+/// Sample count, mean CPU and mean memory from column `first` on.
+fn load_stats(row: &[Json], first: usize) -> Result<LoadStats, CliError> {
+    Ok(LoadStats {
+        samples: count(row, first)?,
+        cpu: float(row, first + 1)?,
+        mem_bytes: float(row, first + 2)?,
+    })
+}
+
+fn each<T>(rows: &Rows, read: impl Fn(&[Json]) -> Result<T, CliError>) -> Result<Vec<T>, CliError> {
+    rows.iter().map(|row| read(row)).collect()
+}
+
 /// Splits the rows of `OUTCOME_SQL` into the preservation figures and the task outcomes.
 fn preservation(rows: &Rows) -> Result<(Preservation, Vec<TaskOutcome>), CliError> {
-    let mut p = Preservation {
-        tasks: 0,
-        preserved: 0,
-        lost: 0,
-        open: 0,
-        unknown: 0,
-        rate: None,
-    };
+    let mut p = Preservation::default();
     let mut outcomes = Vec::new();
     for row in rows {
         let status = text(row, 0)?;
@@ -679,6 +634,12 @@ fn text(row: &[Json], i: usize) -> Result<Option<String>, CliError> {
     }
 }
 
+/// One row of a text table, from anything printable.
+macro_rules! cells {
+    ($($cell:expr),* $(,)?) => { vec![$($cell.to_string()),*] };
+}
+use cells;
+
 /// The report as text sections with aligned tables, or as one JSON document.
 pub fn render(report: &RecoveryReport, output: Output) -> String {
     if output == Output::Json {
@@ -686,149 +647,127 @@ pub fn render(report: &RecoveryReport, output: Output) -> String {
     }
     let mut out = String::new();
     let s = &report.success;
-    out.push_str("Recovery success\n");
-    let rows: Vec<Vec<String>> = [
+    let rates = [
         ("worker", &s.worker),
         ("task", &s.task),
         ("system", &s.system),
-    ]
-    .iter()
-    .map(|(kind, r)| {
-        vec![
-            kind.to_string(),
-            r.attempts.to_string(),
-            r.successes.to_string(),
-            percent(r.rate),
-        ]
-    })
-    .collect();
-    out.push_str(&indent(&table(
+    ];
+    section(
+        &mut out,
+        "Recovery success",
         &["KIND", "ATTEMPTS", "SUCCESSES", "RATE"],
-        &rows,
-    )));
+        rates
+            .iter()
+            .map(|(kind, r)| cells![kind, r.attempts, r.successes, percent(r.rate)]),
+    );
 
     let t = &report.recovery_time;
-    out.push_str("\nRecovery time (ms)\n");
-    let rows: Vec<Vec<String>> = [
+    let spans = [
         ("worker failed -> recovered", &t.worker),
         ("task detected -> requeued", &t.task_requeue),
         ("task detected -> result", &t.task_finish),
-    ]
-    .iter()
-    .map(|(span, d)| {
-        vec![
-            span.to_string(),
-            d.recoveries.to_string(),
-            d.timed.to_string(),
-            millis(d.mean_ms),
-            millis(d.p99_ms),
-        ]
-    })
-    .collect();
-    out.push_str(&indent(&table(
+    ];
+    section(
+        &mut out,
+        "Recovery time (ms)",
         &["SPAN", "RECOVERIES", "TIMED", "MEAN", "P99"],
-        &rows,
-    )));
+        spans.iter().map(|(span, d)| {
+            cells![
+                span,
+                d.recoveries,
+                d.timed,
+                millis(d.mean_ms),
+                millis(d.p99_ms)
+            ]
+        }),
+    );
 
     let p = &report.preservation;
-    out.push_str(&format!(
-        "\nTask preservation: {} of {} recovered tasks have a result ({}); {} lost, {} open, \
-         {} unknown\n",
+    let title = format!(
+        "Task preservation: {} of {} recovered tasks have a result ({}); {} lost, {} open, \
+         {} unknown",
         p.preserved,
         p.tasks,
         percent(p.rate),
         p.lost,
         p.open,
         p.unknown
-    ));
-    let rows: Vec<Vec<String>> = report
-        .task_outcomes
-        .iter()
-        .map(|o| {
-            vec![
-                o.status.clone(),
-                o.tasks.to_string(),
-                o.recovered.to_string(),
-            ]
-        })
-        .collect();
-    out.push_str(&indent(&table(&["STATUS", "TASKS", "RECOVERED"], &rows)));
+    );
+    section(
+        &mut out,
+        &title,
+        &["STATUS", "TASKS", "RECOVERED"],
+        report
+            .task_outcomes
+            .iter()
+            .map(|o| cells![o.status, o.tasks, o.recovered]),
+    );
 
     let load = &report.coordinator_load;
-    out.push_str(&format!(
-        "\nCoordinator load (during = within {} s of a recovery row)\n",
+    let title = format!(
+        "Coordinator load (CPU in cores; during = within {} s of a recovery row)",
         load.window_s
-    ));
-    let rows: Vec<Vec<String>> = load
-        .nodes
-        .iter()
-        .map(|n| {
-            vec![
-                n.node_id.to_string(),
-                n.during.samples.to_string(),
-                cores(n.during.cpu),
-                mebibytes(n.during.mem_bytes),
-                n.outside.samples.to_string(),
-                cores(n.outside.cpu),
-                mebibytes(n.outside.mem_bytes),
+    );
+    let header = ["NODE", "SAMPLES", "CPU", "MEM", "OUTSIDE", "CPU", "MEM"];
+    section(
+        &mut out,
+        &title,
+        &header,
+        load.nodes.iter().map(|n| {
+            let (d, o) = (&n.during, &n.outside);
+            cells![
+                n.node_id,
+                d.samples,
+                cores(d.cpu),
+                mebibytes(d.mem_bytes),
+                o.samples,
+                cores(o.cpu),
+                mebibytes(o.mem_bytes)
             ]
-        })
-        .collect();
-    out.push_str(&indent(&table(
-        &[
-            "NODE",
-            "SAMPLES DURING",
-            "CPU DURING",
-            "MEM DURING",
-            "SAMPLES OUTSIDE",
-            "CPU OUTSIDE",
-            "MEM OUTSIDE",
-        ],
-        &rows,
-    )));
+        }),
+    );
 
     let r = &report.reconnection;
-    out.push_str(&format!(
-        "\nWorker reconnection: {} of {} workers that failed are healthy now ({})\n",
+    let title = format!(
+        "Worker reconnection: {} of {} workers that failed are healthy now ({})",
         r.healthy,
         r.workers,
         percent(r.rate)
-    ));
-    let rows: Vec<Vec<String>> = r
-        .by_status
-        .iter()
-        .map(|s| vec![status_or_missing(&s.status), s.workers.to_string()])
-        .collect();
-    out.push_str(&indent(&table(&["STATUS", "WORKERS"], &rows)));
+    );
+    section(
+        &mut out,
+        &title,
+        &["STATUS", "WORKERS"],
+        r.by_status
+            .iter()
+            .map(|s| cells![registered(&s.status), s.workers]),
+    );
 
     let patterns = &report.patterns;
-    out.push_str("\nFailure patterns: workers with the most recovery rows\n");
-    let rows: Vec<Vec<String>> = patterns
-        .top_workers
-        .iter()
-        .map(|w| {
-            vec![
-                w.worker_id.clone(),
-                w.worker_recoveries.to_string(),
-                w.worker_successes.to_string(),
-                w.task_recoveries.to_string(),
-                w.total.to_string(),
-                status_or_missing(&w.status),
-            ]
-        })
-        .collect();
-    out.push_str(&indent(&table(
+    section(
+        &mut out,
+        "Failure patterns: workers with the most recovery rows",
         &[
             "WORKER",
             "WORKER ROWS",
             "SUCCEEDED",
             "TASK ROWS",
             "TOTAL",
-            "STATUS NOW",
+            "NOW",
         ],
-        &rows,
-    )));
-    for (title, header, list) in [
+        patterns.top_workers.iter().map(|w| {
+            let status = registered(&w.status);
+            cells![
+                w.worker_id,
+                w.worker_recoveries,
+                w.worker_successes,
+                w.task_recoveries,
+                w.total,
+                status
+            ]
+        }),
+    );
+    let lists = [
         (
             "task recoveries by category",
             "CATEGORY",
@@ -839,41 +778,45 @@ pub fn render(report: &RecoveryReport, output: Output) -> String {
             "TYPE",
             &patterns.worker_recovery_types,
         ),
-    ] {
-        out.push_str(&format!("\nFailure patterns: {title}\n"));
-        let rows: Vec<Vec<String>> = list
-            .iter()
-            .map(|c| {
-                vec![
-                    c.category.clone().unwrap_or_else(|| "-".to_string()),
-                    c.rows.to_string(),
-                    c.successes.to_string(),
-                ]
-            })
-            .collect();
-        out.push_str(&indent(&table(&[header, "ROWS", "SUCCEEDED"], &rows)));
+    ];
+    for (title, kind, list) in lists {
+        section(
+            &mut out,
+            &format!("Failure patterns: {title}"),
+            &[kind, "ROWS", "SUCCEEDED"],
+            list.iter()
+                .map(|c| cells![c.category.as_deref().unwrap_or("-"), c.rows, c.successes]),
+        );
     }
-    out.push_str("\nFailure patterns: recovery rows by hour of day (UTC)\n");
-    let rows: Vec<Vec<String>> = patterns
-        .hours
-        .iter()
-        .map(|h| {
-            vec![
-                format!("{:02}:00", h.hour),
-                h.worker_rows.to_string(),
-                h.task_rows.to_string(),
-            ]
-        })
-        .collect();
-    out.push_str(&indent(&table(
+    section(
+        &mut out,
+        "Failure patterns: recovery rows by hour of day (UTC)",
         &["HOUR", "WORKER ROWS", "TASK ROWS"],
-        &rows,
-    )));
+        patterns
+            .hours
+            .iter()
+            .map(|h| cells![format!("{:02}:00", h.hour), h.worker_rows, h.task_rows]),
+    );
     out
 }
 
-fn indent(block: &str) -> String {
-    block.lines().map(|l| format!("  {l}\n")).collect()
+/// Appends a titled, indented table, with a blank line before every section but the first.
+fn section(
+    out: &mut String,
+    title: &str,
+    header: &[&str],
+    rows: impl Iterator<Item = Vec<String>>,
+) {
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(title);
+    out.push('\n');
+    for line in table(header, &rows.collect::<Vec<_>>()).lines() {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
 }
 
 fn percent(rate: Option<f64>) -> String {
@@ -889,15 +832,11 @@ fn cores(cpu: Option<f64>) -> String {
 }
 
 fn mebibytes(bytes: Option<f64>) -> String {
-    bytes.map_or("-".to_string(), |b| {
-        format!("{:.1} MiB", b / (1024.0 * 1024.0))
-    })
+    bytes.map_or("-".to_string(), |b| format!("{:.1} MiB", b / 1_048_576.0))
 }
 
-fn status_or_missing(status: &Option<String>) -> String {
-    status
-        .clone()
-        .unwrap_or_else(|| "(not registered)".to_string())
+fn registered(status: &Option<String>) -> &str {
+    status.as_deref().unwrap_or("(not registered)")
 }
 
 #[cfg(test)]

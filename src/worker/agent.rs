@@ -47,6 +47,11 @@ pub struct WorkerConfig {
     /// First reconnect delay after a failed connection; grows ×1.6 up to `max_backoff`.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Finish every attempt at once as passed, without running anything (benchmarks of the
+    /// session layer, many workers per process).
+    pub noop_executor: bool,
+    /// Told about every session the leader accepts: (worker, leader id, term).
+    pub on_welcome: Option<mpsc::UnboundedSender<(String, u64, u64)>>,
 }
 
 impl WorkerConfig {
@@ -60,6 +65,8 @@ impl WorkerConfig {
             output_limit: executor::DEFAULT_OUTPUT_LIMIT,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(15),
+            noop_executor: false,
+            on_welcome: None,
         }
     }
 }
@@ -151,6 +158,7 @@ impl Agent {
         };
         let results = self.results_tx.clone();
         let started = self.started_tx.clone();
+        let noop = self.config.noop_executor;
         tracing::info!(task = %assign.task_id, attempt = assign.attempt, "attempt started");
         tokio::spawn(async move {
             let _ = started.send(AttemptStarted {
@@ -158,7 +166,20 @@ impl Agent {
                 attempt: assign.attempt,
                 at_us: Timestamp::now().micros(),
             });
-            let result = executor::run(spec, cancel).await;
+            let result = if noop {
+                executor::AttemptResult {
+                    outcome: crate::state::command::Outcome::Passed,
+                    exit_code: Some(0),
+                    signal: None,
+                    duration: Duration::ZERO,
+                    output_tail: String::new(),
+                    truncated_bytes: 0,
+                    cancelled: false,
+                    error: None,
+                }
+            } else {
+                executor::run(spec, cancel).await
+            };
             let outcome = result.outcome.as_str().to_string();
             let mut tail = result.output_tail;
             if let Some(error) = result.error {
@@ -228,6 +249,9 @@ impl Agent {
                             let every = Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(50)));
                             heartbeat = tokio::time::interval(every);
                             tracing::info!(leader = w.leader_id, term = w.term, "session open with the leader at {addr}");
+                            if let Some(tx) = &self.config.on_welcome {
+                                let _ = tx.send((self.config.name.clone(), w.leader_id, w.term));
+                            }
                             for result in self.unacked.values() {
                                 let m = WorkerMessage { body: Some(worker_message::Body::Finished(result.clone())) };
                                 if out_tx.send(m).await.is_err() {

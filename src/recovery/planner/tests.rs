@@ -1,1 +1,878 @@
+//! The planner in logical time. Every instant is `base + offset`; the driver ticks at each
+//! [`Planner::next_deadline`] before the next event, as the leader's loop does; scenarios are
+//! compared as transcripts ("60.0s record w1 #1 reconnect FAILED: …").
+
+use std::collections::BTreeMap;
+
 use super::*;
+use crate::recovery::RecoveryLevel;
+use crate::recovery::strategy::StrategyStats;
+use FaultCategory::{Connection, Crash};
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// The seed defaults with no jitter, so that times in transcripts are exact.
+fn policy() -> RecoveryPolicy {
+    RecoveryPolicy {
+        jitter: 0.0,
+        ..RecoveryPolicy::default()
+    }
+}
+
+struct Sim {
+    planner: Planner,
+    base: Instant,
+    log: Vec<(Duration, Action)>,
+}
+
+impl Sim {
+    fn new(policy: RecoveryPolicy) -> Self {
+        Sim::with(policy, PlannerConfig::default(), StrategyStats::default())
+    }
+
+    fn with(policy: RecoveryPolicy, config: PlannerConfig, stats: StrategyStats) -> Self {
+        Sim {
+            planner: Planner::new(policy, config, stats).expect("valid settings"),
+            base: Instant::now(),
+            log: Vec::new(),
+        }
+    }
+
+    fn at(&self, offset: Duration) -> Instant {
+        self.base + offset
+    }
+
+    /// Ticks at every deadline up to `offset`. Each tick must make progress, or a driver
+    /// sleeping until `next_deadline` would spin.
+    fn run_until(&mut self, offset: Duration) {
+        while let Some(deadline) = self.planner.next_deadline()
+            && deadline <= self.at(offset)
+        {
+            let actions = self.planner.tick(deadline);
+            self.note(deadline - self.base, actions);
+            let next = self.planner.next_deadline();
+            assert!(
+                next.is_none_or(|n| n > deadline),
+                "no progress at {deadline:?}"
+            );
+        }
+    }
+
+    fn note(&mut self, offset: Duration, actions: Vec<Action>) {
+        let active = self.planner.active_recoveries();
+        let budget = self.planner.policy().max_concurrent_recoveries;
+        assert!(
+            active <= budget,
+            "{active} recoveries in progress, budget {budget}"
+        );
+        self.log.extend(actions.into_iter().map(|a| (offset, a)));
+    }
+
+    fn event(&mut self, offset: Duration, event: RecoveryEvent) {
+        self.run_until(offset);
+        let actions = self.planner.on_event(self.at(offset), event);
+        self.note(offset, actions);
+    }
+
+    fn fail(&mut self, offset: Duration, worker: &str, category: FaultCategory) {
+        let event = RecoveryEvent::WorkerFailed {
+            worker: worker.to_string(),
+            category,
+            reason: "no heartbeat for 5.0 s".to_string(),
+        };
+        self.event(offset, event);
+    }
+
+    fn healthy(&mut self, offset: Duration, worker: &str) {
+        let worker = worker.to_string();
+        self.event(offset, RecoveryEvent::WorkerHealthy { worker });
+    }
+
+    fn restart_done(&mut self, offset: Duration, worker: &str, attempt: u32, exit: Option<i32>) {
+        let event = RecoveryEvent::RestartFinished {
+            worker: worker.to_string(),
+            attempt,
+            exit_code: exit,
+            output_tail: format!("restarted {worker}"),
+        };
+        self.event(offset, event);
+    }
+
+    fn fleet(&mut self, offset: Duration, healthy: usize, total: usize) {
+        self.event(offset, RecoveryEvent::FleetSize { healthy, total });
+    }
+
+    fn transcript(&self) -> Vec<String> {
+        self.log.iter().map(|(t, a)| line(*t, a)).collect()
+    }
+
+    /// The transcript without worker-level lines: system recovery only.
+    fn system_transcript(&self) -> Vec<String> {
+        (self.log.iter())
+            .filter(|(_, a)| matches!(a, Action::System(_)))
+            .map(|(t, a)| line(*t, a))
+            .collect()
+    }
+
+    fn records(&self) -> Vec<&WorkerRecoveryRecord> {
+        (self.log.iter())
+            .filter_map(|(_, a)| match a {
+                Action::Record(record) => Some(record),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn end_episode(&self) -> (bool, u32, u32, &Value) {
+        (self.log.iter())
+            .find_map(|(_, a)| match a {
+                Action::System(SystemAction::EndEpisode {
+                    success,
+                    affected_workers,
+                    affected_tasks,
+                    details,
+                }) => Some((*success, *affected_workers, *affected_tasks, details)),
+                _ => None,
+            })
+            .expect("the episode ended")
+    }
+}
+
+fn line(offset: Duration, action: &Action) -> String {
+    let what = match action {
+        Action::SetStatus {
+            worker, from, to, ..
+        } => format!("set {worker} {from}→{to}"),
+        Action::CloseSession { worker } => format!("close {worker}"),
+        Action::RunRestart { worker, attempt } => format!("restart {worker} #{attempt}"),
+        Action::Record(r) => {
+            let result = match &r.error_message {
+                None if r.success => "ok".to_string(),
+                None => "FAILED".to_string(),
+                Some(error) => format!("FAILED: {error}"),
+            };
+            let (worker, n, kind) = (&r.worker, r.attempt_number, &r.recovery_type);
+            format!("record {worker} #{n} {kind} {result}")
+        }
+        Action::Drain { worker, .. } => format!("drain {worker}"),
+        Action::System(step) => match step {
+            SystemAction::HoldDispatch { reason } => format!("hold: {reason}"),
+            SystemAction::ReconcileLeases => "reconcile leases".to_string(),
+            SystemAction::RequeueOrphans => "requeue orphans".to_string(),
+            SystemAction::ResetBreakers => "reset breakers".to_string(),
+            SystemAction::Snapshot => "snapshot".to_string(),
+            SystemAction::ResumeGradually { ramp } => {
+                let steps: Vec<String> = (ramp.iter())
+                    .map(|(o, rate)| format!("{}s:{rate}", o.as_secs()))
+                    .collect();
+                format!("resume {}", steps.join(" "))
+            }
+            SystemAction::EndEpisode {
+                success,
+                affected_workers,
+                affected_tasks,
+                ..
+            } => format!("end success={success} workers={affected_workers} tasks={affected_tasks}"),
+        },
+    };
+    format!("{:.1}s {what}", offset.as_secs_f64())
+}
+
+// --- Worker recovery ---------------------------------------------------------------------
+
+/// A worker failed with a connection fault, brought back by attempt `k`.
+fn brought_back_on(k: u32) -> Sim {
+    let mut sim = Sim::new(policy());
+    sim.fail(secs(0), "w1", Connection);
+    match k {
+        1 => sim.healthy(secs(10), "w1"),
+        2 => {
+            sim.restart_done(secs(62), "w1", 2, Some(0));
+            sim.healthy(secs(70), "w1");
+        }
+        _ => {
+            sim.restart_done(secs(62), "w1", 2, Some(1));
+            sim.healthy(secs(80), "w1");
+            sim.run_until(secs(200));
+        }
+    }
+    sim
+}
+
+#[test]
+fn recovery_succeeds_on_attempt_k() {
+    let opening = ["0.0s set w1 failed→recovering", "0.0s close w1"];
+    let cases: [(u32, &[&str]); 3] = [
+        (1, &["10.0s record w1 #1 reconnect ok"]),
+        (
+            2,
+            &[
+                "60.0s record w1 #1 reconnect FAILED: not back within 60.0 s of the reconnect",
+                "60.0s restart w1 #2",
+                "70.0s record w1 #2 restart ok",
+            ],
+        ),
+        (
+            3,
+            &[
+                "60.0s record w1 #1 reconnect FAILED: not back within 60.0 s of the reconnect",
+                "60.0s restart w1 #2",
+                "62.0s record w1 #2 restart FAILED: restart command exited with status 1",
+                "62.0s set w1 recovering→quarantined",
+                "80.0s set w1 healthy→quarantined",
+                "122.0s record w1 #3 quarantine ok",
+                "122.0s set w1 quarantined→healthy",
+            ],
+        ),
+    ];
+    for (k, rest) in cases {
+        let sim = brought_back_on(k);
+        let expected: Vec<&str> = opening.iter().chain(rest).copied().collect();
+        assert_eq!(sim.transcript(), expected, "recovered on attempt {k}");
+        assert!(!sim.planner.is_recovering("w1"));
+        let last = *sim.records().last().unwrap();
+        assert_eq!(last.details["outcome"], "recovered");
+        assert_eq!(last.details["attempt"], k);
+    }
+    // The restart's row carries the command's exit status and output.
+    let sim = brought_back_on(2);
+    let restart = &sim.records()[1].details["restart"];
+    assert_eq!(restart["exit_code"], 0);
+    assert_eq!(restart["output_tail"], "restarted w1");
+    assert_eq!(restart["finished_after_ms"], 2000);
+}
+
+#[test]
+fn a_worker_back_during_reconnect_is_a_reconnect_success() {
+    let sim = brought_back_on(1);
+    let records = sim.records();
+    let [record] = records.as_slice() else {
+        panic!("one row: {records:?}")
+    };
+    assert_eq!(
+        (
+            record.attempt_number,
+            record.success,
+            record.recovery_type.as_str()
+        ),
+        (1, true, "reconnect")
+    );
+    assert_eq!(record.error_message, None);
+    let d = &record.details;
+    assert_eq!(d["strategy"], "reconnect");
+    assert_eq!(d["category"], "connection");
+    assert_eq!(d["order"], json!(["reconnect", "restart", "quarantine"]));
+    assert_eq!(d["failure_reason"], "no heartbeat for 5.0 s");
+    assert_eq!(d["timings"]["healthy_after_ms"], 10_000);
+    assert_eq!(d["timings"]["window_ms"], 60_000);
+    assert_eq!(d["policy"]["max_recovery_attempts"], 5);
+    assert_eq!(
+        sim.planner
+            .stats()
+            .tally(Connection, Strategy::Reconnect)
+            .successes,
+        1
+    );
+}
+
+#[test]
+fn exhausted_attempts_end_permanently_failed() {
+    let mut sim = Sim::new(policy());
+    sim.fail(secs(0), "w1", Connection);
+    sim.restart_done(secs(61), "w1", 2, Some(1));
+    sim.run_until(secs(1000));
+    let quarantine = "FAILED: not back and healthy within the 60.0 s quarantine";
+    assert_eq!(
+        sim.transcript(),
+        [
+            "0.0s set w1 failed→recovering".to_string(),
+            "0.0s close w1".to_string(),
+            "60.0s record w1 #1 reconnect FAILED: not back within 60.0 s of the reconnect"
+                .to_string(),
+            "60.0s restart w1 #2".to_string(),
+            "61.0s record w1 #2 restart FAILED: restart command exited with status 1".to_string(),
+            "61.0s set w1 recovering→quarantined".to_string(),
+            format!("121.0s record w1 #3 quarantine {quarantine}"),
+            format!("181.0s record w1 #4 quarantine {quarantine}"),
+            format!("241.0s record w1 #5 quarantine {quarantine}"),
+            "241.0s set w1 quarantined→permanently_failed".to_string(),
+        ]
+    );
+    let outcomes: Vec<&Value> = sim
+        .records()
+        .iter()
+        .map(|r| &r.details["outcome"])
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["failed", "failed", "failed", "failed", "permanently_failed"]
+    );
+    assert!(!sim.planner.is_recovering("w1"));
+    assert_eq!(sim.planner.next_deadline(), None);
+    let Some((_, Action::SetStatus { reason, .. })) = sim.log.last() else {
+        panic!("ends with a status change")
+    };
+    assert!(reason.starts_with("5 recovery attempts failed"), "{reason}");
+}
+
+#[test]
+fn a_restart_that_never_reports_fails_at_the_window_and_a_late_report_is_ignored() {
+    let mut sim = Sim::new(policy());
+    sim.fail(secs(0), "w1", Connection);
+    sim.run_until(secs(120));
+    sim.restart_done(secs(125), "w1", 2, Some(0));
+    let records = sim.records();
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        records[1].details["restart"],
+        json!({"finished": false, "exit_code": null})
+    );
+    assert_eq!(sim.planner.attempt("w1"), Some((3, Strategy::Quarantine)));
+}
+
+#[test]
+fn a_restarted_worker_back_before_the_command_reports_is_recorded_with_its_exit_status() {
+    let mut sim = Sim::new(policy());
+    sim.fail(secs(0), "w1", Connection);
+    sim.healthy(secs(65), "w1");
+    assert_eq!(sim.records().len(), 1, "the row waits for the exit status");
+    assert_eq!(
+        sim.planner.active_recoveries(),
+        0,
+        "a worker that is back takes no budget"
+    );
+    sim.restart_done(secs(66), "w1", 2, Some(0));
+    let last = *sim.records().last().unwrap();
+    assert!(last.success);
+    assert_eq!(last.details["restart"]["exit_code"], 0);
+    assert_eq!(last.details["timings"]["healthy_after_ms"], 5000);
+}
+
+#[test]
+fn a_worker_that_fails_again_soon_after_recovering_continues_its_recovery() {
+    let mut sim = Sim::new(policy());
+    sim.fail(secs(0), "w1", Connection);
+    sim.healthy(secs(10), "w1");
+    sim.fail(secs(30), "w1", Connection);
+    assert_eq!(sim.planner.attempt("w1"), Some((2, Strategy::Restart)));
+    sim.healthy(secs(40), "w1");
+    sim.restart_done(secs(41), "w1", 2, Some(0));
+    // Well after the interval, a failure starts afresh.
+    sim.fail(secs(200), "w1", Connection);
+    assert_eq!(sim.planner.attempt("w1"), Some((1, Strategy::Reconnect)));
+}
+
+#[test]
+fn a_worker_back_before_its_attempt_starts_is_recorded_as_self_recovered() {
+    let mut sim = Sim::new(RecoveryPolicy {
+        max_concurrent_recoveries: 1,
+        ..policy()
+    });
+    sim.fail(secs(0), "w1", Connection);
+    sim.fail(secs(0), "w2", Connection);
+    assert_eq!(sim.planner.attempt("w2"), None, "waiting for the budget");
+    sim.healthy(secs(10), "w2");
+    let records = sim.records();
+    let [record] = records.as_slice() else {
+        panic!("one row: {records:?}")
+    };
+    assert_eq!(record.recovery_type, "self_recovered");
+    assert_eq!((record.attempt_number, record.success), (0, true));
+    assert!(!sim.planner.is_recovering("w2"));
+    assert_eq!(
+        sim.planner
+            .stats()
+            .tally(Connection, Strategy::Reconnect)
+            .attempts,
+        0
+    );
+}
+
+#[test]
+fn the_budget_caps_recoveries_in_progress_when_ten_workers_fail_at_once() {
+    // Workers come back 20 s after their session is closed; the budget is 4.
+    let mut sim = Sim::new(policy());
+    let workers: Vec<String> = (0..10).map(|i| format!("w{i:02}")).collect();
+    for worker in &workers {
+        sim.fail(secs(0), worker, Connection);
+    }
+    assert_eq!(sim.planner.active_recoveries(), 4);
+    let mut returns: BTreeMap<Duration, Vec<String>> = BTreeMap::new();
+    let mut seen = 0;
+    loop {
+        for (t, action) in &sim.log[seen..] {
+            if let Action::CloseSession { worker } = action {
+                returns
+                    .entry(*t + secs(20))
+                    .or_default()
+                    .push(worker.clone());
+            }
+        }
+        seen = sim.log.len();
+        let Some((t, back)) = returns.pop_first() else {
+            break;
+        };
+        for worker in back {
+            sim.healthy(t, &worker);
+        }
+    }
+    let closes: Vec<String> = (sim.log.iter())
+        .filter(|(_, a)| matches!(a, Action::CloseSession { .. }))
+        .map(|(t, a)| line(*t, a))
+        .collect();
+    let expected: Vec<String> = (workers.iter().enumerate())
+        .map(|(i, w)| format!("{}.0s close {w}", i / 4 * 20))
+        .collect();
+    assert_eq!(closes, expected, "first come, first served, four at a time");
+    let successes = sim.records().iter().filter(|r| r.success).count();
+    assert_eq!(successes, 10);
+    assert_eq!(sim.planner.active_recoveries(), 0);
+}
+
+/// When each of ten workers' first and second attempts start, with `seed` and 50 % jitter.
+fn jittered_starts(seed: u64) -> Vec<(Duration, Duration)> {
+    let policy = RecoveryPolicy {
+        jitter: 0.5,
+        max_concurrent_recoveries: 100,
+        ..RecoveryPolicy::default()
+    };
+    let config = PlannerConfig {
+        seed,
+        ..PlannerConfig::default()
+    };
+    let mut sim = Sim::with(policy, config, StrategyStats::default());
+    for i in 0..10 {
+        sim.fail(secs(0), &format!("w{i}"), Connection);
+    }
+    sim.run_until(secs(300));
+    (0..10)
+        .map(|i| {
+            let worker = format!("w{i}");
+            let close = (sim.log.iter()).find(|(_, a)| {
+                *a == Action::CloseSession {
+                    worker: worker.clone(),
+                }
+            });
+            let restart = (sim.log.iter()).find(|(_, a)| {
+                *a == Action::RunRestart {
+                    worker: worker.clone(),
+                    attempt: 2,
+                }
+            });
+            (close.expect("attempt 1").0, restart.expect("attempt 2").0)
+        })
+        .collect()
+}
+
+#[test]
+fn jitter_spreads_attempt_starts_deterministically() {
+    let starts = jittered_starts(42);
+    assert_eq!(starts, jittered_starts(42), "the same seed, the same times");
+    assert_ne!(starts, jittered_starts(43), "another seed, other times");
+    let mut firsts: Vec<Duration> = starts.iter().map(|(first, _)| *first).collect();
+    for (first, second) in &starts {
+        assert!(*first < secs(30), "within jitter × interval: {first:?}");
+        let after_window = *second - (*first + secs(60));
+        assert!(
+            after_window < secs(30),
+            "spaced by jitter: {after_window:?}"
+        );
+    }
+    firsts.sort();
+    firsts.dedup();
+    assert_eq!(firsts.len(), 10, "no two workers start together");
+    assert!(firsts[9] - firsts[0] > secs(10), "spread out: {firsts:?}");
+}
+
+#[test]
+fn history_where_reconnect_failed_nine_of_ten_times_makes_restart_go_first() {
+    let history = (0..10).map(|i| (Crash, Strategy::Reconnect, i == 0));
+    let stats = StrategyStats::from_outcomes(StrategyStats::DEFAULT_MIN_SAMPLES, history);
+    let mut sim = Sim::with(policy(), PlannerConfig::default(), stats);
+    sim.fail(secs(0), "w1", Crash);
+    sim.restart_done(secs(3), "w1", 1, Some(0));
+    sim.healthy(secs(8), "w1");
+    assert_eq!(
+        sim.transcript(),
+        [
+            "0.0s set w1 failed→recovering",
+            "0.0s restart w1 #1",
+            "8.0s record w1 #1 restart ok"
+        ]
+    );
+    let details = &sim.records()[0].details;
+    assert_eq!(details["strategy"], "restart");
+    assert_eq!(
+        details["order"],
+        json!(["restart", "quarantine", "reconnect"])
+    );
+    assert_eq!(details["rates"]["reconnect"]["successes"], 1);
+    assert_eq!(details["rates"]["reconnect"]["attempts"], 10);
+    let reason = details["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("reconnect failed 9 of 10 times for crash"),
+        "{reason}"
+    );
+    let learned = sim.planner.stats().tally(Crash, Strategy::Restart);
+    assert_eq!((learned.successes, learned.attempts), (1, 1));
+}
+
+#[test]
+fn a_policy_swap_takes_effect_on_the_next_attempt() {
+    let mut sim = Sim::new(policy());
+    sim.fail(secs(0), "w1", Connection);
+    sim.run_until(secs(10));
+    let high = RecoveryPolicy {
+        max_recovery_attempts: 3,
+        recovery_interval: secs(5),
+        reconnect_wait: secs(5),
+        ..policy()
+    };
+    sim.planner.set_policy(high).unwrap();
+    sim.run_until(secs(200));
+    assert_eq!(
+        sim.transcript(),
+        [
+            "0.0s set w1 failed→recovering",
+            "0.0s close w1",
+            "60.0s record w1 #1 reconnect FAILED: not back within 60.0 s of the reconnect",
+            "60.0s restart w1 #2",
+            "65.0s record w1 #2 restart FAILED: not back within 5.0 s of the restart",
+            "65.0s set w1 recovering→quarantined",
+            "70.0s record w1 #3 quarantine FAILED: not back and healthy within the 5.0 s quarantine",
+            "70.0s set w1 quarantined→permanently_failed",
+        ]
+    );
+}
+
+#[test]
+fn a_quarantined_worker_that_fails_its_probation_is_not_recovered_by_it() {
+    let mut sim = Sim::new(policy());
+    sim.fail(secs(0), "w1", FaultCategory::ResourceExhaustion);
+    assert_eq!(sim.planner.attempt("w1"), Some((1, Strategy::Quarantine)));
+    sim.healthy(secs(20), "w1");
+    sim.fail(secs(40), "w1", FaultCategory::ResourceExhaustion);
+    sim.run_until(secs(61));
+    let record = sim.records()[0];
+    assert_eq!(
+        (record.recovery_type.as_str(), record.success),
+        ("quarantine", false)
+    );
+    assert_eq!(sim.planner.attempt("w1"), Some((2, Strategy::Restart)));
+    assert_eq!(sim.planner.active_recoveries(), 1);
+}
+
+#[test]
+fn no_attempts_allowed_means_permanently_failed_at_once() {
+    let mut sim = Sim::new(RecoveryPolicy {
+        max_recovery_attempts: 0,
+        ..policy()
+    });
+    sim.fail(secs(0), "w1", Connection);
+    assert_eq!(sim.transcript(), ["0.0s set w1 failed→permanently_failed"]);
+}
+
+// --- Proactive recovery ------------------------------------------------------------------
+
+fn infra_faults(sim: &mut Sim, worker: &str, minutes: &[u64]) {
+    for (i, &m) in minutes.iter().enumerate() {
+        let event = RecoveryEvent::InfraFault {
+            worker: worker.to_string(),
+            task: format!("t{i}"),
+        };
+        sim.event(secs(m * 60), event);
+    }
+}
+
+#[test]
+fn climbing_infrastructure_faults_drain_a_worker_before_it_fails() {
+    // fault times in minutes, proactive on, drained?
+    let cases: [(&[u64], bool, bool); 5] = [
+        (&[0, 1, 9], true, true),
+        (&[0, 5, 11], true, false), // the first one left the 10-minute window
+        (&[0, 5, 11, 12], true, true),
+        (&[0, 1], true, false),
+        (&[0, 1, 2], false, false),
+    ];
+    for (minutes, proactive, drained) in cases {
+        let mut sim = Sim::new(RecoveryPolicy {
+            enable_proactive_recovery: proactive,
+            ..policy()
+        });
+        infra_faults(&mut sim, "w1", minutes);
+        assert_eq!(
+            sim.planner.is_draining("w1"),
+            drained,
+            "{minutes:?} {proactive}"
+        );
+        if drained {
+            let at = minutes.last().unwrap() * 60;
+            assert_eq!(
+                sim.transcript(),
+                [
+                    format!("{at}.0s drain w1"),
+                    format!("{at}.0s set w1 healthy→draining"),
+                    format!("{at}.0s record w1 #0 proactive_drain ok"),
+                ]
+            );
+        }
+    }
+}
+
+#[test]
+fn an_erratic_worker_is_drained_and_returns_after_a_quiet_interval() {
+    let mut sim = Sim::new(policy());
+    let erratic = RecoveryEvent::WorkerErratic {
+        worker: "w1".to_string(),
+        reason: "phi 6.2 at 1.4 s".to_string(),
+    };
+    sim.event(secs(0), erratic.clone());
+    sim.event(secs(30), erratic); // still erratic: the hold restarts
+    sim.run_until(secs(200));
+    assert_eq!(
+        sim.transcript(),
+        [
+            "0.0s drain w1",
+            "0.0s set w1 healthy→draining",
+            "0.0s record w1 #0 proactive_drain ok",
+            "90.0s set w1 draining→healthy",
+        ]
+    );
+    let Action::Drain { reason, .. } = &sim.log[0].1 else {
+        panic!()
+    };
+    assert_eq!(reason, "erratic heartbeats: phi 6.2 at 1.4 s");
+}
+
+#[test]
+fn a_drained_worker_that_fails_is_recovered_from_draining() {
+    let mut sim = Sim::new(policy());
+    infra_faults(&mut sim, "w1", &[0, 0, 0]);
+    sim.fail(secs(10), "w1", Crash);
+    let lines = sim.transcript();
+    assert_eq!(
+        &lines[3..],
+        ["10.0s set w1 draining→recovering", "10.0s close w1"]
+    );
+    assert!(!sim.planner.is_draining("w1"));
+    // A worker being recovered is not drained.
+    infra_faults(&mut sim, "w1", &[1, 1, 1]);
+    assert_eq!(sim.transcript().len(), 5);
+}
+
+// --- System recovery ---------------------------------------------------------------------
+
+#[test]
+fn half_the_fleet_failing_within_a_minute_holds_dispatch_then_ramps_back() {
+    let mut sim = Sim::new(policy());
+    sim.fleet(secs(0), 10, 10);
+    for i in 0..5 {
+        sim.fail(secs(i + 1), &format!("w{i}"), Crash);
+    }
+    sim.fleet(secs(6), 5, 10);
+    assert!(sim.planner.in_episode());
+    assert_eq!(sim.planner.dispatch_allowance(sim.at(secs(14))), Some(0.0));
+    sim.run_until(secs(16));
+    assert_eq!(sim.planner.dispatch_allowance(sim.at(secs(16))), Some(1.0));
+    assert_eq!(sim.planner.dispatch_allowance(sim.at(secs(21))), Some(5.0));
+    assert_eq!(sim.planner.dispatch_allowance(sim.at(secs(29))), Some(20.0));
+    sim.run_until(secs(60));
+    assert_eq!(
+        sim.system_transcript(),
+        [
+            "5.0s hold: 5 of 10 workers failed within 60.0 s",
+            "5.0s reconcile leases",
+            "5.0s requeue orphans",
+            "5.0s reset breakers",
+            "5.0s snapshot",
+            "15.0s resume 0s:1 5s:5 10s:20",
+            "30.0s end success=true workers=5 tasks=0",
+        ]
+    );
+    assert!(!sim.planner.in_episode());
+    assert_eq!(sim.planner.dispatch_allowance(sim.at(secs(30))), None);
+    let (_, _, _, details) = sim.end_episode();
+    assert_eq!(details["held_ms"], 10_000);
+    assert_eq!(details["duration_ms"], 25_000);
+    assert_eq!(details["workers"], json!(["w0", "w1", "w2", "w3", "w4"]));
+    assert_eq!(details["system_status"], "recovered");
+    // Worker recovery went on under its budget meanwhile.
+    let closes = sim
+        .transcript()
+        .iter()
+        .filter(|l| l.contains("close"))
+        .count();
+    assert_eq!(closes, 4);
+}
+
+#[test]
+fn failures_short_of_half_or_spread_over_more_than_the_window_are_no_emergency() {
+    // failure offsets in seconds (fleet of 10)
+    let cases: [&[u64]; 3] = [&[1, 2, 3, 4], &[0, 20, 40, 60, 80], &[0, 61, 122, 183, 244]];
+    for offsets in cases {
+        let mut sim = Sim::new(policy());
+        sim.fleet(secs(0), 10, 10);
+        for (i, &t) in offsets.iter().enumerate() {
+            sim.fail(secs(t), &format!("w{i}"), Crash);
+        }
+        assert!(!sim.planner.in_episode(), "{offsets:?}");
+        assert_eq!(sim.planner.dispatch_allowance(sim.at(secs(300))), None);
+    }
+    // In a fleet of two, one failure is half but not an emergency.
+    let mut sim = Sim::new(policy());
+    sim.fleet(secs(0), 2, 2);
+    sim.fail(secs(1), "w0", Crash);
+    assert!(!sim.planner.in_episode());
+}
+
+#[test]
+fn a_storage_error_enters_an_episode() {
+    let mut sim = Sim::new(policy());
+    sim.fleet(secs(0), 3, 3);
+    let error = RecoveryEvent::StorageError {
+        reason: "duckdb: disk I/O error".to_string(),
+    };
+    sim.event(secs(1), error);
+    assert!(sim.planner.in_episode());
+    sim.run_until(secs(60));
+    assert_eq!(
+        sim.system_transcript(),
+        [
+            "1.0s hold: storage error: duckdb: disk I/O error",
+            "1.0s reconcile leases",
+            "1.0s requeue orphans",
+            "1.0s reset breakers",
+            "1.0s snapshot",
+            "11.0s resume 0s:1 5s:3 10s:12",
+            "26.0s end success=true workers=0 tasks=0",
+        ]
+    );
+    assert_eq!(sim.end_episode().3["storage_errors"], 1);
+}
+
+#[test]
+fn an_exploding_requeue_rate_enters_an_episode() {
+    let mut sim = Sim::new(policy());
+    sim.fleet(secs(0), 50, 50);
+    let requeued = || RecoveryEvent::TaskRequeued {
+        worker: "w1".to_string(),
+    };
+    // 99 in a minute is below the limit; the 100th within a minute of the others is not.
+    for i in 0..99 {
+        sim.event(Duration::from_millis(i * 500), requeued());
+    }
+    assert!(!sim.planner.in_episode());
+    sim.event(secs(55), requeued());
+    assert!(sim.planner.in_episode());
+    sim.event(secs(56), requeued());
+    sim.run_until(secs(200));
+    let (success, _, tasks, details) = sim.end_episode();
+    assert!(success);
+    assert_eq!(tasks, 101);
+    assert_eq!(
+        details["triggers"][0]["reason"],
+        "100 tasks requeued within a minute (limit 100)"
+    );
+}
+
+#[test]
+fn a_new_emergency_during_the_ramp_holds_dispatch_again() {
+    let mut sim = Sim::new(policy());
+    sim.fleet(secs(0), 4, 4);
+    let error = |reason: &str| RecoveryEvent::StorageError {
+        reason: reason.to_string(),
+    };
+    sim.event(secs(0), error("first"));
+    sim.event(secs(20), error("second"));
+    assert_eq!(sim.planner.dispatch_allowance(sim.at(secs(20))), Some(0.0));
+    sim.run_until(secs(100));
+    assert_eq!(
+        sim.system_transcript()[5..],
+        [
+            "10.0s resume 0s:1 5s:4 10s:16",
+            "20.0s hold: relapse during the resume ramp: storage error: second",
+            "20.0s reconcile leases",
+            "20.0s requeue orphans",
+            "30.0s resume 0s:1 5s:4 10s:16",
+            "45.0s end success=true workers=0 tasks=0",
+        ]
+    );
+    let (_, _, _, details) = sim.end_episode();
+    assert_eq!(details["relapses"], 1);
+    assert_eq!(details["held_ms"], 20_000);
+    assert_eq!(details["storage_errors"], 2);
+}
+
+#[test]
+fn dispatch_resumes_at_max_hold_even_if_the_system_never_goes_quiet() {
+    let mut sim = Sim::new(policy());
+    sim.fleet(secs(0), 4, 4);
+    for t in (0..120).step_by(5) {
+        let error = RecoveryEvent::StorageError {
+            reason: format!("error at {t} s"),
+        };
+        sim.event(secs(t), error);
+    }
+    assert_eq!(sim.system_transcript()[5], "120.0s resume 0s:1 5s:4 10s:16");
+    sim.run_until(secs(136));
+    let (success, _, _, details) = sim.end_episode();
+    assert!(!success);
+    assert_eq!(details["forced_resume"], true);
+    assert_eq!(details["system_status"], "degraded");
+}
+
+// --- Settings ----------------------------------------------------------------------------
+
+#[test]
+fn settings_that_cannot_work_are_refused() {
+    let bad_policies = [
+        RecoveryPolicy {
+            jitter: 1.5,
+            ..policy()
+        },
+        RecoveryPolicy {
+            max_concurrent_recoveries: 0,
+            ..policy()
+        },
+        RecoveryPolicy {
+            recovery_interval: Duration::ZERO,
+            ..policy()
+        },
+    ];
+    for bad in bad_policies {
+        let planner = Planner::new(
+            bad.clone(),
+            PlannerConfig::default(),
+            StrategyStats::default(),
+        );
+        assert!(planner.is_err(), "{bad:?}");
+        let mut sim = Sim::new(policy());
+        assert!(sim.planner.set_policy(bad).is_err());
+        assert_eq!(sim.planner.policy(), &policy());
+    }
+    let bad_config = PlannerConfig {
+        ramp: vec![(secs(1), 1.0)],
+        ..PlannerConfig::default()
+    };
+    assert!(Planner::new(policy(), bad_config, StrategyStats::default()).is_err());
+    for level in [
+        RecoveryLevel::Low,
+        RecoveryLevel::Medium,
+        RecoveryLevel::High,
+    ] {
+        assert_eq!(RecoveryPolicy::for_level(level).validate(), Ok(()));
+    }
+    assert_eq!(
+        RecoveryPolicy::for_level(RecoveryLevel::High).max_recovery_attempts,
+        10
+    );
+}
+
+#[test]
+fn an_idle_planner_has_no_deadline() {
+    let sim = Sim::new(policy());
+    assert_eq!(sim.planner.next_deadline(), None);
+    assert!(!sim.planner.in_episode());
+}

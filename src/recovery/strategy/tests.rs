@@ -7,9 +7,9 @@ use Strategy::*;
 
 /// `successes` of `attempts` for (category, strategy).
 fn history(rows: &[(FaultCategory, Strategy, u32, u32)]) -> StrategyStats {
-    let outcomes = rows.iter().flat_map(|&(c, s, successes, attempts)| {
-        (0..attempts).map(move |i| (c, s, i < successes))
-    });
+    let outcomes = rows
+        .iter()
+        .flat_map(|&(c, s, successes, attempts)| (0..attempts).map(move |i| (c, s, i < successes)));
     StrategyStats::from_outcomes(StrategyStats::DEFAULT_MIN_SAMPLES, outcomes)
 }
 
@@ -33,7 +33,11 @@ fn without_history_the_plan_is_the_default_and_says_so() {
     let plan = StrategyStats::default().plan(Connection);
     assert_eq!(plan.order, default_order(Connection));
     assert!(!plan.reordered());
-    assert!(plan.reason.contains("no strategy has 5 attempts"), "{}", plan.reason);
+    assert!(
+        plan.reason.contains("no strategy has 5 attempts"),
+        "{}",
+        plan.reason
+    );
     assert!(plan.rates.values().all(|r| r.score == 0.5 && !r.learned));
 }
 
@@ -53,7 +57,11 @@ fn scores_are_laplace_smoothed_above_the_sample_minimum() {
     for (strategy, learned, score) in cases {
         let rate = stats.rate(Crash, strategy);
         assert_eq!(rate.learned, learned, "{strategy}");
-        assert!((rate.score - score).abs() < 1e-12, "{strategy}: {}", rate.score);
+        assert!(
+            (rate.score - score).abs() < 1e-12,
+            "{strategy}: {}",
+            rate.score
+        );
     }
 }
 
@@ -82,11 +90,16 @@ fn a_strategy_that_failed_nine_of_ten_times_goes_behind_and_the_reason_says_why(
     assert_eq!(plan.order, vec![Restart, Quarantine, Reconnect]);
     assert!(plan.reordered());
     assert!(
-        plan.reason.starts_with("reconnect failed 9 of 10 times for crash"),
+        plan.reason
+            .starts_with("reconnect failed 9 of 10 times for crash"),
         "{}",
         plan.reason
     );
-    assert!(plan.reason.contains("restart (has too little history"), "{}", plan.reason);
+    assert!(
+        plan.reason.contains("restart (has too little history"),
+        "{}",
+        plan.reason
+    );
     let details = plan.details();
     assert_eq!(
         details["order"],
@@ -104,8 +117,16 @@ fn a_strategy_that_failed_nine_of_ten_times_goes_behind_and_the_reason_says_why(
 #[test]
 fn a_successful_strategy_moves_ahead_and_categories_learn_separately() {
     let stats = history(&[(Connection, Restart, 8, 10)]);
-    assert_eq!(stats.plan(Connection).order, vec![Restart, Reconnect, Quarantine]);
-    assert!(stats.plan(Connection).reason.contains("succeeded 8 of 10 times"));
+    assert_eq!(
+        stats.plan(Connection).order,
+        vec![Restart, Reconnect, Quarantine]
+    );
+    assert!(
+        stats
+            .plan(Connection)
+            .reason
+            .contains("succeeded 8 of 10 times")
+    );
     assert_eq!(stats.plan(Timeout).order, default_order(Timeout).to_vec());
 }
 
@@ -134,8 +155,18 @@ fn attempts_beyond_the_order_quarantine() {
 fn history_rows_are_read_back() {
     let details = StrategyStats::default().plan(Hang).details().to_string();
     let cases = [
-        ("restart", true, details.as_str(), Some((Hang, Restart, true))),
-        ("quarantine", false, details.as_str(), Some((Hang, Quarantine, false))),
+        (
+            "restart",
+            true,
+            details.as_str(),
+            Some((Hang, Restart, true)),
+        ),
+        (
+            "quarantine",
+            false,
+            details.as_str(),
+            Some((Hang, Quarantine, false)),
+        ),
         ("proactive_drain", true, details.as_str(), None),
         ("self_recovered", true, details.as_str(), None),
         ("restart", true, "{}", None),
