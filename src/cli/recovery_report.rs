@@ -638,28 +638,26 @@ fn text(row: &[Json], i: usize) -> Result<Option<String>, CliError> {
 macro_rules! cells {
     ($($cell:expr),* $(,)?) => { vec![$($cell.to_string()),*] };
 }
-use cells;
 
 /// The report as text sections with aligned tables, or as one JSON document.
 pub fn render(report: &RecoveryReport, output: Output) -> String {
     if output == Output::Json {
         return serde_json::to_string_pretty(report).unwrap_or_default() + "\n";
     }
-    let mut out = String::new();
-    let s = &report.success;
-    let rates = [
-        ("worker", &s.worker),
-        ("task", &s.task),
-        ("system", &s.system),
+    let (s, p, r) = (&report.success, &report.preservation, &report.reconnection);
+    let of =
+        |part: u64, whole: u64, rate: Option<f64>| format!("{} ({part} of {whole})", percent(rate));
+    let success = |r: &Rate| of(r.successes, r.attempts, r.rate);
+    let summary = [
+        cells!["worker recovery success", success(&s.worker)],
+        cells!["task recovery success", success(&s.task)],
+        cells!["system recovery success", success(&s.system)],
+        cells!["task preservation", of(p.preserved, p.tasks, p.rate)],
+        cells!["worker reconnection", of(r.healthy, r.workers, r.rate)],
     ];
-    section(
-        &mut out,
-        "Recovery success",
-        &["KIND", "ATTEMPTS", "SUCCESSES", "RATE"],
-        rates
-            .iter()
-            .map(|(kind, r)| cells![kind, r.attempts, r.successes, percent(r.rate)]),
-    );
+    let mut out = String::new();
+    let header = ["FIGURE", "RATE"];
+    section(&mut out, "Recovery", &header, summary.into_iter());
 
     let t = &report.recovery_time;
     let spans = [
@@ -672,132 +670,76 @@ pub fn render(report: &RecoveryReport, output: Output) -> String {
         "Recovery time (ms)",
         &["SPAN", "RECOVERIES", "TIMED", "MEAN", "P99"],
         spans.iter().map(|(span, d)| {
-            cells![
-                span,
-                d.recoveries,
-                d.timed,
-                millis(d.mean_ms),
-                millis(d.p99_ms)
-            ]
+            let (mean, p99) = (millis(d.mean_ms), millis(d.p99_ms));
+            cells![span, d.recoveries, d.timed, mean, p99]
         }),
     );
-
-    let p = &report.preservation;
     let title = format!(
-        "Task preservation: {} of {} recovered tasks have a result ({}); {} lost, {} open, \
-         {} unknown",
-        p.preserved,
-        p.tasks,
-        percent(p.rate),
-        p.lost,
-        p.open,
-        p.unknown
+        "Tasks by status (recovered: dealt with by recovery; {} lost, {} open, {} unknown)",
+        p.lost, p.open, p.unknown
     );
-    section(
-        &mut out,
-        &title,
-        &["STATUS", "TASKS", "RECOVERED"],
-        report
-            .task_outcomes
-            .iter()
-            .map(|o| cells![o.status, o.tasks, o.recovered]),
-    );
+    let rows = report.task_outcomes.iter().map(|o| {
+        let (status, tasks, recovered) = (&o.status, o.tasks, o.recovered);
+        cells![status, tasks, recovered]
+    });
+    section(&mut out, &title, &["STATUS", "TASKS", "RECOVERED"], rows);
 
     let load = &report.coordinator_load;
     let title = format!(
-        "Coordinator load (CPU in cores; during = within {} s of a recovery row)",
+        "Coordinator load: samples, mean CPU (cores) and memory during recovery (within {} s \
+         of a recovery row) and outside",
         load.window_s
     );
-    let header = ["NODE", "SAMPLES", "CPU", "MEM", "OUTSIDE", "CPU", "MEM"];
-    section(
-        &mut out,
-        &title,
-        &header,
-        load.nodes.iter().map(|n| {
-            let (d, o) = (&n.during, &n.outside);
-            cells![
-                n.node_id,
-                d.samples,
-                cores(d.cpu),
-                mebibytes(d.mem_bytes),
-                o.samples,
-                cores(o.cpu),
-                mebibytes(o.mem_bytes)
-            ]
-        }),
-    );
-
-    let r = &report.reconnection;
-    let title = format!(
-        "Worker reconnection: {} of {} workers that failed are healthy now ({})",
-        r.healthy,
-        r.workers,
-        percent(r.rate)
-    );
-    section(
-        &mut out,
-        &title,
-        &["STATUS", "WORKERS"],
-        r.by_status
-            .iter()
-            .map(|s| cells![registered(&s.status), s.workers]),
-    );
+    let header = ["NODE", "DURING", "CPU", "MEM", "OUTSIDE", "CPU", "MEM"];
+    let rows = load.nodes.iter().map(|n| {
+        let (d, o) = (&n.during, &n.outside);
+        let (d_cpu, d_mem) = (cores(d.cpu), mebibytes(d.mem_bytes));
+        let (o_cpu, o_mem) = (cores(o.cpu), mebibytes(o.mem_bytes));
+        cells![n.node_id, d.samples, d_cpu, d_mem, o.samples, o_cpu, o_mem]
+    });
+    section(&mut out, &title, &header, rows);
+    let rows = r.by_status.iter().map(|s| {
+        let status = registered(&s.status);
+        cells![status, s.workers]
+    });
+    let title = "Workers that failed, by status now";
+    section(&mut out, title, &["STATUS", "WORKERS"], rows);
 
     let patterns = &report.patterns;
-    section(
-        &mut out,
-        "Failure patterns: workers with the most recovery rows",
-        &[
-            "WORKER",
-            "WORKER ROWS",
-            "SUCCEEDED",
-            "TASK ROWS",
-            "TOTAL",
-            "NOW",
-        ],
-        patterns.top_workers.iter().map(|w| {
-            let status = registered(&w.status);
-            cells![
-                w.worker_id,
-                w.worker_recoveries,
-                w.worker_successes,
-                w.task_recoveries,
-                w.total,
-                status
-            ]
-        }),
-    );
-    let lists = [
-        (
-            "task recoveries by category",
-            "CATEGORY",
-            &patterns.task_categories,
-        ),
-        (
-            "worker recoveries by type",
-            "TYPE",
-            &patterns.worker_recovery_types,
-        ),
+    let header = [
+        "WORKER",
+        "WORKER ROWS",
+        "SUCCEEDED",
+        "TASK ROWS",
+        "TOTAL",
+        "NOW",
     ];
-    for (title, kind, list) in lists {
-        section(
-            &mut out,
-            &format!("Failure patterns: {title}"),
-            &[kind, "ROWS", "SUCCEEDED"],
-            list.iter()
-                .map(|c| cells![c.category.as_deref().unwrap_or("-"), c.rows, c.successes]),
-        );
-    }
-    section(
-        &mut out,
-        "Failure patterns: recovery rows by hour of day (UTC)",
-        &["HOUR", "WORKER ROWS", "TASK ROWS"],
-        patterns
-            .hours
-            .iter()
-            .map(|h| cells![format!("{:02}:00", h.hour), h.worker_rows, h.task_rows]),
-    );
+    let rows = patterns.top_workers.iter().map(|w| {
+        let (rows, ok, tasks) = (w.worker_recoveries, w.worker_successes, w.task_recoveries);
+        cells![w.worker_id, rows, ok, tasks, w.total, registered(&w.status)]
+    });
+    let title = "Workers with the most recovery rows";
+    section(&mut out, title, &header, rows);
+    let title = "Task recoveries by category";
+    counts(&mut out, title, "CATEGORY", &patterns.task_categories);
+    let title = "Worker recoveries by type";
+    counts(&mut out, title, "TYPE", &patterns.worker_recovery_types);
+    let rows = patterns
+        .hours
+        .iter()
+        .map(|h| cells![format!("{:02}:00", h.hour), h.worker_rows, h.task_rows]);
+    let title = "Recovery rows by hour of day (UTC)";
+    section(&mut out, title, &["HOUR", "WORKER ROWS", "TASK ROWS"], rows);
     out
+}
+
+/// Appends a section of category counts.
+fn counts(out: &mut String, title: &str, kind: &str, list: &[CategoryCount]) {
+    let rows = list.iter().map(|c| {
+        let category = c.category.as_deref().unwrap_or("-");
+        cells![category, c.rows, c.successes]
+    });
+    section(out, title, &[kind, "ROWS", "SUCCEEDED"], rows);
 }
 
 /// Appends a titled, indented table, with a blank line before every section but the first.

@@ -48,6 +48,8 @@ pub struct Leadership {
     pub cancel: CancellationToken,
     /// Worker liveness (the health monitor's detector).
     pub monitor: super::monitor::Monitor,
+    /// Auto-recovery (absent with `--disable-auto-recovery`).
+    pub recovery: Option<Arc<crate::recovery::executor::Recovery>>,
     sessions: Mutex<BTreeMap<WorkerId, Session>>,
     scheduler: Mutex<Scheduler>,
     /// Wakes the dispatcher (a worker joined, a slot freed).
@@ -85,10 +87,15 @@ pub fn worker_profile(machine: &Machine, worker: &str, slots: u32) -> Option<Wor
 }
 
 impl Leadership {
-    fn new(term: u64, monitor: super::monitor::Monitor) -> Self {
+    fn new(
+        term: u64,
+        monitor: super::monitor::Monitor,
+        recovery: Option<Arc<crate::recovery::executor::Recovery>>,
+    ) -> Self {
         Leadership {
             term,
             monitor,
+            recovery,
             cancel: CancellationToken::new(),
             sessions: Mutex::new(BTreeMap::new()),
             scheduler: Mutex::new(Scheduler::new()),
@@ -150,6 +157,21 @@ impl Leadership {
         }
     }
 
+    /// Ends a worker's session (it reconnects); recovery's first strategy.
+    pub fn close_session(&self, worker: &str) {
+        let removed = lock(&self.sessions).remove(worker);
+        if removed.is_some() {
+            lock(&self.scheduler).worker_down(worker);
+        }
+    }
+
+    /// Tells recovery about an event, when auto-recovery is on.
+    pub fn recovery_event(&self, event: crate::recovery::RecoveryEvent) {
+        if let Some(r) = &self.recovery {
+            r.event(event);
+        }
+    }
+
     /// Makes a registered worker available to the scheduler.
     pub fn worker_ready(&self, profile: WorkerProfile) {
         lock(&self.scheduler).worker_up(profile);
@@ -159,6 +181,14 @@ impl Leadership {
     /// The sender of a worker's current session.
     pub fn sender(&self, worker: &str) -> Option<SessionSender> {
         lock(&self.sessions).get(worker).map(|s| s.sender.clone())
+    }
+
+    /// What a worker's last heartbeat said it runs.
+    pub fn reported(&self, worker: &str) -> BTreeSet<(String, u32)> {
+        lock(&self.sessions)
+            .get(worker)
+            .map(|s| s.running.clone())
+            .unwrap_or_default()
     }
 
     /// Workers with a session right now.
@@ -274,7 +304,18 @@ pub async fn start(node: Arc<Coordinator>, term: u64) {
             return;
         }
     };
-    let leadership = Arc::new(Leadership::new(term, monitor));
+    let recovery = if node.config().disable_auto_recovery {
+        None
+    } else {
+        match crate::recovery::executor::Recovery::new(&node, term) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                tracing::error!("auto-recovery off for this term: {e}");
+                None
+            }
+        }
+    };
+    let leadership = Arc::new(Leadership::new(term, monitor, recovery));
     // Subscribe before reading the view, so nothing applied in between is missed.
     let events = node.state().subscribe();
     node.state().with_machine(|m| leadership.rebuild(m));
@@ -293,6 +334,10 @@ pub async fn start(node: Arc<Coordinator>, term: u64) {
         }
     });
     tokio::spawn(super::monitor::run(node.clone(), leadership.clone()));
+    tokio::spawn(crate::recovery::executor::run(
+        node.clone(),
+        leadership.clone(),
+    ));
     tokio::spawn(dispatch(node, leadership, events));
 }
 
@@ -315,6 +360,8 @@ async fn dispatch(
     mut events: broadcast::Receiver<Event>,
 ) {
     let cancel = leadership.cancel.clone();
+    let mut tokens = MAX_BATCH as f64;
+    let mut refilled = Instant::now();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -339,7 +386,28 @@ async fn dispatch(
                 Err(_) => break,
             }
         }
-        let picks = lock(&leadership.scheduler).pick(MAX_BATCH);
+        let budget = match leadership
+            .recovery
+            .as_ref()
+            .and_then(|r| r.dispatch_allowance())
+        {
+            None => {
+                tokens = MAX_BATCH as f64;
+                MAX_BATCH
+            }
+            Some(rate) => {
+                // Held (rate 0) or ramping: a token bucket refilled at `rate` per second.
+                let now = Instant::now();
+                tokens = (tokens + rate * (now - refilled).as_secs_f64()).min(rate.max(1.0));
+                tokens.floor() as usize
+            }
+        };
+        refilled = Instant::now();
+        if budget == 0 {
+            continue;
+        }
+        let picks = lock(&leadership.scheduler).pick(budget);
+        tokens -= picks.len() as f64;
         if picks.is_empty() {
             continue;
         }

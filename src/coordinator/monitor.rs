@@ -24,6 +24,7 @@ use serde_json::json;
 use super::Coordinator;
 use super::leader::Leadership;
 use crate::health::detector::{Detector, DetectorConfig, Liveness, Transition};
+use crate::recovery::RecoveryEvent;
 use crate::state::command::{Command, FaultCategory, TaskStatus, Timestamp, WorkerStatus};
 use crate::state::machine::Reply;
 
@@ -170,8 +171,23 @@ async fn on_transition(node: &Coordinator, leadership: &Leadership, t: Transitio
         },
     )
     .await;
-    if target == WorkerStatus::Failed && reply.is_some_and(|r| !r.is_rejected()) {
+    let applied = reply.is_some_and(|r| !r.is_rejected());
+    if target == WorkerStatus::Failed && applied {
         recover_tasks(node, leadership, &t, detected_at).await;
+        let category = if t.reason.contains("session") {
+            FaultCategory::Connection
+        } else {
+            FaultCategory::Hang
+        };
+        leadership.recovery_event(RecoveryEvent::WorkerFailed {
+            worker: t.worker.clone(),
+            category,
+            reason: t.reason.clone(),
+        });
+    } else if target == WorkerStatus::Healthy && applied && current != WorkerStatus::Suspect {
+        leadership.recovery_event(RecoveryEvent::WorkerHealthy {
+            worker: t.worker.clone(),
+        });
     }
 }
 
@@ -225,6 +241,11 @@ async fn recover_tasks(
     let Some(Reply::Many(replies)) = propose(node, Command::Batch(commands)).await else {
         return;
     };
+    for _ in &held {
+        leadership.recovery_event(RecoveryEvent::TaskRequeued {
+            worker: t.worker.clone(),
+        });
+    }
     let requeued_at = Timestamp::now();
     let records: Vec<Command> = held
         .iter()

@@ -33,7 +33,8 @@ use crate::proto::{
     AttemptFinished, AttemptRef, Cancel, CoordinatorMessage, FinishedAck, Hello, Redirect, Welcome,
     coordinator_message, worker_message,
 };
-use crate::state::command::{Command, FaultCategory, Outcome, TaskStatus, Timestamp};
+use crate::recovery::RecoveryEvent;
+use crate::state::command::{Command, FaultCategory, Outcome, TaskStatus, Timestamp, WorkerStatus};
 use crate::state::machine::Reply;
 
 /// Messages buffered towards one worker.
@@ -151,6 +152,9 @@ async fn serve(
         labels: hello.labels.clone().into_iter().collect(),
         at: Timestamp::now(),
     };
+    let before = node
+        .state()
+        .with_machine(|m| m.worker(&worker).map(|w| w.status));
     match node.raft().client_write(register).await {
         Ok(r) if r.data.is_rejected() => {
             let _ = tx
@@ -166,6 +170,19 @@ async fn serve(
             let _ = tx.send(Ok(redirect(&node))).await;
             return Err(format!("cannot register {worker}: {e}"));
         }
+    }
+    if before.is_some_and(|s| {
+        matches!(
+            s,
+            WorkerStatus::Failed
+                | WorkerStatus::Recovering
+                | WorkerStatus::Quarantined
+                | WorkerStatus::PermanentlyFailed
+        )
+    }) {
+        leadership.recovery_event(RecoveryEvent::WorkerHealthy {
+            worker: worker.clone(),
+        });
     }
     let running = refs(&hello.running);
     let slots = hello.slots.max(1);
@@ -220,6 +237,12 @@ async fn serve(
                 });
             }
             Some(worker_message::Body::Finished(f)) => {
+                if f.outcome == Outcome::WorkerFault.as_str() {
+                    leadership.recovery_event(RecoveryEvent::InfraFault {
+                        worker: worker.clone(),
+                        task: f.task_id.clone(),
+                    });
+                }
                 let node = node.clone();
                 let worker = worker.clone();
                 let tx = tx.clone();
@@ -272,6 +295,12 @@ async fn finish(
             tracing::warn!(task = %f.task_id, "result not committed (the worker will resend it): {e}")
         }
     }
+}
+
+/// Reconciles a connected worker against the log (system recovery's lease reconciliation).
+pub async fn reconcile_worker(node: &Coordinator, leadership: &Leadership, worker: &str) {
+    let reported = leadership.reported(worker);
+    reconcile(node, leadership, worker, &reported).await;
 }
 
 /// Brings the worker and the log into agreement after a hello.

@@ -96,6 +96,7 @@
 //! the next attempt uses the new policy. [`RecoveryPolicy::for_level`] gives the low / medium /
 //! high levels of DESIGN.md §6 that the system circuit breaker will choose between.
 
+pub mod executor;
 pub mod planner;
 pub mod strategy;
 

@@ -591,9 +591,10 @@ fn an_empty_database_reports_zeros_and_nulls() {
     );
     let text = render(&report, Output::Table);
     assert!(
-        text.contains("0 of 0 recovered tasks have a result (-)"),
+        text.contains("  task preservation        - (0 of 0)"),
         "{text}"
     );
+    assert!(text.contains("  worker failed -> recovered  0           0      -     -"));
 }
 
 #[test]
@@ -623,17 +624,22 @@ fn json_has_snake_case_keys_and_the_same_figures() {
 fn the_text_report_has_every_section() {
     let text = render(&story().report(), Output::Table);
     for line in [
-        "Recovery success",
-        "worker  5         3          60.0%",
-        "Recovery time (ms)",
-        "worker failed -> recovered  3           2      11500.0  14930.0",
-        "Task preservation: 2 of 6 recovered tasks have a result (33.3%); 2 lost, 1 open, \
-         1 unknown",
-        "Coordinator load (during = within 30 s of a recovery row)",
-        "Worker reconnection: 3 of 4 workers that failed are healthy now (75.0%)",
-        "w4      1            0          0          1      failed",
-        "crash       3     2",
-        "14:00  3            3",
+        "  worker recovery success  60.0% (3 of 5)",
+        "  task recovery success    66.7% (4 of 6)",
+        "  system recovery success  100.0% (1 of 1)",
+        "  task preservation        33.3% (2 of 6)",
+        "  worker reconnection      75.0% (3 of 4)",
+        "  worker failed -> recovered  3           2      11500.0  14930.0",
+        "  task detected -> requeued   4           3      1000.0   1970.0",
+        "Tasks by status (recovered: dealt with by recovery; 2 lost, 1 open, 1 unknown)",
+        "  passed     2      1",
+        "  1     3       0.500  0.0 MiB  3        0.250  0.0 MiB",
+        "  2     0       -      -        1        0.500  0.0 MiB",
+        "  failed   1",
+        "  w4      1            0          0          1      failed",
+        "  crash       3     2",
+        "  reconnect  3     2",
+        "  14:00  3            3",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }

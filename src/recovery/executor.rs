@@ -1,0 +1,424 @@
+//! The recovery executor: performs the planner's actions on the leader and feeds back what
+//! happened.
+//!
+//! [`Recovery`] owns the pure [`Planner`] for one leadership term. Events arrive from the
+//! health monitor (a worker failed, a worker is healthy again), from worker sessions (a
+//! worker registered again) and from the executor itself (a restart command finished); the
+//! driver loop ticks the planner at its deadlines. Every action becomes I/O here:
+//!
+//! * status changes and recovery records are commands (`SetWorkerStatus`,
+//!   `RecordWorkerRecovery`, `RecordSystemRecovery`) — the leader term is added to every
+//!   record's `details`;
+//! * `CloseSession` ends the worker's stream so it reconnects;
+//! * `RunRestart` runs the configured restart command template (`{worker}`, `{host}`,
+//!   `{address}`) with a timeout, in its own process group, and reports exit status and
+//!   output tail back to the planner;
+//! * system actions: dispatch is held and then ramped (the dispatcher asks
+//!   [`Recovery::dispatch_allowance`]), leases are reconciled, orphaned tasks requeued, a
+//!   snapshot taken, and at the end of an episode a `system_recovery_history` row and a
+//!   Markdown report (in the data directory's `reports/`) are written.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::Notify;
+
+use super::planner::{Planner, PlannerConfig};
+use super::strategy::StrategyStats;
+use super::{Action, RecoveryEvent, RecoveryPolicy, SystemAction, WorkerRecoveryRecord};
+use crate::coordinator::Coordinator;
+use crate::coordinator::leader::Leadership;
+use crate::state::command::{Command, FaultCategory, TaskStatus, Timestamp, WorkerStatus};
+use crate::worker::executor::{self, AttemptSpec};
+
+/// How long a restart command may run.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The recovery state of one leadership term.
+pub struct Recovery {
+    planner: Mutex<Planner>,
+    /// Actions produced by events, waiting for the driver.
+    pending: Mutex<Vec<Action>>,
+    wake: Notify,
+}
+
+/// The policy of a coordinator's configuration.
+pub fn policy(node: &Coordinator) -> RecoveryPolicy {
+    let c = node.config();
+    let interval = Duration::from_millis(c.recovery_interval_ms);
+    RecoveryPolicy {
+        max_recovery_attempts: c.max_recovery_attempts,
+        recovery_interval: interval,
+        enable_proactive_recovery: c.enable_proactive_recovery,
+        reconnect_wait: interval,
+        ..RecoveryPolicy::default()
+    }
+}
+
+impl Recovery {
+    /// A planner for this term, taught by the outcomes recorded so far.
+    pub fn new(node: &Coordinator, term: u64) -> Result<Recovery, String> {
+        let stats = StrategyStats::from_outcomes(StrategyStats::DEFAULT_MIN_SAMPLES, history(node));
+        let config = PlannerConfig {
+            seed: term,
+            ..PlannerConfig::default()
+        };
+        let planner = Planner::new(policy(node), config, stats).map_err(|e| e.to_string())?;
+        Ok(Recovery {
+            planner: Mutex::new(planner),
+            pending: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Hands an event to the planner; the driver performs the resulting actions.
+    pub fn event(&self, event: RecoveryEvent) {
+        let actions = lock(&self.planner).on_event(Instant::now(), event);
+        if !actions.is_empty() {
+            lock(&self.pending).extend(actions);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Assignments per second the dispatcher may commit now: `None` unlimited, `Some(0.0)`
+    /// held (a system recovery episode), `Some(r)` while dispatch ramps back up.
+    pub fn dispatch_allowance(&self) -> Option<f64> {
+        lock(&self.planner).dispatch_allowance(Instant::now())
+    }
+
+    pub fn in_episode(&self) -> bool {
+        lock(&self.planner).in_episode()
+    }
+}
+
+/// What past recovery attempts taught: `(category, strategy, success)` of every recorded
+/// worker recovery (read from this node's DuckDB; unreadable history teaches nothing).
+fn history(node: &Coordinator) -> Vec<(FaultCategory, super::strategy::Strategy, bool)> {
+    let read = || -> Result<Vec<(String, bool, String)>, String> {
+        node.state().flush().map_err(|e| e.to_string())?;
+        let conn = node.state().reader().map_err(|e| e.to_string())?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT recovery_type, success, CAST(details AS VARCHAR) FROM worker_recovery_history",
+            )
+            .map_err(|e| e.to_string())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| e.to_string())?
+            .filter_map(Result::ok)
+            .collect();
+        Ok(rows)
+    };
+    match read() {
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|(kind, success, details)| {
+                super::strategy::parse_outcome(kind, *success, details)
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!("recovery history unreadable, starting without it: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// The driver loop of one leadership term.
+pub async fn run(node: Arc<Coordinator>, leadership: Arc<Leadership>) {
+    let Some(recovery) = leadership.recovery.clone() else {
+        return;
+    };
+    let cancel = leadership.cancel.clone();
+    let mut last_fleet = (usize::MAX, usize::MAX);
+    loop {
+        let deadline = lock(&recovery.planner).next_deadline();
+        let sleep = deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_millis(500))
+            .min(Duration::from_millis(500));
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = recovery.wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+        let fleet = node.state().with_machine(|m| {
+            let total = m
+                .workers()
+                .values()
+                .filter(|w| {
+                    !matches!(
+                        w.status,
+                        WorkerStatus::Left | WorkerStatus::PermanentlyFailed
+                    )
+                })
+                .count();
+            let healthy = m
+                .workers()
+                .values()
+                .filter(|w| w.status == WorkerStatus::Healthy)
+                .count();
+            (healthy, total)
+        });
+        if fleet != last_fleet {
+            last_fleet = fleet;
+            recovery.event(RecoveryEvent::FleetSize {
+                healthy: fleet.0,
+                total: fleet.1,
+            });
+        }
+        let mut actions = std::mem::take(&mut *lock(&recovery.pending));
+        actions.extend(lock(&recovery.planner).tick(Instant::now()));
+        for action in actions {
+            perform(&node, &leadership, &recovery, action).await;
+        }
+    }
+}
+
+async fn propose(node: &Coordinator, command: Command) -> bool {
+    match node.raft().client_write(command).await {
+        Ok(response) => !response.data.is_rejected(),
+        Err(e) => {
+            tracing::warn!("recovery proposal not committed: {e}");
+            false
+        }
+    }
+}
+
+async fn perform(
+    node: &Arc<Coordinator>,
+    leadership: &Arc<Leadership>,
+    recovery: &Arc<Recovery>,
+    action: Action,
+) {
+    match action {
+        Action::SetStatus {
+            worker,
+            from,
+            to,
+            reason,
+        } => {
+            tracing::info!(worker = %worker, %from, %to, reason = %reason, "recovery: worker status");
+            propose(
+                node,
+                Command::SetWorkerStatus {
+                    worker,
+                    from,
+                    to,
+                    reason,
+                    at: Timestamp::now(),
+                },
+            )
+            .await;
+        }
+        Action::CloseSession { worker } => {
+            tracing::info!(worker = %worker, "recovery: closing the worker's session");
+            leadership.close_session(&worker);
+        }
+        Action::RunRestart { worker, attempt } => {
+            let node = node.clone();
+            let recovery = recovery.clone();
+            tokio::spawn(async move {
+                let (exit_code, output_tail) = restart(&node, &worker).await;
+                recovery.event(RecoveryEvent::RestartFinished {
+                    worker,
+                    attempt,
+                    exit_code,
+                    output_tail,
+                });
+            });
+        }
+        Action::Record(record) => record_worker(node, leadership, record).await,
+        Action::Drain { worker, reason } => {
+            tracing::info!(worker = %worker, reason = %reason, "recovery: draining a worker before it fails");
+            propose(
+                node,
+                Command::SetWorkerStatus {
+                    worker,
+                    from: WorkerStatus::Healthy,
+                    to: WorkerStatus::Draining,
+                    reason,
+                    at: Timestamp::now(),
+                },
+            )
+            .await;
+        }
+        Action::System(action) => system(node, leadership, action).await,
+    }
+}
+
+async fn record_worker(node: &Coordinator, leadership: &Leadership, record: WorkerRecoveryRecord) {
+    let mut details = record.details;
+    if let Some(map) = details.as_object_mut() {
+        map.insert("leader_term".into(), json!(leadership.term));
+        map.insert("leader_node".into(), json!(node.node_id()));
+    }
+    tracing::info!(worker = %record.worker, attempt = record.attempt_number, success = record.success, strategy = %record.recovery_type, "recovery attempt recorded");
+    propose(
+        node,
+        Command::RecordWorkerRecovery {
+            worker: record.worker,
+            attempt_number: record.attempt_number,
+            success: record.success,
+            recovery_type: record.recovery_type,
+            error_message: record.error_message,
+            details_json: details.to_string(),
+            at: Timestamp::now(),
+        },
+    )
+    .await;
+}
+
+/// Runs the restart command for `worker`; (exit code, output tail).
+async fn restart(node: &Coordinator, worker: &str) -> (Option<i32>, String) {
+    let Some(template) = node.config().restart_command.clone() else {
+        return (None, "no restart_command is configured".to_string());
+    };
+    let (host, address) = node
+        .state()
+        .with_machine(|m| {
+            m.worker(worker)
+                .map(|w| (w.host.clone(), w.address.clone()))
+        })
+        .unwrap_or_default();
+    let command = template
+        .replace("{worker}", worker)
+        .replace("{host}", &host)
+        .replace("{address}", &address);
+    tracing::info!(worker, command = %command, "recovery: running the restart command");
+    let spec = AttemptSpec {
+        command: vec!["sh".into(), "-c".into(), command],
+        env: Default::default(),
+        cwd: None,
+        timeout: RESTART_TIMEOUT,
+        output_limit: 4096,
+    };
+    let result = executor::run(spec, tokio_util::sync::CancellationToken::new()).await;
+    let mut tail = result.output_tail;
+    if let Some(error) = result.error {
+        tail.push_str(&error);
+    }
+    (result.exit_code, tail)
+}
+
+async fn system(node: &Coordinator, leadership: &Leadership, action: SystemAction) {
+    match action {
+        SystemAction::HoldDispatch { reason } => {
+            tracing::warn!(reason = %reason, "SYSTEM RECOVERY: dispatch held");
+        }
+        SystemAction::ReconcileLeases => {
+            for worker in leadership.connected() {
+                crate::coordinator::sessions::reconcile_worker(node, leadership, &worker).await;
+            }
+        }
+        SystemAction::RequeueOrphans => requeue_orphans(node).await,
+        SystemAction::ResetBreakers => {}
+        SystemAction::Snapshot => {
+            if let Err(e) = node.raft().trigger().snapshot().await {
+                tracing::warn!("system recovery snapshot failed: {e}");
+            }
+        }
+        SystemAction::ResumeGradually { ramp } => {
+            tracing::info!(?ramp, "system recovery: resuming dispatch gradually");
+        }
+        SystemAction::EndEpisode {
+            success,
+            affected_workers,
+            affected_tasks,
+            details,
+        } => {
+            let mut details = details;
+            if let Some(map) = details.as_object_mut() {
+                map.insert("leader_term".into(), json!(leadership.term));
+            }
+            write_report(node, success, affected_workers, affected_tasks, &details);
+            propose(
+                node,
+                Command::RecordSystemRecovery {
+                    system_status: if success { "recovered" } else { "critical" }.to_string(),
+                    success,
+                    affected_workers,
+                    affected_tasks,
+                    details_json: details.to_string(),
+                    at: Timestamp::now(),
+                },
+            )
+            .await;
+            tracing::warn!(
+                success,
+                affected_workers,
+                affected_tasks,
+                "SYSTEM RECOVERY: episode ended"
+            );
+        }
+    }
+}
+
+/// Requeues tasks held by workers that are not healthy (their holder is gone).
+async fn requeue_orphans(node: &Coordinator) {
+    let orphans: Vec<(String, u32, String)> = node.state().with_machine(|m| {
+        m.tasks()
+            .values()
+            .filter(|t| matches!(t.status, TaskStatus::Assigned | TaskStatus::Running))
+            .filter_map(|t| {
+                let holder = t.holder()?;
+                let healthy = m
+                    .worker(holder)
+                    .is_some_and(|w| w.status == WorkerStatus::Healthy);
+                (!healthy).then(|| (t.spec.id.clone(), t.attempt, holder.clone()))
+            })
+            .collect()
+    });
+    for (task, attempt, worker) in orphans {
+        propose(
+            node,
+            Command::RequeueTask {
+                task,
+                attempt,
+                reason: format!("system recovery: holder {worker} is not healthy"),
+                category: FaultCategory::LeaseLost,
+                at: Timestamp::now(),
+            },
+        )
+        .await;
+    }
+}
+
+/// Writes a human-readable report of a system recovery episode next to the data.
+fn write_report(
+    node: &Coordinator,
+    success: bool,
+    workers: u32,
+    tasks: u32,
+    details: &serde_json::Value,
+) {
+    let dir = node.config().data_dir().join("reports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let at = Timestamp::now().micros();
+    let text = format!(
+        "# System recovery episode\n\n- ended: {at} µs since the epoch\n- outcome: {}\n\
+         - workers affected: {workers}\n- tasks affected: {tasks}\n\n## Details\n\n```json\n{}\n```\n",
+        if success {
+            "recovered"
+        } else {
+            "not recovered"
+        },
+        serde_json::to_string_pretty(details).unwrap_or_default()
+    );
+    let path = dir.join(format!("system-recovery-{at}.md"));
+    if let Err(e) = std::fs::write(&path, text) {
+        tracing::warn!("cannot write {}: {e}", path.display());
+    }
+}
