@@ -91,7 +91,9 @@ pub struct CoordinatorConfig {
     pub worker_failure_timeout_ms: u64,
     /// Command the leader runs to restart a failed worker; `{worker}`, `{host}` and
     /// `{address}` are replaced (e.g. `ssh {host} systemctl restart testfleet-worker`).
-    /// None: recovery only waits for the worker to reconnect, then quarantines it.
+    /// None: recovery only waits for the worker to reconnect, then quarantines it. The
+    /// command runs in its own process group, which is killed when it exits: a command that
+    /// starts a local worker must detach it (`setsid testfleet worker ... &`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_command: Option<String>,
     /// Attempts to bring a failed worker back before it is permanently failed. Default 5.

@@ -137,6 +137,15 @@ enum Command {
         #[arg(long, default_value = "ha-report")]
         report_dir: std::path::PathBuf,
     },
+    /// Auto-recovery end to end with real processes: kill a worker, watch it come back
+    TestAutoRecovery {
+        /// Worker processes to start
+        #[arg(long, default_value_t = 3)]
+        num_workers: usize,
+        /// Seconds the demonstration may take at most
+        #[arg(long, default_value_t = 60)]
+        run_time: u64,
+    },
     /// Benchmarks
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -473,6 +482,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             );
             print!("{}", jobs::read_table(&addrs, &sql, target.output).await?);
             Ok(())
+        }
+        Command::TestAutoRecovery {
+            num_workers,
+            run_time,
+        } => {
+            let ok =
+                testfleet::cli::auto_recovery_demo::run(num_workers, Duration::from_secs(run_time))
+                    .await?;
+            if ok { Ok(()) } else { Err(CliError::Exit(1)) }
         }
         Command::Ha {
             nodes,

@@ -4,6 +4,7 @@
 //! `TESTFLEET_COORDINATOR`) and prints a table for people or, with `-o json`, one JSON
 //! document for scripts. Logs go to stderr; results to stdout.
 
+pub mod auto_recovery_demo;
 pub mod bench;
 pub mod bench_reconnect;
 pub mod bench_recovery;

@@ -13,15 +13,17 @@
 //!   recoveries (`task_recovery_history`, one row per decision) separately; system episodes
 //!   too.
 //! * **Worker recovery time** ([`RecoveryTimes::worker`]): over the successful
-//!   `worker_recovery_history` rows. When `details` carries both `started_at_us` and
-//!   `finished_at_us`, the time is `finished_at_us - started_at_us`. Otherwise it is the row's
-//!   `recovery_time` minus the worker's failure: the tables keep only a worker's *current*
-//!   status, so the time it was set `failed` survives as the `detected_at_us` that the health
-//!   monitor writes into each task recovery row of that failure (the `at` of the same
-//!   `SetWorkerStatus … → failed`). The latest such detection of that worker at or before the
-//!   row, and after the worker's previous successful recovery, is used. A success with
-//!   neither (the worker held no task when it failed) has no time: it counts in `recoveries`
-//!   but not in `timed`.
+//!   `worker_recovery_history` rows, the first source that the row allows:
+//!   1. `details.finished_at_us - details.started_at_us`;
+//!   2. `details.timings.since_failure_ms + details.timings.duration_ms` (0 when absent) —
+//!      what the recovery planner writes: failure → attempt start, attempt start → outcome;
+//!   3. the row's `recovery_time` minus the worker's failure. The tables keep only a worker's
+//!      *current* status, so the time it was set `failed` survives as the `detected_at_us`
+//!      the health monitor writes into each task recovery row of that failure (the `at` of
+//!      the same `SetWorkerStatus … → failed`): the latest one of that worker at or before
+//!      the row and after the worker's previous successful recovery.
+//!
+//!   A success with none of them counts in `recoveries` but not in `timed`.
 //! * **Task recovery times**, over the successful `task_recovery_history` rows:
 //!   [`RecoveryTimes::task_requeue`] is `requeued_at_us - detected_at_us` from `details`;
 //!   [`RecoveryTimes::task_finish`] is the task's `tasks.finished_at` minus `detected_at_us`,
@@ -75,7 +77,9 @@ const WORKER_TIME_SQL: &str = "\
 WITH successes AS (
   SELECT id, worker_id, recovery_time, epoch_us(recovery_time) AS at_us,
          TRY_CAST(details->>'started_at_us' AS BIGINT) AS started_us,
-         TRY_CAST(details->>'finished_at_us' AS BIGINT) AS finished_us
+         TRY_CAST(details->>'finished_at_us' AS BIGINT) AS finished_us,
+         TRY_CAST(details->'timings'->>'since_failure_ms' AS DOUBLE) AS since_failure_ms,
+         TRY_CAST(details->'timings'->>'duration_ms' AS DOUBLE) AS duration_ms
   FROM worker_recovery_history WHERE success
 ),
 bounded AS (
@@ -93,6 +97,7 @@ detections AS (
 spans AS (
   SELECT CASE
     WHEN b.started_us IS NOT NULL AND b.finished_us IS NOT NULL THEN b.finished_us - b.started_us
+    WHEN b.since_failure_ms IS NOT NULL THEN (b.since_failure_ms + coalesce(b.duration_ms, 0)) * 1000
     ELSE b.at_us - (SELECT max(d.detected_us) FROM detections d
                     WHERE d.worker_id = b.worker_id AND d.detected_us <= b.at_us
                       AND (b.previous_us IS NULL OR d.detected_us > b.previous_us))

@@ -253,7 +253,13 @@ impl Leadership {
                     scheduler.enqueue(q);
                 }
             }
-            Event::Assigned { .. } => {}
+            // An assignment this scheduler did not reserve (proposed by a previous leader and
+            // applied after the rebuild): the task leaves the queue and its slot is busy.
+            Event::Assigned { task, worker, .. } => {
+                if scheduler.reservation(&task).is_none() && scheduler.remove(&task) {
+                    scheduler.attempt_started(&worker);
+                }
+            }
             Event::Released {
                 task,
                 worker,

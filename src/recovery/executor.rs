@@ -42,6 +42,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The recovery state of one leadership term.
 pub struct Recovery {
     planner: Mutex<Planner>,
+    /// The last restart run per worker: (command, exit code, output tail), for the records.
+    restarts: Mutex<std::collections::BTreeMap<String, (String, Option<i32>, String)>>,
     /// Actions produced by events, waiting for the driver.
     pending: Mutex<Vec<Action>>,
     wake: Notify,
@@ -71,6 +73,7 @@ impl Recovery {
         let planner = Planner::new(policy(node), config, stats).map_err(|e| e.to_string())?;
         Ok(Recovery {
             planner: Mutex::new(planner),
+            restarts: Mutex::new(std::collections::BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
             wake: Notify::new(),
         })
@@ -229,7 +232,9 @@ async fn perform(
             let node = node.clone();
             let recovery = recovery.clone();
             tokio::spawn(async move {
-                let (exit_code, output_tail) = restart(&node, &worker).await;
+                let (command, exit_code, output_tail) = restart(&node, &worker).await;
+                lock(&recovery.restarts)
+                    .insert(worker.clone(), (command, exit_code, output_tail.clone()));
                 recovery.event(RecoveryEvent::RestartFinished {
                     worker,
                     attempt,
@@ -238,7 +243,12 @@ async fn perform(
                 });
             });
         }
-        Action::Record(record) => record_worker(node, leadership, record).await,
+        Action::Record(record) => {
+            let restart = (record.recovery_type == "restart")
+                .then(|| lock(&recovery.restarts).get(&record.worker).cloned())
+                .flatten();
+            record_worker(node, leadership, record, restart).await
+        }
         Action::Drain { worker, reason } => {
             tracing::info!(worker = %worker, reason = %reason, "recovery: draining a worker before it fails");
             propose(
@@ -257,11 +267,21 @@ async fn perform(
     }
 }
 
-async fn record_worker(node: &Coordinator, leadership: &Leadership, record: WorkerRecoveryRecord) {
+async fn record_worker(
+    node: &Coordinator,
+    leadership: &Leadership,
+    record: WorkerRecoveryRecord,
+    restart: Option<(String, Option<i32>, String)>,
+) {
     let mut details = record.details;
     if let Some(map) = details.as_object_mut() {
         map.insert("leader_term".into(), json!(leadership.term));
         map.insert("leader_node".into(), json!(node.node_id()));
+        if let Some((command, exit_code, tail)) = restart {
+            map.entry("command").or_insert(json!(command));
+            map.entry("exit_code").or_insert(json!(exit_code));
+            map.entry("output_tail").or_insert(json!(tail));
+        }
     }
     tracing::info!(worker = %record.worker, attempt = record.attempt_number, success = record.success, strategy = %record.recovery_type, "recovery attempt recorded");
     propose(
@@ -279,10 +299,14 @@ async fn record_worker(node: &Coordinator, leadership: &Leadership, record: Work
     .await;
 }
 
-/// Runs the restart command for `worker`; (exit code, output tail).
-async fn restart(node: &Coordinator, worker: &str) -> (Option<i32>, String) {
+/// Runs the restart command for `worker`; (command, exit code, output tail).
+async fn restart(node: &Coordinator, worker: &str) -> (String, Option<i32>, String) {
     let Some(template) = node.config().restart_command.clone() else {
-        return (None, "no restart_command is configured".to_string());
+        return (
+            String::new(),
+            None,
+            "no restart_command is configured".to_string(),
+        );
     };
     let (host, address) = node
         .state()
@@ -297,7 +321,7 @@ async fn restart(node: &Coordinator, worker: &str) -> (Option<i32>, String) {
         .replace("{address}", &address);
     tracing::info!(worker, command = %command, "recovery: running the restart command");
     let spec = AttemptSpec {
-        command: vec!["sh".into(), "-c".into(), command],
+        command: vec!["sh".into(), "-c".into(), command.clone()],
         env: Default::default(),
         cwd: None,
         timeout: RESTART_TIMEOUT,
@@ -308,7 +332,7 @@ async fn restart(node: &Coordinator, worker: &str) -> (Option<i32>, String) {
     if let Some(error) = result.error {
         tail.push_str(&error);
     }
-    (result.exit_code, tail)
+    (command, result.exit_code, tail)
 }
 
 async fn system(node: &Coordinator, leadership: &Leadership, action: SystemAction) {

@@ -10,6 +10,12 @@
 //! (`RegisterWorker` makes it `healthy`). So a reconnect or restart that succeeds needs no
 //! status change, and a quarantined worker that comes back is put back into `quarantined`
 //! until its window ends. If the belief is wrong, apply rejects the change as stale.
+//!
+//! # Layout
+//!
+//! This file holds the settings, the state and the public interface; the decisions live in
+//! `worker.rs` (one worker at a time: attempts, budget, jitter, drains) and `episode.rs` (the
+//! whole fleet: system recovery episodes), both `impl Planner` blocks over the same state.
 
 mod episode;
 mod worker;

@@ -805,3 +805,13 @@ fn bench_pick_runs() {
     let _ = bench_pick(500);
     let _ = bench_pick(0);
 }
+
+/// `cargo test --release --lib scheduler::tests::pick_time_by_queue_length -- --ignored
+/// --nocapture` prints the numbers `testfleet bench scheduler` shows.
+#[test]
+#[ignore = "prints timings"]
+fn pick_time_by_queue_length() {
+    for queued in [1_000, 10_000, 100_000] {
+        eprintln!("{queued:>7} queued: {:?} per pick", bench_pick(queued));
+    }
+}

@@ -529,6 +529,52 @@ fn every_figure_of_the_story() {
     assert_eq!(report, expected);
 }
 
+/// Each successful worker recovery is timed from the first source it allows: its own start
+/// and finish, the planner's timings, then the monitor's detection of the failure.
+#[test]
+fn worker_recovery_time_takes_the_first_source_a_row_allows() {
+    let mut world = World::new();
+    for w in ["w1", "w2", "w3", "w4", "w5"] {
+        world.register(w, DAY);
+    }
+    let tasks = vec![spec("t1", 3), spec("t2", 3), spec("t3", 3)];
+    world.apply(Command::SubmitJob {
+        job: "j1".into(),
+        name: "suite".into(),
+        tasks,
+        at: at(DAY),
+    });
+    for (task, worker) in [("t1", "w1"), ("t2", "w2"), ("t3", "w3")] {
+        world.assign(task, worker, 1, A - 5_000);
+        world.status(worker, WorkerStatus::Healthy, WorkerStatus::Failed, A);
+        let category = FaultCategory::Crash;
+        world.monitor_requeue(task, worker, category, A, A + 500, TaskStatus::Queued);
+    }
+    // Start and finish win over the timings and the detection (60 s): 20 s.
+    let both = json!({"started_at_us": (A + 10_000) * 1000, "finished_at_us": (A + 30_000) * 1000,
+                      "timings": {"since_failure_ms": 1, "duration_ms": 1}});
+    world.worker_recovery_with("w1", 1, true, "restart", both, A + 60_000);
+    // The planner's timings win over the detection: 4 s + 1 s.
+    let timings = json!({"timings": {"since_failure_ms": 4_000, "duration_ms": 1_000}});
+    world.worker_recovery_with("w2", 1, true, "reconnect", timings, A + 60_000);
+    // Only the detection: 45 s; a later success has no detection after the first one.
+    world.worker_recovery_with("w3", 1, true, "reconnect", json!({}), A + 45_000);
+    world.worker_recovery_with("w3", 2, true, "reconnect", json!({}), A + 90_000);
+    // A worker that came back by itself: the planner's time since the failure, 7 s.
+    let own = json!({"outcome": "self_recovered", "timings": {"since_failure_ms": 7_000}});
+    world.worker_recovery_with("w4", 1, true, "self_recovered", own, A + 70_000);
+    // No source at all, and a failed attempt (not a success, so not in scope).
+    world.worker_recovery_with("w5", 1, true, "reconnect", json!({}), A + 80_000);
+    world.worker_recovery("w5", 2, false, "restart", A + 85_000);
+
+    let times = world.report().recovery_time.worker;
+    // Timed: 5 s, 7 s, 20 s, 45 s; p99 interpolates between the two largest.
+    assert_eq!((times.recoveries, times.timed), (6, 4));
+    assert_eq!(times.mean_ms, Some(19_250.0));
+    let p99 = times.p99_ms.unwrap();
+    assert!((p99 - (20_000.0 + 0.97 * 25_000.0)).abs() < 1e-6, "{p99}");
+}
+
 #[test]
 fn an_empty_database_reports_zeros_and_nulls() {
     let report = World::new().report();

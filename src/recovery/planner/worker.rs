@@ -14,7 +14,7 @@ use crate::state::command::{FaultCategory, WorkerId, WorkerStatus};
 #[derive(Clone, Debug)]
 pub(super) struct Case {
     category: FaultCategory,
-    /// Why the worker failed, from [`RecoveryEvent::WorkerFailed`].
+    /// Why the worker failed, from [`crate::recovery::RecoveryEvent::WorkerFailed`].
     reason: String,
     failed_at: Instant,
     /// The status the planner believes is committed.

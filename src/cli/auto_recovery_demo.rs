@@ -1,0 +1,288 @@
+//! `testfleet test-auto-recovery`: auto-recovery end to end, with real processes.
+//!
+//! Starts a coordinator and `--num-workers` workers as processes, with a short
+//! `recovery_interval` and a local restart command (printed) that relaunches a worker; runs
+//! a workload; SIGKILLs the busiest worker; shows detection, requeues and recovery attempts
+//! as they happen; lets the restart command bring the worker back; then checks that every
+//! task ended with exactly one result, that the history rows exist, and that the worker
+//! runs again under a new PID. Every process it started — the relaunched worker included —
+//! is killed before it returns. It succeeds only if every check holds.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::CliError;
+use crate::launch::{LocalCluster, LocalWorkers};
+use crate::state::command::TaskSpec;
+
+fn unavailable(e: impl std::fmt::Display) -> CliError {
+    CliError::Unavailable(e.to_string())
+}
+
+async fn query(addrs: &[String], sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
+    let mut client = super::connect_any(addrs).await?;
+    let reply = client
+        .query(crate::proto::QueryRequest {
+            sql: sql.to_string(),
+            consistent: true,
+        })
+        .await
+        .map_err(super::from_status)?
+        .into_inner();
+    reply
+        .rows_json
+        .iter()
+        .map(|r| serde_json::from_str(r).map_err(|e| CliError::Other(e.to_string())))
+        .collect()
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn kill_pid(pid: i32) {
+    if pid > 1 {
+        // SAFETY: kill(2) with a pid read from a pid file this demo's restart command wrote.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Runs the demonstration; `Ok(true)` when every check held.
+pub async fn run(num_workers: usize, run_time: Duration) -> Result<bool, CliError> {
+    if num_workers < 2 {
+        return Err(CliError::Usage("--num-workers must be at least 2".into()));
+    }
+    let binary = std::env::current_exe()
+        .map_err(|e| CliError::Other(format!("cannot find this executable: {e}")))?;
+    let temp = tempfile::Builder::new()
+        .prefix("testfleet-auto-recovery-")
+        .tempdir()
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let dir = temp.path().to_path_buf();
+    let port = crate::launch::free_port().map_err(unavailable)?;
+    let addr = format!("127.0.0.1:{port}");
+    let restart = format!(
+        "setsid {bin} worker --coordinator {addr} --name {{worker}} --slots 2 < /dev/null >> {dir}/{{worker}}.restarted.log 2>&1 & echo $! > {dir}/{{worker}}.pid",
+        bin = binary.display(),
+        dir = dir.display()
+    );
+    println!("restart command: {restart}");
+    let args = vec![
+        "--worker-heartbeat-interval-ms".to_string(),
+        "200".to_string(),
+        "--worker-failure-timeout-ms".to_string(),
+        "1000".to_string(),
+        "--recovery-interval-ms".to_string(),
+        "4000".to_string(),
+        "--max-recovery-attempts".to_string(),
+        "3".to_string(),
+        "--restart-command".to_string(),
+        restart,
+    ];
+    let cluster =
+        LocalCluster::start_on(&binary, 1, Some(port), &dir, &args).map_err(unavailable)?;
+    cluster
+        .leader(Duration::from_secs(30), None)
+        .await
+        .map_err(unavailable)?;
+    let addrs = vec![addr.clone()];
+    println!("coordinator: {addr} (data in {})", dir.display());
+    let mut workers = LocalWorkers::start(&binary, &dir, &addrs, "demo-w", num_workers, 2)
+        .map_err(unavailable)?;
+    println!("workers: {}", workers.names().join(", "));
+
+    let result = demo(&addrs, &mut workers, &dir, run_time).await;
+    // Clean up every process, the relaunched ones included.
+    for name in workers.names() {
+        if let Some(pid) = read_pid(&dir.join(format!("{name}.pid"))) {
+            kill_pid(pid);
+        }
+    }
+    drop(workers);
+    drop(cluster);
+    result
+}
+
+async fn demo(
+    addrs: &[String],
+    workers: &mut LocalWorkers,
+    dir: &Path,
+    run_time: Duration,
+) -> Result<bool, CliError> {
+    let started = Instant::now();
+    let deadline = started + run_time;
+    let tasks: Vec<TaskSpec> = (0..24)
+        .map(|i| TaskSpec {
+            id: format!("demo-task-{i:02}"),
+            name: format!("demo-task-{i:02}"),
+            command: vec!["sh".into(), "-c".into(), format!("sleep {}", 1 + i % 3)],
+            env: Default::default(),
+            cwd: None,
+            timeout_ms: 60_000,
+            priority: 0,
+            labels: Default::default(),
+            capabilities: vec![],
+            max_retries: 3,
+            timeout_retries: 1,
+            flaky_retries: 0,
+        })
+        .collect();
+    super::jobs::submit(addrs, "demo-job", "auto-recovery demo", &tasks).await?;
+    println!(
+        "[{:5.1}s] submitted a job of {} tasks",
+        started.elapsed().as_secs_f64(),
+        tasks.len()
+    );
+
+    // Kill the busiest worker once it runs tasks.
+    let victim = loop {
+        let report = super::jobs::get_job(addrs, "demo-job", true).await?;
+        let mut busiest: Option<(usize, String)> = None;
+        for name in workers.names() {
+            let n = report
+                .tasks
+                .iter()
+                .filter(|t| t.status == "running" && t.worker_id == name)
+                .count();
+            if n > 0 && busiest.as_ref().is_none_or(|(m, _)| n > *m) {
+                busiest = Some((n, name));
+            }
+        }
+        if let Some((n, name)) = busiest {
+            println!(
+                "[{:5.1}s] {name} runs {n} tasks",
+                started.elapsed().as_secs_f64()
+            );
+            break name;
+        }
+        if Instant::now() > deadline {
+            return Err(unavailable("no worker started a task"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let old_pid = workers.pid(&victim).unwrap_or(0);
+    workers.kill(&victim);
+    println!(
+        "[{:5.1}s] SIGKILL {victim} (pid {old_pid})",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Watch detection, requeues and recovery attempts until the job ends and the worker is back.
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut back = false;
+    let mut finished = false;
+    while Instant::now() < deadline && !(back && finished) {
+        let status = query(
+            addrs,
+            &format!("SELECT status, status_reason FROM workers WHERE id = '{victim}'"),
+        )
+        .await?;
+        if let Some(row) = status.first() {
+            let line = format!(
+                "{victim} is {}: {}",
+                row[0].as_str().unwrap_or("?"),
+                row[1].as_str().unwrap_or("")
+            );
+            if seen.insert(line.clone()) {
+                println!("[{:5.1}s] {line}", started.elapsed().as_secs_f64());
+            }
+            back = row[0] == "healthy" && read_pid(&dir.join(format!("{victim}.pid"))).is_some();
+        }
+        let rows = query(
+            addrs,
+            "SELECT 'task ' || task_id || ': ' || recovery_type || CASE WHEN success THEN ' ok' ELSE ' failed' END \
+             FROM task_recovery_history UNION ALL SELECT 'worker ' || worker_id || ' attempt ' || attempt_number || \
+             ' (' || recovery_type || '): ' || CASE WHEN success THEN 'recovered' ELSE 'failed' END || \
+             coalesce(' — ' || error_message, '') FROM worker_recovery_history",
+        )
+        .await?;
+        for row in rows {
+            let line = row[0].as_str().unwrap_or("").to_string();
+            if seen.insert(line.clone()) {
+                println!(
+                    "[{:5.1}s] recovery: {line}",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let report = super::jobs::get_job(addrs, "demo-job", false).await?;
+        finished = report.status != "running";
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // The checks.
+    let mut ok = true;
+    let mut check = |name: &str, passed: bool, detail: String| {
+        println!(
+            "{} {name}{}",
+            if passed { "PASS" } else { "FAIL" },
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {detail}")
+            }
+        );
+        ok &= passed;
+    };
+    let report = super::jobs::get_job(addrs, "demo-job", true).await?;
+    let passed = report.tasks.iter().filter(|t| t.status == "passed").count();
+    check(
+        "the job finished",
+        report.status == "finished",
+        report.status.clone(),
+    );
+    check(
+        "every task passed",
+        passed == tasks.len(),
+        format!("{passed}/{}", tasks.len()),
+    );
+    let twice = query(
+        addrs,
+        "SELECT count(*) FROM (SELECT task_id FROM task_attempts WHERE outcome IN \
+         ('passed','failed','timed_out','error') GROUP BY task_id HAVING count(*) > 1)",
+    )
+    .await?;
+    check(
+        "every task has exactly one result",
+        twice[0][0] == 0,
+        String::new(),
+    );
+    let requeues = query(
+        addrs,
+        &format!(
+            "SELECT count(*) FROM task_recovery_history WHERE worker_id = '{victim}' AND success"
+        ),
+    )
+    .await?;
+    check(
+        "the dead worker's tasks were requeued (task_recovery_history)",
+        requeues[0][0].as_u64().unwrap_or(0) > 0,
+        format!("{} rows", requeues[0][0]),
+    );
+    let restart = query(
+        addrs,
+        &format!(
+            "SELECT attempt_number, details->>'command', details->>'exit_code' FROM worker_recovery_history \
+             WHERE worker_id = '{victim}' AND success ORDER BY id DESC LIMIT 1"
+        ),
+    )
+    .await?;
+    check(
+        "worker_recovery_history records the successful recovery",
+        !restart.is_empty(),
+        restart
+            .first()
+            .map(|r| format!("attempt {}, command {}, exit status {}", r[0], r[1], r[2]))
+            .unwrap_or_default(),
+    );
+    let new_pid = read_pid(&dir.join(format!("{victim}.pid"))).unwrap_or(0);
+    check(
+        "the restart command brought the worker back under a new PID",
+        back && new_pid > 0 && new_pid as u32 != old_pid,
+        format!("pid {old_pid} -> {new_pid}"),
+    );
+    Ok(ok)
+}
