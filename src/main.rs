@@ -31,7 +31,7 @@ struct Target {
 #[derive(Subcommand)]
 enum Command {
     /// Run a coordinator node (a single-node cluster unless --peers is given)
-    Coordinator(CoordinatorArgs),
+    Coordinator(Box<CoordinatorArgs>),
     /// Show the cluster: leader, term, and each node's role and log positions
     Status(Target),
     /// Run a read-only SQL query on a coordinator's DuckDB copy of the state
@@ -178,6 +178,8 @@ enum RecoveryCommand {
         #[arg(long, default_value_t = 1000)]
         limit: u32,
     },
+    /// Success rates, recovery times, task preservation, load and failure patterns
+    Report(Target),
 }
 
 #[derive(Subcommand)]
@@ -544,6 +546,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print!("{out}");
             Ok(())
         }
+        Command::Recovery(RecoveryCommand::Report(target)) => {
+            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let report = testfleet::cli::recovery_report::report(&addrs).await?;
+            print!(
+                "{}",
+                testfleet::cli::recovery_report::render(&report, target.output)
+            );
+            Ok(())
+        }
         Command::Workers(target) => {
             let addrs = cli::parse_addresses(&target.coordinator)?;
             let sql = "SELECT id, host, status, labels, capabilities, status_changed_at, \
@@ -551,7 +562,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", jobs::read_table(&addrs, sql, target.output).await?);
             Ok(())
         }
-        Command::Coordinator(args) => run_coordinator(args).await,
+        Command::Coordinator(args) => run_coordinator(*args).await,
         Command::Status(target) => {
             let addrs = cli::parse_addresses(&target.coordinator)?;
             let report = status::collect(&addrs).await?;

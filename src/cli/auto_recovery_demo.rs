@@ -76,7 +76,7 @@ pub async fn run(num_workers: usize, run_time: Duration) -> Result<bool, CliErro
         "--worker-failure-timeout-ms".to_string(),
         "1000".to_string(),
         "--recovery-interval-ms".to_string(),
-        "4000".to_string(),
+        "8000".to_string(),
         "--max-recovery-attempts".to_string(),
         "3".to_string(),
         "--restart-command".to_string(),

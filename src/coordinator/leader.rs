@@ -392,6 +392,9 @@ async fn dispatch(
                 Err(_) => break,
             }
         }
+        // The proposal's time is taken before dispatch is checked, so an assignment stamped
+        // after a hold began was never allowed by it.
+        let at = Timestamp::now();
         let budget = match leadership
             .recovery
             .as_ref()
@@ -401,8 +404,14 @@ async fn dispatch(
                 tokens = MAX_BATCH as f64;
                 MAX_BATCH
             }
+            Some(rate) if rate <= 0.0 => {
+                // Held: nothing is assigned, and no credit is kept for later.
+                tokens = 0.0;
+                0
+            }
             Some(rate) => {
-                // Held (rate 0) or ramping: a token bucket refilled at `rate` per second.
+                // Ramping: a token bucket refilled at `rate` per second, holding at most one
+                // second's worth (and at least one assignment).
                 let now = Instant::now();
                 tokens = (tokens + rate * (now - refilled).as_secs_f64()).min(rate.max(1.0));
                 tokens.floor() as usize
@@ -419,7 +428,7 @@ async fn dispatch(
         }
         let command = Command::AssignTasks {
             term: leadership.term,
-            at: Timestamp::now(),
+            at,
             assignments: picks.clone(),
         };
         let replies = match node.raft().client_write(command).await {

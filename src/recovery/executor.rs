@@ -39,13 +39,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A restart command's run: (command, exit code, output tail).
+type RestartRun = (String, Option<i32>, String);
+
 /// The recovery state of one leadership term.
 pub struct Recovery {
     planner: Mutex<Planner>,
     /// The last restart run per worker: (command, exit code, output tail), for the records.
-    restarts: Mutex<std::collections::BTreeMap<String, (String, Option<i32>, String)>>,
-    /// Actions produced by events, waiting for the driver.
-    pending: Mutex<Vec<Action>>,
+    restarts: Mutex<std::collections::BTreeMap<String, RestartRun>>,
+    /// When dispatch was held and when it resumed in the current episode (µs since epoch).
+    episode_times: Mutex<(Option<i64>, Option<i64>)>,
+    /// Actions produced by events, waiting for the driver, with the time just before the
+    /// planner decided them.
+    pending: Mutex<Vec<(Timestamp, Action)>>,
     wake: Notify,
 }
 
@@ -74,6 +80,7 @@ impl Recovery {
         Ok(Recovery {
             planner: Mutex::new(planner),
             restarts: Mutex::new(std::collections::BTreeMap::new()),
+            episode_times: Mutex::new((None, None)),
             pending: Mutex::new(Vec::new()),
             wake: Notify::new(),
         })
@@ -81,9 +88,10 @@ impl Recovery {
 
     /// Hands an event to the planner; the driver performs the resulting actions.
     pub fn event(&self, event: RecoveryEvent) {
+        let decided = Timestamp::now();
         let actions = lock(&self.planner).on_event(Instant::now(), event);
         if !actions.is_empty() {
-            lock(&self.pending).extend(actions);
+            lock(&self.pending).extend(actions.into_iter().map(|a| (decided, a)));
             self.wake.notify_one();
         }
     }
@@ -181,9 +189,15 @@ pub async fn run(node: Arc<Coordinator>, leadership: Arc<Leadership>) {
             });
         }
         let mut actions = std::mem::take(&mut *lock(&recovery.pending));
-        actions.extend(lock(&recovery.planner).tick(Instant::now()));
-        for action in actions {
-            perform(&node, &leadership, &recovery, action).await;
+        let decided = Timestamp::now();
+        actions.extend(
+            lock(&recovery.planner)
+                .tick(Instant::now())
+                .into_iter()
+                .map(|a| (decided, a)),
+        );
+        for (decided, action) in actions {
+            perform(&node, &leadership, &recovery, decided, action).await;
         }
     }
 }
@@ -202,6 +216,7 @@ async fn perform(
     node: &Arc<Coordinator>,
     leadership: &Arc<Leadership>,
     recovery: &Arc<Recovery>,
+    decided: Timestamp,
     action: Action,
 ) {
     match action {
@@ -263,7 +278,7 @@ async fn perform(
             )
             .await;
         }
-        Action::System(action) => system(node, leadership, action).await,
+        Action::System(action) => system(node, leadership, recovery, decided, action).await,
     }
 }
 
@@ -335,9 +350,16 @@ async fn restart(node: &Coordinator, worker: &str) -> (String, Option<i32>, Stri
     (command, result.exit_code, tail)
 }
 
-async fn system(node: &Coordinator, leadership: &Leadership, action: SystemAction) {
+async fn system(
+    node: &Coordinator,
+    leadership: &Leadership,
+    recovery: &Recovery,
+    decided: Timestamp,
+    action: SystemAction,
+) {
     match action {
         SystemAction::HoldDispatch { reason } => {
+            *lock(&recovery.episode_times) = (Some(decided.micros()), None);
             tracing::warn!(reason = %reason, "SYSTEM RECOVERY: dispatch held");
         }
         SystemAction::ReconcileLeases => {
@@ -353,6 +375,7 @@ async fn system(node: &Coordinator, leadership: &Leadership, action: SystemActio
             }
         }
         SystemAction::ResumeGradually { ramp } => {
+            lock(&recovery.episode_times).1 = Some(decided.micros());
             tracing::info!(?ramp, "system recovery: resuming dispatch gradually");
         }
         SystemAction::EndEpisode {
@@ -362,8 +385,11 @@ async fn system(node: &Coordinator, leadership: &Leadership, action: SystemActio
             details,
         } => {
             let mut details = details;
+            let (held_at, resumed_at) = std::mem::take(&mut *lock(&recovery.episode_times));
             if let Some(map) = details.as_object_mut() {
                 map.insert("leader_term".into(), json!(leadership.term));
+                map.insert("held_at_us".into(), json!(held_at));
+                map.insert("resumed_at_us".into(), json!(resumed_at));
             }
             write_report(node, success, affected_workers, affected_tasks, &details);
             propose(

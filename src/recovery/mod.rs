@@ -8,7 +8,7 @@
 //! recovery loop feeds it [`RecoveryEvent`]s with the instant they happened
 //! ([`planner::Planner::on_event`]) and calls [`planner::Planner::tick`] at
 //! [`planner::Planner::next_deadline`]; both return the [`Action`]s that are now due, in order.
-//! The executor performs them: it proposes the commands (`SetWorkerStatus`,
+//! The executor ([`executor`]) performs them: it proposes the commands (`SetWorkerStatus`,
 //! `RecordWorkerRecovery`, `RecordSystemRecovery`, DESIGN.md §1: every decision is a command in
 //! the Raft log), closes sessions, runs restart commands with a timeout, holds and throttles
 //! dispatch, and reports what happened back as events ([`RecoveryEvent::RestartFinished`],

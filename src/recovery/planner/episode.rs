@@ -67,8 +67,6 @@ impl Planner {
         }
     }
 
-    // --- System recovery -------------------------------------------------------------------
-
     pub(super) fn note_failure(&mut self, now: Instant, worker: &str, out: &mut Vec<Action>) {
         self.recent_failures.push_back((now, worker.to_string()));
         if let Some(episode) = &mut self.episode {

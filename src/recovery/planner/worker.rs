@@ -120,7 +120,8 @@ impl Planner {
                 _ => return,
             }
         }
-        let case = match self.recovered.remove(&worker) {
+        // A worker that fails again soon after being brought back continues where it was.
+        let mut case = match self.recovered.remove(&worker) {
             Some((at, mut case)) if now < at + self.policy.recovery_interval => {
                 case.reason = format!("{reason} (again, {} after recovering)", human(now - at));
                 case
@@ -138,7 +139,7 @@ impl Planner {
                 },
             },
         };
-        let mut case = Case { status, ..case };
+        case.status = status;
         if case.attempts >= self.policy.max_recovery_attempts {
             out.push(Action::SetStatus {
                 worker,

@@ -1,0 +1,222 @@
+//! Auto-recovery with real processes: the `test-auto-recovery` demonstration passes; a
+//! worker whose restart command keeps failing ends permanently failed after the configured
+//! attempts; losing half the fleet at once runs a system recovery episode during which no
+//! assignment is committed, and the job still finishes.
+
+use std::process::Command;
+use std::time::Duration;
+
+use testfleet::cli::jobs;
+use testfleet::launch::{LocalCluster, LocalWorkers};
+use testfleet::state::command::TaskSpec;
+
+use super::support::{binary, client, eventually};
+
+fn task(id: String, seconds: f64) -> TaskSpec {
+    TaskSpec {
+        name: id.clone(),
+        id,
+        command: vec!["sleep".into(), seconds.to_string()],
+        env: Default::default(),
+        cwd: None,
+        timeout_ms: 60_000,
+        priority: 0,
+        labels: Default::default(),
+        capabilities: vec![],
+        max_retries: 5,
+        timeout_retries: 0,
+        flaky_retries: 0,
+    }
+}
+
+async fn sql(cluster: &LocalCluster, query: &str) -> Vec<Vec<serde_json::Value>> {
+    let leader = cluster.leader(Duration::from_secs(30), None).await.unwrap();
+    let mut control = client(cluster.addr(leader)).await;
+    let reply = control
+        .query(testfleet::proto::QueryRequest {
+            sql: query.to_string(),
+            consistent: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    reply
+        .rows_json
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect()
+}
+
+fn args(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--worker-heartbeat-interval-ms",
+        "100",
+        "--worker-failure-timeout-ms",
+        "500",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+#[test]
+fn the_auto_recovery_demonstration_passes() {
+    let out = Command::new(binary())
+        .args([
+            "test-auto-recovery",
+            "--num-workers",
+            "3",
+            "--run-time",
+            "60",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("PASS the restart command brought the worker back under a new PID"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_restart_keeps_failing_ends_permanently_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = args(&[
+        "--recovery-interval-ms",
+        "800",
+        "--max-recovery-attempts",
+        "3",
+        "--restart-command",
+        "echo cannot restart {worker}; exit 7",
+    ]);
+    let cluster = LocalCluster::start(binary().as_ref(), 1, dir.path(), &extra).unwrap();
+    cluster.leader(Duration::from_secs(60), None).await.unwrap();
+    let addrs: Vec<String> = cluster.addresses().into_values().collect();
+    let mut workers =
+        LocalWorkers::start(binary().as_ref(), dir.path(), &addrs, "pf", 2, 1).unwrap();
+    eventually(Duration::from_secs(30), "both workers healthy", || {
+        let cluster = &cluster;
+        async move {
+            let rows = sql(
+                cluster,
+                "SELECT count(*) FROM workers WHERE status = 'healthy'",
+            )
+            .await;
+            (rows[0][0] == 2).then_some(())
+        }
+    })
+    .await;
+    workers.kill("pf1");
+    eventually(Duration::from_secs(60), "pf1 permanently failed", || {
+        let cluster = &cluster;
+        async move {
+            let rows = sql(cluster, "SELECT status FROM workers WHERE id = 'pf1'").await;
+            (rows[0][0] == "permanently_failed").then_some(())
+        }
+    })
+    .await;
+    let rows = sql(
+        &cluster,
+        "SELECT attempt_number, success, recovery_type, details->>'exit_code' FROM worker_recovery_history \
+         WHERE worker_id = 'pf1' ORDER BY attempt_number",
+    )
+    .await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0].as_u64(), Some(i as u64 + 1), "{rows:?}");
+        assert_eq!(row[1], false, "{rows:?}");
+    }
+    assert!(
+        rows.iter().any(|r| r[2] == "restart" && r[3] == "7"),
+        "the restart attempt records its exit status: {rows:?}"
+    );
+    let other = sql(&cluster, "SELECT status FROM workers WHERE id = 'pf2'").await;
+    assert_eq!(other[0][0], "healthy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_half_the_fleet_runs_system_recovery_and_the_job_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(binary().as_ref(), 1, dir.path(), &args(&[])).unwrap();
+    cluster.leader(Duration::from_secs(60), None).await.unwrap();
+    let addrs: Vec<String> = cluster.addresses().into_values().collect();
+    let mut workers =
+        LocalWorkers::start(binary().as_ref(), dir.path(), &addrs, "sys", 4, 2).unwrap();
+    eventually(Duration::from_secs(30), "four workers healthy", || {
+        let cluster = &cluster;
+        async move {
+            let rows = sql(
+                cluster,
+                "SELECT count(*) FROM workers WHERE status = 'healthy'",
+            )
+            .await;
+            (rows[0][0] == 4).then_some(())
+        }
+    })
+    .await;
+    let tasks: Vec<TaskSpec> = (0..40).map(|i| task(format!("sys-{i:02}"), 0.5)).collect();
+    jobs::submit(&addrs, "sys-job", "system", &tasks)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(30), "tasks running", || {
+        let addrs = addrs.clone();
+        async move {
+            let r = jobs::get_job(&addrs, "sys-job", false).await.ok()?;
+            (r.counts.get("running").copied().unwrap_or(0) >= 4).then_some(())
+        }
+    })
+    .await;
+    workers.kill("sys1");
+    workers.kill("sys2");
+    let report = tokio::time::timeout(Duration::from_secs(180), jobs::follow(&addrs, "sys-job"))
+        .await
+        .expect("the job finishes")
+        .unwrap();
+    assert_eq!(report.counts.get("passed"), Some(&40), "{report:?}");
+    let episode = eventually(Duration::from_secs(90), "a system recovery episode recorded", || {
+        let cluster = &cluster;
+        async move {
+            let rows = sql(
+                cluster,
+                "SELECT CAST(details->>'held_at_us' AS BIGINT), CAST(details->>'resumed_at_us' AS BIGINT), \
+                 affected_workers FROM system_recovery_history ORDER BY id LIMIT 1",
+            )
+            .await;
+            rows.into_iter().next()
+        }
+    })
+    .await;
+    let held = episode[0].as_i64().expect("hold time recorded");
+    let resumed = episode[1].as_i64().expect("resume time recorded");
+    assert!(resumed > held);
+    assert!(episode[2].as_u64() >= Some(2), "{episode:?}");
+    let during = sql(
+        &cluster,
+        &format!(
+            "SELECT count(*) FROM task_attempts WHERE epoch_us(assigned_at) > {held} \
+             AND epoch_us(assigned_at) < {resumed}"
+        ),
+    )
+    .await;
+    let detail = sql(
+        &cluster,
+        &format!(
+            "SELECT task_id, attempt, epoch_us(assigned_at) - {held}, {resumed} - {held} FROM task_attempts \
+             WHERE epoch_us(assigned_at) > {held} AND epoch_us(assigned_at) < {resumed}"
+        ),
+    )
+    .await;
+    assert_eq!(
+        during[0][0], 0,
+        "assignments were committed while dispatch was held: {detail:?}"
+    );
+}
