@@ -12,30 +12,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::CliError;
+use super::{CliError, unavailable};
 use crate::launch::{LocalCluster, LocalWorkers};
 use crate::state::command::TaskSpec;
-
-fn unavailable(e: impl std::fmt::Display) -> CliError {
-    CliError::Unavailable(e.to_string())
-}
-
-async fn query(addrs: &[String], sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
-    let mut client = super::connect_any(addrs).await?;
-    let reply = client
-        .query(crate::proto::QueryRequest {
-            sql: sql.to_string(),
-            consistent: true,
-        })
-        .await
-        .map_err(super::from_status)?
-        .into_inner();
-    reply
-        .rows_json
-        .iter()
-        .map(|r| serde_json::from_str(r).map_err(|e| CliError::Other(e.to_string())))
-        .collect()
-}
 
 fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
@@ -48,6 +27,11 @@ fn kill_pid(pid: i32) {
             libc::kill(pid, libc::SIGKILL);
         }
     }
+}
+
+/// A consistent read through the leader.
+async fn query(addrs: &[String], sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
+    super::query_rows(addrs, sql, true).await
 }
 
 /// Runs the demonstration; `Ok(true)` when every check held.

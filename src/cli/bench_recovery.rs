@@ -16,9 +16,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::bench::Latency;
-use super::{CliError, Output, table};
+use super::{CliError, Output, table, unavailable};
 use crate::launch::{LocalCluster, LocalWorkers};
 use crate::state::command::{TaskSpec, Timestamp};
+
+/// A consistent read through the leader.
+async fn query(addrs: &[String], sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
+    super::query_rows(addrs, sql, true).await
+}
 
 /// Settings of the recovery benchmark.
 #[derive(Clone, Debug)]
@@ -48,27 +53,6 @@ pub struct RecoveryReport {
     pub preserved_ratio: f64,
     pub requeued: Latency,
     pub finished_elsewhere: Latency,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> CliError {
-    CliError::Unavailable(e.to_string())
-}
-
-async fn query(addrs: &[String], sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
-    let mut client = super::connect_any(addrs).await?;
-    let reply = client
-        .query(crate::proto::QueryRequest {
-            sql: sql.to_string(),
-            consistent: true,
-        })
-        .await
-        .map_err(super::from_status)?
-        .into_inner();
-    reply
-        .rows_json
-        .iter()
-        .map(|r| serde_json::from_str(r).map_err(|e| CliError::Other(e.to_string())))
-        .collect()
 }
 
 async fn poll<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> Result<T, CliError>

@@ -14,9 +14,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::bench::Latency;
-use super::{CliError, Output, table};
+use super::{CliError, Output, table, unavailable};
 use crate::launch::{LocalCluster, LocalWorkers};
 use crate::state::command::TaskSpec;
+
+/// A consistent read through the leader.
+async fn query(addrs: &[String], sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
+    super::query_rows(addrs, sql, true).await
+}
 
 /// Settings of the tasks benchmark.
 #[derive(Clone, Debug)]
@@ -47,10 +52,6 @@ pub struct TasksReport {
     pub pick_100k_us: f64,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> CliError {
-    CliError::Unavailable(e.to_string())
-}
-
 fn trivial(id: String, name: &str) -> TaskSpec {
     TaskSpec {
         id,
@@ -66,23 +67,6 @@ fn trivial(id: String, name: &str) -> TaskSpec {
         timeout_retries: 1,
         flaky_retries: 0,
     }
-}
-
-async fn query(addrs: &[String], sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
-    let mut client = super::connect_any(addrs).await?;
-    let reply = client
-        .query(crate::proto::QueryRequest {
-            sql: sql.to_string(),
-            consistent: true,
-        })
-        .await
-        .map_err(super::from_status)?
-        .into_inner();
-    reply
-        .rows_json
-        .iter()
-        .map(|r| serde_json::from_str(r).map_err(|e| CliError::Other(e.to_string())))
-        .collect()
 }
 
 /// Dispatch latencies (submitted → started) of the tasks of jobs named `name`.

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::CliError;
 use super::bench::Latency;
+use super::{CliError, unavailable};
 use crate::launch::{LocalCluster, LocalWorkers};
 use crate::state::command::TaskSpec;
 
@@ -94,10 +94,6 @@ impl Rng {
     fn range(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (hi - lo) * self.unit()
     }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> CliError {
-    CliError::Unavailable(e.to_string())
 }
 
 /// What the workload saw.

@@ -117,6 +117,37 @@ pub async fn connect_any(addrs: &[String]) -> Result<ControlClient<Channel>, Cli
     )))
 }
 
+/// Rows of a read-only query as JSON values; `consistent` asks the leader for a
+/// linearizable read.
+pub async fn query_rows(
+    addrs: &[String],
+    sql: &str,
+    consistent: bool,
+) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
+    let mut client = connect_any(addrs).await?;
+    let reply = client
+        .query(crate::proto::QueryRequest {
+            sql: sql.to_string(),
+            consistent,
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    reply
+        .rows_json
+        .iter()
+        .map(|r| {
+            serde_json::from_str(r)
+                .map_err(|e| CliError::Other(format!("the coordinator sent a malformed row: {e}")))
+        })
+        .collect()
+}
+
+/// An infrastructure error (exit 3) from anything displayable.
+pub fn unavailable(e: impl std::fmt::Display) -> CliError {
+    CliError::Unavailable(e.to_string())
+}
+
 /// Maps a gRPC status to a CLI error with the server's message.
 pub fn from_status(status: tonic::Status) -> CliError {
     match status.code() {
