@@ -79,10 +79,14 @@ pub async fn run(num_workers: usize, run_time: Duration) -> Result<bool, CliErro
     println!("workers: {}", workers.names().join(", "));
 
     let result = demo(&addrs, &mut workers, &dir, run_time).await;
-    // Clean up every process, the relaunched ones included.
-    for name in workers.names() {
-        if let Some(pid) = read_pid(&dir.join(format!("{name}.pid"))) {
-            kill_pid(pid);
+    // Clean up every process, the relaunched ones included (their pid files).
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "pid")
+                && let Some(pid) = read_pid(&entry.path())
+            {
+                kill_pid(pid);
+            }
         }
     }
     drop(workers);

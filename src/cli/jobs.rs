@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tonic::transport::Channel;
 
-use super::{CliError, Output, connect, from_status, table};
+use super::{CliError, Output, from_status, table};
 use crate::coordinator::jobs::task_spec_message;
 use crate::proto::jobs_client::JobsClient;
 use crate::proto::{GetJobRequest, JobReport, SubmitJobRequest};
@@ -24,11 +24,10 @@ use crate::state::command::TaskSpec;
 const RETRY_FOR: Duration = Duration::from_secs(30);
 
 async fn jobs_client(addr: &str) -> Result<JobsClient<Channel>, CliError> {
-    let control = connect(addr).await?;
-    drop(control);
     let channel = Channel::from_shared(format!("http://{addr}"))
         .map_err(|e| CliError::Usage(format!("bad coordinator address {addr:?}: {e}")))?
         .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
         .connect()
         .await
         .map_err(|e| CliError::Unavailable(format!("cannot reach coordinator {addr}: {e}")))?;

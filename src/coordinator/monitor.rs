@@ -39,8 +39,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Suspect-then-alive flaps within [`ERRATIC_WINDOW`] that mark a worker's heartbeats as
+/// erratic (proactive recovery drains it before it fails).
+const ERRATIC_FLAPS: usize = 3;
+const ERRATIC_WINDOW: Duration = Duration::from_secs(600);
+
 /// The detector of one leadership term, shared with the session service.
 pub struct Monitor {
+    /// Recent suspect→alive recoveries per worker.
+    flaps: Mutex<BTreeMap<String, Vec<Instant>>>,
     detector: Mutex<Detector>,
     /// Transitions reported by events (a heartbeat from a suspect worker), for the loop.
     pending: Mutex<Vec<Transition>>,
@@ -59,6 +66,7 @@ impl Monitor {
         }
         detector.leader_changed(now);
         Ok(Monitor {
+            flaps: Mutex::new(BTreeMap::new()),
             detector: Mutex::new(detector),
             pending: Mutex::new(Vec::new()),
         })
@@ -83,6 +91,20 @@ impl Monitor {
     pub fn session_closed(&self, worker: &str) {
         let t = lock(&self.detector).session_closed(worker, Instant::now());
         self.note(t);
+    }
+
+    /// Notes a suspect→alive flap; true when the worker's heartbeats are erratic.
+    fn flapped(&self, worker: &str, now: Instant) -> bool {
+        let mut flaps = lock(&self.flaps);
+        let list = flaps.entry(worker.to_string()).or_default();
+        list.retain(|t| now.duration_since(*t) < ERRATIC_WINDOW);
+        list.push(now);
+        if list.len() >= ERRATIC_FLAPS {
+            list.clear();
+            true
+        } else {
+            false
+        }
     }
 
     /// Everything that changed since the last call.
@@ -142,12 +164,15 @@ async fn on_transition(node: &Coordinator, leadership: &Leadership, t: Transitio
         Liveness::Failed => WorkerStatus::Failed,
     };
     // Quarantined, draining, permanently failed or left workers are not revived by
-    // heartbeats; recovery decides about them.
+    // heartbeats (recovery decides about them), but a draining or quarantined one can fail.
     let allowed = matches!(
         (current, target),
         (WorkerStatus::Healthy, WorkerStatus::Suspect)
             | (
-                WorkerStatus::Healthy | WorkerStatus::Suspect,
+                WorkerStatus::Healthy
+                    | WorkerStatus::Suspect
+                    | WorkerStatus::Draining
+                    | WorkerStatus::Quarantined,
                 WorkerStatus::Failed
             )
             | (
@@ -187,6 +212,17 @@ async fn on_transition(node: &Coordinator, leadership: &Leadership, t: Transitio
     } else if target == WorkerStatus::Healthy && applied && current != WorkerStatus::Suspect {
         leadership.recovery_event(RecoveryEvent::WorkerHealthy {
             worker: t.worker.clone(),
+        });
+    } else if target == WorkerStatus::Healthy
+        && applied
+        && leadership.monitor.flapped(&t.worker, Instant::now())
+    {
+        leadership.recovery_event(RecoveryEvent::WorkerErratic {
+            worker: t.worker.clone(),
+            reason: format!(
+                "suspect {ERRATIC_FLAPS} times within {} min",
+                ERRATIC_WINDOW.as_secs() / 60
+            ),
         });
     }
 }

@@ -30,7 +30,7 @@ use super::{Action, RecoveryEvent, RecoveryPolicy, SystemAction, WorkerRecoveryR
 use crate::coordinator::Coordinator;
 use crate::coordinator::leader::Leadership;
 use crate::state::command::{Command, FaultCategory, TaskStatus, Timestamp, WorkerStatus};
-use crate::worker::executor::{self, AttemptSpec};
+use crate::worker::executor;
 
 /// How long a restart command may run.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
@@ -335,19 +335,71 @@ async fn restart(node: &Coordinator, worker: &str) -> (String, Option<i32>, Stri
         .replace("{host}", &host)
         .replace("{address}", &address);
     tracing::info!(worker, command = %command, "recovery: running the restart command");
-    let spec = AttemptSpec {
-        command: vec!["sh".into(), "-c".into(), command.clone()],
-        env: Default::default(),
-        cwd: None,
-        timeout: RESTART_TIMEOUT,
-        output_limit: 4096,
+    let (exit_code, tail) = run_detached(&command, RESTART_TIMEOUT).await;
+    (command, exit_code, tail)
+}
+
+/// Runs `sh -c command` in its own process group and waits for the shell, up to `limit`
+/// (then the whole group is killed). Unlike a test attempt, processes the command leaves
+/// running are left alone when it exits: a restart command may start a daemon. Output is
+/// read until the shell exits (plus a short grace), so a daemon holding the pipes open
+/// cannot hang recovery. Returns (exit code, output tail).
+async fn run_detached(command: &str, limit: Duration) -> (Option<i32>, String) {
+    use tokio::io::AsyncReadExt;
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return (None, format!("cannot start sh: {e}")),
     };
-    let result = executor::run(spec, tokio_util::sync::CancellationToken::new()).await;
-    let mut tail = result.output_tail;
-    if let Some(error) = result.error {
-        tail.push_str(&error);
-    }
-    (command, result.exit_code, tail)
+    let pgid = child.id().map(|p| p as i32);
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let read = async move {
+        let mut text = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_end(&mut text).await;
+        }
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_end(&mut text).await;
+        }
+        text
+    };
+    let reader = tokio::spawn(read);
+    let status = match tokio::time::timeout(limit, child.wait()).await {
+        Ok(Ok(status)) => status.code(),
+        Ok(Err(e)) => return (None, format!("waiting for the restart command failed: {e}")),
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                executor::kill_group(pgid);
+            }
+            let _ = child.wait().await;
+            return (
+                None,
+                format!("the restart command ran past {limit:?} and was killed"),
+            );
+        }
+    };
+    let text = match tokio::time::timeout(Duration::from_millis(200), reader).await {
+        Ok(Ok(text)) => text,
+        _ => Vec::new(),
+    };
+    let text = String::from_utf8_lossy(&text);
+    let tail: String = text
+        .chars()
+        .rev()
+        .take(4096)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    (status, tail)
 }
 
 async fn system(
