@@ -266,9 +266,6 @@ fn raft_config(config: &CoordinatorConfig) -> Result<Arc<openraft::Config>, Coor
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: config.max_in_snapshot_log_to_keep,
         enable_pre_vote: Some(true),
-        // Replicate an entry while the leader's own fsync of it is still running, instead of
-        // after it: a commit then costs one fsync round, not two in a row.
-        broadcast_submitted_on_append: Some(true),
         install_snapshot_timeout: 10_000,
         snapshot_max_chunk_size: 1 << 20,
         max_payload_entries: 512,

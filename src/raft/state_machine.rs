@@ -6,8 +6,8 @@
 //! responders, and hands the changed keys to a **flusher thread**, which writes the changed
 //! rows together with `last_applied` and the membership to DuckDB in one transaction. While
 //! one flush runs, further applies accumulate, so the next flush takes all of them: one
-//! DuckDB commit (and fsync) covers as many entries as arrived meanwhile, and flushes are at
-//! least [`FLUSH_EVERY`] apart.
+//! DuckDB commit (and fsync) covers as many entries as arrived meanwhile. (A minimum interval
+//! between flushes was measured and made commits slower here, see BENCHMARKS.md.)
 //!
 //! The first design committed DuckDB inside every `apply` call. Measured: openraft hands the
 //! state machine one or two entries per call, so each command paid a full DuckDB commit and
@@ -47,9 +47,6 @@ use crate::state::store::{DbSettings, RaftMeta, SnapshotImage, Store, dump_with}
 type LogId = LogIdOf<TypeConfig>;
 type Membership = StoredMembershipOf<TypeConfig>;
 type SnapshotMeta = SnapshotMetaOf<TypeConfig>;
-
-/// The shortest time between two flushes of applied entries to DuckDB.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(10);
 
 /// Events buffered for slow subscribers before they must rebuild.
 pub const EVENT_BUFFER: usize = 1 << 16;
@@ -200,14 +197,7 @@ impl Shared {
     /// The flusher thread: flush whenever something is pending; at shutdown, flush what is
     /// left and stop. A failed flush stops it (the failure is sticky, see `failed`).
     fn run_flusher(self: Arc<Self>) {
-        let mut last_flush = std::time::Instant::now();
         loop {
-            // Group commit: at most one DuckDB transaction per FLUSH_EVERY, so light load does
-            // not pay one DuckDB commit (and fsync) per Raft entry on every node.
-            let since = last_flush.elapsed();
-            if since < FLUSH_EVERY {
-                std::thread::sleep(FLUSH_EVERY - since);
-            }
             let shutdown = {
                 let mut memory = lock(&self.memory);
                 while memory.pending.is_empty() && !memory.meta_dirty && !memory.shutdown {
@@ -219,7 +209,6 @@ impl Shared {
                 }
                 memory.shutdown
             };
-            last_flush = std::time::Instant::now();
             if self.flush().is_err() || shutdown {
                 return;
             }
