@@ -39,3 +39,4 @@ pub mod machine;
 pub mod rows;
 pub mod schema;
 pub mod store;
+pub mod view;
