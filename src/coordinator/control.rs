@@ -161,6 +161,14 @@ impl Control for ControlService {
                 Err(RaftError::Fatal(e)) => return Err(fatal(e)),
             }
         }
+        if request.get_ref().consistent {
+            // Everything applied must be in DuckDB before a linearizable read of it.
+            let state = self.node.state().clone();
+            tokio::task::spawn_blocking(move || state.flush())
+                .await
+                .map_err(|e| Status::internal(format!("flush task failed: {e}")))?
+                .map_err(|e| Status::internal(format!("cannot write applied entries: {e}")))?;
+        }
         let reader = self
             .node
             .state()

@@ -48,6 +48,9 @@ type LogId = LogIdOf<TypeConfig>;
 type Membership = StoredMembershipOf<TypeConfig>;
 type SnapshotMeta = SnapshotMetaOf<TypeConfig>;
 
+/// The shortest time between two flushes of applied entries to DuckDB.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
 /// Events buffered for slow subscribers before they must rebuild.
 pub const EVENT_BUFFER: usize = 1 << 16;
 
@@ -197,7 +200,14 @@ impl Shared {
     /// The flusher thread: flush whenever something is pending; at shutdown, flush what is
     /// left and stop. A failed flush stops it (the failure is sticky, see `failed`).
     fn run_flusher(self: Arc<Self>) {
+        let mut last_flush = std::time::Instant::now();
         loop {
+            // At most one DuckDB transaction per FLUSH_EVERY: each costs milliseconds of CPU,
+            // which a light load would otherwise pay for every single entry on every node.
+            let since = last_flush.elapsed();
+            if since < FLUSH_EVERY {
+                std::thread::sleep(FLUSH_EVERY - since);
+            }
             let shutdown = {
                 let mut memory = lock(&self.memory);
                 while memory.pending.is_empty() && !memory.meta_dirty && !memory.shutdown {
@@ -209,6 +219,7 @@ impl Shared {
                 }
                 memory.shutdown
             };
+            last_flush = std::time::Instant::now();
             if self.flush().is_err() || shutdown {
                 return;
             }
