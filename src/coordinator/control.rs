@@ -124,8 +124,12 @@ fn forwarded<T>(message: T) -> Request<T> {
     request
 }
 
+/// This node's Raft has stopped: for a client, this coordinator is unavailable (it should try
+/// another one), not a request that failed.
 fn fatal(e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("this node's Raft has stopped: {e}"))
+    Status::unavailable(format!(
+        "this node's Raft has stopped ({e}); use another coordinator"
+    ))
 }
 
 #[tonic::async_trait]

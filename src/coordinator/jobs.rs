@@ -84,7 +84,10 @@ impl JobsService {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
             Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
             Err(RaftError::Fatal(e)) => {
-                Err(Status::internal(format!("this node's Raft stopped: {e}")))
+                // For a client this coordinator is unavailable: it should try another.
+                Err(Status::unavailable(format!(
+                    "this node's Raft stopped ({e}); use another coordinator"
+                )))
             }
         }
     }
