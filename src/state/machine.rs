@@ -825,87 +825,6 @@ impl Machine {
         }
         Reply::Applied
     }
-
-    /// Marks the current attempt as ended (without a result of its own) if it is open.
-    fn end_attempt(&mut self, id: &str, outcome: &str, at: Timestamp) {
-        if let Some(task) = self.tasks.get_mut(id)
-            && matches!(task.status, TaskStatus::Assigned | TaskStatus::Running)
-            && let Some(current) = task.current.as_mut()
-            && current.finished_at.is_none()
-        {
-            current.finished_at = Some(at);
-            current.outcome = Some(outcome.to_string());
-            self.changes.attempts.insert(id.to_string());
-        }
-    }
-
-    fn queue_again(&mut self, id: &str, reason: String, at: Timestamp) -> TaskStatus {
-        self.release(id);
-        self.events.push(Event::Queued {
-            task: id.to_string(),
-        });
-        if let Some(task) = self.tasks.get_mut(id) {
-            task.status = TaskStatus::Queued;
-            task.requeued = true;
-            task.updated_at = at;
-            task.reason = Some(reason);
-            self.changes.tasks.insert(id.to_string());
-        }
-        TaskStatus::Queued
-    }
-
-    /// A final status from the attempt's own result (the attempt row is already filled in).
-    fn finalize_result(&mut self, id: &str, status: TaskStatus, at: Timestamp) -> TaskStatus {
-        if let Some(task) = self.tasks.get_mut(id) {
-            task.reason = None;
-        }
-        self.set_final(id, status, at);
-        status
-    }
-
-    /// A final status decided for the task; an open attempt is ended with `attempt_outcome`.
-    fn finalize(
-        &mut self,
-        id: &str,
-        status: TaskStatus,
-        attempt_outcome: &str,
-        reason: String,
-        at: Timestamp,
-    ) -> TaskStatus {
-        self.end_attempt(id, attempt_outcome, at);
-        if let Some(task) = self.tasks.get_mut(id) {
-            task.reason = Some(reason);
-        }
-        self.set_final(id, status, at);
-        status
-    }
-
-    fn set_final(&mut self, id: &str, status: TaskStatus, at: Timestamp) {
-        if self.tasks.get(id).is_none_or(|t| t.status.is_final()) {
-            return;
-        }
-        self.release(id);
-        self.events.push(Event::Final {
-            task: id.to_string(),
-            status,
-        });
-        let Some(task) = self.tasks.get_mut(id) else {
-            return;
-        };
-        task.status = status;
-        task.updated_at = at;
-        task.finished_at = Some(at);
-        self.changes.tasks.insert(id.to_string());
-        let job_id = task.job.clone();
-        if let Some(job) = self.jobs.get_mut(&job_id) {
-            job.open_tasks = job.open_tasks.saturating_sub(1);
-            if job.open_tasks == 0 && job.status == JobStatus::Running {
-                job.status = JobStatus::Finished;
-                job.finished_at = Some(at);
-            }
-            self.changes.jobs.insert(job_id);
-        }
-    }
 }
 
 /// Where a task goes after its attempt ended.
@@ -923,6 +842,8 @@ fn check_json(text: &str) -> Result<(), String> {
         .map(|_| ())
         .map_err(|e| format!("details are not valid JSON: {e}"))
 }
+
+mod lifecycle;
 
 #[cfg(test)]
 mod tests;
