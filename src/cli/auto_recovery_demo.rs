@@ -39,8 +39,7 @@ pub async fn run(num_workers: usize, run_time: Duration) -> Result<bool, CliErro
     if num_workers < 2 {
         return Err(CliError::Usage("--num-workers must be at least 2".into()));
     }
-    let binary = std::env::current_exe()
-        .map_err(|e| CliError::Other(format!("cannot find this executable: {e}")))?;
+    let binary = super::this_binary()?;
     let temp = tempfile::Builder::new()
         .prefix("testfleet-auto-recovery-")
         .tempdir()

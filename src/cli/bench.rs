@@ -188,27 +188,7 @@ struct LocalNode {
 }
 
 async fn start_local(data_dir: Option<&Path>) -> Result<(LocalNode, PathBuf), CliError> {
-    let (temp, dir) = match data_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                CliError::Usage(format!(
-                    "cannot create data directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
-            (None, dir.to_path_buf())
-        }
-        None => {
-            let temp = tempfile::Builder::new()
-                .prefix("testfleet-bench-")
-                .tempdir()
-                .map_err(|e| {
-                    CliError::Other(format!("cannot create a temporary directory: {e}"))
-                })?;
-            let dir = temp.path().to_path_buf();
-            (Some(temp), dir)
-        }
-    };
+    let (temp, dir) = super::work_dir("testfleet-bench-", data_dir)?;
     let listener = crate::coordinator::bind("127.0.0.1:0".parse().expect("literal address"))
         .await
         .map_err(|e| CliError::Other(e.to_string()))?;
@@ -262,21 +242,8 @@ async fn start_processes(
     n: u64,
     data_dir: Option<&Path>,
 ) -> Result<(LocalCluster, PathBuf, Option<tempfile::TempDir>), CliError> {
-    let binary = std::env::current_exe()
-        .map_err(|e| CliError::Other(format!("cannot find this executable: {e}")))?;
-    let (temp, dir) = match data_dir {
-        Some(dir) => (None, dir.to_path_buf()),
-        None => {
-            let temp = tempfile::Builder::new()
-                .prefix("testfleet-bench-")
-                .tempdir()
-                .map_err(|e| {
-                    CliError::Other(format!("cannot create a temporary directory: {e}"))
-                })?;
-            let dir = temp.path().to_path_buf();
-            (Some(temp), dir)
-        }
-    };
+    let binary = super::this_binary()?;
+    let (temp, dir) = super::work_dir("testfleet-bench-", data_dir)?;
     let cluster =
         LocalCluster::start(&binary, n, &dir, &[]).map_err(|e| CliError::Other(e.to_string()))?;
     Ok((cluster, dir, temp))

@@ -133,17 +133,8 @@ async fn one_fleet(
 /// Runs the benchmark.
 pub async fn run(s: &ReconnectSettings) -> Result<ReconnectReport, CliError> {
     raise_fd_limit();
-    let binary = std::env::current_exe()
-        .map_err(|e| CliError::Other(format!("cannot find this executable: {e}")))?;
-    let temp = tempfile::Builder::new()
-        .prefix("testfleet-bench-reconnect-")
-        .tempdir()
-        .map_err(|e| CliError::Other(e.to_string()))?;
-    let dir = s
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
+    let binary = super::this_binary()?;
+    let (_temp, dir) = super::work_dir("testfleet-bench-reconnect-", s.data_dir.as_deref())?;
     let mut cluster = LocalCluster::start(&binary, s.nodes, &dir, &[]).map_err(unavailable)?;
     let addrs: Vec<String> = cluster.addresses().into_values().collect();
     let mut runs = Vec::new();

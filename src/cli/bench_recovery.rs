@@ -74,17 +74,8 @@ where
 
 /// Runs the benchmark.
 pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
-    let binary = std::env::current_exe()
-        .map_err(|e| CliError::Other(format!("cannot find this executable: {e}")))?;
-    let temp = tempfile::Builder::new()
-        .prefix("testfleet-bench-recovery-")
-        .tempdir()
-        .map_err(|e| CliError::Other(e.to_string()))?;
-    let dir = s
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
+    let binary = super::this_binary()?;
+    let (_temp, dir) = super::work_dir("testfleet-bench-recovery-", s.data_dir.as_deref())?;
     let args = vec![
         "--worker-heartbeat-interval-ms".to_string(),
         s.heartbeat_ms.to_string(),

@@ -120,17 +120,8 @@ fn rss_of(pid: u32) -> Option<u64> {
 
 /// Runs the benchmark.
 pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
-    let binary = std::env::current_exe()
-        .map_err(|e| CliError::Other(format!("cannot find this executable: {e}")))?;
-    let temp = tempfile::Builder::new()
-        .prefix("testfleet-bench-tasks-")
-        .tempdir()
-        .map_err(|e| CliError::Other(e.to_string()))?;
-    let dir = settings
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
+    let binary = super::this_binary()?;
+    let (_temp, dir) = super::work_dir("testfleet-bench-tasks-", settings.data_dir.as_deref())?;
     let cluster = LocalCluster::start(&binary, settings.nodes, &dir, &[]).map_err(unavailable)?;
     cluster
         .leader(Duration::from_secs(30), None)

@@ -97,16 +97,8 @@ pub async fn run(settings: &FailoverSettings) -> Result<FailoverReport, CliError
             "--nodes must be at least 3: a failover needs a majority to survive one loss".into(),
         ));
     }
-    let binary = std::env::current_exe()
-        .map_err(|e| CliError::Other(format!("cannot find this executable: {e}")))?;
-    let temp = tempfile::Builder::new()
-        .prefix("testfleet-failover-")
-        .tempdir()
-        .map_err(|e| CliError::Other(format!("cannot create a temporary directory: {e}")))?;
-    let dir = settings
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
+    let binary = super::this_binary()?;
+    let (_temp, dir) = super::work_dir("testfleet-failover-", settings.data_dir.as_deref())?;
     let args = vec![
         "--heartbeat-interval-ms".to_string(),
         settings.heartbeat_ms.to_string(),

@@ -188,8 +188,7 @@ async fn leader_query(
 
 /// Runs the demo; returns the report (and writes it into `report_dir`).
 pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
-    let binary = std::env::current_exe()
-        .map_err(|e| CliError::Other(format!("cannot find this executable: {e}")))?;
+    let binary = super::this_binary()?;
     std::fs::create_dir_all(&s.report_dir).map_err(|e| {
         CliError::Usage(format!(
             "cannot create report directory {}: {e}",

@@ -17,7 +17,7 @@ use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::{ReadPolicy, ServerState};
 use tonic::{Request, Response, Status};
 
-use super::Coordinator;
+use super::{Coordinator, FORWARDED, forwarded};
 use crate::proto::control_client::ControlClient;
 use crate::proto::control_server::{Control, ControlServer};
 use crate::proto::{
@@ -26,9 +26,6 @@ use crate::proto::{
 };
 use crate::query;
 use crate::state::command::{Command, Timestamp};
-
-/// Metadata key marking a request that was already forwarded once (no forwarding loops).
-const FORWARDED: &str = "x-testfleet-forwarded";
 
 /// The `Control` service of one node.
 pub struct ControlService {
@@ -114,14 +111,6 @@ impl ControlService {
         let addr = addr.or_else(|| self.node.peer_addr(id).map(str::to_string))?;
         Some((id, addr))
     }
-}
-
-fn forwarded<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-    request
 }
 
 /// This node's Raft has stopped: for a client, this coordinator is unavailable (it should try

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use openraft::error::{ClientWriteError, RaftError};
 use tonic::{Request, Response, Status};
 
-use super::Coordinator;
+use super::{Coordinator, FORWARDED, forwarded};
 use crate::proto::jobs_client::JobsClient;
 use crate::proto::jobs_server::{Jobs, JobsServer};
 use crate::proto::{
@@ -19,9 +19,6 @@ use crate::proto::{
 };
 use crate::state::command::{Command, TaskSpec, Timestamp};
 use crate::state::machine::Reply;
-
-/// Metadata key marking a request already forwarded once.
-const FORWARDED: &str = "x-testfleet-forwarded";
 
 /// The `Jobs` service of one node.
 pub struct JobsService {
@@ -33,14 +30,6 @@ pub fn server(node: Arc<Coordinator>) -> JobsServer<JobsService> {
     JobsServer::new(JobsService { node })
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20)
-}
-
-fn forwarded<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-    request
 }
 
 impl JobsService {

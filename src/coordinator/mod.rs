@@ -36,6 +36,19 @@ use crate::raft::state_machine::StateMachine;
 use crate::raft::{RaftNode, TypeConfig};
 use crate::state::store::DbSettings;
 
+/// Metadata key marking a client request a follower already forwarded to the leader once, so
+/// a request never travels in a loop while leadership moves.
+pub(crate) const FORWARDED: &str = "x-testfleet-forwarded";
+
+/// `message` as a request marked forwarded.
+pub(crate) fn forwarded<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    request
+}
+
 /// Why a coordinator could not start or keep running.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {

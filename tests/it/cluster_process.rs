@@ -4,43 +4,15 @@
 use std::time::Duration;
 
 use testfleet::launch::LocalCluster;
-use testfleet::proto::BenchRequest;
 
-use super::support::{binary, client, eventually, query};
-
-async fn commit(addr: &str, count: usize) -> u64 {
-    let control = client(addr).await;
-    let mut tasks = Vec::new();
-    for w in 0..8 {
-        let mut control = control.clone();
-        let share = count / 8 + usize::from(w < count % 8);
-        tasks.push(tokio::spawn(async move {
-            let mut highest = 0;
-            for _ in 0..share {
-                let reply = control
-                    .propose_bench(BenchRequest {
-                        payload: vec![3; 16],
-                    })
-                    .await
-                    .expect("a write to a healthy cluster");
-                highest = highest.max(reply.into_inner().log_index);
-            }
-            highest
-        }));
-    }
-    let mut highest = 0;
-    for t in tasks {
-        highest = highest.max(t.await.unwrap());
-    }
-    highest
-}
+use super::support::{binary, client, commit_bench, eventually, query};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_leader_process_rejoins_and_every_node_holds_the_same_rows() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = LocalCluster::start(binary().as_ref(), 3, dir.path(), &[]).unwrap();
     let first = cluster.leader(Duration::from_secs(60), None).await.unwrap();
-    commit(cluster.addr(first), 1000).await;
+    commit_bench(cluster.addr(first), 1000, 8).await;
 
     cluster.kill(first);
     let second = cluster
@@ -48,7 +20,7 @@ async fn sigkilled_leader_process_rejoins_and_every_node_holds_the_same_rows() {
         .await
         .unwrap();
     assert_ne!(first, second);
-    commit(cluster.addr(second), 1000).await;
+    commit_bench(cluster.addr(second), 1000, 8).await;
 
     cluster.restart(first).unwrap();
     let expected = "SELECT count(*), count(DISTINCT log_index), min(log_index), max(log_index) \

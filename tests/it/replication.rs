@@ -3,41 +3,10 @@
 
 use std::time::Duration;
 
-use testfleet::proto::BenchRequest;
-use testfleet::proto::control_client::ControlClient;
 use testfleet::state::command::Command;
 
 use super::cluster::TestCluster;
-use super::support::{client, eventually};
-
-/// Commits `count` Bench commands through `addr`'s Control service with 16 concurrent
-/// proposers; returns the highest acknowledged log index.
-async fn commit(addr: &str, count: usize) -> u64 {
-    let control = client(addr).await;
-    let mut tasks = Vec::new();
-    for w in 0..16 {
-        let mut control: ControlClient<_> = control.clone();
-        let share = count / 16 + usize::from(w < count % 16);
-        tasks.push(tokio::spawn(async move {
-            let mut highest = 0;
-            for _ in 0..share {
-                let reply = control
-                    .propose_bench(BenchRequest {
-                        payload: vec![7; 16],
-                    })
-                    .await
-                    .expect("a write to a healthy cluster");
-                highest = highest.max(reply.into_inner().log_index);
-            }
-            highest
-        }));
-    }
-    let mut highest = 0;
-    for t in tasks {
-        highest = highest.max(t.await.unwrap());
-    }
-    highest
-}
+use super::support::{commit_bench, eventually};
 
 /// Every running node ends with the same rows in every replicated table. Nodes apply at
 /// their own pace (and health samples keep arriving), so compare until they agree.
@@ -61,12 +30,12 @@ async fn assert_same_tables(cluster: &TestCluster) {
 async fn three_nodes_commit_fail_over_and_the_old_leader_catches_up() {
     let mut cluster = TestCluster::start(3).await;
     let first_leader = cluster.leader().await;
-    commit(&cluster.peers[&first_leader].clone(), 1000).await;
+    commit_bench(&cluster.peers[&first_leader].clone(), 1000, 16).await;
 
     cluster.stop(first_leader).await;
     let second_leader = cluster.leader().await;
     assert_ne!(second_leader, first_leader);
-    let last = commit(&cluster.peers[&second_leader].clone(), 1000).await;
+    let last = commit_bench(&cluster.peers[&second_leader].clone(), 1000, 16).await;
 
     cluster.restart(first_leader).await;
     cluster.applied(last).await;
@@ -82,7 +51,7 @@ async fn a_node_that_missed_the_purge_catches_up_by_snapshot() {
     let leader = cluster.leader().await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     cluster.stop(follower).await;
-    let last = commit(&cluster.peers[&leader].clone(), 600).await;
+    let last = commit_bench(&cluster.peers[&leader].clone(), 600, 16).await;
     // Snapshots are built in the background; the leader purges its log behind them.
     let node = cluster.node(leader).clone();
     eventually(
@@ -110,7 +79,7 @@ async fn a_follower_forwards_writes_and_a_lone_node_commits_nothing() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.leader().await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
-    let index = commit(&cluster.peers[&follower].clone(), 5).await;
+    let index = commit_bench(&cluster.peers[&follower].clone(), 5, 16).await;
     assert!(index > 0);
 
     // Leave one node alone: whatever role it had, it cannot commit anything.

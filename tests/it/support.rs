@@ -189,3 +189,32 @@ impl Drop for WorkerProcess {
         self.kill();
     }
 }
+
+/// Commits `count` Bench commands through `addr`'s Control service with `writers` concurrent
+/// proposers; returns the highest acknowledged log index.
+pub async fn commit_bench(addr: &str, count: usize, writers: usize) -> u64 {
+    let control = client(addr).await;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let mut control = control.clone();
+        let share = count / writers + usize::from(w < count % writers);
+        tasks.push(tokio::spawn(async move {
+            let mut highest = 0;
+            for _ in 0..share {
+                let reply = control
+                    .propose_bench(testfleet::proto::BenchRequest {
+                        payload: vec![7; 16],
+                    })
+                    .await
+                    .expect("a write to a healthy cluster");
+                highest = highest.max(reply.into_inner().log_index);
+            }
+            highest
+        }));
+    }
+    let mut highest = 0;
+    for t in tasks {
+        highest = highest.max(t.await.unwrap());
+    }
+    highest
+}
