@@ -277,11 +277,14 @@ enum BenchCommand {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Leader SIGKILL to new leader, and to the first acknowledged write, over many kills
+    /// Leader SIGKILL (or SIGSTOP) to new leader, and to the first acknowledged write
     Failover {
         /// Coordinator processes to start
         #[arg(long, default_value_t = 3)]
         nodes: u64,
+        /// How the leader is taken out: `kill` (SIGKILL, a crash) or `pause` (SIGSTOP, a hang)
+        #[arg(long, value_enum, default_value_t = failover::Fault::Kill)]
+        fault: failover::Fault,
         /// Leader kills to measure
         #[arg(long, default_value_t = 20)]
         kills: usize,
@@ -680,6 +683,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Bench(BenchCommand::Failover {
             nodes,
+            fault,
             kills,
             heartbeat_interval_ms,
             election_timeout_min_ms,
@@ -689,6 +693,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }) => {
             let settings = failover::FailoverSettings {
                 nodes,
+                fault,
                 kills,
                 heartbeat_ms: heartbeat_interval_ms,
                 election_min_ms: election_timeout_min_ms,

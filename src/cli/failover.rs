@@ -1,14 +1,21 @@
 //! `testfleet bench failover`: how long a cluster is without a leader after the leader is
-//! SIGKILLed, measured on real processes.
+//! SIGKILLed (or paused), measured on real processes.
 //!
 //! A local cluster of `--nodes` coordinator processes is started (see [`crate::launch`]).
-//! Each round finds the leader, SIGKILLs it and measures, from the kill:
+//! Each round finds the leader, takes it out and measures, from that moment:
 //! * `elected`: until a majority of the survivors name a new leader;
 //! * `committed`: until a write proposed to the new leader is committed and acknowledged —
 //!   the client-visible write outage.
 //!
-//! The killed node is restarted and allowed to rejoin before the next round, so every round
-//! starts from a full cluster.
+//! [`Fault::Kill`] (SIGKILL) is a crash: the followers see the leader's connections close and
+//! its port refuse connections, and replace it at once ([`crate::raft::leader_watch`]).
+//! [`Fault::Pause`] (SIGSTOP) is a leader that hangs, or a machine that vanished from the
+//! network: nothing tells the followers, so they wait out the leader's lease and an election
+//! timeout. Both are measured so that each path has its own figure.
+//!
+//! A killed node is restarted, a paused one resumed, and allowed to rejoin before the next
+//! round, so every round starts from a full cluster. Times are found by polling every 20 ms,
+//! so each includes up to that much of polling delay.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,10 +27,30 @@ use super::{CliError, Output, connect, table};
 use crate::launch::LocalCluster;
 use crate::proto::{BenchRequest, StatusRequest};
 
+/// How the leader is taken out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// SIGKILL: the process dies and the operating system closes its sockets.
+    Kill,
+    /// SIGSTOP: the process hangs with its sockets open (resumed with SIGCONT afterwards).
+    Pause,
+}
+
+impl Fault {
+    fn describe(self) -> &'static str {
+        match self {
+            Fault::Kill => "leader SIGKILLs",
+            Fault::Pause => "leader SIGSTOPs",
+        }
+    }
+}
+
 /// Settings of a failover benchmark.
 #[derive(Clone, Debug)]
 pub struct FailoverSettings {
     pub nodes: u64,
+    pub fault: Fault,
     pub kills: usize,
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
@@ -44,6 +71,7 @@ pub struct FailoverSample {
 #[derive(Clone, Debug, Serialize)]
 pub struct FailoverReport {
     pub nodes: u64,
+    pub fault: Fault,
     pub kills: usize,
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
@@ -71,13 +99,18 @@ async fn write_once(addr: &str) -> bool {
     )
 }
 
-/// Waits until `id` answers and reports a leader (it rejoined after a restart).
-async fn rejoined(cluster: &LocalCluster, id: u64, limit: Duration) -> Result<(), CliError> {
+/// Waits until `id` answers and follows `leader` (it rejoined after a restart or a pause).
+async fn rejoined(
+    cluster: &LocalCluster,
+    id: u64,
+    leader: u64,
+    limit: Duration,
+) -> Result<(), CliError> {
     let deadline = Instant::now() + limit;
     loop {
         if let Ok(mut client) = connect(cluster.addr(id)).await
             && let Ok(status) = client.status(StatusRequest {}).await
-            && status.into_inner().leader_id.is_some()
+            && status.into_inner().leader_id == Some(leader)
         {
             return Ok(());
         }
@@ -124,7 +157,10 @@ pub async fn run(settings: &FailoverSettings) -> Result<FailoverReport, CliError
             }
         }
         let killed_at = Instant::now();
-        cluster.kill(leader);
+        match settings.fault {
+            Fault::Kill => cluster.kill(leader),
+            Fault::Pause => cluster.signal(leader, libc::SIGSTOP),
+        }
         let new_leader = cluster
             .leader(Duration::from_secs(30), Some(leader))
             .await
@@ -155,8 +191,11 @@ pub async fn run(settings: &FailoverSettings) -> Result<FailoverReport, CliError
             elected_ms: elected.as_secs_f64() * 1000.0,
             committed_ms: committed.as_secs_f64() * 1000.0,
         });
-        cluster.restart(leader).map_err(unavailable)?;
-        rejoined(&cluster, leader, Duration::from_secs(60)).await?;
+        match settings.fault {
+            Fault::Kill => cluster.restart(leader).map_err(unavailable)?,
+            Fault::Pause => cluster.signal(leader, libc::SIGCONT),
+        }
+        rejoined(&cluster, leader, new_leader, Duration::from_secs(60)).await?;
     }
     let elected = Latency::of(
         samples
@@ -173,6 +212,7 @@ pub async fn run(settings: &FailoverSettings) -> Result<FailoverReport, CliError
     drop(cluster);
     Ok(FailoverReport {
         nodes: settings.nodes,
+        fault: settings.fault,
         kills: samples.len(),
         heartbeat_ms: settings.heartbeat_ms,
         election_timeout_min_ms: settings.election_min_ms,
@@ -189,8 +229,9 @@ pub fn render(report: &FailoverReport, output: Output) -> String {
         Output::Json => serde_json::to_string_pretty(report).unwrap_or_default() + "\n",
         Output::Table => {
             let mut out = format!(
-                "{} leader SIGKILLs on a {}-node cluster (heartbeat {} ms, election timeout {}-{} ms)\n\n",
+                "{} {} on a {}-node cluster (heartbeat {} ms, election timeout {}-{} ms)\n\n",
                 report.kills,
+                report.fault.describe(),
                 report.nodes,
                 report.heartbeat_ms,
                 report.election_timeout_min_ms,
@@ -205,7 +246,7 @@ pub fn render(report: &FailoverReport, output: Output) -> String {
                 ]
             };
             out.push_str(&table(
-                &["FROM KILL TO", "P50 MS", "P99 MS", "MAX MS"],
+                &["FROM FAULT TO", "P50 MS", "P99 MS", "MAX MS"],
                 &[
                     row("new leader elected", &report.elected),
                     row("new leader commits", &report.committed),

@@ -6,7 +6,9 @@
 //! then serves every gRPC service of the node on one listener until the shutdown future
 //! resolves:
 //!
-//! * `RaftService` — coordinator-to-coordinator Raft RPCs ([`crate::raft::service`]);
+//! * `RaftService` — coordinator-to-coordinator Raft RPCs ([`crate::raft::service`]), with
+//!   the watch of the leader that replaces a crashed one at once
+//!   ([`crate::raft::leader_watch`]);
 //! * `Control` — the client API ([`control`]): status, read-only SQL, benchmark writes.
 //!
 //! Restarting a node on the same files resumes it: DuckDB holds everything applied up to
@@ -82,6 +84,8 @@ pub enum CoordinatorError {
 pub struct Coordinator {
     node_id: u64,
     raft: RaftNode,
+    /// The Raft network (shared peer channels), also used to watch the leader.
+    network: Network,
     state: StateMachine,
     config: CoordinatorConfig,
     /// Every member's address by id, as configured (used to find peers before the
@@ -126,15 +130,22 @@ impl Coordinator {
 
         let raft_config = raft_config(&config)?;
         let network = Network::new(config.node_id);
-        let raft = openraft::Raft::new(config.node_id, raft_config, network, log, state.clone())
-            .await
-            .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
+        let raft = openraft::Raft::new(
+            config.node_id,
+            raft_config,
+            network.clone(),
+            log,
+            state.clone(),
+        )
+        .await
+        .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
 
         let mut peers = config.peers.clone();
         peers.entry(config.node_id).or_insert(advertised);
         let coordinator = Arc::new(Coordinator {
             node_id: config.node_id,
             raft,
+            network,
             state,
             config,
             peers,
@@ -238,6 +249,17 @@ impl Coordinator {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), CoordinatorError> {
         let sampling = tokio::spawn(self_health::run(self.clone()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let watching = tokio::spawn(crate::raft::leader_watch::run(
+            self.raft.clone(),
+            self.network.clone(),
+            stop.clone(),
+        ));
+        let stopping = stop.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.cancel();
+        };
         // The builder's `tcp_nodelay` only applies to listeners tonic opens itself; on ours,
         // Nagle's algorithm against delayed ACKs held ~1 % of replies for 40 ms.
         let incoming = tokio_stream::StreamExt::map(
@@ -253,13 +275,18 @@ impl Coordinator {
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .add_service(crate::raft::service::server(self.raft.clone()))
+            .add_service(crate::raft::service::server(
+                self.raft.clone(),
+                stop.clone(),
+            ))
             .add_service(control::server(self.clone()))
             .add_service(sessions::server(self.clone()))
             .add_service(jobs::server(self.clone()))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         sampling.abort();
+        stop.cancel();
+        let _ = watching.await;
         if let Some(leadership) = self.leadership() {
             leadership.cancel.cancel();
         }

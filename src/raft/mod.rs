@@ -7,9 +7,13 @@
 //! * [`log_store::LogStore`] — the Raft log and vote in redb (fsynced before openraft is
 //!   told an entry is durable; truncate and purge are single atomic transactions).
 //! * [`state_machine::StateMachine`] — applies committed entries to the pure
-//!   [`crate::state::machine::Machine`] and materialises them into DuckDB, one transaction
-//!   per `apply` call.
+//!   [`crate::state::machine::Machine`] at once and materialises them into DuckDB in group
+//!   commits.
+//! * [`network`] / [`service`] — the two ends of coordinator-to-coordinator Raft RPC (gRPC).
+//! * [`leader_watch`] — replaces a leader whose process died in milliseconds instead of
+//!   waiting out its lease.
 
+pub mod leader_watch;
 pub mod log_store;
 pub mod network;
 pub mod service;

@@ -182,6 +182,16 @@ impl Network {
         }
     }
 
+    /// A Raft service client for the peer at `addr`, on the shared channel.
+    pub(crate) fn client(
+        &self,
+        addr: &str,
+    ) -> Result<RaftServiceClient<Channel>, tonic::transport::Error> {
+        Ok(RaftServiceClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE))
+    }
+
     /// The channel to `addr`, created (unconnected) on first use.
     fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
@@ -217,19 +227,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target, self.local_id,
             "openraft asked for a network client to the local node"
         );
-        let client = self
-            .channel(&node.addr)
-            .map(|channel| {
-                RaftServiceClient::new(channel)
-                    .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                    .max_encoding_message_size(MAX_MESSAGE_SIZE)
-            })
-            .map_err(|e| {
-                Unreachable::from_string(format!(
-                    "node {target} has an unusable address {:?}: {e}",
-                    node.addr
-                ))
-            });
+        let client = self.client(&node.addr).map_err(|e| {
+            Unreachable::from_string(format!(
+                "node {target} has an unusable address {:?}: {e}",
+                node.addr
+            ))
+        });
         PeerClient {
             target,
             addr: node.addr.clone(),

@@ -30,13 +30,21 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status, Streaming};
 
+use futures::StreamExt;
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use tokio_util::sync::CancellationToken;
+
+use super::leader_watch::{self, GoneRequest};
 use super::network::{MAX_MESSAGE_SIZE, WireError, decode, encode};
 use super::state_machine::SnapshotData;
 use super::{RaftNode, TypeConfig};
 use crate::raft_proto::raft_reply::Outcome;
 use crate::raft_proto::raft_service_server::{self, RaftServiceServer};
 use crate::raft_proto::snapshot_chunk::Item;
-use crate::raft_proto::{RaftReply, RaftRequest, SnapshotChunk, SnapshotHeader};
+use crate::raft_proto::{
+    RaftReply, RaftRequest, SnapshotChunk, SnapshotHeader, WatchLeaderEvent, WatchLeaderRequest,
+};
 
 /// The most snapshot memory reserved up front from the size a header announces; a larger
 /// snapshot grows the buffer as its chunks arrive.
@@ -46,21 +54,25 @@ const MAX_SNAPSHOT_PREALLOCATION: usize = 256 * 1024 * 1024;
 pub struct RaftService {
     /// The local Raft node every RPC is handed to.
     raft: RaftNode,
+    /// Cancelled when the server shuts down: ends the `WatchLeader` streams it holds open.
+    stop: CancellationToken,
 }
 
 impl RaftService {
-    /// A service that hands every RPC to `raft`.
-    pub fn new(raft: RaftNode) -> Self {
-        RaftService { raft }
+    /// A service that hands every RPC to `raft`; its open streams end when `stop` is cancelled.
+    pub fn new(raft: RaftNode, stop: CancellationToken) -> Self {
+        RaftService { raft, stop }
     }
 }
 
 /// The Raft service of `raft`, ready to add to a tonic server next to the `Control` service.
+/// Cancel `stop` when the server shuts down, or the followers' `WatchLeader` streams hold
+/// its graceful shutdown open.
 ///
 /// Accepts messages up to [`MAX_MESSAGE_SIZE`] (tonic's default is 4 MiB), enough for
 /// AppendEntries batches of large commands.
-pub fn server(raft: RaftNode) -> RaftServiceServer<RaftService> {
-    RaftServiceServer::new(RaftService::new(raft))
+pub fn server(raft: RaftNode, stop: CancellationToken) -> RaftServiceServer<RaftService> {
+    RaftServiceServer::new(RaftService::new(raft, stop))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
@@ -108,8 +120,41 @@ fn reply<T: Serialize>(
     }))
 }
 
+/// The stream a `WatchLeader` call gets: it never yields, it only ends.
+type WatchStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<WatchLeaderEvent, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl raft_service_server::RaftService for RaftService {
+    type WatchLeaderStream = WatchStream;
+
+    async fn watch_leader(
+        &self,
+        _request: Request<WatchLeaderRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let mut metrics = self.raft.server_metrics();
+        let stop = self.stop.clone();
+        let leading_ends = async move {
+            while metrics.borrow_watched().state == ServerState::Leader {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    changed = metrics.changed() => if changed.is_err() { break },
+                }
+            }
+        };
+        let stream = futures::stream::once(leading_ends).filter_map(|()| async { None });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn leader_gone(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let rpc: GoneRequest = decode_request("LeaderGone request", request)?;
+        let answer = leader_watch::confirm_gone(&self.raft, &rpc).await;
+        reply("LeaderGone reply", Ok(answer))
+    }
+
     async fn append_entries(
         &self,
         request: Request<RaftRequest>,

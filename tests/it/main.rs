@@ -7,6 +7,7 @@ mod cluster;
 mod cluster_process;
 mod conformance;
 mod crash_restart;
+mod fast_failover;
 mod ha;
 mod jobs_e2e;
 mod recovery;
