@@ -426,53 +426,69 @@ async fn dispatch(
         if picks.is_empty() {
             continue;
         }
-        let command = Command::AssignTasks {
-            term: leadership.term,
+        // Proposals are pipelined: the loop goes on picking while this one commits, so a task
+        // queued meanwhile waits for its own commit only, not for the previous one too. The
+        // picks are reserved in the scheduler, so no two proposals hold the same slot or task.
+        tokio::spawn(propose_assignments(
+            node.clone(),
+            leadership.clone(),
             at,
-            assignments: picks.clone(),
-        };
-        let replies = match node.raft().client_write(command).await {
-            Ok(response) => match response.data {
-                Reply::Many(items) => items,
-                other => vec![other; picks.len()],
-            },
-            Err(e) => {
-                tracing::warn!("proposing assignments failed: {e}");
-                let mut scheduler = lock(&leadership.scheduler);
-                for a in &picks {
-                    scheduler.rejected(&a.task);
-                }
-                if cancel.is_cancelled() {
-                    return;
-                }
-                continue;
+            picks,
+        ));
+    }
+}
+
+/// Proposes one `AssignTasks` batch and, once committed, sends each accepted assignment to its
+/// worker; a refused or failed one goes back to the scheduler.
+async fn propose_assignments(
+    node: Arc<Coordinator>,
+    leadership: Arc<Leadership>,
+    at: Timestamp,
+    picks: Vec<crate::state::command::Assignment>,
+) {
+    let command = Command::AssignTasks {
+        term: leadership.term,
+        at,
+        assignments: picks.clone(),
+    };
+    let replies = match node.raft().client_write(command).await {
+        Ok(response) => match response.data {
+            Reply::Many(items) => items,
+            other => vec![other; picks.len()],
+        },
+        Err(e) => {
+            tracing::warn!("proposing assignments failed: {e}");
+            let mut scheduler = lock(&leadership.scheduler);
+            for a in &picks {
+                scheduler.rejected(&a.task);
             }
-        };
-        for (assignment, reply) in picks.into_iter().zip(replies) {
-            match reply {
-                Reply::Task {
-                    status: TaskStatus::Assigned,
-                } => {
-                    lock(&leadership.scheduler).committed(&assignment.task);
-                    send_assign(
-                        &node,
-                        &leadership,
-                        &assignment.task,
-                        &assignment.worker,
-                        assignment.attempt,
-                    );
-                }
-                other => {
-                    tracing::debug!(task = %assignment.task, "assignment refused: {other:?}");
-                    let mut scheduler = lock(&leadership.scheduler);
-                    scheduler.rejected(&assignment.task);
-                    let still_queued = node.state().with_machine(|m| {
-                        m.task(&assignment.task)
-                            .is_some_and(|t| t.status == TaskStatus::Queued)
-                    });
-                    if !still_queued {
-                        scheduler.remove(&assignment.task);
-                    }
+            return;
+        }
+    };
+    for (assignment, reply) in picks.into_iter().zip(replies) {
+        match reply {
+            Reply::Task {
+                status: TaskStatus::Assigned,
+            } => {
+                lock(&leadership.scheduler).committed(&assignment.task);
+                send_assign(
+                    &node,
+                    &leadership,
+                    &assignment.task,
+                    &assignment.worker,
+                    assignment.attempt,
+                );
+            }
+            other => {
+                tracing::debug!(task = %assignment.task, "assignment refused: {other:?}");
+                let mut scheduler = lock(&leadership.scheduler);
+                scheduler.rejected(&assignment.task);
+                let still_queued = node.state().with_machine(|m| {
+                    m.task(&assignment.task)
+                        .is_some_and(|t| t.status == TaskStatus::Queued)
+                });
+                if !still_queued {
+                    scheduler.remove(&assignment.task);
                 }
             }
         }
