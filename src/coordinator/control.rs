@@ -101,9 +101,13 @@ impl ControlService {
                 "no leader is known right now (an election may be in progress); retry shortly",
             ));
         };
-        ControlClient::connect(format!("http://{addr}"))
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot reach leader {id} at {addr}: {e}")))
+        let channel = self.node.forwarding_channel(&addr).map_err(|e| {
+            Status::unavailable(format!(
+                "cannot reach leader {id} at {addr}: {}",
+                e.message()
+            ))
+        })?;
+        Ok(ControlClient::new(channel))
     }
 
     fn leader_of(&self, leader_id: Option<u64>, addr: Option<String>) -> Option<(u64, String)> {

@@ -59,9 +59,13 @@ impl JobsService {
             .map(|n| n.addr.clone())
             .or_else(|| self.node.peer_addr(id).map(str::to_string))
             .ok_or_else(|| Status::unavailable(format!("leader {id} has no known address")))?;
-        let client = JobsClient::connect(format!("http://{addr}"))
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot reach leader {id} at {addr}: {e}")))?;
+        let channel = self.node.forwarding_channel(&addr).map_err(|e| {
+            Status::unavailable(format!(
+                "cannot reach leader {id} at {addr}: {}",
+                e.message()
+            ))
+        })?;
+        let client = JobsClient::new(channel);
         Ok(client
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20))

@@ -97,6 +97,10 @@ pub struct Coordinator {
     pub errors: crate::health::sampler::ErrorRate,
     /// Keeps openraft's leader-change watch alive.
     watch: std::sync::Mutex<Option<openraft::WatchChangeHandle<TypeConfig>>>,
+    /// One channel per peer address for the client requests this node forwards to the leader
+    /// and its health reports, kept apart from the Raft channels so that a large forwarded job
+    /// never queues in front of heartbeats.
+    forwarding: std::sync::Mutex<BTreeMap<String, tonic::transport::Channel>>,
 }
 
 impl Coordinator {
@@ -152,6 +156,7 @@ impl Coordinator {
             leadership: std::sync::Mutex::new(None),
             errors: crate::health::sampler::ErrorRate::new(),
             watch: std::sync::Mutex::new(None),
+            forwarding: std::sync::Mutex::new(BTreeMap::new()),
         });
         coordinator.watch_leadership();
         coordinator.initialize_if_first().await?;
@@ -234,6 +239,23 @@ impl Coordinator {
 
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
+    }
+
+    /// The channel to the peer at `addr` for forwarded client requests: connected on first
+    /// use, then shared (it reconnects by itself after a failure).
+    pub(crate) fn forwarding_channel(
+        &self,
+        addr: &str,
+    ) -> Result<tonic::transport::Channel, tonic::Status> {
+        let mut channels = self.forwarding.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = crate::raft::network::endpoint(addr)
+            .map_err(|e| tonic::Status::unavailable(format!("bad peer address {addr:?}: {e}")))?
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
     }
 
     /// The configured address of a member.

@@ -99,8 +99,9 @@ async fn send_to_leader(node: &Coordinator, report: HealthReport) {
     }) else {
         return;
     };
-    match ControlClient::connect(format!("http://{addr}")).await {
-        Ok(mut client) => {
+    match node.forwarding_channel(&addr) {
+        Ok(channel) => {
+            let mut client = ControlClient::new(channel);
             if let Err(e) = client.report_health(report).await {
                 tracing::debug!("health sample not recorded by the leader: {e}");
             }

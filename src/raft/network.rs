@@ -205,7 +205,7 @@ impl Network {
 }
 
 /// The endpoint for a peer's `host:port` (an address with a scheme is taken as is).
-fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+pub(crate) fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
     let uri = if addr.contains("://") {
         addr.to_owned()
     } else {
