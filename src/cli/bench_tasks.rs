@@ -47,6 +47,10 @@ pub struct TasksReport {
     pub half_load_rate: f64,
     pub half_load_tasks: usize,
     pub half_load_dispatch: Latency,
+    /// At half load: submitted → assignment proposed.
+    pub half_load_to_assign: Latency,
+    /// At half load: assignment proposed → started on the worker.
+    pub half_load_to_start: Latency,
     pub worker_rss_bytes_4_busy: u64,
     pub pick_10k_us: f64,
     pub pick_100k_us: f64,
@@ -69,22 +73,41 @@ fn trivial(id: String, name: &str) -> TaskSpec {
     }
 }
 
-/// Dispatch latencies (submitted → started) of the tasks of jobs named `name`.
-async fn dispatch_latencies(addrs: &[String], name: &str) -> Result<Vec<Duration>, CliError> {
+/// Dispatch latency of the tasks of jobs named `name`, whole and in its two halves.
+struct Dispatch {
+    /// Submitted (stamped by the leader) → started (stamped by the worker).
+    total: Vec<Duration>,
+    /// Submitted → the leader picked the task and proposed its assignment.
+    to_assign: Vec<Duration>,
+    /// Assignment proposed → started: the assignment's commit, the message to the worker, and
+    /// the worker starting the process.
+    to_start: Vec<Duration>,
+}
+
+/// Dispatch latencies of the first attempts of the tasks of jobs named `name`.
+async fn dispatch_latencies(addrs: &[String], name: &str) -> Result<Dispatch, CliError> {
     let rows = query(
         addrs,
         &format!(
-            "SELECT epoch_us(a.started_at) - epoch_us(t.submitted_at) FROM tasks t \
+            "SELECT epoch_us(a.started_at) - epoch_us(t.submitted_at), \
+             epoch_us(a.assigned_at) - epoch_us(t.submitted_at), \
+             epoch_us(a.started_at) - epoch_us(a.assigned_at) FROM tasks t \
              JOIN jobs j ON j.id = t.job_id JOIN task_attempts a ON a.task_id = t.id \
              AND a.attempt = 1 WHERE j.name = '{name}' AND a.started_at IS NOT NULL"
         ),
     )
     .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| r[0].as_i64())
-        .map(|us| Duration::from_micros(us.max(0) as u64))
-        .collect())
+    let column = |i: usize| {
+        rows.iter()
+            .filter_map(|r| r[i].as_i64())
+            .map(|us| Duration::from_micros(us.max(0) as u64))
+            .collect()
+    };
+    Ok(Dispatch {
+        total: column(0),
+        to_assign: column(1),
+        to_start: column(2),
+    })
 }
 
 async fn wait_done(addrs: &[String], name: &str, expected: usize) -> Result<(), CliError> {
@@ -174,7 +197,7 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
     .await?;
     let seconds = span[0][0].as_i64().unwrap_or(0) as f64 / 1e6;
     let tasks_per_sec = settings.tasks as f64 / seconds.max(1e-6);
-    let full_load_dispatch = Latency::of(dispatch_latencies(&addrs, "full").await?);
+    let full_load_dispatch = Latency::of(dispatch_latencies(&addrs, "full").await?.total);
 
     // Half load: one-task jobs at half the measured rate, evenly paced.
     let rate = tasks_per_sec / 2.0;
@@ -195,7 +218,7 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
         s.await.map_err(|e| CliError::Other(e.to_string()))??;
     }
     wait_done(&addrs, "half", count).await?;
-    let half_load_dispatch = Latency::of(dispatch_latencies(&addrs, "half").await?);
+    let half = dispatch_latencies(&addrs, "half").await?;
 
     // A worker's memory with four slots busy.
     let busy: Vec<TaskSpec> = (0..settings.workers * settings.slots as usize)
@@ -228,7 +251,9 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
         full_load_dispatch,
         half_load_rate: rate,
         half_load_tasks: count,
-        half_load_dispatch,
+        half_load_dispatch: Latency::of(half.total),
+        half_load_to_assign: Latency::of(half.to_assign),
+        half_load_to_start: Latency::of(half.to_start),
         worker_rss_bytes_4_busy: worker_rss,
         pick_10k_us: pick_10k.as_secs_f64() * 1e6,
         pick_100k_us: pick_100k.as_secs_f64() * 1e6,
@@ -271,6 +296,11 @@ pub fn render(r: &TasksReport, output: Output) -> String {
                 format!("half load ({:.0} tasks/s)", r.half_load_rate),
                 &r.half_load_dispatch,
             ),
+            row(
+                "  submit -> assignment proposed".into(),
+                &r.half_load_to_assign,
+            ),
+            row("  proposed -> started".into(), &r.half_load_to_start),
         ],
     ));
     out.push_str(&format!(
