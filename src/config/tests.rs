@@ -38,7 +38,7 @@ fn defaults_are_the_documented_ones() {
         ),
         (100, 250, 500)
     );
-    assert_eq!(config.snapshot_logs_since_last, 5000);
+    assert_eq!(config.snapshot_logs_since_last, 20_000);
     assert_eq!(config.max_in_snapshot_log_to_keep, 1000);
     assert_eq!(config.duckdb_threads, 2);
     assert_eq!(config.duckdb_memory_limit, "1GB");
@@ -102,7 +102,7 @@ disable_auto_recovery = true
     assert_eq!(config.peers[&1], "127.0.0.1:9001");
     // Untouched keys keep their defaults.
     assert_eq!(config.duckdb_threads, 2);
-    assert_eq!(config.snapshot_logs_since_last, 5000);
+    assert_eq!(config.snapshot_logs_since_last, 20_000);
 }
 
 #[test]
