@@ -287,8 +287,43 @@ impl Leadership {
     }
 }
 
+/// Whether this node is the leader of `term` in fact, not only by its vote. openraft's
+/// `on_leader_change` looks at the vote alone, and a restarted former leader comes back with a
+/// committed vote for itself while it is a follower (it must win a new election to lead). Waits
+/// a little for the server state to catch up with the vote.
+async fn really_leads(node: &Coordinator, term: u64) -> bool {
+    use openraft::async_runtime::WatchReceiver;
+    let mut metrics = node.raft().server_metrics();
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(2 * node.config().election_timeout_max_ms);
+    loop {
+        {
+            let m = metrics.borrow_watched();
+            if m.vote.leader_id.term != term || m.vote.leader_id.node_id != node.node_id() {
+                return false;
+            }
+            if m.state == openraft::ServerState::Leader {
+                return true;
+            }
+        }
+        match tokio::time::timeout_at(deadline, metrics.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return false,
+        }
+    }
+}
+
 /// Starts the leader's soft state and loops for `term`.
 pub async fn start(node: Arc<Coordinator>, term: u64) {
+    if !really_leads(&node, term).await {
+        tracing::info!(
+            node_id = node.node_id(),
+            term,
+            "the vote names this node leader, but it is not leading (restarted former leader); \
+             leader loops not started"
+        );
+        return;
+    }
     // Every worker the log says is alive gets a fresh deadline: a failover fails nobody.
     let known: Vec<String> = node.state().with_machine(|m| {
         m.workers()

@@ -339,6 +339,11 @@ fn raft_config(config: &CoordinatorConfig) -> Result<Arc<openraft::Config>, Coor
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: config.max_in_snapshot_log_to_keep,
         enable_pre_vote: Some(true),
+        // A restarted leader campaigns like anyone else instead of resuming its old term: the
+        // state machine answers before DuckDB has the entries, and by the time a crashed
+        // leader is back the others have usually elected a new one anyway. Restoring would
+        // briefly run leader loops on a node that cannot commit.
+        enable_leader_restore: Some(false),
         install_snapshot_timeout: 10_000,
         snapshot_max_chunk_size: 1 << 20,
         max_payload_entries: 512,
