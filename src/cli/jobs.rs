@@ -23,14 +23,48 @@ use crate::state::command::TaskSpec;
 /// How long `run` keeps trying to reach the cluster (a failover takes about a second).
 const RETRY_FOR: Duration = Duration::from_secs(30);
 
+/// Connections this process opened to coordinators, by address: every call of a `run` that
+/// follows its job, and every submission of a benchmark, reuses one connection per coordinator
+/// instead of paying (and making the coordinator pay) a new one per call.
+fn connections() -> &'static std::sync::Mutex<BTreeMap<String, Channel>> {
+    static CONNECTIONS: std::sync::OnceLock<std::sync::Mutex<BTreeMap<String, Channel>>> =
+        std::sync::OnceLock::new();
+    CONNECTIONS.get_or_init(Default::default)
+}
+
+/// Forgets the connection to `addr` (it failed); the next call connects again.
+fn forget_connection(addr: &str) {
+    connections()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(addr);
+}
+
 async fn jobs_client(addr: &str) -> Result<JobsClient<Channel>, CliError> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .map_err(|e| CliError::Usage(format!("bad coordinator address {addr:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| CliError::Unavailable(format!("cannot reach coordinator {addr}: {e}")))?;
+    let cached = connections()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(addr)
+        .cloned();
+    let channel = match cached {
+        Some(channel) => channel,
+        None => {
+            let channel = Channel::from_shared(format!("http://{addr}"))
+                .map_err(|e| CliError::Usage(format!("bad coordinator address {addr:?}: {e}")))?
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|e| {
+                    CliError::Unavailable(format!("cannot reach coordinator {addr}: {e}"))
+                })?;
+            connections()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(addr.to_string(), channel.clone());
+            channel
+        }
+    };
     Ok(JobsClient::new(channel)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20))
@@ -55,6 +89,9 @@ where
             },
             Err(e) => e,
         };
+        if matches!(error, CliError::Unavailable(_)) {
+            forget_connection(addr);
+        }
         match error {
             CliError::Unavailable(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -105,9 +142,14 @@ pub async fn submit_once(
             .map(|r| r.into_inner().tasks)
             .map_err(from_status)
     };
-    tokio::time::timeout(limit, attempt)
+    let result = tokio::time::timeout(limit, attempt)
         .await
-        .map_err(|_| CliError::Unavailable(format!("{addr} did not answer within {limit:?}")))?
+        .map_err(|_| CliError::Unavailable(format!("{addr} did not answer within {limit:?}")))
+        .and_then(|r| r);
+    if matches!(result, Err(CliError::Unavailable(_))) {
+        forget_connection(addr);
+    }
+    result
 }
 
 /// The job as the leader sees it.
