@@ -62,7 +62,12 @@ pub struct HaReport {
     pub coordinator_faults: usize,
     pub worker_faults: usize,
     pub leader_changes: usize,
+    /// Every leader fault: leader lost → new leader.
     pub failover: Latency,
+    /// Leader SIGKILLs only: the followers see the process gone and elect at once.
+    pub failover_after_kill: Latency,
+    /// Leader SIGSTOPs only: the followers wait out the lease and an election timeout.
+    pub failover_after_pause: Latency,
     pub write_outage: Latency,
     pub jobs_acknowledged: usize,
     pub tasks_submitted: usize,
@@ -219,6 +224,8 @@ pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
     let mut dead_nodes: BTreeSet<u64> = BTreeSet::new();
     let mut dead_workers: BTreeSet<String> = BTreeSet::new();
     let mut failovers = Vec::new();
+    let mut after_kill = Vec::new();
+    let mut after_pause = Vec::new();
     let mut leader_changes = 0usize;
     let mut next_fault =
         started + Duration::from_secs_f64(rng.range(s.fault_every.0, s.fault_every.1));
@@ -281,6 +288,7 @@ pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
                 .map_err(unavailable)?;
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
             failovers.push(t0.elapsed());
+            after_kill.push(t0.elapsed());
             println!(
                 "[{at_s:6.1}s] FAULT SIGKILL leader {leader}: node {new} leads after {ms:.0} ms"
             );
@@ -305,6 +313,7 @@ pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
                 .map_err(unavailable)?;
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
             failovers.push(t0.elapsed());
+            after_pause.push(t0.elapsed());
             tokio::time::sleep(Duration::from_millis(500)).await;
             cluster.signal(old, libc::SIGCONT);
             let mut stepped_down = false;
@@ -476,6 +485,8 @@ pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
         worker_faults: faults.len() - coordinator_faults,
         leader_changes,
         failover: Latency::of(failovers),
+        failover_after_kill: Latency::of(after_kill),
+        failover_after_pause: Latency::of(after_pause),
         write_outage: Latency::of(outages),
         jobs_acknowledged: acknowledged.len(),
         tasks_submitted: expected.len(),
@@ -504,6 +515,17 @@ pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
     Ok(report)
 }
 
+/// `p50 / p99 / max ms (n what)`, or a dash without samples.
+fn latency(l: &Latency, what: &str) -> String {
+    if l.samples == 0 {
+        return "—".to_string();
+    }
+    format!(
+        "{:.0} / {:.0} / {:.0} ms ({} {what})",
+        l.p50_ms, l.p99_ms, l.max_ms, l.samples
+    )
+}
+
 /// The report as Markdown.
 pub fn markdown(r: &HaReport) -> String {
     let mut out = format!(
@@ -524,20 +546,19 @@ pub fn markdown(r: &HaReport) -> String {
         ("leader changes", r.leader_changes.to_string()),
         (
             "failover (leader lost → new leader), p50 / p99 / max",
-            format!(
-                "{:.0} / {:.0} / {:.0} ms ({} samples)",
-                r.failover.p50_ms, r.failover.p99_ms, r.failover.max_ms, r.failover.samples
-            ),
+            latency(&r.failover, "samples"),
+        ),
+        (
+            "… after leader SIGKILL",
+            latency(&r.failover_after_kill, "samples"),
+        ),
+        (
+            "… after leader SIGSTOP",
+            latency(&r.failover_after_pause, "samples"),
         ),
         (
             "client-visible write outage, p50 / p99 / max",
-            format!(
-                "{:.0} / {:.0} / {:.0} ms ({} outages)",
-                r.write_outage.p50_ms,
-                r.write_outage.p99_ms,
-                r.write_outage.max_ms,
-                r.write_outage.samples
-            ),
+            latency(&r.write_outage, "outages"),
         ),
         ("jobs acknowledged", r.jobs_acknowledged.to_string()),
         (
