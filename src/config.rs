@@ -61,10 +61,12 @@ pub struct CoordinatorConfig {
     /// a healthy leader is never voted out. Default 250 ms.
     ///
     /// openraft also grants every leader a lease of `election_timeout_max_ms` during which
-    /// followers refuse to vote, so a follower starts an election only after
-    /// `election_timeout_max_ms` + a random timeout in `[min, max]` of leader silence: 750 to
-    /// 1000 ms with the defaults, which tolerates the fsync stalls of these machines and
-    /// still fails over in about a second.
+    /// followers refuse to vote, so when a leader hangs or vanishes from the network a follower
+    /// starts an election only after `election_timeout_max_ms` + a random timeout in
+    /// `[min, max]` of silence: 750 to 1000 ms with the defaults, which tolerates the fsync
+    /// stalls of these machines. A leader whose process dies does not wait for this: its
+    /// followers see its port refuse connections and elect at once
+    /// ([`crate::raft::leader_watch`]).
     pub election_timeout_min_ms: u64,
     /// Upper bound of the randomised election timeout; must exceed the lower bound so
     /// candidates spread out and split votes resolve. Default 500 ms.
