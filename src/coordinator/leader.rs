@@ -50,6 +50,8 @@ pub struct Leadership {
     pub monitor: super::monitor::Monitor,
     /// Auto-recovery (absent with `--disable-auto-recovery`).
     pub recovery: Option<Arc<crate::recovery::executor::Recovery>>,
+    /// Proposes the workers' reports (attempt started / finished), several per entry.
+    pub reports: super::batcher::Batcher,
     sessions: Mutex<BTreeMap<WorkerId, Session>>,
     scheduler: Mutex<Scheduler>,
     /// Wakes the dispatcher (a worker joined, a slot freed).
@@ -88,15 +90,18 @@ pub fn worker_profile(machine: &Machine, worker: &str, slots: u32) -> Option<Wor
 
 impl Leadership {
     fn new(
+        node: Arc<Coordinator>,
         term: u64,
         monitor: super::monitor::Monitor,
         recovery: Option<Arc<crate::recovery::executor::Recovery>>,
     ) -> Self {
+        let cancel = CancellationToken::new();
         Leadership {
             term,
             monitor,
             recovery,
-            cancel: CancellationToken::new(),
+            reports: super::batcher::Batcher::start(node, cancel.clone()),
+            cancel,
             sessions: Mutex::new(BTreeMap::new()),
             scheduler: Mutex::new(Scheduler::new()),
             wake: Notify::new(),
@@ -356,7 +361,7 @@ pub async fn start(node: Arc<Coordinator>, term: u64) {
             }
         }
     };
-    let leadership = Arc::new(Leadership::new(term, monitor, recovery));
+    let leadership = Arc::new(Leadership::new(node.clone(), term, monitor, recovery));
     // Subscribe before reading the view, so nothing applied in between is missed.
     let events = node.state().subscribe();
     node.state().with_machine(|m| leadership.rebuild(m));

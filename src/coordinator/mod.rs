@@ -14,6 +14,7 @@
 //! Restarting a node on the same files resumes it: DuckDB holds everything applied up to
 //! `raft_meta.last_applied`, and openraft replays the rest of the log from redb.
 
+pub mod batcher;
 pub mod control;
 pub mod jobs;
 pub mod leader;

@@ -222,7 +222,7 @@ async fn serve(
                 leadership.heartbeat(&worker, generation, refs(&h.running));
             }
             Some(worker_message::Body::Started(s)) => {
-                let node = node.clone();
+                let leadership = leadership.clone();
                 let worker = worker.clone();
                 tokio::spawn(async move {
                     let command = Command::TaskStarted {
@@ -231,7 +231,7 @@ async fn serve(
                         worker,
                         at: micros(s.at_us),
                     };
-                    if let Err(e) = node.raft().client_write(command).await {
+                    if let Err(e) = leadership.reports.propose(command).await {
                         tracing::debug!("TaskStarted not committed: {e}");
                     }
                 });
@@ -243,10 +243,10 @@ async fn serve(
                         task: f.task_id.clone(),
                     });
                 }
-                let node = node.clone();
+                let leadership = leadership.clone();
                 let worker = worker.clone();
                 let tx = tx.clone();
-                tokio::spawn(async move { finish(&node, &worker, f, &tx).await });
+                tokio::spawn(async move { finish(&leadership, &worker, f, &tx).await });
             }
             Some(worker_message::Body::Hello(_)) | None => {
                 break Err("unexpected message in an open session".into());
@@ -262,7 +262,7 @@ async fn serve(
 
 /// Commits a result, then acknowledges it to the worker.
 async fn finish(
-    node: &Coordinator,
+    leadership: &Leadership,
     worker: &str,
     f: AttemptFinished,
     tx: &mpsc::Sender<Result<CoordinatorMessage, Status>>,
@@ -278,9 +278,9 @@ async fn finish(
         output_tail: f.output_tail,
         at: micros(f.at_us),
     };
-    match node.raft().client_write(command).await {
-        Ok(response) => {
-            if let Reply::Stale { reason } = &response.data {
+    match leadership.reports.propose(command).await {
+        Ok(reply) => {
+            if let Reply::Stale { reason } = &reply {
                 tracing::info!(task = %f.task_id, attempt = f.attempt, worker, "stale result recorded: {reason}");
             }
             let ack = FinishedAck {
