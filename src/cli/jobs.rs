@@ -70,6 +70,21 @@ async fn jobs_client(addr: &str) -> Result<JobsClient<Channel>, CliError> {
         .max_encoding_message_size(256 << 20))
 }
 
+/// What a failed call means for the caller. A reused connection can break under a call (the
+/// coordinator died): that comes back as a status with a transport error inside, whatever its
+/// code, and means "try another coordinator", like a refused connection.
+fn call_error(status: tonic::Status) -> CliError {
+    let transport = std::error::Error::source(&status).is_some()
+        && matches!(
+            status.code(),
+            tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Internal
+        );
+    if transport {
+        return CliError::Unavailable(format!("the connection broke: {}", status.message()));
+    }
+    from_status(status)
+}
+
 /// Calls `f` on the coordinators in turn until one answers, for up to [`RETRY_FOR`]:
 /// unreachable nodes and "no leader yet" are retried, other errors are final.
 async fn with_retry<T, F, Fut>(addrs: &[String], mut f: F) -> Result<T, CliError>
@@ -85,7 +100,7 @@ where
         let error = match jobs_client(addr).await {
             Ok(client) => match f(client).await {
                 Ok(value) => return Ok(value),
-                Err(status) => from_status(status),
+                Err(status) => call_error(status),
             },
             Err(e) => e,
         };
@@ -140,7 +155,7 @@ pub async fn submit_once(
             .submit_job(request)
             .await
             .map(|r| r.into_inner().tasks)
-            .map_err(from_status)
+            .map_err(call_error)
     };
     let result = tokio::time::timeout(limit, attempt)
         .await
