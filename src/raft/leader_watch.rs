@@ -25,7 +25,9 @@
 //!    on every node that is not the transfer target) and answers with its last log id.
 //! 4. **Elect.** If the confirming voters (with the asker) are a quorum, the one with the most
 //!    up-to-date log (ties: lowest id) campaigns at once. Every confirming node computes the same
-//!    choice from the same answers, so one candidate runs and wins in one round.
+//!    choice from the same answers, so one candidate runs and wins in one round. Answers are
+//!    awaited for [`QUORUM_GRACE`] after a quorum confirmed, not for every voter: a node that is
+//!    still restarting can hold a call open for the whole [`ASK_TIMEOUT`].
 //!
 //! Nothing here touches Raft's safety: votes, terms and the up-to-date log check are openraft's,
 //! and the only thing bypassed — the lease — is dropped by each voter on its own evidence that the
@@ -36,6 +38,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::StreamExt;
 use openraft::ServerState;
 use openraft::alias::{LogIdOf, VoteOf};
 use openraft::async_runtime::WatchReceiver;
@@ -60,6 +63,9 @@ const DYING_PROBE_INTERVAL: Duration = Duration::from_millis(5);
 
 /// How long a voter may take to answer `LeaderGone`: its own probes plus a round trip.
 const ASK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How much longer the other voters' answers are awaited once a quorum has confirmed.
+const QUORUM_GRACE: Duration = Duration::from_millis(25);
 
 /// How long to wait before watching again a leader whose stream ended while its port still
 /// accepts connections (it is alive; its stream ended for another reason).
@@ -262,20 +268,33 @@ async fn depart(raft: &RaftNode, network: &Network, target: &Followed) -> bool {
         .filter(|id| **id != me && **id != target.leader)
         .filter_map(|id| Some((*id, membership.get_node(id)?.addr.clone())))
         .collect();
-    let request = &request;
-    let answers = futures::future::join_all(
-        peers
-            .iter()
-            .map(|(id, addr)| async move { (*id, ask(network, addr, request).await) }),
-    )
-    .await;
-    let mut candidates = vec![(mine.last_log, me)];
-    candidates.extend(
-        answers
-            .into_iter()
-            .filter_map(|(id, reply)| reply.filter(|r| r.confirmed).map(|r| (r.last_log, id))),
-    );
     let quorum = voters.len() / 2 + 1;
+    let request = &request;
+    let mut answers: futures::stream::FuturesUnordered<_> = peers
+        .iter()
+        .map(|(id, addr)| async move { (*id, ask(network, addr, request).await) })
+        .collect();
+    let mut candidates = vec![(mine.last_log, me)];
+    // Wait for every answer, but once a quorum has confirmed, only QUORUM_GRACE longer: a peer
+    // that is restarting may hold the call until ASK_TIMEOUT, and the live ones answer within
+    // milliseconds of each other (so every confirmer still sees the same set).
+    let mut grace: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match grace {
+            Some(deadline) => match tokio::time::timeout_at(deadline, answers.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => answers.next().await,
+        };
+        let Some((id, reply)) = next else { break };
+        if let Some(reply) = reply.filter(|r| r.confirmed) {
+            candidates.push((reply.last_log, id));
+        }
+        if grace.is_none() && candidates.len() >= quorum {
+            grace = Some(tokio::time::Instant::now() + QUORUM_GRACE);
+        }
+    }
     if candidates.len() < quorum {
         tracing::info!(
             leader = target.leader,
