@@ -6,7 +6,7 @@
 //! restart any node on its files. Every process it started is killed when it is dropped.
 //! Leadership is read through the nodes' own `Status` RPC, as any client would.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -231,41 +231,50 @@ impl LocalCluster {
             .into_iter()
             .filter(|id| Some(*id) != exclude)
             .collect();
-        let asks = running.iter().map(|id| {
-            let addr = self.nodes[id].addr.clone();
-            async move {
-                let mut client = connect(&addr).await.ok()?;
-                let status = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    client.status(StatusRequest {}),
-                )
-                .await
-                .ok()?
-                .ok()?
-                .into_inner();
-                Some((status.leader_id, status.role))
-            }
-        });
-        let answers = futures::future::join_all(asks).await;
+        // A node that is still starting accepts connections before it answers: the answers are
+        // taken as they come, and the first time a majority agrees on a leader that says it
+        // leads, that is the answer, without waiting for the slow node; a node that has not
+        // answered within 100 ms counts as no answer, so one poll never takes longer.
+        let mut asks: futures::stream::FuturesUnordered<_> = running
+            .iter()
+            .map(|id| {
+                let id = *id;
+                let addr = self.nodes[&id].addr.clone();
+                async move {
+                    let ask = async {
+                        let mut client = connect(&addr).await.ok()?;
+                        let status = client.status(StatusRequest {}).await.ok()?.into_inner();
+                        Some((status.leader_id, status.role))
+                    };
+                    let answer = tokio::time::timeout(Duration::from_millis(100), ask)
+                        .await
+                        .ok()
+                        .flatten();
+                    (id, answer)
+                }
+            })
+            .collect();
+        let needed = (self.nodes.len() / 2 + 1).min(running.len());
         let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
-        for (leader, _) in answers.iter().flatten() {
-            if let Some(l) = leader {
-                *votes.entry(*l).or_default() += 1;
+        let mut leading: BTreeSet<u64> = BTreeSet::new();
+        while let Some((id, answer)) = futures::StreamExt::next(&mut asks).await {
+            let Some((leader, role)) = answer else {
+                continue;
+            };
+            if role == "leader" {
+                leading.insert(id);
+            }
+            if let Some(l) = leader.filter(|l| Some(*l) != exclude) {
+                *votes.entry(l).or_default() += 1;
+            }
+            if let Some((leader, _)) = votes
+                .iter()
+                .find(|(l, count)| **count >= needed && leading.contains(l))
+            {
+                return Some(*leader);
             }
         }
-        let majority = self.nodes.len() / 2 + 1;
-        votes
-            .into_iter()
-            .find(|(leader, count)| {
-                *count >= majority.min(running.len()) && Some(*leader) != exclude
-            })
-            .map(|(leader, _)| leader)
-            .filter(|leader| {
-                answers
-                    .iter()
-                    .zip(&running)
-                    .any(|(a, id)| id == leader && a.as_ref().is_some_and(|(_, r)| r == "leader"))
-            })
+        None
     }
 }
 
