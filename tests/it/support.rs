@@ -125,10 +125,27 @@ where
 
 /// Runs a query through the `Control` service and returns its rows as JSON values.
 pub async fn query(client: &mut ControlClient<Channel>, sql: &str) -> Vec<Vec<serde_json::Value>> {
+    query_with(client, sql, false).await
+}
+
+/// Like [`query`], but linearizable: the node confirms it leads and writes everything applied
+/// to DuckDB before reading (a plain read may lag by the flush interval).
+pub async fn query_consistent(
+    client: &mut ControlClient<Channel>,
+    sql: &str,
+) -> Vec<Vec<serde_json::Value>> {
+    query_with(client, sql, true).await
+}
+
+async fn query_with(
+    client: &mut ControlClient<Channel>,
+    sql: &str,
+    consistent: bool,
+) -> Vec<Vec<serde_json::Value>> {
     let reply = client
         .query(testfleet::proto::QueryRequest {
             sql: sql.to_string(),
-            consistent: false,
+            consistent,
         })
         .await
         .unwrap_or_else(|e| panic!("query {sql:?} failed: {e}"))
