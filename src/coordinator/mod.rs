@@ -101,7 +101,7 @@ pub struct Coordinator {
     /// One channel per peer address for the client requests this node forwards to the leader
     /// and its health reports, kept apart from the Raft channels so that a large forwarded job
     /// never queues in front of heartbeats.
-    forwarding: std::sync::Mutex<BTreeMap<String, tonic::transport::Channel>>,
+    forwarding: crate::raft::network::PeerChannels,
 }
 
 impl Coordinator {
@@ -157,7 +157,7 @@ impl Coordinator {
             leadership: std::sync::Mutex::new(None),
             errors: crate::health::sampler::ErrorRate::new(),
             watch: std::sync::Mutex::new(None),
-            forwarding: std::sync::Mutex::new(BTreeMap::new()),
+            forwarding: Default::default(),
         });
         coordinator.watch_leadership();
         coordinator.initialize_if_first().await?;
@@ -248,15 +248,9 @@ impl Coordinator {
         &self,
         addr: &str,
     ) -> Result<tonic::transport::Channel, tonic::Status> {
-        let mut channels = self.forwarding.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
-        }
-        let channel = crate::raft::network::endpoint(addr)
-            .map_err(|e| tonic::Status::unavailable(format!("bad peer address {addr:?}: {e}")))?
-            .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        self.forwarding
+            .get(addr)
+            .map_err(|e| tonic::Status::unavailable(format!("bad peer address {addr:?}: {e}")))
     }
 
     /// The configured address of a member.

@@ -101,7 +101,7 @@ struct Followed {
 
 /// The leader `raft` follows right now, if it follows one it can reach by address.
 fn followed(raft: &RaftNode) -> Option<Followed> {
-    let metrics = raft.metrics().borrow_watched().clone();
+    let metrics = raft.server_metrics().borrow_watched().clone();
     if metrics.state != ServerState::Follower || !metrics.vote.committed {
         return None;
     }
@@ -125,7 +125,7 @@ fn followed(raft: &RaftNode) -> Option<Followed> {
 /// Watches the leader this node follows until `stop` is cancelled; when its process dies, gets
 /// the best-placed voter elected at once (see the module documentation).
 pub async fn run(raft: RaftNode, network: Network, stop: CancellationToken) {
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     loop {
         let Some(target) = followed(&raft) else {
             tokio::select! {
@@ -161,7 +161,7 @@ pub async fn run(raft: RaftNode, network: Network, stop: CancellationToken) {
 
 /// Resolves when `raft` no longer follows `target` (or its Raft stopped).
 async fn leader_changes(raft: &RaftNode, target: &Followed) {
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     loop {
         if followed(raft).as_ref() != Some(target) {
             return;
@@ -259,7 +259,7 @@ async fn depart(raft: &RaftNode, network: &Network, target: &Followed) -> bool {
     if !mine.confirmed {
         return false;
     }
-    let metrics = raft.metrics().borrow_watched().clone();
+    let metrics = raft.server_metrics().borrow_watched().clone();
     let me = metrics.id;
     let membership = metrics.membership_config.membership().clone();
     let voters: Vec<u64> = membership.voter_ids().collect();

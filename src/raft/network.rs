@@ -168,9 +168,8 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
 pub struct Network {
     /// This node's Raft id: openraft never asks for a client to it.
     local_id: u64,
-    /// One channel per peer address (`host:port`). A `std::sync::Mutex`, not a Tokio one:
-    /// it is held only to look up or insert, never across an `.await`.
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// One channel per peer address.
+    channels: PeerChannels,
 }
 
 impl Network {
@@ -178,7 +177,7 @@ impl Network {
     pub fn new(local_id: u64) -> Self {
         Network {
             local_id,
-            channels: Arc::new(Mutex::new(HashMap::new())),
+            channels: PeerChannels::default(),
         }
     }
 
@@ -187,13 +186,25 @@ impl Network {
         &self,
         addr: &str,
     ) -> Result<RaftServiceClient<Channel>, tonic::transport::Error> {
-        Ok(RaftServiceClient::new(self.channel(addr)?)
+        Ok(RaftServiceClient::new(self.channels.get(addr)?)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE))
     }
+}
 
+/// One lazily connected [`Channel`] per peer address (`host:port`), created on first use and
+/// shared by every caller after (a channel reconnects by itself after a failure). Cheap to
+/// clone; clones share the channels.
+#[derive(Clone, Default)]
+pub(crate) struct PeerChannels {
+    /// A `std::sync::Mutex`, not a Tokio one: held only to look up or insert, never across an
+    /// `.await`.
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl PeerChannels {
     /// The channel to `addr`, created (unconnected) on first use.
-    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    pub(crate) fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
@@ -205,7 +216,7 @@ impl Network {
 }
 
 /// The endpoint for a peer's `host:port` (an address with a scheme is taken as is).
-pub(crate) fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
     let uri = if addr.contains("://") {
         addr.to_owned()
     } else {
