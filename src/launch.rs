@@ -225,6 +225,55 @@ impl LocalCluster {
         }
     }
 
+    /// Waits until every running node follows one leader (each names it, and it says it
+    /// leads) with its log within `lag` entries of the leader's commit index: the cluster has
+    /// its full redundancy again, e.g. after a restart. Returns that leader.
+    pub async fn settled(&self, limit: Duration, lag: u64) -> Result<u64, LaunchError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(leader) = self.all_following(lag).await {
+                return Ok(leader);
+            }
+            if Instant::now() > deadline {
+                return Err(LaunchError::Timeout(format!(
+                    "the running nodes did not all follow one leader within {limit:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn all_following(&self, lag: u64) -> Option<u64> {
+        let asks = self.running().into_iter().map(|id| {
+            let addr = self.nodes[&id].addr.clone();
+            async move {
+                let ask = async {
+                    let mut client = connect(&addr).await.ok()?;
+                    Some(client.status(StatusRequest {}).await.ok()?.into_inner())
+                };
+                tokio::time::timeout(Duration::from_millis(300), ask)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|status| (id, status))
+            }
+        });
+        let answers: Option<Vec<_>> = futures::future::join_all(asks).await.into_iter().collect();
+        let answers = answers?;
+        let leader = answers.first()?.1.leader_id?;
+        let (_, head) = answers.iter().find(|(id, _)| *id == leader)?;
+        if head.role != "leader" {
+            return None;
+        }
+        let committed = head.committed.unwrap_or(0);
+        answers
+            .iter()
+            .all(|(_, s)| {
+                s.leader_id == Some(leader) && s.last_log_index.unwrap_or(0) + lag >= committed
+            })
+            .then_some(leader)
+    }
+
     async fn agreed_leader(&self, exclude: Option<u64>) -> Option<u64> {
         let running: Vec<u64> = self
             .running()

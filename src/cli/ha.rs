@@ -170,7 +170,25 @@ async fn run_workload(
     }
 }
 
+/// A consistent query, retried for up to 60 s while the cluster has no leader (e.g. a node
+/// just restarted answers first and does not know the leader yet).
 async fn leader_query(
+    cluster: &LocalCluster,
+    sql: &str,
+) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match leader_query_once(cluster, sql).await {
+            Err(e @ CliError::Unavailable(_)) if Instant::now() < deadline => {
+                tracing::debug!("query not answered yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn leader_query_once(
     cluster: &LocalCluster,
     sql: &str,
 ) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
@@ -268,6 +286,28 @@ pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
                 "[{:6.1}s] restarted worker {name}",
                 started.elapsed().as_secs_f64()
             );
+        }
+        // One fault at a time: a coordinator fault is injected only once every coordinator
+        // follows the leader again (a restarted one has rejoined), so a failover is measured
+        // with a quorum left, not while a node of the last fault is still starting.
+        match cluster.settled(Duration::from_secs(30), 1_000).await {
+            Ok(now_leader) => {
+                if now_leader != leader {
+                    leader_changes += 1;
+                    println!(
+                        "[{:6.1}s] leader changed: node {leader} -> node {now_leader}",
+                        started.elapsed().as_secs_f64()
+                    );
+                    leader = now_leader;
+                }
+            }
+            Err(e) => {
+                println!(
+                    "[{:6.1}s] fault skipped: {e}",
+                    started.elapsed().as_secs_f64()
+                );
+                continue;
+            }
         }
         let roll = if s.leader_kills_only { 0.0 } else { rng.unit() };
         let at_s = started.elapsed().as_secs_f64();

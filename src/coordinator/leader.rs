@@ -292,22 +292,32 @@ impl Leadership {
     }
 }
 
-/// Whether this node is the leader of `term` in fact, not only by its vote. openraft's
-/// `on_leader_change` looks at the vote alone, and a restarted former leader comes back with a
-/// committed vote for itself while it is a follower (it must win a new election to lead). Waits
-/// a little for the server state to catch up with the vote.
-async fn really_leads(node: &Coordinator, term: u64) -> bool {
+/// Whether this node leads `term` in fact and its state is that term's: waits (while it keeps
+/// leading) until the server state is Leader and the state machine has applied an entry of
+/// `term` itself (the blank entry openraft appends on election).
+///
+/// Both matter. openraft's `on_leader_change` looks at the vote alone, and a restarted former
+/// leader comes back with a committed vote for itself while it is a follower (it must win a
+/// new election to lead). And a new leader may hold entries of the previous term that it has
+/// not applied yet (the old leader died before telling it they were committed): soft state
+/// rebuilt from that view would miss assignments, and reconciling a worker against it would
+/// cancel attempts the log gave that worker. Once an entry of `term` is applied, every entry
+/// before it is too.
+async fn ready_to_lead(node: &Coordinator, term: u64) -> bool {
     use openraft::async_runtime::WatchReceiver;
-    let mut metrics = node.raft().server_metrics();
+    let mut metrics = node.raft().metrics();
+    // Only a bound on a wait that normally takes one commit round; leadership lost ends it
+    // at once.
     let deadline = tokio::time::Instant::now()
-        + Duration::from_millis(2 * node.config().election_timeout_max_ms);
+        + Duration::from_millis(20 * node.config().election_timeout_max_ms);
     loop {
         {
             let m = metrics.borrow_watched();
             if m.vote.leader_id.term != term || m.vote.leader_id.node_id != node.node_id() {
                 return false;
             }
-            if m.state == openraft::ServerState::Leader {
+            let applied_term = m.last_applied.as_ref().map(|l| l.leader_id.term);
+            if m.state == openraft::ServerState::Leader && applied_term >= Some(term) {
                 return true;
             }
         }
@@ -320,12 +330,12 @@ async fn really_leads(node: &Coordinator, term: u64) -> bool {
 
 /// Starts the leader's soft state and loops for `term`.
 pub async fn start(node: Arc<Coordinator>, term: u64) {
-    if !really_leads(&node, term).await {
+    if !ready_to_lead(&node, term).await {
         tracing::info!(
             node_id = node.node_id(),
             term,
-            "the vote names this node leader, but it is not leading (restarted former leader); \
-             leader loops not started"
+            "the vote names this node leader, but it is not leading (a restarted former leader, \
+             or leadership lost before the term's first entry applied); leader loops not started"
         );
         return;
     }
