@@ -306,10 +306,8 @@ impl Leadership {
 async fn ready_to_lead(node: &Coordinator, term: u64) -> bool {
     use openraft::async_runtime::WatchReceiver;
     let mut metrics = node.raft().metrics();
-    // Only a bound on a wait that normally takes one commit round; leadership lost ends it
-    // at once.
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_millis(20 * node.config().election_timeout_max_ms);
+    // No time limit: it normally takes one commit round, and however long it takes, the node
+    // either gets there or stops leading this term (a change of vote or state ends the wait).
     loop {
         {
             let m = metrics.borrow_watched();
@@ -321,9 +319,8 @@ async fn ready_to_lead(node: &Coordinator, term: u64) -> bool {
                 return true;
             }
         }
-        match tokio::time::timeout_at(deadline, metrics.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => return false,
+        if metrics.changed().await.is_err() {
+            return false;
         }
     }
 }
@@ -339,13 +336,28 @@ pub async fn start(node: Arc<Coordinator>, term: u64) {
         );
         return;
     }
-    // Every worker the log says is alive gets a fresh deadline: a failover fails nobody.
-    let known: Vec<String> = node.state().with_machine(|m| {
-        m.workers()
+    let recovery = if node.config().disable_auto_recovery {
+        None
+    } else {
+        match crate::recovery::executor::Recovery::new(&node, term) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                tracing::error!("auto-recovery off for this term: {e}");
+                None
+            }
+        }
+    };
+    // Every worker the log says is alive gets a fresh deadline: a failover fails nobody. The
+    // deadlines start now, right before sessions are accepted, so that nothing done before
+    // (however slow on a loaded machine) eats into the grace the workers have to reconnect.
+    let (known, recovery_rows) = node.state().with_machine(|m| {
+        let known: Vec<String> = m
+            .workers()
             .values()
             .filter(|w| matches!(w.status, WorkerStatus::Healthy | WorkerStatus::Suspect))
             .map(|w| w.id.clone())
-            .collect()
+            .collect();
+        (known, m.counters().worker_recovery)
     });
     let monitor = match super::monitor::Monitor::new(
         super::monitor::detector_config(&node),
@@ -358,17 +370,6 @@ pub async fn start(node: Arc<Coordinator>, term: u64) {
             // leading without failure detection would be wrong, so do not lead loops at all.
             tracing::error!("cannot start the health monitor: {e}; leader loops not started");
             return;
-        }
-    };
-    let recovery = if node.config().disable_auto_recovery {
-        None
-    } else {
-        match crate::recovery::executor::Recovery::new(&node, term) {
-            Ok(r) => Some(Arc::new(r)),
-            Err(e) => {
-                tracing::error!("auto-recovery off for this term: {e}");
-                None
-            }
         }
     };
     let leadership = Arc::new(Leadership::new(node.clone(), term, monitor, recovery));
@@ -389,6 +390,11 @@ pub async fn start(node: Arc<Coordinator>, term: u64) {
             tracing::warn!(term, "could not record the election: {e}");
         }
     });
+    if let Some(recovery) = leadership.recovery.clone() {
+        // Past terms' recovery outcomes, read from DuckDB off the leader's path.
+        let node = node.clone();
+        tokio::task::spawn_blocking(move || recovery.learn_history(&node, recovery_rows));
+    }
     tokio::spawn(super::monitor::run(node.clone(), leadership.clone()));
     tokio::spawn(crate::recovery::executor::run(
         node.clone(),

@@ -70,8 +70,11 @@ pub fn policy(node: &Coordinator) -> RecoveryPolicy {
 
 impl Recovery {
     /// A planner for this term, taught by the outcomes recorded so far.
+    /// The recovery of one leadership term, knowing nothing of past terms yet: reading their
+    /// history from DuckDB waits for the flusher, which must not hold up a new leader (see
+    /// [`Recovery::learn_history`]).
     pub fn new(node: &Coordinator, term: u64) -> Result<Recovery, String> {
-        let stats = StrategyStats::from_outcomes(StrategyStats::DEFAULT_MIN_SAMPLES, history(node));
+        let stats = StrategyStats::from_outcomes(StrategyStats::DEFAULT_MIN_SAMPLES, []);
         let config = PlannerConfig {
             seed: term,
             ..PlannerConfig::default()
@@ -84,6 +87,16 @@ impl Recovery {
             pending: Mutex::new(Vec::new()),
             wake: Notify::new(),
         })
+    }
+
+    /// Teaches the planner what earlier terms' recovery attempts achieved: the
+    /// `worker_recovery_history` rows with an id up to `upto` (the rows that existed when this
+    /// term began; later ones are this term's, which the planner has seen already). Blocking.
+    pub fn learn_history(&self, node: &Coordinator, upto: i64) {
+        let outcomes = history(node, upto);
+        let learned = outcomes.len();
+        lock(&self.planner).learn(outcomes);
+        tracing::debug!(learned, "recovery history of earlier terms loaded");
     }
 
     /// Hands an event to the planner; the driver performs the resulting actions.
@@ -109,17 +122,18 @@ impl Recovery {
 
 /// What past recovery attempts taught: `(category, strategy, success)` of every recorded
 /// worker recovery (read from this node's DuckDB; unreadable history teaches nothing).
-fn history(node: &Coordinator) -> Vec<(FaultCategory, super::strategy::Strategy, bool)> {
+fn history(node: &Coordinator, upto: i64) -> Vec<(FaultCategory, super::strategy::Strategy, bool)> {
     let read = || -> Result<Vec<(String, bool, String)>, String> {
         node.state().flush().map_err(|e| e.to_string())?;
         let conn = node.state().reader().map_err(|e| e.to_string())?;
         let mut stmt = conn
             .prepare(
-                "SELECT recovery_type, success, CAST(details AS VARCHAR) FROM worker_recovery_history",
+                "SELECT recovery_type, success, CAST(details AS VARCHAR) \
+                 FROM worker_recovery_history WHERE id <= ?",
             )
             .map_err(|e| e.to_string())?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map([upto], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, bool>(1)?,

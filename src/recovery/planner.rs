@@ -27,7 +27,7 @@ use self::episode::Episode;
 use self::worker::{Case, DrainHold, Phase};
 use super::strategy::{Strategy, StrategyStats};
 use super::{Action, MAX_SETTING, PolicyError, RecoveryEvent, RecoveryPolicy};
-use crate::state::command::WorkerId;
+use crate::state::command::{FaultCategory, WorkerId};
 
 /// The planner's fixed thresholds: what counts as failing, critical, and how to come back.
 /// The [`RecoveryPolicy`] is the part a circuit breaker swaps; these stay.
@@ -189,6 +189,13 @@ impl Planner {
     /// The thresholds.
     pub fn config(&self) -> &PlannerConfig {
         &self.config
+    }
+
+    /// Adds past outcomes `(category, strategy, success)` to what has been learned.
+    pub fn learn(&mut self, outcomes: impl IntoIterator<Item = (FaultCategory, Strategy, bool)>) {
+        for (category, strategy, success) in outcomes {
+            self.stats.observe(category, strategy, success);
+        }
     }
 
     /// What has been learned so far, including this term's attempts.
