@@ -26,42 +26,53 @@
 //! * `raft_log_meta`: `&str` key -> bincode-2 encoded value, keys `vote`, `last_purged_log_id`,
 //!   `committed` and `format_version` (a `u32`, see [`FORMAT_VERSION`]).
 //!
-//! # Durability and the "no holes" rule
+//! # Writes: one writer thread, group commit
 //!
-//! * [`save_vote`](RaftLogStorage::save_vote), [`append`](RaftLogStorage::append),
-//!   [`truncate_after`](RaftLogStorage::truncate_after) and [`purge`](RaftLogStorage::purge) are
-//!   each exactly one redb write transaction committed with [`Durability::Immediate`] (fsync)
-//!   before the method returns; `append` calls its [`IOFlushed`] callback only after that commit.
-//!   A purge writes `last_purged_log_id` and deletes the purged entries in the same transaction,
-//!   so a crash leaves either the old or the new state, never a hole.
+//! openraft's core awaits each storage call, and its contract for `append` is to return as soon
+//! as the entries are readable and to report durability later through the [`IOFlushed`]
+//! callback, so that the core never waits for a disk. Every write therefore goes, in the order
+//! openraft issued it, to one writer thread per store. The thread takes whatever is queued (up
+//! to [`MAX_BATCH`] writes) and writes it in one redb transaction, fsynced
+//! ([`Durability::Immediate`]) if any of it must be durable — a group commit: under load many
+//! appends share one fsync, and the core goes on appending and replicating meanwhile.
+//!
+//! * [`append`](RaftLogStorage::append) puts the encoded entries in an in-memory `pending` map
+//!   (so readers see them at once), queues them and returns; the writer calls the callback after
+//!   the commit, then drops them from `pending`. A read takes the pending entries first and then
+//!   opens its redb read transaction, so an entry moving from one to the other is never missed.
+//! * [`save_vote`](RaftLogStorage::save_vote), [`truncate_after`](RaftLogStorage::truncate_after)
+//!   and [`purge`](RaftLogStorage::purge) are queued the same way and awaited: each returns
+//!   once its transaction is on disk. A purge writes `last_purged_log_id` and deletes the
+//!   purged entries in the same transaction, so a crash leaves either the old or the new state,
+//!   never a hole.
+//! * [`save_committed`](RaftLogStorage::save_committed) is queued and not awaited, and is not
+//!   durable by itself: it becomes durable with the next fsynced transaction or on a clean close.
+//!   Losing the newest value in a crash only means re-applying a little less on restart
+//!   (openraft treats `committed` as an optional hint, and the DuckDB state machine persists its
+//!   own `last_applied`). Queue order keeps it behind the entries it names.
 //! * `append` refuses a batch that would leave a gap (its entries must be consecutive and start
 //!   right after the last stored entry, or right after the last purged one when the log is
-//!   empty), and every read checks that the entries it returns are consecutive.
-//! * [`save_committed`](RaftLogStorage::save_committed) is committed with [`Durability::None`]: it
-//!   becomes durable with the next vote/append/truncate/purge commit or on a clean close. Losing
-//!   the newest value in a crash only means re-applying a little less on restart (openraft treats
-//!   `committed` as an optional hint, and the DuckDB state machine persists its own
-//!   `last_applied`), and it saves one fsync per commit advance.
+//!   empty), and every read checks that the entries it returns are consecutive. A refused write
+//!   fails its whole transaction; the writer then writes that batch's writes one by one, so only
+//!   the refused one fails.
+//! * Dropping the last [`LogStore`] handle closes the queue; the thread finishes what is queued
+//!   and is joined, so the file can be opened again at once.
 //!
-//! # Blocking
+//! # Reads
 //!
-//! redb calls are synchronous, and a durable commit waits for an fsync (milliseconds, more on a
-//! busy shared disk). Every operation therefore runs on tokio's blocking thread pool through
-//! [`tokio::task::spawn_blocking`] with the `Arc`'d database, and the async method awaits it:
-//! * `tokio::task::block_in_place` would panic on a current-thread runtime (used by tests), and
-//!   doing the work inline would stall every task sharing the worker thread, including the Raft
-//!   core's heartbeat and election timers.
-//! * openraft's own `AsyncRuntime::spawn_blocking` is not used: in 0.10.0-alpha.37 the tokio
-//!   runtime does not override the default, which starts a new OS thread per call.
-//! * Each method returns only when its transaction is done, and openraft drives the store through
-//!   `&mut self`, so writes are applied in the order they were issued (redb also admits one write
-//!   transaction at a time). If a caller drops a method's future early, its transaction still runs
-//!   to completion and the next write waits for it.
+//! Reads are synchronous redb read transactions (MVCC: they never wait for the writer) and run
+//! on tokio's blocking thread pool through [`tokio::task::spawn_blocking`]:
+//! `tokio::task::block_in_place` would panic on a current-thread runtime (used by tests), and
+//! doing the work inline would stall every task sharing the worker thread, including the Raft
+//! core's timers. openraft's own `AsyncRuntime::spawn_blocking` is not used: in
+//! 0.10.0-alpha.37 the tokio runtime does not override the default, which starts a new OS thread
+//! per call.
 //!
 //! All methods must therefore be called from within a tokio runtime. [`LogStore::open`] is a plain
 //! blocking function meant to be called once at startup (after a crash redb may first repair the
 //! file).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fmt::Debug;
 use std::io;
@@ -71,6 +82,8 @@ use std::ops::RangeBounds;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::mpsc;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -90,6 +103,7 @@ use redb::ReadableTable;
 use redb::TableDefinition;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
 
 /// Log entries: log index -> encoded `C::Entry`.
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log_entries");
@@ -111,6 +125,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// default 4 MiB message limit; openraft sends the rest in the next batch.
 pub const LIMITED_READ_MAX_BYTES: usize = 1024 * 1024;
 
+/// Most writes the writer thread puts in one transaction.
+const MAX_BATCH: usize = 256;
+
 /// redb page cache size. The log is purged after each snapshot, so it stays small.
 const CACHE_SIZE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -125,7 +142,7 @@ const SLOW_COMMIT: Duration = Duration::from_millis(200);
 /// own types). See the module docs for the layout and the durability rules.
 pub struct LogStore<C: RaftTypeConfig> {
     inner: Arc<Inner>,
-    _config: PhantomData<fn() -> C>,
+    writer: Arc<Writer<C>>,
 }
 
 /// A read-only handle on a [`LogStore`]'s database, as handed to openraft's replication tasks
@@ -139,6 +156,55 @@ pub struct LogStoreReader<C: RaftTypeConfig> {
 struct Inner {
     db: Database,
     path: PathBuf,
+    /// Entries handed to the writer and not committed yet, by index: readable from the moment
+    /// `append` returns, as openraft requires. The writer removes them once they are in redb.
+    pending: Mutex<BTreeMap<u64, Arc<Vec<u8>>>>,
+    /// The committed log id last handed to the writer (`Some(None)`: deleted), newer than or
+    /// equal to redb's; `None` until the first `save_committed`.
+    committed: Mutex<Option<Option<Vec<u8>>>>,
+}
+
+/// The writer thread of one store and the queue to it. Dropping the last handle closes the
+/// queue, lets the thread finish what is queued, and joins it, so the file is closed (and can
+/// be opened again) once the store is gone.
+struct Writer<C: RaftTypeConfig> {
+    queue: Option<mpsc::Sender<Op<C>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<C: RaftTypeConfig> Drop for Writer<C> {
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the raft log writer thread panicked");
+        }
+    }
+}
+
+/// One write, queued to the writer thread in the order openraft issued it.
+enum Op<C: RaftTypeConfig> {
+    /// Consecutive encoded entries; `flushed` is called once they are on disk.
+    Append {
+        entries: Vec<(u64, Arc<Vec<u8>>)>,
+        flushed: IOFlushed<C>,
+    },
+    /// The committed log id (`None` deletes it); not durable by itself (see the module docs).
+    Committed { bytes: Option<Vec<u8>> },
+    Vote {
+        bytes: Vec<u8>,
+        done: oneshot::Sender<Result<(), io::Error>>,
+    },
+    /// Deletes every entry with index `>= since`.
+    Truncate {
+        since: u64,
+        done: oneshot::Sender<Result<(), io::Error>>,
+    },
+    Purge {
+        log_id: LogIdOf<C>,
+        done: oneshot::Sender<Result<(), io::Error>>,
+    },
 }
 
 impl<C: RaftTypeConfig> LogStore<C> {
@@ -191,13 +257,35 @@ impl<C: RaftTypeConfig> LogStore<C> {
         let inner = Inner {
             db,
             path: path.to_path_buf(),
+            pending: Mutex::new(BTreeMap::new()),
+            committed: Mutex::new(None),
         };
         inner.init()?;
+        let inner = Arc::new(inner);
+        let (queue, ops) = mpsc::channel();
+        let thread = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("raft-log-writer".into())
+                .spawn(move || write_loop::<C>(&inner, &ops))
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "raft log store {}: cannot start the writer thread: {e}",
+                            path.display()
+                        ),
+                    )
+                })?
+        };
         tracing::debug!(path = %path.display(), "raft log store opened");
 
         Ok(Self {
-            inner: Arc::new(inner),
-            _config: PhantomData,
+            inner,
+            writer: Arc::new(Writer {
+                queue: Some(queue),
+                thread: Some(thread),
+            }),
         })
     }
 
@@ -219,7 +307,7 @@ impl<C: RaftTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            _config: PhantomData,
+            writer: self.writer.clone(),
         }
     }
 }
@@ -324,10 +412,7 @@ where
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
         let bytes = encode(vote, "vote")?;
-        run_blocking(&self.inner, move |inner| {
-            inner.put_meta(KEY_VOTE, Some(&bytes), Durability::Immediate, "save vote")
-        })
-        .await
+        self.write_and_wait(|done| Op::Vote { bytes, done }).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
@@ -335,20 +420,32 @@ where
             Some(log_id) => Some(encode(log_id, "committed log id")?),
             None => None,
         };
-        // Durability::None: see the module docs.
-        run_blocking(&self.inner, move |inner| {
-            inner.put_meta(
-                KEY_COMMITTED,
-                bytes.as_deref(),
-                Durability::None,
-                "save committed log id",
-            )
-        })
-        .await
+        // Not waited for, and not durable by itself: see the module docs.
+        *self
+            .inner
+            .committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(bytes.clone());
+        self.submit(Op::Committed { bytes }).map_err(|(_, err)| err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
-        read_meta_value::<LogIdOf<C>>(&self.inner, KEY_COMMITTED, "read committed log id").await
+        let submitted = self
+            .inner
+            .committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match submitted {
+            Some(Some(bytes)) => decode(&bytes)
+                .map(Some)
+                .map_err(|e| self.inner.data_err("committed log id", e)),
+            Some(None) => Ok(None),
+            None => {
+                read_meta_value::<LogIdOf<C>>(&self.inner, KEY_COMMITTED, "read committed log id")
+                    .await
+            }
+        }
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
@@ -356,8 +453,7 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // Encode on the caller's thread; only the redb transaction goes to the blocking pool.
-        let mut encoded: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut encoded: Vec<(u64, Arc<Vec<u8>>)> = Vec::new();
         for entry in entries {
             let index = entry.index();
             if let Some((prev, _)) = encoded.last()
@@ -374,7 +470,7 @@ where
                 return Err(report_to_callback(callback, err));
             }
             match encode(&entry, format_args!("log entry {index}")) {
-                Ok(bytes) => encoded.push((index, bytes)),
+                Ok(bytes) => encoded.push((index, Arc::new(bytes))),
                 Err(err) => return Err(report_to_callback(callback, err)),
             }
         }
@@ -384,29 +480,130 @@ where
             return Ok(());
         }
 
-        let res = run_blocking(&self.inner, move |inner| {
-            inner.append_encoded::<C>(&encoded)
-        })
-        .await;
-
-        match res {
-            Ok(()) => {
-                // The transaction is committed with Durability::Immediate: entries are on disk.
-                callback.io_completed(Ok(()));
-                Ok(())
+        // Readable from now on; on disk when the writer calls back (see the module docs).
+        self.inner.add_pending(&encoded);
+        let op = Op::Append {
+            entries: encoded,
+            flushed: callback,
+        };
+        match self.submit(op) {
+            Ok(()) => Ok(()),
+            Err((op, err)) => {
+                let message = err.to_string();
+                op.complete(&self.inner, Err(err));
+                Err(io::Error::other(message))
             }
-            Err(err) => Err(report_to_callback(callback, err)),
         }
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         // Keep entries up to and including `last_log_id`; `None` empties the log.
         let since = last_log_id.map_or(0, |log_id| log_id.index + 1);
-        run_blocking(&self.inner, move |inner| inner.truncate_since(since)).await
+        self.write_and_wait(|done| Op::Truncate { since, done })
+            .await
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
-        run_blocking(&self.inner, move |inner| inner.purge_upto::<C>(&log_id)).await
+        self.write_and_wait(|done| Op::Purge { log_id, done }).await
+    }
+}
+
+impl<C> LogStore<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Serialize + DeserializeOwned,
+    VoteOf<C>: Serialize + DeserializeOwned,
+    LogIdOf<C>: Serialize + DeserializeOwned,
+{
+    /// Queues `op` to the writer thread; hands it back if the thread is gone.
+    fn submit(&self, op: Op<C>) -> Result<(), (Op<C>, io::Error)> {
+        let gone = |op| {
+            let err = io::Error::other(format!(
+                "raft log store {}: the writer thread has stopped",
+                self.inner.path.display()
+            ));
+            (op, err)
+        };
+        match &self.writer.queue {
+            Some(queue) => queue.send(op).map_err(|mpsc::SendError(op)| gone(op)),
+            None => Err(gone(op)),
+        }
+    }
+
+    /// Queues the op built around a reply channel and waits until it is on disk.
+    async fn write_and_wait(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<(), io::Error>>) -> Op<C>,
+    ) -> Result<(), io::Error> {
+        let (done, reply) = oneshot::channel();
+        self.submit(op(done)).map_err(|(_, err)| err)?;
+        reply.await.unwrap_or_else(|_| {
+            Err(io::Error::other(format!(
+                "raft log store {}: the writer thread stopped before the write finished",
+                self.inner.path.display()
+            )))
+        })
+    }
+}
+
+/// The writer thread: takes whatever is queued (up to [`MAX_BATCH`] writes), writes it in one
+/// redb transaction, fsynced if any of it must be durable, then answers each write. Runs until
+/// every store handle is dropped and the queue is empty.
+fn write_loop<C>(inner: &Inner, ops: &mpsc::Receiver<Op<C>>)
+where
+    C: RaftTypeConfig,
+    LogIdOf<C>: Serialize + DeserializeOwned,
+{
+    while let Ok(first) = ops.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        match inner.write_batch(&batch) {
+            Ok(()) => batch.into_iter().for_each(|op| op.complete(inner, Ok(()))),
+            // One write in the batch was refused (e.g. an append that would leave a hole):
+            // nothing of the batch was written. Write them one by one, so only the refused
+            // one fails and the others keep their order.
+            Err(_) if batch.len() > 1 => {
+                for op in batch {
+                    let result = inner.write_batch(std::slice::from_ref(&op));
+                    op.complete(inner, result);
+                }
+            }
+            Err(err) => {
+                if let Some(op) = batch.into_iter().next() {
+                    op.complete(inner, Err(err));
+                }
+            }
+        }
+    }
+}
+
+impl<C: RaftTypeConfig> Op<C> {
+    /// Whether the transaction holding this write must be fsynced before it is answered.
+    fn durable(&self) -> bool {
+        !matches!(self, Op::Committed { .. })
+    }
+
+    /// Answers the write; an append leaves the pending entries (written or not).
+    fn complete(self, inner: &Inner, result: Result<(), io::Error>) {
+        match self {
+            Op::Append { entries, flushed } => {
+                inner.remove_pending(&entries);
+                flushed.io_completed(result);
+            }
+            Op::Committed { .. } => {
+                if let Err(err) = result {
+                    tracing::warn!("{err}");
+                }
+            }
+            Op::Vote { done, .. } | Op::Truncate { done, .. } | Op::Purge { done, .. } => {
+                let _ = done.send(result);
+            }
+        }
     }
 }
 
@@ -500,6 +697,11 @@ impl Inner {
         LogIdOf<C>: DeserializeOwned,
     {
         let op = "get log state";
+        // Pending before redb, as in `read_entries`.
+        let last_pending = {
+            let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.last_key_value().map(|(i, b)| (*i, b.clone()))
+        };
         let txn = self.db.begin_read().map_err(|e| self.redb_err(op, e))?;
         let meta = txn.open_table(META).map_err(|e| self.redb_err(op, e))?;
         let entries = txn.open_table(ENTRIES).map_err(|e| self.redb_err(op, e))?;
@@ -514,9 +716,16 @@ impl Inner {
             None => None,
         };
 
-        let last_log_id = match last_entry_log_id {
-            Some(log_id) => Some(log_id),
-            None => last_purged_log_id.clone(),
+        // An entry handed to the writer is part of the log already.
+        let last_pending_log_id = match last_pending {
+            Some((index, bytes)) => Some(self.decode_entry::<C>(index, &bytes)?.log_id()),
+            None => None,
+        };
+        let last_log_id = match (last_pending_log_id, last_entry_log_id) {
+            (Some(pending), Some(stored)) if stored.index > pending.index => Some(stored),
+            (Some(pending), _) => Some(pending),
+            (None, Some(stored)) => Some(stored),
+            (None, None) => last_purged_log_id.clone(),
         };
 
         Ok(LogState {
@@ -539,6 +748,9 @@ impl Inner {
         C::Entry: DeserializeOwned,
     {
         let op = || format!("read log entries {first}..={last}");
+        // Pending entries first: one that leaves `pending` after this is in redb before the
+        // read transaction below starts, so no entry is missed.
+        let pending = self.pending_in(first, last);
         let txn = self.db.begin_read().map_err(|e| self.redb_err(op(), e))?;
         let table = txn
             .open_table(ENTRIES)
@@ -547,41 +759,95 @@ impl Inner {
             .range(first..=last)
             .map_err(|e| self.redb_err(op(), e))?;
 
-        let mut out = Vec::new();
-        let mut bytes_read = 0usize;
-        let mut expected: Option<u64> = None;
+        let mut read = EntriesRead::<C>::new(max_bytes);
         for item in range {
             let (key, value) = item.map_err(|e| self.redb_err(op(), e))?;
-            let index = key.value();
-            if let Some(expected) = expected
-                && index != expected
-            {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "raft log store {}: {}: hole in the log: index {index} follows index {}",
-                        self.path.display(),
-                        op(),
-                        expected - 1
-                    ),
-                ));
+            if !read.push(self, key.value(), value.value(), op)? {
+                return Ok(read.entries);
             }
-            let raw = value.value();
-            out.push(self.decode_entry::<C>(index, raw)?);
-            bytes_read += raw.len();
-            expected = Some(index + 1);
-            if let Some(max) = max_bytes
-                && bytes_read >= max
-            {
+        }
+        // Then what is not in redb yet, after what redb had.
+        for (index, bytes) in pending {
+            if read.next.is_some_and(|next| index < next) {
+                continue;
+            }
+            if !read.push(self, index, &bytes, op)? {
                 break;
             }
         }
-        Ok(out)
+        Ok(read.entries)
     }
 
-    /// Appends already-encoded consecutive entries in one durable transaction, refusing a gap
-    /// after the current tail (or after the last purged entry when the log is empty).
-    fn append_encoded<C>(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), io::Error>
+    /// Writes `ops` in order in one redb transaction, fsynced if any of them must be durable.
+    /// On an error nothing of it is written.
+    fn write_batch<C>(&self, ops: &[Op<C>]) -> Result<(), io::Error>
+    where
+        C: RaftTypeConfig,
+        LogIdOf<C>: Serialize + DeserializeOwned,
+    {
+        let op = "write batch";
+        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(op, e))?;
+        let durability = if ops.iter().any(Op::durable) {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability)
+            .map_err(|e| self.redb_err(op, e))?;
+        for write in ops {
+            match write {
+                Op::Append { entries, .. } => self.append_in::<C>(&txn, entries)?,
+                Op::Committed { bytes } => self.put_meta_in(
+                    &txn,
+                    KEY_COMMITTED,
+                    bytes.as_deref(),
+                    "save committed log id",
+                )?,
+                Op::Vote { bytes, .. } => {
+                    self.put_meta_in(&txn, KEY_VOTE, Some(bytes), "save vote")?
+                }
+                Op::Truncate { since, .. } => self.truncate_in(&txn, *since)?,
+                Op::Purge { log_id, .. } => self.purge_in::<C>(&txn, log_id)?,
+            }
+        }
+        self.commit(txn, op)
+    }
+
+    /// Makes entries readable before they are written (see [`Inner::pending`]).
+    fn add_pending(&self, entries: &[(u64, Arc<Vec<u8>>)]) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (index, bytes) in entries {
+            pending.insert(*index, bytes.clone());
+        }
+    }
+
+    /// Forgets pending entries once their append is answered, unless a later append has put
+    /// another entry under the same index since.
+    fn remove_pending(&self, entries: &[(u64, Arc<Vec<u8>>)]) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (index, bytes) in entries {
+            if pending.get(index).is_some_and(|p| Arc::ptr_eq(p, bytes)) {
+                pending.remove(index);
+            }
+        }
+    }
+
+    /// The pending entries in `first..=last`, in order.
+    fn pending_in(&self, first: u64, last: u64) -> Vec<(u64, Arc<Vec<u8>>)> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .range(first..=last)
+            .map(|(i, b)| (*i, b.clone()))
+            .collect()
+    }
+
+    /// Appends encoded consecutive entries, refusing a gap after the current tail (or after
+    /// the last purged entry when the log is empty).
+    fn append_in<C>(
+        &self,
+        txn: &redb::WriteTransaction,
+        entries: &[(u64, Arc<Vec<u8>>)],
+    ) -> Result<(), io::Error>
     where
         C: RaftTypeConfig,
         LogIdOf<C>: DeserializeOwned,
@@ -592,66 +858,60 @@ impl Inner {
         let (first, last) = (*first, *last);
         let op = format!("append log entries {first}..={last}");
 
-        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(&op, e))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| self.redb_err(&op, e))?;
+        let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
+        let meta = txn.open_table(META).map_err(|e| self.redb_err(&op, e))?;
+
+        let tail = table
+            .last()
+            .map_err(|e| self.redb_err(&op, e))?
+            .map(|(key, _)| key.value());
+        let expected_first = match tail {
+            Some(tail) => Some(tail + 1),
+            None => self
+                .get_meta::<LogIdOf<C>>(&meta, KEY_LAST_PURGED, &op)?
+                .map(|purged| purged.index + 1),
+        };
+        if let Some(expected_first) = expected_first
+            && first != expected_first
         {
-            let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
-            let meta = txn.open_table(META).map_err(|e| self.redb_err(&op, e))?;
-
-            let tail = table
-                .last()
-                .map_err(|e| self.redb_err(&op, e))?
-                .map(|(key, _)| key.value());
-            let expected_first = match tail {
-                Some(tail) => Some(tail + 1),
-                None => self
-                    .get_meta::<LogIdOf<C>>(&meta, KEY_LAST_PURGED, &op)?
-                    .map(|purged| purged.index + 1),
-            };
-            if let Some(expected_first) = expected_first
-                && first != expected_first
-            {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "raft log store {}: {op}: the next index must be {expected_first} \
-                         (last stored index: {tail:?}); refusing to leave a hole or overwrite \
-                         without truncate_after",
-                        self.path.display()
-                    ),
-                ));
-            }
-
-            for (index, bytes) in entries {
-                table
-                    .insert(*index, bytes.as_slice())
-                    .map_err(|e| self.redb_err(format_args!("{op}: insert entry {index}"), e))?;
-            }
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "raft log store {}: {op}: the next index must be {expected_first} \
+                     (last stored index: {tail:?}); refusing to leave a hole or overwrite \
+                     without truncate_after",
+                    self.path.display()
+                ),
+            ));
         }
-        self.commit(txn, &op)
+
+        for (index, bytes) in entries {
+            table
+                .insert(*index, bytes.as_slice())
+                .map_err(|e| self.redb_err(format_args!("{op}: insert entry {index}"), e))?;
+        }
+        Ok(())
     }
 
-    /// Deletes every entry with index `>= since`, in one durable transaction.
-    fn truncate_since(&self, since: u64) -> Result<(), io::Error> {
+    /// Deletes every entry with index `>= since`.
+    fn truncate_in(&self, txn: &redb::WriteTransaction, since: u64) -> Result<(), io::Error> {
         let op = format!("truncate log from index {since} on");
         tracing::debug!(path = %self.path.display(), since, "truncating raft log");
-
-        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(&op, e))?;
-        txn.set_durability(Durability::Immediate)
+        let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
+        table
+            .retain_in(since.., |_, _| false)
             .map_err(|e| self.redb_err(&op, e))?;
-        {
-            let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
-            table
-                .retain_in(since.., |_, _| false)
-                .map_err(|e| self.redb_err(&op, e))?;
-        }
-        self.commit(txn, &op)
+        Ok(())
     }
 
     /// Records `log_id` as the last purged log id and deletes every entry up to and including
-    /// its index, in one durable transaction. A purge that does not move forward is a no-op.
-    fn purge_upto<C>(&self, log_id: &LogIdOf<C>) -> Result<(), io::Error>
+    /// its index, in the same transaction (never a hole). A purge that does not move forward
+    /// is a no-op.
+    fn purge_in<C>(
+        &self,
+        txn: &redb::WriteTransaction,
+        log_id: &LogIdOf<C>,
+    ) -> Result<(), io::Error>
     where
         C: RaftTypeConfig,
         LogIdOf<C>: Serialize + DeserializeOwned,
@@ -661,48 +921,37 @@ impl Inner {
         tracing::debug!(path = %self.path.display(), upto, "purging raft log");
         let bytes = encode(log_id, "last purged log id")?;
 
-        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(&op, e))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| self.redb_err(&op, e))?;
+        let mut meta = txn.open_table(META).map_err(|e| self.redb_err(&op, e))?;
+        let current = self.get_meta::<LogIdOf<C>>(&meta, KEY_LAST_PURGED, &op)?;
+        if let Some(current) = current
+            && current.index >= upto
         {
-            let mut meta = txn.open_table(META).map_err(|e| self.redb_err(&op, e))?;
-            let current = self.get_meta::<LogIdOf<C>>(&meta, KEY_LAST_PURGED, &op)?;
-            if let Some(current) = current
-                && current.index >= upto
-            {
-                return Ok(());
-            }
-
-            let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
-            table
-                .retain_in(..=upto, |_, _| false)
-                .map_err(|e| self.redb_err(&op, e))?;
-            meta.insert(KEY_LAST_PURGED, bytes.as_slice())
-                .map_err(|e| self.redb_err(&op, e))?;
+            return Ok(());
         }
-        self.commit(txn, &op)
+
+        let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
+        table
+            .retain_in(..=upto, |_, _| false)
+            .map_err(|e| self.redb_err(&op, e))?;
+        meta.insert(KEY_LAST_PURGED, bytes.as_slice())
+            .map_err(|e| self.redb_err(&op, e))?;
+        Ok(())
     }
 
-    /// Writes (`Some`) or deletes (`None`) one meta value in its own transaction.
-    fn put_meta(
+    /// Writes (`Some`) or deletes (`None`) one meta value.
+    fn put_meta_in(
         &self,
+        txn: &redb::WriteTransaction,
         key: &str,
         value: Option<&[u8]>,
-        durability: Durability,
         op: &str,
     ) -> Result<(), io::Error> {
-        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(op, e))?;
-        txn.set_durability(durability)
-            .map_err(|e| self.redb_err(op, e))?;
-        {
-            let mut meta = txn.open_table(META).map_err(|e| self.redb_err(op, e))?;
-            match value {
-                Some(bytes) => meta.insert(key, bytes).map(drop),
-                None => meta.remove(key).map(drop),
-            }
-            .map_err(|e| self.redb_err(op, e))?;
+        let mut meta = txn.open_table(META).map_err(|e| self.redb_err(op, e))?;
+        match value {
+            Some(bytes) => meta.insert(key, bytes).map(drop),
+            None => meta.remove(key).map(drop),
         }
-        self.commit(txn, op)
+        .map_err(|e| self.redb_err(op, e))
     }
 
     fn get_meta<T: DeserializeOwned>(
@@ -769,6 +1018,58 @@ impl Inner {
                 self.path.display()
             ),
         )
+    }
+}
+
+/// Entries read so far in one ranged read: checks they are consecutive and stops at the
+/// byte limit.
+struct EntriesRead<C: RaftTypeConfig> {
+    entries: Vec<C::Entry>,
+    bytes: usize,
+    max_bytes: Option<usize>,
+    /// The index the next entry must have.
+    next: Option<u64>,
+}
+
+impl<C> EntriesRead<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: DeserializeOwned,
+{
+    fn new(max_bytes: Option<usize>) -> Self {
+        Self {
+            entries: Vec::new(),
+            bytes: 0,
+            max_bytes,
+            next: None,
+        }
+    }
+
+    /// Adds one entry; `false` once the byte limit is reached.
+    fn push(
+        &mut self,
+        inner: &Inner,
+        index: u64,
+        raw: &[u8],
+        op: impl Fn() -> String,
+    ) -> Result<bool, io::Error> {
+        if let Some(next) = self.next
+            && index != next
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "raft log store {}: {}: hole in the log: index {index} follows index {}",
+                    inner.path.display(),
+                    op(),
+                    next - 1
+                ),
+            ));
+        }
+        self.entries.push(inner.decode_entry::<C>(index, raw)?);
+        self.bytes += raw.len();
+        self.next = Some(index + 1);
+        Ok(self.max_bytes.is_none_or(|max| self.bytes < max))
     }
 }
 

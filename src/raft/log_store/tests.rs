@@ -354,6 +354,63 @@ async fn append_refuses_holes_and_overwrites() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn appended_entries_are_readable_before_they_are_flushed() {
+    let (_dir, _path, mut store) = fresh();
+    let entries = ten_entries();
+    // Many appends queued without waiting for their flushes, as openraft does under load.
+    let mut flushes = Vec::new();
+    for entry in entries.iter().cloned() {
+        let (tx, rx) = C::oneshot();
+        store
+            .append(vec![entry], IOFlushed::signal(tx))
+            .await
+            .unwrap();
+        flushes.push(rx);
+        // Readable as soon as append returns, flushed or not.
+        let read = all_entries(&mut store).await;
+        assert_eq!(read.last(), entries.get(read.len() - 1));
+        assert_eq!(read.len(), flushes.len());
+    }
+    assert_eq!(state(&mut store).await, (None, Some(9)));
+    // A limited read crosses from what is written to what is still pending, in order.
+    let limited = store.limited_get_log_entries(0, 10).await.unwrap();
+    assert_eq!(limited, entries);
+    for flush in flushes {
+        flush.await.unwrap().unwrap();
+    }
+    assert_eq!(all_entries(&mut store).await, entries);
+}
+
+/// Queues an append without waiting for its flush; the receiver gets the flush result.
+async fn queue(
+    store: &mut Store,
+    batch: Vec<Entry>,
+) -> openraft::type_config::alias::OneshotReceiverOf<C, Result<(), io::Error>> {
+    let (tx, rx) = C::oneshot();
+    store.append(batch, IOFlushed::signal(tx)).await.unwrap();
+    rx
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_append_queued_with_others_fails_alone() {
+    let (_dir, path, mut store) = fresh();
+    let entries = ten_entries();
+    // Queued back to back (the writer takes them in one transaction when it can): a good
+    // append, one that would leave a hole, and the good continuation.
+    let first = queue(&mut store, entries[..5].to_vec()).await;
+    let hole = queue(&mut store, vec![normal(2, 7, "hole")]).await;
+    let rest = queue(&mut store, entries[5..].to_vec()).await;
+    first.await.unwrap().unwrap();
+    let err = hole.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("next index must be 5"), "{err}");
+    rest.await.unwrap().unwrap();
+    assert_eq!(all_entries(&mut store).await, entries);
+    drop(store);
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(all_entries(&mut store).await, entries);
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn reads_report_a_hole_instead_of_skipping_it() {
     let (_dir, _path, mut store) = fresh();
     append(&mut store, ten_entries()).await.unwrap();
