@@ -236,9 +236,7 @@ async fn recover_tasks(
 ) {
     let held: Vec<(String, u32, TaskStatus)> = node.state().with_machine(|m| {
         let mut held: Vec<_> = m
-            .tasks()
-            .values()
-            .filter(|task| task.holder().map(String::as_str) == Some(t.worker.as_str()))
+            .held_by(&t.worker)
             .map(|task| (task.spec.id.clone(), task.attempt, task.status))
             .collect();
         held.sort();
@@ -337,9 +335,7 @@ async fn recover_tasks(
 async fn requeue_hung_attempts(node: &Coordinator, leadership: &Leadership) {
     let now = Timestamp::now();
     let hung: Vec<(String, u32, String, u64)> = node.state().with_machine(|m| {
-        m.tasks()
-            .values()
-            .filter(|t| matches!(t.status, TaskStatus::Assigned | TaskStatus::Running))
+        m.in_flight()
             .filter_map(|t| {
                 let a = t.current.as_ref()?;
                 let limit = t.spec.timeout_ms as i64 * 1000 + TIMEOUT_MARGIN.as_micros() as i64;

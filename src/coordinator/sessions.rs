@@ -311,9 +311,7 @@ async fn reconcile(
     reported: &BTreeSet<(String, u32)>,
 ) {
     let held: Vec<(String, u32, TaskStatus)> = node.state().with_machine(|m| {
-        m.tasks()
-            .values()
-            .filter(|t| t.holder().map(String::as_str) == Some(worker))
+        m.held_by(worker)
             .map(|t| (t.spec.id.clone(), t.attempt, t.status))
             .collect()
     });

@@ -29,7 +29,7 @@ use super::strategy::StrategyStats;
 use super::{Action, RecoveryEvent, RecoveryPolicy, SystemAction, WorkerRecoveryRecord};
 use crate::coordinator::Coordinator;
 use crate::coordinator::leader::Leadership;
-use crate::state::command::{Command, FaultCategory, TaskStatus, Timestamp, WorkerStatus};
+use crate::state::command::{Command, FaultCategory, Timestamp, WorkerStatus};
 use crate::worker::executor;
 
 /// How long a restart command may run.
@@ -483,9 +483,7 @@ async fn system(
 /// Requeues tasks held by workers that are not healthy (their holder is gone).
 async fn requeue_orphans(node: &Coordinator) {
     let orphans: Vec<(String, u32, String)> = node.state().with_machine(|m| {
-        m.tasks()
-            .values()
-            .filter(|t| matches!(t.status, TaskStatus::Assigned | TaskStatus::Running))
+        m.in_flight()
             .filter_map(|t| {
                 let holder = t.holder()?;
                 let healthy = m

@@ -12,7 +12,7 @@
 //! so a rejected command leaves no trace (the one exception is by design: a stale
 //! `FinishTask` is recorded in `stale_results`).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 pub use super::view::{Attempt, Changes, Counters, Event, HistoryRow, Job, Reply, Task, Worker};
 
@@ -35,6 +35,10 @@ pub struct Machine {
     workers: BTreeMap<WorkerId, Worker>,
     jobs: BTreeMap<JobId, Job>,
     tasks: HashMap<TaskId, Task>,
+    /// The tasks each worker holds (assigned or running), kept by `assign` and `release`, so
+    /// that the leader's per-worker questions (a hello, a failure) and its in-flight scans do
+    /// not walk every task ever submitted.
+    held: HashMap<WorkerId, BTreeSet<TaskId>>,
     breakers: BTreeMap<String, BreakerState>,
     counters: Counters,
     /// Ids of the kept health samples per node, oldest first, for the retention limit.
@@ -95,6 +99,13 @@ impl Machine {
                     job.open_tasks += 1;
                 }
             }
+            if let Some(worker) = task.holder() {
+                machine
+                    .held
+                    .entry(worker.clone())
+                    .or_default()
+                    .insert(task.spec.id.clone());
+            }
             machine.tasks.insert(task.spec.id.clone(), task);
         }
         let mut health = parts.health_ids;
@@ -129,6 +140,23 @@ impl Machine {
         self.tasks.get(id)
     }
 
+    /// The tasks `worker` holds (assigned or running), by id.
+    pub fn held_by<'a>(&'a self, worker: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.held
+            .get(worker)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+    }
+
+    /// Every task some worker holds (assigned or running).
+    pub fn in_flight(&self) -> impl Iterator<Item = &Task> + '_ {
+        self.held
+            .values()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+    }
+
     pub fn breaker(&self, scope: &str) -> BreakerState {
         self.breakers
             .get(scope)
@@ -160,6 +188,12 @@ impl Machine {
                 worker: worker.clone(),
                 attempt: task.attempt,
             });
+            if let Some(held) = self.held.get_mut(worker) {
+                held.remove(id);
+                if held.is_empty() {
+                    self.held.remove(worker);
+                }
+            }
         }
     }
 
@@ -612,13 +646,18 @@ impl Machine {
             duration_ms: None,
             output_tail: None,
         });
+        let worker = task
+            .current
+            .as_ref()
+            .map(|c| c.worker.clone())
+            .unwrap_or_default();
+        self.held
+            .entry(worker.clone())
+            .or_default()
+            .insert(a.task.clone());
         self.events.push(Event::Assigned {
             task: a.task.clone(),
-            worker: task
-                .current
-                .as_ref()
-                .map(|c| c.worker.clone())
-                .unwrap_or_default(),
+            worker,
             attempt: a.attempt,
         });
         self.changes.tasks.insert(a.task.clone());
@@ -847,3 +886,96 @@ mod lifecycle;
 
 #[cfg(test)]
 mod tests;
+
+/// For `bench tasks`: with `tasks` tasks in the state, all finished but 4 per worker on
+/// 1,000 workers, the median time to list one worker's held tasks through the index, and
+/// by the full scan it replaced (what a worker's hello, a failed worker and the leader's
+/// in-flight scans used to cost).
+pub fn bench_held_by(tasks: usize) -> (std::time::Duration, std::time::Duration) {
+    const SAMPLES: usize = 101;
+    let m = bench_state(tasks);
+    let median = |f: &dyn Fn(&str) -> usize| {
+        let mut times: Vec<std::time::Duration> = (0..SAMPLES)
+            .map(|s| {
+                let worker = format!("w{:04}", s * 7 % BENCH_WORKERS);
+                let start = std::time::Instant::now();
+                std::hint::black_box(f(&worker));
+                start.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[SAMPLES / 2]
+    };
+    let indexed = median(&|w| m.held_by(w).count());
+    let scanned = median(&|w| {
+        m.tasks()
+            .values()
+            .filter(|t| t.holder().map(String::as_str) == Some(w))
+            .count()
+    });
+    (indexed, scanned)
+}
+
+const BENCH_WORKERS: usize = 1_000;
+
+/// The state of [`bench_held_by`]: `tasks` tasks, 4 held by each of 1,000 workers, the rest
+/// final.
+fn bench_state(tasks: usize) -> Machine {
+    const WORKERS: usize = BENCH_WORKERS;
+    let at = Timestamp(1);
+    let mut m = Machine::new();
+    for w in 0..WORKERS {
+        m.apply(Command::RegisterWorker {
+            worker: format!("w{w:04}"),
+            host: "bench".into(),
+            address: "127.0.0.1:1".into(),
+            capabilities_json: "{}".into(),
+            labels: BTreeMap::new(),
+            at,
+        });
+    }
+    let specs = (0..tasks)
+        .map(|i| TaskSpec {
+            id: format!("t{i:07}"),
+            name: String::new(),
+            command: vec!["true".into()],
+            env: BTreeMap::new(),
+            cwd: None,
+            timeout_ms: 60_000,
+            priority: 0,
+            labels: BTreeMap::new(),
+            capabilities: vec![],
+            max_retries: 0,
+            timeout_retries: 0,
+            flaky_retries: 0,
+        })
+        .collect();
+    m.apply(Command::SubmitJob {
+        job: "bench".into(),
+        name: "bench".into(),
+        tasks: specs,
+        at,
+    });
+    let held = (WORKERS * 4).min(tasks);
+    let assignments = (0..tasks)
+        .map(|i| Assignment {
+            task: format!("t{i:07}"),
+            worker: format!("w{:04}", i % WORKERS),
+            attempt: 1,
+        })
+        .collect();
+    m.apply(Command::AssignTasks {
+        term: 1,
+        at,
+        assignments,
+    });
+    for i in held..tasks {
+        m.apply(Command::AbandonTask {
+            task: format!("t{i:07}"),
+            reason: "bench".into(),
+            at,
+        });
+    }
+    m.take_changes();
+    m
+}

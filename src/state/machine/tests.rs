@@ -821,3 +821,114 @@ fn text_enums_round_trip() {
     }
     assert_eq!(TaskStatus::parse("bogus"), None);
 }
+
+/// `held_by` and `in_flight` against the definition: the tasks whose holder is the worker.
+fn assert_index_matches_tasks(m: &Machine, step: &str) {
+    for worker in ["w1", "w2", "w3"] {
+        let mut indexed: Vec<&str> = m.held_by(worker).map(|t| t.spec.id.as_str()).collect();
+        indexed.sort();
+        let mut scanned: Vec<&str> = m
+            .tasks()
+            .values()
+            .filter(|t| t.holder().map(String::as_str) == Some(worker))
+            .map(|t| t.spec.id.as_str())
+            .collect();
+        scanned.sort();
+        assert_eq!(indexed, scanned, "held by {worker} after {step}");
+    }
+    let mut in_flight: Vec<&str> = m.in_flight().map(|t| t.spec.id.as_str()).collect();
+    in_flight.sort();
+    let mut scanned: Vec<&str> = m
+        .tasks()
+        .values()
+        .filter(|t| t.holder().is_some())
+        .map(|t| t.spec.id.as_str())
+        .collect();
+    scanned.sort();
+    assert_eq!(in_flight, scanned, "in flight after {step}");
+}
+
+#[test]
+fn the_index_of_held_tasks_follows_every_way_in_and_out_of_a_worker() {
+    let mut m = fleet();
+    m.apply(register("w3"));
+    m.apply(submit("k", &["k1", "k2", "k3", "k4", "k5", "k6"]));
+    let log = vec![
+        assign("t1", "w1", 1),
+        assign("t2", "w2", 1),
+        assign("k1", "w1", 1),
+        assign("k1", "w2", 1), // rejected: not queued
+        started("t1", "w1", 1),
+        finish("t1", "w1", 1, Outcome::Passed),
+        finish("t1", "w1", 1, Outcome::Passed), // stale
+        requeue("t2", 1, FaultCategory::Crash),
+        assign("t2", "w3", 2),
+        started("t2", "w3", 2),
+        finish("t2", "w2", 1, Outcome::Failed), // stale: the old holder
+        assign("k2", "w2", 1),
+        assign("k3", "w2", 1),
+        Command::AbandonTask {
+            task: "k2".into(),
+            reason: "worker lost".into(),
+            at: at(7),
+        },
+        Command::CancelTask {
+            task: "k3".into(),
+            reason: "user".into(),
+            at: at(8),
+        },
+        assign("k4", "w1", 1),
+        Command::Batch(vec![
+            assign("k5", "w3", 1),
+            requeue("k4", 1, FaultCategory::Crash),
+            assign("k4", "w2", 2),
+        ]),
+        Command::CancelJob {
+            job: "k".into(),
+            reason: "user".into(),
+            at: at(9),
+        },
+        assign("k6", "w1", 1), // rejected: cancelled
+    ];
+    assert_index_matches_tasks(&m, "the start");
+    for (i, command) in log.into_iter().enumerate() {
+        m.apply(command);
+        assert_index_matches_tasks(&m, &format!("command {i}"));
+    }
+    assert_eq!(
+        m.held_by("w3").map(|t| &t.spec.id).collect::<Vec<_>>(),
+        ["t2"]
+    );
+
+    // Rebuilt from stored rows (a restart, a snapshot), the index is the same.
+    let parts = MachineParts {
+        workers: m.workers().values().cloned().collect(),
+        jobs: m
+            .jobs()
+            .values()
+            .map(|j| {
+                (
+                    j.id.clone(),
+                    j.name.clone(),
+                    j.status,
+                    j.submitted_at,
+                    j.finished_at,
+                )
+            })
+            .collect(),
+        tasks: m.tasks().values().cloned().collect(),
+        ..Default::default()
+    };
+    let rebuilt = Machine::from_parts(parts);
+    assert_index_matches_tasks(&rebuilt, "from_parts");
+    assert_eq!(rebuilt.held_by("w3").count(), 1);
+}
+
+#[test]
+fn the_held_by_benchmark_state_is_what_it_claims() {
+    let m = bench_state(10_000);
+    assert_eq!(m.tasks().len(), 10_000);
+    assert_eq!(m.in_flight().count(), 4_000);
+    assert_eq!(m.held_by("w0000").count(), 4);
+    assert_eq!(m.held_by("w0999").count(), 4);
+}
