@@ -166,16 +166,18 @@ impl Control for ControlService {
                 .map_err(|e| Status::internal(format!("flush task failed: {e}")))?
                 .map_err(|e| Status::internal(format!("cannot write applied entries: {e}")))?;
         }
-        let reader = self
-            .node
-            .state()
-            .reader()
-            .map_err(|e| Status::internal(format!("cannot open a read connection: {e}")))?;
         let last_applied = self.node.state().last_applied_index().unwrap_or(0);
-        let result = tokio::task::spawn_blocking(move || query::run_query(&reader, &sql))
-            .await
-            .map_err(|e| Status::internal(format!("query task failed: {e}")))?
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Opening a reader waits for a DuckDB flush in progress (the flusher runs at a low
+        // priority and may take a while on a loaded machine): never on a runtime thread.
+        let state = self.node.state().clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let reader = state
+                .reader()
+                .map_err(|e| Status::internal(format!("cannot open a read connection: {e}")))?;
+            query::run_query(&reader, &sql).map_err(|e| Status::invalid_argument(e.to_string()))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("query task failed: {e}")))??;
         let rows_json = result
             .rows
             .iter()
