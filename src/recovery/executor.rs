@@ -69,12 +69,11 @@ pub fn policy(node: &Coordinator) -> RecoveryPolicy {
 }
 
 impl Recovery {
-    /// A planner for this term, taught by the outcomes recorded so far.
     /// The recovery of one leadership term, knowing nothing of past terms yet: reading their
     /// history from DuckDB waits for the flusher, which must not hold up a new leader (see
     /// [`Recovery::learn_history`]).
     pub fn new(node: &Coordinator, term: u64) -> Result<Recovery, String> {
-        let stats = StrategyStats::from_outcomes(StrategyStats::DEFAULT_MIN_SAMPLES, []);
+        let stats = StrategyStats::new(StrategyStats::DEFAULT_MIN_SAMPLES);
         let config = PlannerConfig {
             seed: term,
             ..PlannerConfig::default()
