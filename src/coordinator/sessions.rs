@@ -198,10 +198,13 @@ async fn serve(
         .send(Ok(message(coordinator_message::Body::Welcome(welcome))))
         .await;
     reconcile(&node, &leadership, &worker, &running).await;
-    if let Some(profile) = node
-        .state()
-        .with_machine(|m| worker_profile(m, &worker, slots))
-    {
+    // Only a healthy worker is scheduled; a quarantined or draining one joins when recovery
+    // makes it healthy (the status event brings it in then).
+    if let Some(profile) = node.state().with_machine(|m| {
+        m.worker(&worker)
+            .filter(|w| w.status == WorkerStatus::Healthy)
+            .and_then(|_| worker_profile(m, &worker, slots))
+    }) {
         leadership.worker_ready(profile);
     }
 

@@ -7,9 +7,11 @@
 //! the commands other loops propose: [`RecoveryEvent::WorkerFailed`] comes after the health
 //! monitor failed the worker (`failed`; a draining worker stays `draining`, which the monitor
 //! does not fail), and [`RecoveryEvent::WorkerHealthy`] after the worker registered again
-//! (`RegisterWorker` makes it `healthy`). So a reconnect or restart that succeeds needs no
-//! status change, and a quarantined worker that comes back is put back into `quarantined`
-//! until its window ends. If the belief is wrong, apply rejects the change as stale.
+//! (`RegisterWorker` makes a failed or recovering worker `healthy`, and leaves a quarantined or
+//! draining one as it is). So a reconnect or restart that succeeds needs no status change, and a
+//! quarantined worker that comes back stays `quarantined` until its window ends (the planner
+//! still asks for `healthy → quarantined`, which apply rejects as stale, harmlessly). If the
+//! belief is wrong, apply rejects the change as stale.
 //!
 //! # Layout
 //!

@@ -470,24 +470,34 @@ impl Machine {
             Ok(serde_json::Value::Object(_)) => {}
             _ => return Reply::rejected("worker capabilities must be a JSON object"),
         }
-        let registered_at = self.workers.get(&id).map_or(at, |w| w.registered_at);
+        let previous = self.workers.get(&id);
+        let registered_at = previous.map_or(at, |w| w.registered_at);
+        // A worker held out of scheduling by recovery (quarantined, draining) stays held when
+        // it reconnects: registering is not a verdict, and recovery ends the hold. Any other
+        // registration (new, back from a failure, or after being given up) makes it healthy.
+        let (status, status_changed_at, status_reason) = match previous {
+            Some(w) if matches!(w.status, WorkerStatus::Quarantined | WorkerStatus::Draining) => {
+                (w.status, w.status_changed_at, w.status_reason.clone())
+            }
+            _ => (WorkerStatus::Healthy, at, "registered".to_string()),
+        };
         self.workers.insert(
             id.clone(),
             Worker {
                 id: id.clone(),
                 host,
                 address,
-                status: WorkerStatus::Healthy,
+                status,
                 capabilities_json,
                 labels,
                 registered_at,
-                status_changed_at: at,
-                status_reason: "registered".to_string(),
+                status_changed_at,
+                status_reason,
             },
         );
         self.events.push(Event::Worker {
             worker: id.clone(),
-            status: WorkerStatus::Healthy,
+            status,
         });
         self.changes.workers.insert(id);
         Reply::Applied

@@ -179,6 +179,44 @@ fn register_worker_upserts_and_keeps_first_registration_time() {
 }
 
 #[test]
+fn a_quarantined_or_draining_worker_stays_held_when_it_registers_again() {
+    for held in [WorkerStatus::Quarantined, WorkerStatus::Draining] {
+        let mut m = Machine::new();
+        m.apply(register("w1"));
+        m.apply(Command::SetWorkerStatus {
+            worker: "w1".into(),
+            from: WorkerStatus::Healthy,
+            to: held,
+            reason: "recovery holds it".into(),
+            at: at(5),
+        });
+        m.take_events();
+        assert_eq!(m.apply(register("w1")), Reply::Applied);
+        let w = m.worker("w1").unwrap();
+        assert_eq!(w.status, held);
+        assert_eq!(w.status_reason, "recovery holds it");
+        assert_eq!(w.status_changed_at, at(5));
+        assert_eq!(
+            m.take_events(),
+            vec![Event::Worker {
+                worker: "w1".into(),
+                status: held
+            }]
+        );
+        // Recovery ends the hold; then it is healthy.
+        let release = Command::SetWorkerStatus {
+            worker: "w1".into(),
+            from: held,
+            to: WorkerStatus::Healthy,
+            reason: "hold over".into(),
+            at: at(9),
+        };
+        assert_eq!(m.apply(release), Reply::Applied);
+        assert_eq!(m.worker("w1").unwrap().status, WorkerStatus::Healthy);
+    }
+}
+
+#[test]
 fn register_worker_rejects_bad_capabilities_and_empty_id() {
     let mut m = Machine::new();
     let bad = |id: &str, caps: &str| Command::RegisterWorker {
