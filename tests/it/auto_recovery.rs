@@ -1,7 +1,8 @@
 //! Auto-recovery with real processes: the `test-auto-recovery` demonstration passes; a
 //! worker whose restart command keeps failing ends permanently failed after the configured
 //! attempts; losing half the fleet at once runs a system recovery episode during which no
-//! assignment is committed, and the job still finishes.
+//! assignment is committed, and the job still finishes; a quarantined worker that comes back
+//! gets no work until its quarantine ends.
 
 use std::process::Command;
 use std::time::Duration;
@@ -219,4 +220,87 @@ async fn losing_half_the_fleet_runs_system_recovery_and_the_job_finishes() {
         during[0][0], 0,
         "assignments were committed while dispatch was held: {detail:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_worker_that_reconnects_gets_no_work_until_its_hold_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    // A crashed worker: reconnect (4 s), then a restart that fails at once, then quarantine
+    // (watched for 4 s: time enough to start the worker again and see it held).
+    let extra = args(&[
+        "--recovery-interval-ms",
+        "4000",
+        "--max-recovery-attempts",
+        "3",
+        "--restart-command",
+        "exit 7",
+    ]);
+    let cluster = LocalCluster::start(binary().as_ref(), 1, dir.path(), &extra).unwrap();
+    cluster.leader(Duration::from_secs(60), None).await.unwrap();
+    let addrs: Vec<String> = cluster.addresses().into_values().collect();
+    let mut workers =
+        LocalWorkers::start(binary().as_ref(), dir.path(), &addrs, "q", 2, 1).unwrap();
+    eventually(Duration::from_secs(30), "both workers healthy", || {
+        let cluster = &cluster;
+        async move {
+            let rows = sql(
+                cluster,
+                "SELECT count(*) FROM workers WHERE status = 'healthy'",
+            )
+            .await;
+            (rows[0][0] == 2).then_some(())
+        }
+    })
+    .await;
+    workers.kill("q1");
+    eventually(Duration::from_secs(60), "q1 quarantined", || {
+        let cluster = &cluster;
+        async move {
+            let rows = sql(cluster, "SELECT status FROM workers WHERE id = 'q1'").await;
+            (rows[0][0] == "quarantined").then_some(())
+        }
+    })
+    .await;
+    // Back during its quarantine, with work waiting: it must not get any while held.
+    workers.spawn("q1").unwrap();
+    let tasks: Vec<TaskSpec> = (0..12).map(|i| task(format!("q-{i:02}"), 0.3)).collect();
+    jobs::submit(&addrs, "q-job", "quarantine", &tasks)
+        .await
+        .unwrap();
+    let held_polls = std::sync::atomic::AtomicUsize::new(0);
+    eventually(Duration::from_secs(60), "q1 healthy after its hold", || {
+        let cluster = &cluster;
+        let held_polls = &held_polls;
+        async move {
+            let rows = sql(
+                cluster,
+                "SELECT (SELECT status FROM workers WHERE id = 'q1'), \
+                 (SELECT count(*) FROM task_attempts WHERE worker_id = 'q1')",
+            )
+            .await;
+            if rows[0][0] == "quarantined" {
+                held_polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                assert_eq!(rows[0][1], 0, "a quarantined worker was given work");
+            }
+            (rows[0][0] == "healthy").then_some(())
+        }
+    })
+    .await;
+    assert!(held_polls.into_inner() > 0, "the hold was never observed");
+    let rows = sql(
+        &cluster,
+        "SELECT recovery_type, success FROM worker_recovery_history \
+         WHERE worker_id = 'q1' ORDER BY attempt_number",
+    )
+    .await;
+    assert_eq!(
+        rows.last().map(|r| (r[0].clone(), r[1].clone())),
+        Some((serde_json::json!("quarantine"), serde_json::json!(true))),
+        "the quarantine ended because the worker was back: {rows:?}"
+    );
+    let report = tokio::time::timeout(Duration::from_secs(120), jobs::follow(&addrs, "q-job"))
+        .await
+        .expect("the job finishes")
+        .unwrap();
+    assert_eq!(report.counts.get("passed"), Some(&12), "{report:?}");
 }
