@@ -83,7 +83,6 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::mpsc;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -103,7 +102,8 @@ use redb::ReadableTable;
 use redb::TableDefinition;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::oneshot;
+
+use self::writer::{Op, Writer};
 
 /// Log entries: log index -> encoded `C::Entry`.
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log_entries");
@@ -124,9 +124,6 @@ pub const FORMAT_VERSION: u32 = 1;
 /// one entry is always returned). Keeps a replication batch of large entries well below gRPC's
 /// default 4 MiB message limit; openraft sends the rest in the next batch.
 pub const LIMITED_READ_MAX_BYTES: usize = 1024 * 1024;
-
-/// Most writes the writer thread puts in one transaction.
-const MAX_BATCH: usize = 256;
 
 /// redb page cache size. The log is purged after each snapshot, so it stays small.
 const CACHE_SIZE_BYTES: usize = 64 * 1024 * 1024;
@@ -162,49 +159,6 @@ struct Inner {
     /// The committed log id last handed to the writer (`Some(None)`: deleted), newer than or
     /// equal to redb's; `None` until the first `save_committed`.
     committed: Mutex<Option<Option<Vec<u8>>>>,
-}
-
-/// The writer thread of one store and the queue to it. Dropping the last handle closes the
-/// queue, lets the thread finish what is queued, and joins it, so the file is closed (and can
-/// be opened again) once the store is gone.
-struct Writer<C: RaftTypeConfig> {
-    queue: Option<mpsc::Sender<Op<C>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl<C: RaftTypeConfig> Drop for Writer<C> {
-    fn drop(&mut self) {
-        self.queue.take();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("the raft log writer thread panicked");
-        }
-    }
-}
-
-/// One write, queued to the writer thread in the order openraft issued it.
-enum Op<C: RaftTypeConfig> {
-    /// Consecutive encoded entries; `flushed` is called once they are on disk.
-    Append {
-        entries: Vec<(u64, Arc<Vec<u8>>)>,
-        flushed: IOFlushed<C>,
-    },
-    /// The committed log id (`None` deletes it); not durable by itself (see the module docs).
-    Committed { bytes: Option<Vec<u8>> },
-    Vote {
-        bytes: Vec<u8>,
-        done: oneshot::Sender<Result<(), io::Error>>,
-    },
-    /// Deletes every entry with index `>= since`.
-    Truncate {
-        since: u64,
-        done: oneshot::Sender<Result<(), io::Error>>,
-    },
-    Purge {
-        log_id: LogIdOf<C>,
-        done: oneshot::Sender<Result<(), io::Error>>,
-    },
 }
 
 impl<C: RaftTypeConfig> LogStore<C> {
@@ -262,31 +216,9 @@ impl<C: RaftTypeConfig> LogStore<C> {
         };
         inner.init()?;
         let inner = Arc::new(inner);
-        let (queue, ops) = mpsc::channel();
-        let thread = {
-            let inner = inner.clone();
-            std::thread::Builder::new()
-                .name("raft-log-writer".into())
-                .spawn(move || write_loop::<C>(&inner, &ops))
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!(
-                            "raft log store {}: cannot start the writer thread: {e}",
-                            path.display()
-                        ),
-                    )
-                })?
-        };
+        let writer = Arc::new(Writer::start(&inner)?);
         tracing::debug!(path = %path.display(), "raft log store opened");
-
-        Ok(Self {
-            inner,
-            writer: Arc::new(Writer {
-                queue: Some(queue),
-                thread: Some(thread),
-            }),
-        })
+        Ok(Self { inner, writer })
     }
 
     /// The path of the redb file.
@@ -508,105 +440,6 @@ where
     }
 }
 
-impl<C> LogStore<C>
-where
-    C: RaftTypeConfig,
-    C::Entry: Serialize + DeserializeOwned,
-    VoteOf<C>: Serialize + DeserializeOwned,
-    LogIdOf<C>: Serialize + DeserializeOwned,
-{
-    /// Queues `op` to the writer thread; hands it back if the thread is gone.
-    fn submit(&self, op: Op<C>) -> Result<(), (Op<C>, io::Error)> {
-        let gone = |op| {
-            let err = io::Error::other(format!(
-                "raft log store {}: the writer thread has stopped",
-                self.inner.path.display()
-            ));
-            (op, err)
-        };
-        match &self.writer.queue {
-            Some(queue) => queue.send(op).map_err(|mpsc::SendError(op)| gone(op)),
-            None => Err(gone(op)),
-        }
-    }
-
-    /// Queues the op built around a reply channel and waits until it is on disk.
-    async fn write_and_wait(
-        &self,
-        op: impl FnOnce(oneshot::Sender<Result<(), io::Error>>) -> Op<C>,
-    ) -> Result<(), io::Error> {
-        let (done, reply) = oneshot::channel();
-        self.submit(op(done)).map_err(|(_, err)| err)?;
-        reply.await.unwrap_or_else(|_| {
-            Err(io::Error::other(format!(
-                "raft log store {}: the writer thread stopped before the write finished",
-                self.inner.path.display()
-            )))
-        })
-    }
-}
-
-/// The writer thread: takes whatever is queued (up to [`MAX_BATCH`] writes), writes it in one
-/// redb transaction, fsynced if any of it must be durable, then answers each write. Runs until
-/// every store handle is dropped and the queue is empty.
-fn write_loop<C>(inner: &Inner, ops: &mpsc::Receiver<Op<C>>)
-where
-    C: RaftTypeConfig,
-    LogIdOf<C>: Serialize + DeserializeOwned,
-{
-    while let Ok(first) = ops.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match ops.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        match inner.write_batch(&batch) {
-            Ok(()) => batch.into_iter().for_each(|op| op.complete(inner, Ok(()))),
-            // One write in the batch was refused (e.g. an append that would leave a hole):
-            // nothing of the batch was written. Write them one by one, so only the refused
-            // one fails and the others keep their order.
-            Err(_) if batch.len() > 1 => {
-                for op in batch {
-                    let result = inner.write_batch(std::slice::from_ref(&op));
-                    op.complete(inner, result);
-                }
-            }
-            Err(err) => {
-                if let Some(op) = batch.into_iter().next() {
-                    op.complete(inner, Err(err));
-                }
-            }
-        }
-    }
-}
-
-impl<C: RaftTypeConfig> Op<C> {
-    /// Whether the transaction holding this write must be fsynced before it is answered.
-    fn durable(&self) -> bool {
-        !matches!(self, Op::Committed { .. })
-    }
-
-    /// Answers the write; an append leaves the pending entries (written or not).
-    fn complete(self, inner: &Inner, result: Result<(), io::Error>) {
-        match self {
-            Op::Append { entries, flushed } => {
-                inner.remove_pending(&entries);
-                flushed.io_completed(result);
-            }
-            Op::Committed { .. } => {
-                if let Err(err) = result {
-                    tracing::warn!("{err}");
-                }
-            }
-            Op::Vote { done, .. } | Op::Truncate { done, .. } | Op::Purge { done, .. } => {
-                let _ = done.send(result);
-            }
-        }
-    }
-}
-
 /// Runs `f` on tokio's blocking pool (see "Blocking" in the module docs) and waits for it.
 async fn run_blocking<T, F>(inner: &Arc<Inner>, f: F) -> Result<T, io::Error>
 where
@@ -776,182 +609,6 @@ impl Inner {
             }
         }
         Ok(read.entries)
-    }
-
-    /// Writes `ops` in order in one redb transaction, fsynced if any of them must be durable.
-    /// On an error nothing of it is written.
-    fn write_batch<C>(&self, ops: &[Op<C>]) -> Result<(), io::Error>
-    where
-        C: RaftTypeConfig,
-        LogIdOf<C>: Serialize + DeserializeOwned,
-    {
-        let op = "write batch";
-        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(op, e))?;
-        let durability = if ops.iter().any(Op::durable) {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        txn.set_durability(durability)
-            .map_err(|e| self.redb_err(op, e))?;
-        for write in ops {
-            match write {
-                Op::Append { entries, .. } => self.append_in::<C>(&txn, entries)?,
-                Op::Committed { bytes } => self.put_meta_in(
-                    &txn,
-                    KEY_COMMITTED,
-                    bytes.as_deref(),
-                    "save committed log id",
-                )?,
-                Op::Vote { bytes, .. } => {
-                    self.put_meta_in(&txn, KEY_VOTE, Some(bytes), "save vote")?
-                }
-                Op::Truncate { since, .. } => self.truncate_in(&txn, *since)?,
-                Op::Purge { log_id, .. } => self.purge_in::<C>(&txn, log_id)?,
-            }
-        }
-        self.commit(txn, op)
-    }
-
-    /// Makes entries readable before they are written (see [`Inner::pending`]).
-    fn add_pending(&self, entries: &[(u64, Arc<Vec<u8>>)]) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for (index, bytes) in entries {
-            pending.insert(*index, bytes.clone());
-        }
-    }
-
-    /// Forgets pending entries once their append is answered, unless a later append has put
-    /// another entry under the same index since.
-    fn remove_pending(&self, entries: &[(u64, Arc<Vec<u8>>)]) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for (index, bytes) in entries {
-            if pending.get(index).is_some_and(|p| Arc::ptr_eq(p, bytes)) {
-                pending.remove(index);
-            }
-        }
-    }
-
-    /// The pending entries in `first..=last`, in order.
-    fn pending_in(&self, first: u64, last: u64) -> Vec<(u64, Arc<Vec<u8>>)> {
-        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending
-            .range(first..=last)
-            .map(|(i, b)| (*i, b.clone()))
-            .collect()
-    }
-
-    /// Appends encoded consecutive entries, refusing a gap after the current tail (or after
-    /// the last purged entry when the log is empty).
-    fn append_in<C>(
-        &self,
-        txn: &redb::WriteTransaction,
-        entries: &[(u64, Arc<Vec<u8>>)],
-    ) -> Result<(), io::Error>
-    where
-        C: RaftTypeConfig,
-        LogIdOf<C>: DeserializeOwned,
-    {
-        let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) else {
-            return Ok(());
-        };
-        let (first, last) = (*first, *last);
-        let op = format!("append log entries {first}..={last}");
-
-        let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
-        let meta = txn.open_table(META).map_err(|e| self.redb_err(&op, e))?;
-
-        let tail = table
-            .last()
-            .map_err(|e| self.redb_err(&op, e))?
-            .map(|(key, _)| key.value());
-        let expected_first = match tail {
-            Some(tail) => Some(tail + 1),
-            None => self
-                .get_meta::<LogIdOf<C>>(&meta, KEY_LAST_PURGED, &op)?
-                .map(|purged| purged.index + 1),
-        };
-        if let Some(expected_first) = expected_first
-            && first != expected_first
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "raft log store {}: {op}: the next index must be {expected_first} \
-                     (last stored index: {tail:?}); refusing to leave a hole or overwrite \
-                     without truncate_after",
-                    self.path.display()
-                ),
-            ));
-        }
-
-        for (index, bytes) in entries {
-            table
-                .insert(*index, bytes.as_slice())
-                .map_err(|e| self.redb_err(format_args!("{op}: insert entry {index}"), e))?;
-        }
-        Ok(())
-    }
-
-    /// Deletes every entry with index `>= since`.
-    fn truncate_in(&self, txn: &redb::WriteTransaction, since: u64) -> Result<(), io::Error> {
-        let op = format!("truncate log from index {since} on");
-        tracing::debug!(path = %self.path.display(), since, "truncating raft log");
-        let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
-        table
-            .retain_in(since.., |_, _| false)
-            .map_err(|e| self.redb_err(&op, e))?;
-        Ok(())
-    }
-
-    /// Records `log_id` as the last purged log id and deletes every entry up to and including
-    /// its index, in the same transaction (never a hole). A purge that does not move forward
-    /// is a no-op.
-    fn purge_in<C>(
-        &self,
-        txn: &redb::WriteTransaction,
-        log_id: &LogIdOf<C>,
-    ) -> Result<(), io::Error>
-    where
-        C: RaftTypeConfig,
-        LogIdOf<C>: Serialize + DeserializeOwned,
-    {
-        let upto = log_id.index;
-        let op = format!("purge log up to index {upto}");
-        tracing::debug!(path = %self.path.display(), upto, "purging raft log");
-        let bytes = encode(log_id, "last purged log id")?;
-
-        let mut meta = txn.open_table(META).map_err(|e| self.redb_err(&op, e))?;
-        let current = self.get_meta::<LogIdOf<C>>(&meta, KEY_LAST_PURGED, &op)?;
-        if let Some(current) = current
-            && current.index >= upto
-        {
-            return Ok(());
-        }
-
-        let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
-        table
-            .retain_in(..=upto, |_, _| false)
-            .map_err(|e| self.redb_err(&op, e))?;
-        meta.insert(KEY_LAST_PURGED, bytes.as_slice())
-            .map_err(|e| self.redb_err(&op, e))?;
-        Ok(())
-    }
-
-    /// Writes (`Some`) or deletes (`None`) one meta value.
-    fn put_meta_in(
-        &self,
-        txn: &redb::WriteTransaction,
-        key: &str,
-        value: Option<&[u8]>,
-        op: &str,
-    ) -> Result<(), io::Error> {
-        let mut meta = txn.open_table(META).map_err(|e| self.redb_err(op, e))?;
-        match value {
-            Some(bytes) => meta.insert(key, bytes).map(drop),
-            None => meta.remove(key).map(drop),
-        }
-        .map_err(|e| self.redb_err(op, e))
     }
 
     fn get_meta<T: DeserializeOwned>(
@@ -1126,6 +783,8 @@ fn report_to_callback<C: RaftTypeConfig>(callback: IOFlushed<C>, err: io::Error)
     callback.io_completed(Err(io::Error::new(err.kind(), err.to_string())));
     err
 }
+
+mod writer;
 
 #[cfg(test)]
 mod tests;
