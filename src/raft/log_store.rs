@@ -32,7 +32,7 @@
 //! as the entries are readable and to report durability later through the [`IOFlushed`]
 //! callback, so that the core never waits for a disk. Every write therefore goes, in the order
 //! openraft issued it, to one writer thread per store. The thread takes whatever is queued (up
-//! to [`MAX_BATCH`] writes) and writes it in one redb transaction, fsynced
+//! to `writer::MAX_BATCH` writes) and writes it in one redb transaction, fsynced
 //! ([`Durability::Immediate`]) if any of it must be durable — a group commit: under load many
 //! appends share one fsync, and the core goes on appending and replicating meanwhile.
 //!
