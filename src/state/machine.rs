@@ -454,83 +454,6 @@ impl Machine {
         }
     }
 
-    fn register_worker(
-        &mut self,
-        id: WorkerId,
-        host: String,
-        address: String,
-        capabilities_json: String,
-        labels: BTreeMap<String, String>,
-        at: Timestamp,
-    ) -> Reply {
-        if id.is_empty() {
-            return Reply::rejected("worker id is empty");
-        }
-        match serde_json::from_str::<serde_json::Value>(&capabilities_json) {
-            Ok(serde_json::Value::Object(_)) => {}
-            _ => return Reply::rejected("worker capabilities must be a JSON object"),
-        }
-        let previous = self.workers.get(&id);
-        let registered_at = previous.map_or(at, |w| w.registered_at);
-        // A worker held out of scheduling by recovery (quarantined, draining) stays held when
-        // it reconnects: registering is not a verdict, and recovery ends the hold. Any other
-        // registration (new, back from a failure, or after being given up) makes it healthy.
-        let (status, status_changed_at, status_reason) = match previous {
-            Some(w) if matches!(w.status, WorkerStatus::Quarantined | WorkerStatus::Draining) => {
-                (w.status, w.status_changed_at, w.status_reason.clone())
-            }
-            _ => (WorkerStatus::Healthy, at, "registered".to_string()),
-        };
-        self.workers.insert(
-            id.clone(),
-            Worker {
-                id: id.clone(),
-                host,
-                address,
-                status,
-                capabilities_json,
-                labels,
-                registered_at,
-                status_changed_at,
-                status_reason,
-            },
-        );
-        self.events.push(Event::Worker {
-            worker: id.clone(),
-            status,
-        });
-        self.changes.workers.insert(id);
-        Reply::Applied
-    }
-
-    fn set_worker_status(
-        &mut self,
-        id: &str,
-        from: WorkerStatus,
-        to: WorkerStatus,
-        reason: String,
-        at: Timestamp,
-    ) -> Reply {
-        let Some(worker) = self.workers.get_mut(id) else {
-            return Reply::rejected(format!("unknown worker {id}"));
-        };
-        if worker.status != from {
-            return Reply::rejected(format!(
-                "worker {id} is {}, not {from}: stale decision",
-                worker.status
-            ));
-        }
-        worker.status = to;
-        worker.status_changed_at = at;
-        worker.status_reason = reason;
-        self.events.push(Event::Worker {
-            worker: id.to_string(),
-            status: to,
-        });
-        self.changes.workers.insert(id.to_string());
-        Reply::Applied
-    }
-
     fn submit_job(
         &mut self,
         id: JobId,
@@ -892,100 +815,11 @@ fn check_json(text: &str) -> Result<(), String> {
         .map_err(|e| format!("details are not valid JSON: {e}"))
 }
 
+mod bench;
 mod lifecycle;
+mod workers;
+
+pub use self::bench::bench_held_by;
 
 #[cfg(test)]
 mod tests;
-
-/// For `bench tasks`: with `tasks` tasks in the state, all finished but 4 per worker on
-/// 1,000 workers, the median time to list one worker's held tasks through the index, and
-/// by the full scan it replaced (what a worker's hello, a failed worker and the leader's
-/// in-flight scans used to cost).
-pub fn bench_held_by(tasks: usize) -> (std::time::Duration, std::time::Duration) {
-    const SAMPLES: usize = 101;
-    let m = bench_state(tasks);
-    let median = |f: &dyn Fn(&str) -> usize| {
-        let mut times: Vec<std::time::Duration> = (0..SAMPLES)
-            .map(|s| {
-                let worker = format!("w{:04}", s * 7 % BENCH_WORKERS);
-                let start = std::time::Instant::now();
-                std::hint::black_box(f(&worker));
-                start.elapsed()
-            })
-            .collect();
-        times.sort();
-        times[SAMPLES / 2]
-    };
-    let indexed = median(&|w| m.held_by(w).count());
-    let scanned = median(&|w| {
-        m.tasks()
-            .values()
-            .filter(|t| t.holder().map(String::as_str) == Some(w))
-            .count()
-    });
-    (indexed, scanned)
-}
-
-const BENCH_WORKERS: usize = 1_000;
-
-/// The state of [`bench_held_by`]: `tasks` tasks, 4 held by each of 1,000 workers, the rest
-/// final.
-fn bench_state(tasks: usize) -> Machine {
-    const WORKERS: usize = BENCH_WORKERS;
-    let at = Timestamp(1);
-    let mut m = Machine::new();
-    for w in 0..WORKERS {
-        m.apply(Command::RegisterWorker {
-            worker: format!("w{w:04}"),
-            host: "bench".into(),
-            address: "127.0.0.1:1".into(),
-            capabilities_json: "{}".into(),
-            labels: BTreeMap::new(),
-            at,
-        });
-    }
-    let specs = (0..tasks)
-        .map(|i| TaskSpec {
-            id: format!("t{i:07}"),
-            name: String::new(),
-            command: vec!["true".into()],
-            env: BTreeMap::new(),
-            cwd: None,
-            timeout_ms: 60_000,
-            priority: 0,
-            labels: BTreeMap::new(),
-            capabilities: vec![],
-            max_retries: 0,
-            timeout_retries: 0,
-            flaky_retries: 0,
-        })
-        .collect();
-    m.apply(Command::SubmitJob {
-        job: "bench".into(),
-        name: "bench".into(),
-        tasks: specs,
-        at,
-    });
-    let held = (WORKERS * 4).min(tasks);
-    let assignments = (0..tasks)
-        .map(|i| Assignment {
-            task: format!("t{i:07}"),
-            worker: format!("w{:04}", i % WORKERS),
-            attempt: 1,
-        })
-        .collect();
-    m.apply(Command::AssignTasks {
-        term: 1,
-        at,
-        assignments,
-    });
-    for i in held..tasks {
-        m.apply(Command::AbandonTask {
-            task: format!("t{i:07}"),
-            reason: "bench".into(),
-            at,
-        });
-    }
-    m.take_changes();
-    m
-}

@@ -1,0 +1,229 @@
+//! Workers: registration (a held worker stays held), status changes, and the index of the
+//! tasks each worker holds, checked against its definition after every command.
+
+use super::*;
+
+#[test]
+fn register_worker_upserts_and_keeps_first_registration_time() {
+    let mut m = Machine::new();
+    m.apply(register("w1"));
+    m.apply(Command::SetWorkerStatus {
+        worker: "w1".into(),
+        from: WorkerStatus::Healthy,
+        to: WorkerStatus::Failed,
+        reason: "missed heartbeats".into(),
+        at: at(5),
+    });
+    let again = Command::RegisterWorker {
+        worker: "w1".into(),
+        host: "h2".into(),
+        address: "a2".into(),
+        capabilities_json: r#"{"cpus": 4}"#.into(),
+        labels: BTreeMap::from([("os".into(), "linux".into())]),
+        at: at(9),
+    };
+    assert_eq!(m.apply(again), Reply::Applied);
+    let w = m.worker("w1").unwrap();
+    assert_eq!(w.status, WorkerStatus::Healthy);
+    assert_eq!(w.registered_at, at(1));
+    assert_eq!(w.status_changed_at, at(9));
+    assert_eq!(w.host, "h2");
+}
+
+#[test]
+fn a_quarantined_or_draining_worker_stays_held_when_it_registers_again() {
+    for held in [WorkerStatus::Quarantined, WorkerStatus::Draining] {
+        let mut m = Machine::new();
+        m.apply(register("w1"));
+        m.apply(Command::SetWorkerStatus {
+            worker: "w1".into(),
+            from: WorkerStatus::Healthy,
+            to: held,
+            reason: "recovery holds it".into(),
+            at: at(5),
+        });
+        m.take_events();
+        assert_eq!(m.apply(register("w1")), Reply::Applied);
+        let w = m.worker("w1").unwrap();
+        assert_eq!(w.status, held);
+        assert_eq!(w.status_reason, "recovery holds it");
+        assert_eq!(w.status_changed_at, at(5));
+        assert_eq!(
+            m.take_events(),
+            vec![Event::Worker {
+                worker: "w1".into(),
+                status: held
+            }]
+        );
+        // Recovery ends the hold; then it is healthy.
+        let release = Command::SetWorkerStatus {
+            worker: "w1".into(),
+            from: held,
+            to: WorkerStatus::Healthy,
+            reason: "hold over".into(),
+            at: at(9),
+        };
+        assert_eq!(m.apply(release), Reply::Applied);
+        assert_eq!(m.worker("w1").unwrap().status, WorkerStatus::Healthy);
+    }
+}
+
+#[test]
+fn register_worker_rejects_bad_capabilities_and_empty_id() {
+    let mut m = Machine::new();
+    let bad = |id: &str, caps: &str| Command::RegisterWorker {
+        worker: id.into(),
+        host: "h".into(),
+        address: "a".into(),
+        capabilities_json: caps.into(),
+        labels: BTreeMap::new(),
+        at: at(1),
+    };
+    assert_rejected(m.apply(bad("w", "[1]")), "JSON object");
+    assert_rejected(m.apply(bad("w", "{not json")), "JSON object");
+    assert_rejected(m.apply(bad("", "{}")), "empty");
+    assert!(m.workers().is_empty());
+    assert!(m.take_changes().is_empty());
+}
+
+#[test]
+fn set_worker_status_rejects_stale_from_and_unknown_worker() {
+    let mut m = fleet();
+    let set = |from, to| Command::SetWorkerStatus {
+        worker: "w1".into(),
+        from,
+        to,
+        reason: "r".into(),
+        at: at(3),
+    };
+    assert_eq!(
+        m.apply(set(WorkerStatus::Healthy, WorkerStatus::Suspect)),
+        Reply::Applied
+    );
+    assert_rejected(
+        m.apply(set(WorkerStatus::Healthy, WorkerStatus::Failed)),
+        "stale",
+    );
+    assert_eq!(m.worker("w1").unwrap().status, WorkerStatus::Suspect);
+    assert_rejected(
+        m.apply(Command::SetWorkerStatus {
+            worker: "ghost".into(),
+            from: WorkerStatus::Healthy,
+            to: WorkerStatus::Failed,
+            reason: "r".into(),
+            at: at(3),
+        }),
+        "unknown worker",
+    );
+}
+
+/// `held_by` and `in_flight` against the definition: the tasks whose holder is the worker.
+fn assert_index_matches_tasks(m: &Machine, step: &str) {
+    for worker in ["w1", "w2", "w3"] {
+        let mut indexed: Vec<&str> = m.held_by(worker).map(|t| t.spec.id.as_str()).collect();
+        indexed.sort();
+        let mut scanned: Vec<&str> = m
+            .tasks()
+            .values()
+            .filter(|t| t.holder().map(String::as_str) == Some(worker))
+            .map(|t| t.spec.id.as_str())
+            .collect();
+        scanned.sort();
+        assert_eq!(indexed, scanned, "held by {worker} after {step}");
+    }
+    let mut in_flight: Vec<&str> = m.in_flight().map(|t| t.spec.id.as_str()).collect();
+    in_flight.sort();
+    let mut scanned: Vec<&str> = m
+        .tasks()
+        .values()
+        .filter(|t| t.holder().is_some())
+        .map(|t| t.spec.id.as_str())
+        .collect();
+    scanned.sort();
+    assert_eq!(in_flight, scanned, "in flight after {step}");
+}
+
+#[test]
+fn the_index_of_held_tasks_follows_every_way_in_and_out_of_a_worker() {
+    let mut m = fleet();
+    m.apply(register("w3"));
+    m.apply(submit("k", &["k1", "k2", "k3", "k4", "k5", "k6"]));
+    let log = vec![
+        assign("t1", "w1", 1),
+        assign("t2", "w2", 1),
+        assign("k1", "w1", 1),
+        assign("k1", "w2", 1), // rejected: not queued
+        started("t1", "w1", 1),
+        finish("t1", "w1", 1, Outcome::Passed),
+        finish("t1", "w1", 1, Outcome::Passed), // stale
+        requeue("t2", 1, FaultCategory::Crash),
+        assign("t2", "w3", 2),
+        started("t2", "w3", 2),
+        finish("t2", "w2", 1, Outcome::Failed), // stale: the old holder
+        assign("k2", "w2", 1),
+        assign("k3", "w2", 1),
+        Command::AbandonTask {
+            task: "k2".into(),
+            reason: "worker lost".into(),
+            at: at(7),
+        },
+        Command::CancelTask {
+            task: "k3".into(),
+            reason: "user".into(),
+            at: at(8),
+        },
+        assign("k4", "w1", 1),
+        Command::Batch(vec![
+            assign("k5", "w3", 1),
+            requeue("k4", 1, FaultCategory::Crash),
+            assign("k4", "w2", 2),
+        ]),
+        Command::CancelJob {
+            job: "k".into(),
+            reason: "user".into(),
+            at: at(9),
+        },
+        assign("k6", "w1", 1), // rejected: cancelled
+    ];
+    assert_index_matches_tasks(&m, "the start");
+    for (i, command) in log.into_iter().enumerate() {
+        m.apply(command);
+        assert_index_matches_tasks(&m, &format!("command {i}"));
+    }
+    assert_eq!(
+        m.held_by("w3").map(|t| &t.spec.id).collect::<Vec<_>>(),
+        ["t2"]
+    );
+
+    // Rebuilt from stored rows (a restart, a snapshot), the index is the same.
+    let parts = MachineParts {
+        workers: m.workers().values().cloned().collect(),
+        jobs: m
+            .jobs()
+            .values()
+            .map(|j| {
+                (
+                    j.id.clone(),
+                    j.name.clone(),
+                    j.status,
+                    j.submitted_at,
+                    j.finished_at,
+                )
+            })
+            .collect(),
+        tasks: m.tasks().values().cloned().collect(),
+        ..Default::default()
+    };
+    let rebuilt = Machine::from_parts(parts);
+    assert_index_matches_tasks(&rebuilt, "from_parts");
+    assert_eq!(rebuilt.held_by("w3").count(), 1);
+}
+
+#[test]
+fn the_held_by_benchmark_state_is_what_it_claims() {
+    let m = crate::state::machine::bench::bench_state(10_000);
+    assert_eq!(m.tasks().len(), 10_000);
+    assert_eq!(m.in_flight().count(), 4_000);
+    assert_eq!(m.held_by("w0000").count(), 4);
+    assert_eq!(m.held_by("w0999").count(), 4);
+}
