@@ -62,6 +62,52 @@ fn args(extra: &[&str]) -> Vec<String> {
     v
 }
 
+/// One coordinator with `extra` settings and `count` workers `{prefix}1`, `{prefix}2`, … of
+/// `slots` slots each, once every worker is healthy; with the coordinators' addresses.
+async fn one_node_fleet(
+    dir: &std::path::Path,
+    extra: &[String],
+    prefix: &str,
+    count: usize,
+    slots: u32,
+) -> (LocalCluster, Vec<String>, LocalWorkers) {
+    let cluster = LocalCluster::start(binary().as_ref(), 1, dir, extra).unwrap();
+    cluster.leader(Duration::from_secs(60), None).await.unwrap();
+    let addrs: Vec<String> = cluster.addresses().into_values().collect();
+    let workers =
+        LocalWorkers::start(binary().as_ref(), dir, &addrs, prefix, count, slots).unwrap();
+    eventually(Duration::from_secs(30), "every worker healthy", || {
+        let cluster = &cluster;
+        async move {
+            let rows = sql(
+                cluster,
+                "SELECT count(*) FROM workers WHERE status = 'healthy'",
+            )
+            .await;
+            (rows[0][0] == count).then_some(())
+        }
+    })
+    .await;
+    (cluster, addrs, workers)
+}
+
+/// Waits (up to a minute) until `worker` has `status`.
+async fn worker_reaches(cluster: &LocalCluster, worker: &str, status: &str) {
+    let query = format!("SELECT status FROM workers WHERE id = '{worker}'");
+    eventually(
+        Duration::from_secs(60),
+        &format!("{worker} {status}"),
+        || {
+            let query = &query;
+            async move {
+                let rows = sql(cluster, query).await;
+                (rows[0][0] == status).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
 #[test]
 fn the_auto_recovery_demonstration_passes() {
     let out = Command::new(binary())
@@ -99,32 +145,9 @@ async fn a_worker_whose_restart_keeps_failing_ends_permanently_failed() {
         "--restart-command",
         "echo cannot restart {worker}; exit 7",
     ]);
-    let cluster = LocalCluster::start(binary().as_ref(), 1, dir.path(), &extra).unwrap();
-    cluster.leader(Duration::from_secs(60), None).await.unwrap();
-    let addrs: Vec<String> = cluster.addresses().into_values().collect();
-    let mut workers =
-        LocalWorkers::start(binary().as_ref(), dir.path(), &addrs, "pf", 2, 1).unwrap();
-    eventually(Duration::from_secs(30), "both workers healthy", || {
-        let cluster = &cluster;
-        async move {
-            let rows = sql(
-                cluster,
-                "SELECT count(*) FROM workers WHERE status = 'healthy'",
-            )
-            .await;
-            (rows[0][0] == 2).then_some(())
-        }
-    })
-    .await;
+    let (cluster, _, mut workers) = one_node_fleet(dir.path(), &extra, "pf", 2, 1).await;
     workers.kill("pf1");
-    eventually(Duration::from_secs(60), "pf1 permanently failed", || {
-        let cluster = &cluster;
-        async move {
-            let rows = sql(cluster, "SELECT status FROM workers WHERE id = 'pf1'").await;
-            (rows[0][0] == "permanently_failed").then_some(())
-        }
-    })
-    .await;
+    worker_reaches(&cluster, "pf1", "permanently_failed").await;
     let rows = sql(
         &cluster,
         "SELECT attempt_number, success, recovery_type, details->>'exit_code' FROM worker_recovery_history \
@@ -147,23 +170,7 @@ async fn a_worker_whose_restart_keeps_failing_ends_permanently_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_half_the_fleet_runs_system_recovery_and_the_job_finishes() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(binary().as_ref(), 1, dir.path(), &args(&[])).unwrap();
-    cluster.leader(Duration::from_secs(60), None).await.unwrap();
-    let addrs: Vec<String> = cluster.addresses().into_values().collect();
-    let mut workers =
-        LocalWorkers::start(binary().as_ref(), dir.path(), &addrs, "sys", 4, 2).unwrap();
-    eventually(Duration::from_secs(30), "four workers healthy", || {
-        let cluster = &cluster;
-        async move {
-            let rows = sql(
-                cluster,
-                "SELECT count(*) FROM workers WHERE status = 'healthy'",
-            )
-            .await;
-            (rows[0][0] == 4).then_some(())
-        }
-    })
-    .await;
+    let (cluster, addrs, mut workers) = one_node_fleet(dir.path(), &args(&[]), "sys", 4, 2).await;
     let tasks: Vec<TaskSpec> = (0..40).map(|i| task(format!("sys-{i:02}"), 0.5)).collect();
     jobs::submit(&addrs, "sys-job", "system", &tasks)
         .await
@@ -235,32 +242,9 @@ async fn a_quarantined_worker_that_reconnects_gets_no_work_until_its_hold_ends()
         "--restart-command",
         "exit 7",
     ]);
-    let cluster = LocalCluster::start(binary().as_ref(), 1, dir.path(), &extra).unwrap();
-    cluster.leader(Duration::from_secs(60), None).await.unwrap();
-    let addrs: Vec<String> = cluster.addresses().into_values().collect();
-    let mut workers =
-        LocalWorkers::start(binary().as_ref(), dir.path(), &addrs, "q", 2, 1).unwrap();
-    eventually(Duration::from_secs(30), "both workers healthy", || {
-        let cluster = &cluster;
-        async move {
-            let rows = sql(
-                cluster,
-                "SELECT count(*) FROM workers WHERE status = 'healthy'",
-            )
-            .await;
-            (rows[0][0] == 2).then_some(())
-        }
-    })
-    .await;
+    let (cluster, addrs, mut workers) = one_node_fleet(dir.path(), &extra, "q", 2, 1).await;
     workers.kill("q1");
-    eventually(Duration::from_secs(60), "q1 quarantined", || {
-        let cluster = &cluster;
-        async move {
-            let rows = sql(cluster, "SELECT status FROM workers WHERE id = 'q1'").await;
-            (rows[0][0] == "quarantined").then_some(())
-        }
-    })
-    .await;
+    worker_reaches(&cluster, "q1", "quarantined").await;
     // Back during its quarantine, with work waiting: it must not get any while held.
     workers.spawn("q1").unwrap();
     let tasks: Vec<TaskSpec> = (0..12).map(|i| task(format!("q-{i:02}"), 0.3)).collect();
