@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cli::connect;
-use crate::proto::StatusRequest;
+use crate::proto::{NodeStatus, StatusRequest};
 
 /// Why the local cluster could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -181,15 +181,18 @@ impl LocalCluster {
 
     /// The node's role and term as it reports them, if it answers within 300 ms.
     pub async fn role(&self, id: u64) -> Option<(String, u64)> {
-        let addr = self.nodes.get(&id)?.addr.clone();
-        let mut client = connect(&addr).await.ok()?;
-        let status =
-            tokio::time::timeout(Duration::from_millis(300), client.status(StatusRequest {}))
-                .await
-                .ok()?
-                .ok()?
-                .into_inner();
+        let status = self.status(id, Duration::from_millis(300)).await?;
         Some((status.role, status.term))
+    }
+
+    /// The node's status, if it answers (connection included) within `wait`.
+    async fn status(&self, id: u64, wait: Duration) -> Option<NodeStatus> {
+        let addr = self.nodes.get(&id)?.addr.clone();
+        let ask = async {
+            let mut client = connect(&addr).await.ok()?;
+            Some(client.status(StatusRequest {}).await.ok()?.into_inner())
+        };
+        tokio::time::timeout(wait, ask).await.ok().flatten()
     }
 
     /// Sends a signal to a running node (e.g. SIGSTOP / SIGCONT).
@@ -211,52 +214,26 @@ impl LocalCluster {
     /// The leader as the running nodes report it, once a majority agrees, polling until
     /// `limit`. `exclude` is never accepted as leader (e.g. a node just killed or paused).
     pub async fn leader(&self, limit: Duration, exclude: Option<u64>) -> Result<u64, LaunchError> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(leader) = self.agreed_leader(exclude).await {
-                return Ok(leader);
-            }
-            if Instant::now() > deadline {
-                return Err(LaunchError::Timeout(format!(
-                    "no leader agreed on within {limit:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll(limit, "no leader agreed on", || self.agreed_leader(exclude)).await
     }
 
     /// Waits until every running node follows one leader (each names it, and it says it
     /// leads) with its log within `lag` entries of the leader's commit index: the cluster has
     /// its full redundancy again, e.g. after a restart. Returns that leader.
     pub async fn settled(&self, limit: Duration, lag: u64) -> Result<u64, LaunchError> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(leader) = self.all_following(lag).await {
-                return Ok(leader);
-            }
-            if Instant::now() > deadline {
-                return Err(LaunchError::Timeout(format!(
-                    "the running nodes did not all follow one leader within {limit:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll(
+            limit,
+            "the running nodes did not all follow one leader",
+            || self.all_following(lag),
+        )
+        .await
     }
 
     async fn all_following(&self, lag: u64) -> Option<u64> {
-        let asks = self.running().into_iter().map(|id| {
-            let addr = self.nodes[&id].addr.clone();
-            async move {
-                let ask = async {
-                    let mut client = connect(&addr).await.ok()?;
-                    Some(client.status(StatusRequest {}).await.ok()?.into_inner())
-                };
-                tokio::time::timeout(Duration::from_millis(300), ask)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|status| (id, status))
-            }
+        let asks = self.running().into_iter().map(|id| async move {
+            self.status(id, Duration::from_millis(300))
+                .await
+                .map(|status| (id, status))
         });
         let answers: Option<Vec<_>> = futures::future::join_all(asks).await.into_iter().collect();
         let answers = answers?;
@@ -286,21 +263,9 @@ impl LocalCluster {
         // answered within 100 ms counts as no answer, so one poll never takes longer.
         let mut asks: futures::stream::FuturesUnordered<_> = running
             .iter()
-            .map(|id| {
-                let id = *id;
-                let addr = self.nodes[&id].addr.clone();
-                async move {
-                    let ask = async {
-                        let mut client = connect(&addr).await.ok()?;
-                        let status = client.status(StatusRequest {}).await.ok()?.into_inner();
-                        Some((status.leader_id, status.role))
-                    };
-                    let answer = tokio::time::timeout(Duration::from_millis(100), ask)
-                        .await
-                        .ok()
-                        .flatten();
-                    (id, answer)
-                }
+            .map(|id| async move {
+                let answer = self.status(*id, Duration::from_millis(100)).await;
+                (*id, answer.map(|s| (s.leader_id, s.role)))
             })
             .collect();
         let needed = (self.nodes.len() / 2 + 1).min(running.len());
@@ -324,6 +289,24 @@ impl LocalCluster {
             }
         }
         None
+    }
+}
+
+/// Calls `check` every 20 ms until it gives a value, or fails with "`what` within `limit`".
+async fn poll<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<T, LaunchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            return Err(LaunchError::Timeout(format!("{what} within {limit:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
