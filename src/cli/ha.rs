@@ -209,6 +209,18 @@ async fn leader_query_once(
         .collect()
 }
 
+/// Notes a leader the run did not cause (a fault's new leader is counted where it is made).
+fn follow(leader: &mut u64, now_leader: u64, changes: &mut usize, started: Instant) {
+    if now_leader != *leader {
+        *changes += 1;
+        println!(
+            "[{:6.1}s] leader changed: node {leader} -> node {now_leader}",
+            started.elapsed().as_secs_f64()
+        );
+        *leader = now_leader;
+    }
+}
+
 /// Runs the demo; returns the report (and writes it into `report_dir`).
 pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
     let binary = super::this_binary()?;
@@ -241,7 +253,6 @@ pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
     let mut faults: Vec<Fault> = Vec::new();
     let mut dead_nodes: BTreeSet<u64> = BTreeSet::new();
     let mut dead_workers: BTreeSet<String> = BTreeSet::new();
-    let mut failovers = Vec::new();
     let mut after_kill = Vec::new();
     let mut after_pause = Vec::new();
     let mut leader_changes = 0usize;
@@ -257,15 +268,8 @@ pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
         // Follow leadership.
-        if let Ok(now_leader) = cluster.leader(Duration::from_millis(300), None).await
-            && now_leader != leader
-        {
-            leader_changes += 1;
-            println!(
-                "[{:6.1}s] leader changed: node {leader} -> node {now_leader}",
-                started.elapsed().as_secs_f64()
-            );
-            leader = now_leader;
+        if let Ok(now_leader) = cluster.leader(Duration::from_millis(300), None).await {
+            follow(&mut leader, now_leader, &mut leader_changes, started);
         }
         if !s.fault_injection || Instant::now() < next_fault {
             continue;
@@ -291,16 +295,7 @@ pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
         // follows the leader again (a restarted one has rejoined), so a failover is measured
         // with a quorum left, not while a node of the last fault is still starting.
         match cluster.settled(Duration::from_secs(30), 1_000).await {
-            Ok(now_leader) => {
-                if now_leader != leader {
-                    leader_changes += 1;
-                    println!(
-                        "[{:6.1}s] leader changed: node {leader} -> node {now_leader}",
-                        started.elapsed().as_secs_f64()
-                    );
-                    leader = now_leader;
-                }
-            }
+            Ok(now_leader) => follow(&mut leader, now_leader, &mut leader_changes, started),
             Err(e) => {
                 println!(
                     "[{:6.1}s] fault skipped: {e}",
@@ -327,7 +322,6 @@ pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
                 .await
                 .map_err(unavailable)?;
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
-            failovers.push(t0.elapsed());
             after_kill.push(t0.elapsed());
             println!(
                 "[{at_s:6.1}s] FAULT SIGKILL leader {leader}: node {new} leads after {ms:.0} ms"
@@ -352,7 +346,6 @@ pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
                 .await
                 .map_err(unavailable)?;
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
-            failovers.push(t0.elapsed());
             after_pause.push(t0.elapsed());
             tokio::time::sleep(Duration::from_millis(500)).await;
             cluster.signal(old, libc::SIGCONT);
@@ -524,7 +517,7 @@ pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
         coordinator_faults,
         worker_faults: faults.len() - coordinator_faults,
         leader_changes,
-        failover: Latency::of(failovers),
+        failover: Latency::of(after_kill.iter().chain(&after_pause).copied().collect()),
         failover_after_kill: Latency::of(after_kill),
         failover_after_pause: Latency::of(after_pause),
         write_outage: Latency::of(outages),
