@@ -70,6 +70,7 @@ use thiserror::Error;
 use toml::Spanned;
 
 use crate::state::command::{TaskId, TaskSpec};
+use crate::state::limits;
 
 mod raw;
 #[cfg(test)]
@@ -581,10 +582,19 @@ impl Source<'_> {
         if ms == 0 {
             return Err(self.error(span, "timeout must be more than zero"));
         }
+        if ms > limits::MAX_TIMEOUT_MS {
+            return Err(self.error(
+                span,
+                format!(
+                    "timeout is too long (at most {} days)",
+                    limits::MAX_TIMEOUT_MS / (24 * 3600 * 1000)
+                ),
+            ));
+        }
         Ok(ms)
     }
 
-    /// A retry count: a whole number from 0 to `u32::MAX`.
+    /// A retry count: a whole number from 0 to [`limits::MAX_RETRIES`].
     fn count(
         &self,
         key: &str,
@@ -594,14 +604,16 @@ impl Source<'_> {
             return Ok(None);
         };
         let n = value.get_ref().0;
-        u32::try_from(n).map(Some).map_err(|_| {
-            let why = if n < 0 {
-                format!("{key} must be 0 or more, not {n}")
-            } else {
-                format!("{key} {n} is too large (at most {})", u32::MAX)
-            };
-            self.error(value.span(), why)
-        })
+        match u32::try_from(n) {
+            Ok(count) if count <= limits::MAX_RETRIES => Ok(Some(count)),
+            _ if n < 0 => {
+                Err(self.error(value.span(), format!("{key} must be 0 or more, not {n}")))
+            }
+            _ => Err(self.error(
+                value.span(),
+                format!("{key} {n} is too large (at most {})", limits::MAX_RETRIES),
+            )),
+        }
     }
 
     /// Text that ends up in a process's argv, environment or cwd cannot hold NUL.

@@ -15,10 +15,11 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use super::{CliError, Output, from_status, table};
-use crate::coordinator::jobs::task_spec_message;
+use crate::coordinator::jobs::{MAX_JOBS_MESSAGE, task_spec_message};
 use crate::proto::jobs_client::JobsClient;
 use crate::proto::{GetJobRequest, JobReport, SubmitJobRequest};
 use crate::state::command::TaskSpec;
+use crate::state::limits;
 
 /// How long `run` keeps trying to reach the cluster (a failover takes about a second).
 const RETRY_FOR: Duration = Duration::from_secs(30);
@@ -66,8 +67,8 @@ async fn jobs_client(addr: &str) -> Result<JobsClient<Channel>, CliError> {
         }
     };
     Ok(JobsClient::new(channel)
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(256 << 20))
+        .max_decoding_message_size(MAX_JOBS_MESSAGE)
+        .max_encoding_message_size(MAX_JOBS_MESSAGE))
 }
 
 /// What a failed call means for the caller. A reused connection can break under a call (the
@@ -123,6 +124,9 @@ pub async fn submit(
     name: &str,
     tasks: &[TaskSpec],
 ) -> Result<u32, CliError> {
+    // The coordinator checks the same limits; checking here says what is wrong without
+    // sending a job it would refuse.
+    limits::check_job(job_id, name, tasks).map_err(CliError::Usage)?;
     let request = SubmitJobRequest {
         job_id: job_id.to_string(),
         name: name.to_string(),

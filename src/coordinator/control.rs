@@ -26,6 +26,7 @@ use crate::proto::{
 };
 use crate::query;
 use crate::state::command::{Command, Timestamp};
+use crate::state::limits;
 
 /// The `Control` service of one node.
 pub struct ControlService {
@@ -196,12 +197,9 @@ impl Control for ControlService {
         request: Request<BenchRequest>,
     ) -> Result<Response<BenchReply>, Status> {
         let payload = request.get_ref().payload.clone();
-        match self
-            .node
-            .raft()
-            .client_write(Command::Bench { payload })
-            .await
-        {
+        let command = Command::Bench { payload };
+        limits::check(&command).map_err(Status::invalid_argument)?;
+        match self.node.raft().client_write(command).await {
             Ok(response) => Ok(Response::new(BenchReply {
                 log_index: response.log_id.index,
                 term: response.log_id.leader_id.term,
@@ -230,6 +228,7 @@ impl Control for ControlService {
             error_rate: r.error_rate,
             at: Timestamp(r.at_us),
         };
+        limits::check(&command).map_err(Status::invalid_argument)?;
         match self.node.raft().client_write(command).await {
             Ok(response) => Ok(Response::new(HealthAck {
                 log_index: response.log_id.index,

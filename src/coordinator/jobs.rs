@@ -18,6 +18,7 @@ use crate::proto::{
     SubmitJobRequest, TaskLine,
 };
 use crate::state::command::{Command, TaskSpec, Timestamp};
+use crate::state::limits;
 use crate::state::machine::Reply;
 
 /// The `Jobs` service of one node.
@@ -25,11 +26,15 @@ pub struct JobsService {
     node: Arc<Coordinator>,
 }
 
+/// The largest `Jobs` message: room for a job at [`limits::MAX_JOB_BYTES`] of task text plus
+/// its encoding, so that a too-large job gets the limit's own message, not tonic's.
+pub const MAX_JOBS_MESSAGE: usize = 2 * limits::MAX_JOB_BYTES;
+
 /// The tonic server for [`JobsService`].
 pub fn server(node: Arc<Coordinator>) -> JobsServer<JobsService> {
     JobsServer::new(JobsService { node })
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(256 << 20)
+        .max_decoding_message_size(MAX_JOBS_MESSAGE)
+        .max_encoding_message_size(MAX_JOBS_MESSAGE)
 }
 
 impl JobsService {
@@ -67,8 +72,8 @@ impl JobsService {
         })?;
         let client = JobsClient::new(channel);
         Ok(client
-            .max_decoding_message_size(256 << 20)
-            .max_encoding_message_size(256 << 20))
+            .max_decoding_message_size(MAX_JOBS_MESSAGE)
+            .max_encoding_message_size(MAX_JOBS_MESSAGE))
     }
 
     async fn write(&self, command: Command) -> Result<Option<Reply>, Status> {
@@ -133,10 +138,12 @@ impl Jobs for JobsService {
                 "job_id is empty: generate a UUID per job",
             ));
         }
+        let tasks: Vec<TaskSpec> = r.tasks.iter().cloned().map(task_spec).collect();
+        limits::check_job(&r.job_id, &r.name, &tasks).map_err(Status::invalid_argument)?;
         let command = Command::SubmitJob {
             job: r.job_id.clone(),
             name: r.name.clone(),
-            tasks: r.tasks.iter().cloned().map(task_spec).collect(),
+            tasks,
             at: Timestamp::now(),
         };
         match self.write(command).await? {

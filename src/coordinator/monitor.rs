@@ -2,12 +2,14 @@
 //!
 //! Heartbeats and session events feed the pure [`Detector`] (leader memory only, never
 //! replicated). Each liveness transition it reports becomes a `SetWorkerStatus` command with
-//! the reason. When a worker is failed, every task it held is dealt with at once, in one
-//! batch: requeued (`RequeueTask`, ahead of never-run tasks of its priority, within its
-//! retry budget — an exhausted budget ends it `abandoned`), or, with auto-recovery
-//! disabled, abandoned ("worker lost; auto-recovery disabled") so the job still ends. Each
-//! decision is a `task_recovery_history` row whose `details` say what happened, why, the
-//! leader term and the timings.
+//! the reason — except a failure, which is one `FailWorker` command: the status change and
+//! the fate of every task the worker holds when it applies, in the same log entry, so a
+//! leader change can never leave a failed worker's tasks stranded between the two. Each task
+//! is requeued (ahead of never-run tasks of its priority, within its retry budget — an
+//! exhausted budget ends it `abandoned`), or, with auto-recovery disabled, abandoned ("worker
+//! lost; auto-recovery disabled") so the job still ends. Apply writes a
+//! `task_recovery_history` row per task whose `details` say what happened, why, the leader
+//! term and the timings.
 //!
 //! A task whose attempt outlives its own timeout by a wide margin (a worker that accepts
 //! heartbeats but never reports) is requeued as `timeout` by the same loop.
@@ -184,7 +186,10 @@ async fn on_transition(node: &Coordinator, leadership: &Leadership, t: Transitio
         return;
     }
     tracing::info!(worker = %t.worker, from = %current, to = %target, reason = %t.reason, "worker status");
-    let detected_at = Timestamp::now();
+    if target == WorkerStatus::Failed {
+        fail_worker(node, leadership, &t, current).await;
+        return;
+    }
     let reply = propose(
         node,
         Command::SetWorkerStatus {
@@ -192,24 +197,12 @@ async fn on_transition(node: &Coordinator, leadership: &Leadership, t: Transitio
             from: current,
             to: target,
             reason: t.reason.clone(),
-            at: detected_at,
+            at: Timestamp::now(),
         },
     )
     .await;
     let applied = reply.is_some_and(|r| !r.is_rejected());
-    if target == WorkerStatus::Failed && applied {
-        recover_tasks(node, leadership, &t, detected_at).await;
-        let category = if t.reason.contains("session") {
-            FaultCategory::Connection
-        } else {
-            FaultCategory::Hang
-        };
-        leadership.recovery_event(RecoveryEvent::WorkerFailed {
-            worker: t.worker.clone(),
-            category,
-            reason: t.reason.clone(),
-        });
-    } else if target == WorkerStatus::Healthy && applied && current != WorkerStatus::Suspect {
+    if target == WorkerStatus::Healthy && applied && current != WorkerStatus::Suspect {
         leadership.recovery_event(RecoveryEvent::WorkerHealthy {
             worker: t.worker.clone(),
         });
@@ -227,108 +220,72 @@ async fn on_transition(node: &Coordinator, leadership: &Leadership, t: Transitio
     }
 }
 
-/// Requeues (or, with auto-recovery disabled, abandons) every task a failed worker held.
-async fn recover_tasks(
+/// Fails the worker and, in the same log entry, requeues (or, with auto-recovery disabled,
+/// abandons) every task it holds ([`Command::FailWorker`]); then starts its recovery.
+async fn fail_worker(
     node: &Coordinator,
     leadership: &Leadership,
     t: &Transition,
-    detected_at: Timestamp,
+    current: WorkerStatus,
 ) {
-    let held: Vec<(String, u32, TaskStatus)> = node.state().with_machine(|m| {
-        let mut held: Vec<_> = m
-            .held_by(&t.worker)
-            .map(|task| (task.spec.id.clone(), task.attempt, task.status))
-            .collect();
-        held.sort();
-        held
-    });
-    if held.is_empty() {
-        return;
-    }
     let disabled = node.config().disable_auto_recovery;
-    let category = if t.reason.contains("session") {
+    let session_lost = t.reason.contains("session");
+    let task_category = if session_lost {
         FaultCategory::Connection
     } else {
         FaultCategory::Crash
     };
-    let reason = format!("worker {} failed: {}", t.worker, t.reason);
-    let commands: Vec<Command> = held
-        .iter()
-        .map(|(task, attempt, _)| {
-            if disabled {
-                Command::AbandonTask {
-                    task: task.clone(),
-                    reason: "worker lost; auto-recovery disabled".to_string(),
-                    at: Timestamp::now(),
-                }
-            } else {
-                Command::RequeueTask {
-                    task: task.clone(),
-                    attempt: *attempt,
-                    reason: reason.clone(),
-                    category,
-                    at: Timestamp::now(),
-                }
-            }
-        })
-        .collect();
-    let Some(Reply::Many(replies)) = propose(node, Command::Batch(commands)).await else {
-        return;
+    let detected_at = Timestamp::now();
+    let facts = json!({
+        "leader_term": leadership.term,
+        "leader_node": node.node_id(),
+        "silent_for_ms": t.silent_for.as_millis() as u64,
+        "phi": if t.phi.is_finite() { json!(t.phi) } else { json!(null) },
+        "detected_at_us": detected_at.micros(),
+    });
+    let reply = propose(
+        node,
+        Command::FailWorker {
+            worker: t.worker.clone(),
+            from: current,
+            reason: t.reason.clone(),
+            category: task_category,
+            requeue: !disabled,
+            details_json: facts.to_string(),
+            at: detected_at,
+        },
+    )
+    .await;
+    let Some(Reply::Many(tasks)) = reply else {
+        return; // stale (another loop got there first) or not committed
     };
-    for _ in &held {
+    for _ in &tasks {
         leadership.recovery_event(RecoveryEvent::TaskRequeued {
             worker: t.worker.clone(),
         });
     }
-    let requeued_at = Timestamp::now();
-    let records: Vec<Command> = held
-        .iter()
-        .zip(replies)
-        .map(|((task, attempt, status), reply)| {
-            let (success, outcome, error) = match &reply {
-                Reply::Task { status } => (
-                    !disabled && *status == TaskStatus::Queued,
-                    status.as_str().to_string(),
-                    None,
-                ),
-                Reply::Rejected { reason } => {
-                    (false, "unchanged".to_string(), Some(reason.clone()))
-                }
-                other => (false, format!("{other:?}"), None),
-            };
-            let details = json!({
-                "action": if disabled { "abandon" } else { "requeue" },
-                "result": outcome,
-                "why": reason,
-                "category": category.as_str(),
-                "previous_status": status.as_str(),
-                "attempt": attempt,
-                "auto_recovery": !disabled,
-                "leader_term": leadership.term,
-                "leader_node": node.node_id(),
-                "silent_for_ms": t.silent_for.as_millis() as u64,
-                "phi": if t.phi.is_finite() { json!(t.phi) } else { json!(null) },
-                "detected_at_us": detected_at.micros(),
-                "requeued_at_us": requeued_at.micros(),
-            });
-            Command::RecordTaskRecovery {
-                task: task.clone(),
-                worker: Some(t.worker.clone()),
-                attempt_number: *attempt,
-                success,
-                recovery_type: if disabled { "abandon" } else { "requeue" }.to_string(),
-                error_message: error.or_else(|| {
-                    (!success)
-                        .then(|| "worker lost; auto-recovery disabled".to_string())
-                        .filter(|_| disabled)
-                }),
-                details_json: details.to_string(),
-                at: requeued_at,
-            }
-        })
-        .collect();
-    propose(node, Command::Batch(records)).await;
-    tracing::info!(worker = %t.worker, tasks = held.len(), disabled, "tasks of a failed worker recovered");
+    if !tasks.is_empty() {
+        tracing::info!(worker = %t.worker, tasks = tasks.len(), disabled, "tasks of a failed worker recovered");
+    }
+    leadership.recovery_event(RecoveryEvent::WorkerFailed {
+        worker: t.worker.clone(),
+        category: if session_lost {
+            FaultCategory::Connection
+        } else {
+            FaultCategory::Hang
+        },
+        reason: t.reason.clone(),
+    });
+}
+
+/// Whether an attempt assigned at `assigned_at` with a timeout of `timeout_ms` has outlived
+/// it by [`TIMEOUT_MARGIN`] at `now`. Saturating: no timeout is long enough to wrap around.
+fn is_hung(timeout_ms: u64, assigned_at: Timestamp, now: Timestamp) -> bool {
+    let limit_us = i64::try_from(timeout_ms)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000)
+        .saturating_add(TIMEOUT_MARGIN.as_micros() as i64);
+    now.micros().saturating_sub(assigned_at.micros()) > limit_us
 }
 
 /// Requeues attempts that outlived their timeout by [`TIMEOUT_MARGIN`] without a report.
@@ -338,8 +295,7 @@ async fn requeue_hung_attempts(node: &Coordinator, leadership: &Leadership) {
         m.in_flight()
             .filter_map(|t| {
                 let a = t.current.as_ref()?;
-                let limit = t.spec.timeout_ms as i64 * 1000 + TIMEOUT_MARGIN.as_micros() as i64;
-                (now.micros() - a.assigned_at.micros() > limit).then(|| {
+                is_hung(t.spec.timeout_ms, a.assigned_at, now).then(|| {
                     (
                         t.spec.id.clone(),
                         t.attempt,
@@ -396,5 +352,35 @@ async fn requeue_hung_attempts(node: &Coordinator, leadership: &Leadership) {
             },
         )
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR_US: i64 = 3_600_000_000;
+
+    #[test]
+    fn an_attempt_is_hung_only_past_its_timeout_and_the_margin() {
+        let assigned = Timestamp(1_000 * HOUR_US);
+        let at = |us: i64| Timestamp(assigned.micros() + us);
+        assert!(!is_hung(60_000, assigned, at(60_000_000 + 9_000_000)));
+        assert!(is_hung(60_000, assigned, at(60_000_000 + 11_000_000)));
+    }
+
+    #[test]
+    fn a_huge_timeout_never_wraps_into_a_short_one() {
+        // `timeout_ms as i64 * 1000` made u64::MAX a limit of 10 s (and overflowed for large
+        // values): the task was declared hung long before its timeout.
+        let assigned = Timestamp(1_000 * HOUR_US);
+        let an_hour_later = Timestamp(assigned.micros() + HOUR_US);
+        for timeout_ms in [u64::MAX, i64::MAX as u64, (i64::MAX / 1000) as u64 + 1] {
+            assert!(
+                !is_hung(timeout_ms, assigned, an_hour_later),
+                "{timeout_ms}"
+            );
+        }
+        assert!(!is_hung(u64::MAX, Timestamp(0), Timestamp(i64::MAX)));
     }
 }

@@ -35,10 +35,14 @@ use crate::proto::{
 };
 use crate::recovery::RecoveryEvent;
 use crate::state::command::{Command, FaultCategory, Outcome, TaskStatus, Timestamp, WorkerStatus};
+use crate::state::limits;
 use crate::state::machine::Reply;
 
 /// Messages buffered towards one worker.
 const SESSION_BUFFER: usize = 4096;
+
+/// The most attempts one worker may run at once (as `testfleet worker --slots` allows).
+pub const MAX_SLOTS: u32 = 1024;
 
 /// The `Fleet` service of one node.
 pub struct FleetService {
@@ -80,9 +84,12 @@ fn redirect(node: &Coordinator) -> CoordinatorMessage {
     }))
 }
 
+/// A worker's timestamp, or the coordinator's clock when the worker's is not storable (a
+/// worker with a broken clock must not get its reports refused).
 fn micros(at_us: i64) -> Timestamp {
-    if at_us > 0 {
-        Timestamp(at_us)
+    let at = Timestamp(at_us);
+    if at_us > 0 && limits::check_timestamp("", at).is_ok() {
+        at
     } else {
         Timestamp::now()
     }
@@ -110,6 +117,20 @@ impl Fleet for FleetService {
             return Err(Status::invalid_argument(
                 "hello has an empty worker_id: give the worker a --name",
             ));
+        }
+        let capabilities = if hello.capabilities_json.is_empty() {
+            "{}"
+        } else {
+            hello.capabilities_json.as_str()
+        };
+        let labels = hello.labels.clone().into_iter().collect();
+        limits::check_registration(&hello.worker_id, &hello.host, "", capabilities, &labels)
+            .map_err(|e| Status::invalid_argument(format!("hello refused: {e}")))?;
+        if hello.slots > MAX_SLOTS {
+            return Err(Status::invalid_argument(format!(
+                "hello refused: slots is {}, more than the limit of {MAX_SLOTS}",
+                hello.slots
+            )));
         }
         let (tx, rx) = mpsc::channel(SESSION_BUFFER);
         let stream: SessionStream = Box::pin(ReceiverStream::new(rx));

@@ -438,6 +438,12 @@ fn each_mistake_is_located_and_explained() {
             "timeout must be more than zero",
         ),
         (
+            "timeout past the limit",
+            "[[task]]\nname = \"b\"\ncommand = [\"x\"]\ntimeout = \"999h\"\n",
+            8,
+            "timeout is too long (at most 30 days)",
+        ),
+        (
             "negative timeout",
             "[[task]]\nname = \"b\"\ncommand = [\"x\"]\ntimeout = -5\n",
             8,
@@ -465,7 +471,15 @@ fn each_mistake_is_located_and_explained() {
             "huge timeout_retries",
             "[[task]]\nname = \"b\"\ncommand = [\"x\"]\ntimeout_retries = 5000000000\n",
             8,
-            "timeout_retries 5000000000 is too large (at most 4294967295)",
+            "timeout_retries 5000000000 is too large (at most 100)",
+        ),
+        (
+            // Accepted before it was bounded: the u32 overflowed DuckDB's INTEGER column on
+            // every replica.
+            "flaky_retries past the limit",
+            "[[task]]\nname = \"b\"\ncommand = [\"x\"]\nflaky_retries = 4294967295\n",
+            8,
+            "flaky_retries 4294967295 is too large (at most 100)",
         ),
         (
             "retries as a string",

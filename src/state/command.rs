@@ -187,6 +187,25 @@ pub enum Command {
     },
     /// Several commands applied in one transaction, each with its own reply.
     Batch(Vec<Command>),
+    /// A leader loop decided a worker has failed: its status becomes `failed` and every task
+    /// it holds *when this entry applies* is dealt with in the same entry — requeued within
+    /// its retry budget (`requeue`), or abandoned (auto-recovery disabled) — each with a
+    /// `task_recovery_history` row. One entry, so no leader change can strand the tasks
+    /// between the status change and the requeue, and no assignment can slip in between.
+    /// Rejected when `from` is stale.
+    FailWorker {
+        worker: WorkerId,
+        from: WorkerStatus,
+        reason: String,
+        /// Why the tasks lost their attempts (`connection`, `crash`, ...).
+        category: FaultCategory,
+        /// Requeue the held tasks; `false` abandons them.
+        requeue: bool,
+        /// A JSON object of the leader's facts (term, timings) copied into each history row's
+        /// `details`, next to what apply decided for that task.
+        details_json: String,
+        at: Timestamp,
+    },
 }
 
 impl Command {
@@ -212,6 +231,7 @@ impl Command {
             Command::BreakerTransition { .. } => "breaker_transition",
             Command::HealthSample { .. } => "health_sample",
             Command::Batch(_) => "batch",
+            Command::FailWorker { .. } => "fail_worker",
         }
     }
 }

@@ -20,6 +20,7 @@ use super::command::{
     Assignment, BreakerState, Command, FaultCategory, JobId, JobStatus, NodeId, Outcome, TaskId,
     TaskSpec, TaskStatus, Timestamp, WorkerId, WorkerStatus,
 };
+use super::limits;
 
 /// Health samples kept per coordinator; older ones are deleted as new ones arrive.
 pub const HEALTH_SAMPLES_PER_NODE: usize = 10_000;
@@ -203,8 +204,17 @@ impl Machine {
         self.apply(command)
     }
 
-    /// Applies one command. Never panics, never reads the clock.
-    pub fn apply(&mut self, command: Command) -> Reply {
+    /// Applies one command. Never panics, never reads the clock. A command outside the
+    /// limits of what the store holds ([`limits`]) is rejected before it changes anything.
+    pub fn apply(&mut self, mut command: Command) -> Reply {
+        limits::normalize(&mut command);
+        if let Err(violation) = limits::check(&command) {
+            return Reply::rejected(violation);
+        }
+        self.apply_valid(command)
+    }
+
+    fn apply_valid(&mut self, command: Command) -> Reply {
         match command {
             Command::Noop => Reply::Applied,
             Command::Bench { payload } => {
@@ -325,9 +335,6 @@ impl Machine {
                 details_json,
                 at,
             } => {
-                if let Err(reason) = check_json(&details_json) {
-                    return Reply::rejected(reason);
-                }
                 let id = take_id(&mut self.counters.worker_recovery);
                 self.changes.history.push(HistoryRow::WorkerRecovery {
                     id,
@@ -351,9 +358,6 @@ impl Machine {
                 details_json,
                 at,
             } => {
-                if let Err(reason) = check_json(&details_json) {
-                    return Reply::rejected(reason);
-                }
                 let id = take_id(&mut self.counters.task_recovery);
                 self.changes.history.push(HistoryRow::TaskRecovery {
                     id,
@@ -376,9 +380,6 @@ impl Machine {
                 details_json,
                 at,
             } => {
-                if let Err(reason) = check_json(&details_json) {
-                    return Reply::rejected(reason);
-                }
                 let id = take_id(&mut self.counters.system_recovery);
                 self.changes.history.push(HistoryRow::SystemRecovery {
                     id,
@@ -425,9 +426,6 @@ impl Machine {
                 error_rate,
                 at,
             } => {
-                if !cpu.is_finite() || !error_rate.is_finite() {
-                    return Reply::rejected("health sample has a non-finite cpu or error rate");
-                }
                 let id = take_id(&mut self.counters.health_samples);
                 self.changes.history.push(HistoryRow::HealthSample {
                     id,
@@ -451,6 +449,15 @@ impl Machine {
             Command::Batch(items) => {
                 Reply::Many(items.into_iter().map(|c| self.apply(c)).collect())
             }
+            Command::FailWorker {
+                worker,
+                from,
+                reason,
+                category,
+                requeue,
+                details_json,
+                at,
+            } => self.fail_worker(&worker, from, reason, category, requeue, &details_json, at),
         }
     }
 
@@ -468,25 +475,13 @@ impl Machine {
                 duplicate: true,
             };
         }
-        if id.is_empty() {
-            return Reply::rejected("job id is empty");
-        }
-        if specs.is_empty() {
-            return Reply::rejected(format!("job {id} has no tasks"));
-        }
         let mut seen = HashSet::new();
         for spec in &specs {
-            if spec.id.is_empty() {
-                return Reply::rejected(format!("job {id} has a task with an empty id"));
-            }
             if !seen.insert(spec.id.as_str()) {
                 return Reply::rejected(format!("task id {} appears twice in job {id}", spec.id));
             }
             if self.tasks.contains_key(&spec.id) {
                 return Reply::rejected(format!("task id {} already exists", spec.id));
-            }
-            if spec.command.first().is_none_or(|p| p.is_empty()) {
-                return Reply::rejected(format!("task {} has an empty command", spec.id));
             }
         }
         let count = specs.len() as u32;
@@ -594,7 +589,7 @@ impl Machine {
             attempt: a.attempt,
         });
         self.changes.tasks.insert(a.task.clone());
-        self.changes.attempts.insert(a.task);
+        self.note_attempt(&a.task);
         Reply::Task {
             status: TaskStatus::Assigned,
         }
@@ -642,7 +637,7 @@ impl Machine {
             current.started_at = Some(at);
         }
         self.changes.tasks.insert(id.to_string());
-        self.changes.attempts.insert(id.to_string());
+        self.note_attempt(id);
         Reply::Task {
             status: TaskStatus::Running,
         }
@@ -707,7 +702,7 @@ impl Machine {
                 task.spec.max_retries
             )),
         };
-        self.changes.attempts.insert(id.to_string());
+        self.note_attempt(id);
         let status = match next {
             Next::Result(status) => self.finalize_result(id, status, at),
             Next::Again(reason) => self.queue_again(id, reason, at),
@@ -807,12 +802,6 @@ enum Next {
     Again(String),
     /// Final `abandoned` for this reason.
     Abandon(String),
-}
-
-fn check_json(text: &str) -> Result<(), String> {
-    serde_json::from_str::<serde_json::Value>(text)
-        .map(|_| ())
-        .map_err(|e| format!("details are not valid JSON: {e}"))
 }
 
 mod bench;

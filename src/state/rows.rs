@@ -58,8 +58,7 @@ impl RowBatch {
         let attempts = changes
             .attempts
             .iter()
-            .filter_map(|id| machine.task(id))
-            .filter_map(|t| t.current.as_ref().map(|a| attempt_row(&t.spec.id, a)))
+            .map(|((task, _), attempt)| attempt_row(task, attempt))
             .collect();
         let mut appends: BTreeMap<&'static str, Vec<Vec<Value>>> = BTreeMap::new();
         for row in &changes.history {

@@ -314,7 +314,6 @@ pub fn dump_with(conn: &Connection) -> Result<(SnapshotImage, Option<RaftMeta>)>
         let meta = read_meta(conn)?;
         let mut tables = Vec::with_capacity(REPLICATED_TABLES.len());
         for table in REPLICATED_TABLES {
-            let columns = column_names(conn, table.name)?;
             let mut stmt = conn
                 .prepare(&format!(
                     "SELECT * FROM main.{} ORDER BY {}",
@@ -325,6 +324,12 @@ pub fn dump_with(conn: &Connection) -> Result<(SnapshotImage, Option<RaftMeta>)>
             let mut rows = stmt
                 .query([])
                 .map_err(db("reading a table for a snapshot"))?;
+            // The executed statement names its columns (a catalog query per table costs more
+            // than reading a small table).
+            let columns = rows
+                .as_ref()
+                .map(|stmt| stmt.column_names())
+                .unwrap_or_default();
             while let Some(row) = rows.next().map_err(db("reading a table for a snapshot"))? {
                 let mut cells = Vec::with_capacity(columns.len());
                 for i in 0..columns.len() {
@@ -440,5 +445,7 @@ fn write_batch(conn: &Connection, batch: RowBatch) -> Result<()> {
     Ok(())
 }
 
+#[cfg(test)]
+mod flush_boundaries;
 #[cfg(test)]
 mod tests;

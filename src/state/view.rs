@@ -227,8 +227,11 @@ pub struct Changes {
     pub workers: BTreeSet<WorkerId>,
     pub jobs: BTreeSet<JobId>,
     pub tasks: BTreeSet<TaskId>,
-    /// Tasks whose current attempt row changed.
-    pub attempts: BTreeSet<TaskId>,
+    /// Attempt rows as they were after their last change, by (task, attempt number). The
+    /// row is copied when it changes, not read back at flush time: by then the task may be
+    /// on its next attempt, and the ended one's final row must still be written whatever
+    /// the flush boundaries.
+    pub attempts: BTreeMap<(TaskId, u32), Attempt>,
     pub history: Vec<HistoryRow>,
     pub deleted_health_samples: Vec<i64>,
 }

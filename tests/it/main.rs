@@ -10,6 +10,7 @@ mod crash_restart;
 mod fast_failover;
 mod ha;
 mod jobs_e2e;
+mod limits;
 mod recovery;
 mod replication;
 mod snapshot;

@@ -5,6 +5,17 @@
 use super::*;
 
 impl Machine {
+    /// Notes the task's current attempt row, as it is now, for the store.
+    pub(super) fn note_attempt(&mut self, id: &str) {
+        if let Some(task) = self.tasks.get(id)
+            && let Some(current) = &task.current
+        {
+            self.changes
+                .attempts
+                .insert((id.to_string(), current.number), current.clone());
+        }
+    }
+
     /// Marks the current attempt as ended (without a result of its own) if it is open.
     pub(super) fn end_attempt(&mut self, id: &str, outcome: &str, at: Timestamp) {
         if let Some(task) = self.tasks.get_mut(id)
@@ -14,7 +25,7 @@ impl Machine {
         {
             current.finished_at = Some(at);
             current.outcome = Some(outcome.to_string());
-            self.changes.attempts.insert(id.to_string());
+            self.note_attempt(id);
         }
     }
 

@@ -1,5 +1,6 @@
 //! Worker registration and status changes. A worker held out of scheduling by recovery
 //! (quarantined, draining) keeps its status when it registers again; recovery ends the hold.
+//! A failed worker's tasks are requeued in the entry that fails it ([`Machine::fail_worker`]).
 
 use super::*;
 
@@ -13,13 +14,6 @@ impl Machine {
         labels: BTreeMap<String, String>,
         at: Timestamp,
     ) -> Reply {
-        if id.is_empty() {
-            return Reply::rejected("worker id is empty");
-        }
-        match serde_json::from_str::<serde_json::Value>(&capabilities_json) {
-            Ok(serde_json::Value::Object(_)) => {}
-            _ => return Reply::rejected("worker capabilities must be a JSON object"),
-        }
         let previous = self.workers.get(&id);
         let registered_at = previous.map_or(at, |w| w.registered_at);
         // A worker held out of scheduling by recovery (quarantined, draining) stays held when
@@ -79,5 +73,89 @@ impl Machine {
         });
         self.changes.workers.insert(id.to_string());
         Reply::Applied
+    }
+
+    /// Fails a worker and deals with every task it holds, in one apply (see
+    /// [`Command::FailWorker`]). Replies one item per task, in task id order.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fail_worker(
+        &mut self,
+        id: &str,
+        from: WorkerStatus,
+        reason: String,
+        category: FaultCategory,
+        requeue: bool,
+        details_json: &str,
+        at: Timestamp,
+    ) -> Reply {
+        let status = self.set_worker_status(id, from, WorkerStatus::Failed, reason.clone(), at);
+        if status.is_rejected() {
+            return status;
+        }
+        let mut held: Vec<(TaskId, u32, TaskStatus)> = self
+            .held_by(id)
+            .map(|t| (t.spec.id.clone(), t.attempt, t.status))
+            .collect();
+        held.sort();
+        let leader_facts = match serde_json::from_str(details_json) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        let why = format!("worker {id} failed: {reason}");
+        let abandoned = "worker lost; auto-recovery disabled";
+        let mut replies = Vec::with_capacity(held.len());
+        for (task, attempt, previous) in held {
+            let reply = if requeue {
+                self.requeue_task(&task, attempt, why.clone(), category, at)
+            } else {
+                let status = self.finalize(
+                    &task,
+                    TaskStatus::Abandoned,
+                    "abandoned",
+                    abandoned.into(),
+                    at,
+                );
+                Reply::Task { status }
+            };
+            let (success, result, error) = match &reply {
+                Reply::Task { status } => (
+                    requeue && *status == TaskStatus::Queued,
+                    status.as_str().to_string(),
+                    (!requeue).then(|| abandoned.to_string()),
+                ),
+                Reply::Rejected { reason } => {
+                    (false, "unchanged".to_string(), Some(reason.clone()))
+                }
+                other => (false, format!("{other:?}"), None),
+            };
+            let action = if requeue { "requeue" } else { "abandon" };
+            let mut details = leader_facts.clone();
+            for (key, value) in [
+                ("action", serde_json::json!(action)),
+                ("result", serde_json::json!(result)),
+                ("why", serde_json::json!(why)),
+                ("category", serde_json::json!(category.as_str())),
+                ("previous_status", serde_json::json!(previous.as_str())),
+                ("attempt", serde_json::json!(attempt)),
+                ("auto_recovery", serde_json::json!(requeue)),
+                ("requeued_at_us", serde_json::json!(at.micros())),
+            ] {
+                details.insert(key.to_string(), value);
+            }
+            let row = HistoryRow::TaskRecovery {
+                id: take_id(&mut self.counters.task_recovery),
+                task,
+                worker: Some(id.to_string()),
+                at,
+                attempt_number: attempt,
+                success,
+                recovery_type: action.to_string(),
+                error_message: error,
+                details_json: serde_json::Value::Object(details).to_string(),
+            };
+            self.changes.history.push(row);
+            replies.push(reply);
+        }
+        Reply::Many(replies)
     }
 }

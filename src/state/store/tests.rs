@@ -6,6 +6,7 @@ use super::*;
 use crate::state::command::{
     Assignment, BreakerState, Command, FaultCategory, Outcome, TaskSpec, Timestamp,
 };
+use crate::state::machine::Reply;
 
 fn at(t: i64) -> Timestamp {
     Timestamp(1_700_000_000_000_000 + t)
@@ -348,4 +349,133 @@ fn opening_in_a_missing_directory_is_a_clear_error() {
     let err = Store::open(&path, &DbSettings::default()).err().unwrap();
     let text = err.to_string();
     assert!(text.contains("missing"), "{text}");
+}
+
+/// Applies and commits each command; every commit must succeed.
+fn apply_and_commit(
+    store: &mut Store,
+    machine: &mut Machine,
+    commands: Vec<Command>,
+) -> Vec<Reply> {
+    let mut replies = Vec::new();
+    for (i, command) in commands.into_iter().enumerate() {
+        replies.push(machine.apply(command));
+        let changes = machine.take_changes();
+        store
+            .commit(machine, &changes, &meta(i as u64 + 1))
+            .unwrap_or_else(|e| panic!("commit {i} failed: {e}"));
+    }
+    replies
+}
+
+#[test]
+fn values_the_store_cannot_hold_are_rejected_in_apply_and_never_stop_it() {
+    // Before the limits, each of these was applied, and the commit failed on every replica:
+    // a u32 past INTEGER, a stale attempt past INTEGER, a timestamp stored as `infinity`
+    // (which then made the store unloadable).
+    let mut huge = spec("t9");
+    huge.flaky_retries = u32::MAX;
+    let mut store = Store::open_in_memory().unwrap();
+    let mut machine = Machine::new();
+    let mut commands = history();
+    let cut = commands.len();
+    commands.extend([
+        Command::SubmitJob {
+            job: "j9".into(),
+            name: "huge".into(),
+            tasks: vec![huge],
+            at: at(50),
+        },
+        Command::FinishTask {
+            task: "t1".into(),
+            attempt: 1 << 31,
+            worker: "w1".into(),
+            outcome: Outcome::Passed,
+            exit_code: Some(0),
+            duration_ms: 1,
+            output_tail: String::new(),
+            at: at(51),
+        },
+        Command::RegisterWorker {
+            worker: "w9".into(),
+            host: "h".into(),
+            address: String::new(),
+            capabilities_json: "{}".into(),
+            labels: BTreeMap::new(),
+            at: Timestamp(i64::MAX),
+        },
+    ]);
+    let replies = apply_and_commit(&mut store, &mut machine, commands);
+    for reply in &replies[cut..] {
+        assert!(
+            matches!(reply, Reply::Rejected { reason } if reason.contains("limit") || reason.contains("range")),
+            "{reply:?}"
+        );
+    }
+    let reloaded = store.load_machine().expect("the store still loads");
+    assert!(reloaded.job("j9").is_none() && reloaded.worker("w9").is_none());
+    assert_eq!(reloaded.tasks(), machine.tasks());
+}
+
+#[test]
+fn every_attempts_final_row_is_written_whatever_the_flush_boundaries() {
+    // A failing test with flaky retries runs attempt after attempt. With one flush at the end
+    // (several attempts within one flush window), the ended attempts' rows used to be lost:
+    // rows were read from the task's *current* attempt at flush time.
+    let mut job = spec("t1");
+    job.flaky_retries = 2;
+    let assign = |attempt: u32| Command::AssignTasks {
+        term: 1,
+        at: at(10 + i64::from(attempt)),
+        assignments: vec![Assignment {
+            task: "t1".into(),
+            worker: "w1".into(),
+            attempt,
+        }],
+    };
+    let failed = |attempt: u32| Command::FinishTask {
+        task: "t1".into(),
+        attempt,
+        worker: "w1".into(),
+        outcome: Outcome::Failed,
+        exit_code: Some(1),
+        duration_ms: 5,
+        output_tail: format!("attempt {attempt} failed"),
+        at: at(20 + i64::from(attempt)),
+    };
+    let mut commands = vec![
+        history()[1].clone(), // register w1
+        Command::SubmitJob {
+            job: "j".into(),
+            name: "flaky".into(),
+            tasks: vec![job],
+            at: at(2),
+        },
+    ];
+    for attempt in 1..=3 {
+        commands.push(assign(attempt));
+        commands.push(failed(attempt));
+    }
+    let mut store = Store::open_in_memory().unwrap();
+    let mut machine = Machine::new();
+    for command in commands {
+        assert!(!machine.apply(command).is_rejected());
+    }
+    let changes = machine.take_changes();
+    store.commit(&machine, &changes, &meta(8)).unwrap();
+    let conn = store.connection();
+    let mut stmt = conn
+        .prepare(
+            "SELECT attempt, outcome, exit_code, output_tail FROM task_attempts ORDER BY attempt",
+        )
+        .unwrap();
+    let rows: Vec<(i64, String, i32, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let expected: Vec<(i64, String, i32, String)> = (1..=3)
+        .map(|a| (a, "failed".to_string(), 1, format!("attempt {a} failed")))
+        .collect();
+    assert_eq!(rows, expected);
 }

@@ -193,7 +193,7 @@ fn submit_job_rejections_leave_no_trace() {
         (submit("k", &["a", "a"]), "appears twice"),
         (submit("k", &["t1"]), "already exists"),
         (submit("", &["z"]), "job id is empty"),
-        (submit("k", &[""]), "empty id"),
+        (submit("k", &[""]), "task id is empty"),
         (
             Command::SubmitJob {
                 job: "k".into(),

@@ -80,7 +80,7 @@ fn register_worker_rejects_bad_capabilities_and_empty_id() {
         at: at(1),
     };
     assert_rejected(m.apply(bad("w", "[1]")), "JSON object");
-    assert_rejected(m.apply(bad("w", "{not json")), "JSON object");
+    assert_rejected(m.apply(bad("w", "{not json")), "not valid JSON");
     assert_rejected(m.apply(bad("", "{}")), "empty");
     assert!(m.workers().is_empty());
     assert!(m.take_changes().is_empty());
@@ -226,4 +226,108 @@ fn the_held_by_benchmark_state_is_what_it_claims() {
     assert_eq!(m.in_flight().count(), 4_000);
     assert_eq!(m.held_by("w0000").count(), 4);
     assert_eq!(m.held_by("w0999").count(), 4);
+}
+
+fn fail(worker: &str, from: WorkerStatus, requeue: bool) -> Command {
+    Command::FailWorker {
+        worker: worker.into(),
+        from,
+        reason: "session closed".into(),
+        category: FaultCategory::Connection,
+        requeue,
+        details_json: r#"{"leader_term": 7}"#.into(),
+        at: at(20),
+    }
+}
+
+#[test]
+fn failing_a_worker_requeues_what_it_holds_in_the_same_entry() {
+    let mut m = fleet();
+    m.apply(assign("t1", "w1", 1));
+    m.apply(assign("t2", "w2", 1));
+    m.take_changes();
+    let reply = m.apply(fail("w1", WorkerStatus::Healthy, true));
+    assert_eq!(
+        reply,
+        Reply::Many(vec![Reply::Task {
+            status: TaskStatus::Queued
+        }])
+    );
+    assert_eq!(m.worker("w1").unwrap().status, WorkerStatus::Failed);
+    assert_eq!(status(&m, "t1"), TaskStatus::Queued);
+    assert_eq!(m.task("t1").unwrap().infra_retries_used, 1);
+    assert_eq!(
+        status(&m, "t2"),
+        TaskStatus::Assigned,
+        "another worker's task"
+    );
+    assert_eq!(m.held_by("w1").count(), 0);
+    let changes = m.take_changes();
+    let rows: Vec<_> = changes
+        .history
+        .iter()
+        .filter_map(|row| match row {
+            HistoryRow::TaskRecovery {
+                task,
+                worker,
+                success,
+                recovery_type,
+                details_json,
+                ..
+            } => Some((task, worker, success, recovery_type, details_json)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows.len(), 1);
+    let (task, worker, success, kind, details) = rows[0];
+    assert_eq!(
+        (task.as_str(), worker.as_deref(), *success),
+        ("t1", Some("w1"), true)
+    );
+    assert_eq!(kind, "requeue");
+    let details: serde_json::Value = serde_json::from_str(details).unwrap();
+    assert_eq!(details["leader_term"], 7, "the leader's facts are kept");
+    assert_eq!(details["result"], "queued");
+    assert_eq!(details["previous_status"], "assigned");
+    assert_eq!(details["requeued_at_us"], 20);
+    // The attempt was ended in the same entry.
+    let ended = &changes.attempts[&("t1".to_string(), 1)];
+    assert_eq!(ended.outcome.as_deref(), Some("requeued: connection"));
+    // Nothing can be assigned to it any more.
+    let Reply::Many(items) = m.apply(assign("t1", "w1", 2)) else {
+        panic!("one reply per assignment")
+    };
+    assert_rejected(items[0].clone(), "not healthy");
+}
+
+#[test]
+fn with_auto_recovery_disabled_a_failed_workers_tasks_are_abandoned() {
+    let mut m = fleet();
+    m.apply(assign("t1", "w1", 1));
+    m.take_changes();
+    let reply = m.apply(fail("w1", WorkerStatus::Healthy, false));
+    assert_eq!(
+        reply,
+        Reply::Many(vec![Reply::Task {
+            status: TaskStatus::Abandoned
+        }])
+    );
+    assert_eq!(status(&m, "t1"), TaskStatus::Abandoned);
+    let history = m.take_changes().history;
+    assert!(history.iter().any(|row| matches!(
+        row,
+        HistoryRow::TaskRecovery { success: false, recovery_type, error_message: Some(e), .. }
+            if recovery_type == "abandon" && e.contains("auto-recovery disabled")
+    )));
+}
+
+#[test]
+fn a_stale_failure_changes_nothing() {
+    let mut m = fleet();
+    m.apply(assign("t1", "w1", 1));
+    m.take_changes();
+    assert_rejected(m.apply(fail("w1", WorkerStatus::Suspect, true)), "stale");
+    assert_eq!(status(&m, "t1"), TaskStatus::Assigned);
+    assert_eq!(m.worker("w1").unwrap().status, WorkerStatus::Healthy);
+    assert!(m.take_changes().is_empty());
 }

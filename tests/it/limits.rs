@@ -1,0 +1,147 @@
+//! Size limits that agree end to end: a job too large for one log entry is refused at the
+//! edge with the limit named, and entries that together exceed one Raft message still
+//! replicate (the network splits the batch).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use testfleet::proto::jobs_client::JobsClient;
+use testfleet::proto::{SubmitJobRequest, TaskSpec as WireTask};
+use testfleet::state::command::{Command, TaskSpec, Timestamp};
+use testfleet::state::limits;
+use testfleet::state::machine::Reply;
+
+use super::cluster::TestCluster;
+use super::support::commit_bench;
+
+/// A task whose environment carries `bytes` of text.
+fn heavy_task(id: String, bytes: usize) -> TaskSpec {
+    TaskSpec {
+        id,
+        name: "heavy".into(),
+        command: vec!["true".into()],
+        env: BTreeMap::from([("BLOB".into(), "x".repeat(bytes))]),
+        cwd: None,
+        timeout_ms: 60_000,
+        priority: 0,
+        labels: BTreeMap::new(),
+        capabilities: Vec::new(),
+        max_retries: 1,
+        timeout_retries: 0,
+        flaky_retries: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_past_the_size_limit_is_refused_at_the_edge_and_the_cluster_goes_on() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let addr = cluster.peers[&leader].clone();
+    // 70 MiB: more than one Raft message. Before the limits it was accepted and appended;
+    // the leader could never send it and every later write waited behind it.
+    let tasks: Vec<WireTask> = (0..70)
+        .map(|i| {
+            let t = heavy_task(format!("t{i}"), 1000 * 1024);
+            testfleet::coordinator::jobs::task_spec_message(&t)
+        })
+        .collect();
+    let mut client = JobsClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+        .max_encoding_message_size(200 << 20)
+        .max_decoding_message_size(200 << 20);
+    let refused = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.submit_job(SubmitJobRequest {
+            job_id: "too-big".into(),
+            name: "too big".into(),
+            tasks,
+        }),
+    )
+    .await
+    .expect("an answer, not a stalled cluster")
+    .expect_err("a job past the limits is refused");
+    assert!(
+        matches!(
+            refused.code(),
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "{refused:?}"
+    );
+
+    // Just past the job limit, within one message: refused with the limit named.
+    let per_task = limits::MAX_TASK_BYTES - 4096;
+    let over: Vec<WireTask> = (0..limits::MAX_JOB_BYTES / per_task + 1)
+        .map(|i| {
+            let t = heavy_task(format!("u{i}"), per_task - 200);
+            testfleet::coordinator::jobs::task_spec_message(&t)
+        })
+        .collect();
+    let refused = client
+        .submit_job(SubmitJobRequest {
+            job_id: "over".into(),
+            name: "over".into(),
+            tasks: over,
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("the size of job over")
+            && refused.message().contains("several jobs"),
+        "{}",
+        refused.message()
+    );
+
+    // Nothing is stuck: the cluster commits as before.
+    let last = commit_bench(&addr, 20, 4).await;
+    cluster.applied(last).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entries_larger_together_than_one_raft_message_still_replicate() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.stop(lagging).await;
+
+    // Five jobs of ~13 MiB each, all within the limits: ~65 MiB of entries the lagging
+    // node must receive, more than one Raft message holds.
+    let mut last = 0;
+    for job in 0..5 {
+        let tasks: Vec<TaskSpec> = (0..13)
+            .map(|i| heavy_task(format!("j{job}-t{i}"), 1000 * 1024))
+            .collect();
+        let response = cluster
+            .node(leader)
+            .raft()
+            .client_write(Command::SubmitJob {
+                job: format!("j{job}"),
+                name: "heavy".into(),
+                tasks,
+                at: Timestamp::now(),
+            })
+            .await
+            .expect("committed by the two running nodes");
+        assert!(
+            matches!(response.data, Reply::JobAccepted { tasks: 13, .. }),
+            "{:?}",
+            response.data
+        );
+        last = response.log_id.index;
+    }
+
+    cluster.restart(lagging).await;
+    cluster.applied(last).await;
+    let tasks = |id: u64| {
+        let image = cluster.tables(id);
+        image
+            .tables
+            .into_iter()
+            .find(|t| t.name == "tasks")
+            .unwrap()
+    };
+    let on_leader = tasks(leader);
+    assert_eq!(on_leader.rows.len(), 65);
+    assert_eq!(tasks(lagging), on_leader);
+}
