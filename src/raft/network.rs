@@ -157,33 +157,10 @@ pub fn encoded_len<T: Serialize>(what: &'static str, value: &T) -> Result<usize,
 }
 
 /// The most bytes one AppendEntries request may encode to: [`MAX_MESSAGE_SIZE`] less room for
-/// the gRPC envelope.
+/// the gRPC envelope. Replication batches stay far below it: the log store's reads stop after
+/// about a megabyte (`log_store::LIMITED_READ_MAX_BYTES`, at least one entry), and one entry
+/// is at most `state::limits::MAX_ENTRY_BYTES`.
 pub const APPEND_BUDGET: usize = MAX_MESSAGE_SIZE - 1024 * 1024;
-
-/// Trims `rpc` to the entries that fit in [`APPEND_BUDGET`] (never fewer than one: a single
-/// entry fits, since every command is within `state::limits`); returns whether any were left
-/// for a later message. openraft hands the network up to `max_payload_entries` entries at a
-/// time, and a few large jobs together would otherwise make a message no peer accepts: the
-/// leader would retry it forever and every later write would wait behind it.
-pub fn fit_append(
-    mut rpc: AppendEntriesRequest<TypeConfig>,
-) -> Result<(AppendEntriesRequest<TypeConfig>, bool), WireError> {
-    if encoded_len("Raft request", &rpc)? <= APPEND_BUDGET {
-        return Ok((rpc, false));
-    }
-    let (mut used, mut keep) = (encoded_len("Raft request", &rpc.vote)? + 64, 0);
-    for entry in &rpc.entries {
-        let size = encoded_len("log entry", entry)?;
-        if keep > 0 && used + size > APPEND_BUDGET {
-            break;
-        }
-        used += size;
-        keep += 1;
-    }
-    let trimmed = keep < rpc.entries.len();
-    rpc.entries.truncate(keep);
-    Ok((rpc, trimmed))
-}
 
 /// Decodes a value written by [`encode`]; the bytes must hold exactly one value.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, WireError> {
@@ -510,19 +487,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let (rpc, trimmed) =
-            fit_append(rpc).map_err(|e| RPCError::Network(self.network_error(&e)))?;
-        let last = rpc.entries.last().map(|e| e.log_id);
-        let response: AppendEntriesResponse<TypeConfig> = self
-            .unary(Rpc::AppendEntries, &rpc, "AppendEntriesResponse", &option)
-            .await?;
-        // The peer took the entries sent; openraft sends the rest next.
-        match response {
-            AppendEntriesResponse::Success if trimmed => {
-                Ok(AppendEntriesResponse::PartialSuccess(last))
-            }
-            other => Ok(other),
-        }
+        self.unary(Rpc::AppendEntries, &rpc, "AppendEntriesResponse", &option)
+            .await
     }
 
     async fn vote(

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::raft::log_store::LIMITED_READ_MAX_BYTES;
 use crate::raft::network::{APPEND_BUDGET, encoded_len};
 use crate::state::command::{Assignment, FaultCategory, Outcome, WorkerStatus};
 
@@ -269,7 +270,8 @@ fn the_largest_job_fits_one_entry_and_one_raft_message() {
     let entry = encoded_len("command", &command).unwrap();
     assert!(entry <= MAX_JOB_BYTES + 1024, "{entry}");
     assert!(entry < MAX_ENTRY_BYTES);
-    const { assert!(MAX_ENTRY_BYTES < APPEND_BUDGET) };
+    // A replication read returns under LIMITED_READ_MAX_BYTES of entries plus one more.
+    const { assert!(MAX_ENTRY_BYTES + LIMITED_READ_MAX_BYTES < APPEND_BUDGET) };
 }
 
 #[test]
