@@ -187,6 +187,14 @@ pub enum Command {
     },
     /// Several commands applied in one transaction, each with its own reply.
     Batch(Vec<Command>),
+    /// A replica-check marker (`testfleet cluster check`): changes no replicated row. Each
+    /// node that applies it as a log entry of its own (not inside a `Batch`) digests its
+    /// DuckDB tables as of this entry, for the client to compare across nodes.
+    CheckReplicas {
+        /// Chosen by the client (a UUID), to name the check.
+        id: String,
+        at: Timestamp,
+    },
 }
 
 impl Command {
@@ -212,6 +220,7 @@ impl Command {
             Command::BreakerTransition { .. } => "breaker_transition",
             Command::HealthSample { .. } => "health_sample",
             Command::Batch(_) => "batch",
+            Command::CheckReplicas { .. } => "check_replicas",
         }
     }
 }
