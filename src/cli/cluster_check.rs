@@ -5,7 +5,9 @@
 //!    leader). Each node that applies it digests its own DuckDB tables as of exactly that
 //!    entry ([`crate::raft::replica_check`]): a row count and a SHA-256 per replicated table.
 //! 3. Every member is asked for its digests (`GetCheckDigest`), concurrently, each polled
-//!    until it has reached the marker and hashed its tables, or until `--wait` runs out.
+//!    until it has reached the marker and hashed its tables, or until `--wait` runs out. A
+//!    node that has not answered at all within [`UNREACHABLE_AFTER`] is taken to be down and
+//!    reported as such, rather than holding up the whole check.
 //! 4. Per table, the value (rows, digest) held by a strict majority of the checked nodes is
 //!    the reference; every node holding anything else differs. Without a majority, every
 //!    checked node is reported as differing on that table: the check cannot tell which is
@@ -29,6 +31,10 @@ pub const EXIT_AGREE: u8 = 0;
 pub const EXIT_DIFFER: u8 = 1;
 /// Exit status when a node (or the whole cluster) could not be checked.
 pub const EXIT_UNCHECKED: u8 = 2;
+
+/// How long a node that never answers (down, or not listening) is asked before it is
+/// reported unreachable; a node that answers is waited for up to the whole `--wait`.
+pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(5);
 
 /// The outcome of a check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -132,6 +138,9 @@ impl CheckReport {
                 self.log_index
             ),
             Verdict::Differ => format!("DIFFER: {}", parts.join("; ")),
+            Verdict::Incomplete if checked == 0 => {
+                format!("INCOMPLETE: no node could be checked: {}", parts.join("; "))
+            }
             Verdict::Incomplete => format!(
                 "INCOMPLETE: the {checked} nodes checked agree, but {}",
                 parts.join("; ")
@@ -235,6 +244,8 @@ async fn poll(
     deadline: Instant,
     wait: Duration,
 ) -> Outcome {
+    let give_up_unheard = Instant::now() + UNREACHABLE_AFTER.min(wait);
+    let mut heard = false;
     loop {
         // An error is (whether asking again could help, what went wrong).
         let ask = async {
@@ -257,6 +268,7 @@ async fn poll(
         let answer = tokio::time::timeout(Duration::from_secs(3), ask)
             .await
             .unwrap_or_else(|_| Err((true, "no answer within 3 s".into())));
+        heard |= answer.is_ok();
         let last = match answer {
             Ok(reply) => {
                 let applied = Some(reply.last_applied).filter(|a| *a > 0);
@@ -282,6 +294,15 @@ async fn poll(
             // Perhaps restarting: asked again until the deadline.
             Err((true, e)) => Err(e),
         };
+        if !heard
+            && Instant::now() >= give_up_unheard
+            && let Err(e) = &last
+        {
+            return Outcome::Unchecked(
+                format!("it could not be asked for {UNREACHABLE_AFTER:?}: {e}"),
+                None,
+            );
+        }
         if Instant::now() >= deadline {
             return match last {
                 Ok(reply) if reply.state() == CheckState::Computing => Outcome::Unchecked(

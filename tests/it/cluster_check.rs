@@ -225,6 +225,7 @@ async fn cluster_check_says_which_node_could_not_be_checked() {
     cluster.kill(down);
     let addrs: Vec<String> = cluster.addresses().into_values().collect();
     let coordinators = addrs.join(",");
+    let started = std::time::Instant::now();
     let (code, out, stderr) = tokio::task::spawn_blocking(move || {
         super::support::run(
             &[
@@ -232,8 +233,11 @@ async fn cluster_check_says_which_node_could_not_be_checked() {
                 "check",
                 "--coordinator",
                 coordinators.as_str(),
+                // Long enough for the live nodes to hash their tables on a loaded machine (a
+                // debug build, the hashing at a lower priority); the dead node is given up
+                // after five seconds without an answer.
                 "--wait",
-                "2s",
+                "60s",
             ],
             &std::env::temp_dir(),
         )
@@ -246,5 +250,11 @@ async fn cluster_check_says_which_node_could_not_be_checked() {
     assert!(
         out.contains("INCOMPLETE: the 2 nodes checked agree"),
         "{out}"
+    );
+    assert!(out.contains("it could not be asked for 5s"), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "a dead node held the check up for {:?}",
+        started.elapsed()
     );
 }

@@ -156,7 +156,14 @@ fn a_node_missing_a_table_differs_on_it() {
 fn no_node_checked_is_incomplete() {
     let r = report(vec![unchecked(1, "down"), unchecked(2, "down")]);
     assert_eq!(r.verdict, Verdict::Incomplete);
+    assert_eq!(r.exit_code(), 2);
     assert!(r.tables.is_empty());
+    assert!(
+        r.summary()
+            .starts_with("INCOMPLETE: no node could be checked: node 1"),
+        "{}",
+        r.summary()
+    );
 }
 
 #[test]
