@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use testfleet::cli::jobs;
 use testfleet::launch::LocalCluster;
-use testfleet::proto::StatusRequest;
+use testfleet::proto::{CheckDigestRequest, CheckState, StartCheckRequest, StatusRequest};
 use testfleet::state::command::TaskSpec;
 
 use super::support::{
@@ -107,6 +107,57 @@ async fn cluster_check_finds_every_replica_equal_after_jobs_ran() {
     assert_eq!(rows("tasks"), TASKS as u64, "{report}");
     assert_eq!(rows("jobs"), 1, "{report}");
     assert_eq!(rows("workers"), 2, "{report}");
+
+    // A follower forwards StartCheck to the leader; every node then answers with the same
+    // digests for that marker.
+    let leader = fleet
+        .cluster
+        .leader(Duration::from_secs(30), None)
+        .await
+        .unwrap();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let mut to_follower = client(fleet.cluster.addr(follower)).await;
+    let started = to_follower
+        .start_check(StartCheckRequest {
+            check_id: "through-a-follower".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(started.log_index > index, "{started:?}");
+    let mut answers = Vec::new();
+    for id in 1..=3 {
+        let control = client(fleet.cluster.addr(id)).await;
+        let reply = eventually(
+            Duration::from_secs(30),
+            &format!("node {id}'s digests"),
+            || {
+                let mut control = control.clone();
+                async move {
+                    let reply = control
+                        .get_check_digest(CheckDigestRequest {
+                            check_id: "through-a-follower".into(),
+                            log_index: started.log_index,
+                        })
+                        .await
+                        .ok()?
+                        .into_inner();
+                    (reply.state() == CheckState::Done).then_some(reply)
+                }
+            },
+        )
+        .await;
+        assert_eq!(reply.node_id, id);
+        assert_eq!(reply.log_index, started.log_index);
+        answers.push(reply.tables);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0], answers[2]);
+    assert!(
+        answers[0]
+            .iter()
+            .any(|t| t.table == "tasks" && t.rows == TASKS as u64)
+    );
 
     // The table output says the same, and a second check is a new one at a later index.
     let (code, out, stderr) = cluster_check(&fleet.addrs, false).await;
