@@ -4,7 +4,8 @@
 # followers and of workers; SIGSTOP/SIGCONT pauses; restarts). A thin wrapper: the
 # orchestration lives in `testfleet ha`. Prints events live, writes ha-report/ha-report.md
 # and .json, cleans up every process (also on Ctrl-C), exits non-zero if an acknowledged
-# task was lost or finished twice.
+# task was lost or finished twice, or if the final replica check (`testfleet cluster check`)
+# finds the coordinators' DuckDB files differing.
 #
 #   ./run_high_availability_cluster.sh [--nodes N] [--workers W] [--base-port P]
 #                                      [--runtime S] [--fault-injection] [--seed N]

@@ -34,6 +34,9 @@ enum Command {
     Coordinator(Box<CoordinatorArgs>),
     /// Show the cluster: leader, term, and each node's role and log positions
     Status(Target),
+    /// Cluster-wide checks
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Run a read-only SQL query on a coordinator's DuckDB copy of the state
     Sql {
         #[command(flatten)]
@@ -160,6 +163,19 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     testfleet::plan::parse_duration(text)
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Compare every replica's DuckDB tables at one log index; exit 0 all agree, 1 a node
+    /// differs, 2 a node could not be checked
+    Check {
+        #[command(flatten)]
+        target: Target,
+        /// How long to wait for each node to reach the check's log entry, e.g. 30s, 2m
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        wait: Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -566,6 +582,22 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Coordinator(args) => run_coordinator(*args).await,
+        Command::Cluster(ClusterCommand::Check { target, wait }) => {
+            use testfleet::cli::cluster_check;
+            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let report = match cluster_check::run(&addrs, wait).await {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Err(CliError::Exit(cluster_check::EXIT_UNCHECKED));
+                }
+            };
+            print!("{}", cluster_check::render(&report, target.output));
+            match report.exit_code() {
+                0 => Ok(()),
+                code => Err(CliError::Exit(code)),
+            }
+        }
         Command::Status(target) => {
             let addrs = cli::parse_addresses(&target.coordinator)?;
             let report = status::collect(&addrs).await?;

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bench_reconnect;
 pub mod bench_recovery;
 pub mod bench_tasks;
+pub mod cluster_check;
 pub mod failover;
 pub mod ha;
 pub mod jobs;

@@ -8,6 +8,9 @@
 //!   query to the leader.
 //! * `ProposeBench` appends a `Bench` command — the only way to write an arbitrary command —
 //!   and answers once it is applied. A follower forwards it to the leader.
+//! * `StartCheck` appends a replica-check marker (forwarded to the leader like any write);
+//!   `GetCheckDigest` answers from this node's own results of it
+//!   ([`crate::raft::replica_check`]), so a client asks every member for its own.
 //!
 //! This file is the edge: openraft errors become `tonic::Status` here and nowhere else.
 
@@ -21,10 +24,12 @@ use super::{Coordinator, FORWARDED, forwarded};
 use crate::proto::control_client::ControlClient;
 use crate::proto::control_server::{Control, ControlServer};
 use crate::proto::{
-    BenchReply, BenchRequest, HealthAck, HealthReport, Member, NodeStatus, QueryReply,
-    QueryRequest, StatusRequest,
+    BenchReply, BenchRequest, CheckDigestReply, CheckDigestRequest, CheckState, HealthAck,
+    HealthReport, Member, NodeStatus, QueryReply, QueryRequest, StartCheckReply, StartCheckRequest,
+    StatusRequest, TableDigest,
 };
 use crate::query;
+use crate::raft::replica_check::Answer;
 use crate::state::command::{Command, Timestamp};
 use crate::state::limits;
 
@@ -241,5 +246,73 @@ impl Control for ControlService {
             Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(fatal(e)),
         }
+    }
+    async fn start_check(
+        &self,
+        request: Request<StartCheckRequest>,
+    ) -> Result<Response<StartCheckReply>, Status> {
+        let id = request.get_ref().check_id.clone();
+        if id.trim().is_empty() {
+            return Err(Status::invalid_argument("the check id is empty"));
+        }
+        let command = Command::CheckReplicas {
+            id: id.clone(),
+            at: Timestamp::now(),
+        };
+        // Proposed on its own, never batched: only a top-level entry is a check marker.
+        match self.node.raft().client_write(command).await {
+            Ok(response) => Ok(Response::new(StartCheckReply {
+                check_id: id,
+                log_index: response.log_id.index,
+                term: response.log_id.leader_id.term,
+            })),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
+                let mut client = self.leader_client(&request, leader).await?;
+                client.start_check(forwarded(request.into_inner())).await
+            }
+            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+
+    async fn get_check_digest(
+        &self,
+        request: Request<CheckDigestRequest>,
+    ) -> Result<Response<CheckDigestReply>, Status> {
+        let r = request.get_ref();
+        let state = self.node.state();
+        let answer = state.check_answer(&r.check_id, r.log_index);
+        let mut reply = CheckDigestReply {
+            node_id: self.node.node_id(),
+            last_applied: state.last_applied_index().unwrap_or(0),
+            ..Default::default()
+        };
+        match answer {
+            Answer::Pending { .. } => reply.set_state(CheckState::Pending),
+            Answer::Computing => reply.set_state(CheckState::Computing),
+            Answer::Done(digests) => {
+                reply.set_state(CheckState::Done);
+                reply.log_index = digests.log_index;
+                reply.tables = digests
+                    .tables
+                    .into_iter()
+                    .map(|t| TableDigest {
+                        table: t.table,
+                        rows: t.rows,
+                        sha256: t.sha256,
+                    })
+                    .collect();
+            }
+            Answer::Failed(e) => {
+                reply.set_state(CheckState::Failed);
+                reply.error = e;
+            }
+            Answer::Missed(e) => {
+                reply.set_state(CheckState::Missed);
+                reply.error = e;
+            }
+        }
+        Ok(Response::new(reply))
     }
 }

@@ -12,10 +12,12 @@
 //! * [`network`] / [`service`] — the two ends of coordinator-to-coordinator Raft RPC (gRPC).
 //! * [`leader_watch`] — replaces a leader whose process died in milliseconds instead of
 //!   waiting out its lease.
+//! * [`replica_check`] — this node's digests of its DuckDB tables at replica-check markers.
 
 pub mod leader_watch;
 pub mod log_store;
 pub mod network;
+pub mod replica_check;
 pub mod service;
 pub mod state_machine;
 

@@ -23,6 +23,15 @@
 //! * A storage error in the flusher is sticky: the next `apply` returns it and openraft
 //!   stops the node. Skipping an entry would make this replica diverge.
 //!
+//! # Replica checks
+//!
+//! A `CheckReplicas` entry is a marker: when `apply` meets one, everything applied up to and
+//! including it is flushed at once (before later entries of the same call are applied), a
+//! read transaction is pinned at exactly that state while the store is held, and the
+//! tables are digested from it on a background thread ([`super::replica_check`]). The
+//! digest is of DuckDB, not of the in-memory view: the check is there to catch a database
+//! that differs from what the log says, e.g. a file altered behind the node's back.
+//!
 //! Rows for a flush are copied from the machine under its lock (memory only), then written
 //! without it, so DuckDB latency never blocks `apply`. Snapshots are read from a cloned
 //! connection in one read transaction, so building one does not block either.
@@ -40,6 +49,8 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::TypeConfig;
+use super::replica_check::{self, Answer, CheckResults};
+use crate::state::command::Command;
 use crate::state::machine::{Changes, Event, Machine, Reply};
 use crate::state::rows::RowBatch;
 use crate::state::store::{DbSettings, RaftMeta, SnapshotImage, Store, dump_with};
@@ -79,6 +90,8 @@ struct Shared {
     signal: Condvar,
     /// The DuckDB side; holding it serialises flushes, installs and reader creation.
     store: Mutex<Store>,
+    /// Results of replica checks (lock order: `memory`, then `checks`).
+    checks: Arc<Mutex<CheckResults>>,
 }
 
 /// Stops and joins the flusher (after a last flush) when the last handle is dropped.
@@ -161,7 +174,7 @@ fn parse_meta(meta: &RaftMeta) -> io::Result<(Option<LogId>, Membership)> {
 /// Gives the calling thread a lower CPU priority (nice +10). Flushing is background work: its
 /// bursts of DuckDB CPU must not delay Raft, gRPC and dispatch on the same cores, which carry
 /// every client's latency. A failure (e.g. no permission) leaves the priority as it was.
-fn lower_this_threads_priority() {
+pub(super) fn lower_this_threads_priority() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: plain system calls; on Linux `PRIO_PROCESS` with a thread id sets the
@@ -184,6 +197,11 @@ impl Shared {
     /// written.
     fn flush(&self) -> io::Result<bool> {
         let mut store = lock(&self.store);
+        self.flush_with(&mut store)
+    }
+
+    /// [`Shared::flush`] with the store already locked.
+    fn flush_with(&self, store: &mut Store) -> io::Result<bool> {
         let (batch, meta, last_applied) = {
             let mut memory = lock(&self.memory);
             if let Some(e) = &memory.failed {
@@ -216,6 +234,27 @@ impl Shared {
                 Err(io::Error::other(message))
             }
         }
+    }
+
+    /// Makes the replica check `id`, whose marker was just applied at `log_index`, see
+    /// exactly that state: writes everything applied (up to the marker: apply is waiting for
+    /// this) to DuckDB, pins a read transaction there before the store is let go (so no later
+    /// flush slips in), and leaves the digesting to a background thread. A failed flush is
+    /// the node's sticky storage failure; a failed read only fails this check.
+    fn pin_check(&self, id: &str, log_index: u64) -> io::Result<()> {
+        let mut store = lock(&self.store);
+        self.flush_with(&mut store)?;
+        let pinned = store.pin_read();
+        drop(store);
+        match pinned {
+            Ok(pinned) => replica_check::spawn_digest(pinned, log_index, self.checks.clone()),
+            Err(e) => {
+                tracing::warn!(check = id, "cannot pin a read for the replica check: {e}");
+                replica_check::lock(&self.checks)
+                    .finish(log_index, Err(format!("cannot read the database: {e}")));
+            }
+        }
+        Ok(())
     }
 
     /// The flusher thread: flush whenever something is pending; at shutdown, flush what is
@@ -291,6 +330,7 @@ impl StateMachine {
             None => (None, Membership::default()),
         };
         let machine = store.load_machine()?;
+        let checks = CheckResults::starting_at(last_applied.as_ref().map(|l| l.index));
         let shared = Arc::new(Shared {
             memory: Mutex::new(Memory {
                 machine,
@@ -304,6 +344,7 @@ impl StateMachine {
             }),
             signal: Condvar::new(),
             store: Mutex::new(store),
+            checks: Arc::new(Mutex::new(checks)),
         });
         let flusher_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -350,6 +391,14 @@ impl StateMachine {
             .last_applied
             .as_ref()
             .map(|l| l.index)
+    }
+
+    /// What this node can say about the replica check `id` whose marker is at `log_index`.
+    pub fn check_answer(&self, id: &str, log_index: u64) -> Answer {
+        // Under the memory lock, a marker already applied is already begun in `checks`.
+        let memory = lock(&self.shared.memory);
+        let applied = memory.last_applied.as_ref().map(|l| l.index);
+        replica_check::lock(&self.shared.checks).answer(id, log_index, applied)
     }
 
     /// The last log index written to DuckDB.
@@ -412,35 +461,54 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if batch.is_empty() {
             return Ok(());
         }
-        let replies = {
-            let mut memory = lock(&self.shared.memory);
-            if let Some(e) = &memory.failed {
-                return Err(io::Error::other(e.clone()));
-            }
-            let mut replies = Vec::with_capacity(batch.len());
-            for (log_id, payload) in batch {
-                let reply = match payload {
-                    EntryPayload::Blank => Reply::Applied,
-                    EntryPayload::Normal(command) => {
-                        memory.machine.apply_entry(log_id.index, command)
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut entries = batch.into_iter().peekable();
+        // Entries are applied in runs that end at a replica-check marker (or at the end of
+        // the batch): the check must see the state at its marker, before later entries.
+        while entries.peek().is_some() {
+            let marker = {
+                let mut memory = lock(&self.shared.memory);
+                if let Some(e) = &memory.failed {
+                    return Err(io::Error::other(e.clone()));
+                }
+                let mut marker = None;
+                for (log_id, payload) in entries.by_ref() {
+                    let check = match &payload {
+                        EntryPayload::Normal(Command::CheckReplicas { id, .. }) => Some(id.clone()),
+                        _ => None,
+                    };
+                    let reply = match payload {
+                        EntryPayload::Blank => Reply::Applied,
+                        EntryPayload::Normal(command) => {
+                            memory.machine.apply_entry(log_id.index, command)
+                        }
+                        EntryPayload::Membership(m) => {
+                            memory.membership = Membership::new(Some(log_id), m);
+                            Reply::Applied
+                        }
+                    };
+                    replies.push(reply);
+                    memory.last_applied = Some(log_id);
+                    if let Some(id) = check {
+                        replica_check::lock(&self.shared.checks).begin(&id, log_id.index);
+                        marker = Some((id, log_id.index));
+                        break;
                     }
-                    EntryPayload::Membership(m) => {
-                        memory.membership = Membership::new(Some(log_id), m);
-                        Reply::Applied
-                    }
-                };
-                replies.push(reply);
-                memory.last_applied = Some(log_id);
+                }
+                let changes = memory.machine.take_changes();
+                memory.pending.absorb(changes);
+                memory.meta_dirty = true;
+                for event in memory.machine.take_events() {
+                    // No receiver (a follower) is fine: nobody needs the event.
+                    let _ = self.events.send(event);
+                }
+                marker
+            };
+            if let Some((id, log_index)) = marker {
+                let shared = self.shared.clone();
+                blocking(move || shared.pin_check(&id, log_index)).await?;
             }
-            let changes = memory.machine.take_changes();
-            memory.pending.absorb(changes);
-            memory.meta_dirty = true;
-            for event in memory.machine.take_events() {
-                // No receiver (a follower) is fine: nobody needs the event.
-                let _ = self.events.send(event);
-            }
-            replies
-        };
+        }
         self.shared.signal.notify_all();
         for (responder, reply) in responders.into_iter().zip(replies) {
             if let Some(responder) = responder {
@@ -484,6 +552,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             memory.last_applied = meta_owned.last_log_id;
             memory.durable = meta_owned.last_log_id;
             memory.membership = meta_owned.last_membership.clone();
+            replica_check::lock(&shared.checks)
+                .skipped_to(meta_owned.last_log_id.as_ref().map(|l| l.index));
             Ok(())
         })
         .await?;
@@ -542,3 +612,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests;

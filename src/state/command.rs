@@ -206,6 +206,14 @@ pub enum Command {
         details_json: String,
         at: Timestamp,
     },
+    /// A replica-check marker (`testfleet cluster check`): changes no replicated row. Each
+    /// node that applies it as a log entry of its own (not inside a `Batch`) digests its
+    /// DuckDB tables as of this entry, for the client to compare across nodes.
+    CheckReplicas {
+        /// Chosen by the client (a UUID), to name the check.
+        id: String,
+        at: Timestamp,
+    },
 }
 
 impl Command {
@@ -232,6 +240,7 @@ impl Command {
             Command::HealthSample { .. } => "health_sample",
             Command::Batch(_) => "batch",
             Command::FailWorker { .. } => "fail_worker",
+            Command::CheckReplicas { .. } => "check_replicas",
         }
     }
 }

@@ -547,6 +547,10 @@ pub fn check(command: &Command) -> Result<(), Violation> {
             check_json_object("failure details", details_json, true)?;
             check_timestamp("the failure time", *at)
         }
+        Command::CheckReplicas { id, at } => {
+            check_id("replica check id", id)?;
+            check_timestamp("the check time", *at)
+        }
         Command::Batch(items) => {
             check_max("the number of commands in a batch", items.len(), MAX_BATCH)?;
             if items.iter().any(|c| matches!(c, Command::Batch(_))) {

@@ -458,6 +458,8 @@ impl Machine {
                 details_json,
                 at,
             } => self.fail_worker(&worker, from, reason, category, requeue, &details_json, at),
+            // A marker for the replica check (raft::state_machine digests the tables).
+            Command::CheckReplicas { .. } => Reply::Applied,
         }
     }
 

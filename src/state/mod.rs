@@ -34,6 +34,7 @@
 //! table's rows ([`store::SnapshotImage`]); installing one replaces them in one transaction.
 
 pub mod command;
+pub mod digest;
 pub mod limits;
 pub mod load;
 pub mod machine;

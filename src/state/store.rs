@@ -11,6 +11,10 @@
 //! one read transaction. Installing one replaces every table and `raft_meta` in one
 //! transaction, so a failure midway leaves the previous state intact.
 //!
+//! A [`PinnedRead`] is a read transaction whose snapshot is taken at once, for the replica
+//! check: it digests every replicated table ([`super::digest`]) as of one applied index,
+//! on another thread, while writes go on.
+//!
 //! Errors here are not deterministic (disk, DuckDB): the caller must stop the node rather
 //! than skip the entry, or replicas diverge.
 
@@ -20,6 +24,7 @@ use duckdb::types::{TimeUnit, Value};
 use duckdb::{Connection, appender_params_from_iter, params};
 use serde::{Deserialize, Serialize};
 
+use super::digest::{TableDigest, TableSum};
 use super::machine::{Changes, Machine};
 use super::rows::RowBatch;
 use super::schema::{self, REPLICATED_TABLES, UPSERT_TABLES};
@@ -198,6 +203,18 @@ impl Store {
         dump_with(&reader)
     }
 
+    /// Opens a read transaction on a new connection and starts its snapshot now, so that it
+    /// sees exactly what this database holds at this moment, whatever is written later.
+    /// DuckDB takes a transaction's snapshot at its first table access, not at `BEGIN`: the
+    /// meta is read here for that. The caller holds off writers until this returns.
+    pub fn pin_read(&self) -> Result<PinnedRead> {
+        let conn = self.reader()?;
+        conn.execute_batch("BEGIN TRANSACTION;")
+            .map_err(db("beginning a pinned read"))?;
+        let meta = read_meta(&conn)?;
+        Ok(PinnedRead { conn, meta })
+    }
+
     /// Replaces every replicated table with `image` and sets `meta`, in one transaction.
     pub fn install(&mut self, image: &SnapshotImage, meta: &RaftMeta) -> Result<()> {
         if image.format != SNAPSHOT_FORMAT {
@@ -355,6 +372,59 @@ pub fn dump_with(conn: &Connection) -> Result<(SnapshotImage, Option<RaftMeta>)>
     // A read transaction: rolling back only ends it.
     let _ = conn.execute_batch("ROLLBACK;");
     result
+}
+
+/// A read transaction whose snapshot is already taken (see [`Store::pin_read`]). It can be
+/// moved to another thread; dropping it ends the transaction.
+pub struct PinnedRead {
+    conn: Connection,
+    meta: Option<RaftMeta>,
+}
+
+impl PinnedRead {
+    /// What had been applied when the snapshot was taken.
+    pub fn meta(&self) -> Option<&RaftMeta> {
+        self.meta.as_ref()
+    }
+
+    /// The digest of every replicated table ([`REPLICATED_TABLES`] order), rows in key order
+    /// (every column breaks ties, so the order is total even where the key is not unique).
+    pub fn digest(self) -> Result<Vec<TableSum>> {
+        let mut sums = Vec::with_capacity(REPLICATED_TABLES.len());
+        for table in REPLICATED_TABLES {
+            let columns = column_names(&self.conn, table.name)?;
+            let mut digest = TableDigest::new(table.name, &columns);
+            let tie_breakers: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
+            let mut stmt = self
+                .conn
+                .prepare(&format!(
+                    "SELECT * FROM main.{} ORDER BY {}, {}",
+                    table.name,
+                    table.key,
+                    tie_breakers.join(", ")
+                ))
+                .map_err(db("reading a table for a digest"))?;
+            let mut rows = stmt.query([]).map_err(db("reading a table for a digest"))?;
+            let mut cells = Vec::with_capacity(columns.len());
+            while let Some(row) = rows.next().map_err(db("reading a table for a digest"))? {
+                cells.clear();
+                for i in 0..columns.len() {
+                    let value: Value = row.get(i).map_err(db("reading a cell for a digest"))?;
+                    cells.push(Cell::from_value(value)?);
+                }
+                digest.add_row(&cells);
+            }
+            sums.push(digest.finish());
+        }
+        Ok(sums)
+    }
+}
+
+impl Drop for PinnedRead {
+    fn drop(&mut self) {
+        // A read transaction: rolling back only ends it.
+        let _ = self.conn.execute_batch("ROLLBACK;");
+    }
 }
 
 fn read_meta(conn: &Connection) -> Result<Option<RaftMeta>> {

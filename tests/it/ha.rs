@@ -1,5 +1,6 @@
 //! High availability with real processes: twenty leader SIGKILLs under load lose and
-//! duplicate nothing; a paused leader is replaced and, resumed, commits nothing as leader.
+//! duplicate nothing, and leave every replica with the same rows; a paused leader is
+//! replaced and, resumed, commits nothing as leader.
 
 use std::process::Command;
 use std::time::Duration;
@@ -48,6 +49,7 @@ fn twenty_leader_kills_under_load_lose_nothing() {
     );
     assert_eq!(report["tasks_lost"], 0, "{report}");
     assert_eq!(report["tasks_duplicated"], 0, "{report}");
+    assert_eq!(report["replica_check"]["verdict"], "agree", "{report}");
     assert_eq!(report["passed"], true, "{report}");
     assert!(out.status.success());
 }

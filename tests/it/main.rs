@@ -4,6 +4,7 @@
 mod auto_recovery;
 mod cli_input;
 mod cluster;
+mod cluster_check;
 mod cluster_process;
 mod conformance;
 mod crash_restart;

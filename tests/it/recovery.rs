@@ -2,7 +2,8 @@
 //! tasks finish elsewhere; a SIGSTOPped worker is failed, its tasks requeued, and after
 //! SIGCONT it is healthy again with its late results recorded as stale; a new leader
 //! recovers a worker that died with the old one and fails no live worker; with auto-recovery
-//! disabled the tasks end abandoned and the job ends.
+//! disabled the tasks end abandoned and the job ends. After a worker's tasks were recovered,
+//! `cluster check` finds every replica holding the same rows.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use testfleet::cli::jobs;
 use testfleet::launch::LocalCluster;
 use testfleet::state::command::TaskSpec;
 
-use super::support::{WorkerProcess, binary, client, eventually};
+use super::support::{WorkerProcess, binary, client, cluster_check_json, eventually};
 
 /// The tuned detection profile: heartbeat 100 ms, failure after 500 ms.
 fn tuned(extra: &[&str]) -> Vec<String> {
@@ -165,6 +166,10 @@ async fn a_sigkilled_worker_s_tasks_finish_on_another() {
         assert_eq!(row[3], serde_json::json!(true));
         assert_eq!(row[4], serde_json::json!(true));
     }
+    // Recovery rewrote rows on every node: the replicas still hold the same rows.
+    let (code, report, stderr) = cluster_check_json(&s.addrs).await;
+    assert_eq!(code, 0, "cluster check: {report}\nstderr: {stderr}");
+    assert_eq!(report["verdict"], "agree", "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

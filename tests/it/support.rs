@@ -235,3 +235,28 @@ pub async fn commit_bench(addr: &str, count: usize, writers: usize) -> u64 {
     }
     highest
 }
+
+/// Runs `testfleet cluster check -o json` (or the table output with `json` false) against
+/// `addrs`: (exit code, stdout, stderr). Run off the async runtime: it takes seconds.
+pub async fn cluster_check(addrs: &[String], json: bool) -> (i32, String, String) {
+    let coordinators = addrs.join(",");
+    tokio::task::spawn_blocking(move || {
+        let mut args = vec!["cluster", "check", "--coordinator", coordinators.as_str()];
+        if json {
+            args.extend(["-o", "json"]);
+        }
+        run(&args, &std::env::temp_dir())
+    })
+    .await
+    .expect("run cluster check")
+}
+
+/// Like [`cluster_check`] with `-o json`: (exit code, the parsed report, stderr). Panics,
+/// with the output, when stdout is not a JSON report.
+pub async fn cluster_check_json(addrs: &[String]) -> (i32, serde_json::Value, String) {
+    let (code, out, err) = cluster_check(addrs, true).await;
+    let report = serde_json::from_str(&out).unwrap_or_else(|e| {
+        panic!("cluster check printed no JSON report ({e}); exit {code}\nstdout:\n{out}\nstderr:\n{err}")
+    });
+    (code, report, err)
+}
