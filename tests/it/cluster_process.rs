@@ -1,11 +1,12 @@
 //! The cluster scenario with real processes: three `testfleet coordinator` processes,
-//! the leader SIGKILLed mid-run, restarted on its files; all DuckDB files end identical.
+//! the leader SIGKILLed mid-run, restarted on its files; all DuckDB files end identical, and
+//! `cluster check` agrees.
 
 use std::time::Duration;
 
 use testfleet::launch::LocalCluster;
 
-use super::support::{binary, client, commit_bench, eventually, query};
+use super::support::{binary, client, cluster_check_json, commit_bench, eventually, query};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_leader_process_rejoins_and_every_node_holds_the_same_rows() {
@@ -55,4 +56,8 @@ async fn sigkilled_leader_process_rejoins_and_every_node_holds_the_same_rows() {
             answers[0].0
         );
     }
+    let addrs: Vec<String> = cluster.addresses().into_values().collect();
+    let (code, report, stderr) = cluster_check_json(&addrs).await;
+    assert_eq!(code, 0, "cluster check: {report}\nstderr: {stderr}");
+    assert_eq!(report["verdict"], "agree", "{report}");
 }

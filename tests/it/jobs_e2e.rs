@@ -9,7 +9,7 @@ use testfleet::cli::jobs;
 use testfleet::launch::LocalCluster;
 use testfleet::state::command::TaskSpec;
 
-use super::support::{WorkerProcess, binary, client, eventually, query};
+use super::support::{WorkerProcess, binary, client, cluster_check_json, eventually, query};
 
 /// What a task's command does, and so what its result must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,4 +228,8 @@ async fn a_job_survives_a_leader_sigkill() {
     assert_eq!(report.status, "finished");
     fleet.cluster.restart(leader).unwrap();
     check_results(&fleet, "job-failover", &kinds).await;
+    // The restarted former leader caught up: every replica holds the same rows.
+    let (code, report, stderr) = cluster_check_json(&fleet.addrs).await;
+    assert_eq!(code, 0, "cluster check: {report}\nstderr: {stderr}");
+    assert_eq!(report["verdict"], "agree", "{report}");
 }
