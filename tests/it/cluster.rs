@@ -22,7 +22,7 @@ struct Running {
 }
 
 pub struct TestCluster {
-    pub dir: tempfile::TempDir,
+    pub dir: super::support::TestDir,
     pub peers: BTreeMap<u64, String>,
     running: BTreeMap<u64, Running>,
     /// Snapshot policy for every node (entries since the last snapshot).
@@ -36,7 +36,7 @@ impl TestCluster {
     }
 
     pub async fn start_with(n: u64, snapshot_every: u64) -> TestCluster {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = super::support::test_dir();
         let mut listeners = BTreeMap::new();
         let mut peers = BTreeMap::new();
         for id in 1..=n {

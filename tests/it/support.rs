@@ -14,6 +14,41 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_testfleet")
 }
 
+/// A temporary directory for one test's processes and files: removed when the test passes,
+/// kept when it fails (panics), with its path printed, so that the coordinators' logs and
+/// their DuckDB and redb files can be looked at after a rare failure.
+pub struct TestDir(Option<tempfile::TempDir>);
+
+/// A new [`TestDir`].
+pub fn test_dir() -> TestDir {
+    TestDir(Some(
+        tempfile::tempdir().expect("create a temporary directory"),
+    ))
+}
+
+impl TestDir {
+    pub fn path(&self) -> &Path {
+        self.0
+            .as_ref()
+            .expect("the directory lives until drop")
+            .path()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.0.take()
+        {
+            let kept = dir.keep();
+            eprintln!(
+                "the test failed: its files (logs, DuckDB and redb) are kept in {}",
+                kept.display()
+            );
+        }
+    }
+}
+
 /// A coordinator process; killed (SIGKILL) when dropped.
 pub struct Process {
     pub child: Child,
