@@ -12,7 +12,9 @@
 //! * `Control` — the client API ([`control`]): status, read-only SQL, benchmark writes.
 //!
 //! Restarting a node on the same files resumes it: DuckDB holds everything applied up to
-//! `raft_meta.last_applied`, and openraft replays the rest of the log from redb.
+//! `raft_meta.last_applied`, and openraft replays the rest of the log from redb. A DuckDB file
+//! damaged by a crash is set aside and rebuilt from the snapshot and the log
+//! ([`crate::raft::heal`]).
 
 pub mod batcher;
 pub mod control;
@@ -61,12 +63,8 @@ pub enum CoordinatorError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the state database {path}: {source}")]
-    State {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Heal(#[from] crate::raft::heal::HealError),
     #[error("invalid Raft settings: {0}")]
     RaftConfig(String),
     #[error("Raft failed: {0}")]
@@ -112,7 +110,7 @@ impl Coordinator {
         advertised: String,
     ) -> Result<Arc<Self>, CoordinatorError> {
         let log_path = config.log_path();
-        let log =
+        let mut log =
             LogStore::<TypeConfig>::open(&log_path).map_err(|source| CoordinatorError::Log {
                 path: log_path.clone(),
                 source,
@@ -121,17 +119,14 @@ impl Coordinator {
             threads: config.duckdb_threads,
             memory_limit: config.duckdb_memory_limit.clone(),
         };
-        let db_path = config.db_path.clone();
-        let snapshot_dir = config.snapshot_dir();
-        let state = tokio::task::spawn_blocking(move || {
-            StateMachine::open(&db_path, &snapshot_dir, &settings)
-        })
-        .await
-        .map_err(|e| CoordinatorError::Raft(format!("opening the state machine panicked: {e}")))?
-        .map_err(|source| CoordinatorError::State {
-            path: config.db_path.clone(),
-            source,
-        })?;
+        // A damaged DuckDB file is set aside and rebuilt from the snapshot and the log.
+        let state = crate::raft::heal::open_state_machine(
+            &config.db_path,
+            &config.snapshot_dir(),
+            &settings,
+            &mut log,
+        )
+        .await?;
 
         let raft_config = raft_config(&config)?;
         let network = Network::new(config.node_id);

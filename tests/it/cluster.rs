@@ -56,7 +56,8 @@ impl TestCluster {
         cluster
     }
 
-    fn config(&self, id: u64) -> CoordinatorConfig {
+    /// The configuration node `id` runs with.
+    pub fn config(&self, id: u64) -> CoordinatorConfig {
         let node_dir = self.dir.path().join(format!("node-{id}"));
         std::fs::create_dir_all(&node_dir).unwrap();
         CoordinatorConfig {

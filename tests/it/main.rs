@@ -9,6 +9,7 @@ mod conformance;
 mod crash_restart;
 mod fast_failover;
 mod ha;
+mod heal;
 mod jobs_e2e;
 mod recovery;
 mod replication;
