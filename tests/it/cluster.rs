@@ -9,6 +9,8 @@ use std::time::Duration;
 use openraft::ServerState;
 use testfleet::config::CoordinatorConfig;
 use testfleet::coordinator::{self, Coordinator};
+use testfleet::raft::TypeConfig;
+use testfleet::raft::log_store::LogStore;
 use testfleet::state::store::{SnapshotImage, dump_with};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -116,6 +118,24 @@ impl TestCluster {
         running.server.await.unwrap();
         let _ = running.node.raft().shutdown().await;
         drop(running.node);
+        // openraft's tasks end a moment after `shutdown` returns, and the last of them closes
+        // the Raft log and the state machine: wait for the log's lock to be released, so that
+        // the files can be reopened (or damaged on purpose) as a stopped process's would be.
+        let log_path = self.config(id).log_path();
+        eventually(
+            Duration::from_secs(10),
+            "the stopped node to release its files",
+            || {
+                let opened = LogStore::<TypeConfig>::open(&log_path);
+                async move {
+                    match opened {
+                        Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => None,
+                        _ => Some(()),
+                    }
+                }
+            },
+        )
+        .await;
     }
 
     pub fn node(&self, id: u64) -> &Arc<Coordinator> {
