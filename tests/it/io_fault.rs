@@ -1,9 +1,9 @@
 //! A coordinator whose storage fails under it exits with the cause and a non-zero code, so that
 //! a supervisor restarts it, instead of lingering with a stopped Raft.
 //!
-//! The failure is real: the DuckDB file lives on a small tmpfs that is filled up while the node
-//! runs, so its next flush fails with "No space left on device" (the Raft log and the snapshots
-//! are on the ordinary disk, so it is DuckDB that fails). Mounting needs root (CAP_SYS_ADMIN):
+//! The failure is real: the DuckDB file (or, in the second test, the Raft log) lives on a small
+//! tmpfs that is filled up while the node runs, so its next write fails with "No space left on
+//! device"; the other files are on the ordinary disk, so it is that store that fails. Mounting needs root (CAP_SYS_ADMIN):
 //! without it the test fails and says so, rather than passing without testing anything.
 
 use std::ffi::CString;
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use testfleet::proto::{BenchRequest, StatusRequest};
 
-use super::support::{client, eventually, start_coordinator, test_dir};
+use super::support::{client, eventually, query_consistent, start_coordinator, test_dir};
 
 /// A tmpfs of `size` mounted on a directory; unmounted when dropped.
 struct Tmpfs(PathBuf);
@@ -72,21 +72,26 @@ impl Drop for Tmpfs {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_under_duckdb_makes_the_coordinator_exit_with_the_cause() {
-    let dir = test_dir();
-    let tmpfs = Tmpfs::mount(&dir.path().join("db"), "32m");
-    let db = dir.path().join("db").join("state.duckdb");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
+/// Starts a coordinator with its DuckDB file in `db_dir` and its Raft log and snapshots in
+/// `data_dir`, fills `full` while it leads, keeps writing, and returns how it ended: its exit
+/// status and stderr. Panics if it still runs a minute later.
+async fn fill_under_a_running_node(
+    dir: &Path,
+    db_dir: &Path,
+    data_dir: &Path,
+    full: &Tmpfs,
+) -> (std::process::ExitStatus, String) {
+    std::fs::create_dir_all(db_dir).unwrap();
+    std::fs::create_dir_all(data_dir).unwrap();
+    let db = db_dir.join("state.duckdb");
     let mut node = start_coordinator(
         &[
             "--db-path",
             db.to_str().unwrap(),
             "--data-dir",
-            data.to_str().unwrap(),
+            data_dir.to_str().unwrap(),
         ],
-        dir.path(),
+        dir,
     );
     let control = client(&node.addr).await;
     eventually(Duration::from_secs(30), "the node to lead", || {
@@ -106,8 +111,8 @@ async fn a_full_disk_under_duckdb_makes_the_coordinator_exit_with_the_cause() {
         .await
         .expect("a write before the disk is full");
 
-    tmpfs.fill();
-    // Keep writing: the next flush to DuckDB fails, and with it Raft, and then the process.
+    full.fill();
+    // Keep writing: the next write to the full disk fails, and with it Raft, and the process.
     let writing = tokio::spawn(async move {
         loop {
             let request = BenchRequest {
@@ -122,22 +127,86 @@ async fn a_full_disk_under_duckdb_makes_the_coordinator_exit_with_the_cause() {
     let status = status.unwrap_or_else(|| {
         panic!("the node still runs 60 s after its disk filled up; its stderr:\n{stderr}")
     });
+    (status, stderr)
+}
+
+fn assert_exited_with(status: std::process::ExitStatus, stderr: &str, needed: &[&str]) {
     assert_eq!(
         status.code(),
         Some(1),
         "exit status {status:?}; stderr:\n{stderr}"
     );
-    for needed in [
+    let common = [
         "Raft stopped on a storage failure",
-        "writing applied entries to DuckDB failed",
         "No space left on device",
         "exiting so that a supervisor can restart this node",
-    ] {
+    ];
+    for needed in common.iter().chain(needed) {
         assert!(
             stderr.contains(needed),
             "{needed:?} missing from stderr:\n{stderr}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_duckdb_makes_the_coordinator_exit_with_the_cause() {
+    let dir = test_dir();
+    let db_dir = dir.path().join("db");
+    let tmpfs = Tmpfs::mount(&db_dir, "32m");
+    let data_dir = dir.path().join("data");
+    let (status, stderr) = fill_under_a_running_node(dir.path(), &db_dir, &data_dir, &tmpfs).await;
+    assert_exited_with(
+        status,
+        &stderr,
+        &["writing applied entries to DuckDB failed"],
+    );
+
+    // What a supervisor does once the disk has room again: start it on the same files. It
+    // comes back with the write acknowledged before the disk filled up and takes new ones.
+    std::fs::remove_file(db_dir.join("filler")).unwrap();
+    let db = db_dir.join("state.duckdb");
+    let node = start_coordinator(
+        &[
+            "--db-path",
+            db.to_str().unwrap(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let mut control = client(&node.addr).await;
+    let reply = eventually(Duration::from_secs(30), "a write after the restart", || {
+        let mut control = control.clone();
+        async move {
+            let request = BenchRequest {
+                payload: vec![3; 64],
+            };
+            Some(control.propose_bench(request).await.ok()?.into_inner())
+        }
+    })
+    .await;
+    let rows = query_consistent(
+        &mut control,
+        "SELECT count(*) FILTER (WHERE payload_bytes = 64) FROM bench_log",
+    )
+    .await;
+    assert!(
+        rows[0][0].as_u64() >= Some(2),
+        "the write before the disk filled up and the one after the restart (index {}): {rows:?}",
+        reply.log_index
+    );
     drop(node);
+    drop(tmpfs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_raft_log_makes_the_coordinator_exit_with_the_cause() {
+    let dir = test_dir();
+    let data_dir = dir.path().join("data");
+    let tmpfs = Tmpfs::mount(&data_dir, "32m");
+    let db_dir = dir.path().join("db");
+    let (status, stderr) = fill_under_a_running_node(dir.path(), &db_dir, &data_dir, &tmpfs).await;
+    assert_exited_with(status, &stderr, &["raft-log.redb"]);
     drop(tmpfs);
 }
