@@ -171,39 +171,15 @@ struct Inner {
 
 impl<C: RaftTypeConfig> LogStore<C> {
     /// Opens the log store at `path`, creating the file (and its parent directory) if missing.
+    /// A new file is created and initialised under another name and then renamed, so a crash
+    /// while it is created never leaves a file that does not open (see `open.rs`).
     ///
     /// Blocking: call it before starting Raft, not from inside an async task that must stay
     /// responsive. Fails with [`io::ErrorKind::ResourceBusy`] if another process (or another
     /// `LogStore` in this process) has the file open, and with [`io::ErrorKind::InvalidData`] if
     /// the file holds an unknown layout version. Every error message names the path.
     pub fn open(path: &Path) -> Result<Self, io::Error> {
-        if let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "raft log store {}: cannot create directory {}: {e}",
-                        path.display(),
-                        parent.display()
-                    ),
-                )
-            })?;
-        }
-
-        let db = Database::builder()
-            .set_cache_size(CACHE_SIZE_BYTES)
-            .create(path)
-            .map_err(|e| open::open_error(path, e))?;
-
-        let inner = Inner {
-            db,
-            path: path.to_path_buf(),
-            pending: Mutex::new(BTreeMap::new()),
-            committed: Mutex::new(None),
-        };
-        inner.init()?;
+        let inner = open::open_inner(path)?;
         let inner = Arc::new(inner);
         let writer = Arc::new(Writer::start(&inner)?);
         tracing::debug!(path = %path.display(), "raft log store opened");

@@ -341,3 +341,109 @@ async fn garbage_appended_to_a_log_file_is_refused_with_what_to_do() {
     drop(file);
     assert_refused_as_damaged(&path);
 }
+
+/// A file whose header was overwritten (no redb magic number) is refused likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_file_without_its_header_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = written_store(dir.path()).await;
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..512].fill(0x5A);
+    std::fs::write(&path, &bytes).unwrap();
+    assert_refused_as_damaged(&path);
+}
+
+/// What a crash while a new store is created leaves behind (a partial `.creating` file, no
+/// store) is cleaned up: the store opens, new and empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_creation_was_interrupted_opens_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft-log.redb");
+    let creating = dir.path().join("raft-log.redb.creating");
+    // A header without redb's magic number: what redb writes before it writes the magic.
+    std::fs::write(&creating, vec![0x11; 8192]).unwrap();
+    let mut store = Store::open(&path).unwrap();
+    assert!(!creating.exists(), "the leftover should be gone");
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!((state.last_purged_log_id, state.last_log_id), (None, None));
+    assert_eq!(store.read_vote().await.unwrap(), None);
+}
+
+/// Runs only as the child of `a_kill_while_a_store_is_created_never_leaves_one_that_fails`:
+/// creates a store, reports it, and waits to be killed.
+#[test]
+fn creating_child_creates_a_store() {
+    let Some(path) = std::env::var_os(CREATE_ENV) else {
+        return;
+    };
+    let store = Store::open(Path::new(&path)).unwrap();
+    say("log store created");
+    std::thread::sleep(Duration::from_secs(60));
+    drop(store);
+}
+
+/// The file a creating child creates; without it, the child test does nothing.
+const CREATE_ENV: &str = "TESTFLEET_LOG_STORE_CREATE_FILE";
+
+/// SIGKILLs processes creating a new store at seeded random moments, spread over the time a
+/// child takes to start and create it (measured first); whatever is left must open.
+#[test]
+fn a_kill_while_a_store_is_created_never_leaves_one_that_fails() {
+    let mut rng = Rng(7);
+    let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
+    let child_test = format!("{module}::creating_child_creates_a_store");
+    let spawn = |path: &Path| {
+        Command::new(std::env::current_exe().unwrap())
+            .args([child_test.as_str(), "--exact", "--nocapture"])
+            .args(["--test-threads", "1"])
+            .env(CREATE_ENV, path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run the creating child")
+    };
+    // How long a child takes to have its store created (the longest of three).
+    let mut full = Duration::ZERO;
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let mut child = spawn(&dir.path().join("raft-log.redb"));
+        // (libtest prints its own text first, on the same line too.)
+        let created_line = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("log store created"));
+        assert!(created_line, "the child did not report its store");
+        full = full.max(started.elapsed());
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (rounds, mut created) = (24, 0);
+    for round in 0..rounds {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.redb");
+        let mut child = spawn(&path);
+        let wait = full.mul_f64(1.5 * rng.below(1000) as f64 / 1000.0);
+        std::thread::sleep(wait);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+        created += usize::from(out.contains("log store created"));
+        runtime.block_on(async {
+            let mut store = Store::open(&path)
+                .unwrap_or_else(|e| panic!("round {round} (killed after {wait:?}): {e}"));
+            assert_eq!(store.get_log_state().await.unwrap().last_log_id, None);
+        });
+    }
+    eprintln!(
+        "a child creates its store {full:?} after it is started; {created} of {rounds} had \
+         when killed"
+    );
+}
