@@ -77,8 +77,10 @@
 //! redb checksums every commit and, on open, rolls back one a crash interrupted; a write is
 //! answered only once its commit is fsynced. So after a SIGKILL the file opens, holds every
 //! answered write, and its entries still form one run (tested by killing a writing process at
-//! random moments, `crash_tests`). Damage a crash cannot leave (a file cut short, bytes
-//! appended, a corrupt page) is refused at open, naming the file and what to do (`open`).
+//! random moments, `crash_tests`). A new file is created under another name and renamed into
+//! place, so a crash while it is created leaves no file redb refuses. Damage a crash cannot
+//! leave (a file cut short, bytes appended, a corrupt page) is refused at open, naming the file
+//! and what to do (`open`).
 
 use std::collections::BTreeMap;
 use std::fmt;
