@@ -26,6 +26,10 @@
 //! Rows for a flush are copied from the machine under its lock (memory only), then written
 //! without it, so DuckDB latency never blocks `apply`. Snapshots are read from a cloned
 //! connection in one read transaction, so building one does not block either.
+//!
+//! A database that is damaged when it is opened (it does not open, or its rows do not load) is
+//! reported as [`OpenError::Damaged`]: [`crate::raft::heal`] sets it aside and the state is
+//! rebuilt from the snapshot and the log.
 
 use std::io;
 use std::path::{Path, PathBuf};
