@@ -135,7 +135,13 @@ fn open_blocking(
         Err(OpenError::Io(source)) => return Err(open_error(source)),
     };
 
-    let snapshot = saved_snapshot_index(&place.snapshots).map_err(open_error)?;
+    let snapshot = saved_snapshot_index(&place.snapshots).map_err(|e| {
+        let file = place.snapshots.join("current.snapshot");
+        open_error(io::Error::new(
+            e.kind(),
+            format!("cannot read the snapshot {}: {e}", file.display()),
+        ))
+    })?;
     if let Some(purged) = purged.filter(|p| snapshot < Some(*p)) {
         let problem = format!("is damaged ({reason})");
         return Err(cannot_rebuild(place, &problem, purged, snapshot));
