@@ -277,3 +277,89 @@ async fn a_sigkilled_node_with_a_damaged_duckdb_file_rejoins_with_the_leaders_ta
         "the node should say loudly what happened; its log:\n{log}"
     );
 }
+
+/// The same refusal from the binary: one clear message and a non-zero exit, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_refuses_to_start_a_node_it_cannot_rebuild_with_one_message() {
+    use openraft::storage::RaftLogStorage;
+    use testfleet::raft::TypeConfig;
+    use testfleet::raft::log_store::LogStore;
+
+    let dir = test_dir();
+    let db = dir.path().join("state.duckdb");
+    let args = [
+        "--db-path",
+        db.to_str().unwrap(),
+        "--snapshot-logs-since-last",
+        "50",
+        "--max-in-snapshot-log-to-keep",
+        "0",
+    ];
+    // Write until the node has purged its log behind a snapshot (seen once it is stopped).
+    let log_path = dir.path().join("raft-log.redb");
+    let mut purged = None;
+    for _ in 0..5 {
+        let mut node = super::support::start_coordinator(&args, dir.path());
+        let control = client(&node.addr).await;
+        eventually(Duration::from_secs(30), "the node to lead", || {
+            let mut control = control.clone();
+            async move {
+                let request = testfleet::proto::StatusRequest {};
+                let status = control.status(request).await.ok()?.into_inner();
+                (status.role == "leader").then_some(())
+            }
+        })
+        .await;
+        super::support::commit_bench(&node.addr, 150, 4).await;
+        // Snapshots are built in the background; the log is purged behind one once it is built.
+        let snapshot = dir.path().join("snapshots").join("current.snapshot");
+        eventually(Duration::from_secs(30), "a snapshot", || {
+            let built = snapshot.exists();
+            async move { built.then_some(()) }
+        })
+        .await;
+        super::support::commit_bench(&node.addr, 10, 1).await;
+        node.kill();
+        let mut log = LogStore::<TypeConfig>::open(&log_path).unwrap();
+        purged = log.get_log_state().await.unwrap().last_purged_log_id;
+        if purged.is_some() {
+            break;
+        }
+    }
+    assert!(purged.is_some(), "the node never purged its log");
+    std::fs::remove_file(dir.path().join("snapshots").join("current.snapshot")).unwrap();
+    overwrite_header(&db);
+
+    let mut child = std::process::Command::new(binary())
+        .arg("coordinator")
+        .args(args)
+        .args(["--port", "0"])
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the node started (or hangs) instead of refusing to start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{status:?}; stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one message; stderr:\n{stderr}");
+    assert!(
+        errors[0].contains("this node cannot rebuild its state")
+            && errors[0].contains("receives a snapshot from the leader"),
+        "{stderr}"
+    );
+}
