@@ -12,7 +12,10 @@
 //! * `Control` — the client API ([`control`]): status, read-only SQL, benchmark writes.
 //!
 //! Restarting a node on the same files resumes it: DuckDB holds everything applied up to
-//! `raft_meta.last_applied`, and openraft replays the rest of the log from redb.
+//! `raft_meta.last_applied`, and openraft replays the rest of the log from redb. A DuckDB file
+//! damaged by a crash is set aside and rebuilt from the snapshot and the log
+//! ([`crate::raft::heal`]). When Raft stops on a storage failure, [`Coordinator::serve`]
+//! returns an error instead of serving on with a dead Raft, so the process exits.
 
 pub mod batcher;
 pub mod control;
@@ -61,12 +64,13 @@ pub enum CoordinatorError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the state database {path}: {source}")]
-    State {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Heal(#[from] crate::raft::heal::HealError),
+    #[error(
+        "Raft stopped on a storage failure: {0}; exiting so that a supervisor can restart \
+         this node"
+    )]
+    RaftStopped(String),
     #[error("invalid Raft settings: {0}")]
     RaftConfig(String),
     #[error("Raft failed: {0}")]
@@ -112,7 +116,7 @@ impl Coordinator {
         advertised: String,
     ) -> Result<Arc<Self>, CoordinatorError> {
         let log_path = config.log_path();
-        let log =
+        let mut log =
             LogStore::<TypeConfig>::open(&log_path).map_err(|source| CoordinatorError::Log {
                 path: log_path.clone(),
                 source,
@@ -121,17 +125,14 @@ impl Coordinator {
             threads: config.duckdb_threads,
             memory_limit: config.duckdb_memory_limit.clone(),
         };
-        let db_path = config.db_path.clone();
-        let snapshot_dir = config.snapshot_dir();
-        let state = tokio::task::spawn_blocking(move || {
-            StateMachine::open(&db_path, &snapshot_dir, &settings)
-        })
-        .await
-        .map_err(|e| CoordinatorError::Raft(format!("opening the state machine panicked: {e}")))?
-        .map_err(|source| CoordinatorError::State {
-            path: config.db_path.clone(),
-            source,
-        })?;
+        // A damaged DuckDB file is set aside and rebuilt from the snapshot and the log.
+        let state = crate::raft::heal::open_state_machine(
+            &config.db_path,
+            &config.snapshot_dir(),
+            &settings,
+            &mut log,
+        )
+        .await?;
 
         let raft_config = raft_config(&config)?;
         let network = Network::new(config.node_id);
@@ -260,6 +261,12 @@ impl Coordinator {
 
     /// Serves every gRPC service of this node on `listener` until `shutdown` resolves,
     /// then stops Raft.
+    ///
+    /// If Raft's core stops by itself — openraft stops it on a storage error, e.g. a failed
+    /// DuckDB flush or a failed log write — the node cannot do anything useful any more: the
+    /// server stops (given [`FATAL_GRACE`] to close its connections) and this returns
+    /// [`CoordinatorError::RaftStopped`] with the cause, so that the process exits and a
+    /// supervisor restarts it on its files.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -273,8 +280,20 @@ impl Coordinator {
             stop.clone(),
         ));
         let stopping = stop.clone();
+        let failure: Arc<std::sync::Mutex<Option<String>>> = Default::default();
+        let failed = failure.clone();
+        let raft = self.raft.clone();
         let shutdown = async move {
-            shutdown.await;
+            tokio::select! {
+                _ = shutdown => {}
+                reason = raft_failure(raft) => {
+                    tracing::error!(
+                        "Raft stopped on a storage failure: {reason}; this node stops serving \
+                         and exits"
+                    );
+                    *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                }
+            }
             stopping.cancel();
         };
         // The builder's `tcp_nodelay` only applies to listeners tonic opens itself; on ours,
@@ -289,7 +308,7 @@ impl Coordinator {
                 })
             },
         );
-        let result = tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .add_service(crate::raft::service::server(
@@ -299,13 +318,28 @@ impl Coordinator {
             .add_service(control::server(self.clone()))
             .add_service(sessions::server(self.clone()))
             .add_service(jobs::server(self.clone()))
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await;
+            .serve_with_incoming_shutdown(incoming, shutdown);
+        // After a fatal failure, open streams (worker sessions) must not keep a dead node up.
+        let fatal_deadline = async {
+            stop.cancelled().await;
+            if failure.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(FATAL_GRACE).await;
+        };
+        let result = tokio::select! {
+            result = server => result,
+            _ = fatal_deadline => Ok(()),
+        };
         sampling.abort();
         stop.cancel();
         let _ = watching.await;
         if let Some(leadership) = self.leadership() {
             leadership.cancel.cancel();
+        }
+        let failure = failure.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(reason) = failure {
+            return Err(CoordinatorError::RaftStopped(reason));
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("Raft did not shut down cleanly: {e}");
@@ -321,6 +355,28 @@ impl Coordinator {
     /// The voters of the current membership.
     pub fn voters(&self) -> BTreeSet<u64> {
         self.metrics().membership_config.voter_ids().collect()
+    }
+}
+
+/// How long a node whose Raft stopped on a failure waits for its connections to close before
+/// it returns anyway.
+pub const FATAL_GRACE: Duration = Duration::from_secs(3);
+
+/// Resolves, with the cause, when `raft`'s core stops by itself (openraft stops it on a storage
+/// error). Never resolves while it runs, nor when it stops because it was asked to.
+async fn raft_failure(raft: RaftNode) -> String {
+    let mut metrics = raft.metrics();
+    loop {
+        let state = metrics.borrow_watched().running_state.clone();
+        match state {
+            Ok(()) => {}
+            Err(openraft::error::Fatal::Stopped) => std::future::pending::<()>().await,
+            Err(fatal) => return fatal.to_string(),
+        }
+        if metrics.changed().await.is_err() {
+            // The core's task ended without saying why (it sets the state on every exit).
+            return "Raft's core task ended".to_string();
+        }
     }
 }
 

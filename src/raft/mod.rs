@@ -9,11 +9,14 @@
 //! * [`state_machine::StateMachine`] — applies committed entries to the pure
 //!   [`crate::state::machine::Machine`] at once and materialises them into DuckDB in group
 //!   commits.
+//! * [`heal`] — opens the state machine at start; a damaged DuckDB file is set aside and
+//!   rebuilt from the snapshot and the log.
 //! * [`network`] / [`service`] — the two ends of coordinator-to-coordinator Raft RPC (gRPC).
 //! * [`leader_watch`] — replaces a leader whose process died in milliseconds instead of
 //!   waiting out its lease.
 //! * [`replica_check`] — this node's digests of its DuckDB tables at replica-check markers.
 
+pub mod heal;
 pub mod leader_watch;
 pub mod log_store;
 pub mod network;

@@ -35,6 +35,10 @@
 //! Rows for a flush are copied from the machine under its lock (memory only), then written
 //! without it, so DuckDB latency never blocks `apply`. Snapshots are read from a cloned
 //! connection in one read transaction, so building one does not block either.
+//!
+//! A database that is damaged when it is opened (it does not open, or its rows do not load) is
+//! reported as [`OpenError::Damaged`]: [`crate::raft::heal`] sets it aside and the state is
+//! rebuilt from the snapshot and the log.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -53,7 +57,7 @@ use super::replica_check::{self, Answer, CheckResults};
 use crate::state::command::Command;
 use crate::state::machine::{Changes, Event, Machine, Reply};
 use crate::state::rows::RowBatch;
-use crate::state::store::{DbSettings, RaftMeta, SnapshotImage, Store, dump_with};
+use crate::state::store::{DbSettings, RaftMeta, SnapshotImage, Store, StoreError, dump_with};
 
 type LogId = LogIdOf<TypeConfig>;
 type Membership = StoredMembershipOf<TypeConfig>;
@@ -291,9 +295,76 @@ impl Shared {
     }
 }
 
+/// Why [`StateMachine::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The DuckDB file (or its WAL) is damaged: it does not open, or its rows do not load.
+    /// It can be set aside and the state rebuilt from the snapshot and the Raft log
+    /// (see [`crate::raft::heal`]).
+    #[error("the state database {} is damaged: {reason}", path.display())]
+    Damaged { path: PathBuf, reason: String },
+    /// Anything else (the disk, a lock, the snapshot directory): nothing to heal.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl From<OpenError> for io::Error {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Io(e) => e,
+            damaged => io::Error::new(io::ErrorKind::InvalidData, damaged.to_string()),
+        }
+    }
+}
+
+/// What a database holds at open: applied log id, membership, and the machine.
+type Loaded = (Option<LogId>, Membership, Machine);
+
+/// Reads what `store` has applied and rebuilds the machine from its tables.
+fn load(store: &Store) -> Result<Loaded, StoreError> {
+    let (last_applied, membership) = match store.read_meta()? {
+        Some(meta) => parse_meta(&meta).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        None => (None, Membership::default()),
+    };
+    Ok((last_applied, membership, store.load_machine()?))
+}
+
+/// The snapshot kept in `snapshot_dir`, if there is a readable one (an unreadable one is
+/// ignored with a warning: a new one will be built).
+fn read_snapshot_file(snapshot_dir: &Path) -> io::Result<Option<StoredSnapshot>> {
+    let file = snapshot_dir.join("current.snapshot");
+    if !file.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&file)?;
+    match bincode::serde::decode_from_slice::<StoredSnapshot, _>(&bytes, bincode_config()) {
+        Ok((stored, _)) => Ok(Some(stored)),
+        Err(e) => {
+            tracing::warn!(
+                file = %file.display(),
+                "ignoring an unreadable snapshot file ({e}); a new one will be built"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// The last log index the snapshot kept in `snapshot_dir` covers: `None` without a readable
+/// snapshot (or for a snapshot of nothing).
+pub fn saved_snapshot_index(snapshot_dir: &Path) -> io::Result<Option<u64>> {
+    Ok(read_snapshot_file(snapshot_dir)?
+        .and_then(|s| s.meta.last_log_id)
+        .map(|l| l.index))
+}
+
 impl StateMachine {
     /// Opens the DuckDB file at `db_path`; the current snapshot is kept in `snapshot_dir`.
-    pub fn open(db_path: &Path, snapshot_dir: &Path, settings: &DbSettings) -> io::Result<Self> {
+    /// A file that is damaged fails with [`OpenError::Damaged`] (see [`StoreError::is_damage`]).
+    pub fn open(
+        db_path: &Path,
+        snapshot_dir: &Path,
+        settings: &DbSettings,
+    ) -> Result<Self, OpenError> {
         std::fs::create_dir_all(snapshot_dir).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -303,33 +374,35 @@ impl StateMachine {
                 ),
             )
         })?;
-        let store = Store::open(db_path, settings)?;
-        let sm = Self::from_store(store, Some(snapshot_dir.to_path_buf()))?;
-        let file = snapshot_dir.join("current.snapshot");
-        if file.exists() {
-            let bytes = std::fs::read(&file)?;
-            match bincode::serde::decode_from_slice::<StoredSnapshot, _>(&bytes, bincode_config()) {
-                Ok((stored, _)) => *lock(&sm.current) = Some(stored),
-                Err(e) => tracing::warn!(
-                    file = %file.display(),
-                    "ignoring an unreadable snapshot file ({e}); a new one will be built"
-                ),
+        let damaged = |e: StoreError| {
+            if e.is_damage() {
+                OpenError::Damaged {
+                    path: db_path.to_path_buf(),
+                    reason: e.to_string(),
+                }
+            } else {
+                OpenError::Io(e.into())
             }
-        }
+        };
+        let store = Store::open(db_path, settings).map_err(damaged)?;
+        let loaded = load(&store).map_err(damaged)?;
+        let sm = Self::from_store(store, loaded, Some(snapshot_dir.to_path_buf()))?;
+        *lock(&sm.current) = read_snapshot_file(snapshot_dir)?;
         Ok(sm)
     }
 
     /// A state machine on an in-memory database (tests, tools).
     pub fn in_memory() -> io::Result<Self> {
-        Self::from_store(Store::open_in_memory()?, None)
+        let store = Store::open_in_memory()?;
+        let loaded = load(&store)?;
+        Self::from_store(store, loaded, None)
     }
 
-    fn from_store(store: Store, snapshot_dir: Option<PathBuf>) -> io::Result<Self> {
-        let (last_applied, membership) = match store.read_meta()? {
-            Some(meta) => parse_meta(&meta)?,
-            None => (None, Membership::default()),
-        };
-        let machine = store.load_machine()?;
+    fn from_store(
+        store: Store,
+        (last_applied, membership, machine): Loaded,
+        snapshot_dir: Option<PathBuf>,
+    ) -> io::Result<Self> {
         let checks = CheckResults::starting_at(last_applied.as_ref().map(|l| l.index));
         let shared = Arc::new(Shared {
             memory: Mutex::new(Memory {
@@ -404,6 +477,14 @@ impl StateMachine {
     /// The last log index written to DuckDB.
     pub fn durable_index(&self) -> Option<u64> {
         lock(&self.shared.memory).durable.as_ref().map(|l| l.index)
+    }
+
+    /// The last log index the current snapshot covers, if there is one.
+    pub fn snapshot_index(&self) -> Option<u64> {
+        lock(&self.current)
+            .as_ref()
+            .and_then(|s| s.meta.last_log_id.as_ref())
+            .map(|l| l.index)
     }
 
     fn save_current(&self, stored: StoredSnapshot) -> io::Result<()> {

@@ -136,7 +136,7 @@ fn the_auto_recovery_demonstration_passes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_restart_keeps_failing_ends_permanently_failed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::support::test_dir();
     let extra = args(&[
         "--recovery-interval-ms",
         "800",
@@ -169,7 +169,7 @@ async fn a_worker_whose_restart_keeps_failing_ends_permanently_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_half_the_fleet_runs_system_recovery_and_the_job_finishes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::support::test_dir();
     let (cluster, addrs, mut workers) = one_node_fleet(dir.path(), &args(&[]), "sys", 4, 2).await;
     let tasks: Vec<TaskSpec> = (0..40).map(|i| task(format!("sys-{i:02}"), 0.5)).collect();
     jobs::submit(&addrs, "sys-job", "system", &tasks)
@@ -231,7 +231,7 @@ async fn losing_half_the_fleet_runs_system_recovery_and_the_job_finishes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quarantined_worker_that_reconnects_gets_no_work_until_its_hold_ends() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::support::test_dir();
     // A crashed worker: reconnect (4 s), then a restart that fails at once, then quarantine
     // (watched for 4 s: time enough to start the worker again and see it held).
     let extra = args(&[

@@ -9,6 +9,8 @@ use std::time::Duration;
 use openraft::ServerState;
 use testfleet::config::CoordinatorConfig;
 use testfleet::coordinator::{self, Coordinator};
+use testfleet::raft::TypeConfig;
+use testfleet::raft::log_store::LogStore;
 use testfleet::state::store::{SnapshotImage, dump_with};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -22,7 +24,7 @@ struct Running {
 }
 
 pub struct TestCluster {
-    pub dir: tempfile::TempDir,
+    pub dir: super::support::TestDir,
     pub peers: BTreeMap<u64, String>,
     running: BTreeMap<u64, Running>,
     /// Snapshot policy for every node (entries since the last snapshot).
@@ -36,7 +38,7 @@ impl TestCluster {
     }
 
     pub async fn start_with(n: u64, snapshot_every: u64) -> TestCluster {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = super::support::test_dir();
         let mut listeners = BTreeMap::new();
         let mut peers = BTreeMap::new();
         for id in 1..=n {
@@ -56,7 +58,8 @@ impl TestCluster {
         cluster
     }
 
-    fn config(&self, id: u64) -> CoordinatorConfig {
+    /// The configuration node `id` runs with.
+    pub fn config(&self, id: u64) -> CoordinatorConfig {
         let node_dir = self.dir.path().join(format!("node-{id}"));
         std::fs::create_dir_all(&node_dir).unwrap();
         CoordinatorConfig {
@@ -115,6 +118,24 @@ impl TestCluster {
         running.server.await.unwrap();
         let _ = running.node.raft().shutdown().await;
         drop(running.node);
+        // openraft's tasks end a moment after `shutdown` returns, and the last of them closes
+        // the Raft log and the state machine: wait for the log's lock to be released, so that
+        // the files can be reopened (or damaged on purpose) as a stopped process's would be.
+        let log_path = self.config(id).log_path();
+        eventually(
+            Duration::from_secs(10),
+            "the stopped node to release its files",
+            || {
+                let opened = LogStore::<TypeConfig>::open(&log_path);
+                async move {
+                    match opened {
+                        Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => None,
+                        _ => Some(()),
+                    }
+                }
+            },
+        )
+        .await;
     }
 
     pub fn node(&self, id: u64) -> &Arc<Coordinator> {

@@ -12,7 +12,7 @@ use super::support::{client, eventually, query_consistent, start_coordinator};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_writes_loses_no_acknowledged_command() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::support::test_dir();
     let db = dir.path().join("state.duckdb");
     let db_arg = db.to_str().unwrap();
     let mut node = start_coordinator(&["--db-path", db_arg], dir.path());

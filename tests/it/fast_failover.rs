@@ -25,7 +25,7 @@ fn slow_elections() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_keeps_its_lease_and_a_killed_one_is_replaced_at_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::support::test_dir();
     let mut cluster =
         LocalCluster::start(binary().as_ref(), 3, dir.path(), &slow_elections()).unwrap();
     let first = cluster.leader(Duration::from_secs(60), None).await.unwrap();

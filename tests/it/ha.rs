@@ -12,7 +12,7 @@ use super::support::{binary, client, eventually};
 
 #[test]
 fn twenty_leader_kills_under_load_lose_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::support::test_dir();
     let report_dir = dir.path().join("report");
     let out = Command::new(binary())
         .args(["ha", "--nodes", "3", "--workers", "2", "--runtime", "80"])
@@ -56,7 +56,7 @@ fn twenty_leader_kills_under_load_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_replaced_and_does_not_act_as_leader_after_resuming() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::support::test_dir();
     let cluster = LocalCluster::start(binary().as_ref(), 3, dir.path(), &[]).unwrap();
     let old = cluster.leader(Duration::from_secs(60), None).await.unwrap();
     let (_, old_term) = cluster.role(old).await.unwrap();

@@ -87,11 +87,11 @@ struct Fleet {
     cluster: LocalCluster,
     addrs: Vec<String>,
     _workers: Vec<WorkerProcess>,
-    _dir: tempfile::TempDir,
+    _dir: super::support::TestDir,
 }
 
 fn fleet() -> Fleet {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::support::test_dir();
     let cluster = LocalCluster::start(binary().as_ref(), 3, dir.path(), &[]).unwrap();
     let addrs: Vec<String> = cluster.addresses().into_values().collect();
     let joined = addrs.join(",");

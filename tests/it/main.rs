@@ -10,6 +10,8 @@ mod conformance;
 mod crash_restart;
 mod fast_failover;
 mod ha;
+mod heal;
+mod io_fault;
 mod jobs_e2e;
 mod limits;
 mod recovery;

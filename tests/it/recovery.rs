@@ -49,11 +49,11 @@ struct Setup {
     cluster: LocalCluster,
     addrs: Vec<String>,
     workers: Vec<WorkerProcess>,
-    _dir: tempfile::TempDir,
+    _dir: super::support::TestDir,
 }
 
 async fn setup(extra: &[&str]) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::support::test_dir();
     let cluster = LocalCluster::start(binary().as_ref(), 3, dir.path(), &tuned(extra)).unwrap();
     cluster.leader(Duration::from_secs(60), None).await.unwrap();
     let addrs: Vec<String> = cluster.addresses().into_values().collect();

@@ -14,10 +14,47 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_testfleet")
 }
 
+/// A temporary directory for one test's processes and files: removed when the test passes,
+/// kept when it fails (panics), with its path printed, so that the coordinators' logs and
+/// their DuckDB and redb files can be looked at after a rare failure.
+pub struct TestDir(Option<tempfile::TempDir>);
+
+/// A new [`TestDir`].
+pub fn test_dir() -> TestDir {
+    TestDir(Some(
+        tempfile::tempdir().expect("create a temporary directory"),
+    ))
+}
+
+impl TestDir {
+    pub fn path(&self) -> &Path {
+        self.0
+            .as_ref()
+            .expect("the directory lives until drop")
+            .path()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.0.take()
+        {
+            let kept = dir.keep();
+            eprintln!(
+                "the test failed: its files (logs, DuckDB and redb) are kept in {}",
+                kept.display()
+            );
+        }
+    }
+}
+
 /// A coordinator process; killed (SIGKILL) when dropped.
 pub struct Process {
     pub child: Child,
     pub addr: String,
+    /// Its stderr lines from after it started listening.
+    pub stderr: mpsc::Receiver<String>,
 }
 
 impl Process {
@@ -25,6 +62,25 @@ impl Process {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits up to `limit` for the process to exit by itself: its exit status (`None` if it
+    /// still runs) and every stderr line it wrote since it started listening.
+    pub fn wait_exit(&mut self, limit: Duration) -> (Option<std::process::ExitStatus>, String) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            match self.child.try_wait().expect("poll the child") {
+                Some(status) => break Some(status),
+                None if Instant::now() > deadline => break None,
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        // The pipe closes when the process is gone; a live one gives what it wrote so far.
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(500)) {
+            lines.push(line);
+        }
+        (status, lines.join("\n"))
     }
 }
 
@@ -65,7 +121,11 @@ pub fn start_coordinator(args: &[&str], dir: &Path) -> Process {
                 if line.contains("coordinator listening")
                     && let Some(addr) = field(&line, "addr")
                 {
-                    return Process { child, addr };
+                    return Process {
+                        child,
+                        addr,
+                        stderr: rx,
+                    };
                 }
                 seen.push(line);
             }

@@ -47,7 +47,7 @@ async fn toolz_test_files_give_the_same_outcomes_through_testfleet() {
         files.len() >= 10,
         "expected toolz's test modules, found {files:?}"
     );
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::support::test_dir();
     std::fs::write(dir.path().join("files.txt"), files.join("\n")).unwrap();
     std::fs::write(
         dir.path().join("plan.toml"),

@@ -479,3 +479,51 @@ fn every_attempts_final_row_is_written_whatever_the_flush_boundaries() {
         .collect();
     assert_eq!(rows, expected);
 }
+
+fn settings() -> DbSettings {
+    DbSettings {
+        threads: 1,
+        memory_limit: "256MB".into(),
+    }
+}
+
+#[test]
+fn a_file_that_is_not_duckdb_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.duckdb");
+    drop(Store::open(&path, &settings()).unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..4096].fill(0xA5);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Store::open(&path, &settings())
+        .err()
+        .expect("a damaged header");
+    assert!(err.is_damage(), "{err}");
+}
+
+#[test]
+fn a_missing_directory_is_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-dir").join("state.duckdb");
+    let err = Store::open(&path, &settings()).err().expect("no directory");
+    assert!(!err.is_damage(), "{err}");
+}
+
+#[test]
+fn a_resource_failure_during_wal_replay_is_not_damage() {
+    let failure = |message: &str| StoreError::Open {
+        path: "state.duckdb".into(),
+        source: duckdb::Error::DuckDBFailure(duckdb::ffi::Error::new(1), Some(message.to_string())),
+    };
+    let corrupt = failure(
+        "Failure while replaying WAL file \"state.duckdb.wal\": Corrupt WAL file: entry at \
+         byte position 96 computed checksum 1 does not match stored checksum 2",
+    );
+    assert!(corrupt.is_damage());
+    let out_of_memory = failure(
+        "Failure while replaying WAL file \"state.duckdb.wal\": Out of Memory Error: failed to \
+         allocate data of size 256.0 KiB",
+    );
+    assert!(!out_of_memory.is_damage());
+    assert!(StoreError::Corrupt("unknown task status \"x\"".into()).is_damage());
+}

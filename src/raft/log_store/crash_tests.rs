@@ -1,0 +1,449 @@
+//! Crash tests of the log store with real SIGKILLs, and what a damaged file tail does.
+//!
+//! A child process (this test binary, run again with [`TORTURE_ENV`] naming the file) appends
+//! entries as fast as it can, several appends in flight like openraft, now and then saving a
+//! vote, purging a prefix or truncating a suffix, and prints every write once it is durable.
+//! The parent SIGKILLs it at seeded random moments, reopens the file (redb repairs an
+//! interrupted commit on open) and checks that the log is one run of consecutive entries with
+//! the expected contents, and that every write reported durable is there.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use openraft::type_config::TypeConfigExt;
+
+use openraft::type_config::alias::EntryOf;
+
+use super::*;
+
+type C = super::tests::TestConfig;
+type Store = LogStore<C>;
+type Entry = EntryOf<C>;
+
+fn log_id(term: u64, index: u64) -> LogIdOf<C> {
+    openraft::testing::log_id::<C>(term, 1, index)
+}
+
+fn vote(term: u64, node: u64) -> VoteOf<C> {
+    openraft::Vote::new(term, node)
+}
+
+/// The file the child writes to; without it, the child test does nothing.
+const TORTURE_ENV: &str = "TESTFLEET_LOG_STORE_TORTURE_FILE";
+
+/// A tiny deterministic generator (SplitMix64): reproducible kill moments from a seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The command stored at `index` in `term`: its size varies, so entries span pages.
+fn payload(term: u64, index: u64) -> String {
+    let len = (index * 37 + term * 11) % 700;
+    format!("{term}/{index}/{}", "x".repeat(len as usize))
+}
+
+fn entry(term: u64, index: u64) -> Entry {
+    Entry::new_normal(log_id(term, index), payload(term, index))
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Runs only as the child of `sigkilled_writers_lose_no_durable_write` (does nothing
+/// otherwise): writes until it is killed, printing `durable <index>`, `purged <index>`,
+/// and `vote <term>` once each is on disk, and `truncating <index>` (every entry from there
+/// on is about to be removed) before it truncates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torture_child_writes_until_killed() {
+    let Some(path) = std::env::var_os(TORTURE_ENV) else {
+        return;
+    };
+    let mut store = Store::open(Path::new(&path)).unwrap();
+    let state = store.get_log_state().await.unwrap();
+    let mut next = state.last_log_id.as_ref().map_or(1, |l| l.index + 1);
+    // A new term, above every term this file has seen (as a restarted node would campaign).
+    let voted = store
+        .read_vote()
+        .await
+        .unwrap()
+        .map_or(0, |v| v.leader_id().term);
+    let logged = state.last_log_id.as_ref().map_or(0, |l| l.leader_id.term);
+    let mut term = voted.max(logged) + 1;
+    store.save_vote(&vote(term, 1)).await.unwrap();
+    say(&format!("vote {term}"));
+    let mut rng = Rng(next ^ (std::process::id() as u64) << 32);
+    loop {
+        // Up to four appends in flight, answered in order, as openraft issues them.
+        let mut flushed = Vec::new();
+        for _ in 0..1 + rng.below(4) {
+            let count = 1 + rng.below(24);
+            let entries: Vec<Entry> = (next..next + count).map(|i| entry(term, i)).collect();
+            let (tx, rx) = C::oneshot();
+            store.append(entries, IOFlushed::signal(tx)).await.unwrap();
+            next += count;
+            flushed.push((next - 1, rx));
+        }
+        for (last, rx) in flushed {
+            rx.await.unwrap().unwrap();
+            say(&format!("durable {last}"));
+        }
+        store
+            .save_committed(Some(log_id(term, next - 1)))
+            .await
+            .unwrap();
+        match rng.below(40) {
+            0 if next > 300 => {
+                let upto = next - 200;
+                let purged_term = store.try_get_log_entries(upto..=upto).await.unwrap()[0]
+                    .log_id
+                    .leader_id
+                    .term;
+                store.purge(log_id(purged_term, upto)).await.unwrap();
+                say(&format!("purged {upto}"));
+            }
+            1 if next > 10 => {
+                // A new leader overwrote the last few entries: truncate, then go on in a
+                // higher term (the vote first, as Raft does).
+                let keep = next - 1 - rng.below(8);
+                let state = store.get_log_state().await.unwrap();
+                let purged = state.last_purged_log_id.map_or(0, |l| l.index);
+                if keep > purged {
+                    let kept_term = store.try_get_log_entries(keep..=keep).await.unwrap()[0]
+                        .log_id
+                        .leader_id
+                        .term;
+                    // Said before it happens: a kill may come before or after it is durable.
+                    say(&format!("truncating {}", keep + 1));
+                    store
+                        .truncate_after(Some(log_id(kept_term, keep)))
+                        .await
+                        .unwrap();
+                    next = keep + 1;
+                    term += 1;
+                    store.save_vote(&vote(term, 1)).await.unwrap();
+                    say(&format!("vote {term}"));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What the parent learnt from the child's reports: what must be on disk.
+#[derive(Debug, Default)]
+struct Durable {
+    /// The highest index reported durable (and not truncated since).
+    last: Option<u64>,
+    purged: Option<u64>,
+    vote_term: Option<u64>,
+}
+
+impl Durable {
+    fn note(&mut self, line: &str) {
+        let Some((what, number)) = line.split_once(' ') else {
+            return;
+        };
+        let Ok(n) = number.trim().parse::<u64>() else {
+            return;
+        };
+        match what {
+            "durable" => self.last = self.last.max(Some(n)),
+            "purged" => self.purged = self.purged.max(Some(n)),
+            "truncating" => self.last = self.last.map(|l| l.min(n - 1)),
+            "vote" => self.vote_term = self.vote_term.max(Some(n)),
+            _ => {}
+        }
+    }
+}
+
+/// Reopens the file and checks it against what was reported durable.
+async fn check_reopened(path: &Path, durable: &Durable, round: usize) {
+    let mut store = Store::open(path)
+        .unwrap_or_else(|e| panic!("round {round}: the store does not open after a kill: {e}"));
+    let state = store.get_log_state().await.unwrap();
+    let purged = state.last_purged_log_id.as_ref().map(|l| l.index);
+    let last = state.last_log_id.as_ref().map(|l| l.index);
+    assert!(
+        purged >= durable.purged,
+        "round {round}: purge to {:?} was durable, the store says {purged:?}",
+        durable.purged
+    );
+    assert!(
+        last >= durable.last,
+        "round {round}: index {:?} was reported durable, the log ends at {last:?}",
+        durable.last
+    );
+    let vote_term = store.read_vote().await.unwrap().map(|v| v.leader_id().term);
+    assert!(
+        vote_term >= durable.vote_term,
+        "round {round}: vote of term {:?} was durable, the store has {vote_term:?}",
+        durable.vote_term
+    );
+    // One run of consecutive entries right after the purged prefix (a read fails on a hole),
+    // each with the contents written for its index and term, terms never going down.
+    let entries = store.try_get_log_entries(..).await.unwrap();
+    let first = purged.map_or(1, |p| p + 1);
+    let expected: Vec<u64> = (first..=last.unwrap_or(0)).collect();
+    let got: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
+    assert_eq!(got, expected, "round {round}: not one consecutive run");
+    let mut previous_term = 0;
+    for e in &entries {
+        let term = e.log_id.leader_id.term;
+        assert!(
+            term >= previous_term,
+            "round {round}: term goes down at {e:?}"
+        );
+        previous_term = term;
+        assert_eq!(
+            *e,
+            entry(term, e.log_id.index),
+            "round {round}: wrong contents at index {}",
+            e.log_id.index
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_writers_lose_no_durable_write() {
+    let seed: u64 = std::env::var("TESTFLEET_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_206);
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft-log.redb");
+    // libtest names omit the crate name that module_path! starts with.
+    let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
+    let child_test = format!("{module}::torture_child_writes_until_killed");
+    let mut durable = Durable::default();
+    for round in 0..8 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([child_test.as_str(), "--exact", "--nocapture"])
+            .args(["--test-threads", "1"])
+            .env(TORTURE_ENV, &path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run the torture child");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        // Kill at a random moment once it writes: between 1 and 300 durable writes in.
+        let writes_before_kill = 1 + rng.below(300);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = 0;
+        while seen < writes_before_kill {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| {
+                    let _ = child.kill();
+                    panic!("seed {seed} round {round}: the child stopped reporting writes")
+                });
+            if line.starts_with("durable") {
+                seen += 1;
+            }
+            durable.note(&line);
+        }
+        // And then a little later still, in the middle of whatever it is doing.
+        std::thread::sleep(Duration::from_micros(rng.below(20_000)));
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "the child cannot finish on its own");
+        reader.join().unwrap();
+        for line in rx.try_iter() {
+            durable.note(&line);
+        }
+        eprintln!("seed {seed} round {round}: killed after {durable:?}");
+        check_reopened(&path, &durable, round).await;
+    }
+}
+
+/// A store with a few hundred entries, closed cleanly; returns the file's path.
+async fn written_store(dir: &Path) -> PathBuf {
+    let path = dir.join("raft-log.redb");
+    let mut store = Store::open(&path).unwrap();
+    for start in (1..400).step_by(20) {
+        let entries: Vec<Entry> = (start..start + 20).map(|i| entry(1, i)).collect();
+        let (tx, rx) = C::oneshot();
+        store.append(entries, IOFlushed::signal(tx)).await.unwrap();
+        rx.await.unwrap().unwrap();
+    }
+    drop(store);
+    path
+}
+
+/// Opening must fail, naming the file, saying it is damaged and what to do, and leave the
+/// file as it was.
+fn assert_refused_as_damaged(path: &Path) {
+    let before = std::fs::read(path).unwrap();
+    let err = Store::open(path).expect_err("a damaged file must not open");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    let message = err.to_string();
+    let path_text = path.display().to_string();
+    for needed in [
+        path_text.as_str(),
+        "the file is damaged",
+        "receives a snapshot from the leader",
+    ] {
+        assert!(message.contains(needed), "{needed:?} missing: {message}");
+    }
+    assert_eq!(std::fs::read(path).unwrap(), before, "the file was changed");
+}
+
+/// A file cut short cannot come from a crash (redb only ever resizes to whole regions, and
+/// the OS keeps a killed process's writes): it is refused with what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_file_cut_short_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = written_store(dir.path()).await;
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 1000)
+        .unwrap();
+    assert_refused_as_damaged(&path);
+}
+
+/// Bytes appended after the last region cannot come from a crash either: refused likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_appended_to_a_log_file_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = written_store(dir.path()).await;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(&[0x5A; 3000]).unwrap();
+    drop(file);
+    assert_refused_as_damaged(&path);
+}
+
+/// A file whose header was overwritten (no redb magic number) is refused likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_file_without_its_header_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = written_store(dir.path()).await;
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..512].fill(0x5A);
+    std::fs::write(&path, &bytes).unwrap();
+    assert_refused_as_damaged(&path);
+}
+
+/// What a crash while a new store is created leaves behind (a partial `.creating` file, no
+/// store) is cleaned up: the store opens, new and empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_creation_was_interrupted_opens_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft-log.redb");
+    let creating = dir.path().join("raft-log.redb.creating");
+    // A header without redb's magic number: what redb writes before it writes the magic.
+    std::fs::write(&creating, vec![0x11; 8192]).unwrap();
+    let mut store = Store::open(&path).unwrap();
+    assert!(!creating.exists(), "the leftover should be gone");
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!((state.last_purged_log_id, state.last_log_id), (None, None));
+    assert_eq!(store.read_vote().await.unwrap(), None);
+}
+
+/// Runs only as the child of `a_kill_while_a_store_is_created_never_leaves_one_that_fails`:
+/// creates a store, reports it, and waits to be killed.
+#[test]
+fn creating_child_creates_a_store() {
+    let Some(path) = std::env::var_os(CREATE_ENV) else {
+        return;
+    };
+    let store = Store::open(Path::new(&path)).unwrap();
+    say("log store created");
+    std::thread::sleep(Duration::from_secs(60));
+    drop(store);
+}
+
+/// The file a creating child creates; without it, the child test does nothing.
+const CREATE_ENV: &str = "TESTFLEET_LOG_STORE_CREATE_FILE";
+
+/// SIGKILLs processes creating a new store at seeded random moments, spread over the time a
+/// child takes to start and create it (measured first); whatever is left must open.
+#[test]
+fn a_kill_while_a_store_is_created_never_leaves_one_that_fails() {
+    let mut rng = Rng(7);
+    let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
+    let child_test = format!("{module}::creating_child_creates_a_store");
+    let spawn = |path: &Path| {
+        Command::new(std::env::current_exe().unwrap())
+            .args([child_test.as_str(), "--exact", "--nocapture"])
+            .args(["--test-threads", "1"])
+            .env(CREATE_ENV, path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run the creating child")
+    };
+    // How long a child takes to have its store created (the longest of three).
+    let mut full = Duration::ZERO;
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let mut child = spawn(&dir.path().join("raft-log.redb"));
+        // (libtest prints its own text first, on the same line too.)
+        let created_line = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("log store created"));
+        assert!(created_line, "the child did not report its store");
+        full = full.max(started.elapsed());
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (rounds, mut created) = (24, 0);
+    for round in 0..rounds {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.redb");
+        let mut child = spawn(&path);
+        let wait = full.mul_f64(1.5 * rng.below(1000) as f64 / 1000.0);
+        std::thread::sleep(wait);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+        created += usize::from(out.contains("log store created"));
+        runtime.block_on(async {
+            let mut store = Store::open(&path)
+                .unwrap_or_else(|e| panic!("round {round} (killed after {wait:?}): {e}"));
+            assert_eq!(store.get_log_state().await.unwrap().last_log_id, None);
+        });
+    }
+    eprintln!(
+        "a child creates its store {full:?} after it is started; {created} of {rounds} had \
+         when killed"
+    );
+}
