@@ -327,6 +327,19 @@ pub fn check_registration(
     check_labels("worker labels", labels)
 }
 
+/// What a worker's and a task's recovery records have in common.
+fn check_recovery_record(
+    attempt_number: u32,
+    recovery_type: &str,
+    details_json: &str,
+    at: Timestamp,
+) -> Result<(), Violation> {
+    check_max("the recovery attempt number", attempt_number, MAX_COUNT)?;
+    check_len("the recovery type", recovery_type, MAX_CODE_BYTES)?;
+    check_json_object("recovery details", details_json, false)?;
+    check_timestamp("the recovery time", at)
+}
+
 /// Clips `text` to at most `max` bytes at a character boundary, keeping its start.
 pub fn clip(text: &mut String, max: usize) {
     if text.len() > max {
@@ -475,10 +488,7 @@ pub fn check(command: &Command) -> Result<(), Violation> {
             ..
         } => {
             check_worker_id(worker)?;
-            check_max("the recovery attempt number", *attempt_number, MAX_COUNT)?;
-            check_len("the recovery type", recovery_type, MAX_CODE_BYTES)?;
-            check_json_object("recovery details", details_json, false)?;
-            check_timestamp("the recovery time", *at)
+            check_recovery_record(*attempt_number, recovery_type, details_json, *at)
         }
         Command::RecordTaskRecovery {
             task,
@@ -493,10 +503,7 @@ pub fn check(command: &Command) -> Result<(), Violation> {
             if let Some(worker) = worker {
                 check_worker_id(worker)?;
             }
-            check_max("the recovery attempt number", *attempt_number, MAX_COUNT)?;
-            check_len("the recovery type", recovery_type, MAX_CODE_BYTES)?;
-            check_json_object("recovery details", details_json, false)?;
-            check_timestamp("the recovery time", *at)
+            check_recovery_record(*attempt_number, recovery_type, details_json, *at)
         }
         Command::RecordSystemRecovery {
             system_status,

@@ -105,12 +105,8 @@ async fn assert_same_tables(cluster: &TestCluster) {
     .await;
 }
 
-/// A follower is stopped, `damage` is done to its DuckDB file, and it is started again: it
-/// sets the file aside, rebuilds from its snapshot and log, and ends equal to the others.
-async fn a_follower_heals_from(damage: fn(&Path)) {
-    // Snapshots every 100 entries: the rebuild needs the snapshot (the log is purged).
-    let mut cluster = TestCluster::start_with(3, 100).await;
-    submit_jobs(&cluster, "before", 150).await;
+/// Waits until a follower has purged its log behind a snapshot, stops it and returns its id.
+async fn stop_a_follower_behind_a_snapshot(cluster: &mut TestCluster) -> u64 {
     let leader = cluster.leader().await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let node = cluster.node(follower).clone();
@@ -125,6 +121,16 @@ async fn a_follower_heals_from(damage: fn(&Path)) {
     .await;
     drop(node);
     cluster.stop(follower).await;
+    follower
+}
+
+/// A follower is stopped, `damage` is done to its DuckDB file, and it is started again: it
+/// sets the file aside, rebuilds from its snapshot and log, and ends equal to the others.
+async fn a_follower_heals_from(damage: fn(&Path)) {
+    // Snapshots every 100 entries: the rebuild needs the snapshot (the log is purged).
+    let mut cluster = TestCluster::start_with(3, 100).await;
+    submit_jobs(&cluster, "before", 150).await;
+    let follower = stop_a_follower_behind_a_snapshot(&mut cluster).await;
     let db = cluster.config(follower).db_path;
     damage(&db);
 
@@ -162,20 +168,7 @@ async fn a_follower_whose_duckdb_rows_do_not_load_rebuilds_its_state() {
 async fn without_a_snapshot_and_with_a_purged_log_the_node_refuses_to_start() {
     let mut cluster = TestCluster::start_with(3, 100).await;
     submit_jobs(&cluster, "job", 150).await;
-    let leader = cluster.leader().await;
-    let follower = (1..=3).find(|id| *id != leader).unwrap();
-    let node = cluster.node(follower).clone();
-    eventually(
-        Duration::from_secs(30),
-        "the follower to purge its log behind a snapshot",
-        || {
-            let purged = node.metrics().purged;
-            async move { purged.is_some_and(|p| p.index > 50).then_some(()) }
-        },
-    )
-    .await;
-    drop(node);
-    cluster.stop(follower).await;
+    let follower = stop_a_follower_behind_a_snapshot(&mut cluster).await;
     let config = cluster.config(follower);
     std::fs::remove_file(config.snapshot_dir().join("current.snapshot")).unwrap();
     overwrite_header(&config.db_path);
