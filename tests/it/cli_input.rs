@@ -95,3 +95,29 @@ fn unreachable_cluster_exits_3() {
         &["127.0.0.1:1"],
     );
 }
+
+#[test]
+fn a_plan_past_a_limit_is_refused_before_anything_is_sent() {
+    // The reproduction: this plan used to be accepted, and its job then stopped
+    // every replica. The coordinator address is unreachable: nothing may be sent.
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        "[[task]]\nname = \"flaky\"\ncommand = [\"sh\", \"-c\", \"exit 1\"]\nflaky_retries = 4294967295\n",
+    )
+    .unwrap();
+    assert_clear_failure(
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--coordinator",
+            "127.0.0.1:1",
+        ],
+        2,
+        &[
+            "flaky_retries 4294967295 is too large (at most 100)",
+            "plan.toml",
+        ],
+    );
+}
