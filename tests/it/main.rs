@@ -15,5 +15,6 @@ mod limits;
 mod recovery;
 mod replication;
 mod snapshot;
+mod sql_sandbox;
 mod support;
 mod third_party;
