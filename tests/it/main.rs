@@ -18,3 +18,4 @@ mod snapshot;
 mod sql_sandbox;
 mod support;
 mod third_party;
+mod worker_identity;
