@@ -549,3 +549,29 @@ fn no_statement_can_lift_the_sandbox() {
         assert!(message.contains("disabled"), "{message}");
     }
 }
+
+#[test]
+fn a_sandboxed_store_still_spills_to_its_temporary_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = DbSettings {
+        threads: 1,
+        memory_limit: "20MB".to_string(),
+    };
+    let store = Store::open(&dir.path().join("s.duckdb"), &settings).unwrap();
+    let reader = store.reader().unwrap();
+    // A sort of ~80 MB of rows cannot fit in 20 MB: DuckDB must write temporary files.
+    let rows: i64 = reader
+        .query_row(
+            "SELECT count(*) FROM (SELECT i, repeat('x', 32) || i AS s FROM range(1500000) t(i) \
+             ORDER BY s DESC OFFSET 1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 1_499_999);
+    // DuckDB creates its temporary directory when it first spills.
+    assert!(
+        dir.path().join("s.duckdb.tmp").is_dir(),
+        "the query did not spill"
+    );
+}
