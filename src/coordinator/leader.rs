@@ -207,6 +207,13 @@ impl Leadership {
         Ok(generation)
     }
 
+    /// Whether `generation` is the worker's current session.
+    pub fn is_current(&self, worker: &str, generation: u64) -> bool {
+        lock(&self.sessions)
+            .get(worker)
+            .is_some_and(|s| s.generation == generation)
+    }
+
     /// Forgets a session if it is still the current one of its worker; returns whether it was.
     pub fn remove_session(&self, worker: &str, generation: u64) -> bool {
         let mut sessions = lock(&self.sessions);

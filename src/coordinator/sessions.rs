@@ -12,6 +12,9 @@
 //!   recorded as stale) the worker gets a `FinishedAck` and may forget the result. Until
 //!   then it re-sends the result after every reconnect, so no result is lost in a failover.
 //!
+//! A session replaced by a newer one of its worker (the same process reconnecting), or closed
+//! by recovery, is ended at its next message: only the current session reports for a name.
+//!
 //! Reconciliation on hello: an attempt the worker runs that the log does not give it is
 //! cancelled on the worker; an attempt the log gives it that was never started is sent
 //! again (the worker ignores duplicates); one that had started and the worker no longer
@@ -266,6 +269,11 @@ async fn serve(
             Ok(m) => m.body,
             Err(e) => break Err(format!("stream error: {e}")),
         };
+        // Only the name's current session speaks for it: one replaced by a reconnect, or
+        // closed by recovery, ends here (its worker reconnects and re-sends what is unacked).
+        if !leadership.is_current(&worker, generation) {
+            break Err(format!("{worker}'s session was replaced or closed"));
+        }
         // Any message shows the worker is alive.
         leadership.monitor.heartbeat(&worker);
         match body {

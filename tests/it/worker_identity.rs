@@ -293,6 +293,20 @@ async fn the_same_process_reconnects_over_its_stale_session_and_others_are_refus
         open(&addr, hello("raw1", "process-b", "host-b")).await,
         "host-a2",
     );
+    // The replaced stream can no longer speak for raw1: its next message ends it.
+    if let Some(task) = first.heartbeats.take() {
+        task.abort();
+    }
+    first
+        .send(worker_message::Body::Heartbeat(Heartbeat {
+            running: vec![],
+        }))
+        .await;
+    match tokio::time::timeout(LIMIT, first.inbound.next()).await {
+        Ok(Some(Ok(message))) => panic!("the replaced session got {message:?}"),
+        Ok(_) => {}
+        Err(_) => panic!("the replaced session was not ended"),
+    }
     // Once process A's session is gone, the name is free.
     drop(first);
     drop(second);
