@@ -92,11 +92,13 @@ pub struct CoordinatorConfig {
     /// A worker silent this long is failed and its tasks are requeued; it is suspect after
     /// three missed heartbeats. Default 5000 ms.
     pub worker_failure_timeout_ms: u64,
-    /// Command the leader runs to restart a failed worker; `{worker}`, `{host}` and
-    /// `{address}` are replaced (e.g. `ssh {host} systemctl restart testfleet-worker`).
+    /// Command the leader runs with `sh -c` to restart a failed worker; `{worker}`, `{host}`
+    /// and `{address}` are replaced (e.g. `ssh {host} systemctl restart testfleet-worker`).
+    /// Each value is shell-quoted, so it reaches the command as one argument and never runs;
+    /// write placeholders bare (see [`crate::recovery::restart`] for what is refused and why).
     /// None: recovery only waits for the worker to reconnect, then quarantines it. The
-    /// command runs in its own process group, which is killed when it exits: a command that
-    /// starts a local worker must detach it (`setsid testfleet worker ... &`).
+    /// command runs in its own process group, killed at its timeout or when this node stops
+    /// leading: a command that starts a local worker must detach it (`setsid ... &`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_command: Option<String>,
     /// Attempts to bring a failed worker back before it is permanently failed. Default 5.
@@ -222,7 +224,7 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "TESTFLEET_WORKER_FAILURE_TIMEOUT_MS", value_name = "MS")]
     pub worker_failure_timeout_ms: Option<u64>,
 
-    /// Command that restarts a failed worker ({worker}, {host}, {address} are replaced)
+    /// Command that restarts a failed worker ({worker}, {host}, {address} become quoted words)
     #[arg(long, env = "TESTFLEET_RESTART_COMMAND", value_name = "TEMPLATE")]
     pub restart_command: Option<String>,
 
@@ -552,6 +554,10 @@ impl CoordinatorConfig {
             ));
         }
         validate_memory_limit(&self.duckdb_memory_limit)?;
+        if let Some(template) = &self.restart_command {
+            crate::recovery::restart::check_template(template)
+                .map_err(|e| invalid("restart_command", template, &e.to_string()))?;
+        }
         for (id, addr) in &self.peers {
             validate_peer_addr(addr).map_err(|reason| ConfigError::BadPeer {
                 item: format!("{id}={addr}"),

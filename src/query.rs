@@ -11,6 +11,22 @@
 //!    to confirm that the text is exactly one `SELECT` statement, then runs it inside a
 //!    `READ ONLY` transaction that is always rolled back.
 //!
+//! # The sandbox
+//!
+//! A `SELECT` can still call table functions that read files (`read_text`, `read_csv`,
+//! `read_parquet`, `read_json`, `glob`) or URLs (which would download the `httpfs`
+//! extension). The database is opened with DuckDB's own switches against that
+//! (`state::store::Store::open`): external access off, no extension installed or loaded on
+//! demand, and the configuration locked so that no statement can switch them back. Such a
+//! query fails with [`QueryError::Sandboxed`]. The reader shares the writer's database, so
+//! the switches are set once for both; DuckDB's own files are not affected.
+//!
+//! Each query also runs under [`Limits`]: a time limit, after which DuckDB is interrupted
+//! ([`QueryError::TimedOut`]), and a cap on the answer's rows ([`QueryError::TooManyRows`])
+//! and bytes ([`QueryError::TooLarge`], measured as the JSON text of the rows). An answer
+//! over a cap is refused, not truncated, so a reader never mistakes part of an answer for
+//! all of it; the error names the limit and says to add a `LIMIT`.
+//!
 //! Results come back as [`QueryResult`] — column names, DuckDB type names and rows of JSON
 //! values — and render as a table ([`render_table`]) or a JSON document ([`render_json`]).
 //! Each DuckDB type becomes JSON like this (`query/value.rs`):
@@ -45,8 +61,12 @@ mod guard;
 mod render;
 mod value;
 
-use duckdb::Connection;
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
 use duckdb::types::Value;
+use duckdb::{Connection, InterruptHandle};
 use serde_json::Value as Json;
 
 pub use guard::check_read_only;
@@ -58,6 +78,34 @@ use value::Shape;
 /// The most rows [`run_query`] returns; a larger result is refused rather than truncated,
 /// so a reader never mistakes part of an answer for all of it.
 pub const MAX_ROWS: usize = 100_000;
+
+/// The most bytes of an answer: its rows as JSON text, with the column names and types. It
+/// keeps a `Query` reply under gRPC's default 4 MiB message limit, which the CLI uses.
+pub const MAX_BYTES: usize = 3 * 1024 * 1024;
+
+/// How long a query may run by default; DuckDB is interrupted then.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one query may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time from the start of execution to the last row converted.
+    pub timeout: Duration,
+    /// Rows in the answer.
+    pub max_rows: usize,
+    /// Bytes of the answer (see [`MAX_BYTES`]).
+    pub max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: DEFAULT_TIMEOUT,
+            max_rows: MAX_ROWS,
+            max_bytes: MAX_BYTES,
+        }
+    }
+}
 
 /// The outcome of a read-only query.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,11 +144,43 @@ pub enum QueryError {
         type_name: String,
     },
 
-    /// The result has more rows than [`MAX_ROWS`].
+    /// The result has more rows than [`Limits::max_rows`].
     #[error("the result has more than {limit} rows; add a LIMIT or aggregate")]
     TooManyRows {
         /// The limit that was exceeded.
         limit: usize,
+    },
+
+    /// The answer is larger than [`Limits::max_bytes`].
+    #[error(
+        "the result is too large: more than {limit} bytes as JSON; add a LIMIT, select fewer \
+         or shorter columns (e.g. left(text, 200)), or aggregate"
+    )]
+    TooLarge {
+        /// The limit that was exceeded, in bytes.
+        limit: usize,
+    },
+
+    /// The query ran past [`Limits::timeout`] and was interrupted.
+    #[error(
+        "the query ran longer than the limit of {} ms and was stopped; narrow it (WHERE, \
+         LIMIT) or aggregate",
+        limit.as_millis()
+    )]
+    TimedOut {
+        /// The time limit.
+        limit: Duration,
+    },
+
+    /// The query tried to read a file or URL, or to load an extension.
+    #[error(
+        "`sql` reads only this coordinator's own tables: external access (files, URLs) and \
+         extensions are disabled on coordinators; query the tables instead (`SHOW TABLES`). \
+         DuckDB said: {message}"
+    )]
+    Sandboxed {
+        /// DuckDB's message.
+        message: String,
     },
 
     /// The connection is inside a transaction, so the query cannot get its own read-only
@@ -191,11 +271,21 @@ impl From<duckdb::Error> for QueryError {
     }
 }
 
+/// Runs one read-only statement under the default [`Limits`]; see [`run_query_with`].
+pub fn run_query(conn: &Connection, sql: &str) -> Result<QueryResult, QueryError> {
+    run_query_with(conn, sql, Limits::default())
+}
+
 /// Runs one read-only statement and returns its columns, types and rows as JSON values.
 ///
-/// See the module docs for the three checks. The connection must not be inside a
-/// transaction ([`QueryError::TransactionOpen`]).
-pub fn run_query(conn: &Connection, sql: &str) -> Result<QueryResult, QueryError> {
+/// See the module docs for the checks, the sandbox and the limits. The connection must not
+/// be inside a transaction ([`QueryError::TransactionOpen`]). Blocking: up to
+/// `limits.timeout`, plus the time DuckDB takes to notice the interrupt.
+pub fn run_query_with(
+    conn: &Connection,
+    sql: &str,
+    limits: Limits,
+) -> Result<QueryResult, QueryError> {
     let checked = guard::classify(sql)?;
     if let Checked::Query(start) = checked {
         confirm_single_select(conn, &sql[start..])?;
@@ -211,13 +301,83 @@ pub fn run_query(conn: &Connection, sql: &str) -> Result<QueryResult, QueryError
                 QueryError::Failed { message }
             }
         })?;
-    let result = fetch(conn, sql);
+    let watchdog = Watchdog::start(conn.interrupt_handle(), limits.timeout);
+    let result = fetch(conn, sql, limits, watchdog.deadline);
+    let interrupted = watchdog.stop();
     // Always roll back: a read has nothing to keep, and the connection must leave the
-    // transaction even when the query failed.
-    let rollback = conn.execute_batch("ROLLBACK");
-    let result = result?;
+    // transaction even when the query failed. An interrupt that landed after the query ended
+    // may fail the first attempt; the watchdog is stopped now, so a second one cannot.
+    let rollback = conn
+        .execute_batch("ROLLBACK")
+        .or_else(|_| conn.execute_batch("ROLLBACK"));
+    let result = result.map_err(|e| match e {
+        QueryError::Failed { .. } if interrupted => QueryError::TimedOut {
+            limit: limits.timeout,
+        },
+        other => other,
+    })?;
     rollback?;
     Ok(result)
+}
+
+/// Interrupts the connection's query when the time limit passes, from a thread of its own.
+struct Watchdog {
+    deadline: Instant,
+    done: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<bool>,
+}
+
+impl Watchdog {
+    fn start(handle: Arc<InterruptHandle>, limit: Duration) -> Watchdog {
+        let (done, wait) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || match wait.recv_timeout(limit) {
+            Err(RecvTimeoutError::Timeout) => {
+                handle.interrupt();
+                true
+            }
+            _ => false,
+        });
+        Watchdog {
+            deadline: Instant::now() + limit,
+            done,
+            thread,
+        }
+    }
+
+    /// Stops the watchdog; true if it interrupted the query.
+    fn stop(self) -> bool {
+        let _ = self.done.send(());
+        self.thread.join().unwrap_or(false)
+    }
+}
+
+/// A DuckDB error, with the sandbox's refusals told apart.
+fn failed(e: duckdb::Error) -> QueryError {
+    let message = e.to_string();
+    // Files and URLs: "... file system operations are disabled by configuration". A function
+    // of an extension that is not loaded: "... exists in the parquet extension. Please try
+    // installing and loading ...: INSTALL parquet; LOAD parquet;".
+    let sandbox = message.contains("disabled by configuration")
+        || (message.contains(" extension") && message.contains("INSTALL "));
+    if sandbox {
+        QueryError::Sandboxed { message }
+    } else {
+        QueryError::Failed { message }
+    }
+}
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Asks DuckDB's parser whether `sql` is exactly one `SELECT` statement. Parsing runs
@@ -265,10 +425,15 @@ fn confirm_single_select(conn: &Connection, sql: &str) -> Result<(), QueryError>
     }
 }
 
-/// Executes `sql` (already checked) and converts the rows.
-fn fetch(conn: &Connection, sql: &str) -> Result<QueryResult, QueryError> {
-    let mut stmt = conn.prepare(sql)?;
-    let mut rows = stmt.query([])?;
+/// Executes `sql` (already checked) and converts the rows, within `limits`.
+fn fetch(
+    conn: &Connection,
+    sql: &str,
+    limits: Limits,
+    deadline: Instant,
+) -> Result<QueryResult, QueryError> {
+    let mut stmt = conn.prepare(sql).map_err(failed)?;
+    let mut rows = stmt.query([]).map_err(failed)?;
     let Some(stmt) = rows.as_ref() else {
         return Ok(QueryResult {
             columns: Vec::new(),
@@ -290,10 +455,21 @@ fn fetch(conn: &Connection, sql: &str) -> Result<QueryResult, QueryError> {
         shapes.push(shape);
     }
 
+    let mut bytes = ByteCount(0);
+    for text in columns.iter().chain(&column_types) {
+        bytes.0 += text.len();
+    }
     let mut out: Vec<Vec<Json>> = Vec::new();
-    while let Some(row) = rows.next()? {
-        if out.len() == MAX_ROWS {
-            return Err(QueryError::TooManyRows { limit: MAX_ROWS });
+    while let Some(row) = rows.next().map_err(failed)? {
+        if out.len() == limits.max_rows {
+            return Err(QueryError::TooManyRows {
+                limit: limits.max_rows,
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(QueryError::TimedOut {
+                limit: limits.timeout,
+            });
         }
         let mut values = Vec::with_capacity(shapes.len());
         for (i, shape) in shapes.iter().enumerate() {
@@ -302,8 +478,16 @@ fn fetch(conn: &Connection, sql: &str) -> Result<QueryResult, QueryError> {
                 values.push(Json::Null);
                 continue;
             }
-            let v: Value = row.get_ref(i)?.to_owned();
+            let v: Value = row.get_ref(i).map_err(failed)?.to_owned();
             values.push(value::to_json(v, shape));
+        }
+        serde_json::to_writer(&mut bytes, &values).map_err(|e| QueryError::Failed {
+            message: format!("cannot encode a row as JSON: {e}"),
+        })?;
+        if bytes.0 > limits.max_bytes {
+            return Err(QueryError::TooLarge {
+                limit: limits.max_bytes,
+            });
         }
         out.push(values);
     }
@@ -314,5 +498,7 @@ fn fetch(conn: &Connection, sql: &str) -> Result<QueryResult, QueryError> {
     })
 }
 
+#[cfg(test)]
+mod sandbox_tests;
 #[cfg(test)]
 mod tests;

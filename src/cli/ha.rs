@@ -240,6 +240,7 @@ async fn leader_query_once(
         .query(crate::proto::QueryRequest {
             sql: sql.to_string(),
             consistent: true,
+            timeout_ms: 0,
         })
         .await
         .map_err(super::from_status)?

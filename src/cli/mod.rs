@@ -130,6 +130,7 @@ pub async fn query_rows(
         .query(crate::proto::QueryRequest {
             sql: sql.to_string(),
             consistent,
+            timeout_ms: 0,
         })
         .await
         .map_err(from_status)?
@@ -208,6 +209,7 @@ pub async fn sql(
         .query(crate::proto::QueryRequest {
             sql: sql.to_string(),
             consistent,
+            timeout_ms: 0,
         })
         .await
         .map_err(from_status)?

@@ -417,6 +417,7 @@ pub async fn report(addrs: &[String]) -> Result<RecoveryReport, CliError> {
             .query(crate::proto::QueryRequest {
                 sql: sql.to_string(),
                 consistent: false,
+                timeout_ms: 0,
             })
             .await
             .map_err(super::from_status)?

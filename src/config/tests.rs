@@ -358,6 +358,31 @@ fn single_values_are_checked() {
 }
 
 #[test]
+fn a_restart_command_that_quotes_a_placeholder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |template: &str| CoordinatorArgs {
+        restart_command: Some(template.to_owned()),
+        ..args_in(dir.path())
+    };
+    let err = CoordinatorConfig::resolve(&with("ssh '{host}' systemctl restart w")).unwrap_err();
+    match err {
+        ConfigError::Invalid { key, reason, .. } => {
+            assert_eq!(key, "restart_command");
+            assert!(
+                reason.contains("{host} is inside single quotes"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected an invalid restart_command, got {other:?}"),
+    }
+    let config = CoordinatorConfig::resolve(&with("ssh {host} systemctl restart w")).unwrap();
+    assert_eq!(
+        config.restart_command.as_deref(),
+        Some("ssh {host} systemctl restart w")
+    );
+}
+
+#[test]
 fn missing_db_directory_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-dir");

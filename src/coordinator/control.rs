@@ -5,7 +5,9 @@
 //! * `Query` runs a read-only SQL statement on this node's DuckDB copy (stale by
 //!   replication lag). With `consistent`, the leader first confirms its leadership with a
 //!   quorum and waits until it has applied everything committed; a follower forwards such a
-//!   query to the leader.
+//!   query to the leader. Queries run on the blocking pool, at most
+//!   [`MAX_CONCURRENT_QUERIES`] at a time, each under [`query::Limits`] (DuckDB is
+//!   interrupted at the time limit), so a heavy query cannot hold up the node's own work.
 //! * `ProposeBench` appends a `Bench` command — the only way to write an arbitrary command —
 //!   and answers once it is applied. A follower forwards it to the leader.
 //! * `StartCheck` appends a replica-check marker (forwarded to the leader like any write);
@@ -15,9 +17,11 @@
 //! This file is the edge: openraft errors become `tonic::Status` here and nowhere else.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::{ReadPolicy, ServerState};
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use super::{Coordinator, FORWARDED, forwarded};
@@ -33,14 +37,22 @@ use crate::raft::replica_check::Answer;
 use crate::state::command::{Command, Timestamp};
 use crate::state::limits;
 
+/// Queries one node runs at once; more wait for a turn, up to their time limit.
+pub const MAX_CONCURRENT_QUERIES: usize = 2;
+
 /// The `Control` service of one node.
 pub struct ControlService {
     node: Arc<Coordinator>,
+    /// Turns to run a query ([`MAX_CONCURRENT_QUERIES`]).
+    queries: Arc<Semaphore>,
 }
 
 /// The tonic server for [`ControlService`].
 pub fn server(node: Arc<Coordinator>) -> ControlServer<ControlService> {
-    ControlServer::new(ControlService { node })
+    ControlServer::new(ControlService {
+        node,
+        queries: Arc::new(Semaphore::new(MAX_CONCURRENT_QUERIES)),
+    })
 }
 
 /// openraft's role name as shown to users.
@@ -172,15 +184,40 @@ impl Control for ControlService {
                 .map_err(|e| Status::internal(format!("flush task failed: {e}")))?
                 .map_err(|e| Status::internal(format!("cannot write applied entries: {e}")))?;
         }
+        let requested = Duration::from_millis(u64::from(request.get_ref().timeout_ms));
+        let limits = query::Limits {
+            timeout: if requested.is_zero() {
+                query::DEFAULT_TIMEOUT
+            } else {
+                requested.min(query::DEFAULT_TIMEOUT)
+            },
+            ..query::Limits::default()
+        };
+        let turn = match tokio::time::timeout(limits.timeout, self.queries.clone().acquire_owned())
+            .await
+        {
+            Ok(Ok(turn)) => turn,
+            Ok(Err(_)) => return Err(Status::internal("the query queue is closed")),
+            Err(_) => {
+                return Err(Status::unavailable(format!(
+                    "this node is busy: {MAX_CONCURRENT_QUERIES} queries were running for all of \
+                     {} ms; retry later",
+                    limits.timeout.as_millis()
+                )));
+            }
+        };
         let last_applied = self.node.state().last_applied_index().unwrap_or(0);
         // Opening a reader waits for a DuckDB flush in progress (the flusher runs at a low
-        // priority and may take a while on a loaded machine): never on a runtime thread.
+        // priority and may take a while on a loaded machine), and a query blocks up to its
+        // time limit: never on a runtime thread.
         let state = self.node.state().clone();
         let result = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let reader = state
                 .reader()
                 .map_err(|e| Status::internal(format!("cannot open a read connection: {e}")))?;
-            query::run_query(&reader, &sql).map_err(|e| Status::invalid_argument(e.to_string()))
+            query::run_query_with(&reader, &sql, limits)
+                .map_err(|e| Status::invalid_argument(e.to_string()))
         })
         .await
         .map_err(|e| Status::internal(format!("query task failed: {e}")))??;

@@ -4,7 +4,8 @@
 //! created by openraft's `on_leader_change(start)` and cancelled on `stop`; everything it
 //! holds is soft state rebuilt from the replicated view on election:
 //!
-//! * the live worker sessions (an mpsc sender per worker stream, its slots, what it runs);
+//! * the live worker sessions (an mpsc sender per worker stream, its slots, what it runs),
+//!   one per worker name and process ([`super::sessions::identity`]);
 //! * the [`Scheduler`], fed by the state machine's [`Event`]s (a lagging feed rebuilds it);
 //! * the dispatch loop: pick → propose `AssignTasks` → on commit send each `Assign` to its
 //!   worker. A worker runs an attempt only after its assignment is committed.
@@ -20,6 +21,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::Coordinator;
+use super::sessions::identity::{self, Holder, NameTaken};
 use crate::proto::{Assign, CoordinatorMessage, coordinator_message};
 use crate::scheduler::{QueuedTask, Scheduler, WorkerProfile};
 use crate::state::command::{Command, TaskStatus, Timestamp, WorkerId, WorkerStatus};
@@ -35,6 +37,9 @@ pub type SessionSender = mpsc::Sender<Result<CoordinatorMessage, tonic::Status>>
 pub struct Session {
     /// Distinguishes a reconnected session from the one it replaced.
     pub generation: u64,
+    /// The worker process's session id (its hello's), and the host it said it runs on.
+    pub session_id: String,
+    pub host: String,
     pub sender: SessionSender,
     pub slots: u32,
     pub last_seen: Instant,
@@ -53,6 +58,11 @@ pub struct Leadership {
     /// Proposes the workers' reports (attempt started / finished), several per entry.
     pub reports: super::batcher::Batcher,
     sessions: Mutex<BTreeMap<WorkerId, Session>>,
+    /// Hellos being registered, holding their name until their session opens: (session id,
+    /// host, when). Locked before `sessions` when both are.
+    claims: Mutex<BTreeMap<WorkerId, (String, String, Instant)>>,
+    /// A session or claim not heard from for this long no longer holds its name.
+    failure_timeout: Duration,
     scheduler: Mutex<Scheduler>,
     /// Wakes the dispatcher (a worker joined, a slot freed).
     wake: Notify,
@@ -96,6 +106,7 @@ impl Leadership {
         recovery: Option<Arc<crate::recovery::executor::Recovery>>,
     ) -> Self {
         let cancel = CancellationToken::new();
+        let failure_timeout = Duration::from_millis(node.config().worker_failure_timeout_ms);
         Leadership {
             term,
             monitor,
@@ -103,21 +114,73 @@ impl Leadership {
             reports: super::batcher::Batcher::start(node, cancel.clone()),
             cancel,
             sessions: Mutex::new(BTreeMap::new()),
+            claims: Mutex::new(BTreeMap::new()),
+            failure_timeout,
             scheduler: Mutex::new(Scheduler::new()),
             wake: Notify::new(),
             next_generation: Mutex::new(0),
         }
     }
 
-    /// Registers a worker's session (replacing an older one of the same worker) and returns
-    /// its generation.
+    /// Holds `worker` for a hello from process `session_id` on `host` while it is registered,
+    /// unless another live process holds it ([`identity::may_take`]): a live session, or a
+    /// hello of another process being registered. [`Leadership::add_session`] or
+    /// [`Leadership::release_claim`] ends the claim; one left behind expires after the
+    /// failure timeout.
+    pub fn claim(&self, worker: &str, session_id: &str, host: &str) -> Result<(), NameTaken> {
+        let now = Instant::now();
+        let mut claims = lock(&self.claims);
+        self.check_session(worker, session_id, now)?;
+        let pending = claims.get(worker).map(|(id, host, since)| Holder {
+            session_id: id,
+            host,
+            last_seen: *since,
+        });
+        identity::may_take(worker, pending, session_id, now, self.failure_timeout)?;
+        claims.insert(
+            worker.to_string(),
+            (session_id.to_string(), host.to_string(), now),
+        );
+        Ok(())
+    }
+
+    /// Ends a claim of `session_id` (its registration failed).
+    pub fn release_claim(&self, worker: &str, session_id: &str) {
+        let mut claims = lock(&self.claims);
+        if claims
+            .get(worker)
+            .is_some_and(|(id, _, _)| id == session_id)
+        {
+            claims.remove(worker);
+        }
+    }
+
+    /// Refuses `session_id` if another process holds `worker`'s live session.
+    fn check_session(&self, worker: &str, session_id: &str, now: Instant) -> Result<(), NameTaken> {
+        let sessions = lock(&self.sessions);
+        let holder = sessions.get(worker).map(|s| Holder {
+            session_id: &s.session_id,
+            host: &s.host,
+            last_seen: s.last_seen,
+        });
+        identity::may_take(worker, holder, session_id, now, self.failure_timeout)
+    }
+
+    /// Registers a worker's session and returns its generation; it replaces an older session
+    /// of the same process, or one no longer alive, and ends the hello's claim. Refused if
+    /// another process holds a live session of the name.
     pub fn add_session(
         &self,
         worker: &str,
+        session_id: &str,
+        host: &str,
         sender: SessionSender,
         slots: u32,
         running: BTreeSet<(String, u32)>,
-    ) -> u64 {
+    ) -> Result<u64, NameTaken> {
+        let mut claims = lock(&self.claims);
+        let now = Instant::now();
+        self.check_session(worker, session_id, now)?;
         let generation = {
             let mut next = lock(&self.next_generation);
             *next += 1;
@@ -127,13 +190,28 @@ impl Leadership {
             worker.to_string(),
             Session {
                 generation,
+                session_id: session_id.to_string(),
+                host: host.to_string(),
                 sender,
                 slots,
-                last_seen: Instant::now(),
+                last_seen: now,
                 running,
             },
         );
-        generation
+        if claims
+            .get(worker)
+            .is_some_and(|(id, _, _)| id == session_id)
+        {
+            claims.remove(worker);
+        }
+        Ok(generation)
+    }
+
+    /// Whether `generation` is the worker's current session.
+    pub fn is_current(&self, worker: &str, generation: u64) -> bool {
+        lock(&self.sessions)
+            .get(worker)
+            .is_some_and(|s| s.generation == generation)
     }
 
     /// Forgets a session if it is still the current one of its worker; returns whether it was.

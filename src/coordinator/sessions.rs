@@ -1,7 +1,8 @@
 //! The `Fleet` gRPC service: one bidirectional session per worker, held with the leader.
 //!
 //! A session starts with the worker's `Hello`. A node that is not the leader answers with
-//! `Redirect` (naming the leader when it knows it) and ends the stream. The leader commits
+//! `Redirect` (naming the leader when it knows it) and ends the stream. The leader refuses a
+//! hello for a name another live process holds (`AlreadyExists`, see [`identity`]), commits
 //! `RegisterWorker`, answers `Welcome` with its term, reconciles what the worker says it
 //! runs against what the log says it holds, and then serves the session:
 //!
@@ -11,10 +12,15 @@
 //!   recorded as stale) the worker gets a `FinishedAck` and may forget the result. Until
 //!   then it re-sends the result after every reconnect, so no result is lost in a failover.
 //!
+//! A session replaced by a newer one of its worker (the same process reconnecting), or closed
+//! by recovery, is ended at its next message: only the current session reports for a name.
+//!
 //! Reconciliation on hello: an attempt the worker runs that the log does not give it is
 //! cancelled on the worker; an attempt the log gives it that was never started is sent
 //! again (the worker ignores duplicates); one that had started and the worker no longer
 //! knows is requeued (`lease_lost`).
+
+pub mod identity;
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -143,6 +149,11 @@ impl Fleet for FleetService {
             let _ = tx.send(Ok(redirect(&self.node))).await;
             return Ok(Response::new(stream));
         }
+        // Another live process holds the name: refused before it can register anything.
+        if let Err(taken) = leadership.claim(&hello.worker_id, &hello.session_id, &hello.host) {
+            tracing::warn!(worker = %hello.worker_id, host = %hello.host, "hello refused: {taken}");
+            return Err(Status::already_exists(taken.to_string()));
+        }
         let node = self.node.clone();
         tokio::spawn(async move {
             if let Err(e) = serve(node, leadership, hello, inbound, tx).await {
@@ -176,7 +187,11 @@ async fn serve(
     let before = node
         .state()
         .with_machine(|m| m.worker(&worker).map(|w| w.status));
-    match node.raft().client_write(register).await {
+    let registered = node.raft().client_write(register).await;
+    if !matches!(&registered, Ok(r) if !r.data.is_rejected()) {
+        leadership.release_claim(&worker, &hello.session_id);
+    }
+    match registered {
         Ok(r) if r.data.is_rejected() => {
             let _ = tx
                 .send(Err(Status::invalid_argument(format!(
@@ -207,7 +222,22 @@ async fn serve(
     }
     let running = refs(&hello.running);
     let slots = hello.slots.max(1);
-    let generation = leadership.add_session(&worker, tx.clone(), slots, running.clone());
+    let generation = match leadership.add_session(
+        &worker,
+        &hello.session_id,
+        &hello.host,
+        tx.clone(),
+        slots,
+        running.clone(),
+    ) {
+        Ok(generation) => generation,
+        Err(taken) => {
+            let _ = tx
+                .send(Err(Status::already_exists(taken.to_string())))
+                .await;
+            return Err(taken.to_string());
+        }
+    };
     leadership.monitor.session_opened(&worker);
     tracing::info!(worker = %worker, slots, term = leadership.term, "worker session open");
     let welcome = Welcome {
@@ -239,6 +269,11 @@ async fn serve(
             Ok(m) => m.body,
             Err(e) => break Err(format!("stream error: {e}")),
         };
+        // Only the name's current session speaks for it: one replaced by a reconnect, or
+        // closed by recovery, ends here (its worker reconnects and re-sends what is unacked).
+        if !leadership.is_current(&worker, generation) {
+            break Err(format!("{worker}'s session was replaced or closed"));
+        }
         // Any message shows the worker is alive.
         leadership.monitor.heartbeat(&worker);
         match body {

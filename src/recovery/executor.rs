@@ -11,8 +11,9 @@
 //!   record's `details`;
 //! * `CloseSession` ends the worker's stream so it reconnects;
 //! * `RunRestart` runs the configured restart command template (`{worker}`, `{host}`,
-//!   `{address}`) with a timeout, in its own process group, and reports exit status and
-//!   output tail back to the planner;
+//!   `{address}`, each substituted shell-quoted: [`super::restart`]) with a timeout, in its
+//!   own process group, and reports exit status and output tail back to the planner; the run
+//!   is killed when the leadership ends;
 //! * system actions: dispatch is held and then ramped (the dispatcher asks
 //!   [`Recovery::dispatch_allowance`]), leases are reconciled, orphaned tasks requeued, a
 //!   snapshot taken, and at the end of an episode a `system_recovery_history` row and a
@@ -23,17 +24,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::planner::{Planner, PlannerConfig};
+use super::restart;
 use super::strategy::StrategyStats;
 use super::{Action, RecoveryEvent, RecoveryPolicy, SystemAction, WorkerRecoveryRecord};
 use crate::coordinator::Coordinator;
 use crate::coordinator::leader::Leadership;
 use crate::state::command::{Command, FaultCategory, Timestamp, WorkerStatus};
-use crate::worker::executor;
-
-/// How long a restart command may run.
-const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -259,8 +258,14 @@ async fn perform(
         Action::RunRestart { worker, attempt } => {
             let node = node.clone();
             let recovery = recovery.clone();
+            // The run ends with the leadership: a deposed leader kills its restart command.
+            let cancel = leadership.cancel.clone();
             tokio::spawn(async move {
-                let (command, exit_code, output_tail) = restart(&node, &worker).await;
+                let Some((command, exit_code, output_tail)) =
+                    restart(&node, &worker, &cancel).await
+                else {
+                    return;
+                };
                 lock(&recovery.restarts)
                     .insert(worker.clone(), (command, exit_code, output_tail.clone()));
                 recovery.event(RecoveryEvent::RestartFinished {
@@ -327,14 +332,19 @@ async fn record_worker(
     .await;
 }
 
-/// Runs the restart command for `worker`; (command, exit code, output tail).
-async fn restart(node: &Coordinator, worker: &str) -> (String, Option<i32>, String) {
+/// Runs the restart command for `worker`: (command, exit code, output tail), or `None` when
+/// `cancel` (the leadership's) fired first and the command was killed.
+async fn restart(
+    node: &Coordinator,
+    worker: &str,
+    cancel: &CancellationToken,
+) -> Option<(String, Option<i32>, String)> {
     let Some(template) = node.config().restart_command.clone() else {
-        return (
+        return Some((
             String::new(),
             None,
             "no restart_command is configured".to_string(),
-        );
+        ));
     };
     let (host, address) = node
         .state()
@@ -343,76 +353,32 @@ async fn restart(node: &Coordinator, worker: &str) -> (String, Option<i32>, Stri
                 .map(|w| (w.host.clone(), w.address.clone()))
         })
         .unwrap_or_default();
-    let command = template
-        .replace("{worker}", worker)
-        .replace("{host}", &host)
-        .replace("{address}", &address);
+    let rendered = restart::render(&template, |name| match name {
+        "worker" => worker.to_string(),
+        "host" => host.clone(),
+        _ => address.clone(),
+    });
+    let command = match rendered {
+        Ok(command) => command,
+        Err(e) => {
+            tracing::warn!(worker, "recovery: restart command not run: {e}");
+            return Some((template, None, format!("not run: {e}")));
+        }
+    };
     tracing::info!(worker, command = %command, "recovery: running the restart command");
-    let (exit_code, tail) = run_detached(&command, RESTART_TIMEOUT).await;
-    (command, exit_code, tail)
-}
-
-/// Runs `sh -c command` in its own process group and waits for the shell, up to `limit`
-/// (then the whole group is killed). Unlike a test attempt, processes the command leaves
-/// running are left alone when it exits: a restart command may start a daemon. Output is
-/// read until the shell exits (plus a short grace), so a daemon holding the pipes open
-/// cannot hang recovery. Returns (exit code, output tail).
-async fn run_detached(command: &str, limit: Duration) -> (Option<i32>, String) {
-    use tokio::io::AsyncReadExt;
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => return (None, format!("cannot start sh: {e}")),
-    };
-    let pgid = child.id().map(|p| p as i32);
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let read = async move {
-        let mut text = Vec::new();
-        if let Some(o) = out.as_mut() {
-            let _ = o.read_to_end(&mut text).await;
-        }
-        if let Some(e) = err.as_mut() {
-            let _ = e.read_to_end(&mut text).await;
-        }
-        text
-    };
-    let reader = tokio::spawn(read);
-    let status = match tokio::time::timeout(limit, child.wait()).await {
-        Ok(Ok(status)) => status.code(),
-        Ok(Err(e)) => return (None, format!("waiting for the restart command failed: {e}")),
-        Err(_) => {
-            if let Some(pgid) = pgid {
-                executor::kill_group(pgid);
-            }
-            let _ = child.wait().await;
-            return (
-                None,
-                format!("the restart command ran past {limit:?} and was killed"),
+    match restart::run(&command, restart::RESTART_TIMEOUT, cancel).await {
+        restart::Ran::Finished {
+            exit_code,
+            output_tail,
+        } => Some((command, exit_code, output_tail)),
+        restart::Ran::Cancelled => {
+            tracing::info!(
+                worker,
+                "recovery: leadership ended; the restart command was killed"
             );
+            None
         }
-    };
-    let text = match tokio::time::timeout(Duration::from_millis(200), reader).await {
-        Ok(Ok(text)) => text,
-        _ => Vec::new(),
-    };
-    let text = String::from_utf8_lossy(&text);
-    let tail: String = text
-        .chars()
-        .rev()
-        .take(4096)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    (status, tail)
+    }
 }
 
 async fn system(

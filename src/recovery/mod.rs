@@ -98,6 +98,7 @@
 
 pub mod executor;
 pub mod planner;
+pub mod restart;
 pub mod strategy;
 
 use std::time::Duration;

@@ -129,6 +129,21 @@ pub struct RaftMeta {
     pub membership_json: String,
 }
 
+/// The database-wide settings every store is opened with: the limits, and a sandbox for the
+/// `sql` reader that shares the instance (`crate::query`). No file but DuckDB's own (the
+/// database, its WAL, its temporary files) and no URL can be read or written; no extension is
+/// installed or loaded on demand (a URL read would fetch `httpfs`); and the configuration is
+/// locked, so no statement can undo any of it (`SET enable_external_access = true` fails).
+fn sandboxed(settings: &DbSettings) -> duckdb::Result<duckdb::Config> {
+    duckdb::Config::default()
+        .threads(i64::from(settings.threads.max(1)))?
+        .max_memory(&settings.memory_limit)?
+        .enable_external_access(false)?
+        .with("autoinstall_known_extensions", "false")?
+        .with("autoload_known_extensions", "false")?
+        .with("lock_configuration", "true")
+}
+
 /// One cell of a table in a snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Cell {
@@ -168,13 +183,10 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database file and its schema.
     pub fn open(path: &Path, settings: &DbSettings) -> Result<Store> {
-        let config = duckdb::Config::default()
-            .threads(i64::from(settings.threads.max(1)))
-            .and_then(|c| c.max_memory(&settings.memory_limit))
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let config = sandboxed(settings).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let conn =
             Connection::open_with_flags(path, config).map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
@@ -185,9 +197,13 @@ impl Store {
 
     /// An in-memory database, for tests and tools.
     pub fn open_in_memory() -> Result<Store> {
-        let conn = Connection::open_in_memory().map_err(db("opening an in-memory database"))?;
-        conn.execute_batch("SET threads TO 1; SET memory_limit = '256MB';")
-            .map_err(db("setting limits"))?;
+        let settings = DbSettings {
+            threads: 1,
+            memory_limit: "256MB".to_string(),
+        };
+        let config = sandboxed(&settings).map_err(db("configuring an in-memory database"))?;
+        let conn = Connection::open_in_memory_with_flags(config)
+            .map_err(db("opening an in-memory database"))?;
         Self::init(conn)
     }
 

@@ -7,6 +7,10 @@
 //! delivery of its result. The hello of every session lists what the worker runs and what it
 //! still has to report, so the new leader can reconcile.
 //!
+//! Identity: the worker picks a random session id when it starts and sends it in every hello,
+//! so the leader lets this process replace its own stale session after a network blip while
+//! it refuses another process under the same name (`coordinator::sessions::identity`).
+//!
 //! Fencing: the worker remembers the highest leader term it has seen and ignores
 //! assignments and cancellations from lower terms (a deposed leader that wakes up).
 
@@ -82,6 +86,9 @@ struct Agent {
     unacked: BTreeMap<Key, AttemptFinished>,
     /// The highest leader term seen.
     seen_term: u64,
+    /// Random, once per run: tells the leader that a reconnect comes from this same process
+    /// (`Hello.session_id`), so it may replace a session of this name that still looks alive.
+    session_id: String,
     /// Results of finished attempts, from their tasks.
     results_tx: mpsc::UnboundedSender<AttemptFinished>,
     results_rx: mpsc::UnboundedReceiver<AttemptFinished>,
@@ -129,6 +136,7 @@ impl Agent {
             running: refs(attempts.into_iter()),
             version: env!("CARGO_PKG_VERSION").to_string(),
             seen_term: self.seen_term,
+            session_id: self.session_id.clone(),
         }
     }
 
@@ -326,6 +334,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) {
         running: HashMap::new(),
         unacked: BTreeMap::new(),
         seen_term: 0,
+        session_id: uuid::Uuid::new_v4().to_string(),
         results_tx,
         results_rx,
         started_tx,

@@ -37,6 +37,7 @@ async fn sql(cluster: &LocalCluster, query: &str) -> Vec<Vec<serde_json::Value>>
         .query(testfleet::proto::QueryRequest {
             sql: query.to_string(),
             consistent: true,
+            timeout_ms: 0,
         })
         .await
         .unwrap()

@@ -17,5 +17,7 @@ mod limits;
 mod recovery;
 mod replication;
 mod snapshot;
+mod sql_sandbox;
 mod support;
 mod third_party;
+mod worker_identity;

@@ -111,6 +111,7 @@ async fn leader_query(s: &Setup, sql: &str) -> Vec<Vec<serde_json::Value>> {
     let request = testfleet::proto::QueryRequest {
         sql: sql.to_string(),
         consistent: true,
+        timeout_ms: 0,
     };
     let reply = control.query(request).await.unwrap().into_inner();
     reply

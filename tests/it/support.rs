@@ -206,6 +206,7 @@ async fn query_with(
         .query(testfleet::proto::QueryRequest {
             sql: sql.to_string(),
             consistent,
+            timeout_ms: 0,
         })
         .await
         .unwrap_or_else(|e| panic!("query {sql:?} failed: {e}"))

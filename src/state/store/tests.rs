@@ -527,3 +527,99 @@ fn a_resource_failure_during_wal_replay_is_not_damage() {
     assert!(!out_of_memory.is_damage());
     assert!(StoreError::Corrupt("unknown task status \"x\"".into()).is_damage());
 }
+
+/// Runs `sql` on `conn` and returns DuckDB's error message; panics if it succeeds.
+fn failure(conn: &Connection, sql: &str) -> String {
+    match conn.execute_batch(sql) {
+        Ok(()) => panic!("{sql} should fail on a sandboxed store"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_sandboxed_file_store_keeps_its_wal_checkpoints_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.duckdb");
+    let wal = dir.path().join("state.duckdb.wal");
+    let outside = dir.path().join("outside.csv");
+    std::fs::write(&outside, "a\n1\n").unwrap();
+    let mut machine = Machine::new();
+    let commands = history();
+    let (first, second) = commands.split_at(commands.len() / 2);
+    {
+        let mut store = Store::open(&path, &DbSettings::default()).unwrap();
+        apply_all(&mut store, &mut machine, first.to_vec());
+        assert!(wal.exists(), "committed rows go to the WAL first");
+        store.connection().execute_batch("CHECKPOINT").unwrap();
+        apply_all(&mut store, &mut machine, second.to_vec());
+        // The reader shares the instance, and with it the sandbox.
+        let reader = store.reader().unwrap();
+        let message = failure(
+            &reader,
+            &format!("SELECT * FROM read_csv('{}')", outside.display()),
+        );
+        assert!(message.contains("disabled"), "{message}");
+    }
+    let store = Store::open(&path, &DbSettings::default()).unwrap();
+    let loaded = store.load_machine().unwrap();
+    assert_eq!(loaded.tasks(), machine.tasks());
+    assert_eq!(loaded.workers(), machine.workers());
+    assert_eq!(loaded.counters(), machine.counters());
+}
+
+#[test]
+fn no_statement_can_lift_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let on_disk = Store::open(&dir.path().join("s.duckdb"), &DbSettings::default()).unwrap();
+    let in_memory = Store::open_in_memory().unwrap();
+    for store in [&on_disk, &in_memory] {
+        let conn = store.reader().unwrap();
+        for sql in [
+            "SET enable_external_access = true",
+            "SET GLOBAL enable_external_access = true",
+            "SET autoinstall_known_extensions = true",
+            "SET autoload_known_extensions = true",
+            "SET lock_configuration = false",
+            "RESET enable_external_access",
+        ] {
+            let message = failure(&conn, sql);
+            assert!(message.to_lowercase().contains("lock"), "{sql}: {message}");
+        }
+        let setting: String = conn
+            .query_row(
+                "SELECT current_setting('enable_external_access')::VARCHAR",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(setting, "false");
+        let message = failure(&conn, "SELECT * FROM read_text('/etc/hostname')");
+        assert!(message.contains("disabled"), "{message}");
+    }
+}
+
+#[test]
+fn a_sandboxed_store_still_spills_to_its_temporary_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = DbSettings {
+        threads: 1,
+        memory_limit: "20MB".to_string(),
+    };
+    let store = Store::open(&dir.path().join("s.duckdb"), &settings).unwrap();
+    let reader = store.reader().unwrap();
+    // A sort of ~80 MB of rows cannot fit in 20 MB: DuckDB must write temporary files.
+    let rows: i64 = reader
+        .query_row(
+            "SELECT count(*) FROM (SELECT i, repeat('x', 32) || i AS s FROM range(1500000) t(i) \
+             ORDER BY s DESC OFFSET 1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 1_499_999);
+    // DuckDB creates its temporary directory when it first spills.
+    assert!(
+        dir.path().join("s.duckdb.tmp").is_dir(),
+        "the query did not spill"
+    );
+}
