@@ -162,6 +162,24 @@ pub fn encoded_len<T: Serialize>(what: &'static str, value: &T) -> Result<usize,
 /// is at most `state::limits::MAX_ENTRY_BYTES`.
 pub const APPEND_BUDGET: usize = MAX_MESSAGE_SIZE - 1024 * 1024;
 
+/// How much longer than openraft's deadline a request of `bytes` may take: 200 ms per MiB.
+///
+/// openraft gives every AppendEntries the heartbeat interval (100 ms here) as its deadline,
+/// which an empty or small batch meets easily; a batch carrying a large job (up to
+/// `state::limits::MAX_ENTRY_BYTES`) must also be encoded, sent, decoded and fsynced by the
+/// follower before it answers. Measured: a 15 MB entry to a lagging follower missed the
+/// deadline on a loaded 2-core machine every time, so that follower never caught up. The
+/// allowance only delays noticing a peer that dies mid-transfer of a large batch; heartbeats,
+/// which carry the leader's lease, are requests of their own on the same HTTP/2 connection
+/// and go on meanwhile.
+pub fn transfer_allowance(bytes: usize) -> Duration {
+    const PER_MIB: Duration = Duration::from_millis(200);
+    PER_MIB
+        * u32::try_from(bytes / (1024 * 1024))
+            .unwrap_or(u32::MAX / 1024)
+            .min(1 << 16)
+}
+
 /// Decodes a value written by [`encode`]; the bytes must hold exactly one value.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, WireError> {
     let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
@@ -374,7 +392,7 @@ impl PeerClient {
         let mut client = self.client()?;
         let payload = encode("Raft request", request)
             .map_err(|e| RPCError::Network(self.network_error(&e)))?;
-        let ttl = option.soft_ttl();
+        let ttl = option.soft_ttl() + transfer_allowance(payload.len());
         let mut request = tonic::Request::new(RaftRequest { payload });
         request.set_timeout(ttl);
         let call = async {
@@ -542,6 +560,17 @@ mod tests {
     use super::*;
 
     type Vote = VoteOf<TypeConfig>;
+
+    #[test]
+    fn small_requests_keep_openrafts_deadline_and_large_ones_get_time_to_transfer() {
+        assert_eq!(transfer_allowance(0), Duration::ZERO);
+        assert_eq!(transfer_allowance(512 * 1024), Duration::ZERO);
+        assert_eq!(
+            transfer_allowance(16 * 1024 * 1024),
+            Duration::from_millis(3200)
+        );
+        assert!(transfer_allowance(usize::MAX) <= Duration::from_secs(65536 / 5));
+    }
 
     #[test]
     fn the_codec_round_trips_and_refuses_leftovers() {
