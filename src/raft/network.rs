@@ -569,7 +569,10 @@ mod tests {
             transfer_allowance(16 * 1024 * 1024),
             Duration::from_millis(3200)
         );
-        assert_eq!(transfer_allowance(usize::MAX), Duration::from_millis(200 * 65536));
+        assert_eq!(
+            transfer_allowance(usize::MAX),
+            Duration::from_millis(200 * 65536)
+        );
     }
 
     #[test]
