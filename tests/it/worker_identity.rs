@@ -196,8 +196,23 @@ fn hello(worker: &str, session_id: &str, host: &str) -> Hello {
     }
 }
 
-/// Opens a session with `hello`; `Err` is the leader's refusal.
+/// Opens a session with `hello`; `Err` is the leader's refusal. A redirect (the node does not
+/// lead yet, e.g. it has not applied an entry of its term) is retried, as a worker does.
 async fn open(addr: &str, hello: Hello) -> Result<RawSession, tonic::Status> {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        match open_once(addr, hello.clone()).await? {
+            Some(session) => return Ok(session),
+            None if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            None => panic!("{addr} kept redirecting for {LIMIT:?}"),
+        }
+    }
+}
+
+/// One attempt of [`open`]: `None` when the node redirected the session.
+async fn open_once(addr: &str, hello: Hello) -> Result<Option<RawSession>, tonic::Status> {
     let mut fleet = FleetClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
@@ -214,7 +229,8 @@ async fn open(addr: &str, hello: Hello) -> Result<RawSession, tonic::Status> {
         heartbeats: None,
     };
     match session.next().await {
-        Some(coordinator_message::Body::Welcome(_)) => Ok(session),
+        Some(coordinator_message::Body::Welcome(_)) => Ok(Some(session)),
+        Some(coordinator_message::Body::Redirect(_)) => Ok(None),
         other => panic!("expected a welcome, got {other:?}"),
     }
 }
