@@ -104,13 +104,9 @@ async fn an_impostor_is_refused_and_the_real_worker_keeps_its_session_and_tasks(
     );
 
     // The real worker's attempt runs to its end, never requeued or taken over.
-    let report = tokio::time::timeout(LIMIT, jobs::follow(&addrs, "job-i"))
-        .await
-        .expect("the job ends")
-        .unwrap();
-    assert_eq!(report.status, "finished", "{report:?}");
-    let attempts = rows(
+    let attempts = after_the_job(
         &addr,
+        "job-i",
         "SELECT attempt, worker_id, outcome FROM task_attempts WHERE task_id = 't-i'",
     )
     .await;
@@ -150,13 +146,9 @@ async fn a_worker_killed_and_restarted_under_its_name_gets_back_in() {
     jobs::submit(&addrs, "job-r", "job-r", &[sleeper("t-r", 0)])
         .await
         .unwrap();
-    let report = tokio::time::timeout(LIMIT, jobs::follow(&addrs, "job-r"))
-        .await
-        .expect("the job ends")
-        .unwrap();
-    assert_eq!(report.status, "finished", "{report:?}");
-    let attempts = rows(
+    let attempts = after_the_job(
         &addr,
+        "job-r",
         "SELECT worker_id, outcome FROM task_attempts WHERE task_id = 't-r'",
     )
     .await;
@@ -164,6 +156,17 @@ async fn a_worker_killed_and_restarted_under_its_name_gets_back_in() {
         attempts,
         vec![vec![Value::from("w2"), Value::from("passed")]]
     );
+}
+
+/// Follows `job` until it has finished, then returns the rows of `sql`.
+async fn after_the_job(addr: &str, job: &str, sql: &str) -> Vec<Vec<Value>> {
+    let addrs = vec![addr.to_string()];
+    let report = tokio::time::timeout(LIMIT, jobs::follow(&addrs, job))
+        .await
+        .expect("the job ends")
+        .unwrap();
+    assert_eq!(report.status, "finished", "{report:?}");
+    rows(addr, sql).await
 }
 
 /// A worker session spoken by hand: the hello, then whatever the test sends. Dropping it
