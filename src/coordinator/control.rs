@@ -296,6 +296,7 @@ impl Control for ControlService {
             id: id.clone(),
             at: Timestamp::now(),
         };
+        limits::check(&command).map_err(Status::invalid_argument)?;
         // Proposed on its own, never batched: only a top-level entry is a check marker.
         match self.node.raft().client_write(command).await {
             Ok(response) => Ok(Response::new(StartCheckReply {

@@ -568,6 +568,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             Reply::Applied
                         }
                     };
+                    // A marker that apply rejected (outside the limits) checks nothing.
+                    let check = check.filter(|_| !reply.is_rejected());
                     replies.push(reply);
                     memory.last_applied = Some(log_id);
                     if let Some(id) = check {

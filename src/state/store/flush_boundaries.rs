@@ -2,9 +2,9 @@
 //! however extreme its values — makes apply plus flush fail.
 //!
 //! Random command sequences (extreme numbers, timestamps past DuckDB's range, NUL bytes,
-//! unknown ids, stale attempts, nested batches) are applied to two machines. One store is
-//! committed after every command; the other at random boundaries, as the flusher does under
-//! load. Every commit must succeed, both stores must hold identical rows in every replicated
+//! unknown ids, stale attempts, nested batches, replica-check markers) are applied to two
+//! machines. One store is committed after every command; the other at random boundaries, as
+//! the flusher does under load. Every commit must succeed, both stores must hold identical rows in every replicated
 //! table, and the machine reloaded from the store must equal the one that applied the log
 //! (what a restart or a snapshot install relies on).
 //!
@@ -251,6 +251,8 @@ fn single() -> impl Strategy<Value = Command> {
                 at,
             }
         ),
+        1 => (prop_oneof![Just("c1".to_string()), Just(String::new()), Just("x".repeat(200))], timestamp())
+            .prop_map(|(id, at)| Command::CheckReplicas { id, at }),
         1 => Just(Command::Bench { payload: vec![1; 3] }),
         1 => Just(Command::Noop),
     ]
