@@ -813,4 +813,4 @@ mod workers;
 pub use self::bench::bench_held_by;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

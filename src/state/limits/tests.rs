@@ -6,26 +6,10 @@ use super::*;
 use crate::raft::log_store::LIMITED_READ_MAX_BYTES;
 use crate::raft::network::{APPEND_BUDGET, encoded_len};
 use crate::state::command::{Assignment, FaultCategory, Outcome, WorkerStatus};
+use crate::state::machine::tests::spec;
 
 fn at() -> Timestamp {
     Timestamp(1_700_000_000_000_000)
-}
-
-fn spec(id: &str) -> TaskSpec {
-    TaskSpec {
-        id: id.to_string(),
-        name: format!("test {id}"),
-        command: vec!["true".to_string()],
-        env: BTreeMap::new(),
-        cwd: None,
-        timeout_ms: 60_000,
-        priority: 0,
-        labels: BTreeMap::new(),
-        capabilities: Vec::new(),
-        max_retries: 2,
-        timeout_retries: 1,
-        flaky_retries: 0,
-    }
 }
 
 fn job(tasks: Vec<TaskSpec>) -> Command {

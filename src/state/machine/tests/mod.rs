@@ -10,7 +10,8 @@ fn at(t: i64) -> Timestamp {
     Timestamp(t)
 }
 
-fn spec(id: &str) -> TaskSpec {
+/// A plain task (`true`, one minute, two infrastructure retries); other tests share it.
+pub(crate) fn spec(id: &str) -> TaskSpec {
     TaskSpec {
         id: id.to_string(),
         name: format!("test {id}"),
