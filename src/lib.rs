@@ -5,6 +5,7 @@
 //! Where to start: [`state`] (the replicated state and its rules), [`raft`] (consensus
 //! glue), [`coordinator`] (one node and its services), [`cli`] (the client commands).
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod coordinator;
