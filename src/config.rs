@@ -108,6 +108,21 @@ pub struct CoordinatorConfig {
     /// Drain workers whose heartbeats turn erratic or whose infrastructure failures climb,
     /// before they fail. Default true.
     pub enable_proactive_recovery: bool,
+    /// Directory of the role tokens made by `testfleet auth init`; every call must then carry
+    /// one (see [`crate::auth`]). None: no tokens are asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_dir: Option<PathBuf>,
+    /// Mutual TLS: this node's certificate, its key and the CA that signs every member's,
+    /// worker's and operator's certificate (`testfleet tls init`). All three or none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// Listen beyond loopback without tokens or TLS. Default false: such a node refuses to
+    /// start (protected mode).
+    pub insecure: bool,
 }
 
 impl Default for CoordinatorConfig {
@@ -132,6 +147,11 @@ impl Default for CoordinatorConfig {
             max_recovery_attempts: 5,
             recovery_interval_ms: 60_000,
             enable_proactive_recovery: true,
+            auth_dir: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            insecure: false,
         }
     }
 }
@@ -248,6 +268,27 @@ pub struct CoordinatorArgs {
     )]
     pub enable_proactive_recovery: Option<bool>,
 
+    /// Directory of role tokens from `testfleet auth init`: every call must carry one
+    #[arg(long, env = "TESTFLEET_AUTH_DIR", value_name = "DIR")]
+    pub auth_dir: Option<PathBuf>,
+
+    /// Mutual TLS: this node's certificate (PEM, the peer certificate of `testfleet tls init`)
+    #[arg(long, env = "TESTFLEET_TLS_CERT", value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Mutual TLS: this node's private key (PEM)
+    #[arg(long, env = "TESTFLEET_TLS_KEY", value_name = "PEM", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: the CA certificate every caller's certificate must be signed by (PEM)
+    #[arg(long, env = "TESTFLEET_TLS_CA", value_name = "PEM", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Listen on a non-loopback address without tokens or TLS (anyone who reaches the port
+    /// can run commands on every worker)
+    #[arg(long, env = "TESTFLEET_INSECURE")]
+    pub insecure: bool,
+
     /// The original design's spelling of a cluster start; needs --coordinator-addresses
     #[arg(long, requires = "coordinator_addresses")]
     pub high_availability: bool,
@@ -275,6 +316,15 @@ pub struct CoordinatorArgs {
 /// Why a coordinator's configuration could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A non-loopback address without credentials (protected mode).
+    #[error(
+        "refusing to listen on {listen} without credentials: anyone who reaches that port could \
+         run commands on every worker. Make tokens with `testfleet auth init DIR` and start with \
+         --auth-dir DIR (or mutual TLS: --tls-cert/--tls-key/--tls-ca), or pass --insecure on a \
+         network you trust"
+    )]
+    Unprotected { listen: SocketAddr },
+
     /// The `--config` file could not be read.
     #[error(
         "cannot read config file {}: {source}; check the path given with --config or \
@@ -500,6 +550,15 @@ impl CoordinatorConfig {
             &mut self.enable_proactive_recovery,
             &args.enable_proactive_recovery,
         );
+        if let Some(dir) = &args.auth_dir {
+            self.auth_dir = Some(dir.clone());
+        }
+        if args.tls_cert.is_some() {
+            self.tls_cert = args.tls_cert.clone();
+            self.tls_key = args.tls_key.clone();
+            self.tls_ca = args.tls_ca.clone();
+        }
+        self.insecure |= args.insecure;
         Ok(())
     }
 
@@ -564,6 +623,7 @@ impl CoordinatorConfig {
                 reason,
             })?;
         }
+        self.validate_trust()?;
         if !self.peers.is_empty() && !self.peers.contains_key(&self.node_id) {
             let ids: Vec<String> = self.peers.keys().map(u64::to_string).collect();
             return Err(ConfigError::SelfNotInPeers {
@@ -572,6 +632,29 @@ impl CoordinatorConfig {
             });
         }
         self.validate_paths()
+    }
+
+    /// Checks the TLS files come as a set, and protected mode: a node without tokens or TLS
+    /// listens on loopback only, unless `insecure`.
+    fn validate_trust(&self) -> Result<(), ConfigError> {
+        let tls = [&self.tls_cert, &self.tls_key, &self.tls_ca];
+        if tls.iter().any(|f| f.is_some()) && !tls.iter().all(|f| f.is_some()) {
+            return Err(invalid(
+                "tls_cert",
+                "(partial)",
+                "mutual TLS needs all three of tls_cert, tls_key and tls_ca",
+            ));
+        }
+        if !self.listen.ip().is_loopback()
+            && self.auth_dir.is_none()
+            && self.tls_cert.is_none()
+            && !self.insecure
+        {
+            return Err(ConfigError::Unprotected {
+                listen: self.listen,
+            });
+        }
+        Ok(())
     }
 
     /// Checks that the database file can be created and the data directory written.

@@ -5,13 +5,19 @@
 //! per node (each with its own data directory), and can SIGKILL, pause (SIGSTOP), resume and
 //! restart any node on its files. Every process it started is killed when it is dropped.
 //! Leadership is read through the nodes' own `Status` RPC, as any client would.
+//!
+//! A local cluster runs with tokens on, as a real one should: it makes its own auth directory
+//! (`<dir>/auth`, by `testfleet auth init`) unless `--auth-dir` is among the extra arguments,
+//! and hands out each role's [`Credentials`] and token file to its clients and workers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cli::connect;
+use crate::auth::token::{Keyring, token_path};
+use crate::auth::{Credentials, Role, Token};
+use crate::cli::{Remote, connect};
 use crate::proto::{NodeStatus, StatusRequest};
 
 /// Why the local cluster could not do what was asked.
@@ -33,6 +39,8 @@ pub enum LaunchError {
     Port(std::io::Error),
     #[error("{0}")]
     Timeout(String),
+    #[error("cannot prepare the cluster's tokens: {0}")]
+    Auth(#[from] crate::auth::token::TokenError),
 }
 
 /// One coordinator process and where it lives.
@@ -48,6 +56,8 @@ pub struct LocalCluster {
     nodes: BTreeMap<u64, NodeProcess>,
     peers: String,
     extra_args: Vec<String>,
+    /// The token files every node checks.
+    auth_dir: PathBuf,
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the OS will not hand it out again soon).
@@ -103,11 +113,23 @@ impl LocalCluster {
             .map(|(id, n)| format!("{id}={}", n.addr))
             .collect::<Vec<_>>()
             .join(",");
+        let mut extra_args = extra_args.to_vec();
+        let auth_dir = match extra_args.iter().position(|a| a == "--auth-dir") {
+            Some(i) => PathBuf::from(extra_args.get(i + 1).cloned().unwrap_or_default()),
+            None => {
+                let auth_dir = dir.join("auth");
+                ensure_tokens(&auth_dir)?;
+                extra_args.push("--auth-dir".to_string());
+                extra_args.push(auth_dir.display().to_string());
+                auth_dir
+            }
+        };
         let mut cluster = LocalCluster {
             binary: binary.to_path_buf(),
             nodes,
             peers,
-            extra_args: extra_args.to_vec(),
+            extra_args,
+            auth_dir,
         };
         for id in 1..=n {
             cluster.spawn(id)?;
@@ -143,6 +165,37 @@ impl LocalCluster {
             .map_err(|source| LaunchError::Spawn { id, source })?;
         node.child = Some(child);
         Ok(())
+    }
+
+    /// The directory of the token files the nodes check.
+    pub fn auth_dir(&self) -> &Path {
+        &self.auth_dir
+    }
+
+    /// The file holding `role`'s token.
+    pub fn token_file(&self, role: Role) -> PathBuf {
+        token_path(&self.auth_dir, role)
+    }
+
+    /// What a client of `role` presents to this cluster.
+    pub fn credentials(&self, role: Role) -> Credentials {
+        match Token::read(&self.token_file(role)) {
+            Ok(token) => Credentials::none().with_token(token),
+            // The files were readable when the cluster started; a client without a token then
+            // gets the coordinators' own refusal, which says what is missing.
+            Err(e) => {
+                tracing::warn!("cannot read the {role} token: {e}");
+                Credentials::none()
+            }
+        }
+    }
+
+    /// Every member, as an operator reaches them.
+    pub fn remote(&self) -> Remote {
+        Remote::new(
+            self.addresses().into_values().collect(),
+            self.credentials(Role::Operator),
+        )
     }
 
     /// Every member's address, by id.
@@ -188,8 +241,9 @@ impl LocalCluster {
     /// The node's status, if it answers (connection included) within `wait`.
     async fn status(&self, id: u64, wait: Duration) -> Option<NodeStatus> {
         let addr = self.nodes.get(&id)?.addr.clone();
+        let credentials = self.credentials(Role::Operator);
         let ask = async {
-            let mut client = connect(&addr).await.ok()?;
+            let mut client = connect(&addr, &credentials).await.ok()?;
             Some(client.status(StatusRequest {}).await.ok()?.into_inner())
         };
         tokio::time::timeout(wait, ask).await.ok().flatten()
@@ -292,6 +346,15 @@ impl LocalCluster {
     }
 }
 
+/// Makes the token files in `dir` unless a complete set is already there (a harness run again
+/// in the same data directory keeps its tokens).
+fn ensure_tokens(dir: &Path) -> Result<(), LaunchError> {
+    if Keyring::load(dir).is_err() {
+        crate::auth::token::init(dir, true)?;
+    }
+    Ok(())
+}
+
 /// Calls `check` every 20 ms until it gives a value, or fails with "`what` within `limit`".
 async fn poll<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<T, LaunchError>
 where
@@ -326,24 +389,28 @@ pub struct LocalWorkers {
     binary: PathBuf,
     dir: PathBuf,
     coordinators: String,
+    /// The worker token every worker presents.
+    token_file: PathBuf,
     slots: u32,
     children: BTreeMap<String, Child>,
 }
 
 impl LocalWorkers {
-    /// Starts `count` workers with `slots` slots each, logging into `dir`.
+    /// Starts `count` workers of `cluster` with `slots` slots each, logging into `dir`.
     pub fn start(
         binary: &Path,
         dir: &Path,
-        coordinators: &[String],
+        cluster: &LocalCluster,
         prefix: &str,
         count: usize,
         slots: u32,
     ) -> Result<LocalWorkers, LaunchError> {
+        let coordinators: Vec<String> = cluster.addresses().into_values().collect();
         let mut workers = LocalWorkers {
             binary: binary.to_path_buf(),
             dir: dir.to_path_buf(),
             coordinators: coordinators.join(","),
+            token_file: cluster.token_file(Role::Worker),
             slots,
             children: BTreeMap::new(),
         };
@@ -373,6 +440,8 @@ impl LocalWorkers {
                 name,
             ])
             .args(["--slots", &self.slots.to_string()])
+            .arg("--token-file")
+            .arg(&self.token_file)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -4,7 +4,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use testfleet::cli::{self, CliError, Output, bench, failover, jobs, status};
+use std::path::PathBuf;
+
+use testfleet::auth::Credentials;
+use testfleet::cli::{self, CliError, Output, Remote, bench, failover, jobs, status};
 use testfleet::config::{CoordinatorArgs, CoordinatorConfig};
 use testfleet::coordinator::{self, Coordinator};
 use testfleet::worker::agent::WorkerConfig;
@@ -23,9 +26,36 @@ struct Target {
     /// Coordinator addresses, HOST:PORT[,HOST:PORT...]; any member works
     #[arg(long, env = "TESTFLEET_COORDINATOR", default_value = "127.0.0.1:8080")]
     coordinator: String,
+    #[command(flatten)]
+    auth: ClientAuth,
     /// Output format
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
+}
+
+impl Target {
+    fn remote(&self) -> Result<Remote, CliError> {
+        Ok(Remote::new(
+            cli::parse_addresses(&self.coordinator)?,
+            self.auth.credentials()?,
+        ))
+    }
+}
+
+/// What a client or worker presents to the coordinators.
+#[derive(clap::Args)]
+struct ClientAuth {
+    /// File holding the token to present (from `testfleet auth init`); without it, the
+    /// TESTFLEET_TOKEN environment variable, if set
+    #[arg(long, env = "TESTFLEET_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl ClientAuth {
+    fn credentials(&self) -> Result<Credentials, CliError> {
+        Credentials::from_token_file_or_env(self.token_file.as_deref())
+            .map_err(|e| CliError::Usage(e.to_string()))
+    }
 }
 
 #[derive(Subcommand)]
@@ -37,6 +67,9 @@ enum Command {
     /// Cluster-wide checks
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Credentials: make the role tokens a coordinator checks
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Run a read-only SQL query on a coordinator's DuckDB copy of the state
     Sql {
         #[command(flatten)]
@@ -58,6 +91,8 @@ enum Command {
         /// Attempts to run at once
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
         slots: u32,
+        #[command(flatten)]
+        auth: ClientAuth,
         /// A label, KEY=VALUE; repeat for more
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
@@ -179,6 +214,19 @@ enum ClusterCommand {
 }
 
 #[derive(Subcommand)]
+enum AuthCommand {
+    /// Write peer.token, operator.token and worker.token (256 random bits each, mode 0600)
+    /// into DIR; start coordinators with --auth-dir DIR and give each client its role's file
+    Init {
+        /// Directory for the token files (created with mode 0700)
+        dir: PathBuf,
+        /// Replace existing tokens (every coordinator, worker and operator needs the new ones)
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum RecoveryCommand {
     /// Every recovery decision (task, worker and system), oldest first
     History {
@@ -205,6 +253,8 @@ enum BenchCommand {
         /// Coordinators to load; without it an in-process single-node coordinator is started
         #[arg(long, env = "TESTFLEET_COORDINATOR")]
         coordinator: Option<String>,
+        #[command(flatten)]
+        auth: ClientAuth,
         /// Writer counts to measure, one run each, e.g. 1,64
         #[arg(long, value_delimiter = ',', default_value = "1,64")]
         writers: Vec<usize>,
@@ -344,6 +394,13 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, CliError> {
 
 async fn run_coordinator(args: CoordinatorArgs) -> Result<(), CliError> {
     let config = CoordinatorConfig::resolve(&args).map_err(|e| CliError::Usage(e.to_string()))?;
+    if config.auth_dir.is_none() && config.tls_cert.is_none() && !config.listen.ip().is_loopback() {
+        tracing::warn!(
+            "INSECURE: listening on {} with neither tokens nor TLS (--insecure): anyone who \
+             reaches this port can run commands on every worker and rewrite the cluster's log",
+            config.listen
+        );
+    }
     let listener = coordinator::bind(config.listen)
         .await
         .map_err(|e| CliError::Usage(e.to_string()))?;
@@ -399,10 +456,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             name,
             slots,
             labels,
+            auth,
         } => {
             let addrs = cli::parse_addresses(&coordinator)?;
             let name = name.unwrap_or_else(testfleet::worker::host_name);
             let mut config = WorkerConfig::new(addrs, name);
+            config.credentials = auth.credentials()?;
             config.slots = slots;
             config.labels = labels.into_iter().collect();
             let shutdown = tokio_util::sync::CancellationToken::new();
@@ -411,8 +470,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 shutdown_signal().await;
                 stop.cancel();
             });
-            testfleet::worker::agent::run(config, shutdown).await;
-            Ok(())
+            testfleet::worker::agent::run(config, shutdown)
+                .await
+                .map_err(CliError::Denied)
         }
         Command::Submit {
             target,
@@ -423,7 +483,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             job,
             command,
         } => {
-            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let remote = target.remote()?;
             if command.first().is_none_or(|c| c.is_empty()) {
                 return Err(CliError::Usage("the command after -- is empty".into()));
             }
@@ -443,7 +503,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 flaky_retries: 0,
             };
             let job_id = uuid::Uuid::new_v4().to_string();
-            jobs::submit(&addrs, &job_id, &job, &[spec]).await?;
+            jobs::submit(&remote, &job_id, &job, &[spec]).await?;
             match target.output {
                 Output::Json => println!(
                     "{}",
@@ -458,10 +518,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             plan,
             detach,
         } => {
-            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let remote = target.remote()?;
             let (name, specs) = jobs::load_plan(&plan)?;
             let job_id = uuid::Uuid::new_v4().to_string();
-            let count = jobs::submit(&addrs, &job_id, &name, &specs).await?;
+            let count = jobs::submit(&remote, &job_id, &name, &specs).await?;
             if detach {
                 match target.output {
                     Output::Json => {
@@ -472,7 +532,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 return Ok(());
             }
             eprintln!("submitted job {name} ({job_id}) with {count} tasks");
-            let report = jobs::follow(&addrs, &job_id).await?;
+            let report = jobs::follow(&remote, &job_id).await?;
             let summary = jobs::summary(report);
             print!("{}", jobs::render(&summary, target.output));
             match summary.exit_code {
@@ -481,14 +541,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Jobs(target) => {
-            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let remote = target.remote()?;
             let sql = "SELECT id, name, status, task_count AS tasks, open_tasks AS open, \
                        submitted_at, finished_at FROM jobs ORDER BY submitted_at DESC LIMIT 200";
-            print!("{}", jobs::read_table(&addrs, sql, target.output).await?);
+            print!("{}", jobs::read_table(&remote, sql, target.output).await?);
             Ok(())
         }
         Command::Tasks { target, job } => {
-            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let remote = target.remote()?;
             let filter = match &job {
                 Some(job) => {
                     jobs::check_id(job)?;
@@ -501,7 +561,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                  a.duration_ms, t.reason FROM tasks t LEFT JOIN task_attempts a \
                  ON a.task_id = t.id AND a.attempt = t.attempt {filter} ORDER BY t.seq LIMIT 10000"
             );
-            print!("{}", jobs::read_table(&addrs, &sql, target.output).await?);
+            print!("{}", jobs::read_table(&remote, &sql, target.output).await?);
             Ok(())
         }
         Command::TestAutoRecovery {
@@ -553,9 +613,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             task,
             limit,
         }) => {
-            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let remote = target.remote()?;
             let out = testfleet::cli::recovery::history(
-                &addrs,
+                &remote,
                 worker.as_deref(),
                 task.as_deref(),
                 limit,
@@ -566,8 +626,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Recovery(RecoveryCommand::Report(target)) => {
-            let addrs = cli::parse_addresses(&target.coordinator)?;
-            let report = testfleet::cli::recovery_report::report(&addrs).await?;
+            let remote = target.remote()?;
+            let report = testfleet::cli::recovery_report::report(&remote).await?;
             print!(
                 "{}",
                 testfleet::cli::recovery_report::render(&report, target.output)
@@ -575,17 +635,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Workers(target) => {
-            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let remote = target.remote()?;
             let sql = "SELECT id, host, status, labels, capabilities, status_changed_at, \
                        status_reason FROM workers ORDER BY id";
-            print!("{}", jobs::read_table(&addrs, sql, target.output).await?);
+            print!("{}", jobs::read_table(&remote, sql, target.output).await?);
             Ok(())
         }
         Command::Coordinator(args) => run_coordinator(*args).await,
         Command::Cluster(ClusterCommand::Check { target, wait }) => {
             use testfleet::cli::cluster_check;
-            let addrs = cli::parse_addresses(&target.coordinator)?;
-            let report = match cluster_check::run(&addrs, wait).await {
+            let remote = target.remote()?;
+            let report = match cluster_check::run(&remote, wait).await {
                 Ok(report) => report,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -599,8 +659,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Status(target) => {
-            let addrs = cli::parse_addresses(&target.coordinator)?;
-            let report = status::collect(&addrs).await?;
+            let remote = target.remote()?;
+            let report = status::collect(&remote).await?;
             print!("{}", status::render(&report, target.output));
             Ok(())
         }
@@ -609,15 +669,31 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             consistent,
             query,
         } => {
-            let addrs = cli::parse_addresses(&target.coordinator)?;
+            let remote = target.remote()?;
             print!(
                 "{}",
-                cli::sql(&addrs, &query, consistent, target.output).await?
+                cli::sql(&remote, &query, consistent, target.output).await?
+            );
+            Ok(())
+        }
+        Command::Auth(AuthCommand::Init { dir, force }) => {
+            let written = testfleet::auth::token::init(&dir, force)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            for path in &written {
+                println!("wrote {}", path.display());
+            }
+            let dir = dir.display();
+            println!(
+                "\ncoordinators: testfleet coordinator --auth-dir {dir} ... (each needs the whole \
+                 directory)\nworkers:      testfleet worker --token-file {dir}/worker.token ...\n\
+                 operators:    testfleet status --token-file {dir}/operator.token (or export \
+                 TESTFLEET_TOKEN_FILE)"
             );
             Ok(())
         }
         Command::Bench(BenchCommand::Commit {
             coordinator,
+            auth,
             writers,
             duration,
             warmup,
@@ -628,10 +704,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }) => {
             let settings = bench::BenchSettings {
                 nodes,
-                coordinators: coordinator
-                    .as_deref()
-                    .map(cli::parse_addresses)
-                    .transpose()?,
+                coordinators: match coordinator.as_deref() {
+                    Some(list) => Some(Remote::new(
+                        cli::parse_addresses(list)?,
+                        auth.credentials()?,
+                    )),
+                    None => None,
+                },
                 writers,
                 duration: seconds(duration, "--duration")?,
                 warmup: seconds(warmup, "--warmup")?,

@@ -53,3 +53,21 @@ impl FromStr for Role {
             .ok_or_else(|| format!("unknown role {s:?}: expected peer, operator or worker"))
     }
 }
+
+pub mod client;
+pub mod gate;
+pub mod server;
+pub mod token;
+
+pub use client::{AuthChannel, Credentials};
+pub use gate::Gate;
+pub use token::{Keyring, Token};
+
+/// The first certificate the client presented on this connection (DER), if it runs TLS.
+pub fn peer_certificate(extensions: &http::Extensions) -> Option<Vec<u8>> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let certs = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
+    certs.first().map(|cert| cert.as_ref().to_vec())
+}

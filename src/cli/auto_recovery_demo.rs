@@ -12,7 +12,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::Remote;
 use super::{CliError, unavailable};
+use crate::auth::Role;
 use crate::launch::{LocalCluster, LocalWorkers};
 use crate::state::command::TaskSpec;
 
@@ -30,8 +32,8 @@ fn kill_pid(pid: i32) {
 }
 
 /// A consistent read through the leader.
-async fn query(addrs: &[String], sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
-    super::query_rows(addrs, sql, true).await
+async fn query(remote: &Remote, sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
+    super::query_rows(remote, sql, true).await
 }
 
 /// Runs the demonstration; `Ok(true)` when every check held.
@@ -48,9 +50,11 @@ pub async fn run(num_workers: usize, run_time: Duration) -> Result<bool, CliErro
     let port = crate::launch::free_port().map_err(unavailable)?;
     let addr = format!("127.0.0.1:{port}");
     let restart = format!(
-        "setsid {bin} worker --coordinator {addr} --name {{worker}} --slots 2 < /dev/null >> {dir}/{{worker}}.restarted.log 2>&1 & echo $! > {dir}/{{worker}}.pid",
+        "setsid {bin} worker --coordinator {addr} --name {{worker}} --slots 2 --token-file {token} < /dev/null >> {dir}/{{worker}}.restarted.log 2>&1 & echo $! > {dir}/{{worker}}.pid",
         bin = binary.display(),
-        dir = dir.display()
+        dir = dir.display(),
+        // The local cluster keeps its tokens in `<dir>/auth`.
+        token = crate::auth::token::token_path(&dir.join("auth"), Role::Worker).display(),
     );
     println!("restart command: {restart}");
     let args = vec![
@@ -71,13 +75,13 @@ pub async fn run(num_workers: usize, run_time: Duration) -> Result<bool, CliErro
         .leader(Duration::from_secs(30), None)
         .await
         .map_err(unavailable)?;
-    let addrs = vec![addr.clone()];
+    let remote = cluster.remote();
     println!("coordinator: {addr} (data in {})", dir.display());
-    let mut workers = LocalWorkers::start(&binary, &dir, &addrs, "demo-w", num_workers, 2)
+    let mut workers = LocalWorkers::start(&binary, &dir, &cluster, "demo-w", num_workers, 2)
         .map_err(unavailable)?;
     println!("workers: {}", workers.names().join(", "));
 
-    let result = demo(&addrs, &mut workers, &dir, run_time).await;
+    let result = demo(&remote, &mut workers, &dir, run_time).await;
     // Clean up every process, the relaunched ones included (their pid files).
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {
@@ -94,7 +98,7 @@ pub async fn run(num_workers: usize, run_time: Duration) -> Result<bool, CliErro
 }
 
 async fn demo(
-    addrs: &[String],
+    remote: &Remote,
     workers: &mut LocalWorkers,
     dir: &Path,
     run_time: Duration,
@@ -117,7 +121,7 @@ async fn demo(
             flaky_retries: 0,
         })
         .collect();
-    super::jobs::submit(addrs, "demo-job", "auto-recovery demo", &tasks).await?;
+    super::jobs::submit(remote, "demo-job", "auto-recovery demo", &tasks).await?;
     println!(
         "[{:5.1}s] submitted a job of {} tasks",
         started.elapsed().as_secs_f64(),
@@ -126,7 +130,7 @@ async fn demo(
 
     // Kill the busiest worker once it runs tasks.
     let victim = loop {
-        let report = super::jobs::get_job(addrs, "demo-job", true).await?;
+        let report = super::jobs::get_job(remote, "demo-job", true).await?;
         let mut busiest: Option<(usize, String)> = None;
         for name in workers.names() {
             let n = report
@@ -163,7 +167,7 @@ async fn demo(
     let mut finished = false;
     while Instant::now() < deadline && !(back && finished) {
         let status = query(
-            addrs,
+            remote,
             &format!("SELECT status, status_reason FROM workers WHERE id = '{victim}'"),
         )
         .await?;
@@ -179,7 +183,7 @@ async fn demo(
             back = row[0] == "healthy" && read_pid(&dir.join(format!("{victim}.pid"))).is_some();
         }
         let rows = query(
-            addrs,
+            remote,
             "SELECT 'task ' || task_id || ': ' || recovery_type || CASE WHEN success THEN ' ok' ELSE ' failed' END \
              FROM task_recovery_history UNION ALL SELECT 'worker ' || worker_id || ' attempt ' || attempt_number || \
              ' (' || recovery_type || '): ' || CASE WHEN success THEN 'recovered' ELSE 'failed' END || \
@@ -195,7 +199,7 @@ async fn demo(
                 );
             }
         }
-        let report = super::jobs::get_job(addrs, "demo-job", false).await?;
+        let report = super::jobs::get_job(remote, "demo-job", false).await?;
         finished = report.status != "running";
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -214,7 +218,7 @@ async fn demo(
         );
         ok &= passed;
     };
-    let report = super::jobs::get_job(addrs, "demo-job", true).await?;
+    let report = super::jobs::get_job(remote, "demo-job", true).await?;
     let passed = report.tasks.iter().filter(|t| t.status == "passed").count();
     check(
         "the job finished",
@@ -227,7 +231,7 @@ async fn demo(
         format!("{passed}/{}", tasks.len()),
     );
     let twice = query(
-        addrs,
+        remote,
         "SELECT count(*) FROM (SELECT task_id FROM task_attempts WHERE outcome IN \
          ('passed','failed','timed_out','error') GROUP BY task_id HAVING count(*) > 1)",
     )
@@ -238,7 +242,7 @@ async fn demo(
         String::new(),
     );
     let requeues = query(
-        addrs,
+        remote,
         &format!(
             "SELECT count(*) FROM task_recovery_history WHERE worker_id = '{victim}' AND success"
         ),
@@ -250,7 +254,7 @@ async fn demo(
         format!("{} rows", requeues[0][0]),
     );
     let restart = query(
-        addrs,
+        remote,
         &format!(
             "SELECT attempt_number, details->>'command', details->>'exit_code' FROM worker_recovery_history \
              WHERE worker_id = '{victim}' AND success ORDER BY id DESC LIMIT 1"

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{CliError, Output, connect_any, table};
+use super::{CliError, Output, Remote, connect_any, table};
+use crate::auth::{Credentials, Role};
 use crate::config::CoordinatorConfig;
 use crate::coordinator::Coordinator;
 use crate::launch::LocalCluster;
@@ -24,8 +25,9 @@ use crate::proto::BenchRequest;
 /// Settings of one benchmark run.
 #[derive(Clone, Debug)]
 pub struct BenchSettings {
-    /// Coordinators to load; `None` starts an in-process single node.
-    pub coordinators: Option<Vec<String>>,
+    /// Coordinators to load, and what to present to them; `None` starts an in-process
+    /// single node.
+    pub coordinators: Option<Remote>,
     /// Writer counts to measure, in order.
     pub writers: Vec<usize>,
     pub duration: Duration,
@@ -107,13 +109,13 @@ pub fn sample_fsync(dir: &Path, count: usize) -> std::io::Result<Latency> {
 }
 
 async fn run_writers(
-    addrs: &[String],
+    remote: &Remote,
     writers: usize,
     duration: Duration,
     warmup: Duration,
     payload: Vec<u8>,
 ) -> Result<WriterRun, CliError> {
-    let client = connect_any(addrs).await?;
+    let client = connect_any(remote).await?;
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + duration;
@@ -249,21 +251,22 @@ async fn start_processes(
     Ok((cluster, dir, temp))
 }
 
-/// `addrs` with the leader's address first, when a node names it.
-async fn leader_first(addrs: &[String]) -> Vec<String> {
+/// `remote` with the leader's address first, when a node names it.
+async fn leader_first(remote: &Remote) -> Remote {
+    let addrs = &remote.addrs;
     for addr in addrs {
-        if let Ok(mut client) = super::connect(addr).await
+        if let Ok(mut client) = super::connect(addr, &remote.credentials).await
             && let Ok(status) = client.status(crate::proto::StatusRequest {}).await
         {
             let leader = status.into_inner().leader_addr;
             if !leader.is_empty() {
                 let mut ordered = vec![leader.clone()];
                 ordered.extend(addrs.iter().filter(|a| **a != leader).cloned());
-                return ordered;
+                return Remote::new(ordered, remote.credentials.clone());
             }
         }
     }
-    addrs.to_vec()
+    remote.clone()
 }
 
 /// Runs the benchmark.
@@ -276,11 +279,11 @@ pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
     let payload = vec![0xab_u8; settings.payload_bytes];
     let mut _cluster = None;
     let mut _cluster_dir = None;
-    let (local, addrs, target, fsync_dir) = match (&settings.coordinators, settings.nodes) {
-        (Some(addrs), _) => (
+    let (local, remote, target, fsync_dir) = match (&settings.coordinators, settings.nodes) {
+        (Some(remote), _) => (
             None,
-            leader_first(addrs).await,
-            addrs.join(","),
+            leader_first(remote).await,
+            remote.addrs.join(","),
             settings.data_dir.clone(),
         ),
         (None, Some(n)) => {
@@ -301,25 +304,27 @@ pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
                 "local {n}-node cluster (processes), data in {}",
                 dir.display()
             );
+            let remote = Remote::new(addrs, cluster.credentials(Role::Operator));
             _cluster = Some(cluster);
             _cluster_dir = temp;
-            (None, addrs, target, Some(dir))
+            (None, remote, target, Some(dir))
         }
         (None, None) => {
             let (node, dir) = start_local(settings.data_dir.as_deref()).await?;
-            let addrs = vec![node.addr.clone()];
+            // Loopback only and without tokens, as a laptop runs it.
+            let remote = Remote::new(vec![node.addr.clone()], Credentials::none());
             let target = format!(
                 "in-process single-node coordinator, data in {}",
                 dir.display()
             );
-            (Some(node), addrs, target, Some(dir))
+            (Some(node), remote, target, Some(dir))
         }
     };
     let mut runs = Vec::new();
     let mut failure = None;
     for &writers in &settings.writers {
         match run_writers(
-            &addrs,
+            &remote,
             writers,
             settings.duration,
             settings.warmup,

@@ -70,9 +70,11 @@ async fn one_fleet(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
     let mut handles = Vec::with_capacity(n);
+    let credentials = cluster.credentials(crate::auth::Role::Worker);
     for i in 0..n {
         let mut config = WorkerConfig::new(addrs.to_vec(), format!("rc{n}-{i:04}"));
         config.noop_executor = true;
+        config.credentials = credentials.clone();
         config.on_welcome = Some(tx.clone());
         config.capabilities_json = "{}".to_string();
         handles.push(tokio::spawn(agent::run(config, stop.clone())));

@@ -15,14 +15,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::Remote;
 use super::bench::Latency;
 use super::{CliError, Output, table, unavailable};
 use crate::launch::{LocalCluster, LocalWorkers};
 use crate::state::command::{TaskSpec, Timestamp};
 
 /// A consistent read through the leader.
-async fn query(addrs: &[String], sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
-    super::query_rows(addrs, sql, true).await
+async fn query(remote: &Remote, sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
+    super::query_rows(remote, sql, true).await
 }
 
 /// Settings of the recovery benchmark.
@@ -87,8 +88,8 @@ pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
         .leader(Duration::from_secs(30), None)
         .await
         .map_err(unavailable)?;
-    let addrs: Vec<String> = cluster.addresses().into_values().collect();
-    let mut workers = LocalWorkers::start(&binary, &dir, &addrs, "rw", s.workers, s.slots)
+    let remote = cluster.remote();
+    let mut workers = LocalWorkers::start(&binary, &dir, &cluster, "rw", s.workers, s.slots)
         .map_err(unavailable)?;
     // One worker's worth of slots stays free, so requeued tasks find a slot at once and
     // `finished` measures recovery, not queueing behind other tasks.
@@ -98,11 +99,11 @@ pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
     let mut submitted = 0usize;
     for round in 0..s.kills {
         poll(Duration::from_secs(60), "every worker healthy", || {
-            let addrs = addrs.clone();
+            let remote = remote.clone();
             let n = s.workers;
             async move {
                 let rows = query(
-                    &addrs,
+                    &remote,
                     "SELECT count(*) FROM workers WHERE status = 'healthy'",
                 )
                 .await?;
@@ -128,12 +129,12 @@ pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
             })
             .collect();
         submitted += tasks.len();
-        super::jobs::submit(&addrs, &job, &job, &tasks).await?;
+        super::jobs::submit(&remote, &job, &job, &tasks).await?;
         let report = poll(Duration::from_secs(60), "every task running", || {
-            let addrs = addrs.clone();
+            let remote = remote.clone();
             let job = job.clone();
             async move {
-                let r = super::jobs::get_job(&addrs, &job, true).await?;
+                let r = super::jobs::get_job(&remote, &job, true).await?;
                 Ok(
                     (r.counts.get("running").copied().unwrap_or(0) as usize == per_round)
                         .then_some(r),
@@ -163,10 +164,10 @@ pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
             Duration::from_secs(120),
             "the round's job to finish",
             || {
-                let addrs = addrs.clone();
+                let remote = remote.clone();
                 let job = job.clone();
                 async move {
-                    let r = super::jobs::get_job(&addrs, &job, true).await?;
+                    let r = super::jobs::get_job(&remote, &job, true).await?;
                     Ok((r.status != "running").then_some(r))
                 }
             },
@@ -175,7 +176,7 @@ pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
         let ids: Vec<String> = held.iter().map(|t| format!("'{t}'")).collect();
         if !ids.is_empty() {
             let rows = query(
-                &addrs,
+                &remote,
                 &format!(
                     "SELECT t.id, CAST(r.details->>'requeued_at_us' AS BIGINT), epoch_us(t.finished_at) \
                      FROM tasks t LEFT JOIN task_recovery_history r ON r.task_id = t.id \
@@ -201,7 +202,7 @@ pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
         workers.spawn(&victim).map_err(unavailable)?;
     }
     let passed = query(
-        &addrs,
+        &remote,
         "SELECT count(*) FROM tasks WHERE status = 'passed' AND job_id LIKE 'round-%'",
     )
     .await?;

@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::Remote;
 use super::bench::Latency;
 use super::{CliError, Output, table, unavailable};
 use crate::launch::{LocalCluster, LocalWorkers};
 use crate::state::command::TaskSpec;
 
 /// A consistent read through the leader.
-async fn query(addrs: &[String], sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
-    super::query_rows(addrs, sql, true).await
+async fn query(remote: &Remote, sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
+    super::query_rows(remote, sql, true).await
 }
 
 /// Settings of the tasks benchmark.
@@ -89,9 +90,9 @@ struct Dispatch {
 }
 
 /// Dispatch latencies of the first attempts of the tasks of jobs named `name`.
-async fn dispatch_latencies(addrs: &[String], name: &str) -> Result<Dispatch, CliError> {
+async fn dispatch_latencies(remote: &Remote, name: &str) -> Result<Dispatch, CliError> {
     let rows = query(
-        addrs,
+        remote,
         &format!(
             "SELECT epoch_us(a.started_at) - epoch_us(t.submitted_at), \
              epoch_us(a.assigned_at) - epoch_us(t.submitted_at), \
@@ -114,11 +115,11 @@ async fn dispatch_latencies(addrs: &[String], name: &str) -> Result<Dispatch, Cl
     })
 }
 
-async fn wait_done(addrs: &[String], name: &str, expected: usize) -> Result<(), CliError> {
+async fn wait_done(remote: &Remote, name: &str, expected: usize) -> Result<(), CliError> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let rows = query(
-            addrs,
+            remote,
             &format!(
                 "SELECT count(*) FILTER (WHERE t.status = 'passed'), count(*) FROM tasks t \
                  JOIN jobs j ON j.id = t.job_id WHERE j.name = '{name}'"
@@ -154,11 +155,11 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
         .leader(Duration::from_secs(30), None)
         .await
         .map_err(unavailable)?;
-    let addrs: Vec<String> = cluster.addresses().into_values().collect();
+    let remote = cluster.remote();
     let workers = LocalWorkers::start(
         &binary,
         &dir,
-        &addrs,
+        &cluster,
         "bench-w",
         settings.workers,
         settings.slots,
@@ -167,7 +168,7 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let rows = query(
-            &addrs,
+            &remote,
             "SELECT count(*) FROM workers WHERE status = 'healthy'",
         )
         .await?;
@@ -184,24 +185,24 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
     let warm: Vec<TaskSpec> = (0..200)
         .map(|i| trivial(format!("warm-{i}"), "warm"))
         .collect();
-    super::jobs::submit(&addrs, "warm", "warm", &warm).await?;
-    wait_done(&addrs, "warm", warm.len()).await?;
+    super::jobs::submit(&remote, "warm", "warm", &warm).await?;
+    wait_done(&remote, "warm", warm.len()).await?;
 
     // Full load: one big job.
     let job: Vec<TaskSpec> = (0..settings.tasks)
         .map(|_| trivial(uuid::Uuid::new_v4().to_string(), "full"))
         .collect();
-    super::jobs::submit(&addrs, &uuid::Uuid::new_v4().to_string(), "full", &job).await?;
-    wait_done(&addrs, "full", settings.tasks).await?;
+    super::jobs::submit(&remote, &uuid::Uuid::new_v4().to_string(), "full", &job).await?;
+    wait_done(&remote, "full", settings.tasks).await?;
     let span = query(
-        &addrs,
+        &remote,
         "SELECT max(epoch_us(t.finished_at)) - min(epoch_us(t.submitted_at)) FROM tasks t \
          JOIN jobs j ON j.id = t.job_id WHERE j.name = 'full'",
     )
     .await?;
     let seconds = span[0][0].as_i64().unwrap_or(0) as f64 / 1e6;
     let tasks_per_sec = settings.tasks as f64 / seconds.max(1e-6);
-    let full_load_dispatch = Latency::of(dispatch_latencies(&addrs, "full").await?.total);
+    let full_load_dispatch = Latency::of(dispatch_latencies(&remote, "full").await?.total);
 
     // Half load: one-task jobs at half the measured rate, evenly paced.
     let rate = tasks_per_sec / 2.0;
@@ -212,17 +213,17 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
     for i in 0..count {
         let at = start + pace.mul_f64(i as f64);
         tokio::time::sleep_until(at.into()).await;
-        let addrs = addrs.clone();
+        let remote = remote.clone();
         submissions.push(tokio::spawn(async move {
             let id = uuid::Uuid::new_v4().to_string();
-            super::jobs::submit(&addrs, &id, "half", &[trivial(format!("{id}-t"), "half")]).await
+            super::jobs::submit(&remote, &id, "half", &[trivial(format!("{id}-t"), "half")]).await
         }));
     }
     for s in submissions {
         s.await.map_err(|e| CliError::Other(e.to_string()))??;
     }
-    wait_done(&addrs, "half", count).await?;
-    let half = dispatch_latencies(&addrs, "half").await?;
+    wait_done(&remote, "half", count).await?;
+    let half = dispatch_latencies(&remote, "half").await?;
 
     // A worker's memory with four slots busy.
     let busy: Vec<TaskSpec> = (0..settings.workers * settings.slots as usize)
@@ -231,7 +232,7 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
             ..trivial(format!("busy-{i}"), "busy")
         })
         .collect();
-    super::jobs::submit(&addrs, "busy", "busy", &busy).await?;
+    super::jobs::submit(&remote, "busy", "busy", &busy).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let worker_rss = workers
         .names()
@@ -239,7 +240,7 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
         .filter_map(|n| workers.pid(n).and_then(rss_of))
         .max()
         .unwrap_or(0);
-    wait_done(&addrs, "busy", busy.len()).await?;
+    wait_done(&remote, "busy", busy.len()).await?;
 
     let pick_10k = crate::scheduler::bench_pick(10_000);
     let pick_100k = crate::scheduler::bench_pick(100_000);

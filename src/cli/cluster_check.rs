@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{CliError, Output, connect, table};
+use super::{CliError, Output, Remote, connect, table};
+use crate::auth::Credentials;
 use crate::proto::{CheckDigestReply, CheckDigestRequest, CheckState, StartCheckRequest};
 
 /// Exit status when every replica agrees.
@@ -151,8 +152,9 @@ impl CheckReport {
 
 /// Runs a check against the cluster that `addrs` (any of its members) belongs to, waiting up
 /// to `wait` for each member to reach the marker and hash its tables.
-pub async fn run(addrs: &[String], wait: Duration) -> Result<CheckReport, CliError> {
-    let cluster = super::status::collect(addrs).await?;
+pub async fn run(remote: &Remote, wait: Duration) -> Result<CheckReport, CliError> {
+    let cluster = super::status::collect(remote).await?;
+    let credentials = &remote.credentials;
     let members: Vec<(u64, String)> = cluster
         .nodes
         .iter()
@@ -172,12 +174,12 @@ pub async fn run(addrs: &[String], wait: Duration) -> Result<CheckReport, CliErr
         }
     }
     let check_id = uuid::Uuid::new_v4().to_string();
-    let log_index = start(&targets, &check_id, wait).await?;
+    let log_index = start(&targets, credentials, &check_id, wait).await?;
     let deadline = Instant::now() + wait;
     let asks = members.into_iter().map(|(id, addr)| {
         let check_id = check_id.clone();
         async move {
-            let outcome = poll(&addr, &check_id, log_index, deadline, wait).await;
+            let outcome = poll(&addr, credentials, &check_id, log_index, deadline, wait).await;
             (id, addr, outcome)
         }
     });
@@ -191,13 +193,18 @@ pub async fn run(addrs: &[String], wait: Duration) -> Result<CheckReport, CliErr
 
 /// Appends the marker through the first of `targets` that takes it, retrying (an election
 /// may be under way) until `wait` has passed; returns the marker's log index.
-async fn start(targets: &[String], check_id: &str, wait: Duration) -> Result<u64, CliError> {
+async fn start(
+    targets: &[String],
+    credentials: &Credentials,
+    check_id: &str,
+    wait: Duration,
+) -> Result<u64, CliError> {
     let deadline = Instant::now() + wait;
     let mut errors: BTreeMap<String, String> = BTreeMap::new();
     loop {
         for addr in targets {
             let ask = async {
-                let mut client = connect(addr).await?;
+                let mut client = connect(addr, credentials).await?;
                 client
                     .start_check(StartCheckRequest {
                         check_id: check_id.to_string(),
@@ -208,7 +215,7 @@ async fn start(targets: &[String], check_id: &str, wait: Duration) -> Result<u64
             };
             match tokio::time::timeout(Duration::from_secs(10), ask).await {
                 Ok(Ok(index)) => return Ok(index),
-                Ok(Err(CliError::Usage(e))) => return Err(CliError::Usage(e)),
+                Ok(Err(e @ (CliError::Usage(_) | CliError::Denied(_)))) => return Err(e),
                 Ok(Err(e)) => {
                     errors.insert(addr.clone(), e.to_string());
                 }
@@ -239,6 +246,7 @@ enum Outcome {
 /// `deadline` passes.
 async fn poll(
     addr: &str,
+    credentials: &Credentials,
     check_id: &str,
     log_index: u64,
     deadline: Instant,
@@ -249,7 +257,9 @@ async fn poll(
     loop {
         // An error is (whether asking again could help, what went wrong).
         let ask = async {
-            let mut client = connect(addr).await.map_err(|e| (true, e.to_string()))?;
+            let mut client = connect(addr, credentials)
+                .await
+                .map_err(|e| (true, e.to_string()))?;
             client
                 .get_check_digest(CheckDigestRequest {
                     check_id: check_id.to_string(),

@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use super::bench::Latency;
 use super::{CliError, Output, connect, table};
+use crate::auth::{Credentials, Role};
 use crate::launch::LocalCluster;
 use crate::proto::{BenchRequest, StatusRequest};
 
@@ -86,8 +87,8 @@ fn unavailable(e: impl std::fmt::Display) -> CliError {
 }
 
 /// Proposes one write to `addr`, answering whether it was acknowledged.
-async fn write_once(addr: &str) -> bool {
-    let Ok(mut client) = connect(addr).await else {
+async fn write_once(addr: &str, credentials: &Credentials) -> bool {
+    let Ok(mut client) = connect(addr, credentials).await else {
         return false;
     };
     let write = client.propose_bench(BenchRequest {
@@ -108,7 +109,8 @@ async fn rejoined(
 ) -> Result<(), CliError> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok(mut client) = connect(cluster.addr(id)).await
+        if let Ok(mut client) =
+            connect(cluster.addr(id), &cluster.credentials(Role::Operator)).await
             && let Ok(status) = client.status(StatusRequest {}).await
             && status.into_inner().leader_id == Some(leader)
         {
@@ -142,6 +144,7 @@ pub async fn run(settings: &FailoverSettings) -> Result<FailoverReport, CliError
     ];
     let mut cluster =
         LocalCluster::start(&binary, settings.nodes, &dir, &args).map_err(unavailable)?;
+    let operator = cluster.credentials(Role::Operator);
     let mut samples = Vec::with_capacity(settings.kills);
     for round in 0..settings.kills {
         let leader = cluster
@@ -151,7 +154,7 @@ pub async fn run(settings: &FailoverSettings) -> Result<FailoverReport, CliError
         let leader_addr = cluster.addr(leader).to_string();
         // The cluster takes writes before the kill.
         let ready = Instant::now() + Duration::from_secs(10);
-        while !write_once(&leader_addr).await {
+        while !write_once(&leader_addr, &operator).await {
             if Instant::now() > ready {
                 return Err(unavailable("the cluster does not take writes"));
             }
@@ -168,7 +171,7 @@ pub async fn run(settings: &FailoverSettings) -> Result<FailoverReport, CliError
         let elected = killed_at.elapsed();
         let new_addr = cluster.addr(new_leader).to_string();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !write_once(&new_addr).await {
+        while !write_once(&new_addr, &operator).await {
             if Instant::now() > deadline {
                 return Err(unavailable(format!(
                     "round {round}: the new leader {new_leader} took no write within 30 s"

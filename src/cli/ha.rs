@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::Remote;
 use super::bench::Latency;
 use super::{CliError, unavailable};
 use crate::launch::{LocalCluster, LocalWorkers};
@@ -100,8 +101,7 @@ async fn check_replicas(cluster: &LocalCluster) -> ReplicaCheck {
         // Checked anyway: the check names the nodes that are not back.
         println!("not every coordinator is back before the replica check: {e}");
     }
-    let addrs: Vec<String> = cluster.addresses().into_values().collect();
-    match super::cluster_check::run(&addrs, Duration::from_secs(60)).await {
+    match super::cluster_check::run(&cluster.remote(), Duration::from_secs(60)).await {
         Ok(report) => {
             let verdict = serde_json::to_value(report.verdict)
                 .ok()
@@ -151,7 +151,7 @@ struct Workload {
 }
 
 async fn run_workload(
-    addrs: Vec<String>,
+    remote: Remote,
     state: Arc<Mutex<Workload>>,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -186,8 +186,16 @@ async fn run_workload(
                 return;
             }
             let attempt_start = Instant::now();
-            let addr = &addrs[target % addrs.len()];
-            match super::jobs::submit_once(addr, &job, "ha", &tasks, Duration::from_secs(2)).await {
+            let addr = &remote.addrs[target % remote.addrs.len()];
+            let submitted = super::jobs::submit_once(
+                addr,
+                &remote.credentials,
+                &job,
+                "ha",
+                &tasks,
+                Duration::from_secs(2),
+            );
+            match submitted.await {
                 Ok(_) => {
                     let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
                     s.acknowledged.push((job.clone(), ids.clone()));
@@ -234,8 +242,7 @@ async fn leader_query_once(
     cluster: &LocalCluster,
     sql: &str,
 ) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
-    let addrs: Vec<String> = cluster.addresses().into_values().collect();
-    let mut client = super::connect_any(&addrs).await?;
+    let mut client = super::connect_any(&cluster.remote()).await?;
     let reply = client
         .query(crate::proto::QueryRequest {
             sql: sql.to_string(),
@@ -285,12 +292,16 @@ pub async fn run(s: &HaSettings) -> Result<HaReport, CliError> {
         .map_err(unavailable)?;
     println!("leader: node {leader}");
     let mut workers =
-        LocalWorkers::start(&binary, &data, &addrs, "ha-w", s.workers, 2).map_err(unavailable)?;
+        LocalWorkers::start(&binary, &data, &cluster, "ha-w", s.workers, 2).map_err(unavailable)?;
     println!("workers: {}", workers.names().join(", "));
 
     let workload = Arc::new(Mutex::new(Workload::default()));
     let stop = tokio_util::sync::CancellationToken::new();
-    let load = tokio::spawn(run_workload(addrs.clone(), workload.clone(), stop.clone()));
+    let load = tokio::spawn(run_workload(
+        cluster.remote(),
+        workload.clone(),
+        stop.clone(),
+    ));
     let started = Instant::now();
     let mut rng = Rng(s.seed ^ 0x9e37_79b9_7f4a_7c15);
     let mut faults: Vec<Fault> = Vec::new();

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tonic::transport::Channel;
 
-use super::{CliError, Output, from_status, table};
+use super::{CliError, Output, Remote, from_status, table};
+use crate::auth::{AuthChannel, Credentials};
 use crate::coordinator::jobs::{MAX_JOBS_MESSAGE, task_spec_message};
 use crate::proto::jobs_client::JobsClient;
 use crate::proto::{GetJobRequest, JobReport, SubmitJobRequest};
@@ -41,7 +42,10 @@ fn forget_connection(addr: &str) {
         .remove(addr);
 }
 
-async fn jobs_client(addr: &str) -> Result<JobsClient<Channel>, CliError> {
+async fn jobs_client(
+    addr: &str,
+    credentials: &Credentials,
+) -> Result<JobsClient<AuthChannel>, CliError> {
     let cached = connections()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -50,7 +54,8 @@ async fn jobs_client(addr: &str) -> Result<JobsClient<Channel>, CliError> {
     let channel = match cached {
         Some(channel) => channel,
         None => {
-            let channel = Channel::from_shared(format!("http://{addr}"))
+            let channel = credentials
+                .endpoint(addr)
                 .map_err(|e| CliError::Usage(format!("bad coordinator address {addr:?}: {e}")))?
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
@@ -66,7 +71,7 @@ async fn jobs_client(addr: &str) -> Result<JobsClient<Channel>, CliError> {
             channel
         }
     };
-    Ok(JobsClient::new(channel)
+    Ok(JobsClient::new(credentials.wrap(channel))
         .max_decoding_message_size(MAX_JOBS_MESSAGE)
         .max_encoding_message_size(MAX_JOBS_MESSAGE))
 }
@@ -88,17 +93,17 @@ fn call_error(status: tonic::Status) -> CliError {
 
 /// Calls `f` on the coordinators in turn until one answers, for up to [`RETRY_FOR`]:
 /// unreachable nodes and "no leader yet" are retried, other errors are final.
-async fn with_retry<T, F, Fut>(addrs: &[String], mut f: F) -> Result<T, CliError>
+async fn with_retry<T, F, Fut>(remote: &Remote, mut f: F) -> Result<T, CliError>
 where
-    F: FnMut(JobsClient<Channel>) -> Fut,
+    F: FnMut(JobsClient<AuthChannel>) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     let deadline = Instant::now() + RETRY_FOR;
     let mut i = 0usize;
     loop {
-        let addr = &addrs[i % addrs.len()];
+        let addr = &remote.addrs[i % remote.addrs.len()];
         i += 1;
-        let error = match jobs_client(addr).await {
+        let error = match jobs_client(addr, &remote.credentials).await {
             Ok(client) => match f(client).await {
                 Ok(value) => return Ok(value),
                 Err(status) => call_error(status),
@@ -119,7 +124,7 @@ where
 
 /// Submits a job; retrying with the same ids is safe.
 pub async fn submit(
-    addrs: &[String],
+    remote: &Remote,
     job_id: &str,
     name: &str,
     tasks: &[TaskSpec],
@@ -132,7 +137,7 @@ pub async fn submit(
         name: name.to_string(),
         tasks: tasks.iter().map(task_spec_message).collect(),
     };
-    let reply = with_retry(addrs, |mut client| {
+    let reply = with_retry(remote, |mut client| {
         let request = request.clone();
         async move { client.submit_job(request).await.map(|r| r.into_inner()) }
     })
@@ -143,6 +148,7 @@ pub async fn submit(
 /// One submission attempt to one coordinator (no retry), bounded by `limit`.
 pub async fn submit_once(
     addr: &str,
+    credentials: &Credentials,
     job_id: &str,
     name: &str,
     tasks: &[TaskSpec],
@@ -154,7 +160,7 @@ pub async fn submit_once(
         tasks: tasks.iter().map(task_spec_message).collect(),
     };
     let attempt = async {
-        let mut client = jobs_client(addr).await?;
+        let mut client = jobs_client(addr, credentials).await?;
         client
             .submit_job(request)
             .await
@@ -173,11 +179,11 @@ pub async fn submit_once(
 
 /// The job as the leader sees it.
 pub async fn get_job(
-    addrs: &[String],
+    remote: &Remote,
     job_id: &str,
     include_tasks: bool,
 ) -> Result<JobReport, CliError> {
-    with_retry(addrs, |mut client| async move {
+    with_retry(remote, |mut client| async move {
         client
             .get_job(GetJobRequest {
                 job_id: job_id.to_string(),
@@ -240,13 +246,13 @@ fn progress_line(report: &JobReport) -> String {
 }
 
 /// Follows a job until it ends, showing progress on stderr.
-pub async fn follow(addrs: &[String], job_id: &str) -> Result<JobReport, CliError> {
+pub async fn follow(remote: &Remote, job_id: &str) -> Result<JobReport, CliError> {
     let terminal = std::io::stderr().is_terminal();
     let mut bar = None;
     let mut last_line = String::new();
     let mut last_print = Instant::now() - Duration::from_secs(60);
     loop {
-        let report = get_job(addrs, job_id, false).await?;
+        let report = get_job(remote, job_id, false).await?;
         let done: u32 = FINAL.iter().map(|s| count(&report, s)).sum();
         let line = progress_line(&report);
         if terminal {
@@ -270,7 +276,7 @@ pub async fn follow(addrs: &[String], job_id: &str) -> Result<JobReport, CliErro
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
-            return get_job(addrs, job_id, true).await;
+            return get_job(remote, job_id, true).await;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -438,8 +444,8 @@ pub fn load_plan(path: &Path) -> Result<(String, Vec<TaskSpec>), CliError> {
 }
 
 /// A read of the replicated tables through `Query` (local to the answering node).
-pub async fn read_table(addrs: &[String], sql: &str, output: Output) -> Result<String, CliError> {
-    super::sql(addrs, sql, false, output).await
+pub async fn read_table(remote: &Remote, sql: &str, output: Output) -> Result<String, CliError> {
+    super::sql(remote, sql, false, output).await
 }
 
 /// Refuses ids that could not be a job id (they are put into SQL text).

@@ -19,9 +19,22 @@ pub mod status;
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
-
+use crate::auth::{AuthChannel, Credentials};
 use crate::proto::control_client::ControlClient;
+
+/// Where a client command sends its calls (any subset of the coordinators) and what it
+/// presents there.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    pub addrs: Vec<String>,
+    pub credentials: Credentials,
+}
+
+impl Remote {
+    pub fn new(addrs: Vec<String>, credentials: Credentials) -> Remote {
+        Remote { addrs, credentials }
+    }
+}
 
 /// How results are printed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -45,6 +58,9 @@ pub enum CliError {
     /// Anything else (exit 1).
     #[error("{0}")]
     Other(String),
+    /// The coordinator refused the credentials: none, unknown, or the wrong role (exit 4).
+    #[error("{0}")]
+    Denied(String),
     /// Nothing went wrong in the tool, but the outcome asks for this exit code (e.g. a test
     /// failed in `run`); nothing more is printed.
     #[error("")]
@@ -57,6 +73,7 @@ impl CliError {
             CliError::Usage(_) => 2,
             CliError::Unavailable(_) => 3,
             CliError::Other(_) => 1,
+            CliError::Denied(_) => 4,
             CliError::Exit(code) => *code,
         }
     }
@@ -85,14 +102,11 @@ pub fn parse_addresses(list: &str) -> Result<Vec<String>, CliError> {
     Ok(addrs)
 }
 
-/// A `Control` client for one address; fails fast when nothing listens there.
-pub async fn connect(addr: &str) -> Result<ControlClient<Channel>, CliError> {
-    let uri = if addr.starts_with("http://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = Endpoint::from_shared(uri)
+/// A connection to one address, presenting `credentials`; fails fast when nothing listens
+/// there.
+pub async fn channel(addr: &str, credentials: &Credentials) -> Result<AuthChannel, CliError> {
+    let endpoint = credentials
+        .endpoint(addr)
         .map_err(|e| CliError::Usage(format!("bad coordinator address {addr:?}: {e}")))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
@@ -100,14 +114,22 @@ pub async fn connect(addr: &str) -> Result<ControlClient<Channel>, CliError> {
         .connect()
         .await
         .map_err(|e| CliError::Unavailable(format!("cannot reach coordinator {addr}: {e}")))?;
-    Ok(ControlClient::new(channel).max_decoding_message_size(256 << 20))
+    Ok(credentials.wrap(channel))
 }
 
-/// A client for the first of `addrs` that answers.
-pub async fn connect_any(addrs: &[String]) -> Result<ControlClient<Channel>, CliError> {
+/// A `Control` client for one address; fails fast when nothing listens there.
+pub async fn connect(
+    addr: &str,
+    credentials: &Credentials,
+) -> Result<ControlClient<AuthChannel>, CliError> {
+    Ok(ControlClient::new(channel(addr, credentials).await?).max_decoding_message_size(256 << 20))
+}
+
+/// A client for the first coordinator of `remote` that answers.
+pub async fn connect_any(remote: &Remote) -> Result<ControlClient<AuthChannel>, CliError> {
     let mut errors = Vec::new();
-    for addr in addrs {
-        match connect(addr).await {
+    for addr in &remote.addrs {
+        match connect(addr, &remote.credentials).await {
             Ok(client) => return Ok(client),
             Err(e) => errors.push(e.to_string()),
         }
@@ -121,11 +143,11 @@ pub async fn connect_any(addrs: &[String]) -> Result<ControlClient<Channel>, Cli
 /// Rows of a read-only query as JSON values; `consistent` asks the leader for a
 /// linearizable read.
 pub async fn query_rows(
-    addrs: &[String],
+    remote: &Remote,
     sql: &str,
     consistent: bool,
 ) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
-    let mut client = connect_any(addrs).await?;
+    let mut client = connect_any(remote).await?;
     let reply = client
         .query(crate::proto::QueryRequest {
             sql: sql.to_string(),
@@ -192,19 +214,25 @@ pub fn from_status(status: tonic::Status) -> CliError {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
             CliError::Unavailable(status.message().to_string())
         }
+        tonic::Code::Unauthenticated => {
+            CliError::Denied(format!("not authenticated: {}", status.message()))
+        }
+        tonic::Code::PermissionDenied => {
+            CliError::Denied(format!("permission denied: {}", status.message()))
+        }
         _ => CliError::Other(format!("{:?}: {}", status.code(), status.message())),
     }
 }
 
 /// Runs `testfleet sql`: a read-only query on one coordinator's DuckDB copy.
 pub async fn sql(
-    addrs: &[String],
+    remote: &Remote,
     sql: &str,
     consistent: bool,
     output: Output,
 ) -> Result<String, CliError> {
     crate::query::check_read_only(sql).map_err(|e| CliError::Usage(e.to_string()))?;
-    let mut client = connect_any(addrs).await?;
+    let mut client = connect_any(remote).await?;
     let reply = client
         .query(crate::proto::QueryRequest {
             sql: sql.to_string(),

@@ -54,14 +54,14 @@ pub fn history_sql(
 
 /// Runs `testfleet recovery history`.
 pub async fn history(
-    addrs: &[String],
+    remote: &super::Remote,
     worker: Option<&str>,
     task: Option<&str>,
     limit: u32,
     output: Output,
 ) -> Result<String, CliError> {
     let sql = history_sql(worker, task, limit)?;
-    super::sql(addrs, &sql, false, output).await
+    super::sql(remote, &sql, false, output).await
 }
 
 #[cfg(test)]

@@ -409,8 +409,8 @@ pub fn report_from(conn: &duckdb::Connection) -> Result<RecoveryReport, CliError
 
 /// Computes the report on the first coordinator of `addrs` that answers, through the
 /// `Control.Query` RPC. All queries go to that one node and read its copy of the state.
-pub async fn report(addrs: &[String]) -> Result<RecoveryReport, CliError> {
-    let mut client = super::connect_any(addrs).await?;
+pub async fn report(remote: &super::Remote) -> Result<RecoveryReport, CliError> {
+    let mut client = super::connect_any(remote).await?;
     let mut answers = Vec::with_capacity(QUERIES.len());
     for sql in QUERIES {
         let reply = client

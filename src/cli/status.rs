@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{CliError, Output, connect, table};
+use super::{CliError, Output, Remote, connect, table};
+use crate::auth::Credentials;
 use crate::proto::{NodeStatus, StatusRequest};
 
 /// One node's line in the report.
@@ -37,26 +38,36 @@ pub struct ClusterStatus {
     pub nodes: Vec<NodeLine>,
 }
 
-async fn ask(addr: String) -> (String, Result<NodeStatus, String>) {
+async fn ask(addr: String, credentials: &Credentials) -> (String, Result<NodeStatus, String>) {
     let result = tokio::time::timeout(Duration::from_secs(3), async {
-        let mut client = connect(&addr).await.map_err(|e| e.to_string())?;
+        let mut client = connect(&addr, credentials)
+            .await
+            .map_err(|e| e.to_string())?;
         client
             .status(StatusRequest {})
             .await
             .map(|r| r.into_inner())
-            .map_err(|e| e.message().to_string())
+            .map_err(|e| match super::from_status(e) {
+                CliError::Denied(why) => format!("{DENIED}{why}"),
+                other => other.to_string(),
+            })
     })
     .await
     .unwrap_or_else(|_| Err("timed out after 3 s".to_string()));
     (addr, result)
 }
 
+/// Marks a node's answer as a refusal of the credentials, to exit as one.
+const DENIED: &str = "denied: ";
+
 /// Asks every listed node and every member they know of.
-pub async fn collect(addrs: &[String]) -> Result<ClusterStatus, CliError> {
+pub async fn collect(remote: &Remote) -> Result<ClusterStatus, CliError> {
     let mut answers: BTreeMap<String, Result<NodeStatus, String>> = BTreeMap::new();
-    let mut pending: Vec<String> = addrs.to_vec();
+    let mut pending: Vec<String> = remote.addrs.clone();
     while !pending.is_empty() {
-        let asked = futures::future::join_all(pending.drain(..).map(ask)).await;
+        let asked =
+            futures::future::join_all(pending.drain(..).map(|addr| ask(addr, &remote.credentials)))
+                .await;
         for (addr, answer) in asked {
             if let Ok(status) = &answer {
                 for member in &status.members {
@@ -68,6 +79,13 @@ pub async fn collect(addrs: &[String]) -> Result<ClusterStatus, CliError> {
             answers.insert(addr, answer);
         }
         pending.retain(|a| !answers.contains_key(a));
+    }
+    if answers.values().all(Result::is_err)
+        && let Some(Err(why)) = answers
+            .values()
+            .find(|a| a.as_ref().is_err_and(|e| e.starts_with(DENIED)))
+    {
+        return Err(CliError::Denied(why[DENIED.len()..].to_string()));
     }
     if answers.values().all(Result::is_err) {
         let why: Vec<String> = answers

@@ -108,7 +108,7 @@ impl ControlService {
         &self,
         request: &Request<T>,
         leader: Option<(u64, String)>,
-    ) -> Result<ControlClient<tonic::transport::Channel>, Status> {
+    ) -> Result<ControlClient<crate::auth::AuthChannel>, Status> {
         if request.metadata().get(FORWARDED).is_some() {
             return Err(Status::unavailable(
                 "this node is not the leader and the request was already forwarded once; retry",

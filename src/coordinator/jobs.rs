@@ -42,7 +42,7 @@ impl JobsService {
     async fn leader<T>(
         &self,
         request: &Request<T>,
-    ) -> Result<JobsClient<tonic::transport::Channel>, Status> {
+    ) -> Result<JobsClient<crate::auth::AuthChannel>, Status> {
         if request.metadata().get(FORWARDED).is_some() {
             return Err(Status::unavailable(
                 "not the leader, and the request was already forwarded once; retry",

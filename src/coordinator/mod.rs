@@ -66,6 +66,8 @@ pub enum CoordinatorError {
     },
     #[error(transparent)]
     Heal(#[from] crate::raft::heal::HealError),
+    #[error(transparent)]
+    Trust(#[from] crate::auth::server::TrustError),
     #[error(
         "Raft stopped on a storage failure: {0}; exiting so that a supervisor can restart \
          this node"
@@ -106,6 +108,8 @@ pub struct Coordinator {
     /// and its health reports, kept apart from the Raft channels so that a large forwarded job
     /// never queues in front of heartbeats.
     forwarding: crate::raft::network::PeerChannels,
+    /// Who may call this node, and what it presents to its peers.
+    trust: crate::auth::server::ServerTrust,
 }
 
 impl Coordinator {
@@ -115,6 +119,7 @@ impl Coordinator {
         config: CoordinatorConfig,
         advertised: String,
     ) -> Result<Arc<Self>, CoordinatorError> {
+        let trust = crate::auth::server::ServerTrust::load(&config)?;
         let log_path = config.log_path();
         let mut log =
             LogStore::<TypeConfig>::open(&log_path).map_err(|source| CoordinatorError::Log {
@@ -135,7 +140,7 @@ impl Coordinator {
         .await?;
 
         let raft_config = raft_config(&config)?;
-        let network = Network::new(config.node_id);
+        let network = Network::new(config.node_id, trust.peer.clone());
         let raft = openraft::Raft::new(
             config.node_id,
             raft_config,
@@ -158,7 +163,8 @@ impl Coordinator {
             leadership: std::sync::Mutex::new(None),
             errors: crate::health::sampler::ErrorRate::new(),
             watch: std::sync::Mutex::new(None),
-            forwarding: Default::default(),
+            forwarding: crate::raft::network::PeerChannels::new(trust.peer.clone()),
+            trust,
         });
         coordinator.watch_leadership();
         coordinator.initialize_if_first().await?;
@@ -248,7 +254,7 @@ impl Coordinator {
     pub(crate) fn forwarding_channel(
         &self,
         addr: &str,
-    ) -> Result<tonic::transport::Channel, tonic::Status> {
+    ) -> Result<crate::auth::AuthChannel, tonic::Status> {
         self.forwarding
             .get(addr)
             .map_err(|e| tonic::Status::unavailable(format!("bad peer address {addr:?}: {e}")))
@@ -309,6 +315,7 @@ impl Coordinator {
             },
         );
         let server = tonic::transport::Server::builder()
+            .layer(self.trust.gate.clone())
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .add_service(crate::raft::service::server(

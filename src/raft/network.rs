@@ -76,7 +76,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+use crate::auth::{AuthChannel, Credentials};
 
 use super::TypeConfig;
 use super::state_machine::SnapshotData;
@@ -205,11 +207,12 @@ pub struct Network {
 }
 
 impl Network {
-    /// A network for the node `local_id`; it connects to nothing until an RPC is sent.
-    pub fn new(local_id: u64) -> Self {
+    /// A network for the node `local_id` that presents `credentials` (its peer token and
+    /// certificate) to every peer; it connects to nothing until an RPC is sent.
+    pub fn new(local_id: u64, credentials: Credentials) -> Self {
         Network {
             local_id,
-            channels: PeerChannels::default(),
+            channels: PeerChannels::new(credentials),
         }
     }
 
@@ -217,7 +220,7 @@ impl Network {
     pub(crate) fn client(
         &self,
         addr: &str,
-    ) -> Result<RaftServiceClient<Channel>, tonic::transport::Error> {
+    ) -> Result<RaftServiceClient<AuthChannel>, tonic::transport::Error> {
         Ok(RaftServiceClient::new(self.channels.get(addr)?)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE))
@@ -227,34 +230,41 @@ impl Network {
 /// One lazily connected [`Channel`] per peer address (`host:port`), created on first use and
 /// shared by every caller after (a channel reconnects by itself after a failure). Cheap to
 /// clone; clones share the channels.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct PeerChannels {
     /// A `std::sync::Mutex`, not a Tokio one: held only to look up or insert, never across an
     /// `.await`.
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<String, AuthChannel>>>,
+    /// What this node presents to its peers.
+    credentials: Credentials,
 }
 
 impl PeerChannels {
+    pub(crate) fn new(credentials: Credentials) -> PeerChannels {
+        PeerChannels {
+            channels: Default::default(),
+            credentials,
+        }
+    }
+
     /// The channel to `addr`, created (unconnected) on first use.
-    pub(crate) fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    pub(crate) fn get(&self, addr: &str) -> Result<AuthChannel, tonic::transport::Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = endpoint(addr)?.connect_lazy();
+        let channel = self
+            .credentials
+            .wrap(endpoint(&self.credentials, addr)?.connect_lazy());
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
 }
 
 /// The endpoint for a peer's `host:port` (an address with a scheme is taken as is).
-fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    Ok(Endpoint::from_shared(uri)?
+fn endpoint(credentials: &Credentials, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(credentials
+        .endpoint(addr)?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -292,7 +302,7 @@ pub struct PeerClient {
     addr: String,
     /// The gRPC client on the shared channel, or why there is none (an address that is not a
     /// valid URI: every RPC then fails as unreachable).
-    client: Result<RaftServiceClient<Channel>, Unreachable<TypeConfig>>,
+    client: Result<RaftServiceClient<AuthChannel>, Unreachable<TypeConfig>>,
 }
 
 /// The unary methods of the Raft service, to name them in one call path and in errors.
@@ -325,7 +335,7 @@ enum FeedError {
 
 impl PeerClient {
     /// A handle to the gRPC client (a cheap clone of the shared channel).
-    fn client(&self) -> Result<RaftServiceClient<Channel>, Unreachable<TypeConfig>> {
+    fn client(&self) -> Result<RaftServiceClient<AuthChannel>, Unreachable<TypeConfig>> {
         self.client.clone()
     }
 

@@ -24,7 +24,6 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
 use super::executor::{self, AttemptSpec};
 use crate::proto::fleet_client::FleetClient;
@@ -54,6 +53,8 @@ pub struct WorkerConfig {
     /// Finish every attempt at once as passed, without running anything (benchmarks of the
     /// session layer, many workers per process).
     pub noop_executor: bool,
+    /// What the worker presents to the coordinators (its worker token).
+    pub credentials: crate::auth::Credentials,
     /// Told about every session the leader accepts: (worker, leader id, term).
     pub on_welcome: Option<mpsc::UnboundedSender<(String, u64, u64)>>,
 }
@@ -65,6 +66,7 @@ impl WorkerConfig {
             name,
             slots: 1,
             labels: BTreeMap::new(),
+            credentials: crate::auth::Credentials::none(),
             capabilities_json: super::basic_capabilities(),
             output_limit: executor::DEFAULT_OUTPUT_LIMIT,
             initial_backoff: Duration::from_secs(1),
@@ -118,6 +120,8 @@ enum Ended {
     /// Connection failed or broke: back off (unless the session had been welcomed, in which
     /// case a coordinator failover is the likely cause and reconnecting at once is right).
     Broken(String, bool),
+    /// The coordinator refused this worker's credentials: retrying cannot help.
+    Refused(String),
     Shutdown,
 }
 
@@ -211,8 +215,7 @@ impl Agent {
 
     /// One session with `addr`, until it ends.
     async fn session(&mut self, addr: &str, shutdown: &CancellationToken) -> Ended {
-        let uri = format!("http://{addr}");
-        let endpoint = match Endpoint::from_shared(uri) {
+        let endpoint = match self.config.credentials.endpoint(addr) {
             Ok(e) => e
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
@@ -227,7 +230,7 @@ impl Agent {
                 Err(e) => return Ended::Broken(format!("cannot connect to {addr}: {e}"), false),
             },
         };
-        let mut client = FleetClient::new(channel);
+        let mut client = FleetClient::new(self.config.credentials.wrap(channel));
         let (out_tx, out_rx) = mpsc::channel::<WorkerMessage>(1024);
         let hello = WorkerMessage {
             body: Some(worker_message::Body::Hello(self.hello())),
@@ -237,6 +240,14 @@ impl Agent {
         }
         let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
             Ok(r) => r.into_inner(),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) =>
+            {
+                return Ended::Refused(format!("{addr} refused this worker: {}", e.message()));
+            }
             Err(e) => return Ended::Broken(format!("session refused by {addr}: {e}"), false),
         };
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
@@ -325,7 +336,9 @@ impl Agent {
 }
 
 /// Runs the worker until `shutdown` is cancelled. Running attempts are cancelled then.
-pub async fn run(config: WorkerConfig, shutdown: CancellationToken) {
+///
+/// Returns an error, at once, when a coordinator refuses the worker's credentials.
+pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), String> {
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let (started_tx, started_rx) = mpsc::unbounded_channel();
     let addresses = Arc::new(config.coordinators.clone());
@@ -344,12 +357,17 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) {
     let mut target: Option<String> = None;
     let mut backoff = agent.config.initial_backoff;
     let mut failures_in_a_row = 0usize;
+    let mut refused = None;
     loop {
         let addr = target
             .take()
             .unwrap_or_else(|| addresses[next % addresses.len()].clone());
         match agent.session(&addr, &shutdown).await {
             Ended::Shutdown => break,
+            Ended::Refused(why) => {
+                refused = Some(why);
+                break;
+            }
             Ended::Redirect(leader) => {
                 tracing::info!("{addr} is not the leader; going to {leader}");
                 target = Some(leader);
@@ -397,5 +415,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) {
     }
     for token in agent.running.values() {
         token.cancel();
+    }
+    match refused {
+        Some(why) => Err(why),
+        None => Ok(()),
     }
 }

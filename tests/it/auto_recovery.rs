@@ -7,11 +7,13 @@
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::binary;
+use crate::support::{local_cluster, operator};
 use testfleet::cli::jobs;
 use testfleet::launch::{LocalCluster, LocalWorkers};
 use testfleet::state::command::TaskSpec;
 
-use super::support::{binary, client, eventually};
+use super::support::{client, eventually};
 
 fn task(id: String, seconds: f64) -> TaskSpec {
     TaskSpec {
@@ -72,11 +74,11 @@ async fn one_node_fleet(
     count: usize,
     slots: u32,
 ) -> (LocalCluster, Vec<String>, LocalWorkers) {
-    let cluster = LocalCluster::start(binary().as_ref(), 1, dir, extra).unwrap();
+    let cluster = local_cluster(1, dir, extra);
     cluster.leader(Duration::from_secs(60), None).await.unwrap();
     let addrs: Vec<String> = cluster.addresses().into_values().collect();
     let workers =
-        LocalWorkers::start(binary().as_ref(), dir, &addrs, prefix, count, slots).unwrap();
+        LocalWorkers::start(binary().as_ref(), dir, &cluster, prefix, count, slots).unwrap();
     eventually(Duration::from_secs(30), "every worker healthy", || {
         let cluster = &cluster;
         async move {
@@ -173,23 +175,28 @@ async fn losing_half_the_fleet_runs_system_recovery_and_the_job_finishes() {
     let dir = super::support::test_dir();
     let (cluster, addrs, mut workers) = one_node_fleet(dir.path(), &args(&[]), "sys", 4, 2).await;
     let tasks: Vec<TaskSpec> = (0..40).map(|i| task(format!("sys-{i:02}"), 0.5)).collect();
-    jobs::submit(&addrs, "sys-job", "system", &tasks)
+    jobs::submit(&operator(&addrs), "sys-job", "system", &tasks)
         .await
         .unwrap();
     eventually(Duration::from_secs(30), "tasks running", || {
         let addrs = addrs.clone();
         async move {
-            let r = jobs::get_job(&addrs, "sys-job", false).await.ok()?;
+            let r = jobs::get_job(&operator(&addrs), "sys-job", false)
+                .await
+                .ok()?;
             (r.counts.get("running").copied().unwrap_or(0) >= 4).then_some(())
         }
     })
     .await;
     workers.kill("sys1");
     workers.kill("sys2");
-    let report = tokio::time::timeout(Duration::from_secs(180), jobs::follow(&addrs, "sys-job"))
-        .await
-        .expect("the job finishes")
-        .unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(180),
+        jobs::follow(&operator(&addrs), "sys-job"),
+    )
+    .await
+    .expect("the job finishes")
+    .unwrap();
     assert_eq!(report.counts.get("passed"), Some(&40), "{report:?}");
     let episode = eventually(Duration::from_secs(90), "a system recovery episode recorded", || {
         let cluster = &cluster;
@@ -249,7 +256,7 @@ async fn a_quarantined_worker_that_reconnects_gets_no_work_until_its_hold_ends()
     // Back during its quarantine, with work waiting: it must not get any while held.
     workers.spawn("q1").unwrap();
     let tasks: Vec<TaskSpec> = (0..12).map(|i| task(format!("q-{i:02}"), 0.3)).collect();
-    jobs::submit(&addrs, "q-job", "quarantine", &tasks)
+    jobs::submit(&operator(&addrs), "q-job", "quarantine", &tasks)
         .await
         .unwrap();
     let held_polls = std::sync::atomic::AtomicUsize::new(0);
@@ -283,9 +290,12 @@ async fn a_quarantined_worker_that_reconnects_gets_no_work_until_its_hold_ends()
         Some((serde_json::json!("quarantine"), serde_json::json!(true))),
         "the quarantine ended because the worker was back: {rows:?}"
     );
-    let report = tokio::time::timeout(Duration::from_secs(120), jobs::follow(&addrs, "q-job"))
-        .await
-        .expect("the job finishes")
-        .unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(120),
+        jobs::follow(&operator(&addrs), "q-job"),
+    )
+    .await
+    .expect("the job finishes")
+    .unwrap();
     assert_eq!(report.counts.get("passed"), Some(&12), "{report:?}");
 }

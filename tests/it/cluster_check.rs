@@ -5,14 +5,13 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::{local_cluster, operator};
 use testfleet::cli::jobs;
 use testfleet::launch::LocalCluster;
 use testfleet::proto::{CheckDigestRequest, CheckState, StartCheckRequest, StatusRequest};
 use testfleet::state::command::TaskSpec;
 
-use super::support::{
-    WorkerProcess, binary, client, cluster_check, cluster_check_json, eventually, query,
-};
+use super::support::{WorkerProcess, client, cluster_check, cluster_check_json, eventually, query};
 
 const TASKS: usize = 12;
 
@@ -47,7 +46,7 @@ struct Fleet {
 }
 
 async fn fleet_after_a_job(dir: &Path, job: &str) -> Fleet {
-    let cluster = LocalCluster::start(binary().as_ref(), 3, dir, &[]).unwrap();
+    let cluster = local_cluster(3, dir, &[]);
     cluster.leader(Duration::from_secs(60), None).await.unwrap();
     let addrs: Vec<String> = cluster.addresses().into_values().collect();
     let joined = addrs.join(",");
@@ -56,11 +55,16 @@ async fn fleet_after_a_job(dir: &Path, job: &str) -> Fleet {
         .map(|name| WorkerProcess::start(&joined, name, 2, dir))
         .collect();
     let tasks: Vec<TaskSpec> = (0..TASKS).map(|i| task(job, i)).collect();
-    jobs::submit(&addrs, job, job, &tasks).await.unwrap();
-    let report = tokio::time::timeout(Duration::from_secs(120), jobs::follow(&addrs, job))
+    jobs::submit(&operator(&addrs), job, job, &tasks)
         .await
-        .expect("the job finishes")
         .unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(120),
+        jobs::follow(&operator(&addrs), job),
+    )
+    .await
+    .expect("the job finishes")
+    .unwrap();
     assert_eq!(report.counts.get("passed"), Some(&8), "{report:?}");
     assert_eq!(report.counts.get("failed"), Some(&4), "{report:?}");
     Fleet {
@@ -270,7 +274,7 @@ async fn cluster_check_names_a_node_whose_duckdb_file_was_altered_behind_its_bac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_check_says_which_node_could_not_be_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(binary().as_ref(), 3, dir.path(), &[]).unwrap();
+    let mut cluster = local_cluster(3, dir.path(), &[]);
     let leader = cluster.leader(Duration::from_secs(60), None).await.unwrap();
     let down = (1..=3).find(|id| *id != leader).unwrap();
     cluster.kill(down);

@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use testfleet::launch::LocalCluster;
+use crate::support::local_cluster;
 
-use super::support::{binary, client, cluster_check_json, commit_bench, eventually, query};
+use super::support::{client, cluster_check_json, commit_bench, eventually, query};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_leader_process_rejoins_and_every_node_holds_the_same_rows() {
     let dir = super::support::test_dir();
-    let mut cluster = LocalCluster::start(binary().as_ref(), 3, dir.path(), &[]).unwrap();
+    let mut cluster = local_cluster(3, dir.path(), &[]);
     let first = cluster.leader(Duration::from_secs(60), None).await.unwrap();
     commit_bench(cluster.addr(first), 1000, 8).await;
 

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use testfleet::launch::LocalCluster;
+use crate::support::local_cluster;
 
-use super::support::{binary, commit_bench};
+use super::support::commit_bench;
 
 /// Timings under which only the leader watch can elect a new leader in time.
 fn slow_elections() -> Vec<String> {
@@ -26,8 +26,7 @@ fn slow_elections() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_keeps_its_lease_and_a_killed_one_is_replaced_at_once() {
     let dir = super::support::test_dir();
-    let mut cluster =
-        LocalCluster::start(binary().as_ref(), 3, dir.path(), &slow_elections()).unwrap();
+    let mut cluster = local_cluster(3, dir.path(), &slow_elections());
     let first = cluster.leader(Duration::from_secs(60), None).await.unwrap();
     commit_bench(cluster.addr(first), 100, 4).await;
 

@@ -5,10 +5,11 @@
 use std::process::Command;
 use std::time::Duration;
 
-use testfleet::launch::LocalCluster;
+use crate::support::binary;
+use crate::support::local_cluster;
 use testfleet::proto::BenchRequest;
 
-use super::support::{binary, client, eventually};
+use super::support::{client, eventually};
 
 #[test]
 fn twenty_leader_kills_under_load_lose_nothing() {
@@ -57,7 +58,7 @@ fn twenty_leader_kills_under_load_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_replaced_and_does_not_act_as_leader_after_resuming() {
     let dir = super::support::test_dir();
-    let cluster = LocalCluster::start(binary().as_ref(), 3, dir.path(), &[]).unwrap();
+    let cluster = local_cluster(3, dir.path(), &[]);
     let old = cluster.leader(Duration::from_secs(60), None).await.unwrap();
     let (_, old_term) = cluster.role(old).await.unwrap();
     cluster.signal(old, libc::SIGSTOP);

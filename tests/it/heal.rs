@@ -7,13 +7,14 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::binary;
+use crate::support::{local_cluster, operator};
 use testfleet::coordinator::{Coordinator, CoordinatorError};
-use testfleet::launch::LocalCluster;
 use testfleet::raft::heal::HealError;
 use testfleet::state::command::{Command, TaskSpec, Timestamp};
 
 use super::cluster::TestCluster;
-use super::support::{WorkerProcess, binary, client, eventually, query, test_dir};
+use super::support::{WorkerProcess, client, eventually, query, test_dir};
 
 /// A job of `tasks` trivial tasks.
 fn job(id: &str, tasks: usize) -> Vec<TaskSpec> {
@@ -213,7 +214,7 @@ async fn a_sigkilled_node_with_a_damaged_duckdb_file_rejoins_with_the_leaders_ta
     let dir = test_dir();
     // Snapshots every 200 entries, so the restarted node has one to rebuild from.
     let extra = ["--snapshot-logs-since-last", "200"].map(String::from);
-    let mut cluster = LocalCluster::start(binary().as_ref(), 3, dir.path(), &extra).unwrap();
+    let mut cluster = local_cluster(3, dir.path(), &extra);
     let addrs: Vec<String> = cluster.addresses().into_values().collect();
     let joined = addrs.join(",");
     let _workers: Vec<WorkerProcess> = (1..=2)
@@ -222,7 +223,7 @@ async fn a_sigkilled_node_with_a_damaged_duckdb_file_rejoins_with_the_leaders_ta
     let leader = cluster.leader(Duration::from_secs(60), None).await.unwrap();
     for n in 0..3 {
         let id = format!("job-{n}");
-        testfleet::cli::jobs::submit(&addrs, &id, "suite", &job(&id, 40))
+        testfleet::cli::jobs::submit(&operator(&addrs), &id, "suite", &job(&id, 40))
             .await
             .unwrap();
     }

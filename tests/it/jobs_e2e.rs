@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::{local_cluster, operator};
 use testfleet::cli::jobs;
 use testfleet::launch::LocalCluster;
 use testfleet::state::command::TaskSpec;
 
-use super::support::{WorkerProcess, binary, client, cluster_check_json, eventually, query};
+use super::support::{WorkerProcess, client, cluster_check_json, eventually, query};
 
 /// What a task's command does, and so what its result must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +93,7 @@ struct Fleet {
 
 fn fleet() -> Fleet {
     let dir = super::support::test_dir();
-    let cluster = LocalCluster::start(binary().as_ref(), 3, dir.path(), &[]).unwrap();
+    let cluster = local_cluster(3, dir.path(), &[]);
     let addrs: Vec<String> = cluster.addresses().into_values().collect();
     let joined = addrs.join(",");
     let workers = (1..=3)
@@ -107,7 +108,9 @@ fn fleet() -> Fleet {
 }
 
 async fn check_results(fleet: &Fleet, job_id: &str, kinds: &BTreeMap<String, Kind>) {
-    let report = jobs::get_job(&fleet.addrs, job_id, true).await.unwrap();
+    let report = jobs::get_job(&operator(&fleet.addrs), job_id, true)
+        .await
+        .unwrap();
     assert_eq!(report.status, "finished");
     assert_eq!(report.tasks.len(), 200);
     for task in &report.tasks {
@@ -164,19 +167,19 @@ async fn two_hundred_mixed_tasks_each_get_one_true_result() {
         .await
         .unwrap();
     let (tasks, kinds) = mixed_tasks("0");
-    jobs::submit(&fleet.addrs, "job-mixed", "mixed", &tasks)
+    jobs::submit(&operator(&fleet.addrs), "job-mixed", "mixed", &tasks)
         .await
         .unwrap();
     // Submitting again (a client retry) creates nothing twice.
     assert_eq!(
-        jobs::submit(&fleet.addrs, "job-mixed", "mixed", &tasks)
+        jobs::submit(&operator(&fleet.addrs), "job-mixed", "mixed", &tasks)
             .await
             .unwrap(),
         200
     );
     let report = tokio::time::timeout(
         Duration::from_secs(180),
-        jobs::follow(&fleet.addrs, "job-mixed"),
+        jobs::follow(&operator(&fleet.addrs), "job-mixed"),
     )
     .await
     .expect("the job finishes")
@@ -198,7 +201,7 @@ async fn a_job_survives_a_leader_sigkill() {
         .await
         .unwrap();
     let (tasks, kinds) = mixed_tasks("0.2");
-    jobs::submit(&fleet.addrs, "job-failover", "failover", &tasks)
+    jobs::submit(&operator(&fleet.addrs), "job-failover", "failover", &tasks)
         .await
         .unwrap();
     eventually(
@@ -207,7 +210,9 @@ async fn a_job_survives_a_leader_sigkill() {
         || {
             let addrs = fleet.addrs.clone();
             async move {
-                let report = jobs::get_job(&addrs, "job-failover", false).await.ok()?;
+                let report = jobs::get_job(&operator(&addrs), "job-failover", false)
+                    .await
+                    .ok()?;
                 let done: u32 = ["passed", "failed", "timed_out", "error"]
                     .iter()
                     .map(|s| report.counts.get(*s).copied().unwrap_or(0))
@@ -220,7 +225,7 @@ async fn a_job_survives_a_leader_sigkill() {
     fleet.cluster.kill(leader);
     let report = tokio::time::timeout(
         Duration::from_secs(180),
-        jobs::follow(&fleet.addrs, "job-failover"),
+        jobs::follow(&operator(&fleet.addrs), "job-failover"),
     )
     .await
     .expect("the job finishes after the failover")

@@ -7,11 +7,12 @@
 
 use std::time::Duration;
 
+use crate::support::{local_cluster, operator};
 use testfleet::cli::jobs;
 use testfleet::launch::LocalCluster;
 use testfleet::state::command::TaskSpec;
 
-use super::support::{WorkerProcess, binary, client, cluster_check_json, eventually};
+use super::support::{WorkerProcess, client, cluster_check_json, eventually};
 
 /// The tuned detection profile: heartbeat 100 ms, failure after 500 ms.
 fn tuned(extra: &[&str]) -> Vec<String> {
@@ -54,7 +55,7 @@ struct Setup {
 
 async fn setup(extra: &[&str]) -> Setup {
     let dir = super::support::test_dir();
-    let cluster = LocalCluster::start(binary().as_ref(), 3, dir.path(), &tuned(extra)).unwrap();
+    let cluster = local_cluster(3, dir.path(), &tuned(extra));
     cluster.leader(Duration::from_secs(60), None).await.unwrap();
     let addrs: Vec<String> = cluster.addresses().into_values().collect();
     let joined = addrs.join(",");
@@ -75,14 +76,16 @@ async fn four_running(s: &Setup, job: &str, seconds: f64) -> Vec<String> {
     let tasks: Vec<TaskSpec> = (0..4)
         .map(|i| sleeper(&format!("{job}-{i}"), seconds))
         .collect();
-    jobs::submit(&s.addrs, job, job, &tasks).await.unwrap();
+    jobs::submit(&operator(&s.addrs), job, job, &tasks)
+        .await
+        .unwrap();
     eventually(
         Duration::from_secs(30),
         "four running tasks on two workers",
         || {
             let addrs = s.addrs.clone();
             async move {
-                let report = jobs::get_job(&addrs, job, true).await.ok()?;
+                let report = jobs::get_job(&operator(&addrs), job, true).await.ok()?;
                 let running: Vec<_> = report
                     .tasks
                     .iter()
@@ -129,10 +132,13 @@ fn signal(worker: &WorkerProcess, sig: i32) {
 }
 
 async fn finished(s: &Setup, job: &str) -> testfleet::proto::JobReport {
-    tokio::time::timeout(Duration::from_secs(120), jobs::follow(&s.addrs, job))
-        .await
-        .expect("the job finishes")
-        .unwrap()
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        jobs::follow(&operator(&s.addrs), job),
+    )
+    .await
+    .expect("the job finishes")
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,7 +215,9 @@ async fn a_paused_worker_is_failed_and_comes_back_with_stale_results() {
         },
     )
     .await;
-    let after = jobs::get_job(&s.addrs, "pause", true).await.unwrap();
+    let after = jobs::get_job(&operator(&s.addrs), "pause", true)
+        .await
+        .unwrap();
     for t in after.tasks.iter().filter(|t| on_w1.contains(&t.id)) {
         assert_eq!(
             (t.status.as_str(), t.worker_id.as_str()),
@@ -257,7 +265,9 @@ async fn without_auto_recovery_the_tasks_are_abandoned_and_the_job_ends() {
         Some(on_w1.len() as u32)
     );
     assert_eq!(jobs::exit_code(&report), 3);
-    let full = jobs::get_job(&s.addrs, "off", true).await.unwrap();
+    let full = jobs::get_job(&operator(&s.addrs), "off", true)
+        .await
+        .unwrap();
     for t in full.tasks.iter().filter(|t| on_w1.contains(&t.id)) {
         assert_eq!(t.status, "abandoned");
         assert!(t.reason.contains("auto-recovery disabled"), "{t:?}");

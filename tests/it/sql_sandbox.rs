@@ -4,15 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use testfleet::launch::LocalCluster;
+use crate::support::local_cluster;
 use testfleet::proto::{QueryRequest, StatusRequest};
 
-use super::support::{binary, client, commit_bench, query, query_consistent, run};
+use super::support::{client, commit_bench, query, query_consistent, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_query_is_interrupted_at_its_limit_and_the_node_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(binary().as_ref(), 1, dir.path(), &[]).unwrap();
+    let cluster = local_cluster(1, dir.path(), &[]);
     let leader = cluster.leader(Duration::from_secs(60), None).await.unwrap();
     let addr = cluster.addr(leader).to_string();
     let mut control = client(&addr).await;
@@ -68,7 +68,7 @@ async fn a_long_query_is_interrupted_at_its_limit_and_the_node_keeps_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_reads_are_refused_by_the_node_and_the_cli_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(binary().as_ref(), 1, dir.path(), &[]).unwrap();
+    let cluster = local_cluster(1, dir.path(), &[]);
     let leader = cluster.leader(Duration::from_secs(60), None).await.unwrap();
     let addr = cluster.addr(leader).to_string();
     let mut control = client(&addr).await;

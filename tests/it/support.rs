@@ -6,8 +6,48 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use testfleet::auth::token::token_path;
+use testfleet::auth::{AuthChannel, Credentials, Role, Token};
+use testfleet::launch::LocalCluster;
 use testfleet::proto::control_client::ControlClient;
-use tonic::transport::Channel;
+
+/// The token files every coordinator of this test process checks: every test runs with auth
+/// on, as a real installation does. Made once per process (in Cargo's scratch directory for
+/// integration tests); tests of the auth refusals start their own coordinators.
+pub fn auth_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("auth-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("create the tests' auth directory");
+        testfleet::auth::token::init(dir.path(), false).expect("make the tests' tokens");
+        dir
+    })
+    .path()
+}
+
+/// The token file of `role`.
+pub fn token_file(role: Role) -> std::path::PathBuf {
+    token_path(auth_dir(), role)
+}
+
+/// What a client of `role` presents to the tests' coordinators.
+pub fn credentials(role: Role) -> Credentials {
+    Credentials::none().with_token(Token::read(&token_file(role)).expect("read a test token"))
+}
+
+/// `addrs` as an operator reaches them.
+pub fn operator(addrs: &[String]) -> testfleet::cli::Remote {
+    testfleet::cli::Remote::new(addrs.to_vec(), credentials(Role::Operator))
+}
+
+/// A local cluster of `n` coordinator processes checking the tests' tokens.
+pub fn local_cluster(n: u64, dir: &Path, extra: &[String]) -> LocalCluster {
+    let mut args = vec!["--auth-dir".to_string(), auth_dir().display().to_string()];
+    args.extend_from_slice(extra);
+    LocalCluster::start(binary().as_ref(), n, dir, &args).expect("start a local cluster")
+}
 
 /// The binary under test.
 pub fn binary() -> &'static str {
@@ -90,11 +130,19 @@ impl Drop for Process {
     }
 }
 
-/// Starts `testfleet coordinator <args>` with `--port 0` and waits until it listens.
+/// Starts `testfleet coordinator <args>` with `--port 0` and waits until it listens. It checks
+/// the tests' tokens unless `args` name an `--auth-dir` of their own.
 pub fn start_coordinator(args: &[&str], dir: &Path) -> Process {
+    let auth = auth_dir().display().to_string();
+    let own_auth = args.contains(&"--auth-dir");
     let mut child = Command::new(binary())
         .arg("coordinator")
         .args(args)
+        .args(if own_auth {
+            vec![]
+        } else {
+            vec!["--auth-dir", auth.as_str()]
+        })
         .args(["--port", "0"])
         .current_dir(dir)
         .env("RUST_LOG", "info")
@@ -153,11 +201,16 @@ fn field(line: &str, key: &str) -> Option<String> {
     )
 }
 
-/// A gRPC client, retried until the server accepts connections.
-pub async fn client(addr: &str) -> ControlClient<Channel> {
+/// An operator's gRPC client, retried until the server accepts connections.
+pub async fn client(addr: &str) -> ControlClient<AuthChannel> {
+    client_as(addr, &credentials(Role::Operator)).await
+}
+
+/// A gRPC client presenting `credentials`, retried until the server accepts connections.
+pub async fn client_as(addr: &str, credentials: &Credentials) -> ControlClient<AuthChannel> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match ControlClient::connect(format!("http://{addr}")).await {
+        match testfleet::cli::connect(addr, credentials).await {
             Ok(client) => return client,
             Err(e) if Instant::now() > deadline => panic!("cannot connect to {addr}: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -184,21 +237,24 @@ where
 }
 
 /// Runs a query through the `Control` service and returns its rows as JSON values.
-pub async fn query(client: &mut ControlClient<Channel>, sql: &str) -> Vec<Vec<serde_json::Value>> {
+pub async fn query(
+    client: &mut ControlClient<AuthChannel>,
+    sql: &str,
+) -> Vec<Vec<serde_json::Value>> {
     query_with(client, sql, false).await
 }
 
 /// Like [`query`], but linearizable: the node confirms it leads and writes everything applied
 /// to DuckDB before reading (a plain read may lag by the flush interval).
 pub async fn query_consistent(
-    client: &mut ControlClient<Channel>,
+    client: &mut ControlClient<AuthChannel>,
     sql: &str,
 ) -> Vec<Vec<serde_json::Value>> {
     query_with(client, sql, true).await
 }
 
 async fn query_with(
-    client: &mut ControlClient<Channel>,
+    client: &mut ControlClient<AuthChannel>,
     sql: &str,
     consistent: bool,
 ) -> Vec<Vec<serde_json::Value>> {
@@ -218,12 +274,23 @@ async fn query_with(
         .collect()
 }
 
-/// Runs the binary with `args` to completion: (exit code, stdout, stderr).
+/// Runs the binary with `args` to completion, as an operator: (exit code, stdout, stderr).
 pub fn run(args: &[&str], dir: &Path) -> (i32, String, String) {
-    let out = Command::new(binary())
+    run_as(args, dir, Some(&token_file(Role::Operator)))
+}
+
+/// Runs the binary with `args` presenting the token in `token_file` (none: no token).
+pub fn run_as(args: &[&str], dir: &Path, token_file: Option<&Path>) -> (i32, String, String) {
+    let mut command = Command::new(binary());
+    match token_file {
+        Some(file) => command.env("TESTFLEET_TOKEN_FILE", file),
+        None => command.env_remove("TESTFLEET_TOKEN_FILE"),
+    };
+    let out = command
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
+        .env_remove("TESTFLEET_TOKEN")
         .env_remove("TESTFLEET_COORDINATOR")
         .stdin(Stdio::null())
         .output()
@@ -246,6 +313,7 @@ impl WorkerProcess {
         let child = Command::new(binary())
             .args(["worker", "--coordinator", coordinators, "--name", name])
             .args(["--slots", &slots.to_string()])
+            .env("TESTFLEET_TOKEN_FILE", token_file(Role::Worker))
             .current_dir(dir)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

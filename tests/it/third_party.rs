@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use testfleet::launch::LocalCluster;
+use crate::support::local_cluster;
 
 use super::support::{WorkerProcess, binary};
 
@@ -62,7 +62,7 @@ items_file = "files.txt"
     )
     .unwrap();
 
-    let cluster = LocalCluster::start(binary().as_ref(), 3, dir.path(), &[]).unwrap();
+    let cluster = local_cluster(3, dir.path(), &[]);
     cluster.leader(Duration::from_secs(60), None).await.unwrap();
     let addrs = cluster
         .addresses()

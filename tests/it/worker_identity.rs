@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::{local_cluster, operator};
 use serde_json::Value;
 use testfleet::cli::jobs;
 use testfleet::launch::LocalCluster;
@@ -20,7 +21,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-use super::support::{WorkerProcess, binary, client, eventually, query_consistent};
+use super::support::{WorkerProcess, client, eventually, query_consistent};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -42,7 +43,7 @@ fn sleeper(id: &str, seconds: u32) -> TaskSpec {
 }
 
 async fn one_node(dir: &Path) -> (LocalCluster, String) {
-    let cluster = LocalCluster::start(binary().as_ref(), 1, dir, &[]).unwrap();
+    let cluster = local_cluster(1, dir, &[]);
     let leader = cluster.leader(LIMIT, None).await.unwrap();
     let addr = cluster.addr(leader).to_string();
     (cluster, addr)
@@ -86,7 +87,7 @@ async fn an_impostor_is_refused_and_the_real_worker_keeps_its_session_and_tasks(
     let addrs = vec![addr.clone()];
     let _real = WorkerProcess::start(&addr, "w1", 1, &real_dir);
     log_says(&real_dir, "w1", "session open with the leader").await;
-    jobs::submit(&addrs, "job-i", "job-i", &[sleeper("t-i", 8)])
+    jobs::submit(&operator(&addrs), "job-i", "job-i", &[sleeper("t-i", 8)])
         .await
         .unwrap();
     assert_eq!(running_on(&addr, "t-i", "w1").await, 1);
@@ -143,7 +144,7 @@ async fn a_worker_killed_and_restarted_under_its_name_gets_back_in() {
     log_says(&second_dir, "w2", "session open with the leader").await;
     // It holds the session: it is given work and reports it.
     let addrs = vec![addr.clone()];
-    jobs::submit(&addrs, "job-r", "job-r", &[sleeper("t-r", 0)])
+    jobs::submit(&operator(&addrs), "job-r", "job-r", &[sleeper("t-r", 0)])
         .await
         .unwrap();
     let attempts = after_the_job(
@@ -161,7 +162,7 @@ async fn a_worker_killed_and_restarted_under_its_name_gets_back_in() {
 /// Follows `job` until it has finished, then returns the rows of `sql`.
 async fn after_the_job(addr: &str, job: &str, sql: &str) -> Vec<Vec<Value>> {
     let addrs = vec![addr.to_string()];
-    let report = tokio::time::timeout(LIMIT, jobs::follow(&addrs, job))
+    let report = tokio::time::timeout(LIMIT, jobs::follow(&operator(&addrs), job))
         .await
         .expect("the job ends")
         .unwrap();
@@ -342,7 +343,7 @@ async fn a_worker_cannot_report_on_another_workers_attempt() {
     let addrs = vec![addr.clone()];
     let _real = WorkerProcess::start(&addr, "w1", 1, dir.path());
     log_says(dir.path(), "w1", "session open with the leader").await;
-    jobs::submit(&addrs, "job-s", "job-s", &[sleeper("t-s", 6)])
+    jobs::submit(&operator(&addrs), "job-s", "job-s", &[sleeper("t-s", 6)])
         .await
         .unwrap();
     let attempt = running_on(&addr, "t-s", "w1").await as u32;
@@ -394,7 +395,7 @@ async fn a_worker_cannot_report_on_another_workers_attempt() {
     );
     // The attempt is untouched: still running on w1, and it ends as w1 reports it.
     assert_eq!(running_on(&addr, "t-s", "w1").await, u64::from(attempt));
-    let report = tokio::time::timeout(LIMIT, jobs::follow(&addrs, "job-s"))
+    let report = tokio::time::timeout(LIMIT, jobs::follow(&operator(&addrs), "job-s"))
         .await
         .expect("the job ends")
         .unwrap();
