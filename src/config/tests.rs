@@ -67,6 +67,7 @@ fn file_overrides_defaults() {
             r#"
 node_id = 2
 listen = "0.0.0.0:9002"
+auth_dir = "/etc/testfleet/auth"
 db_path = "{}"
 data_dir = "{}"
 heartbeat_interval_ms = 50
@@ -113,6 +114,7 @@ fn flags_and_env_override_the_file() {
         r#"
 node_id = 1
 listen = "0.0.0.0:9001"
+insecure = true
 duckdb_threads = 4
 disable_auto_recovery = true
 [peers]
@@ -534,4 +536,46 @@ fn the_original_design_spelling_maps_to_peers() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("coordinator_id"), "{err}");
+}
+
+#[test]
+fn a_public_address_needs_credentials_or_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.duckdb");
+    let public = CoordinatorConfig {
+        listen: "0.0.0.0:9000".parse().unwrap(),
+        db_path: db,
+        ..CoordinatorConfig::default()
+    };
+    let e = public.validate().unwrap_err().to_string();
+    for flag in ["--auth-dir", "--insecure", "testfleet auth init"] {
+        assert!(e.contains(flag), "{e}");
+    }
+    for fixed in [
+        CoordinatorConfig {
+            auth_dir: Some("/etc/testfleet/auth".into()),
+            ..public.clone()
+        },
+        CoordinatorConfig {
+            insecure: true,
+            ..public.clone()
+        },
+        CoordinatorConfig {
+            listen: "127.0.0.1:9000".parse().unwrap(),
+            ..public.clone()
+        },
+    ] {
+        fixed.validate().unwrap();
+    }
+    let partial = CoordinatorConfig {
+        tls_cert: Some("peer.pem".into()),
+        ..public.clone()
+    };
+    assert!(
+        partial
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("all three")
+    );
 }

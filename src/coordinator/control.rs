@@ -53,7 +53,11 @@ pub fn server(node: Arc<Coordinator>) -> ControlServer<ControlService> {
         node,
         queries: Arc::new(Semaphore::new(MAX_CONCURRENT_QUERIES)),
     })
+    .max_decoding_message_size(MAX_CONTROL_MESSAGE)
 }
+
+/// The largest control request (a query, a health report, a bench payload).
+pub const MAX_CONTROL_MESSAGE: usize = 1024 * 1024;
 
 /// openraft's role name as shown to users.
 pub fn role_name(state: ServerState) -> &'static str {

@@ -318,6 +318,11 @@ impl Coordinator {
             .layer(self.trust.gate.clone())
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            // A peer that stops answering keepalive pings is dropped after 20 s.
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            // Streams one connection may hold open at once (a follower forwards many
+            // clients' requests over one connection, so this is generous).
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .add_service(crate::raft::service::server(
                 self.raft.clone(),
                 stop.clone(),
@@ -364,6 +369,9 @@ impl Coordinator {
         self.metrics().membership_config.voter_ids().collect()
     }
 }
+
+/// Streams one connection may hold open at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 
 /// How long a node whose Raft stopped on a failure waits for its connections to close before
 /// it returns anyway.

@@ -53,11 +53,27 @@ pub const MAX_SLOTS: u32 = 1024;
 /// The `Fleet` service of one node.
 pub struct FleetService {
     node: Arc<Coordinator>,
+    /// One permit per open session: a node holds at most [`MAX_SESSIONS`].
+    sessions: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most worker sessions one node holds open at once.
+pub const MAX_SESSIONS: usize = 10_000;
+
+/// The largest message a worker may send (a finished attempt carries at most a 64 KiB output
+/// tail; tonic's default would be 4 MiB).
+pub const MAX_SESSION_MESSAGE: usize = 1024 * 1024;
+
+/// How long a new session may take to send its hello.
+pub const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The tonic server for [`FleetService`].
 pub fn server(node: Arc<Coordinator>) -> FleetServer<FleetService> {
-    FleetServer::new(FleetService { node })
+    FleetServer::new(FleetService {
+        node,
+        sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
+    })
+    .max_decoding_message_size(MAX_SESSION_MESSAGE)
 }
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + Send>>;
@@ -109,10 +125,16 @@ impl Fleet for FleetService {
         &self,
         request: Request<Streaming<crate::proto::WorkerMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let permit = self.sessions.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this coordinator holds its limit of {MAX_SESSIONS} worker sessions; retry \
+                 later or spread the workers over more coordinators"
+            ))
+        })?;
         let mut inbound = request.into_inner();
-        let first = inbound
-            .next()
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
             .await
+            .map_err(|_| Status::deadline_exceeded(format!("no hello within {HELLO_TIMEOUT:?}")))?
             .ok_or_else(|| Status::invalid_argument("the session closed before its hello"))??;
         let Some(worker_message::Body::Hello(hello)) = first.body else {
             return Err(Status::invalid_argument(
@@ -159,6 +181,7 @@ impl Fleet for FleetService {
             if let Err(e) = serve(node, leadership, hello, inbound, tx).await {
                 tracing::debug!("session ended: {e}");
             }
+            drop(permit);
         });
         Ok(Response::new(stream))
     }
@@ -259,10 +282,17 @@ async fn serve(
         leadership.worker_ready(profile);
     }
 
+    // A session silent for twice the failure timeout is closed: its worker was failed long
+    // ago, and a stream that never speaks must not hold the node's resources.
+    let idle =
+        std::time::Duration::from_millis(node.config().worker_failure_timeout_ms.saturating_mul(2));
     let result = loop {
         let next = tokio::select! {
             _ = leadership.cancel.cancelled() => break Ok(()),
-            next = inbound.next() => next,
+            next = tokio::time::timeout(idle, inbound.next()) => match next {
+                Ok(next) => next,
+                Err(_) => break Err(format!("{worker} sent nothing for {idle:?}")),
+            },
         };
         let Some(item) = next else { break Ok(()) };
         let body = match item {

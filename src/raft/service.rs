@@ -36,7 +36,7 @@ use openraft::async_runtime::WatchReceiver;
 use tokio_util::sync::CancellationToken;
 
 use super::leader_watch::{self, GoneRequest};
-use super::network::{MAX_MESSAGE_SIZE, WireError, decode, encode};
+use super::network::{MAX_MESSAGE_SIZE, MAX_SNAPSHOT_CHUNK, WireError, decode, encode};
 use super::state_machine::SnapshotData;
 use super::{RaftNode, TypeConfig};
 use crate::raft_proto::raft_reply::Outcome;
@@ -47,8 +47,16 @@ use crate::raft_proto::{
 };
 
 /// The most snapshot memory reserved up front from the size a header announces; a larger
-/// snapshot grows the buffer as its chunks arrive.
-const MAX_SNAPSHOT_PREALLOCATION: usize = 256 * 1024 * 1024;
+/// snapshot grows the buffer as its chunks arrive, so a header alone cannot make a node
+/// allocate much.
+const MAX_SNAPSHOT_PREALLOCATION: usize = 64 * 1024 * 1024;
+
+/// The largest snapshot a node accepts (the image is held in memory while it installs). A
+/// header announcing more is refused before any data is read.
+pub const MAX_SNAPSHOT_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+
+/// How long a snapshot stream may go without a message before it is dropped.
+pub const SNAPSHOT_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The Raft service of one coordinator, answering its peers' Raft RPCs.
 pub struct RaftService {
@@ -75,6 +83,19 @@ pub fn server(raft: RaftNode, stop: CancellationToken) -> RaftServiceServer<Raft
     RaftServiceServer::new(RaftService::new(raft, stop))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
+/// The next message of a snapshot stream, or an error when none comes for [`SNAPSHOT_IDLE`].
+async fn next_chunk(
+    chunks: &mut Streaming<SnapshotChunk>,
+) -> Result<Option<SnapshotChunk>, Status> {
+    tokio::time::timeout(SNAPSHOT_IDLE, chunks.message())
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "InstallSnapshot: no message for {SNAPSHOT_IDLE:?}; the stream is dropped"
+            ))
+        })?
 }
 
 /// Refuses a payload that does not decode.
@@ -192,7 +213,7 @@ impl raft_service_server::RaftService for RaftService {
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftReply>, Status> {
         let mut chunks = request.into_inner();
-        let header = match chunks.message().await? {
+        let header = match next_chunk(&mut chunks).await? {
             Some(SnapshotChunk {
                 item: Some(Item::Header(header)),
             }) => header,
@@ -211,6 +232,12 @@ impl raft_service_server::RaftService for RaftService {
         let vote: VoteOf<TypeConfig> = decode("snapshot vote", &vote).map_err(bad_payload)?;
         let meta: SnapshotMetaOf<TypeConfig> =
             decode("snapshot meta", &meta).map_err(bad_payload)?;
+        if size > MAX_SNAPSHOT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "InstallSnapshot: the header announces {size} bytes, more than the limit of \
+                 {MAX_SNAPSHOT_BYTES}"
+            )));
+        }
         let size = usize::try_from(size).map_err(|_| {
             Status::invalid_argument(format!(
                 "InstallSnapshot: a snapshot of {size} bytes does not fit in memory"
@@ -218,8 +245,15 @@ impl raft_service_server::RaftService for RaftService {
         })?;
 
         let mut data: SnapshotData = Vec::with_capacity(size.min(MAX_SNAPSHOT_PREALLOCATION));
-        while let Some(chunk) = chunks.message().await? {
+        while let Some(chunk) = next_chunk(&mut chunks).await? {
             match chunk.item {
+                Some(Item::Data(bytes)) if bytes.len() > MAX_SNAPSHOT_CHUNK => {
+                    return Err(Status::invalid_argument(format!(
+                        "InstallSnapshot: a chunk of {} bytes, more than the limit of \
+                         {MAX_SNAPSHOT_CHUNK}",
+                        bytes.len()
+                    )));
+                }
                 Some(Item::Data(bytes)) if data.len() + bytes.len() <= size => {
                     data.extend_from_slice(&bytes);
                 }

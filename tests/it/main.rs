@@ -1,6 +1,7 @@
 //! Integration tests: one test binary (each binary that links DuckDB costs ~5 GB to link),
 //! grouped by topic.
 
+mod auth;
 mod auto_recovery;
 mod cli_input;
 mod cluster;

@@ -95,6 +95,8 @@ pub struct Process {
     pub addr: String,
     /// Its stderr lines from after it started listening.
     pub stderr: mpsc::Receiver<String>,
+    /// What it wrote to stderr before it listened.
+    pub startup: String,
 }
 
 impl Process {
@@ -134,7 +136,7 @@ impl Drop for Process {
 /// the tests' tokens unless `args` name an `--auth-dir` of their own.
 pub fn start_coordinator(args: &[&str], dir: &Path) -> Process {
     let auth = auth_dir().display().to_string();
-    let own_auth = args.contains(&"--auth-dir");
+    let own_auth = args.contains(&"--auth-dir") || args.contains(&"--insecure");
     let mut child = Command::new(binary())
         .arg("coordinator")
         .args(args)
@@ -173,6 +175,7 @@ pub fn start_coordinator(args: &[&str], dir: &Path) -> Process {
                         child,
                         addr,
                         stderr: rx,
+                        startup: seen.join("\n"),
                     };
                 }
                 seen.push(line);
@@ -216,6 +219,21 @@ pub async fn client_as(addr: &str, credentials: &Credentials) -> ControlClient<A
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
+}
+
+/// Waits until the node behind `control` names a leader.
+pub async fn wait_for_leader(control: &mut ControlClient<AuthChannel>) {
+    eventually(Duration::from_secs(30), "a leader", || {
+        let mut control = control.clone();
+        async move {
+            let status = control
+                .status(testfleet::proto::StatusRequest {})
+                .await
+                .ok()?;
+            status.into_inner().leader_id
+        }
+    })
+    .await;
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `limit`.

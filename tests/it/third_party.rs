@@ -7,8 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::local_cluster;
+use testfleet::auth::Role;
 
-use super::support::{WorkerProcess, binary};
+use super::support::{WorkerProcess, binary, token_file};
 
 fn toolz_tests() -> Vec<String> {
     let out = Command::new("python3")
@@ -77,6 +78,7 @@ items_file = "files.txt"
         let addrs = addrs.clone();
         move || {
             Command::new(binary())
+                .env("TESTFLEET_TOKEN_FILE", token_file(Role::Operator))
                 .args([
                     "run",
                     plan.to_str().unwrap(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::support::{local_cluster, operator};
 use serde_json::Value;
+use testfleet::auth::Role;
 use testfleet::cli::jobs;
 use testfleet::launch::LocalCluster;
 use testfleet::proto::fleet_client::FleetClient;
@@ -21,7 +22,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-use super::support::{WorkerProcess, client, eventually, query_consistent};
+use super::support::{WorkerProcess, client, credentials, eventually, query_consistent};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -217,9 +218,10 @@ async fn open(addr: &str, hello: Hello) -> Result<RawSession, tonic::Status> {
 
 /// One attempt of [`open`]: `None` when the node redirected the session.
 async fn open_once(addr: &str, hello: Hello) -> Result<Option<RawSession>, tonic::Status> {
-    let mut fleet = FleetClient::connect(format!("http://{addr}"))
+    let channel = testfleet::cli::channel(addr, &credentials(Role::Worker))
         .await
         .unwrap();
+    let mut fleet = FleetClient::new(channel);
     let (out, rx) = mpsc::channel(64);
     out.send(WorkerMessage {
         body: Some(worker_message::Body::Hello(hello)),
