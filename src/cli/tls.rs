@@ -1,0 +1,72 @@
+//! `testfleet tls init DIR`: a private CA and one certificate per role for mutual TLS.
+//!
+//! See [`crate::auth::tls`] for the scheme.
+
+use std::path::{Path, PathBuf};
+
+use crate::auth::tls::{self, TlsError};
+use crate::cli::CliError;
+
+/// Arguments of `testfleet tls init`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TlsInitArgs {
+    /// Directory to write ca.pem, ca.key and peer/operator/worker .pem and .key into
+    /// (created with mode 0700 if missing).
+    pub dir: PathBuf,
+    /// Another name (DNS name or IP address) for the peer certificate, besides localhost,
+    /// 127.0.0.1 and ::1; repeat for more.
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// How many days the role certificates stay valid (the CA: ten years).
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+    /// Replace existing files: a new CA, so every certificate of the old one stops working.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Writes the CA and the role certificates, then says which file goes where.
+pub fn init(args: &TlsInitArgs) -> Result<(), CliError> {
+    let written = tls::init(&args.dir, &args.hosts, args.days, args.force).map_err(cli_error)?;
+    for path in &written {
+        println!("wrote {}", path.display());
+    }
+    println!();
+    print!("{}", usage(&args.dir));
+    Ok(())
+}
+
+/// Bad input is a usage error; a file that cannot be written is anything else.
+fn cli_error(error: TlsError) -> CliError {
+    match error {
+        TlsError::Exists { .. } | TlsError::BadHost { .. } | TlsError::BadDays { .. } => {
+            CliError::Usage(error.to_string())
+        }
+        _ => CliError::Other(error.to_string()),
+    }
+}
+
+/// How to use the files in `dir`.
+fn usage(dir: &Path) -> String {
+    let file = |name: &str| dir.join(name).display().to_string();
+    let flags = |role: &str| {
+        format!(
+            "--tls-cert {} --tls-key {} --tls-ca {}",
+            file(&format!("{role}.pem")),
+            file(&format!("{role}.key")),
+            file("ca.pem")
+        )
+    };
+    format!(
+        "Coordinators (each one; clients must reach them as peer.testfleet, which only \
+         this certificate names):\n  testfleet coordinator ... {}\n\
+         Workers:\n  testfleet worker ... {}\n\
+         Operators (the client commands):\n  testfleet status ... {}\n\
+         Copy each role's .pem and .key, and ca.pem, to the machines of that role only.\n\
+         Keep {} offline: it is needed only to issue new certificates.\n",
+        flags("peer"),
+        flags("worker"),
+        flags("operator"),
+        file("ca.key"),
+    )
+}
