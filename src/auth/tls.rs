@@ -191,7 +191,9 @@ fn make_ca(
 ) -> Result<(String, String), TlsError> {
     let key = new_key("CA key")?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = name("Testfleet CA");
+    // A name of its own, so that a certificate of another CA fails as "unknown issuer".
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    params.distinguished_name = name(&format!("Testfleet CA {}", &id[..8]));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
