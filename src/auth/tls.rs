@@ -447,15 +447,34 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// Reads and checks the three files: each must be PEM, the certificate and the CA must
-    /// hold a certificate, the key a private key, and the certificate must name its role.
+    /// hold a certificate, the key a private key; the certificate must name its role, be
+    /// signed by the CA and belong to the key.
     pub fn load(&self) -> Result<TlsMaterial, TlsError> {
         let cert_pem = read_pem_file("certificate", &self.cert, is_certificate, "no certificate")?;
         let key_pem = read_pem_file("key", &self.key, is_private_key, "no private key")?;
         let ca_pem = read_pem_file("CA certificate", &self.ca, is_certificate, "no certificate")?;
-        let role = first_certificate_role(&cert_pem).map_err(|problem| TlsError::Invalid {
+        let invalid_cert = |problem: String| TlsError::Invalid {
             what: "certificate",
             path: self.cert.clone(),
-            problem: format!("{problem}; make certificates with `testfleet tls init DIR`"),
+            problem,
+        };
+        let cert_der = first_certificate(&cert_pem);
+        let role = role_of(&cert_der).map_err(|problem| {
+            invalid_cert(format!(
+                "{problem}; make certificates with `testfleet tls init DIR`"
+            ))
+        })?;
+        check_signed_by(&cert_der, &first_certificate(&ca_pem)).map_err(|problem| {
+            invalid_cert(format!(
+                "{problem} {}: use the ca.pem written with it by `testfleet tls init`",
+                self.ca.display()
+            ))
+        })?;
+        check_key_matches(&cert_der, &key_pem).map_err(|problem| {
+            invalid_cert(format!(
+                "{problem} {}: use the .key file written with it",
+                self.key.display()
+            ))
         })?;
         Ok(TlsMaterial {
             cert_pem,
@@ -528,14 +547,40 @@ fn is_private_key(label: &str) -> bool {
     matches!(label, "PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY")
 }
 
-/// The role of the first certificate in a PEM text.
-fn first_certificate_role(pem_text: &str) -> Result<Role, String> {
-    let der = Pem::iter_from_buffer(pem_text.as_bytes())
+/// The DER of the first certificate in a PEM text (empty if none: [`read_pem_file`] has
+/// made sure there is one).
+fn first_certificate(pem_text: &str) -> Vec<u8> {
+    Pem::iter_from_buffer(pem_text.as_bytes())
         .filter_map(Result::ok)
         .find(|pem| is_certificate(&pem.label))
         .map(|pem| pem.contents)
-        .ok_or_else(|| "no certificate in it".to_string())?;
-    role_of(&der)
+        .unwrap_or_default()
+}
+
+/// Whether the CA certificate's key signed `cert_der`; the error ends where the CA's path
+/// goes.
+fn check_signed_by(cert_der: &[u8], ca_der: &[u8]) -> Result<(), String> {
+    let (_, ca) = x509_parser::parse_x509_certificate(ca_der)
+        .map_err(|e| format!("the CA certificate cannot be parsed ({e}); see"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| format!("it cannot be parsed ({e}); see"))?;
+    cert.verify_signature(Some(ca.public_key()))
+        .map_err(|_| "it was not signed by the CA in".to_string())
+}
+
+/// Whether the private key in `key_pem` is the one of `cert_der`. A key rcgen cannot read
+/// is let through: rustls checks the pair again when the configuration is built.
+fn check_key_matches(cert_der: &[u8], key_pem: &str) -> Result<(), String> {
+    let Ok(key) = KeyPair::from_pem(key_pem) else {
+        return Ok(());
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| format!("it cannot be parsed ({e}); see"))?;
+    if cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw() {
+        Ok(())
+    } else {
+        Err("it does not belong to the key in".into())
+    }
 }
 
 /// A process's loaded TLS material: its certificate and key, the CA, and the role its

@@ -247,6 +247,33 @@ fn load_refuses_a_key_as_certificate_and_a_certificate_without_role() {
     assert!(err.contains("anon.pem") && err.contains("no role"), "{err}");
 }
 
+#[test]
+fn load_refuses_a_certificate_of_another_ca_or_key() {
+    let (_tmp, dir) = initialised();
+    let (_other_tmp, other_dir) = initialised();
+    let foreign = TlsFiles {
+        ca: dir.join("ca.pem"),
+        ..files(&other_dir, "worker")
+    };
+    let err = foreign.load().unwrap_err().to_string();
+    assert!(err.contains("not signed by the CA"), "{err}");
+    assert!(
+        err.contains(&dir.join("ca.pem").display().to_string()),
+        "{err}"
+    );
+
+    let mismatched = TlsFiles {
+        key: dir.join("operator.key"),
+        ..files(&dir, "worker")
+    };
+    let err = mismatched.load().unwrap_err().to_string();
+    assert!(
+        err.contains("worker.pem") && err.contains("operator.key"),
+        "{err}"
+    );
+    assert!(err.contains("does not belong"), "{err}");
+}
+
 /// A worker certificate signed by the CA in `dir` that expired yesterday, written to
 /// `expired.pem` and `expired.key` there.
 fn write_expired_worker(dir: &Path) {
@@ -368,12 +395,16 @@ async fn mutual_tls_admits_only_valid_certificates_of_the_ca() {
     call_status(&addr, operator.client_config()).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![Ok(Role::Operator)]);
 
-    // A certificate of another CA (trusting the right CA, so the server is the one refusing).
-    let foreign = TlsFiles {
-        ca: dir.join("ca.pem"),
-        ..files(&other_dir, "operator")
-    };
-    let result = call_status(&addr, foreign.load().unwrap().client_config()).await;
+    // A certificate of another CA, trusting the right CA so that the server is the one
+    // refusing (`load` would refuse this mix).
+    let foreign = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&dir, "ca.pem")))
+        .identity(Identity::from_pem(
+            read(&other_dir, "operator.pem"),
+            read(&other_dir, "operator.key"),
+        ))
+        .domain_name(SERVER_NAME);
+    let result = call_status(&addr, foreign).await;
     let err = result.unwrap_err();
     assert!(
         err.contains("received fatal alert"),
