@@ -58,8 +58,8 @@ fn usage(dir: &Path) -> String {
         )
     };
     format!(
-        "Coordinators (each one; clients must reach them as peer.testfleet, which only \
-         this certificate names):\n  testfleet coordinator ... {}\n\
+        "Coordinators (only the peer certificate can serve: clients check that the server's \
+         certificate names peer.testfleet):\n  testfleet coordinator ... {}\n\
          Workers:\n  testfleet worker ... {}\n\
          Operators (the client commands):\n  testfleet status ... {}\n\
          Copy each role's .pem and .key, and ca.pem, to the machines of that role only.\n\
@@ -69,4 +69,60 @@ fn usage(dir: &Path) -> String {
         flags("operator"),
         file("ca.key"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TlsInitArgs,
+    }
+
+    #[test]
+    fn arguments_parse_with_defaults_and_limits() {
+        let cli =
+            Cli::try_parse_from(["t", "dir", "--host", "a.example", "--host", "10.0.0.1"]).unwrap();
+        assert_eq!(cli.args.dir, PathBuf::from("dir"));
+        assert_eq!(cli.args.hosts, ["a.example", "10.0.0.1"]);
+        assert_eq!(cli.args.days, 365);
+        assert!(!cli.args.force);
+        assert!(Cli::try_parse_from(["t", "dir", "--days", "0"]).is_err());
+        assert!(Cli::try_parse_from(["t", "dir", "--days", "3651"]).is_err());
+    }
+
+    #[test]
+    fn usage_names_each_role_file() {
+        let text = usage(Path::new("/etc/testfleet/tls"));
+        for name in [
+            "peer.pem",
+            "peer.key",
+            "worker.pem",
+            "operator.key",
+            "ca.pem",
+            "ca.key",
+        ] {
+            assert!(
+                text.contains(&format!("/etc/testfleet/tls/{name}")),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_existing_directory_is_a_usage_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let args = TlsInitArgs {
+            dir: tmp.path().to_path_buf(),
+            hosts: vec![],
+            days: 365,
+            force: false,
+        };
+        init(&args).unwrap();
+        assert!(matches!(init(&args), Err(CliError::Usage(_))));
+    }
 }
