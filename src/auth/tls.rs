@@ -20,6 +20,9 @@
 //! * Extended key usage backs this up: the peer certificate may act as server and client
 //!   (coordinators call each other), operator and worker certificates only as clients.
 //!
+//! [`TlsFiles::load`] checks a process's files before anything listens or dials: each is PEM,
+//! the certificate names one role, was signed by the CA, and belongs to the key.
+//!
 //! The CA is valid for ten years, the role certificates for `--days` (365 unless told).
 //! `ca.key` is only needed to issue certificates: keep it offline. Keys are written with mode
 //! 0600, and the directory, when `init` creates it, with mode 0700.
@@ -132,7 +135,7 @@ pub fn init(
     create_dir(dir)?;
     let mut written = Vec::with_capacity(files.len());
     for ((path, secret), content) in files.into_iter().zip(contents) {
-        write_file(&path, &content, secret)?;
+        write_file(&path, &content, secret, force)?;
         written.push(path);
     }
     Ok(written)
@@ -369,9 +372,10 @@ fn create_dir(dir: &Path) -> Result<(), TlsError> {
         })
 }
 
-/// Writes a new file (mode 0600 if `secret`, else 0644 less the umask). An existing file is
-/// removed first, so a key never lands in a file created with wider permissions.
-fn write_file(path: &Path, content: &str, secret: bool) -> Result<(), TlsError> {
+/// Writes a new file (mode 0600 if `secret`, else 0644 less the umask); never overwrites
+/// one unless `replace`, and then removes it first, so that a key never lands in a file
+/// created earlier with wider permissions.
+fn write_file(path: &Path, content: &str, secret: bool, replace: bool) -> Result<(), TlsError> {
     let io_error = |action| {
         move |source| TlsError::Io {
             action,
@@ -379,10 +383,12 @@ fn write_file(path: &Path, content: &str, secret: bool) -> Result<(), TlsError> 
             source,
         }
     };
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_error("replace")(e)),
+    if replace {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("replace")(e)),
+        }
     }
     let mut file = OpenOptions::new()
         .write(true)

@@ -82,10 +82,16 @@ fn init_refuses_existing_files_unless_forced() {
         "a refused init changes nothing"
     );
 
+    fs::set_permissions(dir.join("worker.key"), fs::Permissions::from_mode(0o644)).unwrap();
     let written = init(&dir, &[], 30, true).unwrap();
     assert_eq!(written.len(), NAMES.len());
     assert_ne!(read(&dir, "ca.pem"), old_ca);
-    assert_eq!(mode(&dir.join("ca.key")) & 0o077, 0);
+    assert_eq!(mode(&dir.join("ca.key")), 0o600);
+    assert_eq!(
+        mode(&dir.join("worker.key")),
+        0o600,
+        "a replaced key is private again"
+    );
 }
 
 #[test]
