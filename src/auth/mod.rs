@@ -9,6 +9,8 @@
 //! Without any credential configured a coordinator only listens on loopback (protected mode,
 //! as Redis does); `--insecure` lifts that, loudly.
 
+pub mod tls;
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod recovery;
 pub mod recovery_report;
 pub mod status;
+pub mod tls;
 
 use std::time::Duration;
 
