@@ -8,7 +8,10 @@
 //!
 //! A local cluster runs with tokens on, as a real one should: it makes its own auth directory
 //! (`<dir>/auth`, by `testfleet auth init`) unless `--auth-dir` is among the extra arguments,
-//! and hands out each role's [`Credentials`] and token file to its clients and workers.
+//! and hands out each role's [`Credentials`] and flags to its clients and workers. With
+//! [`Security::TokensAndTls`] it also makes a CA and role certificates (`<dir>/tls`) and every
+//! connection runs mutual TLS; [`Security::Open`] runs without either (loopback only), to
+//! measure what security costs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -41,6 +44,21 @@ pub enum LaunchError {
     Timeout(String),
     #[error("cannot prepare the cluster's tokens: {0}")]
     Auth(#[from] crate::auth::token::TokenError),
+    #[error("cannot prepare the cluster's certificates: {0}")]
+    Tls(String),
+}
+
+/// How a local cluster is protected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Security {
+    /// No credentials: the nodes listen on loopback only.
+    Open,
+    /// Bearer tokens on every call.
+    #[default]
+    Tokens,
+    /// Bearer tokens and mutual TLS on every connection.
+    TokensAndTls,
 }
 
 /// One coordinator process and where it lives.
@@ -56,8 +74,10 @@ pub struct LocalCluster {
     nodes: BTreeMap<u64, NodeProcess>,
     peers: String,
     extra_args: Vec<String>,
-    /// The token files every node checks.
-    auth_dir: PathBuf,
+    /// The token files every node checks; `None` for an open cluster.
+    auth_dir: Option<PathBuf>,
+    /// The CA and role certificates, with mutual TLS.
+    tls_dir: Option<PathBuf>,
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the OS will not hand it out again soon).
@@ -76,6 +96,31 @@ impl LocalCluster {
         extra_args: &[String],
     ) -> Result<LocalCluster, LaunchError> {
         Self::start_on(binary, n, None, dir, extra_args)
+    }
+
+    /// Like [`LocalCluster::start_on`], protected as `security` says.
+    pub fn start_secured(
+        binary: &Path,
+        n: u64,
+        base_port: Option<u16>,
+        dir: &Path,
+        extra_args: &[String],
+        security: Security,
+    ) -> Result<LocalCluster, LaunchError> {
+        let mut args = extra_args.to_vec();
+        if security == Security::Open {
+            args.push("--no-auth".to_string());
+        }
+        if security == Security::TokensAndTls {
+            let tls = dir.join("tls");
+            if crate::auth::tls::TlsFiles::role(&tls, Role::Peer).load().is_err() {
+                crate::auth::tls::init(&tls, &[], 365, true)
+                    .map_err(|e| LaunchError::Tls(e.to_string()))?;
+            }
+            args.push("--tls-dir".to_string());
+            args.push(tls.display().to_string());
+        }
+        Self::start_on(binary, n, base_port, dir, &args)
     }
 
     /// Like [`LocalCluster::start`]; with `base_port`, node `i` listens on `base_port + i - 1`.
@@ -114,14 +159,31 @@ impl LocalCluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut extra_args = extra_args.to_vec();
+        // `--no-auth` and `--tls-dir DIR` are this launcher's own: taken out here.
+        let open = take_flag(&mut extra_args, "--no-auth", false).is_some();
+        let tls_dir = take_flag(&mut extra_args, "--tls-dir", true).map(PathBuf::from);
+        if let Some(tls) = &tls_dir {
+            let peer = crate::auth::tls::TlsFiles::role(tls, Role::Peer);
+            for (flag, path) in [
+                ("--tls-cert", &peer.cert),
+                ("--tls-key", &peer.key),
+                ("--tls-ca", &peer.ca),
+            ] {
+                extra_args.push(flag.to_string());
+                extra_args.push(path.display().to_string());
+            }
+        }
         let auth_dir = match extra_args.iter().position(|a| a == "--auth-dir") {
-            Some(i) => PathBuf::from(extra_args.get(i + 1).cloned().unwrap_or_default()),
+            Some(i) => Some(PathBuf::from(
+                extra_args.get(i + 1).cloned().unwrap_or_default(),
+            )),
+            None if open => None,
             None => {
                 let auth_dir = dir.join("auth");
                 ensure_tokens(&auth_dir)?;
                 extra_args.push("--auth-dir".to_string());
                 extra_args.push(auth_dir.display().to_string());
-                auth_dir
+                Some(auth_dir)
             }
         };
         let mut cluster = LocalCluster {
@@ -130,6 +192,7 @@ impl LocalCluster {
             peers,
             extra_args,
             auth_dir,
+            tls_dir,
         };
         for id in 1..=n {
             cluster.spawn(id)?;
@@ -167,27 +230,53 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// The directory of the token files the nodes check.
-    pub fn auth_dir(&self) -> &Path {
-        &self.auth_dir
+    /// The directory of the token files the nodes check, if they check tokens.
+    pub fn auth_dir(&self) -> Option<&Path> {
+        self.auth_dir.as_deref()
     }
 
-    /// The file holding `role`'s token.
-    pub fn token_file(&self, role: Role) -> PathBuf {
-        token_path(&self.auth_dir, role)
+    /// The file holding `role`'s token, if the nodes check tokens.
+    pub fn token_file(&self, role: Role) -> Option<PathBuf> {
+        self.auth_dir.as_ref().map(|dir| token_path(dir, role))
     }
 
-    /// What a client of `role` presents to this cluster.
-    pub fn credentials(&self, role: Role) -> Credentials {
-        match Token::read(&self.token_file(role)) {
-            Ok(token) => Credentials::none().with_token(token),
-            // The files were readable when the cluster started; a client without a token then
-            // gets the coordinators' own refusal, which says what is missing.
-            Err(e) => {
-                tracing::warn!("cannot read the {role} token: {e}");
-                Credentials::none()
+    /// The command-line flags that give a `testfleet` client or worker `role`'s credentials.
+    pub fn client_args(&self, role: Role) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(file) = self.token_file(role) {
+            args.extend(["--token-file".to_string(), file.display().to_string()]);
+        }
+        if let Some(tls) = &self.tls_dir {
+            let files = crate::auth::tls::TlsFiles::role(tls, role);
+            for (flag, path) in [
+                ("--tls-cert", files.cert),
+                ("--tls-key", files.key),
+                ("--tls-ca", files.ca),
+            ] {
+                args.extend([flag.to_string(), path.display().to_string()]);
             }
         }
+        args
+    }
+
+    /// What a client of `role` presents to this cluster. The files were readable when the
+    /// cluster started; if one is not now, the client goes without and gets the coordinators'
+    /// own refusal, which says what is missing.
+    pub fn credentials(&self, role: Role) -> Credentials {
+        let mut credentials = Credentials::none();
+        if let Some(file) = self.token_file(role) {
+            match Token::read(&file) {
+                Ok(token) => credentials = credentials.with_token(token),
+                Err(e) => tracing::warn!("cannot read the {role} token: {e}"),
+            }
+        }
+        if let Some(tls) = &self.tls_dir {
+            match crate::auth::tls::TlsFiles::role(tls, role).load() {
+                Ok(material) => credentials = credentials.with_tls(material.client_config()),
+                Err(e) => tracing::warn!("cannot load the {role} certificate: {e}"),
+            }
+        }
+        credentials
     }
 
     /// Every member, as an operator reaches them.
@@ -346,6 +435,18 @@ impl LocalCluster {
     }
 }
 
+/// Removes `flag` (and its value, with `value`) from `args`: the value, or "" for a flag
+/// without one; `None` when absent.
+fn take_flag(args: &mut Vec<String>, flag: &str, value: bool) -> Option<String> {
+    let i = args.iter().position(|a| a == flag)?;
+    args.remove(i);
+    if value && i < args.len() {
+        Some(args.remove(i))
+    } else {
+        Some(String::new())
+    }
+}
+
 /// Makes the token files in `dir` unless a complete set is already there (a harness run again
 /// in the same data directory keeps its tokens).
 fn ensure_tokens(dir: &Path) -> Result<(), LaunchError> {
@@ -389,8 +490,8 @@ pub struct LocalWorkers {
     binary: PathBuf,
     dir: PathBuf,
     coordinators: String,
-    /// The worker token every worker presents.
-    token_file: PathBuf,
+    /// The flags that give every worker the worker role's credentials.
+    credentials: Vec<String>,
     slots: u32,
     children: BTreeMap<String, Child>,
 }
@@ -410,7 +511,7 @@ impl LocalWorkers {
             binary: binary.to_path_buf(),
             dir: dir.to_path_buf(),
             coordinators: coordinators.join(","),
-            token_file: cluster.token_file(Role::Worker),
+            credentials: cluster.client_args(Role::Worker),
             slots,
             children: BTreeMap::new(),
         };
@@ -440,8 +541,7 @@ impl LocalWorkers {
                 name,
             ])
             .args(["--slots", &self.slots.to_string()])
-            .arg("--token-file")
-            .arg(&self.token_file)
+            .args(&self.credentials)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use testfleet::auth::Credentials;
 use testfleet::cli::{self, CliError, Output, Remote, bench, failover, jobs, status};
 use testfleet::config::{CoordinatorArgs, CoordinatorConfig};
+use testfleet::launch::Security;
 use testfleet::coordinator::{self, Coordinator};
 use testfleet::worker::agent::WorkerConfig;
 
@@ -49,11 +50,28 @@ struct ClientAuth {
     /// TESTFLEET_TOKEN environment variable, if set
     #[arg(long, env = "TESTFLEET_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Mutual TLS: this client's certificate (PEM, from `testfleet tls init`)
+    #[arg(long, env = "TESTFLEET_TLS_CERT", value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// Mutual TLS: this client's private key (PEM)
+    #[arg(long, env = "TESTFLEET_TLS_KEY", value_name = "PEM", requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: the CA that signed the coordinators' certificate (PEM)
+    #[arg(long, env = "TESTFLEET_TLS_CA", value_name = "PEM", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
 }
 
 impl ClientAuth {
     fn credentials(&self) -> Result<Credentials, CliError> {
-        Credentials::from_token_file_or_env(self.token_file.as_deref())
+        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(testfleet::auth::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            _ => None,
+        };
+        Credentials::load(self.token_file.as_deref(), tls.as_ref())
             .map_err(|e| CliError::Usage(e.to_string()))
     }
 }
@@ -70,6 +88,9 @@ enum Command {
     /// Credentials: make the role tokens a coordinator checks
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Mutual TLS: make a private CA and a certificate per role
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// Run a read-only SQL query on a coordinator's DuckDB copy of the state
     Sql {
         #[command(flatten)]
@@ -227,6 +248,12 @@ enum AuthCommand {
 }
 
 #[derive(Subcommand)]
+enum TlsCommand {
+    /// Write ca.pem/ca.key and peer, operator and worker certificates with their keys into DIR
+    Init(testfleet::cli::tls::TlsInitArgs),
+}
+
+#[derive(Subcommand)]
 enum RecoveryCommand {
     /// Every recovery decision (task, worker and system), oldest first
     History {
@@ -273,6 +300,9 @@ enum BenchCommand {
         /// Start a local cluster of this many coordinator processes and load it
         #[arg(long, conflicts_with = "coordinator")]
         nodes: Option<u64>,
+        /// How the started cluster is protected
+        #[arg(long, value_enum, default_value_t = Security::Tokens, requires = "nodes")]
+        security: Security,
         /// Output format
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
@@ -291,6 +321,9 @@ enum BenchCommand {
         /// Tasks in the throughput job
         #[arg(long, default_value_t = 2000)]
         tasks: usize,
+        /// How the started cluster is protected
+        #[arg(long, value_enum, default_value_t = Security::Tokens)]
+        security: Security,
         /// Seconds of paced submissions at half the measured rate
         #[arg(long, default_value_t = 5.0)]
         half_load_seconds: f64,
@@ -676,6 +709,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Command::Tls(TlsCommand::Init(args)) => testfleet::cli::tls::init(&args),
         Command::Auth(AuthCommand::Init { dir, force }) => {
             let written = testfleet::auth::token::init(&dir, force)
                 .map_err(|e| CliError::Usage(e.to_string()))?;
@@ -700,6 +734,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             payload_bytes,
             data_dir,
             nodes,
+            security,
             output,
         }) => {
             let settings = bench::BenchSettings {
@@ -716,6 +751,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 warmup: seconds(warmup, "--warmup")?,
                 payload_bytes,
                 data_dir,
+                security,
             };
             let report = bench::run(&settings).await?;
             print!("{}", bench::render(&report, output));
@@ -728,9 +764,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             tasks,
             half_load_seconds,
             data_dir,
+            security,
             output,
         }) => {
             let settings = testfleet::cli::bench_tasks::TasksSettings {
+                security,
                 nodes,
                 workers,
                 slots,

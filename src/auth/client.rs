@@ -10,8 +10,9 @@ use std::path::Path;
 
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use super::tls::{TlsError, TlsFiles};
 use super::token::{Token, TokenError};
 
 /// A channel whose every call carries the caller's token.
@@ -21,6 +22,17 @@ pub type AuthChannel = InterceptedService<Channel, Bearer>;
 #[derive(Clone, Debug, Default)]
 pub struct Credentials {
     token: Option<Token>,
+    /// Mutual TLS: the CA to trust and the certificate to present.
+    tls: Option<ClientTlsConfig>,
+}
+
+/// Why a client's credentials could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 impl Credentials {
@@ -35,31 +47,52 @@ impl Credentials {
         self
     }
 
-    /// The token of a client command or a worker: the file given with `--token-file`, else
-    /// the `TESTFLEET_TOKEN` environment variable, else none.
-    pub fn from_token_file_or_env(file: Option<&Path>) -> Result<Credentials, TokenError> {
-        let token = match file {
+    /// Mutual TLS with the client configuration of a certificate, its key and the CA.
+    pub fn with_tls(mut self, tls: ClientTlsConfig) -> Credentials {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The credentials of a client command or a worker: the token in the file given with
+    /// `--token-file`, else the `TESTFLEET_TOKEN` environment variable, else none; and the
+    /// certificate files, when given.
+    pub fn load(
+        token_file: Option<&Path>,
+        tls: Option<&TlsFiles>,
+    ) -> Result<Credentials, CredentialsError> {
+        let token = match token_file {
             Some(path) => Some(Token::read(path)?),
             None => match std::env::var("TESTFLEET_TOKEN") {
                 Ok(text) => Token::parse(&text, "TESTFLEET_TOKEN")?,
                 Err(_) => None,
             },
         };
-        Ok(Credentials { token })
+        let tls = match tls {
+            Some(files) => Some(files.load()?.client_config()),
+            None => None,
+        };
+        Ok(Credentials { token, tls })
     }
 
     pub fn token(&self) -> Option<&Token> {
         self.token.as_ref()
     }
 
-    /// The endpoint for `addr` (`host:port`; an address with a scheme is taken as is).
+    /// The endpoint for `addr` (`host:port`): `https` with this client's certificate when
+    /// TLS is configured (tonic speaks plain text to an `http` address whatever its TLS
+    /// settings), else `http`. An address with a scheme keeps it.
     pub fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let uri = if addr.contains("://") {
             addr.to_owned()
         } else {
-            format!("http://{addr}")
+            format!("{scheme}://{addr}")
         };
-        Endpoint::from_shared(uri)
+        let endpoint = Endpoint::from_shared(uri)?;
+        match &self.tls {
+            Some(tls) => endpoint.tls_config(tls.clone()),
+            None => Ok(endpoint),
+        }
     }
 
     /// The interceptor that adds this token to every call.

@@ -452,6 +452,15 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// The files `tls init` wrote into `dir` for `role`.
+    pub fn role(dir: &Path, role: Role) -> TlsFiles {
+        TlsFiles {
+            cert: dir.join(format!("{role}.pem")),
+            key: dir.join(format!("{role}.key")),
+            ca: dir.join("ca.pem"),
+        }
+    }
+
     /// Reads and checks the three files: each must be PEM, the certificate and the CA must
     /// hold a certificate, the key a private key; the certificate must name its role, be
     /// signed by the CA and belong to the key.

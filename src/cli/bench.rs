@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::{CliError, Output, Remote, connect_any, table};
 use crate::auth::{Credentials, Role};
+use crate::launch::Security;
 use crate::config::CoordinatorConfig;
 use crate::coordinator::Coordinator;
 use crate::launch::LocalCluster;
@@ -38,6 +39,8 @@ pub struct BenchSettings {
     /// Start a local cluster of this many coordinator processes instead of an in-process
     /// node (ignored with `coordinators`).
     pub nodes: Option<u64>,
+    /// How the started local cluster is protected (tokens, tokens and TLS, or open).
+    pub security: Security,
 }
 
 /// Latency percentiles in milliseconds.
@@ -243,11 +246,13 @@ async fn wait_for_leader(node: &Coordinator) -> Result<(), CliError> {
 async fn start_processes(
     n: u64,
     data_dir: Option<&Path>,
+    security: Security,
 ) -> Result<(LocalCluster, PathBuf, Option<tempfile::TempDir>), CliError> {
     let binary = super::this_binary()?;
     let (temp, dir) = super::work_dir("testfleet-bench-", data_dir)?;
     let cluster =
-        LocalCluster::start(&binary, n, &dir, &[]).map_err(|e| CliError::Other(e.to_string()))?;
+        LocalCluster::start_secured(&binary, n, None, &dir, &[], security)
+            .map_err(|e| CliError::Other(e.to_string()))?;
     Ok((cluster, dir, temp))
 }
 
@@ -269,6 +274,15 @@ async fn leader_first(remote: &Remote) -> Remote {
     remote.clone()
 }
 
+/// How a security mode is named in reports.
+pub fn security_name(security: Security) -> &'static str {
+    match security {
+        Security::Open => "open",
+        Security::Tokens => "tokens",
+        Security::TokensAndTls => "tokens + mutual TLS",
+    }
+}
+
 /// Runs the benchmark.
 pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
     if settings.writers.is_empty() || settings.writers.contains(&0) {
@@ -287,7 +301,7 @@ pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
             settings.data_dir.clone(),
         ),
         (None, Some(n)) => {
-            let (cluster, dir, temp) = start_processes(n, settings.data_dir.as_deref()).await?;
+            let (cluster, dir, temp) = start_processes(n, settings.data_dir.as_deref(), settings.security).await?;
             let leader = cluster
                 .leader(Duration::from_secs(30), None)
                 .await
@@ -301,7 +315,8 @@ pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
                     .filter(|a| *a != leader_addr),
             );
             let target = format!(
-                "local {n}-node cluster (processes), data in {}",
+                "local {n}-node cluster (processes, security: {}), data in {}",
+                security_name(settings.security),
                 dir.display()
             );
             let remote = Remote::new(addrs, cluster.credentials(Role::Operator));

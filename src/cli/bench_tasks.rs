@@ -27,6 +27,8 @@ async fn query(remote: &Remote, sql: &str) -> Result<Vec<Vec<serde_json::Value>>
 /// Settings of the tasks benchmark.
 #[derive(Clone, Debug)]
 pub struct TasksSettings {
+    /// How the started cluster is protected.
+    pub security: crate::launch::Security,
     pub nodes: u64,
     pub workers: usize,
     pub slots: u32,
@@ -38,6 +40,7 @@ pub struct TasksSettings {
 /// The report.
 #[derive(Clone, Debug, Serialize)]
 pub struct TasksReport {
+    pub security: crate::launch::Security,
     pub nodes: u64,
     pub workers: usize,
     pub slots: u32,
@@ -150,7 +153,15 @@ fn rss_of(pid: u32) -> Option<u64> {
 pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
     let binary = super::this_binary()?;
     let (_temp, dir) = super::work_dir("testfleet-bench-tasks-", settings.data_dir.as_deref())?;
-    let cluster = LocalCluster::start(&binary, settings.nodes, &dir, &[]).map_err(unavailable)?;
+    let cluster = LocalCluster::start_secured(
+        &binary,
+        settings.nodes,
+        None,
+        &dir,
+        &[],
+        settings.security,
+    )
+    .map_err(unavailable)?;
     cluster
         .leader(Duration::from_secs(30), None)
         .await
@@ -248,6 +259,7 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
     drop(workers);
     drop(cluster);
     Ok(TasksReport {
+        security: settings.security,
         nodes: settings.nodes,
         workers: settings.workers,
         slots: settings.slots,
@@ -274,8 +286,12 @@ pub fn render(r: &TasksReport, output: Output) -> String {
         return serde_json::to_string_pretty(r).unwrap_or_default() + "\n";
     }
     let mut out = format!(
-        "{} trivial tasks (`true`) on {} coordinators and {} workers x {} slots\n",
-        r.tasks, r.nodes, r.workers, r.slots
+        "{} trivial tasks (`true`) on {} coordinators and {} workers x {} slots (security: {})\n",
+        r.tasks,
+        r.nodes,
+        r.workers,
+        r.slots,
+        super::bench::security_name(r.security)
     );
     out.push_str(&format!(
         "throughput: {:.0} tasks/s ({:.2} s, submission to last result)\n\n",

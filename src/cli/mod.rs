@@ -210,6 +210,15 @@ pub fn unavailable(e: impl std::fmt::Display) -> CliError {
 
 /// Maps a gRPC status to a CLI error with the server's message.
 pub fn from_status(status: tonic::Status) -> CliError {
+    // A client speaking plain HTTP/2 to a TLS port (or TLS to a plain one) only sees the
+    // connection fail as a protocol error; say what usually causes it.
+    if status.code() == tonic::Code::Internal && status.message().contains("protocol error") {
+        return CliError::Unavailable(format!(
+            "{} (if the coordinator runs mutual TLS, pass --tls-cert, --tls-key and --tls-ca; \
+             if it does not, leave them out)",
+            status.message()
+        ));
+    }
     match status.code() {
         tonic::Code::InvalidArgument => CliError::Usage(status.message().to_string()),
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {

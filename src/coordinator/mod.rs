@@ -314,7 +314,11 @@ impl Coordinator {
                 })
             },
         );
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.trust.tls {
+            builder = builder.tls_config(tls.clone())?;
+        }
+        let server = builder
             .layer(self.trust.gate.clone())
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))

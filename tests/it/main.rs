@@ -21,4 +21,5 @@ mod snapshot;
 mod sql_sandbox;
 mod support;
 mod third_party;
+mod tls;
 mod worker_identity;
