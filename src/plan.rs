@@ -82,9 +82,9 @@ use raw::{RawCommand, RawEntry, RawPlan, RawTimeout, WholeNumber};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Queue priority when none is given; higher runs first.
 pub const DEFAULT_PRIORITY: i32 = 0;
-/// Infrastructure retries when none are given (DESIGN.md §10, "Outcomes").
+/// Infrastructure retries when none are given (ARCHITECTURE.md § Outcomes).
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
-/// Extra runs after a timeout when none are given (DESIGN.md §10, "Outcomes").
+/// Extra runs after a timeout when none are given (ARCHITECTURE.md § Outcomes).
 pub const DEFAULT_TIMEOUT_RETRIES: u32 = 1;
 /// Extra runs after a failure when none are given: a failure is final.
 pub const DEFAULT_FLAKY_RETRIES: u32 = 0;

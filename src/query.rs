@@ -1,8 +1,8 @@
 //! Read-only SQL over a coordinator's DuckDB state, for `testfleet sql` and the `Query` RPC.
 //!
-//! Every node holds the same DuckDB tables (DESIGN.md §1), so any node can answer a query;
-//! but only Raft `apply` may change those tables, or the replicas diverge. This module is the
-//! gate that keeps `sql` a reader:
+//! Every node holds the same DuckDB tables (ARCHITECTURE.md § The one rule), so any node can
+//! answer a query; but only Raft `apply` may change those tables, or the replicas diverge. This
+//! module is the gate that keeps `sql` a reader:
 //!
 //! 1. [`check_read_only`] — an allow-list over the text (`query/guard.rs`): a single statement
 //!    starting with a read keyword, with strings, quoted identifiers and comments lexed so a

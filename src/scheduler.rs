@@ -1,5 +1,5 @@
-//! Which ready task goes to which worker: the leader's dispatch decisions (DESIGN.md §8, §10
-//! "Dispatch").
+//! Which ready task goes to which worker: the leader's dispatch decisions
+//! (ARCHITECTURE.md § Dispatch).
 //!
 //! # Soft state
 //!
@@ -26,8 +26,8 @@
 //!
 //! # Queue order
 //!
-//! DESIGN.md §10: priority (higher first), then requeued before never-run, then round-robin
-//! across jobs, then submission order. Each queued task carries an `OrderKey`
+//! ARCHITECTURE.md § Dispatch: priority (higher first), then requeued before never-run, then
+//! round-robin across jobs, then submission order. Each queued task carries an `OrderKey`
 //! `(−priority, !requeued, rank, seq, id)`. The *rank* interleaves jobs: the k-th task queued
 //! for a job gets rank k, so ranks 0 of every job come before ranks 1, and so on. A job that
 //! arrives late does not start at rank 0 (it would run all its tasks before older jobs got
@@ -41,7 +41,7 @@
 //! worker satisfies a class is decided once, when either appears, and cached both ways
 //! (`Worker::classes`, `Class::capable`). To fill a slot on worker `w`, the scheduler looks only
 //! at the head of each class `w` satisfies and takes the best. Between heads of equal priority
-//! it prefers the class that the fewest live workers can run (§8: scarce capabilities first),
+//! it prefers the class that the fewest live workers can run (scarce capabilities first),
 //! so a GPU worker runs GPU tests while plain workers take the plain ones; only then the rest
 //! of the queue order. A class no live worker satisfies is *parked*: its tasks stay queued
 //! and [`Scheduler::parked`] says why, naming the first requirement no live worker meets.

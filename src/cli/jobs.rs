@@ -2,7 +2,8 @@
 //!
 //! `run` expands a plan file on the client, submits it as one job (a retried submission
 //! after a failover creates nothing twice: the job and task ids are chosen here), follows
-//! it until every task is final, prints a summary and exits with the code of DESIGN.md §10:
+//! it until every task is final, prints a summary and exits with the code of
+//! ARCHITECTURE.md § Client commands:
 //! 0 every test passed, 1 a test failed or timed out (or was cancelled), 2 bad usage or
 //! input, 3 infrastructure (abandoned or error tasks, cluster unreachable).
 
@@ -199,7 +200,7 @@ fn count(report: &JobReport, status: &str) -> u32 {
     report.counts.get(status).copied().unwrap_or(0)
 }
 
-/// The exit code for a finished job (DESIGN.md §10).
+/// The exit code for a finished job (ARCHITECTURE.md § Client commands).
 pub fn exit_code(report: &JobReport) -> u8 {
     if count(report, "abandoned") + count(report, "error") > 0 {
         3

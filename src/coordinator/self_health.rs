@@ -6,7 +6,8 @@
 //! node can show the health of the whole cluster from its DuckDB.
 //!
 //! A leader whose own health is critical for [`CRITICAL_SAMPLES`] samples in a row hands
-//! leadership to another voter (DESIGN.md §7): a sick leader slows the whole cluster.
+//! leadership to another voter (ARCHITECTURE.md § Self-health): a sick leader slows the whole
+//! cluster.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -66,7 +66,8 @@ pub struct DetectorConfig {
     pub heartbeat_interval: Duration,
     /// How many intervals of silence before a worker can be suspected (if phi agrees).
     pub suspect_after_missed: u32,
-    /// A worker silent this long is failed, always: the hard bound of DESIGN.md §5.
+    /// A worker silent this long is failed, always: the hard bound
+    /// (ARCHITECTURE.md § Failure detection).
     pub failure_timeout: Duration,
     /// Phi a silent worker must also reach before it is suspected. 8 means "a heartbeat this
     /// late happens once in 10⁸"; higher suspects jittery workers later.
@@ -174,7 +175,8 @@ impl DetectorConfig {
 }
 
 impl Default for DetectorConfig {
-    /// DESIGN.md §5: heartbeat 1 s, suspect after 3 missed (3 s), failed after 5 s.
+    /// The coordinator's defaults: heartbeat 1 s, suspect after 3 missed (3 s), failed after 5 s
+    /// (ARCHITECTURE.md § Failure detection).
     fn default() -> Self {
         Self::from_timing(Duration::from_secs(1), Duration::from_secs(5))
     }

@@ -1,4 +1,5 @@
-//! Health: is each worker alive, and is this coordinator itself fit to lead (DESIGN.md §5, §7).
+//! Health: is each worker alive, and is this coordinator itself fit to lead
+//! (ARCHITECTURE.md § Failure detection, ARCHITECTURE.md § Self-health).
 //!
 //! # Worker failure detection is leader soft state
 //!
@@ -7,9 +8,9 @@
 //! drown the Raft log. The leader keeps last-seen times, inter-arrival histories and session
 //! state in memory, in a [`detector::Detector`], and only what it concludes — a worker turning
 //! suspect, failed, or alive again — becomes a command (`SetWorkerStatus { from, to, reason,
-//! at }`, DESIGN.md §10). [`detector::Liveness::status`] names the replicated status each
-//! liveness is proposed as. Losing the detector loses nothing that matters: a new leader builds
-//! a fresh one.
+//! at }`, ARCHITECTURE.md § Commands). [`detector::Liveness::status`] names the replicated
+//! status each liveness is proposed as. Losing the detector loses nothing that matters: a new
+//! leader builds a fresh one.
 //!
 //! # The detector is pure
 //!
@@ -28,22 +29,23 @@
 //!
 //! # The driver and leadership
 //!
-//! The health monitor runs only on the leader, like every loop that decides (DESIGN.md §1). On
-//! election it builds a detector from the applied state ([`detector::Detector::track`] each
-//! known worker with its replicated status) and calls [`detector::Detector::leader_changed`]:
-//! every worker's deadline starts afresh and nobody can fail before the `grace` period ends,
-//! so a failover — during which every worker loses its stream and reconnects — never
-//! mass-fails the fleet. Each transition is proposed with `from` = the status the leader
-//! believes is current; a stale one is rejected by apply, never applied twice. What happens
-//! to a failed worker afterwards (requeueing its tasks, recovery attempts) is the recovery
-//! planner's business; a heartbeat from a failed worker is reported as Failed → Alive and the
-//! leader decides what to make of it.
+//! The health monitor runs only on the leader, like every loop that decides
+//! (ARCHITECTURE.md § The one rule). On election it builds a detector from the applied state
+//! ([`detector::Detector::track`] each known worker with its replicated status) and calls
+//! [`detector::Detector::leader_changed`]: every worker's deadline starts afresh and nobody
+//! can fail before the `grace` period ends, so a failover — during which every worker loses
+//! its stream and reconnects — never mass-fails the fleet. Each transition is proposed with
+//! `from` = the status the leader believes is current; a stale one is rejected by apply, never
+//! applied twice. What happens to a failed worker afterwards (requeueing its tasks, recovery
+//! attempts) is the recovery planner's business; a heartbeat from a failed worker is reported
+//! as Failed → Alive and the leader decides what to make of it.
 //!
 //! # Coordinator self-health
 //!
 //! [`sampler`] measures this coordinator's own resources (CPU, memory, disk, descriptors,
 //! request error rate) and judges whether it is fit to lead; a leader whose health is critical
-//! hands leadership over (DESIGN.md §7). Samples are replicated as `HealthSample` commands.
+//! hands leadership over (ARCHITECTURE.md § Self-health). Samples are replicated as
+//! `HealthSample` commands.
 
 pub mod detector;
 pub mod sampler;

@@ -1,5 +1,5 @@
 //! A coordinator's view of its own health: what it measures, and when that is bad enough
-//! for a leader to hand leadership to someone else (DESIGN.md §7).
+//! for a leader to hand leadership to someone else (ARCHITECTURE.md § Self-health).
 //!
 //! # What is measured
 //!

@@ -11,8 +11,8 @@
 //!
 //! The first design committed DuckDB inside every `apply` call. Measured: openraft hands the
 //! state machine one or two entries per call, so each command paid a full DuckDB commit and
-//! the state machine thread became the bottleneck (see BENCHMARKS.md). DESIGN.md allows this
-//! alternative, with these rules, which this module keeps:
+//! the state machine thread became the bottleneck (see BENCHMARKS.md). Group commit is safe
+//! under these rules (ARCHITECTURE.md § Materialisation), which this module keeps:
 //!
 //! * An acknowledged command is durable: it is in the fsynced Raft log of a majority before
 //!   openraft lets `apply` see it. DuckDB may lag by one flush.

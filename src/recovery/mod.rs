@@ -1,5 +1,5 @@
 //! Auto-recovery: bring failed workers back, drain failing ones before they fail, and carry the
-//! whole system through emergencies (DESIGN.md §5–6, issue 6).
+//! whole system through emergencies (ARCHITECTURE.md § Recovery path).
 //!
 //! # Planner decides, executor acts
 //!
@@ -9,11 +9,11 @@
 //! ([`planner::Planner::on_event`]) and calls [`planner::Planner::tick`] at
 //! [`planner::Planner::next_deadline`]; both return the [`Action`]s that are now due, in order.
 //! The executor ([`executor`]) performs them: it proposes the commands (`SetWorkerStatus`,
-//! `RecordWorkerRecovery`, `RecordSystemRecovery`, DESIGN.md §1: every decision is a command in
-//! the Raft log), closes sessions, runs restart commands with a timeout, holds and throttles
-//! dispatch, and reports what happened back as events ([`RecoveryEvent::RestartFinished`],
-//! [`RecoveryEvent::WorkerHealthy`]). The planner's tests run in logical time and assert the
-//! exact actions.
+//! `RecordWorkerRecovery`, `RecordSystemRecovery`; ARCHITECTURE.md § The one rule: every
+//! decision is a command in the Raft log), closes sessions, runs restart commands with a
+//! timeout, holds and throttles dispatch, and reports what happened back as events
+//! ([`RecoveryEvent::RestartFinished`], [`RecoveryEvent::WorkerHealthy`]). The planner's tests
+//! run in logical time and assert the exact actions.
 //!
 //! # Leader only
 //!
@@ -94,7 +94,8 @@
 //! [`RecoveryPolicy`] is a plain value the planner is given and that can be swapped
 //! ([`planner::Planner::set_policy`]); a running attempt keeps the window it started with, and
 //! the next attempt uses the new policy. [`RecoveryPolicy::for_level`] gives the low / medium /
-//! high levels of DESIGN.md §6 that the system circuit breaker will choose between.
+//! high levels that the system circuit breaker will choose between
+//! (ARCHITECTURE.md § Circuit breakers).
 
 pub mod executor;
 pub mod planner;
@@ -111,7 +112,8 @@ use crate::state::command::{FaultCategory, TaskId, WorkerId, WorkerStatus};
 /// from overflowing.
 pub const MAX_SETTING: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// How hard recovery tries. Seed defaults (DESIGN.md §5): 5 attempts, 60 s each, proactive on.
+/// How hard recovery tries. Defaults, the coordinator's too (`config.rs`): 5 attempts, 60 s each,
+/// proactive on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecoveryPolicy {
     /// Attempts per failed worker before it is `permanently_failed`.
@@ -143,7 +145,7 @@ impl Default for RecoveryPolicy {
     }
 }
 
-/// The recovery levels the system circuit breaker picks (DESIGN.md §6).
+/// The recovery levels the system circuit breaker picks (ARCHITECTURE.md § Circuit breakers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecoveryLevel {
     /// Breaker closed: 3 attempts, 30 s.

@@ -62,7 +62,7 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    /// Every strategy, in the order of the progression.
+    /// Every strategy, from the lightest to the heaviest: the default order of escalation.
     pub const ALL: [Strategy; 3] = [Strategy::Reconnect, Strategy::Restart, Strategy::Quarantine];
 
     /// The name stored as `recovery_type` in `worker_recovery_history`.

@@ -46,7 +46,7 @@ impl Timestamp {
     }
 }
 
-/// Every state change of the system. See DESIGN.md §10 for who proposes each one.
+/// Every state change of the system. ARCHITECTURE.md § Commands says who proposes each one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Changes nothing but `last_applied`; proposed by a new leader and by tests.
@@ -314,7 +314,7 @@ macro_rules! text_enum {
 }
 
 text_enum! {
-    /// A worker's lifecycle (DESIGN.md §10, "States").
+    /// A worker's lifecycle (ARCHITECTURE.md § States).
     WorkerStatus {
         Healthy = "healthy",
         Suspect = "suspect",
@@ -391,7 +391,7 @@ text_enum! {
 }
 
 text_enum! {
-    /// Circuit-breaker states (DESIGN.md §6).
+    /// Circuit-breaker states (ARCHITECTURE.md § Circuit breakers).
     BreakerState {
         Closed = "closed",
         HalfOpen = "half_open",

@@ -1,4 +1,4 @@
-//! The DuckDB schema of the replicated state (DESIGN.md §3).
+//! The DuckDB schema of the replicated state (ARCHITECTURE.md § Tables).
 //!
 //! Every node holds these tables with the same rows. The three recovery tables are exactly
 //! as the original design specifies them. `raft_meta` holds `last_applied` and the

@@ -1,11 +1,11 @@
 //! Runs one attempt of a task as a subprocess on a worker.
 //!
 //! The worker agent calls [`run`] (or [`Running::spawn`], when something else must be able to
-//! stop the attempt) once per attempt whose assignment has been committed (DESIGN.md §4). It
-//! reports `TaskStarted{task, attempt}`, awaits the [`AttemptResult`] and reports it as
-//! `FinishTask{task, attempt, ...}`. This module knows nothing of tasks, attempts or
-//! coordinators: it turns an [`AttemptSpec`] into an [`AttemptResult`], and promises three
-//! things.
+//! stop the attempt) once per attempt whose assignment has been committed
+//! (ARCHITECTURE.md § Task path). It reports `TaskStarted{task, attempt}`, awaits the
+//! [`AttemptResult`] and reports it as `FinishTask{task, attempt, ...}`. This module knows
+//! nothing of tasks, attempts or coordinators: it turns an [`AttemptSpec`] into an
+//! [`AttemptResult`], and promises three things.
 //!
 //! **Nothing outlives the attempt.** The command leads its own process group (`setpgid(0, 0)`
 //! at spawn). On timeout or cancellation the whole group gets SIGKILL, so a shell's background
@@ -18,7 +18,7 @@
 //! [`AttemptSpec::output_limit`] bytes. Older bytes are dropped and counted, so a child printing
 //! gigabytes never blocks on a full pipe and never grows the worker.
 //!
-//! **The outcome says whose fault it was** (DESIGN.md §10, "Outcomes"). Exit 0 is
+//! **The outcome says whose fault it was** (ARCHITECTURE.md § Outcomes). Exit 0 is
 //! [`Outcome::Passed`]; a non-zero exit or death by a signal we did not send is
 //! [`Outcome::Failed`] (a test result). Past the timeout it is [`Outcome::TimedOut`]. A command
 //! that cannot start because of the task (program or cwd missing, not executable, argument list
@@ -290,7 +290,7 @@ impl Running {
     }
 
     /// Waits for the attempt to end. A panic in the executor becomes a `WorkerFault` ("executor
-    /// crashed", DESIGN.md §10), not a lost attempt.
+    /// crashed", ARCHITECTURE.md § Outcomes), not a lost attempt.
     pub async fn wait(mut self) -> AttemptResult {
         match (&mut self.task).await {
             Ok(result) => result,

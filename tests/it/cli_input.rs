@@ -98,7 +98,7 @@ fn unreachable_cluster_exits_3() {
 
 #[test]
 fn a_plan_past_a_limit_is_refused_before_anything_is_sent() {
-    // The reproduction: this plan used to be accepted, and its job then stopped
+    // The reproduction of a bug: this plan used to be accepted, and its job then stopped
     // every replica. The coordinator address is unreachable: nothing may be sent.
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.toml");

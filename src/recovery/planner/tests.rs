@@ -17,7 +17,7 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// The seed defaults with no jitter, so that times in transcripts are exact.
+/// The default policy with no jitter, so that times in transcripts are exact.
 fn policy() -> RecoveryPolicy {
     RecoveryPolicy {
         jitter: 0.0,

@@ -73,7 +73,7 @@ fn reordering_needs_evidence() {
         ((0, 4), Reconnect),  // four failures: still too few
         ((5, 10), Reconnect), // 6/12 = 0.5 ties the prior: default order kept
         ((4, 10), Restart),   // 5/12 < 0.5
-        ((1, 10), Restart),   // the case
+        ((1, 10), Restart),   // 1 reconnect in 10 worked: restart first
         ((9, 10), Reconnect), // good history keeps it first
     ];
     for ((successes, attempts), first) in cases {

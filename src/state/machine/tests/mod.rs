@@ -1,4 +1,4 @@
-//! Apply of every command, each rejection of DESIGN.md §10, and batch semantics.
+//! Apply of every command, each rejection of ARCHITECTURE.md § Commands, and batch semantics.
 
 use std::collections::BTreeMap;
 
