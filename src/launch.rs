@@ -113,7 +113,10 @@ impl LocalCluster {
         }
         if security == Security::TokensAndTls {
             let tls = dir.join("tls");
-            if crate::auth::tls::TlsFiles::role(&tls, Role::Peer).load().is_err() {
+            if crate::auth::tls::TlsFiles::role(&tls, Role::Peer)
+                .load()
+                .is_err()
+            {
                 crate::auth::tls::init(&tls, &[], 365, true)
                     .map_err(|e| LaunchError::Tls(e.to_string()))?;
             }

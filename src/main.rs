@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use testfleet::auth::Credentials;
 use testfleet::cli::{self, CliError, Output, Remote, bench, failover, jobs, status};
 use testfleet::config::{CoordinatorArgs, CoordinatorConfig};
-use testfleet::launch::Security;
 use testfleet::coordinator::{self, Coordinator};
+use testfleet::launch::Security;
 use testfleet::worker::agent::WorkerConfig;
 
 /// Distributed test execution with auto-recovery and highly available coordinators.

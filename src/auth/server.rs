@@ -45,7 +45,8 @@ impl ServerTrust {
             peer = peer.with_token(keyring.peer_token().clone());
             gate = gate.with_tokens(Arc::new(keyring));
         }
-        if let (Some(cert), Some(key), Some(ca)) = (&config.tls_cert, &config.tls_key, &config.tls_ca)
+        if let (Some(cert), Some(key), Some(ca)) =
+            (&config.tls_cert, &config.tls_key, &config.tls_ca)
         {
             let files = TlsFiles {
                 cert: cert.clone(),

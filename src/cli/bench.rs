@@ -17,10 +17,10 @@ use serde::Serialize;
 
 use super::{CliError, Output, Remote, connect_any, table};
 use crate::auth::{Credentials, Role};
-use crate::launch::Security;
 use crate::config::CoordinatorConfig;
 use crate::coordinator::Coordinator;
 use crate::launch::LocalCluster;
+use crate::launch::Security;
 use crate::proto::BenchRequest;
 
 /// Settings of one benchmark run.
@@ -250,9 +250,8 @@ async fn start_processes(
 ) -> Result<(LocalCluster, PathBuf, Option<tempfile::TempDir>), CliError> {
     let binary = super::this_binary()?;
     let (temp, dir) = super::work_dir("testfleet-bench-", data_dir)?;
-    let cluster =
-        LocalCluster::start_secured(&binary, n, None, &dir, &[], security)
-            .map_err(|e| CliError::Other(e.to_string()))?;
+    let cluster = LocalCluster::start_secured(&binary, n, None, &dir, &[], security)
+        .map_err(|e| CliError::Other(e.to_string()))?;
     Ok((cluster, dir, temp))
 }
 
@@ -301,7 +300,8 @@ pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
             settings.data_dir.clone(),
         ),
         (None, Some(n)) => {
-            let (cluster, dir, temp) = start_processes(n, settings.data_dir.as_deref(), settings.security).await?;
+            let (cluster, dir, temp) =
+                start_processes(n, settings.data_dir.as_deref(), settings.security).await?;
             let leader = cluster
                 .leader(Duration::from_secs(30), None)
                 .await

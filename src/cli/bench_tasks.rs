@@ -153,15 +153,9 @@ fn rss_of(pid: u32) -> Option<u64> {
 pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
     let binary = super::this_binary()?;
     let (_temp, dir) = super::work_dir("testfleet-bench-tasks-", settings.data_dir.as_deref())?;
-    let cluster = LocalCluster::start_secured(
-        &binary,
-        settings.nodes,
-        None,
-        &dir,
-        &[],
-        settings.security,
-    )
-    .map_err(unavailable)?;
+    let cluster =
+        LocalCluster::start_secured(&binary, settings.nodes, None, &dir, &[], settings.security)
+            .map_err(unavailable)?;
     cluster
         .leader(Duration::from_secs(30), None)
         .await

@@ -211,7 +211,9 @@ async fn only_the_peer_token_speaks_raft_and_reports_health() {
     // The same vote from a peer does disrupt the node: the refusals above were not vacuous.
     let mut peer = raft_client(&node.addr, &credentials(Role::Peer)).await;
     peer.vote(disruptive_vote()).await.unwrap();
-    assert_eq!(term(&mut control).await, 1000);
+    // (It may have campaigned again since: 1000 or later.)
+    let after = term(&mut control).await;
+    assert!(after >= 1000, "the peer's vote left the term at {after}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,7 +141,10 @@ async fn each_certificate_reaches_only_its_roles_calls() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
-    assert!(refused.message().contains("worker certificate"), "{refused:?}");
+    assert!(
+        refused.message().contains("worker certificate"),
+        "{refused:?}"
+    );
 
     // A worker certificate cannot speak Raft, even with the peer token.
     let before = term(&mut control).await;
@@ -163,7 +166,9 @@ async fn each_certificate_reaches_only_its_roles_calls() {
         .vote(disruptive_vote())
         .await
         .unwrap();
-    assert_eq!(term(&mut control).await, 1000);
+    // (It may have campaigned again since: 1000 or later.)
+    let after = term(&mut control).await;
+    assert!(after >= 1000, "the peer's vote left the term at {after}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,13 +200,15 @@ async fn expired_foreign_and_missing_certificates_get_nowhere() {
     let foreign_dir = dir.path().join("foreign");
     tls::init(&foreign_dir, &[], 30, false).unwrap();
     let foreign_files = TlsFiles::role(&foreign_dir, Role::Operator);
-    let foreign = Credentials::none().with_token(token.clone()).with_tls(client_tls(
-        &certs,
-        Some((
-            std::fs::read_to_string(&foreign_files.cert).unwrap(),
-            std::fs::read_to_string(&foreign_files.key).unwrap(),
-        )),
-    ));
+    let foreign = Credentials::none()
+        .with_token(token.clone())
+        .with_tls(client_tls(
+            &certs,
+            Some((
+                std::fs::read_to_string(&foreign_files.cert).unwrap(),
+                std::fs::read_to_string(&foreign_files.key).unwrap(),
+            )),
+        ));
 
     // Missing: trusts the CA but presents no certificate.
     let ca_only = Credentials::none()
