@@ -6,12 +6,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use openraft::alias::{LogIdOf, SnapshotMetaOf, VoteOf};
-use openraft::raft::VoteRequest;
-use openraft::vote::RaftLeaderIdExt;
+use openraft::alias::{SnapshotMetaOf, VoteOf};
 use testfleet::auth::{AuthChannel, Credentials, Role, Token};
+use testfleet::proto::HealthReport;
 use testfleet::proto::control_client::ControlClient;
-use testfleet::proto::{HealthReport, StatusRequest};
 use testfleet::raft::TypeConfig;
 use testfleet::raft::network::encode;
 use testfleet::raft_proto::raft_service_client::RaftServiceClient;
@@ -19,8 +17,8 @@ use testfleet::raft_proto::snapshot_chunk::Item;
 use testfleet::raft_proto::{RaftRequest, SnapshotChunk, SnapshotHeader};
 
 use super::support::{
-    Process, client, client_as, credentials, query_consistent, run_as, start_coordinator,
-    token_file, wait_for_leader,
+    Process, client, client_as, count, credentials, disruptive_vote, run_as, start_coordinator,
+    term, token_file, wait_for_leader,
 };
 
 /// A one-node cluster checking the tests' tokens, and an operator's client to it.
@@ -35,34 +33,6 @@ async fn node(dir: &Path) -> (Process, ControlClient<AuthChannel>) {
 /// A Raft client presenting `credentials`.
 async fn raft_client(addr: &str, credentials: &Credentials) -> RaftServiceClient<AuthChannel> {
     RaftServiceClient::new(testfleet::cli::channel(addr, credentials).await.unwrap())
-}
-
-/// A vote that, from a peer, makes the node adopt term 1000: a transfer-authorised election
-/// with a log far ahead of the node's.
-fn disruptive_vote() -> RaftRequest {
-    let leader = openraft::vote::leader_id_adv::LeaderId::new_committed(1000, 9);
-    let mut vote = VoteRequest::<TypeConfig>::new(
-        VoteOf::<TypeConfig>::new(1000, 9),
-        Some(LogIdOf::<TypeConfig>::new(leader, 1 << 40)),
-    );
-    vote.leadership_transfer = true;
-    RaftRequest {
-        payload: encode("vote", &vote).unwrap(),
-    }
-}
-
-async fn term(control: &mut ControlClient<AuthChannel>) -> u64 {
-    control
-        .status(StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .term
-}
-
-async fn count(control: &mut ControlClient<AuthChannel>, table: &str) -> u64 {
-    let rows = query_consistent(control, &format!("SELECT count(*) FROM {table}")).await;
-    rows[0][0].as_u64().unwrap()
 }
 
 fn assert_refused(code: i32, err: &str, what: &str, hint: &str) {

@@ -6,10 +6,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use openraft::alias::{LogIdOf, VoteOf};
+use openraft::raft::VoteRequest;
+use openraft::vote::RaftLeaderIdExt;
+use openraft::vote::leader_id_adv::LeaderId;
 use testfleet::auth::token::token_path;
 use testfleet::auth::{AuthChannel, Credentials, Role, Token};
 use testfleet::launch::LocalCluster;
 use testfleet::proto::control_client::ControlClient;
+use testfleet::raft::TypeConfig;
+use testfleet::raft_proto::RaftRequest;
 
 /// The token files every coordinator of this test process checks: every test runs with auth
 /// on, as a real installation does. Made once per process (in Cargo's scratch directory for
@@ -406,4 +412,35 @@ pub async fn cluster_check_json(addrs: &[String]) -> (i32, serde_json::Value, St
         panic!("cluster check printed no JSON report ({e}); exit {code}\nstdout:\n{out}\nstderr:\n{err}")
     });
     (code, report, err)
+}
+
+/// A vote that, from a peer, makes the node adopt term 1000: a transfer-authorised election
+/// with a log far ahead of the node's.
+pub fn disruptive_vote() -> RaftRequest {
+    let leader = LeaderId::new_committed(1000, 9);
+    let mut vote = VoteRequest::<TypeConfig>::new(
+        VoteOf::<TypeConfig>::new(1000, 9),
+        Some(LogIdOf::<TypeConfig>::new(leader, 1 << 40)),
+    );
+    vote.leadership_transfer = true;
+    RaftRequest {
+        payload: testfleet::raft::network::encode("vote", &vote).unwrap(),
+    }
+}
+
+/// The node's term, as it reports it.
+pub async fn term(control: &mut ControlClient<AuthChannel>) -> u64 {
+    control
+        .status(testfleet::proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .term
+}
+
+/// `SELECT count(*) FROM <table>` (a table name, optionally with a WHERE clause), read
+/// consistently.
+pub async fn count(control: &mut ControlClient<AuthChannel>, table: &str) -> u64 {
+    let rows = query_consistent(control, &format!("SELECT count(*) FROM {table}")).await;
+    rows[0][0].as_u64().unwrap()
 }

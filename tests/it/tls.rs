@@ -5,20 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use openraft::alias::{LogIdOf, VoteOf};
-use openraft::raft::VoteRequest;
-use openraft::vote::RaftLeaderIdExt;
 use testfleet::auth::tls::{self, TlsFiles};
-use testfleet::auth::{AuthChannel, Credentials, Role, Token};
+use testfleet::auth::{Credentials, Role, Token};
 use testfleet::proto::StatusRequest;
-use testfleet::proto::control_client::ControlClient;
-use testfleet::raft::TypeConfig;
-use testfleet::raft::network::encode;
-use testfleet::raft_proto::RaftRequest;
 use testfleet::raft_proto::raft_service_client::RaftServiceClient;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
-use super::support::{Process, client_as, query_consistent, run_as, start_coordinator, token_file};
+use super::support::{
+    Process, client_as, count, disruptive_vote, run_as, start_coordinator, term, token_file,
+};
 
 /// A one-node cluster serving mutual TLS with the certificates made in `<dir>/tls`, and
 /// checking the tests' tokens.
@@ -62,32 +57,6 @@ fn tls_flags(certs: &Path, role: Role) -> Vec<String> {
     .into_iter()
     .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
     .collect()
-}
-
-fn disruptive_vote() -> RaftRequest {
-    let leader = openraft::vote::leader_id_adv::LeaderId::new_committed(1000, 9);
-    let mut vote = VoteRequest::<TypeConfig>::new(
-        VoteOf::<TypeConfig>::new(1000, 9),
-        Some(LogIdOf::<TypeConfig>::new(leader, 1 << 40)),
-    );
-    vote.leadership_transfer = true;
-    RaftRequest {
-        payload: encode("vote", &vote).unwrap(),
-    }
-}
-
-async fn term(control: &mut ControlClient<AuthChannel>) -> u64 {
-    control
-        .status(StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .term
-}
-
-async fn count(control: &mut ControlClient<AuthChannel>, table: &str) -> u64 {
-    let rows = query_consistent(control, &format!("SELECT count(*) FROM {table}")).await;
-    rows[0][0].as_u64().unwrap()
 }
 
 /// A client configuration that trusts the CA in `certs` and presents `identity` (certificate
