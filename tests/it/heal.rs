@@ -111,8 +111,9 @@ async fn stop_a_follower_behind_a_snapshot(cluster: &mut TestCluster) -> u64 {
     let leader = cluster.leader().await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let node = cluster.node(follower).clone();
+    // Snapshots and purges run behind the writes; on a loaded two-core machine they lag.
     eventually(
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         "the follower to purge its log behind a snapshot",
         || {
             let purged = node.metrics().purged;

@@ -4,6 +4,7 @@
 //! the state back; a positive control shows the refused Raft call would have changed it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use testfleet::auth::tls::{self, TlsFiles};
 use testfleet::auth::{Credentials, Role, Token};
@@ -135,9 +136,17 @@ async fn each_certificate_reaches_only_its_roles_calls() {
         .vote(disruptive_vote())
         .await
         .unwrap();
-    // (It may have campaigned again since: 1000 or later.)
-    let after = term(&mut control).await;
-    assert!(after >= 1000, "the peer's vote left the term at {after}");
+    // The reply can come before the node's status shows the new term; it may also have
+    // campaigned again since: 1000 or later.
+    super::support::eventually(
+        Duration::from_secs(10),
+        "the term of the peer's vote",
+        || {
+            let mut control = control.clone();
+            async move { (term(&mut control).await >= 1000).then_some(()) }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
