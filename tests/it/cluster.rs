@@ -71,6 +71,8 @@ impl TestCluster {
             max_in_snapshot_log_to_keep: self.snapshot_every.min(1000) / 2,
             duckdb_threads: 1,
             duckdb_memory_limit: "256MB".into(),
+            // Tokens on, as everywhere: the nodes present the peer token to each other.
+            auth_dir: Some(super::support::auth_dir().to_path_buf()),
             ..CoordinatorConfig::default()
         }
     }
