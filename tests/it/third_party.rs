@@ -1,6 +1,8 @@
-//! A test suite this project did not write — toolz's own tests, as installed from PyPI
-//! (`.ci/run` installs `pytest` and `toolz`) — runs through `testfleet run` on three
-//! workers, one task per test file; each file's outcome must match a direct pytest run.
+//! A test suite this project did not write — toolz's own tests, as installed from PyPI — runs
+//! through `testfleet run` on three workers, one task per test file; each file's outcome must
+//! match a direct pytest run. The test finds a Python with pytest and toolz, or makes one (a
+//! virtual environment in Cargo's scratch directory, packages from PyPI), so the README's test
+//! command needs nothing installed by hand beyond `python3`.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -11,8 +13,84 @@ use testfleet::auth::Role;
 
 use super::support::{WorkerProcess, binary, token_file};
 
+/// The versions `.ci/run` pins too.
+const PACKAGES: [&str; 2] = ["pytest==9.2.0", "toolz==1.2.0"];
+
+/// A Python interpreter that imports pytest and toolz: `python3` if it does, else one this test
+/// provisions once under Cargo's scratch directory (a virtual environment, or a `--target`
+/// package directory where `venv` is not installed).
+fn python() -> &'static (String, Option<String>) {
+    static PYTHON: std::sync::OnceLock<(String, Option<String>)> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let imports = |python: &str, path: Option<&str>| {
+            let mut command = Command::new(python);
+            command.args(["-c", "import pytest, toolz"]);
+            if let Some(path) = path {
+                command.env("PYTHONPATH", path);
+            }
+            command.output().is_ok_and(|o| o.status.success())
+        };
+        if imports("python3", None) {
+            return ("python3".to_string(), None);
+        }
+        let scratch = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let venv = scratch.join("py-venv");
+        let venv_python = venv.join("bin/python3").display().to_string();
+        if imports(&venv_python, None) {
+            return (venv_python, None);
+        }
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 must be installed to run toolz's tests")
+            .success();
+        if made {
+            pip(&venv_python, &[]);
+            return (venv_python, None);
+        }
+        // No venv module (Debian without python3-venv): packages into a directory of their own.
+        let target = scratch.join("py-packages").display().to_string();
+        if !imports("python3", Some(&target)) {
+            pip("python3", &["--target", &target]);
+        }
+        ("python3".to_string(), Some(target))
+    })
+}
+
+/// `python -m pip install` of [`PACKAGES`] from PyPI, with `extra` arguments.
+fn pip(python: &str, extra: &[&str]) {
+    let out = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(extra)
+        .args(PACKAGES)
+        .output()
+        .expect("run pip");
+    assert!(
+        out.status.success(),
+        "cannot install {PACKAGES:?} from PyPI for toolz's tests: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `python` with the provisioned package directory, if any, on its path.
+fn python_command() -> Command {
+    let (python, path) = python();
+    let mut command = Command::new(python);
+    if let Some(path) = path {
+        command.env("PYTHONPATH", path);
+    }
+    command
+}
+
 fn toolz_tests() -> Vec<String> {
-    let out = Command::new("python3")
+    let out = python_command()
         .args([
             "-c",
             "import os, toolz, pytest; d = os.path.join(os.path.dirname(toolz.__file__), 'tests'); \
@@ -20,10 +98,10 @@ fn toolz_tests() -> Vec<String> {
              if f.startswith('test_') and f.endswith('.py'))))",
         ])
         .output()
-        .expect("python3 must be installed");
+        .expect("run python");
     assert!(
         out.status.success(),
-        "pytest and toolz must be installed: python3 -m pip install pytest toolz ({})",
+        "cannot list toolz's tests: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout)
@@ -33,7 +111,7 @@ fn toolz_tests() -> Vec<String> {
 }
 
 fn pytest(file: &str) -> &'static str {
-    let status = Command::new("python3")
+    let status = python_command()
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", file])
         .output()
         .expect("run pytest")
@@ -50,16 +128,23 @@ async fn toolz_test_files_give_the_same_outcomes_through_testfleet() {
     );
     let dir = super::support::test_dir();
     std::fs::write(dir.path().join("files.txt"), files.join("\n")).unwrap();
+    let (python, path) = python();
+    let env = match path {
+        Some(path) => format!("env = {{ PYTHONPATH = {path:?} }}\n"),
+        None => String::new(),
+    };
     std::fs::write(
         dir.path().join("plan.toml"),
-        r#"name = "toolz"
+        format!(
+            r#"name = "toolz"
 [defaults]
 timeout = "5m"
-[[matrix]]
-name = "{item}"
-command = ["python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "{item}"]
+{env}[[matrix]]
+name = "{{item}}"
+command = [{python:?}, "-m", "pytest", "-q", "-p", "no:cacheprovider", "{{item}}"]
 items_file = "files.txt"
-"#,
+"#
+        ),
     )
     .unwrap();
 
