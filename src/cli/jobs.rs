@@ -19,7 +19,7 @@ use super::{CliError, Output, Remote, from_status, table};
 use crate::auth::{AuthChannel, Credentials};
 use crate::coordinator::jobs::{MAX_JOBS_MESSAGE, task_spec_message};
 use crate::proto::jobs_client::JobsClient;
-use crate::proto::{GetJobRequest, JobReport, SubmitJobRequest};
+use crate::proto::{CancelJobRequest, GetJobRequest, JobReport, SubmitJobRequest};
 use crate::state::command::TaskSpec;
 use crate::state::limits;
 
@@ -248,7 +248,19 @@ fn progress_line(report: &JobReport) -> String {
 
 /// Follows a job until it ends, showing progress on stderr.
 pub async fn follow(remote: &Remote, job_id: &str) -> Result<JobReport, CliError> {
+    follow_interruptible(remote, job_id, None).await
+}
+
+/// Like [`follow`], with the user's interrupts (Ctrl-C) coming through `interrupts`: the first
+/// cancels the job and goes on following it until its tasks have stopped; the second leaves
+/// the job as it is and returns exit code 130 (the shell's code for SIGINT).
+pub async fn follow_interruptible(
+    remote: &Remote,
+    job_id: &str,
+    mut interrupts: Option<&mut tokio::sync::mpsc::UnboundedReceiver<()>>,
+) -> Result<JobReport, CliError> {
     let terminal = std::io::stderr().is_terminal();
+    let mut cancelling = false;
     let mut bar = None;
     let mut last_line = String::new();
     let mut last_print = Instant::now() - Duration::from_secs(60);
@@ -279,7 +291,59 @@ pub async fn follow(remote: &Remote, job_id: &str) -> Result<JobReport, CliError
             }
             return get_job(remote, job_id, true).await;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        let interrupted = async {
+            match interrupts.as_deref_mut() {
+                Some(rx) => rx.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            true = interrupted => {
+                // Above the progress bar, if there is one.
+                let say = |message: String| match &bar {
+                    Some(bar) => bar.suspend(|| eprintln!("{message}")),
+                    None => eprintln!("{message}"),
+                };
+                if cancelling {
+                    say(format!(
+                        "left job {job_id} as it is; follow it with `testfleet wait {job_id}`"
+                    ));
+                    return Err(CliError::Exit(130));
+                }
+                cancelling = true;
+                say(format!(
+                    "cancelling job {job_id} and waiting for its tasks to stop \
+                     (Ctrl-C again to leave it running)"
+                ));
+                match cancel(remote, job_id, "interrupted (Ctrl-C) by the client that ran it").await {
+                    Ok(()) => {}
+                    // It finished meanwhile: the next report says so.
+                    Err(CliError::Usage(why)) => say(why),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Cancels a job: its open tasks end `cancelled`, and workers stop the attempts they run. An
+/// unknown or finished job is a usage error that says which.
+pub async fn cancel(remote: &Remote, job_id: &str, reason: &str) -> Result<(), CliError> {
+    let reply = with_retry(remote, |mut client| async move {
+        client
+            .cancel_job(CancelJobRequest {
+                job_id: job_id.to_string(),
+                reason: reason.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    })
+    .await?;
+    if reply.cancelled {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!("cannot cancel: {}", reply.detail)))
     }
 }
 
