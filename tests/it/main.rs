@@ -13,6 +13,7 @@ mod fast_failover;
 mod ha;
 mod heal;
 mod io_fault;
+mod jobs_cli;
 mod jobs_e2e;
 mod limits;
 mod recovery;

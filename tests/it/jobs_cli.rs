@@ -1,0 +1,166 @@
+//! Everyday job commands through the real binary: `cancel`, Ctrl-C during `run`, and `wait`
+//! for a job submitted with `--detach`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use testfleet::auth::Role;
+
+use super::support::{
+    WorkerProcess, binary, client, eventually, local_cluster, query_consistent, run, test_dir,
+    token_file,
+};
+
+/// A plan of one task that sleeps for a minute (unless cancelled).
+fn sleepy_plan(dir: &Path) -> String {
+    let plan = dir.join("sleepy.toml");
+    std::fs::write(
+        &plan,
+        "name = \"sleepy\"\n[[task]]\nname = \"sleep\"\ncommand = [\"sleep\", \"60\"]\n",
+    )
+    .unwrap();
+    plan.display().to_string()
+}
+
+/// The status of `job` and of its one task, read consistently.
+async fn statuses(addr: &str, job: &str) -> (String, String) {
+    let rows = query_consistent(
+        &mut client(addr).await,
+        &format!(
+            "SELECT j.status, t.status FROM jobs j JOIN tasks t ON t.job_id = j.id \
+             WHERE j.id = '{job}'"
+        ),
+    )
+    .await;
+    let status = |i: usize| rows[0][i].as_str().unwrap().to_string();
+    (status(0), status(1))
+}
+
+/// Waits until the task of `job` runs on a worker.
+async fn until_running(addr: &str, job: &str) {
+    eventually(Duration::from_secs(30), "the task to run", || async move {
+        (statuses(addr, job).await.1 == "running").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_job_and_frees_its_worker() {
+    let dir = test_dir();
+    let cluster = local_cluster(1, dir.path(), &[]);
+    let leader = cluster.leader(Duration::from_secs(60), None).await.unwrap();
+    let addr = cluster.addr(leader).to_string();
+    let _worker = WorkerProcess::start(&addr, "w1", 1, dir.path());
+    let plan = sleepy_plan(dir.path());
+    let (code, job, err) = run(
+        &["run", &plan, "--detach", "--coordinator", &addr],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let job = job.trim().to_string();
+    until_running(&addr, &job).await;
+
+    let (code, out, err) = run(&["cancel", &job, "--coordinator", &addr], dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        statuses(&addr, &job).await,
+        ("cancelled".into(), "cancelled".into())
+    );
+    // The worker's only slot is free again: a new task runs on it at once, not in a minute.
+    let (code, _, err) = run(
+        &["submit", "--coordinator", &addr, "--timeout", "30s", "--", "true"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    eventually(Duration::from_secs(20), "the next task to pass", || {
+        let addr = addr.clone();
+        async move {
+            let rows = query_consistent(
+                &mut client(&addr).await,
+                "SELECT count(*) FROM tasks WHERE status = 'passed'",
+            )
+            .await;
+            (rows[0][0].as_u64() == Some(1)).then_some(())
+        }
+    })
+    .await;
+
+    // A second cancel says what is wrong and exits 2.
+    let (code, _, err) = run(&["cancel", &job, "--coordinator", &addr], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("already cancelled"), "{err}");
+    let (code, _, err) = run(&["cancel", "no-such-job", "--coordinator", &addr], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown job"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_run_cancels_the_job_and_wait_follows_a_detached_one() {
+    let dir = test_dir();
+    let cluster = local_cluster(1, dir.path(), &[]);
+    let leader = cluster.leader(Duration::from_secs(60), None).await.unwrap();
+    let addr = cluster.addr(leader).to_string();
+    let _worker = WorkerProcess::start(&addr, "w1", 1, dir.path());
+    let plan = sleepy_plan(dir.path());
+
+    let child = Command::new(binary())
+        .args(["run", &plan, "--coordinator", &addr, "-o", "json"])
+        .env("TESTFLEET_TOKEN_FILE", token_file(Role::Operator))
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let job = eventually(Duration::from_secs(30), "the job to run", || {
+        let addr = addr.clone();
+        async move {
+            let rows = query_consistent(
+                &mut client(&addr).await,
+                "SELECT j.id FROM jobs j JOIN tasks t ON t.job_id = j.id \
+                 WHERE t.status = 'running'",
+            )
+            .await;
+            rows.first().map(|r| r[0].as_str().unwrap().to_string())
+        }
+    })
+    .await;
+    // SAFETY: kill(2) on a child this test spawned and has not reaped.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cancelling job"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "a cancelled job exits 1: {err}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["status"], "cancelled", "{summary}");
+    assert_eq!(
+        statuses(&addr, &job).await,
+        ("cancelled".into(), "cancelled".into())
+    );
+
+    // `wait` follows a job submitted with --detach and exits as `run` would.
+    let quick = dir.path().join("quick.toml");
+    std::fs::write(
+        &quick,
+        "name = \"quick\"\n[[task]]\nname = \"t\"\ncommand = [\"true\"]\n",
+    )
+    .unwrap();
+    let (code, job, err) = run(
+        &["run", quick.to_str().unwrap(), "--detach", "--coordinator", &addr],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(
+        &["wait", job.trim(), "--coordinator", &addr, "-o", "json"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["status"], "finished", "{summary}");
+}
