@@ -6,11 +6,12 @@
 //! glue), [`coordinator`] (one node and its services), [`cli`] (the client commands).
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod coordinator;
+pub mod demo;
 pub mod health;
-pub mod launch;
 pub mod plan;
 pub mod query;
 pub mod raft;

@@ -7,10 +7,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 use testfleet::auth::Credentials;
-use testfleet::cli::{self, CliError, Output, Remote, bench, failover, jobs, status};
+use testfleet::bench::{self, failover};
+use testfleet::cli::{self, CliError, Output, Remote, jobs, status};
 use testfleet::config::{CoordinatorArgs, CoordinatorConfig};
 use testfleet::coordinator::{self, Coordinator};
-use testfleet::launch::Security;
+use testfleet::demo::launch::Security;
 use testfleet::worker::agent::WorkerConfig;
 
 /// Distributed test execution with auto-recovery and highly available coordinators.
@@ -602,7 +603,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             run_time,
         } => {
             let ok =
-                testfleet::cli::auto_recovery_demo::run(num_workers, Duration::from_secs(run_time))
+                testfleet::demo::auto_recovery::run(num_workers, Duration::from_secs(run_time))
                     .await?;
             if ok { Ok(()) } else { Err(CliError::Exit(1)) }
         }
@@ -622,7 +623,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     "--nodes and --workers must be at least 1".into(),
                 ));
             }
-            let settings = testfleet::cli::ha::HaSettings {
+            let settings = testfleet::demo::ha::HaSettings {
                 nodes,
                 workers,
                 base_port,
@@ -633,7 +634,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 leader_kills_only,
                 fault_every: (fault_interval.max(0.5), 2.0 * fault_interval.max(0.5)),
             };
-            let report = testfleet::cli::ha::run(&settings).await?;
+            let report = testfleet::demo::ha::run(&settings).await?;
             if report.passed {
                 Ok(())
             } else {
@@ -737,7 +738,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             security,
             output,
         }) => {
-            let settings = bench::BenchSettings {
+            let settings = bench::commit::BenchSettings {
                 nodes,
                 coordinators: match coordinator.as_deref() {
                     Some(list) => Some(Remote::new(
@@ -753,8 +754,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 data_dir,
                 security,
             };
-            let report = bench::run(&settings).await?;
-            print!("{}", bench::render(&report, output));
+            let report = bench::commit::run(&settings).await?;
+            print!("{}", bench::commit::render(&report, output));
             Ok(())
         }
         Command::Bench(BenchCommand::Tasks {
@@ -767,7 +768,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             security,
             output,
         }) => {
-            let settings = testfleet::cli::bench_tasks::TasksSettings {
+            let settings = testfleet::bench::tasks::TasksSettings {
                 security,
                 nodes,
                 workers,
@@ -776,8 +777,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 half_load_seconds,
                 data_dir,
             };
-            let report = testfleet::cli::bench_tasks::run(&settings).await?;
-            print!("{}", testfleet::cli::bench_tasks::render(&report, output));
+            let report = testfleet::bench::tasks::run(&settings).await?;
+            print!("{}", testfleet::bench::tasks::render(&report, output));
             Ok(())
         }
         Command::Bench(BenchCommand::Recovery {
@@ -795,7 +796,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             } else {
                 (1000, 5000)
             };
-            let settings = testfleet::cli::bench_recovery::RecoverySettings {
+            let settings = testfleet::bench::recovery::RecoverySettings {
                 nodes,
                 workers,
                 slots,
@@ -805,11 +806,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 task_seconds,
                 data_dir,
             };
-            let report = testfleet::cli::bench_recovery::run(&settings).await?;
-            print!(
-                "{}",
-                testfleet::cli::bench_recovery::render(&report, output)
-            );
+            let report = testfleet::bench::recovery::run(&settings).await?;
+            print!("{}", testfleet::bench::recovery::render(&report, output));
             Ok(())
         }
         Command::Bench(BenchCommand::Reconnect {
@@ -818,16 +816,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             data_dir,
             output,
         }) => {
-            let settings = testfleet::cli::bench_reconnect::ReconnectSettings {
+            let settings = testfleet::bench::reconnect::ReconnectSettings {
                 nodes,
                 fleets: workers,
                 data_dir,
             };
-            let report = testfleet::cli::bench_reconnect::run(&settings).await?;
-            print!(
-                "{}",
-                testfleet::cli::bench_reconnect::render(&report, output)
-            );
+            let report = testfleet::bench::reconnect::run(&settings).await?;
+            print!("{}", testfleet::bench::reconnect::render(&report, output));
             Ok(())
         }
         Command::Bench(BenchCommand::Failover {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use testfleet::auth::token::token_path;
 use testfleet::auth::{AuthChannel, Credentials, Role, Token};
-use testfleet::launch::LocalCluster;
+use testfleet::demo::launch::LocalCluster;
 use testfleet::proto::control_client::ControlClient;
 
 /// The token files every coordinator of this test process checks: every test runs with auth

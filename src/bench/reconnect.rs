@@ -14,9 +14,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::bench::Latency;
-use super::{CliError, Output, table};
-use crate::launch::LocalCluster;
+use crate::cli::{CliError, Output, table};
+use crate::demo::Latency;
+use crate::demo::launch::LocalCluster;
 use crate::worker::agent::{self, WorkerConfig};
 
 /// Settings of the benchmark.
@@ -135,8 +135,8 @@ async fn one_fleet(
 /// Runs the benchmark.
 pub async fn run(s: &ReconnectSettings) -> Result<ReconnectReport, CliError> {
     raise_fd_limit();
-    let binary = super::this_binary()?;
-    let (_temp, dir) = super::work_dir("testfleet-bench-reconnect-", s.data_dir.as_deref())?;
+    let binary = crate::demo::this_binary()?;
+    let (_temp, dir) = crate::demo::work_dir("testfleet-bench-reconnect-", s.data_dir.as_deref())?;
     let mut cluster = LocalCluster::start(&binary, s.nodes, &dir, &[]).map_err(unavailable)?;
     let addrs: Vec<String> = cluster.addresses().into_values().collect();
     let mut runs = Vec::new();

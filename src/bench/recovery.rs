@@ -15,15 +15,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::Remote;
-use super::bench::Latency;
-use super::{CliError, Output, table, unavailable};
-use crate::launch::{LocalCluster, LocalWorkers};
+use crate::cli::Remote;
+use crate::cli::{CliError, Output, table, unavailable};
+use crate::demo::Latency;
+use crate::demo::launch::{LocalCluster, LocalWorkers};
 use crate::state::command::{TaskSpec, Timestamp};
 
 /// A consistent read through the leader.
 async fn query(remote: &Remote, sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
-    super::query_rows(remote, sql, true).await
+    crate::cli::query_rows(remote, sql, true).await
 }
 
 /// Settings of the recovery benchmark.
@@ -75,8 +75,8 @@ where
 
 /// Runs the benchmark.
 pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
-    let binary = super::this_binary()?;
-    let (_temp, dir) = super::work_dir("testfleet-bench-recovery-", s.data_dir.as_deref())?;
+    let binary = crate::demo::this_binary()?;
+    let (_temp, dir) = crate::demo::work_dir("testfleet-bench-recovery-", s.data_dir.as_deref())?;
     let args = vec![
         "--worker-heartbeat-interval-ms".to_string(),
         s.heartbeat_ms.to_string(),
@@ -129,12 +129,12 @@ pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
             })
             .collect();
         submitted += tasks.len();
-        super::jobs::submit(&remote, &job, &job, &tasks).await?;
+        crate::cli::jobs::submit(&remote, &job, &job, &tasks).await?;
         let report = poll(Duration::from_secs(60), "every task running", || {
             let remote = remote.clone();
             let job = job.clone();
             async move {
-                let r = super::jobs::get_job(&remote, &job, true).await?;
+                let r = crate::cli::jobs::get_job(&remote, &job, true).await?;
                 Ok(
                     (r.counts.get("running").copied().unwrap_or(0) as usize == per_round)
                         .then_some(r),
@@ -167,7 +167,7 @@ pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
                 let remote = remote.clone();
                 let job = job.clone();
                 async move {
-                    let r = super::jobs::get_job(&remote, &job, true).await?;
+                    let r = crate::cli::jobs::get_job(&remote, &job, true).await?;
                     Ok((r.status != "running").then_some(r))
                 }
             },

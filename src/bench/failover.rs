@@ -1,7 +1,7 @@
 //! `testfleet bench failover`: how long a cluster is without a leader after the leader is
 //! SIGKILLed (or paused), measured on real processes.
 //!
-//! A local cluster of `--nodes` coordinator processes is started (see [`crate::launch`]).
+//! A local cluster of `--nodes` coordinator processes is started (see [`crate::demo::launch`]).
 //! Each round finds the leader, takes it out and measures, from that moment:
 //! * `elected`: until a majority of the survivors name a new leader;
 //! * `committed`: until a write proposed to the new leader is committed and acknowledged —
@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::bench::Latency;
-use super::{CliError, Output, connect, table};
 use crate::auth::{Credentials, Role};
-use crate::launch::LocalCluster;
+use crate::cli::{CliError, Output, connect, table};
+use crate::demo::Latency;
+use crate::demo::launch::LocalCluster;
 use crate::proto::{BenchRequest, StatusRequest};
 
 /// How the leader is taken out.
@@ -132,8 +132,8 @@ pub async fn run(settings: &FailoverSettings) -> Result<FailoverReport, CliError
             "--nodes must be at least 3: a failover needs a majority to survive one loss".into(),
         ));
     }
-    let binary = super::this_binary()?;
-    let (_temp, dir) = super::work_dir("testfleet-failover-", settings.data_dir.as_deref())?;
+    let binary = crate::demo::this_binary()?;
+    let (_temp, dir) = crate::demo::work_dir("testfleet-failover-", settings.data_dir.as_deref())?;
     let args = vec![
         "--heartbeat-interval-ms".to_string(),
         settings.heartbeat_ms.to_string(),

@@ -9,7 +9,7 @@
 //! recovery records are printed as they happen. At the end every process is resumed, the
 //! acknowledged jobs are given time to finish, and the report checks that every
 //! acknowledged task finished exactly once and, with `cluster check`
-//! ([`super::cluster_check`]), that every node's DuckDB holds the same rows. The report is
+//! ([`crate::cli::cluster_check`]), that every node's DuckDB holds the same rows. The report is
 //! printed and written as Markdown and JSON. Every process started is killed on exit, Ctrl-C included.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::Remote;
-use super::bench::Latency;
-use super::{CliError, unavailable};
-use crate::launch::{LocalCluster, LocalWorkers};
+use super::Latency;
+use super::launch::{LocalCluster, LocalWorkers};
+use crate::cli::Remote;
+use crate::cli::{CliError, unavailable};
 use crate::state::command::TaskSpec;
 
 /// Settings of the demo.
@@ -101,7 +101,7 @@ async fn check_replicas(cluster: &LocalCluster) -> ReplicaCheck {
         // Checked anyway: the check names the nodes that are not back.
         println!("not every coordinator is back before the replica check: {e}");
     }
-    match super::cluster_check::run(&cluster.remote(), Duration::from_secs(60)).await {
+    match crate::cli::cluster_check::run(&cluster.remote(), Duration::from_secs(60)).await {
         Ok(report) => {
             let verdict = serde_json::to_value(report.verdict)
                 .ok()
@@ -187,7 +187,7 @@ async fn run_workload(
             }
             let attempt_start = Instant::now();
             let addr = &remote.addrs[target % remote.addrs.len()];
-            let submitted = super::jobs::submit_once(
+            let submitted = crate::cli::jobs::submit_once(
                 addr,
                 &remote.credentials,
                 &job,
@@ -242,7 +242,7 @@ async fn leader_query_once(
     cluster: &LocalCluster,
     sql: &str,
 ) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
-    let mut client = super::connect_any(&cluster.remote()).await?;
+    let mut client = crate::cli::connect_any(&cluster.remote()).await?;
     let reply = client
         .query(crate::proto::QueryRequest {
             sql: sql.to_string(),
@@ -250,7 +250,7 @@ async fn leader_query_once(
             timeout_ms: 0,
         })
         .await
-        .map_err(super::from_status)?
+        .map_err(crate::cli::from_status)?
         .into_inner();
     reply
         .rows_json
