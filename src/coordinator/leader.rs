@@ -54,7 +54,7 @@ pub struct Leadership {
     /// Worker liveness (the health monitor's detector).
     pub monitor: super::monitor::Monitor,
     /// Auto-recovery (absent with `--disable-auto-recovery`).
-    pub recovery: Option<Arc<crate::recovery::executor::Recovery>>,
+    pub recovery: Option<Arc<super::recovery_loop::Recovery>>,
     /// Proposes the workers' reports (attempt started / finished), several per entry.
     pub reports: super::batcher::Batcher,
     sessions: Mutex<BTreeMap<WorkerId, Session>>,
@@ -103,7 +103,7 @@ impl Leadership {
         node: Arc<Coordinator>,
         term: u64,
         monitor: super::monitor::Monitor,
-        recovery: Option<Arc<crate::recovery::executor::Recovery>>,
+        recovery: Option<Arc<super::recovery_loop::Recovery>>,
     ) -> Self {
         let cancel = CancellationToken::new();
         let failure_timeout = Duration::from_millis(node.config().worker_failure_timeout_ms);
@@ -417,7 +417,7 @@ pub async fn start(node: Arc<Coordinator>, term: u64) {
     let recovery = if node.config().disable_auto_recovery {
         None
     } else {
-        match crate::recovery::executor::Recovery::new(&node, term) {
+        match super::recovery_loop::Recovery::new(&node, term) {
             Ok(r) => Some(Arc::new(r)),
             Err(e) => {
                 tracing::error!("auto-recovery off for this term: {e}");
@@ -474,10 +474,7 @@ pub async fn start(node: Arc<Coordinator>, term: u64) {
         tokio::task::spawn_blocking(move || recovery.learn_history(&node, recovery_rows));
     }
     tokio::spawn(super::monitor::run(node.clone(), leadership.clone()));
-    tokio::spawn(crate::recovery::executor::run(
-        node.clone(),
-        leadership.clone(),
-    ));
+    tokio::spawn(super::recovery_loop::run(node.clone(), leadership.clone()));
     tokio::spawn(dispatch(node, leadership, events));
 }
 

@@ -22,6 +22,7 @@ pub mod control;
 pub mod jobs;
 pub mod leader;
 pub mod monitor;
+pub mod recovery_loop;
 pub mod self_health;
 pub mod sessions;
 
