@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Coordinator;
-use super::leader::Leadership;
+use super::leadership::Leadership;
 use crate::recovery::planner::{Planner, PlannerConfig};
 use crate::recovery::strategy::StrategyStats;
 use crate::recovery::{Action, RecoveryEvent, RecoveryPolicy, SystemAction, WorkerRecoveryRecord};
