@@ -566,6 +566,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 }
 
 #[cfg(test)]
+mod limits_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
