@@ -4,6 +4,7 @@
 //!
 //! Where to start: [`state`] (the replicated state and its rules), [`raft`] (consensus
 //! glue), [`coordinator`] (one node and its services), [`cli`] (the client commands).
+//! [`bench`](mod@bench) and [`demo`] run real clusters of processes to measure and show them.
 
 pub mod auth;
 pub mod bench;

@@ -1,7 +1,7 @@
 //! Local clusters of real processes: coordinator and worker processes of this very binary,
 //! started on loopback, killed, paused and restarted at will. They serve the HA demo
 //! (`testfleet ha`, [`ha`], wrapped by `run_high_availability_cluster.sh`), the auto-recovery
-//! demo (`testfleet test-auto-recovery`, [`auto_recovery`]), the benchmarks ([`crate::bench`])
+//! demo (`testfleet test-auto-recovery`, [`auto_recovery`]), the benchmarks (`crate::bench`)
 //! and the process-level integration tests (`tests/it/`).
 //!
 //! [`launch`] starts and controls the processes ([`launch::LocalCluster`],

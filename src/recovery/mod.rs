@@ -8,7 +8,7 @@
 //! recovery loop feeds it [`RecoveryEvent`]s with the instant they happened
 //! ([`planner::Planner::on_event`]) and calls [`planner::Planner::tick`] at
 //! [`planner::Planner::next_deadline`]; both return the [`Action`]s that are now due, in order.
-//! The executor, the leader's recovery loop ([`crate::coordinator::recovery_loop`]), performs
+//! The executor, the leader's recovery loop (`coordinator::recovery_loop`), performs
 //! them: it proposes the commands (`SetWorkerStatus`, `RecordWorkerRecovery`,
 //! `RecordSystemRecovery`; ARCHITECTURE.md § The one rule: every decision is a command in the
 //! Raft log), closes sessions, runs restart commands with a timeout, holds and throttles dispatch, and reports what happened back as events
