@@ -59,6 +59,49 @@ pub struct FailoverSettings {
     pub data_dir: Option<PathBuf>,
 }
 
+/// Arguments of `testfleet bench failover`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct FailoverArgs {
+    /// Coordinator processes to start
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// How the leader is taken out: `kill` (SIGKILL, a crash) or `pause` (SIGSTOP, a hang)
+    #[arg(long, value_enum, default_value_t = Fault::Kill)]
+    pub fault: Fault,
+    /// Leader kills to measure
+    #[arg(long, default_value_t = 20)]
+    pub kills: usize,
+    /// Raft heartbeat interval of the started nodes
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval_ms: u64,
+    /// Minimum election timeout of the started nodes
+    #[arg(long, default_value_t = 250)]
+    pub election_timeout_min_ms: u64,
+    /// Maximum election timeout of the started nodes
+    #[arg(long, default_value_t = 500)]
+    pub election_timeout_max_ms: u64,
+    /// Directory for the nodes' files (default: a temporary directory)
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+impl FailoverArgs {
+    pub fn settings(&self) -> FailoverSettings {
+        FailoverSettings {
+            nodes: self.nodes,
+            fault: self.fault,
+            kills: self.kills,
+            heartbeat_ms: self.heartbeat_interval_ms,
+            election_min_ms: self.election_timeout_min_ms,
+            election_max_ms: self.election_timeout_max_ms,
+            data_dir: self.data_dir.clone(),
+        }
+    }
+}
+
 /// One kill.
 #[derive(Clone, Debug, Serialize)]
 pub struct FailoverSample {

@@ -27,6 +27,33 @@ pub struct ReconnectSettings {
     pub data_dir: Option<PathBuf>,
 }
 
+/// Arguments of `testfleet bench reconnect`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReconnectArgs {
+    /// Coordinator processes to start
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Fleet sizes to measure (workers run in this process, no-op executor)
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    pub workers: Vec<usize>,
+    /// Directory for the processes' files (default: a temporary directory)
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+impl ReconnectArgs {
+    pub fn settings(&self) -> ReconnectSettings {
+        ReconnectSettings {
+            nodes: self.nodes,
+            fleets: self.workers.clone(),
+            data_dir: self.data_dir.clone(),
+        }
+    }
+}
+
 /// One fleet size.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReconnectRun {

@@ -39,6 +39,55 @@ pub struct RecoverySettings {
     pub data_dir: Option<PathBuf>,
 }
 
+/// Arguments of `testfleet bench recovery`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RecoveryArgs {
+    /// Coordinator processes to start
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Worker processes to start
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Slots per worker
+    #[arg(long, default_value_t = 2)]
+    pub slots: u32,
+    /// Worker kills to measure
+    #[arg(long, default_value_t = 50)]
+    pub kills: usize,
+    /// Detection profile: default (heartbeat 1 s, failure 5 s) or tuned (100 ms, 500 ms)
+    #[arg(long, default_value = "default", value_parser = ["default", "tuned"])]
+    pub profile: String,
+    /// Seconds each task sleeps
+    #[arg(long, default_value_t = 1.0)]
+    pub task_seconds: f64,
+    /// Directory for the processes' files (default: a temporary directory)
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+impl RecoveryArgs {
+    pub fn settings(&self) -> RecoverySettings {
+        let (heartbeat_ms, failure_timeout_ms) = if self.profile == "tuned" {
+            (100, 500)
+        } else {
+            (1000, 5000)
+        };
+        RecoverySettings {
+            nodes: self.nodes,
+            workers: self.workers,
+            slots: self.slots,
+            kills: self.kills,
+            heartbeat_ms,
+            failure_timeout_ms,
+            task_seconds: self.task_seconds,
+            data_dir: self.data_dir.clone(),
+        }
+    }
+}
+
 /// The report.
 #[derive(Clone, Debug, Serialize)]
 pub struct RecoveryReport {

@@ -37,6 +37,49 @@ pub struct TasksSettings {
     pub data_dir: Option<PathBuf>,
 }
 
+/// Arguments of `testfleet bench tasks`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TasksArgs {
+    /// Coordinator processes to start
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Worker processes to start
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Slots per worker
+    #[arg(long, default_value_t = 4)]
+    pub slots: u32,
+    /// Tasks in the throughput job
+    #[arg(long, default_value_t = 2000)]
+    pub tasks: usize,
+    /// How the started cluster is protected
+    #[arg(long, value_enum, default_value_t = crate::demo::launch::Security::Tokens)]
+    pub security: crate::demo::launch::Security,
+    /// Seconds of paced submissions at half the measured rate
+    #[arg(long, default_value_t = 5.0)]
+    pub half_load_seconds: f64,
+    /// Directory for the processes' files (default: a temporary directory)
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+impl TasksArgs {
+    pub fn settings(&self) -> TasksSettings {
+        TasksSettings {
+            security: self.security,
+            nodes: self.nodes,
+            workers: self.workers,
+            slots: self.slots,
+            tasks: self.tasks,
+            half_load_seconds: self.half_load_seconds,
+            data_dir: self.data_dir.clone(),
+        }
+    }
+}
+
 /// The report.
 #[derive(Clone, Debug, Serialize)]
 pub struct TasksReport {

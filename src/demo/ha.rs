@@ -41,6 +41,63 @@ pub struct HaSettings {
     pub fault_every: (f64, f64),
 }
 
+/// Arguments of `testfleet ha`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct HaArgs {
+    /// Coordinator processes
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Worker processes
+    #[arg(long, default_value_t = 3)]
+    pub workers: usize,
+    /// First port (node i uses base + i - 1); default: free ports
+    #[arg(long)]
+    pub base_port: Option<u16>,
+    /// Seconds to run
+    #[arg(long, default_value_t = 120)]
+    pub runtime: u64,
+    /// Inject seeded random faults (SIGKILL, SIGSTOP/SIGCONT, restarts)
+    #[arg(long)]
+    pub fault_injection: bool,
+    /// Seed of the fault schedule
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Only SIGKILL the leader
+    #[arg(long)]
+    pub leader_kills_only: bool,
+    /// Seconds between faults (each gap is random in [x, 2x))
+    #[arg(long, default_value_t = 4.0)]
+    pub fault_interval: f64,
+    /// Where the report (Markdown + JSON) and the processes' files go
+    #[arg(long, default_value = "ha-report")]
+    pub report_dir: std::path::PathBuf,
+}
+
+impl HaArgs {
+    /// The demo's settings; refuses no nodes or no workers.
+    pub fn settings(&self) -> Result<HaSettings, CliError> {
+        if self.nodes == 0 || self.workers == 0 {
+            return Err(CliError::Usage(
+                "--nodes and --workers must be at least 1".into(),
+            ));
+        }
+        Ok(HaSettings {
+            nodes: self.nodes,
+            workers: self.workers,
+            base_port: self.base_port,
+            runtime: Duration::from_secs(self.runtime),
+            fault_injection: self.fault_injection,
+            seed: self.seed,
+            report_dir: self.report_dir.clone(),
+            leader_kills_only: self.leader_kills_only,
+            fault_every: (
+                self.fault_interval.max(0.5),
+                2.0 * self.fault_interval.max(0.5),
+            ),
+        })
+    }
+}
+
 /// One injected fault.
 #[derive(Clone, Debug, Serialize)]
 pub struct Fault {
