@@ -4,13 +4,15 @@
 //!
 //! Where to start: [`state`] (the replicated state and its rules), [`raft`] (consensus
 //! glue), [`coordinator`] (one node and its services), [`cli`] (the client commands).
+//! [`bench`](mod@bench) and [`demo`] run real clusters of processes to measure and show them.
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod coordinator;
+pub mod demo;
 pub mod health;
-pub mod launch;
 pub mod plan;
 pub mod query;
 pub mod raft;

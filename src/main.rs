@@ -7,10 +7,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 use testfleet::auth::Credentials;
-use testfleet::cli::{self, CliError, Output, Remote, bench, failover, jobs, status};
+use testfleet::bench::{self, failover};
+use testfleet::cli::{self, CliError, Output, Remote, jobs, status};
 use testfleet::config::{CoordinatorArgs, CoordinatorConfig};
 use testfleet::coordinator::{self, Coordinator};
-use testfleet::launch::Security;
+use testfleet::demo::launch::Security;
 use testfleet::worker::agent::WorkerConfig;
 
 /// Distributed test execution with auto-recovery and highly available coordinators.
@@ -167,35 +168,7 @@ enum Command {
     #[command(subcommand)]
     Recovery(RecoveryCommand),
     /// Local HA demo: N coordinators and W workers under load, with seeded faults; report
-    Ha {
-        /// Coordinator processes
-        #[arg(long, default_value_t = 3)]
-        nodes: u64,
-        /// Worker processes
-        #[arg(long, default_value_t = 3)]
-        workers: usize,
-        /// First port (node i uses base + i - 1); default: free ports
-        #[arg(long)]
-        base_port: Option<u16>,
-        /// Seconds to run
-        #[arg(long, default_value_t = 120)]
-        runtime: u64,
-        /// Inject seeded random faults (SIGKILL, SIGSTOP/SIGCONT, restarts)
-        #[arg(long)]
-        fault_injection: bool,
-        /// Seed of the fault schedule
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Only SIGKILL the leader
-        #[arg(long)]
-        leader_kills_only: bool,
-        /// Seconds between faults (each gap is random in [x, 2x))
-        #[arg(long, default_value_t = 4.0)]
-        fault_interval: f64,
-        /// Where the report (Markdown + JSON) and the processes' files go
-        #[arg(long, default_value = "ha-report")]
-        report_dir: std::path::PathBuf,
-    },
+    Ha(testfleet::demo::ha::HaArgs),
     /// Auto-recovery end to end with real processes: kill a worker, watch it come back
     TestAutoRecovery {
         /// Worker processes to start
@@ -308,101 +281,13 @@ enum BenchCommand {
         output: Output,
     },
     /// Trivial tasks end to end: throughput, dispatch latency, worker memory, pick time
-    Tasks {
-        /// Coordinator processes to start
-        #[arg(long, default_value_t = 3)]
-        nodes: u64,
-        /// Worker processes to start
-        #[arg(long, default_value_t = 4)]
-        workers: usize,
-        /// Slots per worker
-        #[arg(long, default_value_t = 4)]
-        slots: u32,
-        /// Tasks in the throughput job
-        #[arg(long, default_value_t = 2000)]
-        tasks: usize,
-        /// How the started cluster is protected
-        #[arg(long, value_enum, default_value_t = Security::Tokens)]
-        security: Security,
-        /// Seconds of paced submissions at half the measured rate
-        #[arg(long, default_value_t = 5.0)]
-        half_load_seconds: f64,
-        /// Directory for the processes' files (default: a temporary directory)
-        #[arg(long)]
-        data_dir: Option<std::path::PathBuf>,
-        /// Output format
-        #[arg(short, long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
+    Tasks(testfleet::bench::tasks::TasksArgs),
     /// Worker SIGKILL to its tasks requeued and finished elsewhere, over many kills
-    Recovery {
-        /// Coordinator processes to start
-        #[arg(long, default_value_t = 3)]
-        nodes: u64,
-        /// Worker processes to start
-        #[arg(long, default_value_t = 4)]
-        workers: usize,
-        /// Slots per worker
-        #[arg(long, default_value_t = 2)]
-        slots: u32,
-        /// Worker kills to measure
-        #[arg(long, default_value_t = 50)]
-        kills: usize,
-        /// Detection profile: default (heartbeat 1 s, failure 5 s) or tuned (100 ms, 500 ms)
-        #[arg(long, default_value = "default", value_parser = ["default", "tuned"])]
-        profile: String,
-        /// Seconds each task sleeps
-        #[arg(long, default_value_t = 1.0)]
-        task_seconds: f64,
-        /// Directory for the processes' files (default: a temporary directory)
-        #[arg(long)]
-        data_dir: Option<std::path::PathBuf>,
-        /// Output format
-        #[arg(short, long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
+    Recovery(testfleet::bench::recovery::RecoveryArgs),
     /// Leader SIGKILL to every worker holding a session with the new leader
-    Reconnect {
-        /// Coordinator processes to start
-        #[arg(long, default_value_t = 3)]
-        nodes: u64,
-        /// Fleet sizes to measure (workers run in this process, no-op executor)
-        #[arg(long, value_delimiter = ',', default_value = "100,1000")]
-        workers: Vec<usize>,
-        /// Directory for the processes' files (default: a temporary directory)
-        #[arg(long)]
-        data_dir: Option<std::path::PathBuf>,
-        /// Output format
-        #[arg(short, long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
+    Reconnect(testfleet::bench::reconnect::ReconnectArgs),
     /// Leader SIGKILL (or SIGSTOP) to new leader, and to the first acknowledged write
-    Failover {
-        /// Coordinator processes to start
-        #[arg(long, default_value_t = 3)]
-        nodes: u64,
-        /// How the leader is taken out: `kill` (SIGKILL, a crash) or `pause` (SIGSTOP, a hang)
-        #[arg(long, value_enum, default_value_t = failover::Fault::Kill)]
-        fault: failover::Fault,
-        /// Leader kills to measure
-        #[arg(long, default_value_t = 20)]
-        kills: usize,
-        /// Raft heartbeat interval of the started nodes
-        #[arg(long, default_value_t = 100)]
-        heartbeat_interval_ms: u64,
-        /// Minimum election timeout of the started nodes
-        #[arg(long, default_value_t = 250)]
-        election_timeout_min_ms: u64,
-        /// Maximum election timeout of the started nodes
-        #[arg(long, default_value_t = 500)]
-        election_timeout_max_ms: u64,
-        /// Directory for the nodes' files (default: a temporary directory)
-        #[arg(long)]
-        data_dir: Option<std::path::PathBuf>,
-        /// Output format
-        #[arg(short, long, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
+    Failover(testfleet::bench::failover::FailoverArgs),
 }
 
 fn init_tracing() {
@@ -602,38 +487,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             run_time,
         } => {
             let ok =
-                testfleet::cli::auto_recovery_demo::run(num_workers, Duration::from_secs(run_time))
+                testfleet::demo::auto_recovery::run(num_workers, Duration::from_secs(run_time))
                     .await?;
             if ok { Ok(()) } else { Err(CliError::Exit(1)) }
         }
-        Command::Ha {
-            nodes,
-            workers,
-            base_port,
-            runtime,
-            fault_injection,
-            seed,
-            leader_kills_only,
-            fault_interval,
-            report_dir,
-        } => {
-            if nodes == 0 || workers == 0 {
-                return Err(CliError::Usage(
-                    "--nodes and --workers must be at least 1".into(),
-                ));
-            }
-            let settings = testfleet::cli::ha::HaSettings {
-                nodes,
-                workers,
-                base_port,
-                runtime: Duration::from_secs(runtime),
-                fault_injection,
-                seed,
-                report_dir,
-                leader_kills_only,
-                fault_every: (fault_interval.max(0.5), 2.0 * fault_interval.max(0.5)),
-            };
-            let report = testfleet::cli::ha::run(&settings).await?;
+        Command::Ha(args) => {
+            let report = testfleet::demo::ha::run(&args.settings()?).await?;
             if report.passed {
                 Ok(())
             } else {
@@ -737,7 +596,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             security,
             output,
         }) => {
-            let settings = bench::BenchSettings {
+            let settings = bench::commit::BenchSettings {
                 nodes,
                 coordinators: match coordinator.as_deref() {
                     Some(list) => Some(Remote::new(
@@ -753,104 +612,28 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 data_dir,
                 security,
             };
-            let report = bench::run(&settings).await?;
-            print!("{}", bench::render(&report, output));
+            let report = bench::commit::run(&settings).await?;
+            print!("{}", bench::commit::render(&report, output));
             Ok(())
         }
-        Command::Bench(BenchCommand::Tasks {
-            nodes,
-            workers,
-            slots,
-            tasks,
-            half_load_seconds,
-            data_dir,
-            security,
-            output,
-        }) => {
-            let settings = testfleet::cli::bench_tasks::TasksSettings {
-                security,
-                nodes,
-                workers,
-                slots,
-                tasks,
-                half_load_seconds,
-                data_dir,
-            };
-            let report = testfleet::cli::bench_tasks::run(&settings).await?;
-            print!("{}", testfleet::cli::bench_tasks::render(&report, output));
+        Command::Bench(BenchCommand::Tasks(args)) => {
+            let report = bench::tasks::run(&args.settings()).await?;
+            print!("{}", bench::tasks::render(&report, args.output));
             Ok(())
         }
-        Command::Bench(BenchCommand::Recovery {
-            nodes,
-            workers,
-            slots,
-            kills,
-            profile,
-            task_seconds,
-            data_dir,
-            output,
-        }) => {
-            let (heartbeat_ms, failure_timeout_ms) = if profile == "tuned" {
-                (100, 500)
-            } else {
-                (1000, 5000)
-            };
-            let settings = testfleet::cli::bench_recovery::RecoverySettings {
-                nodes,
-                workers,
-                slots,
-                kills,
-                heartbeat_ms,
-                failure_timeout_ms,
-                task_seconds,
-                data_dir,
-            };
-            let report = testfleet::cli::bench_recovery::run(&settings).await?;
-            print!(
-                "{}",
-                testfleet::cli::bench_recovery::render(&report, output)
-            );
+        Command::Bench(BenchCommand::Recovery(args)) => {
+            let report = bench::recovery::run(&args.settings()).await?;
+            print!("{}", bench::recovery::render(&report, args.output));
             Ok(())
         }
-        Command::Bench(BenchCommand::Reconnect {
-            nodes,
-            workers,
-            data_dir,
-            output,
-        }) => {
-            let settings = testfleet::cli::bench_reconnect::ReconnectSettings {
-                nodes,
-                fleets: workers,
-                data_dir,
-            };
-            let report = testfleet::cli::bench_reconnect::run(&settings).await?;
-            print!(
-                "{}",
-                testfleet::cli::bench_reconnect::render(&report, output)
-            );
+        Command::Bench(BenchCommand::Reconnect(args)) => {
+            let report = bench::reconnect::run(&args.settings()).await?;
+            print!("{}", bench::reconnect::render(&report, args.output));
             Ok(())
         }
-        Command::Bench(BenchCommand::Failover {
-            nodes,
-            fault,
-            kills,
-            heartbeat_interval_ms,
-            election_timeout_min_ms,
-            election_timeout_max_ms,
-            data_dir,
-            output,
-        }) => {
-            let settings = failover::FailoverSettings {
-                nodes,
-                fault,
-                kills,
-                heartbeat_ms: heartbeat_interval_ms,
-                election_min_ms: election_timeout_min_ms,
-                election_max_ms: election_timeout_max_ms,
-                data_dir,
-            };
-            let report = failover::run(&settings).await?;
-            print!("{}", failover::render(&report, output));
+        Command::Bench(BenchCommand::Failover(args)) => {
+            let report = failover::run(&args.settings()).await?;
+            print!("{}", failover::render(&report, args.output));
             Ok(())
         }
     }

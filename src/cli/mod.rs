@@ -4,14 +4,7 @@
 //! `TESTFLEET_COORDINATOR`) and prints a table for people or, with `-o json`, one JSON
 //! document for scripts. Logs go to stderr; results to stdout.
 
-pub mod auto_recovery_demo;
-pub mod bench;
-pub mod bench_reconnect;
-pub mod bench_recovery;
-pub mod bench_tasks;
 pub mod cluster_check;
-pub mod failover;
-pub mod ha;
 pub mod jobs;
 pub mod recovery;
 pub mod recovery_report;
@@ -166,41 +159,6 @@ pub async fn query_rows(
                 .map_err(|e| CliError::Other(format!("the coordinator sent a malformed row: {e}")))
         })
         .collect()
-}
-
-/// This executable, to start coordinator and worker processes of the same build.
-pub fn this_binary() -> Result<std::path::PathBuf, CliError> {
-    std::env::current_exe()
-        .map_err(|e| CliError::Other(format!("cannot find this executable: {e}")))
-}
-
-/// Where a benchmark's processes keep their files: `data_dir` when given (created if
-/// missing), else a new temporary directory, removed when the returned guard is dropped.
-pub fn work_dir(
-    prefix: &str,
-    data_dir: Option<&std::path::Path>,
-) -> Result<(Option<tempfile::TempDir>, std::path::PathBuf), CliError> {
-    match data_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                CliError::Usage(format!(
-                    "cannot create data directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
-            Ok((None, dir.to_path_buf()))
-        }
-        None => {
-            let temp = tempfile::Builder::new()
-                .prefix(prefix)
-                .tempdir()
-                .map_err(|e| {
-                    CliError::Other(format!("cannot create a temporary directory: {e}"))
-                })?;
-            let dir = temp.path().to_path_buf();
-            Ok((Some(temp), dir))
-        }
-    }
 }
 
 /// An infrastructure error (exit 3) from anything displayable.

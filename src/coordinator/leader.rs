@@ -1,374 +1,27 @@
-//! Leader-only soft state and loops: worker sessions, the scheduler, and dispatch.
+//! Becoming and ceasing to be leader, and the dispatch loop.
 //!
-//! A [`Leadership`] exists only while this node is the committed leader of a term. It is
-//! created by openraft's `on_leader_change(start)` and cancelled on `stop`; everything it
-//! holds is soft state rebuilt from the replicated view on election:
+//! [`start`] runs from openraft's `on_leader_change` once this node leads its term in fact: it
+//! builds the term's [`Leadership`] (soft state, [`super::leadership`]) and starts the leader
+//! loops — the health monitor ([`super::monitor`]), the recovery loop
+//! ([`super::recovery_loop`]) and dispatch, here; [`stop`] cancels them.
 //!
-//! * the live worker sessions (an mpsc sender per worker stream, its slots, what it runs),
-//!   one per worker name and process ([`super::sessions::identity`]);
-//! * the [`Scheduler`], fed by the state machine's [`Event`]s (a lagging feed rebuilds it);
-//! * the dispatch loop: pick → propose `AssignTasks` → on commit send each `Assign` to its
-//!   worker. A worker runs an attempt only after its assignment is committed.
-//!
-//! Everything sent to workers carries the leader's term, so a deposed leader's messages are
-//! refused by workers that have seen a newer term.
+//! The dispatch loop: pick → propose `AssignTasks` → on commit send each `Assign` to its
+//! worker ([`super::leadership::send_assign`]). A worker runs an attempt only after its
+//! assignment is committed. Everything sent to workers carries the leader's term, so a
+//! deposed leader's messages are refused by workers that have seen a newer term.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, broadcast, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::broadcast;
 
 use super::Coordinator;
-use super::sessions::identity::{self, Holder, NameTaken};
-use crate::proto::{Assign, CoordinatorMessage, coordinator_message};
-use crate::scheduler::{QueuedTask, Scheduler, WorkerProfile};
-use crate::state::command::{Command, TaskStatus, Timestamp, WorkerId, WorkerStatus};
-use crate::state::machine::{Event, Machine, Reply};
+use super::leadership::{Leadership, lock, send_assign};
+use crate::state::command::{Command, TaskStatus, Timestamp, WorkerStatus};
+use crate::state::machine::{Event, Reply};
 
 /// Assignments proposed in one `AssignTasks` command at most.
 const MAX_BATCH: usize = 512;
-
-/// The sending half of a worker's session stream.
-pub type SessionSender = mpsc::Sender<Result<CoordinatorMessage, tonic::Status>>;
-
-/// One connected worker.
-pub struct Session {
-    /// Distinguishes a reconnected session from the one it replaced.
-    pub generation: u64,
-    /// The worker process's session id (its hello's), and the host it said it runs on.
-    pub session_id: String,
-    pub host: String,
-    pub sender: SessionSender,
-    pub slots: u32,
-    pub last_seen: Instant,
-    /// Attempts the worker reported running (or finished, not yet acknowledged).
-    pub running: BTreeSet<(String, u32)>,
-}
-
-/// Soft state of one leadership term.
-pub struct Leadership {
-    pub term: u64,
-    pub cancel: CancellationToken,
-    /// Worker liveness (the health monitor's detector).
-    pub monitor: super::monitor::Monitor,
-    /// Auto-recovery (absent with `--disable-auto-recovery`).
-    pub recovery: Option<Arc<crate::recovery::executor::Recovery>>,
-    /// Proposes the workers' reports (attempt started / finished), several per entry.
-    pub reports: super::batcher::Batcher,
-    sessions: Mutex<BTreeMap<WorkerId, Session>>,
-    /// Hellos being registered, holding their name until their session opens: (session id,
-    /// host, when). Locked before `sessions` when both are.
-    claims: Mutex<BTreeMap<WorkerId, (String, String, Instant)>>,
-    /// A session or claim not heard from for this long no longer holds its name.
-    failure_timeout: Duration,
-    scheduler: Mutex<Scheduler>,
-    /// Wakes the dispatcher (a worker joined, a slot freed).
-    wake: Notify,
-    next_generation: Mutex<u64>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A worker's profile from the replicated view and its session.
-pub fn worker_profile(machine: &Machine, worker: &str, slots: u32) -> Option<WorkerProfile> {
-    let w = machine.worker(worker)?;
-    let capabilities: BTreeMap<String, String> =
-        match serde_json::from_str::<serde_json::Value>(&w.capabilities_json) {
-            Ok(serde_json::Value::Object(map)) => map
-                .into_iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        serde_json::Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    (k, v)
-                })
-                .collect(),
-            _ => BTreeMap::new(),
-        };
-    Some(WorkerProfile {
-        id: w.id.clone(),
-        labels: w.labels.clone(),
-        capabilities,
-        slots,
-    })
-}
-
-impl Leadership {
-    fn new(
-        node: Arc<Coordinator>,
-        term: u64,
-        monitor: super::monitor::Monitor,
-        recovery: Option<Arc<crate::recovery::executor::Recovery>>,
-    ) -> Self {
-        let cancel = CancellationToken::new();
-        let failure_timeout = Duration::from_millis(node.config().worker_failure_timeout_ms);
-        Leadership {
-            term,
-            monitor,
-            recovery,
-            reports: super::batcher::Batcher::start(node, cancel.clone()),
-            cancel,
-            sessions: Mutex::new(BTreeMap::new()),
-            claims: Mutex::new(BTreeMap::new()),
-            failure_timeout,
-            scheduler: Mutex::new(Scheduler::new()),
-            wake: Notify::new(),
-            next_generation: Mutex::new(0),
-        }
-    }
-
-    /// Holds `worker` for a hello from process `session_id` on `host` while it is registered,
-    /// unless another live process holds it ([`identity::may_take`]): a live session, or a
-    /// hello of another process being registered. [`Leadership::add_session`] or
-    /// [`Leadership::release_claim`] ends the claim; one left behind expires after the
-    /// failure timeout.
-    pub fn claim(&self, worker: &str, session_id: &str, host: &str) -> Result<(), NameTaken> {
-        let now = Instant::now();
-        let mut claims = lock(&self.claims);
-        self.check_session(worker, session_id, now)?;
-        let pending = claims.get(worker).map(|(id, host, since)| Holder {
-            session_id: id,
-            host,
-            last_seen: *since,
-        });
-        identity::may_take(worker, pending, session_id, now, self.failure_timeout)?;
-        claims.insert(
-            worker.to_string(),
-            (session_id.to_string(), host.to_string(), now),
-        );
-        Ok(())
-    }
-
-    /// Ends a claim of `session_id` (its registration failed).
-    pub fn release_claim(&self, worker: &str, session_id: &str) {
-        let mut claims = lock(&self.claims);
-        if claims
-            .get(worker)
-            .is_some_and(|(id, _, _)| id == session_id)
-        {
-            claims.remove(worker);
-        }
-    }
-
-    /// Refuses `session_id` if another process holds `worker`'s live session.
-    fn check_session(&self, worker: &str, session_id: &str, now: Instant) -> Result<(), NameTaken> {
-        let sessions = lock(&self.sessions);
-        let holder = sessions.get(worker).map(|s| Holder {
-            session_id: &s.session_id,
-            host: &s.host,
-            last_seen: s.last_seen,
-        });
-        identity::may_take(worker, holder, session_id, now, self.failure_timeout)
-    }
-
-    /// Registers a worker's session and returns its generation; it replaces an older session
-    /// of the same process, or one no longer alive, and ends the hello's claim. Refused if
-    /// another process holds a live session of the name.
-    pub fn add_session(
-        &self,
-        worker: &str,
-        session_id: &str,
-        host: &str,
-        sender: SessionSender,
-        slots: u32,
-        running: BTreeSet<(String, u32)>,
-    ) -> Result<u64, NameTaken> {
-        let mut claims = lock(&self.claims);
-        let now = Instant::now();
-        self.check_session(worker, session_id, now)?;
-        let generation = {
-            let mut next = lock(&self.next_generation);
-            *next += 1;
-            *next
-        };
-        lock(&self.sessions).insert(
-            worker.to_string(),
-            Session {
-                generation,
-                session_id: session_id.to_string(),
-                host: host.to_string(),
-                sender,
-                slots,
-                last_seen: now,
-                running,
-            },
-        );
-        if claims
-            .get(worker)
-            .is_some_and(|(id, _, _)| id == session_id)
-        {
-            claims.remove(worker);
-        }
-        Ok(generation)
-    }
-
-    /// Whether `generation` is the worker's current session.
-    pub fn is_current(&self, worker: &str, generation: u64) -> bool {
-        lock(&self.sessions)
-            .get(worker)
-            .is_some_and(|s| s.generation == generation)
-    }
-
-    /// Forgets a session if it is still the current one of its worker; returns whether it was.
-    pub fn remove_session(&self, worker: &str, generation: u64) -> bool {
-        let mut sessions = lock(&self.sessions);
-        if sessions
-            .get(worker)
-            .is_some_and(|s| s.generation == generation)
-        {
-            sessions.remove(worker);
-            drop(sessions);
-            lock(&self.scheduler).worker_down(worker);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Records a heartbeat.
-    pub fn heartbeat(&self, worker: &str, generation: u64, running: BTreeSet<(String, u32)>) {
-        if let Some(s) = lock(&self.sessions).get_mut(worker)
-            && s.generation == generation
-        {
-            s.last_seen = Instant::now();
-            s.running = running;
-        }
-    }
-
-    /// Ends a worker's session (it reconnects); recovery's first strategy.
-    pub fn close_session(&self, worker: &str) {
-        let removed = lock(&self.sessions).remove(worker);
-        if removed.is_some() {
-            lock(&self.scheduler).worker_down(worker);
-        }
-    }
-
-    /// Tells recovery about an event, when auto-recovery is on.
-    pub fn recovery_event(&self, event: crate::recovery::RecoveryEvent) {
-        if let Some(r) = &self.recovery {
-            r.event(event);
-        }
-    }
-
-    /// Makes a registered worker available to the scheduler.
-    pub fn worker_ready(&self, profile: WorkerProfile) {
-        lock(&self.scheduler).worker_up(profile);
-        self.wake.notify_one();
-    }
-
-    /// The sender of a worker's current session.
-    pub fn sender(&self, worker: &str) -> Option<SessionSender> {
-        lock(&self.sessions).get(worker).map(|s| s.sender.clone())
-    }
-
-    /// What a worker's last heartbeat said it runs.
-    pub fn reported(&self, worker: &str) -> BTreeSet<(String, u32)> {
-        lock(&self.sessions)
-            .get(worker)
-            .map(|s| s.running.clone())
-            .unwrap_or_default()
-    }
-
-    /// Workers with a session right now.
-    pub fn connected(&self) -> Vec<WorkerId> {
-        lock(&self.sessions).keys().cloned().collect()
-    }
-
-    /// Why a queued task waits, if no live worker can run it.
-    pub fn parked(&self) -> Vec<(String, String)> {
-        lock(&self.scheduler)
-            .parked()
-            .into_iter()
-            .map(|p| (p.task, p.reason))
-            .collect()
-    }
-
-    /// Tells a worker to stop an attempt it no longer holds (requeued, cancelled), if its
-    /// last heartbeat said it runs it.
-    fn cancel_if_running(&self, task: &str, worker: &str, attempt: u32) {
-        let sessions = lock(&self.sessions);
-        let Some(session) = sessions.get(worker) else {
-            return;
-        };
-        if !session.running.contains(&(task.to_string(), attempt)) {
-            return;
-        }
-        let cancel = crate::proto::Cancel {
-            term: self.term,
-            task_id: task.to_string(),
-            attempt,
-            reason: "the attempt no longer belongs to this worker".to_string(),
-        };
-        let _ = session.sender.try_send(Ok(CoordinatorMessage {
-            body: Some(coordinator_message::Body::Cancel(cancel)),
-        }));
-    }
-
-    /// Rebuilds the scheduler from the replicated view and the live sessions.
-    fn rebuild(&self, machine: &Machine) {
-        let profiles: Vec<WorkerProfile> = lock(&self.sessions)
-            .iter()
-            .filter(|(id, _)| {
-                machine
-                    .worker(id)
-                    .is_some_and(|w| w.status == WorkerStatus::Healthy)
-            })
-            .filter_map(|(id, s)| worker_profile(machine, id, s.slots))
-            .collect();
-        *lock(&self.scheduler) = Scheduler::rebuild(machine, &profiles);
-    }
-
-    fn apply_event(&self, node: &Coordinator, event: Event) {
-        let mut scheduler = lock(&self.scheduler);
-        match event {
-            Event::Queued { task } => {
-                let queued = node.state().with_machine(|m| {
-                    m.task(&task)
-                        .filter(|t| t.status == TaskStatus::Queued)
-                        .map(QueuedTask::from_task)
-                });
-                if let Some(q) = queued {
-                    scheduler.enqueue(q);
-                }
-            }
-            // An assignment this scheduler did not reserve (proposed by a previous leader and
-            // applied after the rebuild): the task leaves the queue and its slot is busy.
-            Event::Assigned { task, worker, .. } => {
-                if scheduler.reservation(&task).is_none() && scheduler.remove(&task) {
-                    scheduler.attempt_started(&worker);
-                }
-            }
-            Event::Released {
-                task,
-                worker,
-                attempt,
-            } => {
-                scheduler.attempt_ended(&worker);
-                drop(scheduler);
-                self.cancel_if_running(&task, &worker, attempt);
-            }
-            Event::Final { task, .. } => {
-                scheduler.remove(&task);
-            }
-            Event::Worker { worker, status } => {
-                if status != WorkerStatus::Healthy {
-                    scheduler.worker_down(&worker);
-                } else if let Some(slots) = lock(&self.sessions).get(&worker).map(|s| s.slots)
-                    && let Some(profile) = node
-                        .state()
-                        .with_machine(|m| worker_profile(m, &worker, slots))
-                {
-                    scheduler.worker_up(profile);
-                }
-            }
-        }
-    }
-}
 
 /// Whether this node leads `term` in fact and its state is that term's: waits (while it keeps
 /// leading) until the server state is Leader and the state machine has applied an entry of
@@ -417,7 +70,7 @@ pub async fn start(node: Arc<Coordinator>, term: u64) {
     let recovery = if node.config().disable_auto_recovery {
         None
     } else {
-        match crate::recovery::executor::Recovery::new(&node, term) {
+        match super::recovery_loop::Recovery::new(&node, term) {
             Ok(r) => Some(Arc::new(r)),
             Err(e) => {
                 tracing::error!("auto-recovery off for this term: {e}");
@@ -474,10 +127,7 @@ pub async fn start(node: Arc<Coordinator>, term: u64) {
         tokio::task::spawn_blocking(move || recovery.learn_history(&node, recovery_rows));
     }
     tokio::spawn(super::monitor::run(node.clone(), leadership.clone()));
-    tokio::spawn(crate::recovery::executor::run(
-        node.clone(),
-        leadership.clone(),
-    ));
+    tokio::spawn(super::recovery_loop::run(node.clone(), leadership.clone()));
     tokio::spawn(dispatch(node, leadership, events));
 }
 
@@ -625,43 +275,6 @@ async fn propose_assignments(
                     scheduler.remove(&assignment.task);
                 }
             }
-        }
-    }
-}
-
-/// Sends a committed assignment to its worker (if it has a session; reconciliation on the
-/// worker's next hello re-sends it otherwise).
-pub fn send_assign(
-    node: &Coordinator,
-    leadership: &Leadership,
-    task: &str,
-    worker: &str,
-    attempt: u32,
-) {
-    let Some(sender) = leadership.sender(worker) else {
-        return;
-    };
-    let message = node.state().with_machine(|m| {
-        m.task(task).map(|t| Assign {
-            term: leadership.term,
-            task_id: task.to_string(),
-            attempt,
-            command: t.spec.command.clone(),
-            env: t.spec.env.clone().into_iter().collect(),
-            cwd: t.spec.cwd.clone(),
-            timeout_ms: t.spec.timeout_ms,
-        })
-    });
-    if let Some(assign) = message {
-        let message = CoordinatorMessage {
-            body: Some(coordinator_message::Body::Assign(assign)),
-        };
-        if sender.try_send(Ok(message)).is_err() {
-            tracing::warn!(
-                worker,
-                task,
-                "session buffer full or closed; the assignment will be re-sent on reconnect"
-            );
         }
     }
 }

@@ -21,7 +21,9 @@ pub mod batcher;
 pub mod control;
 pub mod jobs;
 pub mod leader;
+pub mod leadership;
 pub mod monitor;
+pub mod recovery_loop;
 pub mod self_health;
 pub mod sessions;
 
@@ -99,7 +101,7 @@ pub struct Coordinator {
     /// membership is known).
     peers: BTreeMap<u64, String>,
     /// Soft state of the current leadership term, while this node leads.
-    pub(crate) leadership: std::sync::Mutex<Option<Arc<leader::Leadership>>>,
+    pub(crate) leadership: std::sync::Mutex<Option<Arc<leadership::Leadership>>>,
     /// Client requests that failed, for the self-health sample.
     pub errors: crate::health::sampler::ErrorRate,
     /// Keeps openraft's leader-change watch alive.
@@ -226,7 +228,7 @@ impl Coordinator {
     }
 
     /// The current leadership's soft state, while this node leads.
-    pub fn leadership(&self) -> Option<Arc<leader::Leadership>> {
+    pub fn leadership(&self) -> Option<Arc<leadership::Leadership>> {
         self.leadership
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::Coordinator;
-use super::leader::Leadership;
+use super::leadership::Leadership;
 use crate::health::detector::{Detector, DetectorConfig, Liveness, Transition};
 use crate::recovery::RecoveryEvent;
 use crate::state::command::{Command, FaultCategory, TaskStatus, Timestamp, WorkerStatus};

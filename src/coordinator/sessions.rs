@@ -33,7 +33,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Coordinator;
-use super::leader::{Leadership, send_assign, worker_profile};
+use super::leadership::{Leadership, send_assign, worker_profile};
 use crate::proto::fleet_server::{Fleet, FleetServer};
 use crate::proto::{
     AttemptFinished, AttemptRef, Cancel, CoordinatorMessage, FinishedAck, Hello, Redirect, Welcome,

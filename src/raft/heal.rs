@@ -21,7 +21,7 @@
 //! opens fine but is behind the purged log (e.g. the snapshot file was deleted by hand):
 //! openraft would otherwise start it with entries missing.
 //!
-//! Only positive signs of damage lead to a rebuild ([`crate::state::store::StoreError::is_damage`]):
+//! Only positive signs of damage lead to a rebuild ([`crate::state::error::StoreError::is_damage`]):
 //! a lock held by another process, a full disk or missing permissions fail the start as
 //! before, without touching the file.
 

@@ -14,7 +14,7 @@
 //!    ([`run`]). The stream carries nothing; it ends when the leader stops leading and breaks
 //!    when its process dies.
 //! 2. **Confirm.** A broken stream is only a hint. The follower connects to the leader's port
-//!    for up to [`DYING_WINDOW`] (a killed process closes its connections a moment before its
+//!    for up to `DYING_WINDOW` (a killed process closes its connections a moment before its
 //!    listening socket); only an explicit refusal ([`std::io::ErrorKind::ConnectionRefused`])
 //!    counts as "gone". A
 //!    paused or partitioned leader accepts connections or times out, so it never takes this path
@@ -26,8 +26,8 @@
 //! 4. **Elect.** If the confirming voters (with the asker) are a quorum, the one with the most
 //!    up-to-date log (ties: lowest id) campaigns at once. Every confirming node computes the same
 //!    choice from the same answers, so one candidate runs and wins in one round. Answers are
-//!    awaited for [`QUORUM_GRACE`] after a quorum confirmed, not for every voter: a node that is
-//!    still restarting can hold a call open for the whole [`ASK_TIMEOUT`].
+//!    awaited for `QUORUM_GRACE` after a quorum confirmed, not for every voter: a node that is
+//!    still restarting can hold a call open for the whole `ASK_TIMEOUT`.
 //!
 //! Nothing here touches Raft's safety: votes, terms and the up-to-date log check are openraft's,
 //! and the only thing bypassed — the lease — is dropped by each voter on its own evidence that the

@@ -25,6 +25,8 @@
 //! A channel connects on first use and reconnects after a failure by itself; HTTP/2 keepalive
 //! pings drop a connection to a peer that vanished without closing it.
 //!
+//! [`Channel`]: tonic::transport::Channel
+//!
 //! # Timeouts and errors
 //!
 //! Every unary RPC is bounded by [`RPCOption::soft_ttl`] (openraft derives it from its
@@ -198,6 +200,8 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
 /// openraft's network factory: hands out a [`PeerClient`] per peer over a shared [`Channel`].
 ///
 /// Cheap to clone; clones share the channels.
+///
+/// [`Channel`]: tonic::transport::Channel
 #[derive(Clone)]
 pub struct Network {
     /// This node's Raft id: openraft never asks for a client to it.
@@ -564,6 +568,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .await
     }
 }
+
+#[cfg(test)]
+mod limits_tests;
 
 #[cfg(test)]
 mod tests {

@@ -55,9 +55,10 @@ use serde::{Deserialize, Serialize};
 use super::TypeConfig;
 use super::replica_check::{self, Answer, CheckResults};
 use crate::state::command::Command;
+use crate::state::error::StoreError;
 use crate::state::machine::{Changes, Event, Machine, Reply};
 use crate::state::rows::RowBatch;
-use crate::state::store::{DbSettings, RaftMeta, SnapshotImage, Store, StoreError, dump_with};
+use crate::state::store::{DbSettings, RaftMeta, SnapshotImage, Store, dump_with};
 
 type LogId = LogIdOf<TypeConfig>;
 type Membership = StoredMembershipOf<TypeConfig>;

@@ -8,10 +8,10 @@
 //! recovery loop feeds it [`RecoveryEvent`]s with the instant they happened
 //! ([`planner::Planner::on_event`]) and calls [`planner::Planner::tick`] at
 //! [`planner::Planner::next_deadline`]; both return the [`Action`]s that are now due, in order.
-//! The executor ([`executor`]) performs them: it proposes the commands (`SetWorkerStatus`,
-//! `RecordWorkerRecovery`, `RecordSystemRecovery`; ARCHITECTURE.md § The one rule: every
-//! decision is a command in the Raft log), closes sessions, runs restart commands with a
-//! timeout, holds and throttles dispatch, and reports what happened back as events
+//! The executor, the leader's recovery loop (`coordinator::recovery_loop`), performs
+//! them: it proposes the commands (`SetWorkerStatus`, `RecordWorkerRecovery`,
+//! `RecordSystemRecovery`; ARCHITECTURE.md § The one rule: every decision is a command in the
+//! Raft log), closes sessions, runs restart commands with a timeout, holds and throttles dispatch, and reports what happened back as events
 //! ([`RecoveryEvent::RestartFinished`], [`RecoveryEvent::WorkerHealthy`]). The planner's tests
 //! run in logical time and assert the exact actions.
 //!
@@ -97,7 +97,6 @@
 //! high levels that the system circuit breaker will choose between
 //! (ARCHITECTURE.md § Circuit breakers).
 
-pub mod executor;
 pub mod planner;
 pub mod restart;
 pub mod strategy;

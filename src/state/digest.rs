@@ -15,7 +15,7 @@
 //!   another table's or another schema's.
 //!
 //! Where the rows come from (a read transaction pinned at the check's log index) is the
-//! business of [`super::store`] and [`crate::raft::state_machine`]; this file only hashes.
+//! business of [`super::store`] and `raft::state_machine`; this file only hashes.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -185,8 +185,8 @@ const PER_STRING: usize = 8;
 const PER_TASK: usize = 64;
 
 /// The size of a task as [`MAX_TASK_BYTES`] and [`MAX_JOB_BYTES`] count it: its text (id,
-/// name, argv, env, cwd, labels, capabilities) plus [`PER_STRING`] bytes per string and
-/// [`PER_TASK`] for the rest — never less than its encoded size in a log entry (tested), so
+/// name, argv, env, cwd, labels, capabilities) plus `PER_STRING` bytes per string and
+/// `PER_TASK` for the rest — never less than its encoded size in a log entry (tested), so
 /// the job limit bounds the entry.
 pub fn task_bytes(spec: &TaskSpec) -> usize {
     let text = |s: &String| s.len() + PER_STRING;

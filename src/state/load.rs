@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use duckdb::Connection;
 
 use super::command::{BreakerState, JobStatus, TaskSpec, TaskStatus, Timestamp, WorkerStatus};
+use super::error::{Result, StoreError, db};
 use super::machine::{Attempt, Counters, Machine, MachineParts, Task, Worker};
 use super::rows::Requirements;
-use super::store::{Result, StoreError, db};
 
 fn parse<T>(what: &str, text: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T> {
     parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown {what} {text:?}")))

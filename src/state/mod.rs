@@ -23,7 +23,7 @@
 //! proposer, since a new leader may commit entries an old one proposed). A command that
 //! cannot apply is rejected with a reason, identically on every node, and the rejection
 //! counts as applied. Failures that are not deterministic — the disk, DuckDB — are
-//! [`store::StoreError`]s: they stop the node instead of skipping the entry.
+//! [`error::StoreError`]s: they stop the node instead of skipping the entry.
 //!
 //! # Materialisation
 //!
@@ -35,6 +35,7 @@
 
 pub mod command;
 pub mod digest;
+pub mod error;
 pub mod limits;
 pub mod load;
 pub mod machine;

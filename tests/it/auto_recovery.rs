@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::support::binary;
 use crate::support::{local_cluster, operator};
 use testfleet::cli::jobs;
-use testfleet::launch::{LocalCluster, LocalWorkers};
+use testfleet::demo::launch::{LocalCluster, LocalWorkers};
 use testfleet::state::command::TaskSpec;
 
 use super::support::{client, eventually};

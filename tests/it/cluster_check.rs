@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::{local_cluster, operator};
 use testfleet::cli::jobs;
-use testfleet::launch::LocalCluster;
+use testfleet::demo::launch::LocalCluster;
 use testfleet::proto::{CheckDigestRequest, CheckState, StartCheckRequest, StatusRequest};
 use testfleet::state::command::TaskSpec;
 

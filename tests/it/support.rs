@@ -12,7 +12,7 @@ use openraft::vote::RaftLeaderIdExt;
 use openraft::vote::leader_id_adv::LeaderId;
 use testfleet::auth::token::token_path;
 use testfleet::auth::{AuthChannel, Credentials, Role, Token};
-use testfleet::launch::LocalCluster;
+use testfleet::demo::launch::LocalCluster;
 use testfleet::proto::control_client::ControlClient;
 use testfleet::raft::TypeConfig;
 use testfleet::raft_proto::RaftRequest;

@@ -10,7 +10,7 @@ use crate::support::{local_cluster, operator};
 use serde_json::Value;
 use testfleet::auth::Role;
 use testfleet::cli::jobs;
-use testfleet::launch::LocalCluster;
+use testfleet::demo::launch::LocalCluster;
 use testfleet::proto::fleet_client::FleetClient;
 use testfleet::proto::{
     AttemptFinished, AttemptStarted, CoordinatorMessage, Heartbeat, Hello, WorkerMessage,

@@ -1,10 +1,9 @@
-//! Each limit, at its edge and one past it; clipping; and the size bound of a job's entry.
+//! Each limit, at its edge and one past it, and clipping. That the largest job fits one Raft
+//! entry and one AppendEntries message is tested on the Raft side (`raft/network/limits_tests.rs`).
 
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::raft::log_store::LIMITED_READ_MAX_BYTES;
-use crate::raft::network::{APPEND_BUDGET, encoded_len};
 use crate::state::command::{Assignment, FaultCategory, Outcome, WorkerStatus};
 use crate::state::machine::tests::spec;
 
@@ -197,65 +196,6 @@ fn a_job_past_the_task_count_or_size_is_refused_with_a_way_out() {
         .insert("MORE".into(), "x".repeat(MAX_TASK_BYTES / 2));
     let why = check(&job(vec![big])).unwrap_err();
     assert!(why.contains("the size of task big"), "{why}");
-}
-
-#[test]
-fn a_task_never_encodes_larger_than_its_counted_size() {
-    let mut shapes = vec![spec("plain")];
-    let mut empties = spec("empties");
-    empties
-        .command
-        .extend(std::iter::repeat_n(String::new(), MAX_ARGS - 1));
-    shapes.push(empties);
-    let mut env = spec("env");
-    env.env = (0..MAX_ENV)
-        .map(|i| (format!("K{i}"), String::new()))
-        .collect();
-    env.cwd = Some(String::new());
-    shapes.push(env);
-    let mut extreme = spec("extreme");
-    extreme.timeout_ms = u64::MAX;
-    extreme.priority = i32::MIN;
-    extreme.max_retries = u32::MAX;
-    extreme.timeout_retries = u32::MAX;
-    extreme.flaky_retries = u32::MAX;
-    extreme.labels = (0..MAX_LABELS)
-        .map(|i| (format!("l{i}"), String::new()))
-        .collect();
-    extreme.capabilities = vec![String::new(); MAX_LABELS];
-    shapes.push(extreme);
-    for s in shapes {
-        let encoded = encoded_len("task", &s).unwrap();
-        assert!(
-            encoded <= task_bytes(&s),
-            "{}: {encoded} > {}",
-            s.id,
-            task_bytes(&s)
-        );
-    }
-}
-
-#[test]
-fn the_largest_job_fits_one_entry_and_one_raft_message() {
-    let mut s = spec("x");
-    s.env.insert(
-        "BLOB".into(),
-        "x".repeat(MAX_TASK_BYTES - task_bytes(&s) - 40),
-    );
-    let per = task_bytes(&s);
-    let tasks: Vec<TaskSpec> = (0..MAX_JOB_BYTES / per)
-        .map(|i| TaskSpec {
-            id: format!("t{i}"),
-            ..s.clone()
-        })
-        .collect();
-    let command = job(tasks);
-    assert_eq!(check(&command), Ok(()));
-    let entry = encoded_len("command", &command).unwrap();
-    assert!(entry <= MAX_JOB_BYTES + 1024, "{entry}");
-    assert!(entry < MAX_ENTRY_BYTES);
-    // A replication read returns under LIMITED_READ_MAX_BYTES of entries plus one more.
-    const { assert!(MAX_ENTRY_BYTES + LIMITED_READ_MAX_BYTES < APPEND_BUDGET) };
 }
 
 #[test]

@@ -12,10 +12,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::Remote;
-use super::{CliError, unavailable};
+use super::launch::{LocalCluster, LocalWorkers};
 use crate::auth::Role;
-use crate::launch::{LocalCluster, LocalWorkers};
+use crate::cli::Remote;
+use crate::cli::{CliError, unavailable};
 use crate::state::command::TaskSpec;
 
 fn read_pid(path: &Path) -> Option<i32> {
@@ -33,7 +33,7 @@ fn kill_pid(pid: i32) {
 
 /// A consistent read through the leader.
 async fn query(remote: &Remote, sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
-    super::query_rows(remote, sql, true).await
+    crate::cli::query_rows(remote, sql, true).await
 }
 
 /// Runs the demonstration; `Ok(true)` when every check held.
@@ -47,7 +47,7 @@ pub async fn run(num_workers: usize, run_time: Duration) -> Result<bool, CliErro
         .tempdir()
         .map_err(|e| CliError::Other(e.to_string()))?;
     let dir = temp.path().to_path_buf();
-    let port = crate::launch::free_port().map_err(unavailable)?;
+    let port = super::launch::free_port().map_err(unavailable)?;
     let addr = format!("127.0.0.1:{port}");
     let restart = format!(
         "setsid {bin} worker --coordinator {addr} --name {{worker}} --slots 2 --token-file {token} < /dev/null >> {dir}/{{worker}}.restarted.log 2>&1 & echo $! > {dir}/{{worker}}.pid",
@@ -121,7 +121,7 @@ async fn demo(
             flaky_retries: 0,
         })
         .collect();
-    super::jobs::submit(remote, "demo-job", "auto-recovery demo", &tasks).await?;
+    crate::cli::jobs::submit(remote, "demo-job", "auto-recovery demo", &tasks).await?;
     println!(
         "[{:5.1}s] submitted a job of {} tasks",
         started.elapsed().as_secs_f64(),
@@ -130,7 +130,7 @@ async fn demo(
 
     // Kill the busiest worker once it runs tasks.
     let victim = loop {
-        let report = super::jobs::get_job(remote, "demo-job", true).await?;
+        let report = crate::cli::jobs::get_job(remote, "demo-job", true).await?;
         let mut busiest: Option<(usize, String)> = None;
         for name in workers.names() {
             let n = report
@@ -199,7 +199,7 @@ async fn demo(
                 );
             }
         }
-        let report = super::jobs::get_job(remote, "demo-job", false).await?;
+        let report = crate::cli::jobs::get_job(remote, "demo-job", false).await?;
         finished = report.status != "running";
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -218,7 +218,7 @@ async fn demo(
         );
         ok &= passed;
     };
-    let report = super::jobs::get_job(remote, "demo-job", true).await?;
+    let report = crate::cli::jobs::get_job(remote, "demo-job", true).await?;
     let passed = report.tasks.iter().filter(|t| t.status == "passed").count();
     check(
         "the job finished",

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{CliError, Output, Remote, connect_any, table};
 use crate::auth::{Credentials, Role};
+use crate::cli::{CliError, Output, Remote, connect_any, table};
 use crate::config::CoordinatorConfig;
 use crate::coordinator::Coordinator;
-use crate::launch::LocalCluster;
-use crate::launch::Security;
+use crate::demo::Latency;
+use crate::demo::launch::{LocalCluster, Security};
 use crate::proto::BenchRequest;
 
 /// Settings of one benchmark run.
@@ -41,34 +41,6 @@ pub struct BenchSettings {
     pub nodes: Option<u64>,
     /// How the started local cluster is protected (tokens, tokens and TLS, or open).
     pub security: Security,
-}
-
-/// Latency percentiles in milliseconds.
-#[derive(Clone, Debug, Serialize)]
-pub struct Latency {
-    pub samples: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-impl Latency {
-    pub fn of(mut samples: Vec<Duration>) -> Latency {
-        samples.sort_unstable();
-        let at = |q: f64| {
-            if samples.is_empty() {
-                return 0.0;
-            }
-            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-            samples[i].as_secs_f64() * 1000.0
-        };
-        Latency {
-            samples: samples.len(),
-            p50_ms: at(0.50),
-            p99_ms: at(0.99),
-            max_ms: samples.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
-        }
-    }
 }
 
 /// The result for one writer count.
@@ -193,7 +165,7 @@ struct LocalNode {
 }
 
 async fn start_local(data_dir: Option<&Path>) -> Result<(LocalNode, PathBuf), CliError> {
-    let (temp, dir) = super::work_dir("testfleet-bench-", data_dir)?;
+    let (temp, dir) = crate::demo::work_dir("testfleet-bench-", data_dir)?;
     let listener = crate::coordinator::bind("127.0.0.1:0".parse().expect("literal address"))
         .await
         .map_err(|e| CliError::Other(e.to_string()))?;
@@ -248,8 +220,8 @@ async fn start_processes(
     data_dir: Option<&Path>,
     security: Security,
 ) -> Result<(LocalCluster, PathBuf, Option<tempfile::TempDir>), CliError> {
-    let binary = super::this_binary()?;
-    let (temp, dir) = super::work_dir("testfleet-bench-", data_dir)?;
+    let binary = crate::demo::this_binary()?;
+    let (temp, dir) = crate::demo::work_dir("testfleet-bench-", data_dir)?;
     let cluster = LocalCluster::start_secured(&binary, n, None, &dir, &[], security)
         .map_err(|e| CliError::Other(e.to_string()))?;
     Ok((cluster, dir, temp))
@@ -259,7 +231,7 @@ async fn start_processes(
 async fn leader_first(remote: &Remote) -> Remote {
     let addrs = &remote.addrs;
     for addr in addrs {
-        if let Ok(mut client) = super::connect(addr, &remote.credentials).await
+        if let Ok(mut client) = crate::cli::connect(addr, &remote.credentials).await
             && let Ok(status) = client.status(crate::proto::StatusRequest {}).await
         {
             let leader = status.into_inner().leader_addr;
@@ -416,23 +388,5 @@ pub fn render(report: &BenchReport, output: Output) -> String {
             ));
             out
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_pick_the_nearest_rank() {
-        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        let l = Latency::of(samples);
-        assert_eq!(l.samples, 100);
-        assert_eq!(l.p50_ms, 50.0);
-        assert_eq!(l.p99_ms, 99.0);
-        assert_eq!(l.max_ms, 100.0);
-        let one = Latency::of(vec![Duration::from_millis(7)]);
-        assert_eq!((one.p50_ms, one.p99_ms), (7.0, 7.0));
-        assert_eq!(Latency::of(Vec::new()).samples, 0);
     }
 }

@@ -1,7 +1,7 @@
 //! `testfleet bench failover`: how long a cluster is without a leader after the leader is
 //! SIGKILLed (or paused), measured on real processes.
 //!
-//! A local cluster of `--nodes` coordinator processes is started (see [`crate::launch`]).
+//! A local cluster of `--nodes` coordinator processes is started (see [`crate::demo::launch`]).
 //! Each round finds the leader, takes it out and measures, from that moment:
 //! * `elected`: until a majority of the survivors name a new leader;
 //! * `committed`: until a write proposed to the new leader is committed and acknowledged —
@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::bench::Latency;
-use super::{CliError, Output, connect, table};
 use crate::auth::{Credentials, Role};
-use crate::launch::LocalCluster;
+use crate::cli::{CliError, Output, connect, table};
+use crate::demo::Latency;
+use crate::demo::launch::LocalCluster;
 use crate::proto::{BenchRequest, StatusRequest};
 
 /// How the leader is taken out.
@@ -57,6 +57,49 @@ pub struct FailoverSettings {
     pub election_min_ms: u64,
     pub election_max_ms: u64,
     pub data_dir: Option<PathBuf>,
+}
+
+/// Arguments of `testfleet bench failover`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct FailoverArgs {
+    /// Coordinator processes to start
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// How the leader is taken out: `kill` (SIGKILL, a crash) or `pause` (SIGSTOP, a hang)
+    #[arg(long, value_enum, default_value_t = Fault::Kill)]
+    pub fault: Fault,
+    /// Leader kills to measure
+    #[arg(long, default_value_t = 20)]
+    pub kills: usize,
+    /// Raft heartbeat interval of the started nodes
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval_ms: u64,
+    /// Minimum election timeout of the started nodes
+    #[arg(long, default_value_t = 250)]
+    pub election_timeout_min_ms: u64,
+    /// Maximum election timeout of the started nodes
+    #[arg(long, default_value_t = 500)]
+    pub election_timeout_max_ms: u64,
+    /// Directory for the nodes' files (default: a temporary directory)
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+impl FailoverArgs {
+    pub fn settings(&self) -> FailoverSettings {
+        FailoverSettings {
+            nodes: self.nodes,
+            fault: self.fault,
+            kills: self.kills,
+            heartbeat_ms: self.heartbeat_interval_ms,
+            election_min_ms: self.election_timeout_min_ms,
+            election_max_ms: self.election_timeout_max_ms,
+            data_dir: self.data_dir.clone(),
+        }
+    }
 }
 
 /// One kill.
@@ -132,8 +175,8 @@ pub async fn run(settings: &FailoverSettings) -> Result<FailoverReport, CliError
             "--nodes must be at least 3: a failover needs a majority to survive one loss".into(),
         ));
     }
-    let binary = super::this_binary()?;
-    let (_temp, dir) = super::work_dir("testfleet-failover-", settings.data_dir.as_deref())?;
+    let binary = crate::demo::this_binary()?;
+    let (_temp, dir) = crate::demo::work_dir("testfleet-failover-", settings.data_dir.as_deref())?;
     let args = vec![
         "--heartbeat-interval-ms".to_string(),
         settings.heartbeat_ms.to_string(),

@@ -14,9 +14,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::bench::Latency;
-use super::{CliError, Output, table};
-use crate::launch::LocalCluster;
+use crate::cli::{CliError, Output, table};
+use crate::demo::Latency;
+use crate::demo::launch::LocalCluster;
 use crate::worker::agent::{self, WorkerConfig};
 
 /// Settings of the benchmark.
@@ -25,6 +25,33 @@ pub struct ReconnectSettings {
     pub nodes: u64,
     pub fleets: Vec<usize>,
     pub data_dir: Option<PathBuf>,
+}
+
+/// Arguments of `testfleet bench reconnect`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReconnectArgs {
+    /// Coordinator processes to start
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Fleet sizes to measure (workers run in this process, no-op executor)
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    pub workers: Vec<usize>,
+    /// Directory for the processes' files (default: a temporary directory)
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+impl ReconnectArgs {
+    pub fn settings(&self) -> ReconnectSettings {
+        ReconnectSettings {
+            nodes: self.nodes,
+            fleets: self.workers.clone(),
+            data_dir: self.data_dir.clone(),
+        }
+    }
 }
 
 /// One fleet size.
@@ -135,8 +162,8 @@ async fn one_fleet(
 /// Runs the benchmark.
 pub async fn run(s: &ReconnectSettings) -> Result<ReconnectReport, CliError> {
     raise_fd_limit();
-    let binary = super::this_binary()?;
-    let (_temp, dir) = super::work_dir("testfleet-bench-reconnect-", s.data_dir.as_deref())?;
+    let binary = crate::demo::this_binary()?;
+    let (_temp, dir) = crate::demo::work_dir("testfleet-bench-reconnect-", s.data_dir.as_deref())?;
     let mut cluster = LocalCluster::start(&binary, s.nodes, &dir, &[]).map_err(unavailable)?;
     let addrs: Vec<String> = cluster.addresses().into_values().collect();
     let mut runs = Vec::new();

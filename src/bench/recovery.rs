@@ -15,15 +15,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::Remote;
-use super::bench::Latency;
-use super::{CliError, Output, table, unavailable};
-use crate::launch::{LocalCluster, LocalWorkers};
+use crate::cli::Remote;
+use crate::cli::{CliError, Output, table, unavailable};
+use crate::demo::Latency;
+use crate::demo::launch::{LocalCluster, LocalWorkers};
 use crate::state::command::{TaskSpec, Timestamp};
 
 /// A consistent read through the leader.
 async fn query(remote: &Remote, sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
-    super::query_rows(remote, sql, true).await
+    crate::cli::query_rows(remote, sql, true).await
 }
 
 /// Settings of the recovery benchmark.
@@ -37,6 +37,55 @@ pub struct RecoverySettings {
     pub failure_timeout_ms: u64,
     pub task_seconds: f64,
     pub data_dir: Option<PathBuf>,
+}
+
+/// Arguments of `testfleet bench recovery`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RecoveryArgs {
+    /// Coordinator processes to start
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Worker processes to start
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Slots per worker
+    #[arg(long, default_value_t = 2)]
+    pub slots: u32,
+    /// Worker kills to measure
+    #[arg(long, default_value_t = 50)]
+    pub kills: usize,
+    /// Detection profile: default (heartbeat 1 s, failure 5 s) or tuned (100 ms, 500 ms)
+    #[arg(long, default_value = "default", value_parser = ["default", "tuned"])]
+    pub profile: String,
+    /// Seconds each task sleeps
+    #[arg(long, default_value_t = 1.0)]
+    pub task_seconds: f64,
+    /// Directory for the processes' files (default: a temporary directory)
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+impl RecoveryArgs {
+    pub fn settings(&self) -> RecoverySettings {
+        let (heartbeat_ms, failure_timeout_ms) = if self.profile == "tuned" {
+            (100, 500)
+        } else {
+            (1000, 5000)
+        };
+        RecoverySettings {
+            nodes: self.nodes,
+            workers: self.workers,
+            slots: self.slots,
+            kills: self.kills,
+            heartbeat_ms,
+            failure_timeout_ms,
+            task_seconds: self.task_seconds,
+            data_dir: self.data_dir.clone(),
+        }
+    }
 }
 
 /// The report.
@@ -75,8 +124,8 @@ where
 
 /// Runs the benchmark.
 pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
-    let binary = super::this_binary()?;
-    let (_temp, dir) = super::work_dir("testfleet-bench-recovery-", s.data_dir.as_deref())?;
+    let binary = crate::demo::this_binary()?;
+    let (_temp, dir) = crate::demo::work_dir("testfleet-bench-recovery-", s.data_dir.as_deref())?;
     let args = vec![
         "--worker-heartbeat-interval-ms".to_string(),
         s.heartbeat_ms.to_string(),
@@ -129,12 +178,12 @@ pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
             })
             .collect();
         submitted += tasks.len();
-        super::jobs::submit(&remote, &job, &job, &tasks).await?;
+        crate::cli::jobs::submit(&remote, &job, &job, &tasks).await?;
         let report = poll(Duration::from_secs(60), "every task running", || {
             let remote = remote.clone();
             let job = job.clone();
             async move {
-                let r = super::jobs::get_job(&remote, &job, true).await?;
+                let r = crate::cli::jobs::get_job(&remote, &job, true).await?;
                 Ok(
                     (r.counts.get("running").copied().unwrap_or(0) as usize == per_round)
                         .then_some(r),
@@ -167,7 +216,7 @@ pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
                 let remote = remote.clone();
                 let job = job.clone();
                 async move {
-                    let r = super::jobs::get_job(&remote, &job, true).await?;
+                    let r = crate::cli::jobs::get_job(&remote, &job, true).await?;
                     Ok((r.status != "running").then_some(r))
                 }
             },

@@ -13,22 +13,22 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::Remote;
-use super::bench::Latency;
-use super::{CliError, Output, table, unavailable};
-use crate::launch::{LocalCluster, LocalWorkers};
+use crate::cli::Remote;
+use crate::cli::{CliError, Output, table, unavailable};
+use crate::demo::Latency;
+use crate::demo::launch::{LocalCluster, LocalWorkers};
 use crate::state::command::TaskSpec;
 
 /// A consistent read through the leader.
 async fn query(remote: &Remote, sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
-    super::query_rows(remote, sql, true).await
+    crate::cli::query_rows(remote, sql, true).await
 }
 
 /// Settings of the tasks benchmark.
 #[derive(Clone, Debug)]
 pub struct TasksSettings {
     /// How the started cluster is protected.
-    pub security: crate::launch::Security,
+    pub security: crate::demo::launch::Security,
     pub nodes: u64,
     pub workers: usize,
     pub slots: u32,
@@ -37,10 +37,53 @@ pub struct TasksSettings {
     pub data_dir: Option<PathBuf>,
 }
 
+/// Arguments of `testfleet bench tasks`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TasksArgs {
+    /// Coordinator processes to start
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Worker processes to start
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Slots per worker
+    #[arg(long, default_value_t = 4)]
+    pub slots: u32,
+    /// Tasks in the throughput job
+    #[arg(long, default_value_t = 2000)]
+    pub tasks: usize,
+    /// How the started cluster is protected
+    #[arg(long, value_enum, default_value_t = crate::demo::launch::Security::Tokens)]
+    pub security: crate::demo::launch::Security,
+    /// Seconds of paced submissions at half the measured rate
+    #[arg(long, default_value_t = 5.0)]
+    pub half_load_seconds: f64,
+    /// Directory for the processes' files (default: a temporary directory)
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+impl TasksArgs {
+    pub fn settings(&self) -> TasksSettings {
+        TasksSettings {
+            security: self.security,
+            nodes: self.nodes,
+            workers: self.workers,
+            slots: self.slots,
+            tasks: self.tasks,
+            half_load_seconds: self.half_load_seconds,
+            data_dir: self.data_dir.clone(),
+        }
+    }
+}
+
 /// The report.
 #[derive(Clone, Debug, Serialize)]
 pub struct TasksReport {
-    pub security: crate::launch::Security,
+    pub security: crate::demo::launch::Security,
     pub nodes: u64,
     pub workers: usize,
     pub slots: u32,
@@ -151,8 +194,9 @@ fn rss_of(pid: u32) -> Option<u64> {
 
 /// Runs the benchmark.
 pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
-    let binary = super::this_binary()?;
-    let (_temp, dir) = super::work_dir("testfleet-bench-tasks-", settings.data_dir.as_deref())?;
+    let binary = crate::demo::this_binary()?;
+    let (_temp, dir) =
+        crate::demo::work_dir("testfleet-bench-tasks-", settings.data_dir.as_deref())?;
     let cluster =
         LocalCluster::start_secured(&binary, settings.nodes, None, &dir, &[], settings.security)
             .map_err(unavailable)?;
@@ -190,14 +234,14 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
     let warm: Vec<TaskSpec> = (0..200)
         .map(|i| trivial(format!("warm-{i}"), "warm"))
         .collect();
-    super::jobs::submit(&remote, "warm", "warm", &warm).await?;
+    crate::cli::jobs::submit(&remote, "warm", "warm", &warm).await?;
     wait_done(&remote, "warm", warm.len()).await?;
 
     // Full load: one big job.
     let job: Vec<TaskSpec> = (0..settings.tasks)
         .map(|_| trivial(uuid::Uuid::new_v4().to_string(), "full"))
         .collect();
-    super::jobs::submit(&remote, &uuid::Uuid::new_v4().to_string(), "full", &job).await?;
+    crate::cli::jobs::submit(&remote, &uuid::Uuid::new_v4().to_string(), "full", &job).await?;
     wait_done(&remote, "full", settings.tasks).await?;
     let span = query(
         &remote,
@@ -221,7 +265,8 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
         let remote = remote.clone();
         submissions.push(tokio::spawn(async move {
             let id = uuid::Uuid::new_v4().to_string();
-            super::jobs::submit(&remote, &id, "half", &[trivial(format!("{id}-t"), "half")]).await
+            crate::cli::jobs::submit(&remote, &id, "half", &[trivial(format!("{id}-t"), "half")])
+                .await
         }));
     }
     for s in submissions {
@@ -237,7 +282,7 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
             ..trivial(format!("busy-{i}"), "busy")
         })
         .collect();
-    super::jobs::submit(&remote, "busy", "busy", &busy).await?;
+    crate::cli::jobs::submit(&remote, "busy", "busy", &busy).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let worker_rss = workers
         .names()
@@ -285,7 +330,7 @@ pub fn render(r: &TasksReport, output: Output) -> String {
         r.nodes,
         r.workers,
         r.slots,
-        super::bench::security_name(r.security)
+        super::commit::security_name(r.security)
     );
     out.push_str(&format!(
         "throughput: {:.0} tasks/s ({:.2} s, submission to last result)\n\n",

@@ -9,7 +9,7 @@
 //! recovery records are printed as they happen. At the end every process is resumed, the
 //! acknowledged jobs are given time to finish, and the report checks that every
 //! acknowledged task finished exactly once and, with `cluster check`
-//! ([`super::cluster_check`]), that every node's DuckDB holds the same rows. The report is
+//! ([`crate::cli::cluster_check`]), that every node's DuckDB holds the same rows. The report is
 //! printed and written as Markdown and JSON. Every process started is killed on exit, Ctrl-C included.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::Remote;
-use super::bench::Latency;
-use super::{CliError, unavailable};
-use crate::launch::{LocalCluster, LocalWorkers};
+use super::Latency;
+use super::launch::{LocalCluster, LocalWorkers};
+use crate::cli::Remote;
+use crate::cli::{CliError, unavailable};
 use crate::state::command::TaskSpec;
 
 /// Settings of the demo.
@@ -39,6 +39,63 @@ pub struct HaSettings {
     pub leader_kills_only: bool,
     /// Seconds between faults, lower and upper bound.
     pub fault_every: (f64, f64),
+}
+
+/// Arguments of `testfleet ha`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct HaArgs {
+    /// Coordinator processes
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Worker processes
+    #[arg(long, default_value_t = 3)]
+    pub workers: usize,
+    /// First port (node i uses base + i - 1); default: free ports
+    #[arg(long)]
+    pub base_port: Option<u16>,
+    /// Seconds to run
+    #[arg(long, default_value_t = 120)]
+    pub runtime: u64,
+    /// Inject seeded random faults (SIGKILL, SIGSTOP/SIGCONT, restarts)
+    #[arg(long)]
+    pub fault_injection: bool,
+    /// Seed of the fault schedule
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Only SIGKILL the leader
+    #[arg(long)]
+    pub leader_kills_only: bool,
+    /// Seconds between faults (each gap is random in [x, 2x))
+    #[arg(long, default_value_t = 4.0)]
+    pub fault_interval: f64,
+    /// Where the report (Markdown + JSON) and the processes' files go
+    #[arg(long, default_value = "ha-report")]
+    pub report_dir: std::path::PathBuf,
+}
+
+impl HaArgs {
+    /// The demo's settings; refuses no nodes or no workers.
+    pub fn settings(&self) -> Result<HaSettings, CliError> {
+        if self.nodes == 0 || self.workers == 0 {
+            return Err(CliError::Usage(
+                "--nodes and --workers must be at least 1".into(),
+            ));
+        }
+        Ok(HaSettings {
+            nodes: self.nodes,
+            workers: self.workers,
+            base_port: self.base_port,
+            runtime: Duration::from_secs(self.runtime),
+            fault_injection: self.fault_injection,
+            seed: self.seed,
+            report_dir: self.report_dir.clone(),
+            leader_kills_only: self.leader_kills_only,
+            fault_every: (
+                self.fault_interval.max(0.5),
+                2.0 * self.fault_interval.max(0.5),
+            ),
+        })
+    }
 }
 
 /// One injected fault.
@@ -101,7 +158,7 @@ async fn check_replicas(cluster: &LocalCluster) -> ReplicaCheck {
         // Checked anyway: the check names the nodes that are not back.
         println!("not every coordinator is back before the replica check: {e}");
     }
-    match super::cluster_check::run(&cluster.remote(), Duration::from_secs(60)).await {
+    match crate::cli::cluster_check::run(&cluster.remote(), Duration::from_secs(60)).await {
         Ok(report) => {
             let verdict = serde_json::to_value(report.verdict)
                 .ok()
@@ -187,7 +244,7 @@ async fn run_workload(
             }
             let attempt_start = Instant::now();
             let addr = &remote.addrs[target % remote.addrs.len()];
-            let submitted = super::jobs::submit_once(
+            let submitted = crate::cli::jobs::submit_once(
                 addr,
                 &remote.credentials,
                 &job,
@@ -242,7 +299,7 @@ async fn leader_query_once(
     cluster: &LocalCluster,
     sql: &str,
 ) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
-    let mut client = super::connect_any(&cluster.remote()).await?;
+    let mut client = crate::cli::connect_any(&cluster.remote()).await?;
     let reply = client
         .query(crate::proto::QueryRequest {
             sql: sql.to_string(),
@@ -250,7 +307,7 @@ async fn leader_query_once(
             timeout_ms: 0,
         })
         .await
-        .map_err(super::from_status)?
+        .map_err(crate::cli::from_status)?
         .into_inner();
     reply
         .rows_json

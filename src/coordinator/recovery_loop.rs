@@ -1,5 +1,6 @@
-//! The recovery executor: performs the planner's actions on the leader and feeds back what
-//! happened.
+//! The recovery loop (the recovery executor): performs the planner's actions on the leader and
+//! feeds back what happened. The decisions are [`crate::recovery`]'s, pure; this file is their
+//! I/O.
 //!
 //! [`Recovery`] owns the pure [`Planner`] for one leadership term. Events arrive from the
 //! health monitor (a worker failed, a worker is healthy again), from worker sessions (a
@@ -11,7 +12,7 @@
 //!   record's `details`;
 //! * `CloseSession` ends the worker's stream so it reconnects;
 //! * `RunRestart` runs the configured restart command template (`{worker}`, `{host}`,
-//!   `{address}`, each substituted shell-quoted: [`super::restart`]) with a timeout, in its
+//!   `{address}`, each substituted shell-quoted: [`crate::recovery::restart`]) with a timeout ([`restart`]), in its
 //!   own process group, and reports exit status and output tail back to the planner; the run
 //!   is killed when the leadership ends;
 //! * system actions: dispatch is held and then ramped (the dispatcher asks
@@ -26,13 +27,14 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::planner::{Planner, PlannerConfig};
-use super::restart;
-use super::strategy::StrategyStats;
-use super::{Action, RecoveryEvent, RecoveryPolicy, SystemAction, WorkerRecoveryRecord};
-use crate::coordinator::Coordinator;
-use crate::coordinator::leader::Leadership;
+use super::Coordinator;
+use super::leadership::Leadership;
+use crate::recovery::planner::{Planner, PlannerConfig};
+use crate::recovery::strategy::StrategyStats;
+use crate::recovery::{Action, RecoveryEvent, RecoveryPolicy, SystemAction, WorkerRecoveryRecord};
 use crate::state::command::{Command, FaultCategory, Timestamp, WorkerStatus};
+
+pub mod restart;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -120,7 +122,10 @@ impl Recovery {
 
 /// What past recovery attempts taught: `(category, strategy, success)` of every recorded
 /// worker recovery (read from this node's DuckDB; unreadable history teaches nothing).
-fn history(node: &Coordinator, upto: i64) -> Vec<(FaultCategory, super::strategy::Strategy, bool)> {
+fn history(
+    node: &Coordinator,
+    upto: i64,
+) -> Vec<(FaultCategory, crate::recovery::strategy::Strategy, bool)> {
     let read = || -> Result<Vec<(String, bool, String)>, String> {
         node.state().flush().map_err(|e| e.to_string())?;
         let conn = node.state().reader().map_err(|e| e.to_string())?;
@@ -147,7 +152,7 @@ fn history(node: &Coordinator, upto: i64) -> Vec<(FaultCategory, super::strategy
         Ok(rows) => rows
             .iter()
             .filter_map(|(kind, success, details)| {
-                super::strategy::parse_outcome(kind, *success, details)
+                crate::recovery::strategy::parse_outcome(kind, *success, details)
             })
             .collect(),
         Err(e) => {
@@ -353,7 +358,7 @@ async fn restart(
                 .map(|w| (w.host.clone(), w.address.clone()))
         })
         .unwrap_or_default();
-    let rendered = restart::render(&template, |name| match name {
+    let rendered = crate::recovery::restart::render(&template, |name| match name {
         "worker" => worker.to_string(),
         "host" => host.clone(),
         _ => address.clone(),
@@ -395,7 +400,7 @@ async fn system(
         }
         SystemAction::ReconcileLeases => {
             for worker in leadership.connected() {
-                crate::coordinator::sessions::reconcile_worker(node, leadership, &worker).await;
+                super::sessions::reconcile_worker(node, leadership, &worker).await;
             }
         }
         SystemAction::RequeueOrphans => requeue_orphans(node).await,

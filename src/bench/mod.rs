@@ -1,0 +1,26 @@
+//! The benchmarks behind `testfleet bench ...`: each starts what it needs (an in-process
+//! coordinator, or coordinator and worker processes through [`crate::demo::launch`]), loads it
+//! through the same client calls a user's commands make, and prints a table or, with
+//! `-o json`, one JSON document.
+//!
+//! * [`commit`] (`bench commit`): commit throughput and latency of `Bench` commands end to
+//!   end over gRPC, for several writer counts, with the disk's 4 KiB append + fsync latency
+//!   beside it; in-process single node, a local cluster (`--nodes`), or any cluster
+//!   (`--coordinator`), open, with tokens, or with tokens and mutual TLS (`--security`).
+//! * [`tasks`] (`bench tasks`): trivial tasks end to end on a local cluster: throughput,
+//!   dispatch latency at full and half load, a worker's memory, the scheduler's pick time.
+//! * [`recovery`] (`bench recovery`): a worker SIGKILLed while it runs tasks, until its tasks
+//!   are requeued and until they finished on another worker.
+//! * [`reconnect`] (`bench reconnect`): the leader SIGKILLed, until every worker of a large
+//!   fleet holds a session with the new leader.
+//! * [`failover`] (`bench failover`): the leader SIGKILLed or paused, until a new leader is
+//!   elected and until the first write is acknowledged.
+//!
+//! Results go in `BENCHMARKS.md`, each with the command line that reruns it and the machine it
+//! ran on, so that a later change can be measured the same way.
+
+pub mod commit;
+pub mod failover;
+pub mod reconnect;
+pub mod recovery;
+pub mod tasks;
