@@ -152,6 +152,23 @@ enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// Follow a job (e.g. one run with --detach) to its end; print its summary, exit as `run`
+    Wait {
+        #[command(flatten)]
+        target: Target,
+        /// The job's id
+        job: String,
+    },
+    /// Cancel a job: its open tasks end cancelled and workers stop the attempts they run
+    Cancel {
+        #[command(flatten)]
+        target: Target,
+        /// The job's id
+        job: String,
+        /// Why, recorded with each cancelled task
+        #[arg(long, default_value = "cancelled from the command line")]
+        reason: String,
+    },
     /// List jobs
     Jobs(Target),
     /// List tasks, of one job or of all
@@ -341,6 +358,36 @@ async fn run_coordinator(args: CoordinatorArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Prints a finished job's summary and exits with its code.
+fn print_summary(report: testfleet::proto::JobReport, output: Output) -> Result<(), CliError> {
+    let summary = jobs::summary(report);
+    print!("{}", jobs::render(&summary, output));
+    match summary.exit_code {
+        0 => Ok(()),
+        code => Err(CliError::Exit(code)),
+    }
+}
+
+/// Every Ctrl-C (SIGINT) from now on, as a message: the handler is in place when this returns,
+/// and the process no longer dies of SIGINT.
+fn interrupts() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    match signal(SignalKind::interrupt()) {
+        Ok(mut sigint) => {
+            tokio::spawn(async move {
+                while sigint.recv().await.is_some() {
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot catch Ctrl-C ({e}): it will stop only this client"),
+    }
+    rx
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -439,6 +486,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let remote = target.remote()?;
             let (name, specs) = jobs::load_plan(&plan)?;
             let job_id = uuid::Uuid::new_v4().to_string();
+            // Ctrl-C from here on cancels the job (once submitted) instead of killing the
+            // client and leaving the job running unseen.
+            let mut interrupts = (!detach).then(interrupts);
             let count = jobs::submit(&remote, &job_id, &name, &specs).await?;
             if detach {
                 match target.output {
@@ -450,13 +500,30 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 return Ok(());
             }
             eprintln!("submitted job {name} ({job_id}) with {count} tasks");
-            let report = jobs::follow(&remote, &job_id).await?;
-            let summary = jobs::summary(report);
-            print!("{}", jobs::render(&summary, target.output));
-            match summary.exit_code {
-                0 => Ok(()),
-                code => Err(CliError::Exit(code)),
+            let report = jobs::follow_interruptible(&remote, &job_id, interrupts.as_mut()).await?;
+            print_summary(report, target.output)
+        }
+        Command::Wait { target, job } => {
+            let remote = target.remote()?;
+            jobs::check_id(&job)?;
+            let report = jobs::follow(&remote, &job).await?;
+            print_summary(report, target.output)
+        }
+        Command::Cancel {
+            target,
+            job,
+            reason,
+        } => {
+            let remote = target.remote()?;
+            jobs::check_id(&job)?;
+            jobs::cancel(&remote, &job, &reason).await?;
+            match target.output {
+                Output::Json => {
+                    println!("{}", serde_json::json!({"job_id": job, "cancelled": true}))
+                }
+                Output::Table => println!("cancelled job {job}"),
             }
+            Ok(())
         }
         Command::Jobs(target) => {
             let remote = target.remote()?;

@@ -69,7 +69,15 @@ async fn cancel_stops_a_running_job_and_frees_its_worker() {
     );
     // The worker's only slot is free again: a new task runs on it at once, not in a minute.
     let (code, _, err) = run(
-        &["submit", "--coordinator", &addr, "--timeout", "30s", "--", "true"],
+        &[
+            "submit",
+            "--coordinator",
+            &addr,
+            "--timeout",
+            "30s",
+            "--",
+            "true",
+        ],
         dir.path(),
     );
     assert_eq!(code, 0, "{err}");
@@ -90,7 +98,10 @@ async fn cancel_stops_a_running_job_and_frees_its_worker() {
     let (code, _, err) = run(&["cancel", &job, "--coordinator", &addr], dir.path());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("already cancelled"), "{err}");
-    let (code, _, err) = run(&["cancel", "no-such-job", "--coordinator", &addr], dir.path());
+    let (code, _, err) = run(
+        &["cancel", "no-such-job", "--coordinator", &addr],
+        dir.path(),
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("unknown job"), "{err}");
 }
@@ -152,7 +163,13 @@ async fn ctrl_c_during_run_cancels_the_job_and_wait_follows_a_detached_one() {
     )
     .unwrap();
     let (code, job, err) = run(
-        &["run", quick.to_str().unwrap(), "--detach", "--coordinator", &addr],
+        &[
+            "run",
+            quick.to_str().unwrap(),
+            "--detach",
+            "--coordinator",
+            &addr,
+        ],
         dir.path(),
     );
     assert_eq!(code, 0, "{err}");
