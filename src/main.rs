@@ -16,11 +16,23 @@ use testfleet::worker::agent::WorkerConfig;
 
 /// Distributed test execution with auto-recovery and highly available coordinators.
 #[derive(Parser)]
-#[command(name = "testfleet", version, about)]
+#[command(name = "testfleet", version, about, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The exit codes of every command, shown by `--help`.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (run/wait: every task passed)
+  1  run/wait: a task failed, timed out or was cancelled; cluster check: replicas differ;
+     other commands: an unexpected error
+  2  bad usage or input (flags, plan file, unknown job); cluster check: a node could not be checked
+  3  run/wait: a task could not run (its program not found, abandoned after retries)
+  4  the coordinator refused the credentials (no token, an unknown one, the wrong role)
+  5  no coordinator could be reached, or the cluster could not answer
+  130  run: interrupted a second time (Ctrl-C), the job left running";
 
 /// Coordinator addresses, as any subset of the cluster.
 #[derive(clap::Args)]
@@ -111,12 +123,23 @@ enum Command {
         #[arg(long, env = "TESTFLEET_WORKER_NAME")]
         name: Option<String>,
         /// Attempts to run at once
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        #[arg(
+            long,
+            env = "TESTFLEET_WORKER_SLOTS",
+            default_value_t = 1,
+            value_parser = clap::value_parser!(u32).range(1..=1024)
+        )]
         slots: u32,
         #[command(flatten)]
         auth: ClientAuth,
-        /// A label, KEY=VALUE; repeat for more
-        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        /// A label, KEY=VALUE; repeat for more (TESTFLEET_WORKER_LABELS: comma-separated)
+        #[arg(
+            long = "label",
+            env = "TESTFLEET_WORKER_LABELS",
+            value_delimiter = ',',
+            value_name = "KEY=VALUE",
+            value_parser = parse_label
+        )]
         labels: Vec<(String, String)>,
     },
     /// Submit one command as a job of one task; prints the task id
@@ -126,8 +149,8 @@ enum Command {
         /// Priority (higher runs first)
         #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         priority: i32,
-        /// Timeout, e.g. 30s, 5m
-        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        /// Timeout, e.g. 30s, 5m, or whole seconds (300)
+        #[arg(long, default_value = "10m", value_parser = testfleet::plan::parse_timeout)]
         timeout: Duration,
         /// Infrastructure retries (worker lost, lease lost)
         #[arg(long, default_value_t = 3)]
@@ -425,6 +448,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let addrs = cli::parse_addresses(&coordinator)?;
             let name = name.unwrap_or_else(testfleet::worker::host_name);
+            // The coordinator refuses a bad name too; refusing it here exits at once with why,
+            // instead of retrying a hello that can never be accepted.
+            testfleet::state::limits::check_worker_id(&name)
+                .map_err(|e| CliError::Usage(format!("bad worker name {name:?}: {e}")))?;
             let mut config = WorkerConfig::new(addrs, name);
             config.credentials = auth.credentials()?;
             config.slots = slots;

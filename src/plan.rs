@@ -281,6 +281,30 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(total_ms))
 }
 
+/// A task timeout as `submit --timeout` and a plan's `timeout` take it: a duration string
+/// (`"90s"`, `"1h30m"`, see [`parse_duration`]) or a whole number of seconds (`"300"`); more
+/// than zero and at most the store's limit. One parser, so the CLI and plans agree.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let duration = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let seconds: u64 = text
+            .parse()
+            .map_err(|_| format!("bad timeout {text:?}: too long"))?;
+        Duration::from_secs(seconds)
+    } else {
+        parse_duration(text)?
+    };
+    if duration.is_zero() {
+        return Err(format!("timeout {text:?} must be more than zero"));
+    }
+    if duration.as_millis() > u128::from(limits::MAX_TIMEOUT_MS) {
+        return Err(format!(
+            "timeout {text:?} is too long (at most {} days)",
+            limits::MAX_TIMEOUT_MS / (24 * 3600 * 1000)
+        ));
+    }
+    Ok(duration)
+}
+
 /// An I/O error as a person reads it: "No such file or directory", without "(os error 2)".
 fn os_message(error: &io::Error) -> String {
     let text = error.to_string();
@@ -563,7 +587,7 @@ impl Source<'_> {
         let span = timeout.span();
         let ms = match timeout.get_ref() {
             RawTimeout::Text(text) => {
-                let duration = parse_duration(text).map_err(|e| self.error(span.clone(), e))?;
+                let duration = parse_timeout(text).map_err(|e| self.error(span.clone(), e))?;
                 u64::try_from(duration.as_millis())
                     .map_err(|_| self.error(span.clone(), "timeout is too long"))?
             }

@@ -62,9 +62,7 @@ async fn jobs_client(
                 .tcp_nodelay(true)
                 .connect()
                 .await
-                .map_err(|e| {
-                    CliError::Unavailable(format!("cannot reach coordinator {addr}: {e}"))
-                })?;
+                .map_err(|e| super::unreachable(addr, &e))?;
             connections()
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -101,6 +99,10 @@ where
 {
     let deadline = Instant::now() + RETRY_FOR;
     let mut i = 0usize;
+    // Refusals in a row from the start: when every address refuses the connection, nothing
+    // listens there (a wrong address, or the cluster is down): say so at once rather than
+    // retrying for RETRY_FOR. A failover never makes every member refuse.
+    let mut refusals = 0usize;
     loop {
         let addr = &remote.addrs[i % remote.addrs.len()];
         i += 1;
@@ -113,6 +115,16 @@ where
         };
         if matches!(error, CliError::Unavailable(_)) {
             forget_connection(addr);
+        }
+        if super::refused(&error) && refusals + 1 == i {
+            refusals += 1;
+            if refusals == remote.addrs.len() {
+                return Err(CliError::Unavailable(format!(
+                    "no coordinator accepts connections at {}: {error} (is the cluster \
+                     running? check --coordinator or TESTFLEET_COORDINATOR)",
+                    remote.addrs.join(", ")
+                )));
+            }
         }
         match error {
             CliError::Unavailable(_) if Instant::now() < deadline => {

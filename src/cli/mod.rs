@@ -46,7 +46,7 @@ pub enum CliError {
     /// Bad usage or input (exit 2).
     #[error("{0}")]
     Usage(String),
-    /// The cluster could not be reached or failed (exit 3).
+    /// The cluster could not be reached or failed (exit 5).
     #[error("{0}")]
     Unavailable(String),
     /// Anything else (exit 1).
@@ -65,7 +65,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 2,
-            CliError::Unavailable(_) => 3,
+            CliError::Unavailable(_) => 5,
             CliError::Other(_) => 1,
             CliError::Denied(_) => 4,
             CliError::Exit(code) => *code,
@@ -86,6 +86,12 @@ pub fn parse_addresses(list: &str) -> Result<Vec<String>, CliError> {
             "no coordinator address given: pass --coordinator HOST:PORT[,HOST:PORT...]".into(),
         ));
     }
+    // The same address twice is one node.
+    let mut seen = std::collections::BTreeSet::new();
+    let addrs: Vec<String> = addrs
+        .into_iter()
+        .filter(|a| seen.insert(a.clone()))
+        .collect();
     for addr in &addrs {
         if !addr.contains(':') {
             return Err(CliError::Usage(format!(
@@ -107,7 +113,7 @@ pub async fn channel(addr: &str, credentials: &Credentials) -> Result<AuthChanne
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| CliError::Unavailable(format!("cannot reach coordinator {addr}: {e}")))?;
+        .map_err(|e| unreachable(addr, &e))?;
     Ok(credentials.wrap(channel))
 }
 
@@ -161,7 +167,30 @@ pub async fn query_rows(
         .collect()
 }
 
-/// An infrastructure error (exit 3) from anything displayable.
+/// Why `addr` could not be reached, with the whole cause ("tcp connect error: Connection
+/// refused", not tonic's bare "transport error").
+pub fn unreachable(addr: &str, error: &tonic::transport::Error) -> CliError {
+    let mut causes = vec![error.to_string()];
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !causes.iter().any(|c| c.contains(&text)) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    CliError::Unavailable(format!(
+        "cannot reach coordinator {addr}: {}",
+        causes.join(": ")
+    ))
+}
+
+/// Whether a failed connection was refused outright: nothing listens at the address.
+pub fn refused(error: &CliError) -> bool {
+    matches!(error, CliError::Unavailable(text) if text.contains("Connection refused"))
+}
+
+/// An infrastructure error (exit 5) from anything displayable.
 pub fn unavailable(e: impl std::fmt::Display) -> CliError {
     CliError::Unavailable(e.to_string())
 }

@@ -88,10 +88,54 @@ fn database_in_a_missing_or_unwritable_place_is_refused() {
 }
 
 #[test]
-fn unreachable_cluster_exits_3() {
+fn unreachable_cluster_exits_5() {
+    // 5, apart from `run`'s 3 (a task could not run).
     assert_clear_failure(
         &["status", "--coordinator", "127.0.0.1:1"],
-        3,
+        5,
+        &["127.0.0.1:1"],
+    );
+}
+
+#[test]
+fn a_bad_worker_name_or_timeout_is_refused_at_once() {
+    assert_clear_failure(
+        &["worker", "--coordinator", "127.0.0.1:1", "--name", ""],
+        2,
+        &["worker name is empty"],
+    );
+    assert_clear_failure(
+        &["worker", "--coordinator", "127.0.0.1:1", "--name", "a b"],
+        2,
+        &["bad worker name"],
+    );
+    for timeout in ["0s", "0"] {
+        assert_clear_failure(
+            &[
+                "submit",
+                "--coordinator",
+                "127.0.0.1:1",
+                "--timeout",
+                timeout,
+                "--",
+                "true",
+            ],
+            2,
+            &["must be more than zero"],
+        );
+    }
+    // Bare seconds are taken, as plans take them: the command gets as far as the network.
+    assert_clear_failure(
+        &[
+            "submit",
+            "--coordinator",
+            "127.0.0.1:1",
+            "--timeout",
+            "300",
+            "--",
+            "true",
+        ],
+        5,
         &["127.0.0.1:1"],
     );
 }

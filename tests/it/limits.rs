@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use testfleet::auth::Role;
 use testfleet::proto::jobs_client::JobsClient;
 use testfleet::proto::{SubmitJobRequest, TaskSpec as WireTask};
 use testfleet::state::command::{Command, TaskSpec, Timestamp};
@@ -45,9 +46,10 @@ async fn a_job_past_the_size_limit_is_refused_at_the_edge_and_the_cluster_goes_o
             testfleet::coordinator::jobs::task_spec_message(&t)
         })
         .collect();
-    let mut client = JobsClient::connect(format!("http://{addr}"))
+    let channel = testfleet::cli::channel(&addr, &super::support::credentials(Role::Operator))
         .await
-        .unwrap()
+        .unwrap();
+    let mut client = JobsClient::new(channel)
         .max_encoding_message_size(200 << 20)
         .max_decoding_message_size(200 << 20);
     let refused = tokio::time::timeout(
