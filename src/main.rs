@@ -142,6 +142,12 @@ enum Command {
         )]
         labels: Vec<(String, String)>,
     },
+    /// Print a shell completion script: `testfleet completions bash > /etc/bash_completion.d/testfleet`
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Submit one command as a job of one task; prints the task id
     Submit {
         #[command(flatten)]
@@ -501,7 +507,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     "{}",
                     serde_json::json!({"job_id": job_id, "task_id": task_id})
                 ),
-                Output::Table => println!("{task_id}"),
+                Output::Table => {
+                    // stdout stays the task id alone, for `$(testfleet submit ...)`.
+                    eprintln!("submitted job {job_id}; its task:");
+                    println!("{task_id}");
+                }
             }
             Ok(())
         }
@@ -529,6 +539,20 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             eprintln!("submitted job {name} ({job_id}) with {count} tasks");
             let report = jobs::follow_interruptible(&remote, &job_id, interrupts.as_mut()).await?;
             print_summary(report, target.output)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into memory first: clap_complete panics on a write error, and a closed pipe
+            // (`| head`) is not an error here.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "testfleet", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(CliError::Other(format!("cannot write the script: {e}")))
+                }
+                _ => Ok(()),
+            }
         }
         Command::Wait { target, job } => {
             let remote = target.remote()?;

@@ -165,3 +165,15 @@ fn a_plan_past_a_limit_is_refused_before_anything_is_sent() {
         ],
     );
 }
+
+#[test]
+fn completion_scripts_name_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = run(&["completions", shell], dir.path());
+        assert_eq!(code, 0, "{shell}: {err}");
+        for command in ["coordinator", "worker", "cancel", "wait", "auth", "tls"] {
+            assert!(out.contains(command), "{shell} script lacks {command}");
+        }
+    }
+}
