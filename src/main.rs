@@ -141,6 +141,10 @@ enum Command {
             value_parser = parse_label
         )]
         labels: Vec<(String, String)>,
+        /// On SIGTERM, how long running attempts may take to finish before they are stopped
+        /// and handed back, e.g. 30s, 5m
+        #[arg(long, env = "TESTFLEET_WORKER_GRACE", default_value = "30s", value_parser = parse_duration)]
+        grace: Duration,
     },
     /// Print a shell completion script: `testfleet completions bash > /etc/bash_completion.d/testfleet`
     Completions {
@@ -208,8 +212,14 @@ enum Command {
         #[arg(long)]
         job: Option<String>,
     },
-    /// List workers
-    Workers(Target),
+    /// List workers (those that left on purpose only with --all)
+    Workers {
+        #[command(flatten)]
+        target: Target,
+        /// Include workers that left
+        #[arg(long)]
+        all: bool,
+    },
     /// Recovery records
     #[command(subcommand)]
     Recovery(RecoveryCommand),
@@ -451,6 +461,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             slots,
             labels,
             auth,
+            grace,
         } => {
             let addrs = cli::parse_addresses(&coordinator)?;
             let name = name.unwrap_or_else(testfleet::worker::host_name);
@@ -462,11 +473,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             config.credentials = auth.credentials()?;
             config.slots = slots;
             config.labels = labels.into_iter().collect();
+            config.grace = grace;
+            // The first SIGTERM or Ctrl-C makes the worker leave (it finishes what it runs, up
+            // to --grace); a second one stops it at once.
             let shutdown = tokio_util::sync::CancellationToken::new();
-            let stop = shutdown.clone();
+            let leave = shutdown.clone();
+            let stop_now = config.stop_now.clone();
             tokio::spawn(async move {
                 shutdown_signal().await;
-                stop.cancel();
+                leave.cancel();
+                shutdown_signal().await;
+                stop_now.cancel();
             });
             testfleet::worker::agent::run(config, shutdown)
                 .await
@@ -644,11 +661,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Workers(target) => {
+        Command::Workers { target, all } => {
             let remote = target.remote()?;
-            let sql = "SELECT id, host, status, labels, capabilities, status_changed_at, \
-                       status_reason FROM workers ORDER BY id";
-            print!("{}", jobs::read_table(&remote, sql, target.output).await?);
+            let filter = if all { "" } else { "WHERE status <> 'left' " };
+            let sql = format!(
+                "SELECT id, host, status, labels, capabilities, status_changed_at, \
+                 status_reason FROM workers {filter}ORDER BY id"
+            );
+            print!("{}", jobs::read_table(&remote, &sql, target.output).await?);
             Ok(())
         }
         Command::Coordinator(args) => run_coordinator(*args).await,

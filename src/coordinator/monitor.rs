@@ -90,6 +90,12 @@ impl Monitor {
         self.note(t);
     }
 
+    /// Stops watching a worker that left on purpose: its silence is not a failure.
+    pub fn forget(&self, worker: &str) {
+        lock(&self.detector).forget(worker);
+        lock(&self.flaps).remove(worker);
+    }
+
     pub fn session_closed(&self, worker: &str) {
         let t = lock(&self.detector).session_closed(worker, Instant::now());
         self.note(t);

@@ -286,6 +286,8 @@ async fn serve(
     // ago, and a stream that never speaks must not hold the node's resources.
     let idle =
         std::time::Duration::from_millis(node.config().worker_failure_timeout_ms.saturating_mul(2));
+    // Set once the worker's departure is committed: its session then ends without a failure.
+    let mut left = false;
     let result = loop {
         let next = tokio::select! {
             _ = leadership.cancel.cancelled() => break Ok(()),
@@ -337,16 +339,76 @@ async fn serve(
                 let tx = tx.clone();
                 tokio::spawn(async move { finish(&leadership, &worker, f, &tx).await });
             }
+            Some(worker_message::Body::Leaving(leaving)) => {
+                match depart(&node, &leadership, &worker, leaving).await {
+                    Ok(true) => {
+                        left = true;
+                        break Ok(());
+                    }
+                    Ok(false) => {}
+                    Err(e) => break Err(e),
+                }
+            }
             Some(worker_message::Body::Hello(_)) | None => {
                 break Err("unexpected message in an open session".into());
             }
         }
     };
     if leadership.remove_session(&worker, generation) {
-        leadership.monitor.session_closed(&worker);
-        tracing::info!(worker = %worker, "worker session closed");
+        if left {
+            leadership.monitor.forget(&worker);
+            tracing::info!(worker = %worker, "worker left");
+        } else {
+            leadership.monitor.session_closed(&worker);
+            tracing::info!(worker = %worker, "worker session closed");
+        }
     }
     result
+}
+
+/// A worker leaving on purpose. The first message holds it out of scheduling (`draining`) while
+/// it finishes what it runs; the last records the departure ([`Command::LeaveWorker`]), which
+/// hands back what it still holds without a retry used and starts no recovery. `Ok(true)`
+/// once the departure is committed: the session ends.
+async fn depart(
+    node: &Coordinator,
+    leadership: &Leadership,
+    worker: &str,
+    leaving: crate::proto::Leaving,
+) -> Result<bool, String> {
+    let reason = if leaving.reason.is_empty() {
+        "left".to_string()
+    } else {
+        leaving.reason
+    };
+    if leaving.done {
+        let command = Command::LeaveWorker {
+            worker: worker.to_string(),
+            reason,
+            at: Timestamp::now(),
+        };
+        return match leadership.reports.propose(command).await {
+            Ok(Reply::Rejected { reason }) => Err(format!("departure refused: {reason}")),
+            Ok(_) => Ok(true),
+            Err(e) => Err(format!("departure not committed: {e}")),
+        };
+    }
+    let status = node
+        .state()
+        .with_machine(|m| m.worker(worker).map(|w| w.status));
+    if status == Some(WorkerStatus::Healthy) {
+        let command = Command::SetWorkerStatus {
+            worker: worker.to_string(),
+            from: WorkerStatus::Healthy,
+            to: WorkerStatus::Draining,
+            reason: format!("leaving ({reason}): finishing its attempts"),
+            at: Timestamp::now(),
+        };
+        if let Err(e) = leadership.reports.propose(command).await {
+            tracing::warn!(worker, "drain before leaving not committed: {e}");
+        }
+    }
+    Ok(false)
 }
 
 /// Commits a result, then acknowledges it to the worker.

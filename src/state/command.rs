@@ -214,6 +214,15 @@ pub enum Command {
         id: String,
         at: Timestamp,
     },
+    /// A worker left on purpose (stopped with SIGTERM, or removed by an operator): its status
+    /// becomes `left` and every task it still holds is queued again *without* using a retry —
+    /// a departure is not a failure, and starts no recovery. (Appended last: bincode numbers
+    /// the variants, so older log entries keep their meaning.)
+    LeaveWorker {
+        worker: WorkerId,
+        reason: String,
+        at: Timestamp,
+    },
 }
 
 impl Command {
@@ -241,6 +250,7 @@ impl Command {
             Command::Batch(_) => "batch",
             Command::FailWorker { .. } => "fail_worker",
             Command::CheckReplicas { .. } => "check_replicas",
+            Command::LeaveWorker { .. } => "leave_worker",
         }
     }
 }

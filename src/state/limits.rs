@@ -372,7 +372,8 @@ pub fn normalize(command: &mut Command) {
         | Command::CancelJob { reason, .. }
         | Command::CancelTask { reason, .. }
         | Command::BreakerTransition { reason, .. }
-        | Command::FailWorker { reason, .. } => clip(reason, MAX_REASON_BYTES),
+        | Command::FailWorker { reason, .. }
+        | Command::LeaveWorker { reason, .. } => clip(reason, MAX_REASON_BYTES),
         Command::FinishTask { output_tail, .. } => clip_start(output_tail, MAX_OUTPUT_TAIL_BYTES),
         Command::RecordWorkerRecovery { error_message, .. }
         | Command::RecordTaskRecovery { error_message, .. } => {
@@ -557,6 +558,10 @@ pub fn check(command: &Command) -> Result<(), Violation> {
         Command::CheckReplicas { id, at } => {
             check_id("replica check id", id)?;
             check_timestamp("the check time", *at)
+        }
+        Command::LeaveWorker { worker, at, .. } => {
+            check_worker_id(worker)?;
+            check_timestamp("the departure time", *at)
         }
         Command::Batch(items) => {
             check_max("the number of commands in a batch", items.len(), MAX_BATCH)?;

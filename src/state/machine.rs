@@ -460,6 +460,7 @@ impl Machine {
             } => self.fail_worker(&worker, from, reason, category, requeue, &details_json, at),
             // A marker for the replica check (raft::state_machine digests the tables).
             Command::CheckReplicas { .. } => Reply::Applied,
+            Command::LeaveWorker { worker, reason, at } => self.leave_worker(&worker, reason, at),
         }
     }
 

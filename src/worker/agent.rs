@@ -55,6 +55,11 @@ pub struct WorkerConfig {
     pub noop_executor: bool,
     /// What the worker presents to the coordinators (its worker token).
     pub credentials: crate::auth::Credentials,
+    /// After the shutdown token is cancelled, how long running attempts may take to finish
+    /// before they are stopped and handed back.
+    pub grace: Duration,
+    /// Cancelled to stop at once (a second SIGTERM): no waiting for running attempts.
+    pub stop_now: CancellationToken,
     /// Told about every session the leader accepts: (worker, leader id, term).
     pub on_welcome: Option<mpsc::UnboundedSender<(String, u64, u64)>>,
 }
@@ -67,6 +72,8 @@ impl WorkerConfig {
             slots: 1,
             labels: BTreeMap::new(),
             credentials: crate::auth::Credentials::none(),
+            grace: Duration::from_secs(30),
+            stop_now: CancellationToken::new(),
             capabilities_json: super::basic_capabilities(),
             output_limit: executor::DEFAULT_OUTPUT_LIMIT,
             initial_backoff: Duration::from_secs(1),
@@ -122,7 +129,22 @@ enum Ended {
     Broken(String, bool),
     /// The coordinator refused this worker's credentials: retrying cannot help.
     Refused(String),
+    /// The worker left on purpose and the leader recorded it.
+    Left,
     Shutdown,
+}
+
+/// How long a worker that said it is done leaving waits for the leader to close its session.
+const LEAVE_ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// The message that says the worker is leaving (`done`: it runs nothing any more).
+fn leaving_message(done: bool) -> WorkerMessage {
+    WorkerMessage {
+        body: Some(worker_message::Body::Leaving(crate::proto::Leaving {
+            done,
+            reason: "stopped (SIGTERM)".to_string(),
+        })),
+    }
 }
 
 impl Agent {
@@ -252,12 +274,31 @@ impl Agent {
         };
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         let mut welcomed = false;
+        // When the worker was told to stop: it leaves on purpose (see `leave_step`).
+        let mut leaving: Option<tokio::time::Instant> = None;
+        let mut done_sent: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return Ended::Shutdown,
+                _ = self.config.stop_now.cancelled() => return Ended::Shutdown,
+                _ = shutdown.cancelled(), if leaving.is_none() => {
+                    if !welcomed {
+                        return Ended::Shutdown;
+                    }
+                    leaving = Some(tokio::time::Instant::now());
+                    tracing::info!(
+                        running = self.running.len(),
+                        grace = ?self.config.grace,
+                        "leaving: no new work; finishing what runs (SIGTERM again to stop at once)"
+                    );
+                    if out_tx.send(leaving_message(false)).await.is_err() {
+                        return Ended::Shutdown;
+                    }
+                }
                 message = inbound.next() => {
                     let message = match message {
                         Some(Ok(m)) => m,
+                        // The leader closes the session once it has recorded the departure.
+                        _ if done_sent.is_some() => return Ended::Left,
                         Some(Err(e)) => return Ended::Broken(format!("session with {addr} failed: {e}"), welcomed),
                         None => return Ended::Broken(format!("{addr} closed the session"), welcomed),
                     };
@@ -286,7 +327,10 @@ impl Agent {
                             };
                         }
                         Some(coordinator_message::Body::Assign(a)) => {
-                            if a.term < self.seen_term {
+                            if leaving.is_some() {
+                                // Sent before the leader saw the departure: it is handed back.
+                                tracing::info!(task = %a.task_id, "not starting an attempt while leaving");
+                            } else if a.term < self.seen_term {
                                 tracing::warn!(term = a.term, seen = self.seen_term, "ignoring an assignment from a stale leader");
                             } else {
                                 self.seen_term = a.term;
@@ -331,6 +375,33 @@ impl Agent {
                     }
                 }
             }
+            if let Some(since) = leaving {
+                if let Some(sent) = done_sent {
+                    if sent.elapsed() > LEAVE_ACK_WAIT {
+                        tracing::warn!("the leader did not close the session after the departure");
+                        return Ended::Left;
+                    }
+                    continue;
+                }
+                let idle = self.running.is_empty() && self.unacked.is_empty();
+                let over = since.elapsed() >= self.config.grace;
+                if idle || over {
+                    if over && !idle {
+                        tracing::warn!(
+                            running = self.running.len(),
+                            "grace period over: stopping the attempts still running; the \
+                             leader queues them again"
+                        );
+                        for token in self.running.values() {
+                            token.cancel();
+                        }
+                    }
+                    if out_tx.send(leaving_message(true)).await.is_err() {
+                        return Ended::Shutdown;
+                    }
+                    done_sent = Some(tokio::time::Instant::now());
+                }
+            }
         }
     }
 }
@@ -338,6 +409,10 @@ impl Agent {
 /// Runs the worker until `shutdown` is cancelled. Running attempts are cancelled then.
 ///
 /// Returns an error, at once, when a coordinator refuses the worker's credentials.
+///
+/// Cancelling `shutdown` makes the worker *leave*: it takes no new work, lets what runs finish
+/// (for up to [`WorkerConfig::grace`]), then tells the leader, which records the departure and
+/// queues again whatever it still held, without counting it as a failure.
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), String> {
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let (started_tx, started_rx) = mpsc::unbounded_channel();
@@ -364,6 +439,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             .unwrap_or_else(|| addresses[next % addresses.len()].clone());
         match agent.session(&addr, &shutdown).await {
             Ended::Shutdown => break,
+            Ended::Left => {
+                tracing::info!("left the fleet");
+                break;
+            }
             Ended::Refused(why) => {
                 refused = Some(why);
                 break;

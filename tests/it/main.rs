@@ -24,3 +24,4 @@ mod support;
 mod third_party;
 mod tls;
 mod worker_identity;
+mod worker_leave;

@@ -1,6 +1,8 @@
 //! Worker registration and status changes. A worker held out of scheduling by recovery
 //! (quarantined, draining) keeps its status when it registers again; recovery ends the hold.
-//! A failed worker's tasks are requeued in the entry that fails it ([`Machine::fail_worker`]).
+//! A failed worker's tasks are requeued in the entry that fails it ([`Machine::fail_worker`]);
+//! a worker that leaves hands its tasks back in the entry that records it
+//! ([`Machine::leave_worker`]).
 
 use super::*;
 
@@ -73,6 +75,36 @@ impl Machine {
         });
         self.changes.workers.insert(id.to_string());
         Reply::Applied
+    }
+
+    /// A worker left on purpose (see [`Command::LeaveWorker`]): `left`, and every task it
+    /// holds queued again with no retry used and no recovery record. Replies one item per
+    /// task, in task id order.
+    pub(super) fn leave_worker(&mut self, id: &str, reason: String, at: Timestamp) -> Reply {
+        let Some(worker) = self.workers.get(id) else {
+            return Reply::rejected(format!("unknown worker {id}"));
+        };
+        if worker.status == WorkerStatus::Left {
+            return Reply::rejected(format!("worker {id} has already left"));
+        }
+        let from = worker.status;
+        let status = self.set_worker_status(id, from, WorkerStatus::Left, reason.clone(), at);
+        if status.is_rejected() {
+            return status;
+        }
+        let mut held: Vec<TaskId> = self.held_by(id).map(|t| t.spec.id.clone()).collect();
+        held.sort();
+        let why = format!("worker {id} left: {reason}");
+        let replies = held
+            .into_iter()
+            .map(|task| {
+                self.end_attempt(&task, "requeued: worker left", at);
+                Reply::Task {
+                    status: self.queue_again(&task, why.clone(), at),
+                }
+            })
+            .collect();
+        Reply::Many(replies)
     }
 
     /// Fails a worker and deals with every task it holds, in one apply (see

@@ -331,3 +331,63 @@ fn a_stale_failure_changes_nothing() {
     assert_eq!(m.worker("w1").unwrap().status, WorkerStatus::Healthy);
     assert!(m.take_changes().is_empty());
 }
+
+#[test]
+fn a_worker_that_leaves_hands_its_tasks_back_without_using_a_retry() {
+    let mut m = fleet();
+    m.apply(assign("t1", "w1", 1));
+    m.apply(started("t1", "w1", 1));
+    m.apply(assign("t2", "w1", 1));
+    m.take_changes();
+    let leave = Command::LeaveWorker {
+        worker: "w1".into(),
+        reason: "stopped (SIGTERM)".into(),
+        at: at(20),
+    };
+    let reply = m.apply(leave.clone());
+    assert_eq!(
+        reply,
+        Reply::Many(vec![
+            Reply::Task {
+                status: TaskStatus::Queued
+            },
+            Reply::Task {
+                status: TaskStatus::Queued
+            },
+        ])
+    );
+    let w = m.worker("w1").unwrap();
+    assert_eq!(w.status, WorkerStatus::Left);
+    assert_eq!(w.status_reason, "stopped (SIGTERM)");
+    for task in ["t1", "t2"] {
+        let t = m.task(task).unwrap();
+        assert_eq!(t.status, TaskStatus::Queued);
+        assert_eq!(
+            t.infra_retries_used, 0,
+            "a departure used a retry of {task}"
+        );
+        assert!(t.holder().is_none(), "{task} still names a worker");
+    }
+    let changes = m.take_changes();
+    assert!(
+        changes.history.is_empty(),
+        "a departure is not a recovery: {:?}",
+        changes.history
+    );
+    // The attempt that ran ended as handed back, not as a fault.
+    let attempt = changes.attempts.get(&("t1".to_string(), 1)).unwrap();
+    assert_eq!(attempt.outcome.as_deref(), Some("requeued: worker left"));
+    // Leaving twice, or an unknown worker, is refused.
+    assert_rejected(m.apply(leave), "already left");
+    assert_rejected(
+        m.apply(Command::LeaveWorker {
+            worker: "nobody".into(),
+            reason: String::new(),
+            at: at(21),
+        }),
+        "unknown worker",
+    );
+    // Coming back later registers it as healthy.
+    m.apply(register("w1"));
+    assert_eq!(m.worker("w1").unwrap().status, WorkerStatus::Healthy);
+}
