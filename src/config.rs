@@ -25,7 +25,6 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use serde::{Deserialize, Serialize};
 
 /// File name of the Raft log inside [`CoordinatorConfig::data_dir`].
@@ -154,163 +153,6 @@ impl Default for CoordinatorConfig {
             insecure: false,
         }
     }
-}
-
-/// The coordinator's command-line flags; each also reads a `TESTFLEET_*` environment variable.
-///
-/// `None` means "not given on the command line nor in the environment": the value then comes
-/// from the config file or the default. Flatten it into the `coordinator` subcommand with
-/// `#[command(flatten)]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
-pub struct CoordinatorArgs {
-    /// TOML file with coordinator settings (keys: the snake_case names of these flags)
-    #[arg(long, env = "TESTFLEET_CONFIG", value_name = "PATH")]
-    pub config: Option<PathBuf>,
-
-    /// This node's Raft id [default: 1]
-    #[arg(long, env = "TESTFLEET_NODE_ID", value_name = "ID")]
-    pub node_id: Option<u64>,
-
-    /// Port for all gRPC services of this node [default: 8080]
-    #[arg(long, env = "TESTFLEET_PORT")]
-    pub port: Option<u16>,
-
-    /// IP address to listen on [default: 127.0.0.1]
-    #[arg(long, env = "TESTFLEET_BIND", value_name = "IP")]
-    pub bind: Option<IpAddr>,
-
-    /// DuckDB file holding the replicated state [default: testfleet.duckdb]
-    #[arg(long, env = "TESTFLEET_DB_PATH", value_name = "PATH")]
-    pub db_path: Option<PathBuf>,
-
-    /// Directory for the Raft log and snapshots [default: the DuckDB file's directory]
-    #[arg(long, env = "TESTFLEET_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-
-    /// Every cluster member, this node included: `1=host:port,2=host:port,...`
-    /// [default: none, a single-node cluster]
-    #[arg(long, env = "TESTFLEET_PEERS", value_name = "ID=HOST:PORT,...")]
-    pub peers: Option<String>,
-
-    /// Leader heartbeat interval in milliseconds [default: 100]
-    #[arg(long, env = "TESTFLEET_HEARTBEAT_INTERVAL_MS", value_name = "MS")]
-    pub heartbeat_interval_ms: Option<u64>,
-
-    /// Minimum election timeout in milliseconds [default: 250]
-    #[arg(long, env = "TESTFLEET_ELECTION_TIMEOUT_MIN_MS", value_name = "MS")]
-    pub election_timeout_min_ms: Option<u64>,
-
-    /// Maximum election timeout in milliseconds [default: 500]
-    #[arg(long, env = "TESTFLEET_ELECTION_TIMEOUT_MAX_MS", value_name = "MS")]
-    pub election_timeout_max_ms: Option<u64>,
-
-    /// Snapshot after this many log entries since the last snapshot [default: 20000]
-    #[arg(long, env = "TESTFLEET_SNAPSHOT_LOGS_SINCE_LAST", value_name = "N")]
-    pub snapshot_logs_since_last: Option<u64>,
-
-    /// Log entries kept after a snapshot covers them [default: 1000]
-    #[arg(long, env = "TESTFLEET_MAX_IN_SNAPSHOT_LOG_TO_KEEP", value_name = "N")]
-    pub max_in_snapshot_log_to_keep: Option<u64>,
-
-    /// DuckDB worker threads [default: 2]
-    #[arg(long, env = "TESTFLEET_DUCKDB_THREADS", value_name = "N")]
-    pub duckdb_threads: Option<u32>,
-
-    /// DuckDB memory limit, e.g. 512MB or 1GB [default: 1GB]
-    #[arg(long, env = "TESTFLEET_DUCKDB_MEMORY_LIMIT", value_name = "SIZE")]
-    pub duckdb_memory_limit: Option<String>,
-
-    /// Detect and record failures, but recover nothing [default: false]
-    #[arg(
-        long,
-        env = "TESTFLEET_DISABLE_AUTO_RECOVERY",
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new(),
-    )]
-    pub disable_auto_recovery: Option<bool>,
-
-    /// How often workers heartbeat, in milliseconds [default: 1000]
-    #[arg(
-        long,
-        env = "TESTFLEET_WORKER_HEARTBEAT_INTERVAL_MS",
-        value_name = "MS"
-    )]
-    pub worker_heartbeat_interval_ms: Option<u64>,
-
-    /// Silence after which a worker is failed, in milliseconds [default: 5000]
-    #[arg(long, env = "TESTFLEET_WORKER_FAILURE_TIMEOUT_MS", value_name = "MS")]
-    pub worker_failure_timeout_ms: Option<u64>,
-
-    /// Command that restarts a failed worker ({worker}, {host}, {address} become quoted words)
-    #[arg(long, env = "TESTFLEET_RESTART_COMMAND", value_name = "TEMPLATE")]
-    pub restart_command: Option<String>,
-
-    /// Attempts to bring a failed worker back [default: 5]
-    #[arg(long, env = "TESTFLEET_MAX_RECOVERY_ATTEMPTS", value_name = "N")]
-    pub max_recovery_attempts: Option<u32>,
-
-    /// Time one recovery attempt may take, in milliseconds [default: 60000]
-    #[arg(long, env = "TESTFLEET_RECOVERY_INTERVAL_MS", value_name = "MS")]
-    pub recovery_interval_ms: Option<u64>,
-
-    /// Drain erratic workers before they fail [default: true]
-    #[arg(
-        long,
-        env = "TESTFLEET_ENABLE_PROACTIVE_RECOVERY",
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new(),
-    )]
-    pub enable_proactive_recovery: Option<bool>,
-
-    /// Directory of role tokens from `testfleet auth init`: every call must carry one
-    #[arg(long, env = "TESTFLEET_AUTH_DIR", value_name = "DIR")]
-    pub auth_dir: Option<PathBuf>,
-
-    /// Mutual TLS: this node's certificate (PEM, the peer certificate of `testfleet tls init`)
-    #[arg(long, env = "TESTFLEET_TLS_CERT", value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
-    pub tls_cert: Option<PathBuf>,
-
-    /// Mutual TLS: this node's private key (PEM)
-    #[arg(long, env = "TESTFLEET_TLS_KEY", value_name = "PEM", requires_all = ["tls_cert", "tls_ca"])]
-    pub tls_key: Option<PathBuf>,
-
-    /// Mutual TLS: the CA certificate every caller's certificate must be signed by (PEM)
-    #[arg(long, env = "TESTFLEET_TLS_CA", value_name = "PEM", requires_all = ["tls_cert", "tls_key"])]
-    pub tls_ca: Option<PathBuf>,
-
-    /// Listen on a non-loopback address without tokens or TLS (anyone who reaches the port
-    /// can run commands on every worker)
-    #[arg(long, env = "TESTFLEET_INSECURE")]
-    pub insecure: bool,
-
-    /// The original design's spelling of a cluster start; needs --coordinator-addresses
-    #[arg(long, requires = "coordinator_addresses")]
-    pub high_availability: bool,
-
-    /// Every member as HOST:PORT,HOST:PORT,...; ids are the positions, from 1
-    #[arg(
-        long,
-        env = "TESTFLEET_COORDINATOR_ADDRESSES",
-        value_name = "HOST:PORT,...",
-        conflicts_with = "peers"
-    )]
-    pub coordinator_addresses: Option<String>,
-
-    /// This node among --coordinator-addresses: its position (1-based) or its HOST:PORT
-    #[arg(
-        long,
-        env = "TESTFLEET_COORDINATOR_ID",
-        value_name = "ID",
-        requires = "coordinator_addresses",
-        conflicts_with = "node_id"
-    )]
-    pub coordinator_id: Option<String>,
 }
 
 /// Why a coordinator's configuration could not be resolved.
@@ -890,6 +732,9 @@ fn check_writable_dir(what: &'static str, dir: &Path) -> Result<(), ConfigError>
         }),
     }
 }
+
+mod args;
+pub use args::CoordinatorArgs;
 
 #[cfg(test)]
 mod tests;

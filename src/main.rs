@@ -12,6 +12,7 @@ use testfleet::cli::{self, CliError, Output, Remote, jobs, status};
 use testfleet::config::{CoordinatorArgs, CoordinatorConfig};
 use testfleet::coordinator::{self, Coordinator};
 use testfleet::demo::launch::Security;
+use testfleet::state::command::TaskSpec;
 use testfleet::worker::agent::WorkerConfig;
 
 /// Distributed test execution with auto-recovery and highly available coordinators.
@@ -503,19 +504,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 return Err(CliError::Usage("the command after -- is empty".into()));
             }
             let task_id = uuid::Uuid::new_v4().to_string();
-            let spec = testfleet::state::command::TaskSpec {
-                id: task_id.clone(),
-                name: command.join(" "),
-                command,
-                env: Default::default(),
-                cwd: None,
+            let spec = TaskSpec {
                 timeout_ms: timeout.as_millis() as u64,
                 priority,
                 labels: labels.into_iter().collect(),
-                capabilities: vec![],
                 max_retries,
-                timeout_retries: 1,
-                flaky_retries: 0,
+                ..TaskSpec::new(task_id.clone(), command.join(" "), command)
             };
             let job_id = uuid::Uuid::new_v4().to_string();
             jobs::submit(&remote, &job_id, &job, &[spec]).await?;

@@ -163,18 +163,14 @@ pub async fn run(s: &RecoverySettings) -> Result<RecoveryReport, CliError> {
         let job = format!("round-{round}");
         let tasks: Vec<TaskSpec> = (0..per_round)
             .map(|i| TaskSpec {
-                id: format!("{job}-{i}"),
-                name: format!("{job}-{i}"),
-                command: vec!["sleep".into(), s.task_seconds.to_string()],
-                env: Default::default(),
-                cwd: None,
                 timeout_ms: 120_000,
-                priority: 0,
-                labels: Default::default(),
-                capabilities: vec![],
                 max_retries: 5,
                 timeout_retries: 0,
-                flaky_retries: 0,
+                ..TaskSpec::new(
+                    format!("{job}-{i}"),
+                    format!("{job}-{i}"),
+                    vec!["sleep".into(), s.task_seconds.to_string()],
+                )
             })
             .collect();
         submitted += tasks.len();

@@ -109,18 +109,8 @@ pub struct TasksReport {
 
 fn trivial(id: String, name: &str) -> TaskSpec {
     TaskSpec {
-        id,
-        name: name.to_string(),
-        command: vec!["true".into()],
-        env: Default::default(),
-        cwd: None,
         timeout_ms: 60_000,
-        priority: 0,
-        labels: Default::default(),
-        capabilities: vec![],
-        max_retries: 3,
-        timeout_retries: 1,
-        flaky_retries: 0,
+        ..TaskSpec::new(id, name.to_string(), vec!["true".into()])
     }
 }
 

@@ -107,18 +107,12 @@ async fn demo(
     let deadline = started + run_time;
     let tasks: Vec<TaskSpec> = (0..24)
         .map(|i| TaskSpec {
-            id: format!("demo-task-{i:02}"),
-            name: format!("demo-task-{i:02}"),
-            command: vec!["sh".into(), "-c".into(), format!("sleep {}", 1 + i % 3)],
-            env: Default::default(),
-            cwd: None,
             timeout_ms: 60_000,
-            priority: 0,
-            labels: Default::default(),
-            capabilities: vec![],
-            max_retries: 3,
-            timeout_retries: 1,
-            flaky_retries: 0,
+            ..TaskSpec::new(
+                format!("demo-task-{i:02}"),
+                format!("demo-task-{i:02}"),
+                vec!["sh".into(), "-c".into(), format!("sleep {}", 1 + i % 3)],
+            )
         })
         .collect();
     crate::cli::jobs::submit(remote, "demo-job", "auto-recovery demo", &tasks).await?;

@@ -221,18 +221,13 @@ async fn run_workload(
         let job = format!("ha-job-{n:06}");
         let tasks: Vec<TaskSpec> = (0..3)
             .map(|i| TaskSpec {
-                id: format!("{job}-t{i}"),
-                name: format!("{job}-t{i}"),
-                command: vec!["sh".into(), "-c".into(), "sleep 0.2".into()],
-                env: Default::default(),
-                cwd: None,
                 timeout_ms: 60_000,
-                priority: 0,
-                labels: Default::default(),
-                capabilities: vec![],
                 max_retries: 10,
-                timeout_retries: 1,
-                flaky_retries: 0,
+                ..TaskSpec::new(
+                    format!("{job}-t{i}"),
+                    format!("{job}-t{i}"),
+                    vec!["sh".into(), "-c".into(), "sleep 0.2".into()],
+                )
             })
             .collect();
         let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();

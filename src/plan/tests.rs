@@ -427,9 +427,9 @@ fn each_mistake_is_located_and_explained() {
         ),
         (
             "bad duration in defaults, even when unused",
-            "[defaults]\ntimeout = \"10\"\n",
+            "[defaults]\ntimeout = \"10 minutes\"\n",
             6,
-            r#"bad duration "10": use a number with a unit"#,
+            r#"bad duration "10 minutes": use a number with a unit"#,
         ),
         (
             "zero timeout",

@@ -443,18 +443,9 @@ fn state_is_released_when_tasks_and_workers_go() {
 
 fn spec(id: &str, labels: &str) -> TaskSpec {
     TaskSpec {
-        id: id.to_string(),
-        name: id.to_string(),
-        command: list("true"),
-        env: BTreeMap::new(),
-        cwd: None,
         timeout_ms: 1_000,
-        priority: 0,
         labels: pairs(labels),
-        capabilities: Vec::new(),
-        max_retries: 3,
-        timeout_retries: 1,
-        flaky_retries: 0,
+        ..TaskSpec::new(id.to_string(), id.to_string(), list("true"))
     }
 }
 

@@ -286,6 +286,28 @@ pub struct TaskSpec {
     pub flaky_retries: u32,
 }
 
+impl TaskSpec {
+    /// A task that runs `command`, with a plan's defaults for the rest: a 10-minute timeout,
+    /// priority 0, 3 infrastructure retries, 1 timeout retry, no flaky retries, no environment,
+    /// working directory or requirements. Set other fields with `..TaskSpec::new(...)`.
+    pub fn new(id: impl Into<TaskId>, name: impl Into<String>, command: Vec<String>) -> TaskSpec {
+        TaskSpec {
+            id: id.into(),
+            name: name.into(),
+            command,
+            env: BTreeMap::new(),
+            cwd: None,
+            timeout_ms: 600_000,
+            priority: 0,
+            labels: BTreeMap::new(),
+            capabilities: Vec::new(),
+            max_retries: 3,
+            timeout_retries: 1,
+            flaky_retries: 0,
+        }
+    }
+}
+
 /// One scheduler decision: `task` runs as `attempt` on `worker`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {

@@ -17,18 +17,10 @@ use super::support::{client, eventually};
 
 fn task(id: String, seconds: f64) -> TaskSpec {
     TaskSpec {
-        name: id.clone(),
-        id,
-        command: vec!["sleep".into(), seconds.to_string()],
-        env: Default::default(),
-        cwd: None,
         timeout_ms: 60_000,
-        priority: 0,
-        labels: Default::default(),
-        capabilities: vec![],
         max_retries: 5,
         timeout_retries: 0,
-        flaky_retries: 0,
+        ..TaskSpec::new(id.clone(), id, vec!["sleep".into(), seconds.to_string()])
     }
 }
 

@@ -23,18 +23,13 @@ fn task(job: &str, i: usize) -> TaskSpec {
         format!("echo ok {i}")
     };
     TaskSpec {
-        id: format!("{job}-{i:02}"),
-        name: format!("{job} task {i}"),
-        command: vec!["sh".into(), "-c".into(), script],
-        env: Default::default(),
-        cwd: None,
         timeout_ms: 30_000,
-        priority: 0,
-        labels: Default::default(),
-        capabilities: vec![],
-        max_retries: 3,
         timeout_retries: 0,
-        flaky_retries: 0,
+        ..TaskSpec::new(
+            format!("{job}-{i:02}"),
+            format!("{job} task {i}"),
+            vec!["sh".into(), "-c".into(), script],
+        )
     }
 }
 

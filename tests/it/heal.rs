@@ -20,18 +20,13 @@ use super::support::{WorkerProcess, client, eventually, query, test_dir};
 fn job(id: &str, tasks: usize) -> Vec<TaskSpec> {
     (0..tasks)
         .map(|t| TaskSpec {
-            id: format!("{id}-task-{t}"),
-            name: format!("t{t}"),
-            command: vec!["true".into()],
-            env: Default::default(),
-            cwd: None,
             timeout_ms: 30_000,
             priority: (t % 3) as i32,
-            labels: Default::default(),
-            capabilities: vec![],
-            max_retries: 3,
-            timeout_retries: 1,
-            flaky_retries: 0,
+            ..TaskSpec::new(
+                format!("{id}-task-{t}"),
+                format!("t{t}"),
+                vec!["true".into()],
+            )
         })
         .collect()
 }

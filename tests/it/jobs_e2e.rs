@@ -67,18 +67,9 @@ fn mixed_tasks(pause: &str) -> (Vec<TaskSpec>, BTreeMap<String, Kind>) {
         let id = format!("task-{i:03}");
         kinds.insert(id.clone(), kind);
         tasks.push(TaskSpec {
-            id,
-            name: format!("{kind:?}-{i}"),
-            command,
-            env: Default::default(),
-            cwd: None,
             timeout_ms,
-            priority: 0,
-            labels: Default::default(),
-            capabilities: vec![],
-            max_retries: 3,
             timeout_retries: 0,
-            flaky_retries: 0,
+            ..TaskSpec::new(id, format!("{kind:?}-{i}"), command)
         });
     }
     (tasks, kinds)

@@ -18,18 +18,11 @@ use super::support::{commit_bench, eventually};
 /// A task whose environment carries `bytes` of text.
 fn heavy_task(id: String, bytes: usize) -> TaskSpec {
     TaskSpec {
-        id,
-        name: "heavy".into(),
-        command: vec!["true".into()],
         env: BTreeMap::from([("BLOB".into(), "x".repeat(bytes))]),
-        cwd: None,
         timeout_ms: 60_000,
-        priority: 0,
-        labels: BTreeMap::new(),
-        capabilities: Vec::new(),
         max_retries: 1,
         timeout_retries: 0,
-        flaky_retries: 0,
+        ..TaskSpec::new(id, "heavy", vec!["true".into()])
     }
 }
 

@@ -31,18 +31,13 @@ fn tuned(extra: &[&str]) -> Vec<String> {
 
 fn sleeper(id: &str, seconds: f64) -> TaskSpec {
     TaskSpec {
-        id: id.to_string(),
-        name: id.to_string(),
-        command: vec!["sleep".into(), seconds.to_string()],
-        env: Default::default(),
-        cwd: None,
         timeout_ms: 60_000,
-        priority: 0,
-        labels: Default::default(),
-        capabilities: vec![],
-        max_retries: 3,
         timeout_retries: 0,
-        flaky_retries: 0,
+        ..TaskSpec::new(
+            id.to_string(),
+            id.to_string(),
+            vec!["sleep".into(), seconds.to_string()],
+        )
     }
 }
 

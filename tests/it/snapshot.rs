@@ -24,18 +24,13 @@ fn job(n: usize) -> Command {
         name: "suite".into(),
         tasks: (0..5)
             .map(|t| TaskSpec {
-                id: format!("job-{n}-task-{t}"),
-                name: format!("t{t}"),
-                command: vec!["true".into()],
-                env: Default::default(),
-                cwd: None,
                 timeout_ms: 1000,
                 priority: t,
-                labels: Default::default(),
-                capabilities: vec![],
-                max_retries: 3,
-                timeout_retries: 1,
-                flaky_retries: 0,
+                ..TaskSpec::new(
+                    format!("job-{n}-task-{t}"),
+                    format!("t{t}"),
+                    vec!["true".into()],
+                )
             })
             .collect(),
         at: Timestamp(1_700_000_000_000_000 + n as i64),

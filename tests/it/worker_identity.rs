@@ -28,18 +28,13 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 fn sleeper(id: &str, seconds: u32) -> TaskSpec {
     TaskSpec {
-        id: id.to_string(),
-        name: id.to_string(),
-        command: vec!["sleep".into(), seconds.to_string()],
-        env: Default::default(),
-        cwd: None,
         timeout_ms: 120_000,
-        priority: 0,
-        labels: Default::default(),
-        capabilities: vec![],
-        max_retries: 3,
         timeout_retries: 0,
-        flaky_retries: 0,
+        ..TaskSpec::new(
+            id.to_string(),
+            id.to_string(),
+            vec!["sleep".into(), seconds.to_string()],
+        )
     }
 }
 

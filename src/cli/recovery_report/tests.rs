@@ -206,18 +206,9 @@ impl World {
 
 fn spec(id: &str, max_retries: u32) -> TaskSpec {
     TaskSpec {
-        id: id.into(),
-        name: id.into(),
-        command: vec!["true".into()],
-        env: BTreeMap::new(),
-        cwd: None,
         timeout_ms: 60_000,
-        priority: 0,
-        labels: BTreeMap::new(),
-        capabilities: Vec::new(),
         max_retries,
-        timeout_retries: 1,
-        flaky_retries: 0,
+        ..TaskSpec::new(id, id, vec!["true".into()])
     }
 }
 

@@ -106,18 +106,9 @@ fn requeue_story() -> Vec<Command> {
 
     use crate::state::command::{Assignment, FaultCategory, TaskSpec};
     let spec = TaskSpec {
-        id: "t1".into(),
-        name: "t1".into(),
-        command: vec!["true".into()],
-        env: BTreeMap::new(),
-        cwd: None,
         timeout_ms: 1_000,
-        priority: 0,
-        labels: BTreeMap::new(),
-        capabilities: vec![],
-        max_retries: 3,
         timeout_retries: 0,
-        flaky_retries: 0,
+        ..TaskSpec::new("t1", "t1", vec!["true".into()])
     };
     let assign = |attempt: u32, at: i64| Command::AssignTasks {
         term: 1,

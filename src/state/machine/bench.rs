@@ -51,18 +51,10 @@ pub(super) fn bench_state(tasks: usize) -> Machine {
     }
     let specs = (0..tasks)
         .map(|i| TaskSpec {
-            id: format!("t{i:07}"),
-            name: String::new(),
-            command: vec!["true".into()],
-            env: BTreeMap::new(),
-            cwd: None,
             timeout_ms: 60_000,
-            priority: 0,
-            labels: BTreeMap::new(),
-            capabilities: vec![],
             max_retries: 0,
             timeout_retries: 0,
-            flaky_retries: 0,
+            ..TaskSpec::new(format!("t{i:07}"), String::new(), vec!["true".into()])
         })
         .collect();
     m.apply(Command::SubmitJob {

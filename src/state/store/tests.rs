@@ -14,18 +14,17 @@ fn at(t: i64) -> Timestamp {
 
 fn spec(id: &str) -> TaskSpec {
     TaskSpec {
-        id: id.into(),
-        name: format!("test {id}"),
-        command: vec!["sh".into(), "-c".into(), "echo 'quoted \"text\"'".into()],
         env: BTreeMap::from([("K".into(), "V".into())]),
         cwd: Some("/tmp".into()),
         timeout_ms: 1_000,
         priority: 3,
         labels: BTreeMap::from([("os".into(), "linux".into())]),
         capabilities: vec!["webgpu".into()],
-        max_retries: 3,
-        timeout_retries: 1,
-        flaky_retries: 0,
+        ..TaskSpec::new(
+            id,
+            format!("test {id}"),
+            vec!["sh".into(), "-c".into(), "echo 'quoted \"text\"'".into()],
+        )
     }
 }
 

@@ -13,18 +13,13 @@ fn at(t: i64) -> Timestamp {
 /// A plain task (`true`, one minute, two infrastructure retries); other tests share it.
 pub(crate) fn spec(id: &str) -> TaskSpec {
     TaskSpec {
-        id: id.to_string(),
-        name: format!("test {id}"),
-        command: vec!["true".to_string()],
-        env: BTreeMap::new(),
-        cwd: None,
         timeout_ms: 60_000,
-        priority: 0,
-        labels: BTreeMap::new(),
-        capabilities: Vec::new(),
         max_retries: 2,
-        timeout_retries: 1,
-        flaky_retries: 0,
+        ..TaskSpec::new(
+            id.to_string(),
+            format!("test {id}"),
+            vec!["true".to_string()],
+        )
     }
 }
 
