@@ -294,11 +294,11 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
         parse_duration(text)?
     };
     if duration.is_zero() {
-        return Err(format!("timeout {text:?} must be more than zero"));
+        return Err(format!("timeout must be more than zero, not {text:?}"));
     }
     if duration.as_millis() > u128::from(limits::MAX_TIMEOUT_MS) {
         return Err(format!(
-            "timeout {text:?} is too long (at most {} days)",
+            "timeout is too long (at most {} days), not {text:?}",
             limits::MAX_TIMEOUT_MS / (24 * 3600 * 1000)
         ));
     }

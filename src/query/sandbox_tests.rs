@@ -170,7 +170,13 @@ fn a_long_query_is_interrupted_at_the_timeout_and_the_writer_goes_on() {
     };
     let long = std::thread::spawn(move || {
         let started = Instant::now();
-        let result = run_query_with(&conn, "SELECT count(*) FROM range(1000000000)", limits);
+        // 10¹⁸ rows: it never ends by itself (a plain range(10⁹) count finished inside the
+        // limit once on a quiet machine).
+        let result = run_query_with(
+            &conn,
+            "SELECT count(*) FROM range(1000000000) a, range(1000000000) b",
+            limits,
+        );
         (result, started.elapsed(), conn)
     });
     // The writer commits while the query runs, without waiting for it.
