@@ -181,17 +181,7 @@ async fn only_the_peer_token_speaks_raft_and_reports_health() {
     // The same vote from a peer does disrupt the node: the refusals above were not vacuous.
     let mut peer = raft_client(&node.addr, &credentials(Role::Peer)).await;
     peer.vote(disruptive_vote()).await.unwrap();
-    // The reply can come before the node's status shows the new term; it may also have
-    // campaigned again since: 1000 or later.
-    super::support::eventually(
-        Duration::from_secs(10),
-        "the term of the peer's vote",
-        || {
-            let mut control = control.clone();
-            async move { (term(&mut control).await >= 1000).then_some(()) }
-        },
-    )
-    .await;
+    super::support::until_term(&mut control, 1000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

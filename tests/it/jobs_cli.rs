@@ -6,10 +6,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use testfleet::auth::Role;
+use testfleet::demo::launch::LocalCluster;
 
 use super::support::{
-    WorkerProcess, binary, client, eventually, local_cluster, query_consistent, run, test_dir,
-    token_file,
+    TestDir, WorkerProcess, binary, client, eventually, local_cluster, query_consistent, run,
+    test_dir, token_file,
 };
 
 /// A plan of one task that sleeps for a minute (unless cancelled).
@@ -21,6 +22,17 @@ fn sleepy_plan(dir: &Path) -> String {
     )
     .unwrap();
     plan.display().to_string()
+}
+
+/// A one-node cluster with one worker of one slot: (its directory, the cluster, the node's
+/// address, the worker).
+async fn one_node_one_worker() -> (TestDir, LocalCluster, String, WorkerProcess) {
+    let dir = test_dir();
+    let cluster = local_cluster(1, dir.path(), &[]);
+    let leader = cluster.leader(Duration::from_secs(60), None).await.unwrap();
+    let addr = cluster.addr(leader).to_string();
+    let worker = WorkerProcess::start(&addr, "w1", 1, dir.path());
+    (dir, cluster, addr, worker)
 }
 
 /// The status of `job` and of its one task, read consistently.
@@ -47,11 +59,7 @@ async fn until_running(addr: &str, job: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_running_job_and_frees_its_worker() {
-    let dir = test_dir();
-    let cluster = local_cluster(1, dir.path(), &[]);
-    let leader = cluster.leader(Duration::from_secs(60), None).await.unwrap();
-    let addr = cluster.addr(leader).to_string();
-    let _worker = WorkerProcess::start(&addr, "w1", 1, dir.path());
+    let (dir, _cluster, addr, _worker) = one_node_one_worker().await;
     let plan = sleepy_plan(dir.path());
     let (code, job, err) = run(
         &["run", &plan, "--detach", "--coordinator", &addr],
@@ -108,11 +116,7 @@ async fn cancel_stops_a_running_job_and_frees_its_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_during_run_cancels_the_job_and_wait_follows_a_detached_one() {
-    let dir = test_dir();
-    let cluster = local_cluster(1, dir.path(), &[]);
-    let leader = cluster.leader(Duration::from_secs(60), None).await.unwrap();
-    let addr = cluster.addr(leader).to_string();
-    let _worker = WorkerProcess::start(&addr, "w1", 1, dir.path());
+    let (dir, _cluster, addr, _worker) = one_node_one_worker().await;
     let plan = sleepy_plan(dir.path());
 
     let child = Command::new(binary())

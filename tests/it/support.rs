@@ -444,3 +444,17 @@ pub async fn count(control: &mut ControlClient<AuthChannel>, table: &str) -> u64
     let rows = query_consistent(control, &format!("SELECT count(*) FROM {table}")).await;
     rows[0][0].as_u64().unwrap()
 }
+
+/// Waits until the node's status shows a term of at least `at_least`: a vote's reply can come
+/// before its term shows, and the node may have campaigned again since.
+pub async fn until_term(control: &mut ControlClient<AuthChannel>, at_least: u64) {
+    eventually(
+        Duration::from_secs(10),
+        "the node to reach the term",
+        || {
+            let mut control = control.clone();
+            async move { (term(&mut control).await >= at_least).then_some(()) }
+        },
+    )
+    .await;
+}

@@ -4,7 +4,6 @@
 //! the state back; a positive control shows the refused Raft call would have changed it.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use testfleet::auth::tls::{self, TlsFiles};
 use testfleet::auth::{Credentials, Role, Token};
@@ -136,17 +135,7 @@ async fn each_certificate_reaches_only_its_roles_calls() {
         .vote(disruptive_vote())
         .await
         .unwrap();
-    // The reply can come before the node's status shows the new term; it may also have
-    // campaigned again since: 1000 or later.
-    super::support::eventually(
-        Duration::from_secs(10),
-        "the term of the peer's vote",
-        || {
-            let mut control = control.clone();
-            async move { (term(&mut control).await >= 1000).then_some(()) }
-        },
-    )
-    .await;
+    super::support::until_term(&mut control, 1000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
