@@ -190,14 +190,14 @@ enum Command {
     Wait {
         #[command(flatten)]
         target: Target,
-        /// The job's id
+        /// The job: its id, a unique prefix, or its name
         job: String,
     },
     /// Cancel a job: its open tasks end cancelled and workers stop the attempts they run
     Cancel {
         #[command(flatten)]
         target: Target,
-        /// The job's id
+        /// The job: its id, a unique prefix, or its name
         job: String,
         /// Why, recorded with each cancelled task
         #[arg(long, default_value = "cancelled from the command line")]
@@ -209,9 +209,14 @@ enum Command {
     Tasks {
         #[command(flatten)]
         target: Target,
-        /// Only the tasks of this job
+        /// Only the tasks of this job (its id, a unique prefix, or its name)
         #[arg(long)]
         job: Option<String>,
+    },
+    /// One task: its spec, and every attempt with worker, outcome, exit code and output tail
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
     },
     /// List workers (those that left on purpose only with --all)
     Workers {
@@ -274,6 +279,16 @@ enum AuthCommand {
         /// Replace existing tokens (every coordinator, worker and operator needs the new ones)
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Show a task (its id or a unique prefix)
+    Show {
+        #[command(flatten)]
+        target: Target,
+        task: String,
     },
 }
 
@@ -565,9 +580,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 _ => Ok(()),
             }
         }
+        Command::Task {
+            command: TaskCommand::Show { target, task },
+        } => {
+            let remote = target.remote()?;
+            let id = cli::lookup::task(&remote, &task).await?;
+            print!("{}", jobs::show_task(&remote, &id, target.output).await?);
+            Ok(())
+        }
         Command::Wait { target, job } => {
             let remote = target.remote()?;
-            jobs::check_id(&job)?;
+            let job = cli::lookup::job(&remote, &job).await?;
             let report = jobs::follow(&remote, &job).await?;
             print_summary(report, target.output)
         }
@@ -577,7 +600,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             reason,
         } => {
             let remote = target.remote()?;
-            jobs::check_id(&job)?;
+            let job = cli::lookup::job(&remote, &job).await?;
             jobs::cancel(&remote, &job, &reason).await?;
             match target.output {
                 Output::Json => {
@@ -598,8 +621,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let remote = target.remote()?;
             let filter = match &job {
                 Some(job) => {
-                    jobs::check_id(job)?;
-                    format!("WHERE t.job_id = '{job}'")
+                    let id = cli::lookup::job(&remote, job).await?;
+                    format!("WHERE t.job_id = '{id}'")
                 }
                 None => String::new(),
             };

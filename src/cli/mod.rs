@@ -6,6 +6,7 @@
 
 pub mod cluster_check;
 pub mod jobs;
+pub mod lookup;
 pub mod recovery;
 pub mod recovery_report;
 pub mod status;

@@ -111,7 +111,7 @@ async fn cancel_stops_a_running_job_and_frees_its_worker() {
         dir.path(),
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("unknown job"), "{err}");
+    assert!(err.contains("no job has the id or name"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,4 +184,80 @@ async fn ctrl_c_during_run_cancels_the_job_and_wait_follows_a_detached_one() {
     assert_eq!(code, 0, "{err}");
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(summary["status"], "finished", "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_and_tasks_are_found_by_prefix_or_name_and_a_task_shows_its_attempts() {
+    let (dir, _cluster, addr, _worker) = one_node_one_worker().await;
+    let plan = dir.path().join("named.toml");
+    std::fs::write(
+        &plan,
+        "name = \"named\"\n[[task]]\nname = \"fails\"\n\
+         command = [\"sh\", \"-c\", \"echo to-stdout; exit 3\"]\nmax_retries = 0\n",
+    )
+    .unwrap();
+    let (code, job, err) = run(
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--detach",
+            "--coordinator",
+            &addr,
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let job = job.trim().to_string();
+    // By name: `wait` follows it, and exits 1 (a task failed).
+    let (code, _, err) = run(&["wait", "named", "--coordinator", &addr], dir.path());
+    assert_eq!(code, 1, "{err}");
+    // By a unique prefix of the id.
+    let (code, out, err) = run(
+        &[
+            "tasks",
+            "--job",
+            &job[..8],
+            "--coordinator",
+            &addr,
+            "-o",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let tasks: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let task = tasks[0]["id"].as_str().unwrap().to_string();
+    // A task by a prefix of its id: its spec and its attempt with the output.
+    let (code, out, err) = run(
+        &["task", "show", &task[..8], "--coordinator", &addr],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("attempt 1 on w1: failed, exit 3"), "{out}");
+    assert!(out.contains("| to-stdout"), "{out}");
+    // Nothing matches: an error, not an empty list.
+    let (code, _, err) = run(
+        &["tasks", "--job", "nope", "--coordinator", &addr],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no job has the id or name \"nope\""), "{err}");
+    // Two jobs of one name: ambiguous, and both are named.
+    let (code, _, err) = run(
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--detach",
+            "--coordinator",
+            &addr,
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["cancel", "named", "--coordinator", &addr], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("matches 2 jobs") && err.contains(&job),
+        "{err}"
+    );
 }
