@@ -46,6 +46,10 @@ struct Target {
     /// Output format
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// Lists: read the answering node's own copy, which may trail the leader by a flush,
+    /// instead of the leader's view
+    #[arg(long)]
+    stale: bool,
 }
 
 impl Target {
@@ -614,7 +618,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let remote = target.remote()?;
             let sql = "SELECT id, name, status, task_count AS tasks, open_tasks AS open, \
                        submitted_at, finished_at FROM jobs ORDER BY submitted_at DESC LIMIT 200";
-            print!("{}", jobs::read_table(&remote, sql, target.output).await?);
+            print!(
+                "{}",
+                jobs::read_table(&remote, sql, target.output, target.stale).await?
+            );
             Ok(())
         }
         Command::Tasks { target, job } => {
@@ -631,7 +638,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                  a.duration_ms, t.reason FROM tasks t LEFT JOIN task_attempts a \
                  ON a.task_id = t.id AND a.attempt = t.attempt {filter} ORDER BY t.seq LIMIT 10000"
             );
-            print!("{}", jobs::read_table(&remote, &sql, target.output).await?);
+            print!(
+                "{}",
+                jobs::read_table(&remote, &sql, target.output, target.stale).await?
+            );
             Ok(())
         }
         Command::TestAutoRecovery {
@@ -664,6 +674,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 task.as_deref(),
                 limit,
                 target.output,
+                target.stale,
             )
             .await?;
             print!("{out}");
@@ -685,7 +696,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 "SELECT id, host, status, labels, capabilities, status_changed_at, \
                  status_reason FROM workers {filter}ORDER BY id"
             );
-            print!("{}", jobs::read_table(&remote, &sql, target.output).await?);
+            print!(
+                "{}",
+                jobs::read_table(&remote, &sql, target.output, target.stale).await?
+            );
             Ok(())
         }
         Command::Coordinator(args) => run_coordinator(*args).await,

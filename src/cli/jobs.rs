@@ -520,9 +520,16 @@ pub fn load_plan(path: &Path) -> Result<(String, Vec<TaskSpec>), CliError> {
     Ok((name, specs))
 }
 
-/// A read of the replicated tables through `Query` (local to the answering node).
-pub async fn read_table(remote: &Remote, sql: &str, output: Output) -> Result<String, CliError> {
-    super::sql(remote, sql, false, output).await
+/// A read of the replicated tables through `Query`: the leader's view (a follower asks it),
+/// so what a client just wrote shows; with `stale`, the answering node's own copy, which may
+/// trail by a flush.
+pub async fn read_table(
+    remote: &Remote,
+    sql: &str,
+    output: Output,
+    stale: bool,
+) -> Result<String, CliError> {
+    super::sql(remote, sql, !stale, output).await
 }
 
 /// Refuses ids that could not be a job id (they are put into SQL text).

@@ -59,9 +59,10 @@ pub async fn history(
     task: Option<&str>,
     limit: u32,
     output: Output,
+    stale: bool,
 ) -> Result<String, CliError> {
     let sql = history_sql(worker, task, limit)?;
-    super::sql(remote, &sql, false, output).await
+    super::sql(remote, &sql, !stale, output).await
 }
 
 #[cfg(test)]
