@@ -124,9 +124,14 @@ enum Command {
         /// Coordinator addresses, HOST:PORT[,HOST:PORT...]; any member works
         #[arg(long, env = "TESTFLEET_COORDINATOR", default_value = "127.0.0.1:8080")]
         coordinator: String,
-        /// This worker's fleet-unique name [default: the host name]
+        /// This worker's fleet-unique name [default: HOST-N, N the first number no other
+        /// live worker on this host holds]
         #[arg(long, env = "TESTFLEET_WORKER_NAME")]
         name: Option<String>,
+        /// Where workers without --name keep the locks that make their default names unique
+        /// [default: $XDG_STATE_HOME/testfleet or ~/.local/state/testfleet]
+        #[arg(long, env = "TESTFLEET_WORKER_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
         /// Attempts to run at once
         #[arg(
             long,
@@ -482,9 +487,29 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             labels,
             auth,
             grace,
+            state_dir,
         } => {
             let addrs = cli::parse_addresses(&coordinator)?;
-            let name = name.unwrap_or_else(testfleet::worker::host_name);
+            // Held for the life of the process: it keeps the default name ours.
+            let mut _name_lock = None;
+            let name = match name {
+                Some(name) => name,
+                None => {
+                    use testfleet::worker::name;
+                    let dir = state_dir.unwrap_or_else(name::default_state_dir);
+                    let taken =
+                        name::default_name(&testfleet::worker::host_name(), &dir).map_err(|e| {
+                            CliError::Usage(format!(
+                                "cannot pick a default worker name in {}: {e}; give the worker \
+                                 a --name or a writable --state-dir",
+                                dir.display()
+                            ))
+                        })?;
+                    let name = taken.name.clone();
+                    _name_lock = Some(taken);
+                    name
+                }
+            };
             // The coordinator refuses a bad name too; refusing it here exits at once with why,
             // instead of retrying a hello that can never be accepted.
             testfleet::state::limits::check_worker_id(&name)

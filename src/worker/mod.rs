@@ -5,9 +5,11 @@
 //! * [`executor`] — one attempt as a subprocess in its own process group, with a timeout, a
 //!   bounded output tail, and the outcome classified (passed, failed, timed out, error,
 //!   worker fault).
+//! * [`name`] — a default name unique among a host's live workers (`<host>-<n>`).
 
 pub mod agent;
 pub mod executor;
+pub mod name;
 
 /// This machine's host name.
 pub fn host_name() -> String {

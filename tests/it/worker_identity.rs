@@ -412,3 +412,49 @@ async fn a_worker_cannot_report_on_another_workers_attempt() {
         ]]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_without_a_name_on_one_host_get_distinct_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_cluster, addr) = one_node(dir.path()).await;
+    let state = dir.path().join("worker-state");
+    let spawn = || {
+        std::process::Command::new(super::support::binary())
+            .args(["worker", "--coordinator", &addr])
+            .env("TESTFLEET_WORKER_STATE_DIR", &state)
+            .env(
+                "TESTFLEET_TOKEN_FILE",
+                super::support::token_file(Role::Worker),
+            )
+            .env_remove("TESTFLEET_WORKER_NAME")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut workers = [spawn(), spawn()];
+    let host = testfleet::worker::host_name();
+    let expected = vec![format!("{host}-1"), format!("{host}-2")];
+    let names = eventually(Duration::from_secs(30), "two healthy workers", || {
+        let addr = addr.clone();
+        async move {
+            let rows = query_consistent(
+                &mut client(&addr).await,
+                "SELECT id FROM workers WHERE status = 'healthy' ORDER BY id",
+            )
+            .await;
+            let names: Vec<String> = rows
+                .iter()
+                .map(|r| r[0].as_str().unwrap().to_string())
+                .collect();
+            (names.len() == 2).then_some(names)
+        }
+    })
+    .await;
+    assert_eq!(names, expected);
+    for worker in &mut workers {
+        let _ = worker.kill();
+        let _ = worker.wait();
+    }
+}
