@@ -10,7 +10,7 @@ use testfleet::demo::launch::LocalCluster;
 
 use super::support::{
     TestDir, WorkerProcess, binary, client, eventually, local_cluster, query_consistent, run,
-    test_dir, token_file,
+    submit_plan, test_dir, token_file,
 };
 
 /// A plan of one task that sleeps for a minute (unless cancelled).
@@ -160,25 +160,14 @@ async fn ctrl_c_during_run_cancels_the_job_and_wait_follows_a_detached_one() {
     );
 
     // `wait` follows a job submitted with --detach and exits as `run` would.
-    let quick = dir.path().join("quick.toml");
-    std::fs::write(
-        &quick,
-        "name = \"quick\"\n[[task]]\nname = \"t\"\ncommand = [\"true\"]\n",
-    )
-    .unwrap();
-    let (code, job, err) = run(
-        &[
-            "run",
-            quick.to_str().unwrap(),
-            "--detach",
-            "--coordinator",
-            &addr,
-        ],
+    let job = submit_plan(
         dir.path(),
+        &addr,
+        "quick.toml",
+        "name = \"quick\"\n[[task]]\nname = \"t\"\ncommand = [\"true\"]\n",
     );
-    assert_eq!(code, 0, "{err}");
     let (code, out, err) = run(
-        &["wait", job.trim(), "--coordinator", &addr, "-o", "json"],
+        &["wait", &job, "--coordinator", &addr, "-o", "json"],
         dir.path(),
     );
     assert_eq!(code, 0, "{err}");
@@ -189,25 +178,9 @@ async fn ctrl_c_during_run_cancels_the_job_and_wait_follows_a_detached_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_and_tasks_are_found_by_prefix_or_name_and_a_task_shows_its_attempts() {
     let (dir, _cluster, addr, _worker) = one_node_one_worker().await;
-    let plan = dir.path().join("named.toml");
-    std::fs::write(
-        &plan,
-        "name = \"named\"\n[[task]]\nname = \"fails\"\n\
-         command = [\"sh\", \"-c\", \"echo to-stdout; exit 3\"]\nmax_retries = 0\n",
-    )
-    .unwrap();
-    let (code, job, err) = run(
-        &[
-            "run",
-            plan.to_str().unwrap(),
-            "--detach",
-            "--coordinator",
-            &addr,
-        ],
-        dir.path(),
-    );
-    assert_eq!(code, 0, "{err}");
-    let job = job.trim().to_string();
+    let named = "name = \"named\"\n[[task]]\nname = \"fails\"\n\
+                 command = [\"sh\", \"-c\", \"echo to-stdout; exit 3\"]\nmax_retries = 0\n";
+    let job = submit_plan(dir.path(), &addr, "named.toml", named);
     // By name: `wait` follows it, and exits 1 (a task failed).
     let (code, _, err) = run(&["wait", "named", "--coordinator", &addr], dir.path());
     assert_eq!(code, 1, "{err}");
@@ -243,17 +216,7 @@ async fn jobs_and_tasks_are_found_by_prefix_or_name_and_a_task_shows_its_attempt
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no job has the id or name \"nope\""), "{err}");
     // Two jobs of one name: ambiguous, and both are named.
-    let (code, _, err) = run(
-        &[
-            "run",
-            plan.to_str().unwrap(),
-            "--detach",
-            "--coordinator",
-            &addr,
-        ],
-        dir.path(),
-    );
-    assert_eq!(code, 0, "{err}");
+    submit_plan(dir.path(), &addr, "named.toml", named);
     let (code, _, err) = run(&["cancel", "named", "--coordinator", &addr], dir.path());
     assert_eq!(code, 2, "{err}");
     assert!(

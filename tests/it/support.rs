@@ -458,3 +458,22 @@ pub async fn until_term(control: &mut ControlClient<AuthChannel>, at_least: u64)
     )
     .await;
 }
+
+/// Writes `plan` (TOML) to `<dir>/<file>`, submits it with `run --detach` as an operator and
+/// returns the job id.
+pub fn submit_plan(dir: &Path, addr: &str, file: &str, plan: &str) -> String {
+    let path = dir.join(file);
+    std::fs::write(&path, plan).expect("write the plan");
+    let (code, job, err) = run(
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--detach",
+            "--coordinator",
+            addr,
+        ],
+        dir,
+    );
+    assert_eq!(code, 0, "run --detach {file}: {err}");
+    job.trim().to_string()
+}

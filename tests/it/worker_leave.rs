@@ -9,8 +9,8 @@ use std::time::Duration;
 use testfleet::auth::Role;
 
 use super::support::{
-    WorkerProcess, binary, client, eventually, local_cluster, query_consistent, run, test_dir,
-    token_file,
+    WorkerProcess, binary, client, eventually, local_cluster, query_consistent, run, submit_plan,
+    test_dir, token_file,
 };
 
 async fn rows(addr: &str, sql: &str) -> Vec<Vec<serde_json::Value>> {
@@ -50,25 +50,13 @@ async fn workers_stopped_during_a_job_leave_and_the_others_finish_it() {
         .into_iter()
         .map(|name| WorkerProcess::start(&addr, name, 1, dir.path()))
         .collect();
-    let plan = dir.path().join("plan.toml");
-    std::fs::write(
-        &plan,
+    let job = submit_plan(
+        dir.path(),
+        &addr,
+        "plan.toml",
         "name = \"leave\"\n[[matrix]]\nname = \"t{item}\"\ncommand = [\"sleep\", \"2\"]\n\
          items = [\"1\", \"2\", \"3\", \"4\", \"5\", \"6\"]\n",
-    )
-    .unwrap();
-    let (code, job, err) = run(
-        &[
-            "run",
-            plan.to_str().unwrap(),
-            "--detach",
-            "--coordinator",
-            &addr,
-        ],
-        dir.path(),
     );
-    assert_eq!(code, 0, "{err}");
-    let job = job.trim().to_string();
     // Both leaving workers are busy before they are stopped.
     eventually(
         Duration::from_secs(30),
