@@ -258,6 +258,9 @@ fn progress_line(report: &JobReport) -> String {
     parts.join(", ")
 }
 
+/// How many waiting (parked) tasks `run` names one by one while it follows a job.
+const MAX_PARKED_TOLD: usize = 10;
+
 /// Follows a job until it ends, showing progress on stderr.
 pub async fn follow(remote: &Remote, job_id: &str) -> Result<JobReport, CliError> {
     follow_interruptible(remote, job_id, None).await
@@ -273,13 +276,35 @@ pub async fn follow_interruptible(
 ) -> Result<JobReport, CliError> {
     let terminal = std::io::stderr().is_terminal();
     let mut cancelling = false;
-    let mut bar = None;
+    let mut bar: Option<indicatif::ProgressBar> = None;
     let mut last_line = String::new();
     let mut last_print = Instant::now() - Duration::from_secs(60);
+    // Tasks already said to be waiting for a suitable worker: each is said once.
+    let mut told_parked = std::collections::BTreeSet::new();
     loop {
         let report = get_job(remote, job_id, false).await?;
         let done: u32 = FINAL.iter().map(|s| count(&report, s)).sum();
         let line = progress_line(&report);
+        for parked in &report.parked {
+            if !told_parked.insert(parked.task_id.clone()) {
+                continue;
+            }
+            let message = if told_parked.len() <= MAX_PARKED_TOLD {
+                format!(
+                    "{} waits for a suitable worker: {}",
+                    parked.name, parked.reason
+                )
+            } else if told_parked.len() == MAX_PARKED_TOLD + 1 {
+                "more tasks wait for a suitable worker; `testfleet wait` prints them all at the end"
+                    .to_string()
+            } else {
+                continue;
+            };
+            match &bar {
+                Some(bar) => bar.suspend(|| eprintln!("{message}")),
+                None => eprintln!("{message}"),
+            }
+        }
         if terminal {
             let bar = bar.get_or_insert_with(|| {
                 let bar = indicatif::ProgressBar::new(u64::from(report.total));

@@ -224,3 +224,63 @@ async fn jobs_and_tasks_are_found_by_prefix_or_name_and_a_task_shows_its_attempt
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_says_once_why_a_task_waits_for_a_worker() {
+    let (dir, _cluster, addr, _worker) = one_node_one_worker().await;
+    let plan = dir.path().join("plan9.toml");
+    std::fs::write(
+        &plan,
+        "name = \"plan9\"\n[[task]]\nname = \"needs-plan9\"\ncommand = [\"true\"]\n\
+         requires = { labels = { os = \"plan9\" } }\n",
+    )
+    .unwrap();
+    let mut child = Command::new(binary())
+        .args(["run", plan.to_str().unwrap(), "--coordinator", &addr])
+        .env("TESTFLEET_TOKEN_FILE", token_file(Role::Operator))
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let said = |l: &String| l.contains("needs-plan9 waits for a suitable worker");
+    // Until it is said; then for 2 s more (eight progress polls) to see it is not said again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut quiet_until = None;
+    loop {
+        let now = std::time::Instant::now();
+        let until = quiet_until.unwrap_or(deadline);
+        if now >= until {
+            break;
+        }
+        if let Ok(line) = rx.recv_timeout(until - now) {
+            if said(&line) && quiet_until.is_none() {
+                quiet_until = Some(std::time::Instant::now() + Duration::from_secs(2));
+            }
+            lines.push(line);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let told: Vec<&String> = lines.iter().filter(|l| said(l)).collect();
+    assert_eq!(
+        told.len(),
+        1,
+        "said once, with the reason:\n{}",
+        lines.join("\n")
+    );
+    assert!(told[0].contains("plan9"), "{}", told[0]);
+}
