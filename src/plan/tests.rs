@@ -766,3 +766,28 @@ timeout = 30
         check(&mutated.into_iter().collect::<String>());
     }
 }
+
+#[test]
+fn the_plans_in_the_readme_and_examples_parse() {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("```toml\nname = ")
+        .expect("the README shows a plan");
+    let body = &readme[start + "```toml\n".len()..];
+    let plan = &body[..body.find("```").expect("the block ends")];
+    let parsed = parse(plan, Path::new("README.md")).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = parsed.tasks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "unit",
+            "known-flaky",
+            "pytest-tests/test_a.py",
+            "pytest-tests/test_b.py"
+        ]
+    );
+    let flaky = &parsed.tasks[1];
+    assert_eq!((flaky.flaky_retries, flaky.max_retries), (2, 3));
+    let example = include_str!("../../examples/plan.toml");
+    parse(example, Path::new("examples/plan.toml")).unwrap_or_else(|e| panic!("{e}"));
+}
