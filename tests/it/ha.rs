@@ -66,12 +66,19 @@ async fn a_paused_leader_is_replaced_and_does_not_act_as_leader_after_resuming()
         .leader(Duration::from_secs(30), Some(old))
         .await
         .unwrap();
-    let mut to_new = client(cluster.addr(new)).await;
-    let before = to_new
-        .propose_bench(BenchRequest { payload: vec![1] })
-        .await
-        .unwrap()
-        .into_inner();
+    // Acknowledged by the new leadership; retried as a client would, since on a loaded machine
+    // the two remaining nodes can hold one more election before a write goes through.
+    let before = eventually(Duration::from_secs(20), "a write to the new leader", || {
+        let addr = cluster.addr(new).to_string();
+        async move {
+            let mut to_new = client(&addr).await;
+            let reply = to_new
+                .propose_bench(BenchRequest { payload: vec![1] })
+                .await;
+            reply.ok().map(|r| r.into_inner())
+        }
+    })
+    .await;
     assert!(before.term > old_term);
     cluster.signal(old, libc::SIGCONT);
     // Resumed, the old leader learns the new term and steps down...
