@@ -371,9 +371,15 @@ enum BenchCommand {
     Failover(testfleet::bench::failover::FailoverArgs),
 }
 
+/// The log filter without `RUST_LOG`. openraft warns on every failed heartbeat and replication
+/// RPC, many times a second while a peer is down; the Raft network logs a peer going silent
+/// and answering again once each way instead (`raft::network`).
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::core::heartbeat=error,\
+     openraft::replication=error,openraft::engine::handler::replication_handler=error";
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()

@@ -208,6 +208,8 @@ pub struct Network {
     local_id: u64,
     /// One channel per peer address.
     channels: PeerChannels,
+    /// Whether each peer answered its last RPC, to log a change once.
+    reachability: Reachability,
 }
 
 impl Network {
@@ -217,6 +219,7 @@ impl Network {
         Network {
             local_id,
             channels: PeerChannels::new(credentials),
+            reachability: Reachability::default(),
         }
     }
 
@@ -228,6 +231,35 @@ impl Network {
         Ok(RaftServiceClient::new(self.channels.get(addr)?)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE))
+    }
+}
+
+/// Whether each peer answered its last RPC. openraft retries an unreachable peer many times a
+/// second and logs each failure; this logs the change of state instead, once each way.
+#[derive(Clone, Default)]
+pub(crate) struct Reachability {
+    unreachable: Arc<Mutex<HashMap<u64, bool>>>,
+}
+
+impl Reachability {
+    /// Records the outcome of an RPC to `target` (`Some(why)` when it did not answer) and
+    /// logs it when it differs from the last one. Returns whether it changed.
+    pub(crate) fn note(&self, target: u64, addr: &str, unreachable: Option<&str>) -> bool {
+        let now = unreachable.is_some();
+        let before = self
+            .unreachable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(target, now)
+            .unwrap_or(false);
+        match unreachable {
+            Some(why) if !before => {
+                tracing::warn!("peer {target} at {addr} does not answer: {why}")
+            }
+            None if before => tracing::info!("peer {target} at {addr} answers again"),
+            _ => return false,
+        }
+        true
     }
 }
 
@@ -294,12 +326,15 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             client,
+            reachability: self.reachability.clone(),
         }
     }
 }
 
 /// Sends Raft RPCs to one peer; created by [`Network`].
 pub struct PeerClient {
+    /// Shared by every client of this node: logs a peer going silent or answering again once.
+    reachability: Reachability,
     /// The peer's Raft id.
     target: u64,
     /// The peer's address, for error messages.
@@ -417,16 +452,20 @@ impl PeerClient {
                 Rpc::TransferLeader => client.transfer_leader(request).await,
             }
         };
-        let reply = match tokio::time::timeout(ttl, call).await {
-            Ok(Ok(reply)) => reply.into_inner(),
-            Ok(Err(status)) => return Err(self.status_error(rpc, status)),
-            Err(_) => {
-                return Err(RPCError::Unreachable(
-                    self.unreachable(format_args!("{rpc} got no answer within {ttl:?}")),
-                ));
-            }
+        let result = match tokio::time::timeout(ttl, call).await {
+            Ok(Ok(reply)) => self.read_reply(response, reply.into_inner()),
+            Ok(Err(status)) => Err(self.status_error(rpc, status)),
+            Err(_) => Err(RPCError::Unreachable(
+                self.unreachable(format_args!("{rpc} got no answer within {ttl:?}")),
+            )),
         };
-        self.read_reply(response, reply)
+        let unreachable = match &result {
+            Err(RPCError::Unreachable(e)) => Some(e.to_string()),
+            _ => None,
+        };
+        self.reachability
+            .note(self.target, &self.addr, unreachable.as_deref());
+        result
     }
 
     /// Streams `header` and then `data` in chunks to the peer and waits for its answer.
@@ -610,8 +649,25 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_peer_going_silent_or_answering_again_is_noted_once_each_way() {
+        let reachability = Reachability::default();
+        assert!(
+            !reachability.note(2, "a", None),
+            "answering from the start is no change"
+        );
+        assert!(reachability.note(2, "a", Some("refused")));
+        for _ in 0..10 {
+            assert!(!reachability.note(2, "a", Some("refused")), "logged once");
+        }
+        assert!(!reachability.note(3, "b", None), "peers are apart");
+        assert!(reachability.note(2, "a", None));
+        assert!(!reachability.note(2, "a", None));
+    }
+
     fn peer() -> PeerClient {
         PeerClient {
+            reachability: Reachability::default(),
             target: 2,
             addr: "127.0.0.1:1".to_owned(),
             client: Err(Unreachable::from_string("not used")),
