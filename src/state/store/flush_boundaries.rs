@@ -253,6 +253,9 @@ fn single() -> impl Strategy<Value = Command> {
         ),
         1 => (prop_oneof![Just("c1".to_string()), Just(String::new()), Just("x".repeat(200))], timestamp())
             .prop_map(|(id, at)| Command::CheckReplicas { id, at }),
+        // A worker leaving hands back what it holds in the same entry, like FailWorker.
+        2 => (worker(), text(), timestamp())
+            .prop_map(|(worker, reason, at)| Command::LeaveWorker { worker, reason, at }),
         1 => Just(Command::Bench { payload: vec![1; 3] }),
         1 => Just(Command::Noop),
     ]
