@@ -203,11 +203,12 @@ where
         if self.gate.tokens.is_none() && self.gate.certificates.is_none() {
             return Either::Right(self.inner.call(request));
         }
-        let certificate = super::peer_certificate(request.extensions());
+        let certificates = super::peer_certificates(request.extensions());
+        let first = certificates.as_ref().and_then(|c| c.first());
         match self.gate.admit(
             request.uri().path(),
             request.headers(),
-            certificate.as_deref(),
+            first.map(|c| c.as_ref()),
         ) {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);

@@ -65,11 +65,13 @@ pub use client::{AuthChannel, Credentials};
 pub use gate::Gate;
 pub use token::{Keyring, Token};
 
-/// The first certificate the client presented on this connection (DER), if it runs TLS.
-pub fn peer_certificate(extensions: &http::Extensions) -> Option<Vec<u8>> {
+/// The certificates the client presented on this connection, if it runs TLS (shared, not
+/// copied: the gate reads the first one on every call).
+pub fn peer_certificates(
+    extensions: &http::Extensions,
+) -> Option<std::sync::Arc<Vec<tonic::transport::CertificateDer<'static>>>> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let certs = extensions
+    extensions
         .get::<TlsConnectInfo<TcpConnectInfo>>()?
-        .peer_certs()?;
-    certs.first().map(|cert| cert.as_ref().to_vec())
+        .peer_certs()
 }

@@ -78,6 +78,9 @@ pub struct LocalCluster {
     auth_dir: Option<PathBuf>,
     /// The CA and role certificates, with mutual TLS.
     tls_dir: Option<PathBuf>,
+    /// Each role's credentials, read once when the cluster starts (status polls use them
+    /// every 20 ms).
+    credentials: BTreeMap<Role, Credentials>,
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the OS will not hand it out again soon).
@@ -194,6 +197,7 @@ impl LocalCluster {
             nodes,
             peers,
             extra_args,
+            credentials: read_credentials(auth_dir.as_deref(), tls_dir.as_deref()),
             auth_dir,
             tls_dir,
         };
@@ -262,24 +266,9 @@ impl LocalCluster {
         args
     }
 
-    /// What a client of `role` presents to this cluster. The files were readable when the
-    /// cluster started; if one is not now, the client goes without and gets the coordinators'
-    /// own refusal, which says what is missing.
+    /// What a client of `role` presents to this cluster.
     pub fn credentials(&self, role: Role) -> Credentials {
-        let mut credentials = Credentials::none();
-        if let Some(file) = self.token_file(role) {
-            match Token::read(&file) {
-                Ok(token) => credentials = credentials.with_token(token),
-                Err(e) => tracing::warn!("cannot read the {role} token: {e}"),
-            }
-        }
-        if let Some(tls) = &self.tls_dir {
-            match crate::auth::tls::TlsFiles::role(tls, role).load() {
-                Ok(material) => credentials = credentials.with_tls(material.client_config()),
-                Err(e) => tracing::warn!("cannot load the {role} certificate: {e}"),
-            }
-        }
-        credentials
+        self.credentials.get(&role).cloned().unwrap_or_default()
     }
 
     /// Every member, as an operator reaches them.
@@ -436,6 +425,34 @@ impl LocalCluster {
         }
         None
     }
+}
+
+/// Each role's credentials from the cluster's token and certificate directories. A file that
+/// cannot be read leaves that role without it: its clients then get the coordinators' own
+/// refusal, which says what is missing.
+fn read_credentials(
+    auth_dir: Option<&Path>,
+    tls_dir: Option<&Path>,
+) -> BTreeMap<Role, Credentials> {
+    Role::ALL
+        .into_iter()
+        .map(|role| {
+            let mut credentials = Credentials::none();
+            if let Some(dir) = auth_dir {
+                match Token::read(&token_path(dir, role)) {
+                    Ok(token) => credentials = credentials.with_token(token),
+                    Err(e) => tracing::warn!("cannot read the {role} token: {e}"),
+                }
+            }
+            if let Some(dir) = tls_dir {
+                match crate::auth::tls::TlsFiles::role(dir, role).load() {
+                    Ok(material) => credentials = credentials.with_tls(material.client_config()),
+                    Err(e) => tracing::warn!("cannot load the {role} certificate: {e}"),
+                }
+            }
+            (role, credentials)
+        })
+        .collect()
 }
 
 /// Removes `flag` (and its value, with `value`) from `args`: the value, or "" for a flag

@@ -38,9 +38,20 @@ pub fn token_file(role: Role) -> std::path::PathBuf {
     token_path(auth_dir(), role)
 }
 
-/// What a client of `role` presents to the tests' coordinators.
+/// What a client of `role` presents to the tests' coordinators (read once per process).
 pub fn credentials(role: Role) -> Credentials {
-    Credentials::none().with_token(Token::read(&token_file(role)).expect("read a test token"))
+    static CREDENTIALS: std::sync::OnceLock<std::collections::BTreeMap<Role, Credentials>> =
+        std::sync::OnceLock::new();
+    CREDENTIALS.get_or_init(|| {
+        Role::ALL
+            .into_iter()
+            .map(|role| {
+                let token = Token::read(&token_file(role)).expect("read a test token");
+                (role, Credentials::none().with_token(token))
+            })
+            .collect()
+    })[&role]
+        .clone()
 }
 
 /// `addrs` as an operator reaches them.
