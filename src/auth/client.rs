@@ -18,12 +18,22 @@ use super::token::{Token, TokenError};
 /// A channel whose every call carries the caller's token.
 pub type AuthChannel = InterceptedService<Channel, Bearer>;
 
-/// What a client presents.
-#[derive(Clone, Debug, Default)]
+/// What a client presents. Its `Debug` says only what is there: tonic's TLS configuration
+/// would print the private key.
+#[derive(Clone, Default)]
 pub struct Credentials {
     token: Option<Token>,
     /// Mutual TLS: the CA to trust and the certificate to present.
     tls: Option<ClientTlsConfig>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.token)
+            .field("tls", &self.tls.as_ref().map(|_| "<client certificate>"))
+            .finish()
+    }
 }
 
 /// Why a client's credentials could not be loaded.
@@ -128,5 +138,36 @@ impl tonic::service::Interceptor for Bearer {
                 .insert("authorization", value.clone());
         }
         Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::auth::tls::init(dir.path(), &[], 30, false).unwrap();
+        let material = crate::auth::tls::TlsFiles::role(dir.path(), Role::Worker)
+            .load()
+            .unwrap();
+        let token = Token::generate(Role::Worker).unwrap();
+        let credentials = Credentials::none()
+            .with_token(token.clone())
+            .with_tls(material.client_config());
+        let shown = format!("{credentials:?}");
+        let key = std::fs::read_to_string(dir.path().join("worker.key")).unwrap();
+        let key_body = key.lines().nth(1).unwrap();
+        assert!(!shown.contains(token.expose()), "{shown}");
+        assert!(!shown.contains(key_body), "{shown}");
+        // tonic's own Debug prints the key as a list of byte values.
+        let as_bytes = format!("{:?}", &key_body.as_bytes()[..24]);
+        assert!(
+            !shown.contains(as_bytes.trim_matches(['[', ']'])),
+            "{shown}"
+        );
+        assert!(shown.contains("<client certificate>"), "{shown}");
     }
 }
