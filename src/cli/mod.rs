@@ -4,6 +4,7 @@
 //! `TESTFLEET_COORDINATOR`) and prints a table for people or, with `-o json`, one JSON
 //! document for scripts. Logs go to stderr; results to stdout.
 
+pub mod args;
 pub mod cluster_check;
 pub mod jobs;
 pub mod lookup;
