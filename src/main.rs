@@ -156,8 +156,11 @@ enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
-    /// List workers (those that left on purpose only with --all)
+    /// List workers (those that left on purpose only with --all); drain, undrain or remove one
+    #[command(args_conflicts_with_subcommands = true)]
     Workers {
+        #[command(subcommand)]
+        command: Option<testfleet::cli::workers::WorkersCommand>,
         #[command(flatten)]
         target: Target,
         /// Include workers that left
@@ -649,12 +652,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Workers { target, all } => {
+        Command::Workers {
+            command: Some(command),
+            ..
+        } => testfleet::cli::workers::run(command).await,
+        Command::Workers { target, all, .. } => {
             let remote = target.remote()?;
             let filter = if all { "" } else { "WHERE status <> 'left' " };
             let sql = format!(
-                "SELECT id, host, status, labels, capabilities, status_changed_at, \
-                 status_reason FROM workers {filter}ORDER BY id"
+                "SELECT id, host, status, drained_at IS NOT NULL AS drained, labels, \
+                 capabilities, status_changed_at, coalesce(drain_reason, status_reason) AS \
+                 reason FROM workers {filter}ORDER BY id"
             );
             print!(
                 "{}",

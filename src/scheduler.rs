@@ -65,7 +65,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use crate::state::command::{Assignment, JobId, TaskId, TaskStatus, WorkerId, WorkerStatus};
+use crate::state::command::{Assignment, JobId, TaskId, TaskStatus, WorkerId};
 use crate::state::machine::{Machine, Task};
 
 /// A queued task as the scheduler needs it.
@@ -357,14 +357,14 @@ impl Scheduler {
 
     /// The scheduler of a newly elected leader: every `queued` task of `machine`, and the
     /// `assigned`/`running` ones counted as busy slots of their workers. Of `live_workers`,
-    /// only those the machine knows as healthy are used (`AssignTasks` rejects the others).
+    /// only those the machine knows as healthy and not drained are used (`AssignTasks` rejects the others).
     pub fn rebuild(machine: &Machine, live_workers: &[WorkerProfile]) -> Scheduler {
         let mut scheduler = Scheduler::new();
         for profile in live_workers {
-            let healthy = machine
+            let schedulable = machine
                 .worker(&profile.id)
-                .is_some_and(|w| w.status == WorkerStatus::Healthy);
-            if healthy {
+                .is_some_and(|w| w.accepts_work());
+            if schedulable {
                 scheduler.worker_up(profile.clone());
             }
         }

@@ -34,9 +34,11 @@ pub fn access(path: &str) -> Access {
         .unwrap_or((path, ""));
     match (service, method) {
         ("testfleet.v1.Control", "Status") => Access::Any,
-        ("testfleet.v1.Control", "Query" | "ProposeBench" | "StartCheck" | "GetCheckDigest") => {
-            Access::Operator
-        }
+        (
+            "testfleet.v1.Control",
+            "Query" | "ProposeBench" | "StartCheck" | "GetCheckDigest" | "DrainWorker"
+            | "RemoveWorker",
+        ) => Access::Operator,
         ("testfleet.v1.Jobs", _) => Access::Operator,
         ("testfleet.v1.Fleet", "Session") => Access::Worker,
         _ => Access::Peer,
@@ -239,6 +241,8 @@ mod tests {
             ("/testfleet.v1.Control/ProposeBench", Operator),
             ("/testfleet.v1.Control/StartCheck", Operator),
             ("/testfleet.v1.Control/GetCheckDigest", Operator),
+            ("/testfleet.v1.Control/DrainWorker", Operator),
+            ("/testfleet.v1.Control/RemoveWorker", Operator),
             ("/testfleet.v1.Control/ReportHealth", Peer),
             ("/testfleet.v1.Jobs/SubmitJob", Operator),
             ("/testfleet.v1.Jobs/CancelJob", Operator),

@@ -12,9 +12,11 @@ Exit codes:
   0  success (run/wait: every task passed)
   1  run/wait: a task failed, timed out or was cancelled; cluster check: replicas differ;
      other commands: an unexpected error
-  2  bad usage or input (flags, plan file, unknown job); cluster check: a node could not be checked
+  2  bad usage or input (flags, plan file, unknown job or worker); cluster check: a node could
+     not be checked
   3  run/wait: a task could not run (its program not found, abandoned after retries)
-  4  the coordinator refused the credentials (no token, an unknown one, the wrong role)
+  4  the coordinator refused the credentials (no token, an unknown one, the wrong role);
+     worker: its name is held by another live worker
   5  no coordinator could be reached, or the cluster could not answer
   130  run: interrupted a second time (Ctrl-C), the job left running";
 

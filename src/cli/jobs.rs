@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 use super::{CliError, Output, Remote, from_status, table};
 use crate::auth::{AuthChannel, Credentials};
 use crate::coordinator::jobs::{MAX_JOBS_MESSAGE, task_spec_message};
+use crate::proto::control_client::ControlClient;
 use crate::proto::jobs_client::JobsClient;
 use crate::proto::{CancelJobRequest, GetJobRequest, JobReport, SubmitJobRequest};
 use crate::state::command::TaskSpec;
@@ -47,6 +48,11 @@ async fn jobs_client(
     addr: &str,
     credentials: &Credentials,
 ) -> Result<JobsClient<AuthChannel>, CliError> {
+    Ok(jobs_wrap(cached_channel(addr, credentials).await?))
+}
+
+/// This process's connection to `addr`, opened on first use.
+async fn cached_channel(addr: &str, credentials: &Credentials) -> Result<AuthChannel, CliError> {
     let cached = connections()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -70,9 +76,7 @@ async fn jobs_client(
             channel
         }
     };
-    Ok(JobsClient::new(credentials.wrap(channel))
-        .max_decoding_message_size(MAX_JOBS_MESSAGE)
-        .max_encoding_message_size(MAX_JOBS_MESSAGE))
+    Ok(credentials.wrap(channel))
 }
 
 /// What a failed call means for the caller. A reused connection can break under a call (the
@@ -92,9 +96,36 @@ fn call_error(status: tonic::Status) -> CliError {
 
 /// Calls `f` on the coordinators in turn until one answers, for up to [`RETRY_FOR`]:
 /// unreachable nodes and "no leader yet" are retried, other errors are final.
-async fn with_retry<T, F, Fut>(remote: &Remote, mut f: F) -> Result<T, CliError>
+async fn with_retry<T, F, Fut>(remote: &Remote, f: F) -> Result<T, CliError>
 where
     F: FnMut(JobsClient<AuthChannel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    retry_calls(remote, jobs_wrap, f).await
+}
+
+fn jobs_wrap(channel: AuthChannel) -> JobsClient<AuthChannel> {
+    JobsClient::new(channel)
+        .max_decoding_message_size(MAX_JOBS_MESSAGE)
+        .max_encoding_message_size(MAX_JOBS_MESSAGE)
+}
+
+/// [`with_retry`] for `Control` calls (writes a follower forwards to the leader).
+pub(crate) async fn with_retry_control<T, F, Fut>(remote: &Remote, f: F) -> Result<T, CliError>
+where
+    F: FnMut(ControlClient<AuthChannel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    retry_calls(remote, ControlClient::new, f).await
+}
+
+async fn retry_calls<C, T, F, Fut>(
+    remote: &Remote,
+    wrap: fn(AuthChannel) -> C,
+    mut f: F,
+) -> Result<T, CliError>
+where
+    F: FnMut(C) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     let deadline = Instant::now() + RETRY_FOR;
@@ -106,8 +137,8 @@ where
     loop {
         let addr = &remote.addrs[i % remote.addrs.len()];
         i += 1;
-        let error = match jobs_client(addr, &remote.credentials).await {
-            Ok(client) => match f(client).await {
+        let error = match cached_channel(addr, &remote.credentials).await {
+            Ok(channel) => match f(wrap(channel)).await {
                 Ok(value) => return Ok(value),
                 Err(status) => call_error(status),
             },

@@ -39,7 +39,7 @@ pub async fn task(remote: &Remote, text: &str) -> Result<String, CliError> {
 }
 
 /// `text` as a SQL string literal.
-fn literal(text: &str) -> String {
+pub(crate) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 

@@ -12,6 +12,7 @@ pub mod recovery;
 pub mod recovery_report;
 pub mod status;
 pub mod tls;
+pub mod workers;
 
 use std::time::Duration;
 
@@ -209,7 +210,14 @@ pub fn from_status(status: tonic::Status) -> CliError {
         ));
     }
     match status.code() {
-        tonic::Code::InvalidArgument => CliError::Usage(status.message().to_string()),
+        // Bad input, or something named that does not exist (exit 2).
+        tonic::Code::InvalidArgument | tonic::Code::NotFound => {
+            CliError::Usage(status.message().to_string())
+        }
+        // A request the state refuses (e.g. removing a worker that holds tasks): the reason.
+        tonic::Code::FailedPrecondition => {
+            CliError::Other(format!("refused: {}", status.message()))
+        }
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
             CliError::Unavailable(status.message().to_string())
         }

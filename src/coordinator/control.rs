@@ -14,6 +14,11 @@
 //!   `GetCheckDigest` answers from this node's own results of it
 //!   ([`crate::raft::replica_check`]), so a client asks every member for its own.
 //!
+//! * `DrainWorker` and `RemoveWorker` are an operator's changes to a worker
+//!   (`testfleet workers drain|undrain|rm`), forwarded to the leader like any write; apply
+//!   decides (a removal is refused while the worker holds tasks, unless forced) and the reply
+//!   describes the worker as the leader then holds it.
+//!
 //! This file is the edge: openraft errors become `tonic::Status` here and nowhere else.
 
 use std::sync::Arc;
@@ -28,14 +33,15 @@ use super::{Coordinator, FORWARDED, forwarded};
 use crate::proto::control_client::ControlClient;
 use crate::proto::control_server::{Control, ControlServer};
 use crate::proto::{
-    BenchReply, BenchRequest, CheckDigestReply, CheckDigestRequest, CheckState, HealthAck,
-    HealthReport, Member, NodeStatus, QueryReply, QueryRequest, StartCheckReply, StartCheckRequest,
-    StatusRequest, TableDigest,
+    BenchReply, BenchRequest, CheckDigestReply, CheckDigestRequest, CheckState, DrainWorkerRequest,
+    HealthAck, HealthReport, Member, NodeStatus, QueryReply, QueryRequest, RemoveWorkerRequest,
+    StartCheckReply, StartCheckRequest, StatusRequest, TableDigest, WorkerChangeReply,
 };
 use crate::query;
 use crate::raft::replica_check::Answer;
 use crate::state::command::{Command, Timestamp};
 use crate::state::limits;
+use crate::state::machine::Reply;
 
 /// Queries one node runs at once; more wait for a turn, up to their time limit.
 pub const MAX_CONCURRENT_QUERIES: usize = 2;
@@ -130,6 +136,49 @@ impl ControlService {
             ))
         })?;
         Ok(ControlClient::new(channel))
+    }
+
+    /// Whether this node knows the worker as drained.
+    fn drained(&self, worker: &str) -> bool {
+        (self.node.state()).with_machine(|m| m.worker(worker).is_some_and(|w| w.drain.is_some()))
+    }
+
+    /// The reply to an operator's change of `worker`, once apply answered `reply`.
+    fn worker_changed(
+        &self,
+        worker: &str,
+        reply: Reply,
+        drained_before: bool,
+    ) -> Result<WorkerChangeReply, Status> {
+        if let Reply::Rejected { reason } = reply {
+            return Err(if reason.starts_with("unknown worker") {
+                Status::not_found(format!(
+                    "no worker is named {worker:?} (`testfleet workers --all` lists them)"
+                ))
+            } else {
+                Status::failed_precondition(reason)
+            });
+        }
+        let requeued = match &reply {
+            Reply::Many(items) => items.len() as u32,
+            _ => 0,
+        };
+        let (status, drained, holding) = (self.node.state())
+            .with_machine(|m| {
+                let w = m.worker(worker)?;
+                let holding = m.held_by(worker).count() as u32;
+                Some((w.status.as_str().to_string(), w.drain.is_some(), holding))
+            })
+            .ok_or_else(|| Status::not_found(format!("no worker is named {worker:?}")))?;
+        let unchanged = drained == drained_before && requeued == 0 && status != "left";
+        Ok(WorkerChangeReply {
+            worker_id: worker.to_string(),
+            status,
+            drained,
+            holding,
+            requeued,
+            unchanged,
+        })
     }
 
     fn leader_of(&self, leader_id: Option<u64>, addr: Option<String>) -> Option<(u64, String)> {
@@ -312,6 +361,66 @@ impl Control for ControlService {
                 let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
                 let mut client = self.leader_client(&request, leader).await?;
                 client.start_check(forwarded(request.into_inner())).await
+            }
+            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+
+    async fn drain_worker(
+        &self,
+        request: Request<DrainWorkerRequest>,
+    ) -> Result<Response<WorkerChangeReply>, Status> {
+        let r = request.get_ref();
+        let worker = r.worker_id.clone();
+        let command = Command::DrainWorker {
+            worker: worker.clone(),
+            drain: r.drain,
+            reason: r.reason.clone(),
+            at: Timestamp::now(),
+        };
+        limits::check(&command).map_err(Status::invalid_argument)?;
+        let before = self.drained(&worker);
+        match self.node.raft().client_write(command).await {
+            Ok(response) => Ok(Response::new(self.worker_changed(
+                &worker,
+                response.data,
+                before,
+            )?)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
+                let mut client = self.leader_client(&request, leader).await?;
+                client.drain_worker(forwarded(request.into_inner())).await
+            }
+            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+
+    async fn remove_worker(
+        &self,
+        request: Request<RemoveWorkerRequest>,
+    ) -> Result<Response<WorkerChangeReply>, Status> {
+        let r = request.get_ref();
+        let worker = r.worker_id.clone();
+        let command = Command::RemoveWorker {
+            worker: worker.clone(),
+            force: r.force,
+            reason: r.reason.clone(),
+            at: Timestamp::now(),
+        };
+        limits::check(&command).map_err(Status::invalid_argument)?;
+        let before = self.drained(&worker);
+        match self.node.raft().client_write(command).await {
+            Ok(response) => Ok(Response::new(self.worker_changed(
+                &worker,
+                response.data,
+                before,
+            )?)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
+                let mut client = self.leader_client(&request, leader).await?;
+                client.remove_worker(forwarded(request.into_inner())).await
             }
             Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(fatal(e)),

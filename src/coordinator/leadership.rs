@@ -23,10 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::Coordinator;
 use super::sessions::identity::{self, Holder, NameTaken};
-use crate::proto::{Assign, CoordinatorMessage, coordinator_message};
+use crate::proto::{Assign, CoordinatorMessage, Removed, coordinator_message};
 use crate::scheduler::{QueuedTask, Scheduler, WorkerProfile};
 use crate::state::command::{TaskStatus, WorkerId, WorkerStatus};
-use crate::state::machine::{Event, Machine};
+use crate::state::machine::{Event, Machine, Worker};
 
 /// The sending half of a worker's session stream.
 pub type SessionSender = mpsc::Sender<Result<CoordinatorMessage, tonic::Status>>;
@@ -311,11 +311,7 @@ impl Leadership {
     pub(super) fn rebuild(&self, machine: &Machine) {
         let profiles: Vec<WorkerProfile> = lock(&self.sessions)
             .iter()
-            .filter(|(id, _)| {
-                machine
-                    .worker(id)
-                    .is_some_and(|w| w.status == WorkerStatus::Healthy)
-            })
+            .filter(|(id, _)| machine.worker(id).is_some_and(Worker::accepts_work))
             .filter_map(|(id, s)| worker_profile(machine, id, s.slots))
             .collect();
         *lock(&self.scheduler) = Scheduler::rebuild(machine, &profiles);
@@ -353,8 +349,19 @@ impl Leadership {
             Event::Final { task, .. } => {
                 scheduler.remove(&task);
             }
-            Event::Worker { worker, status } => {
-                if status != WorkerStatus::Healthy {
+            Event::Worker {
+                worker,
+                status: WorkerStatus::Left,
+            } => {
+                scheduler.worker_down(&worker);
+                drop(scheduler);
+                self.departed(node, &worker);
+            }
+            Event::Worker { worker, .. } => {
+                let schedulable = node
+                    .state()
+                    .with_machine(|m| m.worker(&worker).is_some_and(Worker::accepts_work));
+                if !schedulable {
                     scheduler.worker_down(&worker);
                 } else if let Some(slots) = lock(&self.sessions).get(&worker).map(|s| s.slots)
                     && let Some(profile) = node
@@ -365,6 +372,29 @@ impl Leadership {
                 }
             }
         }
+    }
+}
+
+impl Leadership {
+    /// A worker left the fleet (its own departure, or an operator removed it): its session,
+    /// if it still has one, is told so and closed — a removed worker stops instead of
+    /// reconnecting — and neither the health monitor nor recovery watches it any more.
+    fn departed(&self, node: &Coordinator, worker: &str) {
+        let session = lock(&self.sessions).remove(worker);
+        if let Some(session) = session {
+            let reason = node
+                .state()
+                .with_machine(|m| m.worker(worker).map(|w| w.status_reason.clone()))
+                .unwrap_or_default();
+            let removed = CoordinatorMessage {
+                body: Some(coordinator_message::Body::Removed(Removed { reason })),
+            };
+            let _ = session.sender.try_send(Ok(removed));
+        }
+        self.monitor.forget(worker);
+        self.recovery_event(crate::recovery::RecoveryEvent::WorkerLeft {
+            worker: worker.to_string(),
+        });
     }
 }
 

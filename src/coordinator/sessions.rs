@@ -273,10 +273,11 @@ async fn serve(
         .await;
     reconcile(&node, &leadership, &worker, &running).await;
     // Only a healthy worker is scheduled; a quarantined or draining one joins when recovery
-    // makes it healthy (the status event brings it in then).
+    // makes it healthy, a drained one when an operator ends the drain (the status event
+    // brings it in then).
     if let Some(profile) = node.state().with_machine(|m| {
         m.worker(&worker)
-            .filter(|w| w.status == WorkerStatus::Healthy)
+            .filter(|w| w.accepts_work())
             .and_then(|_| worker_profile(m, &worker, slots))
     }) {
         leadership.worker_ready(profile);
@@ -354,14 +355,15 @@ async fn serve(
             }
         }
     };
-    if leadership.remove_session(&worker, generation) {
-        if left {
-            leadership.monitor.forget(&worker);
-            tracing::info!(worker = %worker, "worker left");
-        } else {
-            leadership.monitor.session_closed(&worker);
-            tracing::info!(worker = %worker, "worker session closed");
-        }
+    // A departure's session was already taken out when the departure applied
+    // (`Leadership::departed`).
+    let current = leadership.remove_session(&worker, generation);
+    if left {
+        leadership.monitor.forget(&worker);
+        tracing::info!(worker = %worker, "worker left");
+    } else if current {
+        leadership.monitor.session_closed(&worker);
+        tracing::info!(worker = %worker, "worker session closed");
     }
     result
 }

@@ -254,6 +254,9 @@ pub enum RecoveryEvent {
     TaskRequeued { worker: WorkerId },
     /// The fleet now: workers `healthy` out of `total` registered (not `left`).
     FleetSize { healthy: usize, total: usize },
+    /// The worker left the fleet (an operator removed it, or it left on SIGTERM): recovery of
+    /// it stops, and a recovery in progress is recorded as ended by the removal.
+    WorkerLeft { worker: WorkerId },
 }
 
 /// What the executor must do, in the order given.

@@ -243,6 +243,7 @@ impl Planner {
                 self.fleet = Some((healthy, total));
                 self.check_mass_failure(now, &mut out);
             }
+            RecoveryEvent::WorkerLeft { worker } => self.worker_left(now, &worker, &mut out),
         }
         self.advance(now, &mut out);
         out

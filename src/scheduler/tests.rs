@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
-use crate::state::command::{Command, FaultCategory, TaskSpec, Timestamp};
+use crate::state::command::{Command, FaultCategory, TaskSpec, Timestamp, WorkerStatus};
 use crate::state::machine::Reply;
 
 fn task(id: &str, job: &str, seq: i64) -> QueuedTask {

@@ -223,6 +223,24 @@ pub enum Command {
         reason: String,
         at: Timestamp,
     },
+    /// An operator holds a worker out of scheduling (`drain`), or ends the hold. What it runs
+    /// finishes; it is assigned nothing new. The hold is independent of the worker's health:
+    /// recovery and re-registration keep it. Draining a drained worker changes nothing.
+    DrainWorker {
+        worker: WorkerId,
+        drain: bool,
+        reason: String,
+        at: Timestamp,
+    },
+    /// An operator removes a worker from the fleet: its status becomes `left` (and its drain
+    /// ends). Rejected while it holds tasks unless `force`, which queues them again without
+    /// using a retry, as a departure does. The leader tells a connected worker to stop.
+    RemoveWorker {
+        worker: WorkerId,
+        force: bool,
+        reason: String,
+        at: Timestamp,
+    },
 }
 
 impl Command {
@@ -251,6 +269,8 @@ impl Command {
             Command::FailWorker { .. } => "fail_worker",
             Command::CheckReplicas { .. } => "check_replicas",
             Command::LeaveWorker { .. } => "leave_worker",
+            Command::DrainWorker { .. } => "drain_worker",
+            Command::RemoveWorker { .. } => "remove_worker",
         }
     }
 }

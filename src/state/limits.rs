@@ -373,7 +373,9 @@ pub fn normalize(command: &mut Command) {
         | Command::CancelTask { reason, .. }
         | Command::BreakerTransition { reason, .. }
         | Command::FailWorker { reason, .. }
-        | Command::LeaveWorker { reason, .. } => clip(reason, MAX_REASON_BYTES),
+        | Command::LeaveWorker { reason, .. }
+        | Command::DrainWorker { reason, .. }
+        | Command::RemoveWorker { reason, .. } => clip(reason, MAX_REASON_BYTES),
         Command::FinishTask { output_tail, .. } => clip_start(output_tail, MAX_OUTPUT_TAIL_BYTES),
         Command::RecordWorkerRecovery { error_message, .. }
         | Command::RecordTaskRecovery { error_message, .. } => {
@@ -562,6 +564,14 @@ pub fn check(command: &Command) -> Result<(), Violation> {
         Command::LeaveWorker { worker, at, .. } => {
             check_worker_id(worker)?;
             check_timestamp("the departure time", *at)
+        }
+        Command::DrainWorker { worker, at, .. } => {
+            check_worker_id(worker)?;
+            check_timestamp("the drain time", *at)
+        }
+        Command::RemoveWorker { worker, at, .. } => {
+            check_worker_id(worker)?;
+            check_timestamp("the removal time", *at)
         }
         Command::Batch(items) => {
             check_max("the number of commands in a batch", items.len(), MAX_BATCH)?;

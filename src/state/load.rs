@@ -7,7 +7,7 @@ use duckdb::Connection;
 
 use super::command::{BreakerState, JobStatus, TaskSpec, TaskStatus, Timestamp, WorkerStatus};
 use super::error::{Result, StoreError, db};
-use super::machine::{Attempt, Counters, Machine, MachineParts, Task, Worker};
+use super::machine::{Attempt, Counters, Machine, MachineParts, OperatorDrain, Task, Worker};
 use super::rows::Requirements;
 
 fn parse<T>(what: &str, text: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T> {
@@ -28,7 +28,7 @@ pub fn load_machine(conn: &Connection) -> Result<Machine> {
         .prepare(
             "SELECT id, host, address, status, CAST(capabilities AS VARCHAR), \
              CAST(labels AS VARCHAR), epoch_us(registered_at), epoch_us(status_changed_at), \
-             status_reason FROM workers",
+             status_reason, epoch_us(drained_at), drain_reason FROM workers",
         )
         .map_err(db(ctx))?;
     let mut rows = stmt.query([]).map_err(db(ctx))?;
@@ -45,6 +45,16 @@ pub fn load_machine(conn: &Connection) -> Result<Machine> {
             registered_at: Timestamp(r.get(6).map_err(db(ctx))?),
             status_changed_at: Timestamp(r.get(7).map_err(db(ctx))?),
             status_reason: r.get(8).map_err(db(ctx))?,
+            drain: match (
+                r.get::<_, Option<i64>>(9).map_err(db(ctx))?,
+                r.get::<_, Option<String>>(10).map_err(db(ctx))?,
+            ) {
+                (Some(at), Some(reason)) => Some(OperatorDrain {
+                    at: Timestamp(at),
+                    reason,
+                }),
+                _ => None,
+            },
         });
     }
 

@@ -14,7 +14,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-pub use super::view::{Attempt, Changes, Counters, Event, HistoryRow, Job, Reply, Task, Worker};
+pub use super::view::{
+    Attempt, Changes, Counters, Event, HistoryRow, Job, OperatorDrain, Reply, Task, Worker,
+};
 
 use super::command::{
     Assignment, BreakerState, Command, FaultCategory, JobId, JobStatus, NodeId, Outcome, TaskId,
@@ -461,140 +463,18 @@ impl Machine {
             // A marker for the replica check (raft::state_machine digests the tables).
             Command::CheckReplicas { .. } => Reply::Applied,
             Command::LeaveWorker { worker, reason, at } => self.leave_worker(&worker, reason, at),
-        }
-    }
-
-    fn submit_job(
-        &mut self,
-        id: JobId,
-        name: String,
-        specs: Vec<TaskSpec>,
-        at: Timestamp,
-    ) -> Reply {
-        if let Some(job) = self.jobs.get(&id) {
-            return Reply::JobAccepted {
-                job: id,
-                tasks: job.tasks.len() as u32,
-                duplicate: true,
-            };
-        }
-        let mut seen = HashSet::new();
-        for spec in &specs {
-            if !seen.insert(spec.id.as_str()) {
-                return Reply::rejected(format!("task id {} appears twice in job {id}", spec.id));
-            }
-            if self.tasks.contains_key(&spec.id) {
-                return Reply::rejected(format!("task id {} already exists", spec.id));
-            }
-        }
-        let count = specs.len() as u32;
-        let mut ids = Vec::with_capacity(specs.len());
-        for spec in specs {
-            let seq = take_id(&mut self.counters.task_seq);
-            ids.push(spec.id.clone());
-            self.events.push(Event::Queued {
-                task: spec.id.clone(),
-            });
-            self.changes.tasks.insert(spec.id.clone());
-            self.tasks.insert(
-                spec.id.clone(),
-                Task {
-                    spec,
-                    job: id.clone(),
-                    seq,
-                    status: TaskStatus::Queued,
-                    attempt: 0,
-                    current: None,
-                    infra_retries_used: 0,
-                    timeout_retries_used: 0,
-                    flaky_retries_used: 0,
-                    requeued: false,
-                    submitted_at: at,
-                    updated_at: at,
-                    finished_at: None,
-                    reason: None,
-                },
-            );
-        }
-        self.jobs.insert(
-            id.clone(),
-            Job {
-                id: id.clone(),
-                name,
-                status: JobStatus::Running,
-                submitted_at: at,
-                finished_at: None,
-                tasks: ids,
-                open_tasks: count,
-            },
-        );
-        self.changes.jobs.insert(id.clone());
-        Reply::JobAccepted {
-            job: id,
-            tasks: count,
-            duplicate: false,
-        }
-    }
-
-    fn assign(&mut self, a: Assignment, term: u64, at: Timestamp) -> Reply {
-        match self.workers.get(&a.worker) {
-            None => return Reply::rejected(format!("unknown worker {}", a.worker)),
-            Some(w) if w.status != WorkerStatus::Healthy => {
-                return Reply::rejected(format!(
-                    "worker {} is {}, not healthy",
-                    a.worker, w.status
-                ));
-            }
-            Some(_) => {}
-        }
-        let Some(task) = self.tasks.get_mut(&a.task) else {
-            return Reply::rejected(format!("unknown task {}", a.task));
-        };
-        if task.status != TaskStatus::Queued {
-            return Reply::rejected(format!("task {} is {}, not queued", a.task, task.status));
-        }
-        if a.attempt != task.attempt + 1 {
-            return Reply::rejected(format!(
-                "task {} is at attempt {}, so the next is {}, not {}",
-                a.task,
-                task.attempt,
-                task.attempt + 1,
-                a.attempt
-            ));
-        }
-        task.status = TaskStatus::Assigned;
-        task.attempt = a.attempt;
-        task.updated_at = at;
-        task.current = Some(Attempt {
-            number: a.attempt,
-            worker: a.worker,
-            term,
-            assigned_at: at,
-            started_at: None,
-            finished_at: None,
-            outcome: None,
-            exit_code: None,
-            duration_ms: None,
-            output_tail: None,
-        });
-        let worker = task
-            .current
-            .as_ref()
-            .map(|c| c.worker.clone())
-            .unwrap_or_default();
-        self.held
-            .entry(worker.clone())
-            .or_default()
-            .insert(a.task.clone());
-        self.events.push(Event::Assigned {
-            task: a.task.clone(),
-            worker,
-            attempt: a.attempt,
-        });
-        self.changes.tasks.insert(a.task.clone());
-        self.note_attempt(&a.task);
-        Reply::Task {
-            status: TaskStatus::Assigned,
+            Command::DrainWorker {
+                worker,
+                drain,
+                reason,
+                at,
+            } => self.drain_worker(&worker, drain, reason, at),
+            Command::RemoveWorker {
+                worker,
+                force,
+                reason,
+                at,
+            } => self.remove_worker(&worker, force, reason, at),
         }
     }
 
@@ -809,6 +689,7 @@ enum Next {
 
 mod bench;
 mod lifecycle;
+mod queue;
 mod workers;
 
 pub use self::bench::bench_held_by;

@@ -117,6 +117,8 @@ fn worker_row(w: &Worker) -> Vec<Value> {
         ts(w.registered_at),
         ts(w.status_changed_at),
         text(&w.status_reason),
+        opt_ts(w.drain.as_ref().map(|d| d.at)),
+        opt_text(w.drain.as_ref().map(|d| d.reason.as_str())),
     ]
 }
 

@@ -84,7 +84,9 @@ CREATE TABLE IF NOT EXISTS workers (
     labels JSON NOT NULL,
     registered_at TIMESTAMP NOT NULL,
     status_changed_at TIMESTAMP NOT NULL,
-    status_reason VARCHAR NOT NULL
+    status_reason VARCHAR NOT NULL,
+    drained_at TIMESTAMP,
+    drain_reason VARCHAR
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id VARCHAR PRIMARY KEY,
@@ -183,4 +185,7 @@ CREATE TABLE IF NOT EXISTS task_recovery_history (id INTEGER PRIMARY KEY, task_i
 CREATE TABLE IF NOT EXISTS system_recovery_history (id INTEGER PRIMARY KEY,
   recovery_time TIMESTAMP, system_status VARCHAR, success BOOLEAN, affected_workers INTEGER,
   affected_tasks INTEGER, details JSON);
+-- Columns added after a release: a file made by an older build gains them (NULL) on open.
+ALTER TABLE workers ADD COLUMN IF NOT EXISTS drained_at TIMESTAMP;
+ALTER TABLE workers ADD COLUMN IF NOT EXISTS drain_reason VARCHAR;
 "#;

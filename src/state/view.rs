@@ -66,6 +66,24 @@ pub struct Worker {
     pub registered_at: Timestamp,
     pub status_changed_at: Timestamp,
     pub status_reason: String,
+    /// Set while an operator holds the worker out of scheduling (`testfleet workers drain`):
+    /// orthogonal to its health, so neither recovery nor a reconnect ends it — only
+    /// `workers undrain` or `workers rm` does.
+    pub drain: Option<OperatorDrain>,
+}
+
+/// An operator's hold on a worker: it gets no new work; what it runs finishes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperatorDrain {
+    pub at: Timestamp,
+    pub reason: String,
+}
+
+impl Worker {
+    /// True when the scheduler may give it work: healthy and not drained by an operator.
+    pub fn accepts_work(&self) -> bool {
+        self.status == WorkerStatus::Healthy && self.drain.is_none()
+    }
 }
 
 /// A job: a named group of tasks submitted together.

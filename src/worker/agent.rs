@@ -131,8 +131,18 @@ enum Ended {
     Refused(String),
     /// The worker left on purpose and the leader recorded it.
     Left,
+    /// An operator removed the worker from the fleet: it stops.
+    Removed(String),
+    /// Another live worker process holds this name: the leader refused the session.
+    NameTaken(String),
     Shutdown,
 }
+
+/// How often a worker whose name is taken asks again before it gives up. The first refusal
+/// may be a race — the previous process under the name was just killed and the leader has
+/// not yet seen its connection close — so it asks twice more, [`NAME_TAKEN_PAUSE`] apart.
+const NAME_TAKEN_TRIES: usize = 3;
+const NAME_TAKEN_PAUSE: Duration = Duration::from_millis(500);
 
 /// How long a worker that said it is done leaving waits for the leader to close its session.
 const LEAVE_ACK_WAIT: Duration = Duration::from_secs(10);
@@ -270,6 +280,9 @@ impl Agent {
             {
                 return Ended::Refused(format!("{addr} refused this worker: {}", e.message()));
             }
+            Err(e) if e.code() == tonic::Code::AlreadyExists => {
+                return Ended::NameTaken(e.message().to_string());
+            }
             Err(e) => return Ended::Broken(format!("session refused by {addr}: {e}"), false),
         };
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
@@ -299,6 +312,9 @@ impl Agent {
                         Some(Ok(m)) => m,
                         // The leader closes the session once it has recorded the departure.
                         _ if done_sent.is_some() => return Ended::Left,
+                        Some(Err(e)) if e.code() == tonic::Code::AlreadyExists => {
+                            return Ended::NameTaken(e.message().to_string());
+                        }
                         Some(Err(e)) => return Ended::Broken(format!("session with {addr} failed: {e}"), welcomed),
                         None => return Ended::Broken(format!("{addr} closed the session"), welcomed),
                     };
@@ -347,6 +363,9 @@ impl Agent {
                         }
                         Some(coordinator_message::Body::Ack(a)) => {
                             self.unacked.remove(&(a.task_id, a.attempt));
+                        }
+                        Some(coordinator_message::Body::Removed(r)) => {
+                            return if done_sent.is_some() { Ended::Left } else { Ended::Removed(r.reason) };
                         }
                         None => {}
                     }
@@ -433,6 +452,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let mut backoff = agent.config.initial_backoff;
     let mut failures_in_a_row = 0usize;
     let mut refused = None;
+    let mut name_taken = 0usize;
     loop {
         let addr = target
             .take()
@@ -446,6 +466,28 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             Ended::Refused(why) => {
                 refused = Some(why);
                 break;
+            }
+            Ended::Removed(reason) => {
+                tracing::info!(
+                    running = agent.running.len(),
+                    "the leader says this worker left the fleet ({reason}); stopping"
+                );
+                break;
+            }
+            Ended::NameTaken(why) => {
+                name_taken += 1;
+                if name_taken >= NAME_TAKEN_TRIES {
+                    refused = Some(format!(
+                        "{why}; give this worker another --name (or stop the other one)"
+                    ));
+                    break;
+                }
+                tracing::warn!("{why}; asking again in {NAME_TAKEN_PAUSE:?}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(NAME_TAKEN_PAUSE) => {}
+                }
+                continue;
             }
             Ended::Redirect(leader) => {
                 tracing::info!("{addr} is not the leader; going to {leader}");

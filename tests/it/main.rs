@@ -23,5 +23,6 @@ mod sql_sandbox;
 mod support;
 mod third_party;
 mod tls;
+mod worker_drain;
 mod worker_identity;
 mod worker_leave;

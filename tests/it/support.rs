@@ -338,6 +338,19 @@ pub fn run_as(args: &[&str], dir: &Path, token_file: Option<&Path>) -> (i32, Str
 }
 
 /// A `testfleet worker` process; killed (SIGKILL) when dropped.
+/// Waits up to `limit` for `child` to exit; its exit code (`None`: still running, or killed by
+/// a signal).
+pub fn exit_code(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait for a child") {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
 pub struct WorkerProcess {
     pub child: Child,
 }

@@ -1,5 +1,5 @@
 //! Workers are who they say they are: a second process under a connected worker's name is
-//! refused and the real worker keeps its session and its tasks; the same process reconnecting
+//! refused (and exits 4 with the reason) and the real worker keeps its session and its tasks; the same process reconnecting
 //! over its own stale session is let in; a worker killed and restarted under its name gets back
 //! in once its old session is gone; and a worker cannot report on another worker's attempt.
 
@@ -22,7 +22,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-use super::support::{WorkerProcess, client, credentials, eventually, query_consistent};
+use super::support::{WorkerProcess, client, credentials, eventually, exit_code, query_consistent};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -88,13 +88,21 @@ async fn an_impostor_is_refused_and_the_real_worker_keeps_its_session_and_tasks(
         .unwrap();
     assert_eq!(running_on(&addr, "t-i", "w1").await, 1);
 
-    let _impostor = WorkerProcess::start(&addr, "w1", 1, &impostor_dir);
+    let mut impostor = WorkerProcess::start(&addr, "w1", 1, &impostor_dir);
     log_says(
         &impostor_dir,
         "w1",
         "a worker named w1 is already connected from",
     )
     .await;
+    // It gives up within a second or so (it asks twice more in case the name's holder just
+    // died), exits 4 and says what to do.
+    assert_eq!(exit_code(&mut impostor.child, LIMIT), Some(4));
+    assert!(
+        log_of(&impostor_dir, "w1").contains("give this worker another --name"),
+        "{}",
+        log_of(&impostor_dir, "w1")
+    );
     assert!(
         !log_of(&impostor_dir, "w1").contains("session open with the leader"),
         "the impostor got a session"

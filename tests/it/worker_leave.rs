@@ -9,8 +9,8 @@ use std::time::Duration;
 use testfleet::auth::Role;
 
 use super::support::{
-    WorkerProcess, binary, client, eventually, local_cluster, query_consistent, run, submit_plan,
-    test_dir, token_file,
+    WorkerProcess, binary, client, eventually, exit_code, local_cluster, query_consistent, run,
+    submit_plan, test_dir, token_file,
 };
 
 async fn rows(addr: &str, sql: &str) -> Vec<Vec<serde_json::Value>> {
@@ -26,18 +26,6 @@ fn sigterm(child: &Child) {
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-}
-
-/// Waits up to `limit` for `child` to exit; its exit code.
-fn exit_code(child: &mut Child, limit: Duration) -> Option<i32> {
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -359,6 +359,20 @@ impl Control for RoleRecorder {
     ) -> Result<Response<CheckDigestReply>, Status> {
         Err(Status::unimplemented("test"))
     }
+
+    async fn drain_worker(
+        &self,
+        _: Request<crate::proto::DrainWorkerRequest>,
+    ) -> Result<Response<crate::proto::WorkerChangeReply>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+
+    async fn remove_worker(
+        &self,
+        _: Request<crate::proto::RemoveWorkerRequest>,
+    ) -> Result<Response<crate::proto::WorkerChangeReply>, Status> {
+        Err(Status::unimplemented("test"))
+    }
 }
 
 /// Connects to `addr` over TLS and calls `Status`; any failure as text.

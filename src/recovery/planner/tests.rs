@@ -666,6 +666,30 @@ fn a_drained_worker_that_fails_is_recovered_from_draining() {
     assert_eq!(sim.transcript().len(), 5);
 }
 
+#[test]
+fn a_worker_that_leaves_is_no_longer_recovered_and_the_open_case_says_why() {
+    let mut sim = Sim::new(policy());
+    sim.fail(secs(0), "w1", Crash);
+    let before = sim.transcript().len();
+    sim.event(
+        secs(1),
+        RecoveryEvent::WorkerLeft {
+            worker: "w1".into(),
+        },
+    );
+    let records = sim.records();
+    let last = records.last().unwrap();
+    assert_eq!(
+        (last.recovery_type.as_str(), last.success),
+        ("stopped", false)
+    );
+    // Nothing more happens to it, however long we wait.
+    let after = sim.transcript().len();
+    assert_eq!(after, before + 1, "{:?}", sim.transcript());
+    sim.run_until(secs(3600));
+    assert_eq!(sim.transcript().len(), after, "{:?}", sim.transcript());
+}
+
 // --- Settings ----------------------------------------------------------------------------
 
 #[test]

@@ -216,6 +216,35 @@ impl Planner {
         self.recovered.insert(worker.to_string(), (now, case));
     }
 
+    /// The worker left the fleet: nothing more is done about it. A case still open is closed
+    /// with a row saying so; a proactive drain hold is dropped (its status is `left` now).
+    pub(super) fn worker_left(&mut self, now: Instant, worker: &str, out: &mut Vec<Action>) {
+        self.drains.remove(worker);
+        self.infra_faults.remove(worker);
+        self.recovered.remove(worker);
+        let Some(case) = self.cases.remove(worker) else {
+            return;
+        };
+        let details = json!({
+            "category": case.category.as_str(),
+            "outcome": "left",
+            "failure_reason": case.reason,
+            "attempts_made": case.attempts,
+            "timings": { "since_failure_ms": millis(now - case.failed_at) },
+            "policy": self.policy.details(),
+        });
+        out.push(Action::Record(WorkerRecoveryRecord {
+            worker: worker.to_string(),
+            attempt_number: case.attempts,
+            success: false,
+            recovery_type: "stopped".to_string(),
+            error_message: Some(
+                "the worker left the fleet (removed or stopped); recovery stopped".to_string(),
+            ),
+            details,
+        }));
+    }
+
     pub(super) fn restart_finished(
         &mut self,
         now: Instant,

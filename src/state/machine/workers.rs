@@ -2,7 +2,9 @@
 //! (quarantined, draining) keeps its status when it registers again; recovery ends the hold.
 //! A failed worker's tasks are requeued in the entry that fails it ([`Machine::fail_worker`]);
 //! a worker that leaves hands its tasks back in the entry that records it
-//! ([`Machine::leave_worker`]).
+//! ([`Machine::leave_worker`]). An operator's drain is a hold of its own, beside the status
+//! ([`Machine::drain_worker`]); removing a worker ([`Machine::remove_worker`]) is a departure
+//! decided by an operator.
 
 use super::*;
 
@@ -18,6 +20,8 @@ impl Machine {
     ) -> Reply {
         let previous = self.workers.get(&id);
         let registered_at = previous.map_or(at, |w| w.registered_at);
+        // An operator's drain outlives reconnects and restarts, as a cordon does.
+        let drain = previous.and_then(|w| w.drain.clone());
         // A worker held out of scheduling by recovery (quarantined, draining) stays held when
         // it reconnects: registering is not a verdict, and recovery ends the hold. Any other
         // registration (new, back from a failure, or after being given up) makes it healthy.
@@ -39,6 +43,7 @@ impl Machine {
                 registered_at,
                 status_changed_at,
                 status_reason,
+                drain,
             },
         );
         self.events.push(Event::Worker {
@@ -75,6 +80,64 @@ impl Machine {
         });
         self.changes.workers.insert(id.to_string());
         Reply::Applied
+    }
+
+    /// An operator's drain, or its end (see [`Command::DrainWorker`]). Idempotent: draining a
+    /// drained worker keeps the first drain's time and reason.
+    pub(super) fn drain_worker(
+        &mut self,
+        id: &str,
+        drain: bool,
+        reason: String,
+        at: Timestamp,
+    ) -> Reply {
+        let Some(worker) = self.workers.get_mut(id) else {
+            return Reply::rejected(format!("unknown worker {id}"));
+        };
+        if drain && worker.status == WorkerStatus::Left {
+            return Reply::rejected(format!("worker {id} has left the fleet"));
+        }
+        match (drain, worker.drain.is_some()) {
+            (true, false) => worker.drain = Some(OperatorDrain { at, reason }),
+            (false, true) => worker.drain = None,
+            _ => return Reply::Applied,
+        }
+        let status = worker.status;
+        self.events.push(Event::Worker {
+            worker: id.to_string(),
+            status,
+        });
+        self.changes.workers.insert(id.to_string());
+        Reply::Applied
+    }
+
+    /// An operator removes a worker (see [`Command::RemoveWorker`]): `left`, its drain ended,
+    /// and — only with `force` — every task it holds queued again without a retry used.
+    /// Replies one item per task, in task id order.
+    pub(super) fn remove_worker(
+        &mut self,
+        id: &str,
+        force: bool,
+        reason: String,
+        at: Timestamp,
+    ) -> Reply {
+        let Some(worker) = self.workers.get(id) else {
+            return Reply::rejected(format!("unknown worker {id}"));
+        };
+        if worker.status == WorkerStatus::Left {
+            return Reply::rejected(format!("worker {id} has already left the fleet"));
+        }
+        let held = self.held_by(id).count();
+        if held > 0 && !force {
+            return Reply::rejected(format!(
+                "worker {id} holds {held} task(s); drain it and wait until they finish, or \
+                 force the removal (its tasks are queued again)"
+            ));
+        }
+        if let Some(worker) = self.workers.get_mut(id) {
+            worker.drain = None;
+        }
+        self.leave_worker(id, format!("removed by an operator: {reason}"), at)
     }
 
     /// A worker left on purpose (see [`Command::LeaveWorker`]): `left`, and every task it

@@ -256,6 +256,11 @@ fn single() -> impl Strategy<Value = Command> {
         // A worker leaving hands back what it holds in the same entry, like FailWorker.
         2 => (worker(), text(), timestamp())
             .prop_map(|(worker, reason, at)| Command::LeaveWorker { worker, reason, at }),
+        // An operator's drain survives a flush and a reload; a removal hands back like a leave.
+        2 => (worker(), any::<bool>(), text(), timestamp())
+            .prop_map(|(worker, drain, reason, at)| Command::DrainWorker { worker, drain, reason, at }),
+        2 => (worker(), any::<bool>(), text(), timestamp())
+            .prop_map(|(worker, force, reason, at)| Command::RemoveWorker { worker, force, reason, at }),
         1 => Just(Command::Bench { payload: vec![1; 3] }),
         1 => Just(Command::Noop),
     ]

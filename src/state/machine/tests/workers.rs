@@ -391,3 +391,90 @@ fn a_worker_that_leaves_hands_its_tasks_back_without_using_a_retry() {
     m.apply(register("w1"));
     assert_eq!(m.worker("w1").unwrap().status, WorkerStatus::Healthy);
 }
+
+fn drain(worker: &str, on: bool, t: i64) -> Command {
+    Command::DrainWorker {
+        worker: worker.into(),
+        drain: on,
+        reason: "kernel upgrade".into(),
+        at: at(t),
+    }
+}
+
+fn remove(worker: &str, force: bool) -> Command {
+    Command::RemoveWorker {
+        worker: worker.into(),
+        force,
+        reason: "decommissioned".into(),
+        at: at(20),
+    }
+}
+
+#[test]
+fn an_operators_drain_stops_assignments_and_outlives_registration_and_recovery() {
+    let mut m = fleet();
+    assert_eq!(m.apply(drain("w1", true, 5)), Reply::Applied);
+    let w = m.worker("w1").unwrap();
+    assert_eq!(
+        w.drain.as_ref().map(|d| (d.at, d.reason.as_str())),
+        Some((at(5), "kernel upgrade"))
+    );
+    assert!(!w.accepts_work() && w.status == WorkerStatus::Healthy);
+    // Draining again keeps the first drain.
+    assert_eq!(m.apply(drain("w1", true, 7)), Reply::Applied);
+    assert_eq!(m.worker("w1").unwrap().drain.as_ref().unwrap().at, at(5));
+    assert_eq!(
+        m.apply(assign("t1", "w1", 1)),
+        Reply::Many(vec![Reply::rejected("worker w1 is drained")])
+    );
+    // A reconnect, a failure and a recovery keep it.
+    m.apply(register("w1"));
+    m.apply(Command::SetWorkerStatus {
+        worker: "w1".into(),
+        from: WorkerStatus::Healthy,
+        to: WorkerStatus::Failed,
+        reason: "silent".into(),
+        at: at(8),
+    });
+    m.apply(register("w1"));
+    assert!(m.worker("w1").unwrap().drain.is_some());
+    assert_eq!(
+        m.apply(assign("t1", "w1", 1)),
+        Reply::Many(vec![Reply::rejected("worker w1 is drained")])
+    );
+    assert_eq!(m.apply(drain("w1", false, 9)), Reply::Applied);
+    assert!(m.worker("w1").unwrap().accepts_work());
+    assert!(!m.apply(assign("t1", "w1", 1)).is_rejected());
+    assert_rejected(m.apply(drain("nobody", true, 9)), "unknown worker nobody");
+}
+
+#[test]
+fn removing_a_worker_that_holds_work_needs_force_and_uses_no_retry() {
+    let mut m = fleet();
+    m.apply(assign("t1", "w1", 1));
+    m.apply(drain("w1", true, 5));
+    assert_rejected(m.apply(remove("w1", false)), "holds 1 task(s)");
+    assert_eq!(m.worker("w1").unwrap().status, WorkerStatus::Healthy);
+    m.take_events();
+    let reply = m.apply(remove("w1", true));
+    assert_eq!(
+        reply,
+        Reply::Many(vec![Reply::Task {
+            status: TaskStatus::Queued
+        }])
+    );
+    let w = m.worker("w1").unwrap();
+    assert_eq!(w.status, WorkerStatus::Left);
+    assert_eq!(w.status_reason, "removed by an operator: decommissioned");
+    assert!(w.drain.is_none(), "a removal ends the drain");
+    let t = m.task("t1").unwrap();
+    assert_eq!((t.status, t.infra_retries_used), (TaskStatus::Queued, 0));
+    assert!(m.take_events().contains(&Event::Worker {
+        worker: "w1".into(),
+        status: WorkerStatus::Left
+    }));
+    assert_rejected(m.apply(remove("w1", true)), "already left");
+    assert_rejected(m.apply(drain("w1", true, 21)), "has left");
+    // An idle worker is removed without force.
+    assert_eq!(m.apply(remove("w2", false)), Reply::Many(vec![]));
+}
