@@ -221,6 +221,40 @@ fn commit_materialises_every_table() {
 }
 
 #[test]
+fn a_file_from_before_the_drain_columns_opens_and_gains_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.duckdb");
+    {
+        // The `workers` table as builds before the operator drain made it, with a row.
+        let conn = duckdb::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE workers (id VARCHAR PRIMARY KEY, host VARCHAR NOT NULL, \
+             address VARCHAR NOT NULL, status VARCHAR NOT NULL, capabilities JSON NOT NULL, \
+             labels JSON NOT NULL, registered_at TIMESTAMP NOT NULL, \
+             status_changed_at TIMESTAMP NOT NULL, status_reason VARCHAR NOT NULL); \
+             INSERT INTO workers VALUES ('w1', 'h', '', 'healthy', '{}', '{}', \
+             TIMESTAMP '2026-01-01 00:00:00', TIMESTAMP '2026-01-01 00:00:00', 'registered');",
+        )
+        .unwrap();
+    }
+    let mut store = Store::open(&path, &DbSettings::default()).unwrap();
+    let mut machine = store.load_machine().unwrap();
+    assert_eq!(machine.worker("w1").unwrap().drain, None);
+    // Written back with a drain, through the staging twin, and read again.
+    let drain = Command::DrainWorker {
+        worker: "w1".into(),
+        drain: true,
+        reason: "maintenance".into(),
+        at: at(5),
+    };
+    apply_all(&mut store, &mut machine, vec![drain]);
+    let loaded = store.load_machine().unwrap();
+    assert_eq!(loaded.workers(), machine.workers());
+    let drained = loaded.worker("w1").unwrap().drain.clone().unwrap();
+    assert_eq!((drained.at, drained.reason.as_str()), (at(5), "maintenance"));
+}
+
+#[test]
 fn reload_rebuilds_the_same_view() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.duckdb");
