@@ -342,6 +342,26 @@ fn install_refuses_a_foreign_layout_before_touching_anything() {
 }
 
 #[test]
+fn an_older_nodes_image_without_the_newest_columns_installs_with_nulls() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut machine = Machine::new();
+    apply_all(&mut store, &mut machine, history());
+    let (mut image, _) = store.dump().unwrap();
+    let workers = &mut image.tables[0];
+    assert_eq!(workers.name, "workers");
+    // As a build before the drain columns dumped it.
+    let kept = workers.columns.len() - 2;
+    assert_eq!(&workers.columns[kept..], ["drained_at", "drain_reason"]);
+    workers.columns.truncate(kept);
+    for row in &mut workers.rows {
+        row.truncate(kept);
+    }
+    let mut fresh = Store::open_in_memory().unwrap();
+    fresh.install(&image, &meta(1)).unwrap();
+    assert_eq!(fresh.load_machine().unwrap().workers(), machine.workers());
+}
+
+#[test]
 fn upserts_replace_rows_across_many_commits() {
     let mut store = Store::open_in_memory().unwrap();
     let mut machine = Machine::new();
