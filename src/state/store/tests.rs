@@ -251,7 +251,10 @@ fn a_file_from_before_the_drain_columns_opens_and_gains_them() {
     let loaded = store.load_machine().unwrap();
     assert_eq!(loaded.workers(), machine.workers());
     let drained = loaded.worker("w1").unwrap().drain.clone().unwrap();
-    assert_eq!((drained.at, drained.reason.as_str()), (at(5), "maintenance"));
+    assert_eq!(
+        (drained.at, drained.reason.as_str()),
+        (at(5), "maintenance")
+    );
 }
 
 #[test]
