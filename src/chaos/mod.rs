@@ -8,3 +8,4 @@
 //! relies on it.
 
 pub mod checker;
+pub mod netns;
