@@ -66,7 +66,20 @@ struct NodeProcess {
     addr: String,
     dir: PathBuf,
     child: Option<Child>,
+    /// The network namespace it runs in (started with `ip netns exec`), if not the host's.
+    netns: Option<String>,
 }
+
+/// Where a node runs when it does not share the host's loopback: a network namespace and the
+/// address it listens on there (`chaos::netns::Fabric` makes them).
+#[derive(Clone, Debug)]
+pub struct NodePlace {
+    pub netns: String,
+    pub ip: std::net::IpAddr,
+}
+
+/// The port every node placed in its own namespace listens on (each namespace has all ports).
+pub const PLACED_PORT: u16 = 7000;
 
 /// N coordinator processes on loopback.
 pub struct LocalCluster {
@@ -137,6 +150,19 @@ impl LocalCluster {
         dir: &Path,
         extra_args: &[String],
     ) -> Result<LocalCluster, LaunchError> {
+        Self::start_placed(binary, n, base_port, &[], dir, extra_args)
+    }
+
+    /// Like [`LocalCluster::start_on`]; node `i` runs in `places[i - 1]` when given (its
+    /// namespace, listening on its address at [`PLACED_PORT`]).
+    pub fn start_placed(
+        binary: &Path,
+        n: u64,
+        base_port: Option<u16>,
+        places: &[NodePlace],
+        dir: &Path,
+        extra_args: &[String],
+    ) -> Result<LocalCluster, LaunchError> {
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
             let node_dir = dir.join(format!("node-{id}"));
@@ -144,18 +170,19 @@ impl LocalCluster {
                 path: node_dir.clone(),
                 source,
             })?;
+            let place = places.get((id - 1) as usize);
+            let addr = match (place, base_port) {
+                (Some(place), _) => std::net::SocketAddr::new(place.ip, PLACED_PORT).to_string(),
+                (None, Some(base)) => format!("127.0.0.1:{}", base.saturating_add((id - 1) as u16)),
+                (None, None) => format!("127.0.0.1:{}", free_port()?),
+            };
             nodes.insert(
                 id,
                 NodeProcess {
-                    addr: format!(
-                        "127.0.0.1:{}",
-                        match base_port {
-                            Some(base) => base.saturating_add((id - 1) as u16),
-                            None => free_port()?,
-                        }
-                    ),
+                    addr,
                     dir: node_dir,
                     child: None,
+                    netns: place.map(|p| p.netns.clone()),
                 },
             );
         }
@@ -218,10 +245,20 @@ impl LocalCluster {
                 path: node.dir.clone(),
                 source,
             })?;
-        let child = Command::new(&self.binary)
+        let (bind, _) = node.addr.rsplit_once(':').unwrap_or(("127.0.0.1", ""));
+        let mut command = match &node.netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = command
             .arg("coordinator")
             .args(["--node-id", &id.to_string()])
             .args(["--port", &port])
+            .args(["--bind", bind])
             .args(["--peers", &self.peers])
             .arg("--db-path")
             .arg(node.dir.join("state.duckdb"))
