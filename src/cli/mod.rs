@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod lookup;
 pub mod recovery;
 pub mod recovery_report;
+pub mod signals;
 pub mod status;
 pub mod tls;
 

@@ -192,13 +192,16 @@ impl Jobs for JobsService {
                 }
                 if r.include_tasks {
                     let attempt = t.current.as_ref();
+                    let (exit_code, signal) =
+                        crate::state::exit::split(attempt.and_then(|a| a.exit_code));
                     tasks.push(TaskLine {
                         id: id.clone(),
                         name: t.spec.name.clone(),
                         status: t.status.as_str().to_string(),
                         attempt: t.attempt,
                         worker_id: attempt.map(|a| a.worker.clone()).unwrap_or_default(),
-                        exit_code: attempt.and_then(|a| a.exit_code),
+                        exit_code,
+                        signal,
                         duration_ms: attempt.and_then(|a| a.duration_ms),
                         output_tail: attempt
                             .and_then(|a| a.output_tail.clone())

@@ -220,28 +220,33 @@ impl Store {
             .map_err(db("beginning snapshot install"))?;
         for table in &image.tables {
             let columns = column_names(&tx, &table.name)?;
-            if columns != table.columns {
+            // An image from a build before a column was added (columns are only ever added
+            // at the end, nullable) gets NULL there.
+            if !columns.starts_with(&table.columns) {
                 return Err(StoreError::Snapshot(format!(
                     "table {} has columns {:?}, this schema has {:?}",
                     table.name, table.columns, columns
                 )));
             }
+            let added = columns.len() - table.columns.len();
             tx.execute_batch(&format!("DELETE FROM main.{};", table.name))
                 .map_err(db("clearing a table for snapshot install"))?;
             let mut appender = tx
                 .appender(&table.name)
                 .map_err(db("appending snapshot rows"))?;
             for row in &table.rows {
-                if row.len() != columns.len() {
+                if row.len() != table.columns.len() {
                     return Err(StoreError::Snapshot(format!(
                         "a row of {} has {} cells, expected {}",
                         table.name,
                         row.len(),
-                        columns.len()
+                        table.columns.len()
                     )));
                 }
+                let cells = row.iter().map(Cell::to_value);
+                let padding = std::iter::repeat_n(Value::Null, added);
                 appender
-                    .append_row(appender_params_from_iter(row.iter().map(Cell::to_value)))
+                    .append_row(appender_params_from_iter(cells.chain(padding)))
                     .map_err(db("appending snapshot rows"))?;
             }
             appender.flush().map_err(db("appending snapshot rows"))?;

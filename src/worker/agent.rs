@@ -118,6 +118,33 @@ fn refs(keys: impl Iterator<Item = Key>) -> Vec<AttemptRef> {
         .collect()
 }
 
+/// The report of an attempt's end: the executor's result as the wire says it (an error the
+/// command's own output does not show is appended to the tail).
+pub fn finished_message(
+    task_id: String,
+    attempt: u32,
+    result: executor::AttemptResult,
+) -> AttemptFinished {
+    let mut tail = result.output_tail;
+    if let Some(error) = result.error {
+        tail = if tail.is_empty() {
+            error
+        } else {
+            format!("{tail}\n{error}")
+        };
+    }
+    AttemptFinished {
+        task_id,
+        attempt,
+        outcome: result.outcome.as_str().to_string(),
+        exit_code: result.exit_code,
+        duration_ms: result.duration.as_millis() as u64,
+        output_tail: tail,
+        at_us: Timestamp::now().micros(),
+        signal: result.signal,
+    }
+}
+
 /// Why a session ended.
 enum Ended {
     /// Go to this address next, at once.
@@ -214,24 +241,7 @@ impl Agent {
             } else {
                 executor::run(spec, cancel).await
             };
-            let outcome = result.outcome.as_str().to_string();
-            let mut tail = result.output_tail;
-            if let Some(error) = result.error {
-                tail = if tail.is_empty() {
-                    error
-                } else {
-                    format!("{tail}\n{error}")
-                };
-            }
-            let _ = results.send(AttemptFinished {
-                task_id: assign.task_id,
-                attempt: assign.attempt,
-                outcome,
-                exit_code: result.exit_code,
-                duration_ms: result.duration.as_millis() as u64,
-                output_tail: tail,
-                at_us: Timestamp::now().micros(),
-            });
+            let _ = results.send(finished_message(assign.task_id, assign.attempt, result));
         });
     }
 

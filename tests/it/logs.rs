@@ -1,0 +1,73 @@
+//! What a task printed and how it ended, through the real binary: `testfleet logs TASK -f`
+//! follows a running attempt's output live (relayed by the leader from the worker, never
+//! through the log), `logs TASK` prints a finished attempt's stored tail, and a test killed by
+//! a signal shows that signal in `task show` and `tasks`.
+
+use std::time::Duration;
+
+use testfleet::demo::launch::LocalCluster;
+
+use super::support::{TestDir, WorkerProcess, eventually, local_cluster, run, test_dir};
+
+/// A one-node cluster with one worker of one slot: (its directory, the cluster, the node's
+/// address, the worker).
+async fn one_node_one_worker() -> (TestDir, LocalCluster, String, WorkerProcess) {
+    let dir = test_dir();
+    let cluster = local_cluster(1, dir.path(), &[]);
+    let leader = cluster.leader(Duration::from_secs(60), None).await.unwrap();
+    let addr = cluster.addr(leader).to_string();
+    let worker = WorkerProcess::start(&addr, "w1", 1, dir.path());
+    (dir, cluster, addr, worker)
+}
+
+/// Submits `command` as a one-task job; returns the task id.
+fn submit(dir: &TestDir, addr: &str, command: &[&str]) -> String {
+    let mut args = vec!["submit", "--coordinator", addr, "--timeout", "60s", "--"];
+    args.extend_from_slice(command);
+    let (code, out, err) = run(&args, dir.path());
+    assert_eq!(code, 0, "{err}");
+    out.trim().to_string()
+}
+
+/// `task show TASK -o json`, once its current attempt has an outcome.
+async fn finished_task(dir: &TestDir, addr: &str, task: &str) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(30),
+        "the task to finish",
+        || async move {
+            let (code, out, err) = run(
+                &["task", "show", task, "--coordinator", addr, "-o", "json"],
+                dir.path(),
+            );
+            assert_eq!(code, 0, "{err}");
+            let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let done = doc["attempts"]
+                .as_array()
+                .and_then(|a| a.last())
+                .is_some_and(|a| !a["outcome"].is_null());
+            done.then_some(doc)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_killed_by_a_signal_shows_the_signal() {
+    let (dir, _cluster, addr, _worker) = one_node_one_worker().await;
+    let task = submit(&dir, &addr, &["sh", "-c", "kill -SEGV $$"]);
+
+    let doc = finished_task(&dir, &addr, &task).await;
+    assert_eq!(doc["task"]["status"], "failed", "{doc}");
+    let attempt = &doc["attempts"][0];
+    assert_eq!(attempt["outcome"], "failed", "{doc}");
+    assert_eq!(attempt["signal"], 11, "{doc}");
+    assert!(attempt["exit_code"].is_null(), "{doc}");
+
+    let (code, out, err) = run(&["task", "show", &task, "--coordinator", &addr], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("killed by SIGSEGV (signal 11)"), "{out}");
+    let (code, out, err) = run(&["tasks", "--coordinator", &addr], dir.path());
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().find(|l| l.contains(&task)).unwrap_or_default();
+    assert!(line.contains("SIGSEGV"), "{out}");
+}
