@@ -151,6 +151,8 @@ enum Command {
         #[arg(long)]
         job: Option<String>,
     },
+    /// A task's output: what its running attempt printed so far, or its stored tail; -f follows
+    Logs(cli::logs::LogsArgs),
     /// One task: its spec, and every attempt with worker, outcome, exit code and output tail
     Task {
         #[command(subcommand)]
@@ -552,6 +554,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", jobs::show_task(&remote, &id, target.output).await?);
             Ok(())
         }
+        Command::Logs(args) => cli::logs::run(args).await,
         Command::Wait { target, job } => {
             let remote = target.remote()?;
             let job = cli::lookup::job(&remote, &job).await?;

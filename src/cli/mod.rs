@@ -7,6 +7,7 @@
 pub mod args;
 pub mod cluster_check;
 pub mod jobs;
+pub mod logs;
 pub mod lookup;
 pub mod recovery;
 pub mod recovery_report;

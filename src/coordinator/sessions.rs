@@ -352,6 +352,9 @@ async fn serve(
                     Err(e) => break Err(e),
                 }
             }
+            Some(worker_message::Body::Output(output)) => {
+                leadership.output.deliver(&worker, output);
+            }
             Some(worker_message::Body::Hello(_)) | None => {
                 break Err("unexpected message in an open session".into());
             }

@@ -91,6 +91,8 @@ struct Agent {
     config: WorkerConfig,
     /// Running attempts and how to stop them.
     running: HashMap<Key, CancellationToken>,
+    /// The output of each running attempt, for the leader's watches (`super::output`).
+    outputs: HashMap<Key, executor::LiveOutput>,
     /// Results not yet acknowledged by a leader.
     unacked: BTreeMap<Key, AttemptFinished>,
     /// The highest leader term seen.
@@ -209,7 +211,9 @@ impl Agent {
             return; // a re-sent assignment we already have
         }
         let cancel = CancellationToken::new();
-        self.running.insert(key, cancel.clone());
+        self.running.insert(key.clone(), cancel.clone());
+        let output = executor::LiveOutput::new(self.config.output_limit);
+        self.outputs.insert(key, output.clone());
         let spec = AttemptSpec {
             command: assign.command,
             env: assign.env.into_iter().collect(),
@@ -228,6 +232,7 @@ impl Agent {
                 at_us: Timestamp::now().micros(),
             });
             let result = if noop {
+                output.close();
                 executor::AttemptResult {
                     outcome: crate::state::command::Outcome::Passed,
                     exit_code: Some(0),
@@ -239,7 +244,7 @@ impl Agent {
                     error: None,
                 }
             } else {
-                executor::run(spec, cancel).await
+                executor::run_observed(spec, cancel, output).await
             };
             let _ = results.send(finished_message(assign.task_id, assign.attempt, result));
         });
@@ -264,13 +269,16 @@ impl Agent {
         };
         let mut client = FleetClient::new(self.config.credentials.wrap(channel));
         let (out_tx, out_rx) = mpsc::channel::<WorkerMessage>(1024);
+        let (output_tx, output_rx) = mpsc::channel(super::output::OUTPUT_BUFFER);
+        let mut watches = super::output::Watches::new(output_tx);
         let hello = WorkerMessage {
             body: Some(worker_message::Body::Hello(self.hello())),
         };
         if out_tx.send(hello).await.is_err() {
             return Ended::Broken("session closed".into(), false);
         }
-        let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
+        let outbound = ReceiverStream::new(out_rx).merge(ReceiverStream::new(output_rx));
+        let mut inbound = match client.session(outbound).await {
             Ok(r) => r.into_inner(),
             Err(e)
                 if matches!(
@@ -358,6 +366,14 @@ impl Agent {
                         Some(coordinator_message::Body::Ack(a)) => {
                             self.unacked.remove(&(a.task_id, a.attempt));
                         }
+                        Some(coordinator_message::Body::WatchOutput(w)) => {
+                            let key = (w.task_id, w.attempt);
+                            let output = self.outputs.get(&key);
+                            watches.watch(key, w.from_offset, output);
+                        }
+                        Some(coordinator_message::Body::UnwatchOutput(u)) => {
+                            watches.unwatch(&(u.task_id, u.attempt));
+                        }
                         None => {}
                     }
                 }
@@ -370,6 +386,7 @@ impl Agent {
                 Some(result) = self.results_rx.recv() => {
                     let key = (result.task_id.clone(), result.attempt);
                     self.running.remove(&key);
+                    self.outputs.remove(&key);
                     tracing::info!(task = %result.task_id, attempt = result.attempt, outcome = %result.outcome, "attempt finished");
                     self.unacked.insert(key, result.clone());
                     if welcomed {
@@ -430,6 +447,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let mut agent = Agent {
         config,
         running: HashMap::new(),
+        outputs: HashMap::new(),
         unacked: BTreeMap::new(),
         seen_term: 0,
         session_id: uuid::Uuid::new_v4().to_string(),
