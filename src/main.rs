@@ -151,6 +151,8 @@ enum Command {
         #[arg(long)]
         job: Option<String>,
     },
+    /// A task's output: what its running attempt printed so far, or its stored tail; -f follows
+    Logs(cli::logs::LogsArgs),
     /// One task: its spec, and every attempt with worker, outcome, exit code and output tail
     Task {
         #[command(subcommand)]
@@ -555,6 +557,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", jobs::show_task(&remote, &id, target.output).await?);
             Ok(())
         }
+        Command::Logs(args) => cli::logs::run(args).await,
         Command::Wait { target, job } => {
             let remote = target.remote()?;
             let job = cli::lookup::job(&remote, &job).await?;
@@ -589,18 +592,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Tasks { target, job } => {
             let remote = target.remote()?;
-            let filter = match &job {
-                Some(job) => {
-                    let id = cli::lookup::job(&remote, job).await?;
-                    format!("WHERE t.job_id = '{id}'")
-                }
-                None => String::new(),
+            let job = match &job {
+                Some(job) => Some(cli::lookup::job(&remote, job).await?),
+                None => None,
             };
-            let sql = format!(
-                "SELECT t.id, t.job_id, t.name, t.status, t.attempt, t.worker_id, a.exit_code, \
-                 a.duration_ms, t.reason FROM tasks t LEFT JOIN task_attempts a \
-                 ON a.task_id = t.id AND a.attempt = t.attempt {filter} ORDER BY t.seq LIMIT 10000"
-            );
+            let sql = jobs::tasks_sql(job.as_deref(), target.output);
             print!(
                 "{}",
                 jobs::read_table(&remote, &sql, target.output, target.stale).await?

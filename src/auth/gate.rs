@@ -246,6 +246,9 @@ mod tests {
             ("/testfleet.v1.Control/ReportHealth", Peer),
             ("/testfleet.v1.Jobs/SubmitJob", Operator),
             ("/testfleet.v1.Jobs/CancelJob", Operator),
+            ("/testfleet.v1.Jobs/GetJob", Operator),
+            // Output relayed from the workers: an operator's, never a worker's.
+            ("/testfleet.v1.Jobs/FollowOutput", Operator),
             ("/testfleet.v1.Fleet/Session", Worker),
             ("/testfleet.raft.v1.RaftService/AppendEntries", Peer),
             ("/testfleet.raft.v1.RaftService/InstallSnapshot", Peer),

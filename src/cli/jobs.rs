@@ -436,6 +436,8 @@ pub struct TaskSummary {
     pub attempt: u32,
     pub worker_id: String,
     pub exit_code: Option<i32>,
+    /// The signal that killed the command (then there is no exit code).
+    pub signal: Option<i32>,
     pub duration_ms: Option<u64>,
     pub reason: String,
     pub output_tail: String,
@@ -467,6 +469,7 @@ pub fn summary(report: JobReport) -> Summary {
                 attempt: t.attempt,
                 worker_id: t.worker_id,
                 exit_code: t.exit_code,
+                signal: t.signal,
                 duration_ms: t.duration_ms,
                 reason: t.reason,
                 output_tail: t.output_tail,
@@ -539,7 +542,11 @@ pub fn render(summary: &Summary, output: Output) -> String {
     if !failures.is_empty() {
         out.push_str(&format!("\nNot passed ({}):\n", failures.len()));
         for t in failures.iter().take(20) {
-            let code = t.exit_code.map_or(String::new(), |c| format!(", exit {c}"));
+            let code = match (t.exit_code, t.signal) {
+                (_, Some(signal)) => format!(", {}", super::signals::killed_by(signal)),
+                (Some(c), None) => format!(", exit {c}"),
+                (None, None) => String::new(),
+            };
             out.push_str(&format!(
                 "--- {} [{}{}] on {} (attempt {})\n",
                 t.name, t.status, code, t.worker_id, t.attempt
@@ -603,6 +610,25 @@ pub fn check_id(id: &str) -> Result<(), CliError> {
     }
 }
 
+/// The `tasks` listing, of one job (`job_id`) or of all, in submission order. The exit column
+/// shows the signal's name (`SIGKILL`) for an attempt a signal killed; with `-o json` there is
+/// an `exit_code` and a `signal` instead.
+pub fn tasks_sql(job_id: Option<&str>, output: Output) -> String {
+    let filter = job_id.map_or(String::new(), |id| format!("WHERE t.job_id = '{id}'"));
+    let exit = match output {
+        Output::Table => format!(
+            "COALESCE(CAST(a.exit_code AS VARCHAR), {}) AS exit",
+            super::signals::sql_name("a.signal")
+        ),
+        Output::Json => "a.exit_code, a.signal".to_string(),
+    };
+    format!(
+        "SELECT t.id, t.job_id, t.name, t.status, t.attempt, t.worker_id, {exit}, \
+         a.duration_ms, t.reason FROM tasks t LEFT JOIN task_attempts a \
+         ON a.task_id = t.id AND a.attempt = t.attempt {filter} ORDER BY t.seq LIMIT 10000"
+    )
+}
+
 /// `testfleet task show`: the task's spec and state, then every attempt with its worker,
 /// outcome, exit code, duration and output tail, read through the leader.
 pub async fn show_task(remote: &Remote, id: &str, output: Output) -> Result<String, CliError> {
@@ -645,6 +671,7 @@ pub async fn show_task(remote: &Remote, id: &str, output: Output) -> Result<Stri
         "worker_id",
         "outcome",
         "exit_code",
+        "signal",
         "duration_ms",
         "assigned_at",
         "started_at",
@@ -707,12 +734,15 @@ pub async fn show_task(remote: &Remote, id: &str, output: Output) -> Result<Stri
         out.push_str("\nno attempt yet\n");
     }
     for a in &attempts {
+        let ending = match a.get("signal").and_then(serde_json::Value::as_i64) {
+            Some(signal) => super::signals::killed_by(signal as i32),
+            None => format!("exit {}", text(a.get("exit_code"))),
+        };
         out.push_str(&format!(
-            "\nattempt {} on {}: {}, exit {}, {} ms (assigned {}, started {}, ended {})\n",
+            "\nattempt {} on {}: {}, {ending}, {} ms (assigned {}, started {}, ended {})\n",
             text(a.get("attempt")),
             text(a.get("worker_id")),
             text(a.get("outcome")),
-            text(a.get("exit_code")),
             text(a.get("duration_ms")),
             text(a.get("assigned_at")),
             text(a.get("started_at")),

@@ -7,9 +7,11 @@
 pub mod args;
 pub mod cluster_check;
 pub mod jobs;
+pub mod logs;
 pub mod lookup;
 pub mod recovery;
 pub mod recovery_report;
+pub mod signals;
 pub mod status;
 pub mod tls;
 pub mod workers;

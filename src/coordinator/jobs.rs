@@ -2,7 +2,8 @@
 //!
 //! Writes (`SubmitJob`, `CancelJob`) become commands; a follower forwards them to the
 //! leader. `GetJob` is answered by the leader from the applied view plus the scheduler's
-//! soft state (why a queued task waits); a follower forwards it too.
+//! soft state (why a queued task waits); a follower forwards it too, and `FollowOutput`
+//! (relayed live from the worker, see [`super::output`]) the same way.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,8 +15,8 @@ use super::{Coordinator, FORWARDED, forwarded};
 use crate::proto::jobs_client::JobsClient;
 use crate::proto::jobs_server::{Jobs, JobsServer};
 use crate::proto::{
-    CancelJobReply, CancelJobRequest, GetJobRequest, JobReport, ParkedTask, SubmitJobReply,
-    SubmitJobRequest, TaskLine,
+    CancelJobReply, CancelJobRequest, FollowOutputRequest, GetJobRequest, JobReport, ParkedTask,
+    SubmitJobReply, SubmitJobRequest, TaskLine,
 };
 use crate::state::command::{Command, TaskSpec, Timestamp};
 use crate::state::limits;
@@ -128,6 +129,24 @@ pub fn task_spec_message(t: &TaskSpec) -> crate::proto::TaskSpec {
 
 #[tonic::async_trait]
 impl Jobs for JobsService {
+    type FollowOutputStream = super::output::OutputStream;
+
+    async fn follow_output(
+        &self,
+        request: Request<FollowOutputRequest>,
+    ) -> Result<Response<Self::FollowOutputStream>, Status> {
+        let Some(leadership) = self.node.leadership() else {
+            let mut leader = self.leader(&request).await?;
+            let stream = leader
+                .follow_output(forwarded(request.into_inner()))
+                .await?
+                .into_inner();
+            return Ok(Response::new(Box::pin(stream)));
+        };
+        let stream = super::output::follow(self.node.clone(), leadership, request.into_inner())?;
+        Ok(Response::new(stream))
+    }
+
     async fn submit_job(
         &self,
         request: Request<SubmitJobRequest>,
@@ -192,13 +211,16 @@ impl Jobs for JobsService {
                 }
                 if r.include_tasks {
                     let attempt = t.current.as_ref();
+                    let (exit_code, signal) =
+                        crate::state::exit::split(attempt.and_then(|a| a.exit_code));
                     tasks.push(TaskLine {
                         id: id.clone(),
                         name: t.spec.name.clone(),
                         status: t.status.as_str().to_string(),
                         attempt: t.attempt,
                         worker_id: attempt.map(|a| a.worker.clone()).unwrap_or_default(),
-                        exit_code: attempt.and_then(|a| a.exit_code),
+                        exit_code,
+                        signal,
                         duration_ms: attempt.and_then(|a| a.duration_ms),
                         output_tail: attempt
                             .and_then(|a| a.output_tail.clone())

@@ -55,6 +55,8 @@ pub struct Leadership {
     pub recovery: Option<Arc<super::recovery_loop::Recovery>>,
     /// Proposes the workers' reports (attempt started / finished), several per entry.
     pub reports: super::batcher::Batcher,
+    /// Who follows which running attempt's output (`testfleet logs`).
+    pub output: Arc<super::output::OutputHub>,
     sessions: Mutex<BTreeMap<WorkerId, Session>>,
     /// Hellos being registered, holding their name until their session opens: (session id,
     /// host, when). Locked before `sessions` when both are.
@@ -110,6 +112,7 @@ impl Leadership {
             monitor,
             recovery,
             reports: super::batcher::Batcher::start(node, cancel.clone()),
+            output: Arc::default(),
             cancel,
             sessions: Mutex::new(BTreeMap::new()),
             claims: Mutex::new(BTreeMap::new()),

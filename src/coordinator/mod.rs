@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod leader;
 pub mod leadership;
 pub mod monitor;
+pub mod output;
 pub mod recovery_loop;
 pub mod self_health;
 pub mod sessions;

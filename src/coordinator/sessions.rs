@@ -22,6 +22,9 @@
 
 pub mod identity;
 
+#[cfg(test)]
+mod finish_tests;
+
 use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -350,6 +353,9 @@ async fn serve(
                     Err(e) => break Err(e),
                 }
             }
+            Some(worker_message::Body::Output(output)) => {
+                leadership.output.deliver(&worker, output);
+            }
             Some(worker_message::Body::Hello(_)) | None => {
                 break Err("unexpected message in an open session".into());
             }
@@ -420,33 +426,35 @@ async fn finish(
     f: AttemptFinished,
     tx: &mpsc::Sender<Result<CoordinatorMessage, Status>>,
 ) {
-    let outcome = Outcome::parse(&f.outcome).unwrap_or(Outcome::WorkerFault);
-    let command = Command::FinishTask {
-        task: f.task_id.clone(),
-        attempt: f.attempt,
-        worker: worker.to_string(),
-        outcome,
-        exit_code: f.exit_code,
-        duration_ms: f.duration_ms,
-        output_tail: f.output_tail,
-        at: micros(f.at_us),
-    };
-    match leadership.reports.propose(command).await {
+    let (task_id, attempt) = (f.task_id.clone(), f.attempt);
+    match leadership.reports.propose(finish_command(worker, f)).await {
         Ok(reply) => {
             if let Reply::Stale { reason } = &reply {
-                tracing::info!(task = %f.task_id, attempt = f.attempt, worker, "stale result recorded: {reason}");
+                tracing::info!(task = %task_id, attempt, worker, "stale result recorded: {reason}");
             }
-            let ack = FinishedAck {
-                task_id: f.task_id,
-                attempt: f.attempt,
-            };
+            let ack = FinishedAck { task_id, attempt };
             let _ = tx
                 .send(Ok(message(coordinator_message::Body::Ack(ack))))
                 .await;
         }
         Err(e) => {
-            tracing::warn!(task = %f.task_id, "result not committed (the worker will resend it): {e}")
+            tracing::warn!(task = %task_id, "result not committed (the worker will resend it): {e}")
         }
+    }
+}
+
+/// The command for a worker's result. A signal travels as a negative exit code
+/// ([`crate::state::exit`]); an unknown outcome is the worker's fault.
+pub(crate) fn finish_command(worker: &str, f: AttemptFinished) -> Command {
+    Command::FinishTask {
+        task: f.task_id,
+        attempt: f.attempt,
+        worker: worker.to_string(),
+        outcome: Outcome::parse(&f.outcome).unwrap_or(Outcome::WorkerFault),
+        exit_code: crate::state::exit::encode(f.exit_code, f.signal),
+        duration_ms: f.duration_ms,
+        output_tail: f.output_tail,
+        at: micros(f.at_us),
     }
 }
 

@@ -101,6 +101,8 @@ pub enum Command {
         at: Timestamp,
     },
     /// The worker's result for an attempt. A late or duplicate report is recorded as stale.
+    /// `exit_code` is the exit code, or `-N` when signal N killed the command (`1..=64`; other
+    /// negative values are rejected): see [`super::exit`].
     FinishTask {
         task: TaskId,
         attempt: u32,

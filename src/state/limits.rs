@@ -457,6 +457,7 @@ pub fn check(command: &Command) -> Result<(), Violation> {
             task,
             attempt,
             worker,
+            exit_code,
             duration_ms,
             at,
             ..
@@ -464,6 +465,7 @@ pub fn check(command: &Command) -> Result<(), Violation> {
             check_id("task id", task)?;
             check_worker_id(worker)?;
             check_max("the attempt number", *attempt, MAX_ATTEMPT)?;
+            super::exit::check(*exit_code)?;
             check_max("the duration (ms)", *duration_ms, MAX_BIGINT)?;
             check_timestamp("the finish time", *at)
         }

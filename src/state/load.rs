@@ -79,7 +79,7 @@ pub fn load_machine(conn: &Connection) -> Result<Machine> {
         .prepare(
             "SELECT a.task_id, a.attempt, a.worker_id, a.term, epoch_us(a.assigned_at), \
              epoch_us(a.started_at), epoch_us(a.finished_at), a.outcome, a.exit_code, \
-             a.duration_ms, a.output_tail FROM task_attempts a JOIN tasks t \
+             a.duration_ms, a.output_tail, a.signal FROM task_attempts a JOIN tasks t \
              ON a.task_id = t.id AND a.attempt = t.attempt",
         )
         .map_err(db(ctx))?;
@@ -101,7 +101,10 @@ pub fn load_machine(conn: &Connection) -> Result<Machine> {
                 started_at: started.map(Timestamp),
                 finished_at: finished.map(Timestamp),
                 outcome: r.get(7).map_err(db(ctx))?,
-                exit_code: r.get(8).map_err(db(ctx))?,
+                exit_code: crate::state::exit::join(
+                    r.get(8).map_err(db(ctx))?,
+                    r.get(11).map_err(db(ctx))?,
+                ),
                 duration_ms: duration.map(|d| d as u64),
                 output_tail: r.get(10).map_err(db(ctx))?,
             },

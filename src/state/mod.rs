@@ -36,6 +36,7 @@
 pub mod command;
 pub mod digest;
 pub mod error;
+pub mod exit;
 pub mod limits;
 pub mod load;
 pub mod machine;

@@ -165,6 +165,7 @@ fn task_row(t: &Task) -> Vec<Value> {
 }
 
 fn attempt_row(task: &str, a: &Attempt) -> Vec<Value> {
+    let (exit_code, signal) = super::exit::split(a.exit_code);
     vec![
         text(task),
         int(a.number),
@@ -174,9 +175,10 @@ fn attempt_row(task: &str, a: &Attempt) -> Vec<Value> {
         opt_ts(a.started_at),
         opt_ts(a.finished_at),
         opt_text(a.outcome.as_deref()),
-        a.exit_code.map_or(Value::Null, int),
+        exit_code.map_or(Value::Null, int),
         a.duration_ms.map_or(Value::Null, uint),
         opt_text(a.output_tail.as_deref()),
+        signal.map_or(Value::Null, int),
     ]
 }
 

@@ -136,6 +136,9 @@ CREATE TABLE IF NOT EXISTS task_attempts (
     exit_code INTEGER,
     duration_ms BIGINT,
     output_tail VARCHAR,
+    -- The signal that killed the command (then exit_code is NULL); added after the first
+    -- release, so it stays the last column (see the ALTER below).
+    signal INTEGER,
     PRIMARY KEY (task_id, attempt)
 );
 CREATE TABLE IF NOT EXISTS stale_results (
@@ -185,7 +188,10 @@ CREATE TABLE IF NOT EXISTS task_recovery_history (id INTEGER PRIMARY KEY, task_i
 CREATE TABLE IF NOT EXISTS system_recovery_history (id INTEGER PRIMARY KEY,
   recovery_time TIMESTAMP, system_status VARCHAR, success BOOLEAN, affected_workers INTEGER,
   affected_tasks INTEGER, details JSON);
--- Columns added after a release: a file made by an older build gains them (NULL) on open.
+-- Columns added after the first release, for files made before them: always last, so that a
+-- new file and an old one have their columns in the same order (the staging twins and
+-- snapshot images depend on it).
 ALTER TABLE workers ADD COLUMN IF NOT EXISTS drained_at TIMESTAMP;
 ALTER TABLE workers ADD COLUMN IF NOT EXISTS drain_reason VARCHAR;
+ALTER TABLE task_attempts ADD COLUMN IF NOT EXISTS signal INTEGER;
 "#;

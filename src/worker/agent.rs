@@ -91,6 +91,8 @@ struct Agent {
     config: WorkerConfig,
     /// Running attempts and how to stop them.
     running: HashMap<Key, CancellationToken>,
+    /// The output of each running attempt, for the leader's watches (`super::output`).
+    outputs: HashMap<Key, executor::LiveOutput>,
     /// Results not yet acknowledged by a leader.
     unacked: BTreeMap<Key, AttemptFinished>,
     /// The highest leader term seen.
@@ -116,6 +118,33 @@ fn jitter() -> f64 {
 fn refs(keys: impl Iterator<Item = Key>) -> Vec<AttemptRef> {
     keys.map(|(task_id, attempt)| AttemptRef { task_id, attempt })
         .collect()
+}
+
+/// The report of an attempt's end: the executor's result as the wire says it (an error the
+/// command's own output does not show is appended to the tail).
+pub fn finished_message(
+    task_id: String,
+    attempt: u32,
+    result: executor::AttemptResult,
+) -> AttemptFinished {
+    let mut tail = result.output_tail;
+    if let Some(error) = result.error {
+        tail = if tail.is_empty() {
+            error
+        } else {
+            format!("{tail}\n{error}")
+        };
+    }
+    AttemptFinished {
+        task_id,
+        attempt,
+        outcome: result.outcome.as_str().to_string(),
+        exit_code: result.exit_code,
+        duration_ms: result.duration.as_millis() as u64,
+        output_tail: tail,
+        at_us: Timestamp::now().micros(),
+        signal: result.signal,
+    }
 }
 
 /// Why a session ended.
@@ -192,7 +221,9 @@ impl Agent {
             return; // a re-sent assignment we already have
         }
         let cancel = CancellationToken::new();
-        self.running.insert(key, cancel.clone());
+        self.running.insert(key.clone(), cancel.clone());
+        let output = executor::LiveOutput::new(self.config.output_limit);
+        self.outputs.insert(key, output.clone());
         let spec = AttemptSpec {
             command: assign.command,
             env: assign.env.into_iter().collect(),
@@ -211,6 +242,7 @@ impl Agent {
                 at_us: Timestamp::now().micros(),
             });
             let result = if noop {
+                output.close();
                 executor::AttemptResult {
                     outcome: crate::state::command::Outcome::Passed,
                     exit_code: Some(0),
@@ -222,26 +254,9 @@ impl Agent {
                     error: None,
                 }
             } else {
-                executor::run(spec, cancel).await
+                executor::run_observed(spec, cancel, output).await
             };
-            let outcome = result.outcome.as_str().to_string();
-            let mut tail = result.output_tail;
-            if let Some(error) = result.error {
-                tail = if tail.is_empty() {
-                    error
-                } else {
-                    format!("{tail}\n{error}")
-                };
-            }
-            let _ = results.send(AttemptFinished {
-                task_id: assign.task_id,
-                attempt: assign.attempt,
-                outcome,
-                exit_code: result.exit_code,
-                duration_ms: result.duration.as_millis() as u64,
-                output_tail: tail,
-                at_us: Timestamp::now().micros(),
-            });
+            let _ = results.send(finished_message(assign.task_id, assign.attempt, result));
         });
     }
 
@@ -264,13 +279,16 @@ impl Agent {
         };
         let mut client = FleetClient::new(self.config.credentials.wrap(channel));
         let (out_tx, out_rx) = mpsc::channel::<WorkerMessage>(1024);
+        let (output_tx, output_rx) = mpsc::channel(super::output::OUTPUT_BUFFER);
+        let mut watches = super::output::Watches::new(output_tx);
         let hello = WorkerMessage {
             body: Some(worker_message::Body::Hello(self.hello())),
         };
         if out_tx.send(hello).await.is_err() {
             return Ended::Broken("session closed".into(), false);
         }
-        let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
+        let outbound = ReceiverStream::new(out_rx).merge(ReceiverStream::new(output_rx));
+        let mut inbound = match client.session(outbound).await {
             Ok(r) => r.into_inner(),
             Err(e)
                 if matches!(
@@ -367,6 +385,14 @@ impl Agent {
                         Some(coordinator_message::Body::Removed(r)) => {
                             return if done_sent.is_some() { Ended::Left } else { Ended::Removed(r.reason) };
                         }
+                        Some(coordinator_message::Body::WatchOutput(w)) => {
+                            let key = (w.task_id, w.attempt);
+                            let output = self.outputs.get(&key);
+                            watches.watch(key, w.from_offset, output);
+                        }
+                        Some(coordinator_message::Body::UnwatchOutput(u)) => {
+                            watches.unwatch(&(u.task_id, u.attempt));
+                        }
                         None => {}
                     }
                 }
@@ -379,6 +405,7 @@ impl Agent {
                 Some(result) = self.results_rx.recv() => {
                     let key = (result.task_id.clone(), result.attempt);
                     self.running.remove(&key);
+                    self.outputs.remove(&key);
                     tracing::info!(task = %result.task_id, attempt = result.attempt, outcome = %result.outcome, "attempt finished");
                     self.unacked.insert(key, result.clone());
                     if welcomed {
@@ -439,6 +466,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let mut agent = Agent {
         config,
         running: HashMap::new(),
+        outputs: HashMap::new(),
         unacked: BTreeMap::new(),
         seen_term: 0,
         session_id: uuid::Uuid::new_v4().to_string(),

@@ -18,6 +18,12 @@
 //! [`AttemptSpec::output_limit`] bytes. Older bytes are dropped and counted, so a child printing
 //! gigabytes never blocks on a full pipe and never grows the worker.
 //!
+//! **Output can be watched while it is printed.** [`run_observed`] shares that tail buffer as
+//! a [`LiveOutput`]: byte offsets into the attempt's whole output, a way to read from an
+//! offset, and a `watch` channel that says how far the output got. A watcher that falls
+//! behind never holds anything up: it reads on from where it is and learns how many bytes
+//! scrolled out of the tail meanwhile (a gap), so no buffer grows for it.
+//!
 //! **The outcome says whose fault it was** (ARCHITECTURE.md § Outcomes). Exit 0 is
 //! [`Outcome::Passed`]; a non-zero exit or death by a signal we did not send is
 //! [`Outcome::Failed`] (a test result). Past the timeout it is [`Outcome::TimedOut`]. A command
@@ -37,10 +43,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{ChildStderr, ChildStdout, Command};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -135,6 +143,32 @@ impl AttemptResult {
 /// command or of the spawn. Cancelling `cancel` kills the process group and returns a result
 /// with `cancelled` set; a token cancelled before the call spawns nothing.
 pub async fn run(spec: AttemptSpec, cancel: CancellationToken) -> AttemptResult {
+    let output = LiveOutput::new(spec.output_limit);
+    run_observed(spec, cancel, output).await
+}
+
+/// [`run`], with the output read into `output` (made with the spec's `output_limit`), where
+/// watchers see it as it comes. `output` is closed when this returns or is dropped.
+pub async fn run_observed(
+    spec: AttemptSpec,
+    cancel: CancellationToken,
+    output: LiveOutput,
+) -> AttemptResult {
+    struct CloseOnDrop(LiveOutput);
+    impl Drop for CloseOnDrop {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let output = CloseOnDrop(output);
+    execute(spec, cancel, &output.0).await
+}
+
+async fn execute(
+    spec: AttemptSpec,
+    cancel: CancellationToken,
+    output: &LiveOutput,
+) -> AttemptResult {
     if cancel.is_cancelled() {
         return AttemptResult {
             cancelled: true,
@@ -186,9 +220,8 @@ pub async fn run(spec: AttemptSpec, cancel: CancellationToken) -> AttemptResult 
     // From here on, however this future ends (even dropped mid-way), the group is killed.
     let group = ProcessGroup(pid);
 
-    let mut tail = Tail::new(spec.output_limit);
     let (ending, status, duration) = {
-        let drain = drain(child.stdout.take(), child.stderr.take(), &mut tail);
+        let drain = drain(child.stdout.take(), child.stderr.take(), output);
         tokio::pin!(drain);
         let deadline = tokio::time::sleep(spec.timeout);
         tokio::pin!(deadline);
@@ -230,7 +263,7 @@ pub async fn run(spec: AttemptSpec, cancel: CancellationToken) -> AttemptResult 
     // Background processes that closed their output and were still running.
     drop(group);
 
-    let (output_tail, truncated_bytes) = tail.into_text();
+    let (output_tail, truncated_bytes) = output.text();
     let mut result = AttemptResult {
         outcome: Outcome::Failed,
         exit_code: None,
@@ -417,7 +450,11 @@ fn has_nul_byte(spec: &AttemptSpec) -> bool {
 /// Reads stdout and stderr concurrently into `tail` until both reach end of file. A read error
 /// ends that pipe like end of file. Dropping the future closes the pipes; no data is lost
 /// between reads, so it is safe to stop awaiting it at any point.
-async fn drain(mut stdout: Option<ChildStdout>, mut stderr: Option<ChildStderr>, tail: &mut Tail) {
+async fn drain(
+    mut stdout: Option<ChildStdout>,
+    mut stderr: Option<ChildStderr>,
+    tail: &LiveOutput,
+) {
     let mut out_buf = vec![0; READ_CHUNK];
     let mut err_buf = vec![0; READ_CHUNK];
     loop {
@@ -445,8 +482,97 @@ async fn read_some<R: AsyncRead + Unpin>(
     }
 }
 
+/// How far an attempt's output got: what a [`LiveOutput`]'s watchers are told.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of output so far (the offset the next byte will have).
+    pub end: u64,
+    /// The output is complete: the attempt ended.
+    pub closed: bool,
+}
+
+/// What [`LiveOutput::read`] found at an offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputRead {
+    /// Offset of `data`: the offset asked for, or the start of the tail when the bytes asked
+    /// for have scrolled out of it (then `offset - asked` bytes are lost to this reader).
+    pub offset: u64,
+    pub data: Vec<u8>,
+    pub progress: Progress,
+}
+
+/// An attempt's output as it is read: the tail buffer, shared with whoever watches it. Cheap
+/// to clone; every clone sees the same buffer. A `std::sync::Mutex`, not a tokio one: nothing
+/// awaits while holding it, and the reader holds it only to copy at most one chunk.
+#[derive(Clone, Debug)]
+pub struct LiveOutput {
+    tail: Arc<Mutex<Tail>>,
+    progress: watch::Sender<Progress>,
+}
+
+impl LiveOutput {
+    /// An empty output that keeps its last `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        LiveOutput {
+            tail: Arc::new(Mutex::new(Tail::new(limit))),
+            progress: watch::Sender::new(Progress::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, chunk: &[u8]) {
+        let end = {
+            let mut tail = self.lock();
+            tail.push(chunk);
+            tail.end()
+        };
+        self.progress.send_modify(|p| p.end = end);
+    }
+
+    /// Appends bytes as if the command printed them (tests of watchers).
+    #[cfg(test)]
+    pub fn push_for_test(&self, chunk: &[u8]) {
+        self.push(chunk);
+    }
+
+    /// Marks the output complete (idempotent).
+    pub fn close(&self) {
+        self.progress.send_modify(|p| p.closed = true);
+    }
+
+    /// How far the output got, changing as it grows and when it closes.
+    pub fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// Up to `max` bytes from offset `from` (or from the start of the tail, if `from` scrolled
+    /// out of it); empty when there is nothing at `from` yet.
+    pub fn read(&self, from: u64, max: usize) -> OutputRead {
+        let tail = self.lock();
+        let start = tail.dropped;
+        let offset = from.max(start);
+        let skip = (offset - start) as usize;
+        let data: Vec<u8> = tail.bytes.iter().skip(skip).take(max).copied().collect();
+        let progress = *self.progress.borrow();
+        OutputRead {
+            offset,
+            data,
+            progress,
+        }
+    }
+
+    /// The tail as text, with the truncation marker, and the number of bytes dropped (as
+    /// [`AttemptResult::output_tail`] has them).
+    pub fn text(&self) -> (String, u64) {
+        self.lock().clone().into_text()
+    }
+}
+
 /// The last `limit` bytes of a stream, and how many came before them.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Tail {
     bytes: VecDeque<u8>,
     limit: usize,
@@ -474,6 +600,11 @@ impl Tail {
         self.bytes.drain(..overflow);
         self.dropped += overflow as u64;
         self.bytes.extend(chunk);
+    }
+
+    /// The offset the next byte will have.
+    fn end(&self) -> u64 {
+        self.dropped + self.bytes.len() as u64
     }
 
     /// The kept bytes as text, with the truncation marker, and the number of bytes dropped.

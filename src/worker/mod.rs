@@ -6,10 +6,12 @@
 //!   bounded output tail, and the outcome classified (passed, failed, timed out, error,
 //!   worker fault).
 //! * [`name`] — a default name unique among a host's live workers (`<host>-<n>`).
+//! * [`output`] — an attempt's output streamed to the leader while someone watches it.
 
 pub mod agent;
 pub mod executor;
 pub mod name;
+pub mod output;
 
 /// This machine's host name.
 pub fn host_name() -> String {

@@ -56,6 +56,17 @@ fn count() -> impl Strategy<Value = u32> {
     ]
 }
 
+/// An exit code, a signal (`-N`, see `state::exit`), or a negative value that is neither.
+fn exit_code() -> impl Strategy<Value = Option<i32>> {
+    prop_oneof![
+        3 => (0..=255i32).prop_map(Some),
+        2 => (-crate::state::exit::MAX_SIGNAL..=-1).prop_map(Some),
+        1 => Just(None),
+        1 => any::<Option<i32>>(),
+        1 => select(vec![-crate::state::exit::MAX_SIGNAL - 1, i32::MIN]).prop_map(Some),
+    ]
+}
+
 fn attempt() -> impl Strategy<Value = u32> {
     prop_oneof![
         6 => 0u32..5,
@@ -173,7 +184,7 @@ fn single() -> impl Strategy<Value = Command> {
         2 => (task_id(), attempt(), worker(), timestamp()).prop_map(|(task, attempt, worker, at)| {
             Command::TaskStarted { task, attempt, worker, at }
         }),
-        4 => (task_id(), attempt(), worker(), outcome(), any::<Option<i32>>(), big(), text(), timestamp())
+        4 => (task_id(), attempt(), worker(), outcome(), exit_code(), big(), text(), timestamp())
             .prop_map(|(task, attempt, worker, outcome, exit_code, duration_ms, output_tail, at)| {
                 Command::FinishTask { task, attempt, worker, outcome, exit_code, duration_ms, output_tail, at }
             }),

@@ -679,3 +679,95 @@ fn a_sandboxed_store_still_spills_to_its_temporary_directory() {
         "the query did not spill"
     );
 }
+
+/// `history()` and then a task killed by SIGSEGV.
+fn history_with_a_signal() -> Vec<Command> {
+    let mut commands = history();
+    commands.push(Command::AssignTasks {
+        term: 1,
+        at: at(11),
+        assignments: vec![Assignment {
+            task: "t3".into(),
+            worker: "w1".into(),
+            attempt: 1,
+        }],
+    });
+    commands.push(Command::FinishTask {
+        task: "t3".into(),
+        attempt: 1,
+        worker: "w1".into(),
+        outcome: Outcome::Failed,
+        exit_code: Some(-11),
+        duration_ms: 5,
+        output_tail: String::new(),
+        at: at(12),
+    });
+    commands
+}
+
+#[test]
+fn a_file_made_before_the_signal_column_opens_and_stores_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.duckdb");
+    {
+        // The schema as the first release wrote it, with one finished attempt.
+        let old_schema: String = schema::CREATE
+            .lines()
+            .filter(|line| !line.contains("signal"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&old_schema).unwrap();
+        conn.execute_batch(
+            "INSERT INTO task_attempts VALUES ('old', 1, 'w0', 1, TIMESTAMP '2024-01-01', NULL, \
+             NULL, 'passed', 0, 5, 'ok')",
+        )
+        .unwrap();
+    }
+    let mut store = Store::open(&path, &settings()).unwrap();
+    let fresh = Store::open_in_memory().unwrap();
+    assert_eq!(
+        column_names(store.connection(), "task_attempts").unwrap(),
+        column_names(fresh.connection(), "task_attempts").unwrap(),
+        "an old file gets the new column where a new file has it"
+    );
+    let mut machine = Machine::new();
+    apply_all(&mut store, &mut machine, history_with_a_signal());
+    let conn = store.connection();
+    let row: (Option<i32>, Option<i32>) = conn
+        .query_row(
+            "SELECT exit_code, signal FROM task_attempts WHERE task_id = 't3'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(row, (None, Some(11)));
+    assert_eq!(
+        count(
+            conn,
+            "SELECT count(*) FROM task_attempts WHERE task_id = 'old' AND signal IS NULL"
+        ),
+        1
+    );
+    assert_eq!(store.load_machine().unwrap().tasks(), machine.tasks());
+}
+
+#[test]
+fn a_snapshot_image_from_before_the_signal_column_installs() {
+    let mut source = Store::open_in_memory().unwrap();
+    apply_all(&mut source, &mut Machine::new(), history());
+    let (current, meta_of_source) = source.dump().unwrap();
+    let mut old = current.clone();
+    let attempts = old
+        .tables
+        .iter_mut()
+        .find(|t| t.name == "task_attempts")
+        .unwrap();
+    assert_eq!(attempts.columns.pop().as_deref(), Some("signal"));
+    for row in &mut attempts.rows {
+        row.pop();
+    }
+    let mut target = Store::open_in_memory().unwrap();
+    target.install(&old, &meta_of_source.unwrap()).unwrap();
+    assert_eq!(target.dump().unwrap().0, current);
+}
