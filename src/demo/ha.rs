@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::Latency;
+use super::{Latency, Rng};
 use super::launch::{LocalCluster, LocalWorkers};
 use crate::cli::Remote;
 use crate::cli::{CliError, unavailable};
@@ -153,7 +153,7 @@ pub struct ReplicaCheck {
 }
 
 /// Runs `cluster check` once every coordinator follows the leader again.
-async fn check_replicas(cluster: &LocalCluster) -> ReplicaCheck {
+pub(crate) async fn check_replicas(cluster: &LocalCluster) -> ReplicaCheck {
     if let Err(e) = cluster.settled(Duration::from_secs(60), 1_000).await {
         // Checked anyway: the check names the nodes that are not back.
         println!("not every coordinator is back before the replica check: {e}");
@@ -175,28 +175,6 @@ async fn check_replicas(cluster: &LocalCluster) -> ReplicaCheck {
             log_index: None,
             detail: e.to_string(),
         },
-    }
-}
-
-/// A small seeded generator (xorshift64*), so a run reproduces from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0.max(1);
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
     }
 }
 
