@@ -9,3 +9,5 @@
 
 pub mod checker;
 pub mod netns;
+pub mod run;
+pub mod workload;

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{Latency, Rng};
 use super::launch::{LocalCluster, LocalWorkers};
+use super::{Latency, Rng};
 use crate::cli::Remote;
 use crate::cli::{CliError, unavailable};
 use crate::state::command::TaskSpec;

@@ -1,0 +1,589 @@
+//! `testfleet chaos`: one seeded, bounded run against a real local cluster.
+//!
+//! Coordinators and workers are processes of this binary ([`LocalCluster`], [`LocalWorkers`]);
+//! with `--partitions` each coordinator runs in its own network namespace ([`Fabric`]). Clients
+//! ([`super::workload`]) submit jobs of known outcome for the whole run. Faults are drawn from
+//! the seed and injected one at a time, each undone (restart, SIGCONT, heal) and the cluster
+//! allowed to settle before the next, as the HA script does. Then the clients stop, the open
+//! tasks are given time to finish, the replicas are compared (`cluster check`), every node's
+//! rows are read, and [`super::checker::check`] judges the whole. The report (JSON and a text
+//! summary) goes to `--report-dir`. Every process, namespace and link the run made is removed
+//! when it ends, Ctrl-C included.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::checker::{self, Anomaly, AttemptRow, History, LeaderRow, NodeTables, TaskRow};
+use super::netns::Fabric;
+use crate::cli::{CliError, Output, Remote};
+use crate::demo::launch::{LocalCluster, LocalWorkers, NodePlace};
+use crate::demo::{Latency, Rng};
+
+/// Arguments of `testfleet chaos`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// Coordinator processes
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Worker processes
+    #[arg(long, default_value_t = 3)]
+    pub workers: usize,
+    /// Faults to inject, one at a time
+    #[arg(long, default_value_t = 10)]
+    pub faults: usize,
+    /// Seed of the workload and the fault schedule
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Also cut the network: each coordinator in its own network namespace (needs root)
+    #[arg(long)]
+    pub partitions: bool,
+    /// Stop injecting faults after this many seconds, even if fewer were injected
+    #[arg(long, default_value_t = 600)]
+    pub duration: u64,
+    /// Concurrent clients submitting jobs
+    #[arg(long, default_value_t = 3)]
+    pub clients: usize,
+    /// Where the report (JSON and text) and the processes' files go
+    #[arg(long, default_value = "chaos-report")]
+    pub report_dir: PathBuf,
+    /// Output format of the summary on stdout
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Why a run could not be made (exit 2), as opposed to a run that found an anomaly (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CouldNotRun(pub String);
+
+impl From<CliError> for CouldNotRun {
+    fn from(e: CliError) -> Self {
+        CouldNotRun(e.to_string())
+    }
+}
+
+/// One fault as injected.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultRecord {
+    pub at_s: f64,
+    pub kind: &'static str,
+    pub target: String,
+    /// For faults that cost the cluster its leader: until a new one led (ms).
+    pub failover_ms: Option<f64>,
+    pub partition: bool,
+}
+
+/// The run's report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChaosReport {
+    pub seed: u64,
+    pub nodes: u64,
+    pub workers: usize,
+    pub partitions: bool,
+    pub runtime_s: f64,
+    pub faults_injected: usize,
+    pub partitions_injected: usize,
+    pub failover: Latency,
+    pub jobs_submitted: usize,
+    pub acknowledged: usize,
+    pub unknown: usize,
+    pub refused: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub wrong_outcome: usize,
+    pub replicas_identical: bool,
+    pub replica_check: String,
+    pub verdict: &'static str,
+    pub anomalies: Vec<Anomaly>,
+    pub faults: Vec<FaultRecord>,
+    /// Set when the run was interrupted (Ctrl-C): the verdict covers what ran.
+    pub interrupted: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    KillLeader,
+    PauseLeader,
+    KillFollower,
+    KillWorker,
+    PauseWorker,
+    KillMajority,
+    IsolateLeader,
+    IsolateMinority,
+    OneWayLeader,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::KillLeader => "sigkill-leader",
+            Kind::PauseLeader => "sigstop-leader",
+            Kind::KillFollower => "sigkill-follower",
+            Kind::KillWorker => "sigkill-worker",
+            Kind::PauseWorker => "sigstop-worker",
+            Kind::KillMajority => "sigkill-majority",
+            Kind::IsolateLeader => "isolate-leader",
+            Kind::IsolateMinority => "isolate-minority",
+            Kind::OneWayLeader => "one-way-cut-leader",
+        }
+    }
+
+    fn is_partition(self) -> bool {
+        matches!(
+            self,
+            Kind::IsolateLeader | Kind::IsolateMinority | Kind::OneWayLeader
+        )
+    }
+}
+
+/// The faults a run may draw from, with their weights.
+fn menu(nodes: u64, partitions: bool) -> Vec<(Kind, u64)> {
+    let mut menu = vec![(Kind::KillWorker, 2), (Kind::PauseWorker, 2)];
+    if nodes > 1 {
+        menu.extend([
+            (Kind::KillLeader, 3),
+            (Kind::PauseLeader, 2),
+            (Kind::KillFollower, 2),
+            (Kind::KillMajority, 1),
+        ]);
+        if partitions {
+            menu.extend([
+                (Kind::IsolateLeader, 3),
+                (Kind::IsolateMinority, 2),
+                (Kind::OneWayLeader, 2),
+            ]);
+        }
+    }
+    menu
+}
+
+fn pick(rng: &mut Rng, menu: &[(Kind, u64)]) -> Kind {
+    let total: u64 = menu.iter().map(|(_, w)| w).sum();
+    let mut roll = rng.next() % total;
+    for (kind, weight) in menu {
+        if roll < *weight {
+            return *kind;
+        }
+        roll -= weight;
+    }
+    menu[0].0
+}
+
+/// How long a worker is paused: past the failure timeout (5 s), so its attempts are taken
+/// away and given to others while it sleeps — and it reports them when it wakes.
+const WORKER_PAUSE: Duration = Duration::from_secs(7);
+
+/// How long a partition is held once the majority has a leader.
+const PARTITION_HOLD: Duration = Duration::from_secs(3);
+
+/// Runs the chaos test; the report is also written into `args.report_dir`.
+pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
+    if args.nodes == 0 || args.workers == 0 || args.clients == 0 {
+        return Err(CouldNotRun(
+            "--nodes, --workers and --clients must be at least 1".into(),
+        ));
+    }
+    let binary = crate::demo::this_binary()?;
+    std::fs::create_dir_all(&args.report_dir)
+        .map_err(|e| CouldNotRun(format!("cannot create {}: {e}", args.report_dir.display())))?;
+    let data = args.report_dir.join("data");
+    let _ = std::fs::remove_dir_all(&data);
+    // Declared before the cluster, so that the processes are gone before the network is.
+    let mut fabric = match args.partitions {
+        true => Some(Fabric::create(args.nodes).map_err(CouldNotRun)?),
+        false => None,
+    };
+    let places: Vec<NodePlace> = fabric
+        .iter()
+        .flat_map(|f| {
+            (1..=args.nodes).map(|n| NodePlace {
+                netns: f.netns(n),
+                ip: f.addr(n).into(),
+            })
+        })
+        .collect();
+    let mut cluster = LocalCluster::start_placed(&binary, args.nodes, None, &places, &data, &[])
+        .map_err(|e| CouldNotRun(e.to_string()))?;
+    let mut leader = cluster
+        .leader(Duration::from_secs(60), None)
+        .await
+        .map_err(|e| CouldNotRun(format!("no leader at the start: {e}")))?;
+    let mut workers = LocalWorkers::start(&binary, &data, &cluster, "chaos-w", args.workers, 2)
+        .map_err(|e| CouldNotRun(e.to_string()))?;
+    say(&format!(
+        "{} coordinators ({}), {} workers; leader: node {leader}",
+        args.nodes,
+        cluster
+            .addresses()
+            .into_values()
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.workers
+    ));
+
+    let started = Instant::now();
+    let history = Arc::new(Mutex::new(History::default()));
+    let stop = CancellationToken::new();
+    let clients: Vec<_> = (0..args.clients)
+        .map(|id| {
+            tokio::spawn(super::workload::client(
+                id,
+                cluster.remote(),
+                args.seed,
+                Duration::from_millis(300),
+                started,
+                history.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    let mut rng = Rng(args.seed ^ 0xc4a0_5eed_0000_0001);
+    let menu = menu(args.nodes, fabric.is_some());
+    let mut faults: Vec<FaultRecord> = Vec::new();
+    let mut interrupted = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let limit = Duration::from_secs(args.duration);
+    while faults.len() < args.faults && started.elapsed() < limit {
+        let gap = Duration::from_secs_f64(rng.range(0.5, 1.5));
+        tokio::select! {
+            _ = &mut ctrl_c => { interrupted = true; break; }
+            _ = tokio::time::sleep(gap) => {}
+        }
+        match cluster.settled(Duration::from_secs(60), 1_000).await {
+            Ok(now) => leader = now,
+            Err(e) => say(&format!("the cluster did not settle before a fault: {e}")),
+        }
+        let kind = pick(&mut rng, &menu);
+        let at_s = started.elapsed().as_secs_f64();
+        let fault = tokio::select! {
+            _ = &mut ctrl_c => { interrupted = true; break; }
+            f = inject(kind, &mut cluster, &mut workers, fabric.as_mut(), leader, &mut rng) => f,
+        };
+        let mut record = fault.map_err(CouldNotRun)?;
+        record.at_s = at_s;
+        say(&format!(
+            "[{at_s:6.1}s] {} {}{}",
+            record.kind,
+            record.target,
+            record
+                .failover_ms
+                .map(|ms| format!(": a new leader after {ms:.0} ms"))
+                .unwrap_or_default()
+        ));
+        faults.push(record);
+    }
+    if let Some(f) = fabric.as_mut() {
+        f.heal().map_err(CouldNotRun)?;
+    }
+    stop.cancel();
+    for client in clients {
+        let _ = client.await;
+    }
+    say("faults done; waiting for the open tasks to finish");
+    let _ = cluster.settled(Duration::from_secs(60), 1_000).await;
+    drain(&cluster, Duration::from_secs(120)).await;
+    let replica = crate::demo::ha::check_replicas(&cluster).await;
+    let digests = match replica.verdict.as_str() {
+        "agree" => Some(true),
+        "differ" => Some(false),
+        _ => None,
+    };
+    let mut tables = Vec::new();
+    for (node, addr) in cluster.addresses() {
+        tables.push(read_tables(&cluster, node, &addr).await?);
+    }
+    let history = history.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let verdict = checker::check(&history, &tables, digests);
+    let failovers: Vec<Duration> = (faults.iter())
+        .filter_map(|f| f.failover_ms)
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .collect();
+    let count = |pred: fn(&checker::Ack) -> bool| {
+        (history.submissions.iter())
+            .filter(|s| pred(&s.ack))
+            .count()
+    };
+    let report = ChaosReport {
+        seed: args.seed,
+        nodes: args.nodes,
+        workers: args.workers,
+        partitions: args.partitions,
+        runtime_s: started.elapsed().as_secs_f64(),
+        faults_injected: faults.len(),
+        partitions_injected: faults.iter().filter(|f| f.partition).count(),
+        failover: Latency::of(failovers),
+        jobs_submitted: history.submissions.len(),
+        acknowledged: verdict.acknowledged,
+        unknown: count(|a| matches!(a, checker::Ack::Unknown(_))),
+        refused: count(|a| matches!(a, checker::Ack::Failed(_))),
+        lost: verdict.lost,
+        duplicated: verdict.duplicated,
+        wrong_outcome: verdict.wrong_outcome,
+        replicas_identical: verdict.replicas_identical,
+        replica_check: format!("{}: {}", replica.verdict, replica.detail),
+        verdict: verdict.verdict,
+        anomalies: verdict.anomalies,
+        faults,
+        interrupted,
+    };
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    let _ = std::fs::write(args.report_dir.join("chaos-report.json"), &json);
+    let _ = std::fs::write(args.report_dir.join("chaos-report.txt"), summary(&report));
+    let _ = std::fs::write(
+        args.report_dir.join("history.json"),
+        serde_json::to_string_pretty(&history).unwrap_or_default(),
+    );
+    Ok(report)
+}
+
+fn say(line: &str) {
+    eprintln!("{line}");
+}
+
+/// Injects one fault and undoes it; `at_s` is filled by the caller.
+async fn inject(
+    kind: Kind,
+    cluster: &mut LocalCluster,
+    workers: &mut LocalWorkers,
+    fabric: Option<&mut Fabric>,
+    leader: u64,
+    rng: &mut Rng,
+) -> Result<FaultRecord, String> {
+    let followers: Vec<u64> = (cluster.running().into_iter())
+        .filter(|id| *id != leader)
+        .collect();
+    let names = workers.names();
+    let mut record = FaultRecord {
+        at_s: 0.0,
+        kind: kind.name(),
+        target: String::new(),
+        failover_ms: None,
+        partition: kind.is_partition(),
+    };
+    match kind {
+        Kind::KillLeader => {
+            record.target = format!("coordinator {leader}");
+            let t0 = Instant::now();
+            cluster.kill(leader);
+            record.failover_ms = Some(new_leader(cluster, leader, t0).await?);
+            cluster.restart(leader).map_err(|e| e.to_string())?;
+        }
+        Kind::PauseLeader => {
+            record.target = format!("coordinator {leader}");
+            let t0 = Instant::now();
+            cluster.signal(leader, libc::SIGSTOP);
+            let waited = new_leader(cluster, leader, t0).await;
+            cluster.signal(leader, libc::SIGCONT);
+            record.failover_ms = Some(waited?);
+        }
+        Kind::KillFollower => {
+            let victim = followers[(rng.next() % followers.len() as u64) as usize];
+            record.target = format!("coordinator {victim}");
+            cluster.kill(victim);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cluster.restart(victim).map_err(|e| e.to_string())?;
+        }
+        Kind::KillWorker => {
+            let victim = names[(rng.next() % names.len() as u64) as usize].clone();
+            record.target = format!("worker {victim}");
+            workers.kill(&victim);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            workers.spawn(&victim).map_err(|e| e.to_string())?;
+        }
+        Kind::PauseWorker => {
+            let victim = names[(rng.next() % names.len() as u64) as usize].clone();
+            record.target = format!("worker {victim} for {}s", WORKER_PAUSE.as_secs());
+            if let Some(pid) = workers.pid(&victim) {
+                // SAFETY: signals to a child this process spawned and has not reaped.
+                unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+                tokio::time::sleep(WORKER_PAUSE).await;
+                unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+            }
+        }
+        Kind::KillMajority => {
+            // Power loss: the leader and enough followers to take the quorum, at once.
+            let mut victims = vec![leader];
+            victims.extend(followers.iter().take(cluster.running().len() / 2));
+            record.target = format!("coordinators {victims:?}");
+            for id in &victims {
+                cluster.kill(*id);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let t0 = Instant::now();
+            for id in &victims {
+                cluster.restart(*id).map_err(|e| e.to_string())?;
+            }
+            cluster
+                .leader(Duration::from_secs(60), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            record.failover_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        Kind::IsolateLeader | Kind::IsolateMinority | Kind::OneWayLeader => {
+            let fabric = fabric.ok_or("a partition without a network fabric")?;
+            let t0 = Instant::now();
+            let cut: BTreeSet<u64> = match kind {
+                Kind::IsolateLeader => {
+                    fabric.isolate(leader)?;
+                    [leader].into()
+                }
+                Kind::IsolateMinority => {
+                    let minority = (cluster.running().len() - 1) / 2;
+                    let picked: BTreeSet<u64> = followers.iter().copied().take(minority).collect();
+                    for id in &picked {
+                        fabric.isolate(*id)?;
+                    }
+                    picked
+                }
+                _ => {
+                    for f in &followers {
+                        fabric.drop_to(leader, fabric.addr(*f))?;
+                    }
+                    [leader].into()
+                }
+            };
+            record.target = fabric.cuts().join(", ");
+            if cut.contains(&leader) {
+                record.failover_ms = Some(new_leader(cluster, leader, t0).await?);
+            }
+            tokio::time::sleep(PARTITION_HOLD).await;
+            fabric.heal()?;
+        }
+    }
+    Ok(record)
+}
+
+/// Waits for a leader other than `old`; the time since `t0` in ms.
+async fn new_leader(cluster: &LocalCluster, old: u64, t0: Instant) -> Result<f64, String> {
+    (cluster.leader(Duration::from_secs(60), Some(old)).await).map_err(|e| e.to_string())?;
+    Ok(t0.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// Waits until no task is open (queued, assigned, running), or `limit`.
+async fn drain(cluster: &LocalCluster, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let sql = "SELECT count(*) FROM tasks WHERE status IN ('queued', 'assigned', 'running')";
+    while Instant::now() < deadline {
+        if let Ok(rows) = crate::cli::query_rows(&cluster.remote(), sql, true).await
+            && rows
+                .first()
+                .and_then(|r| r.first())
+                .and_then(|v| v.as_u64())
+                == Some(0)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    say(&format!(
+        "tasks still open after {limit:?}: the checker reports them"
+    ));
+}
+
+/// One node's rows, read from its own copy.
+async fn read_tables(
+    cluster: &LocalCluster,
+    node: u64,
+    addr: &str,
+) -> Result<NodeTables, CouldNotRun> {
+    let remote = Remote::new(
+        vec![addr.to_string()],
+        cluster.credentials(crate::auth::Role::Operator),
+    );
+    let rows = |sql: &'static str| {
+        let remote = remote.clone();
+        async move {
+            crate::cli::query_rows(&remote, sql, false)
+                .await
+                .map_err(|e| CouldNotRun(format!("cannot read node {node}'s tables: {e}")))
+        }
+    };
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let number = |v: &serde_json::Value| v.as_u64().unwrap_or_default();
+    let tasks = rows("SELECT id, job_id, status, attempt FROM tasks")
+        .await?
+        .iter()
+        .map(|r| TaskRow {
+            id: text(&r[0]),
+            job: text(&r[1]),
+            status: text(&r[2]),
+            attempt: number(&r[3]) as u32,
+        })
+        .collect();
+    let attempts =
+        rows("SELECT task_id, attempt, worker_id, term, outcome, exit_code FROM task_attempts")
+            .await?
+            .iter()
+            .map(|r| AttemptRow {
+                task: text(&r[0]),
+                attempt: number(&r[1]) as u32,
+                worker: text(&r[2]),
+                term: number(&r[3]),
+                outcome: r[4].as_str().map(str::to_string),
+                exit_code: r[5].as_i64().map(|c| c as i32),
+            })
+            .collect();
+    let leaders = rows("SELECT term, leader_id FROM leader_transitions")
+        .await?
+        .iter()
+        .map(|r| LeaderRow {
+            term: number(&r[0]),
+            node: number(&r[1]),
+        })
+        .collect();
+    let last_applied = match crate::cli::connect(addr, &remote.credentials).await {
+        Ok(mut client) => (client.status(crate::proto::StatusRequest {}).await)
+            .ok()
+            .and_then(|s| s.into_inner().last_applied)
+            .unwrap_or(0),
+        Err(_) => 0,
+    };
+    Ok(NodeTables {
+        node,
+        last_applied,
+        tasks,
+        attempts,
+        leaders,
+    })
+}
+
+/// The report as text.
+pub fn summary(r: &ChaosReport) -> String {
+    let mut out = format!(
+        "chaos run, seed {}: {} coordinators, {} workers{}\n\
+         faults injected: {} ({} partitions); failover p50 {:.0} ms, p99 {:.0} ms\n\
+         jobs submitted: {} ({} tasks acknowledged, {} jobs unknown, {} refused)\n\
+         lost: {}, duplicated: {}, wrong outcome: {}, replicas identical: {}\n\
+         replica check: {}\n\
+         verdict: {}\n",
+        r.seed,
+        r.nodes,
+        r.workers,
+        if r.partitions { ", partitions" } else { "" },
+        r.faults_injected,
+        r.partitions_injected,
+        r.failover.p50_ms,
+        r.failover.p99_ms,
+        r.jobs_submitted,
+        r.acknowledged,
+        r.unknown,
+        r.refused,
+        r.lost,
+        r.duplicated,
+        r.wrong_outcome,
+        r.replicas_identical,
+        r.replica_check,
+        r.verdict.to_uppercase(),
+    );
+    for anomaly in &r.anomalies {
+        out += &format!("  {anomaly}\n");
+    }
+    out
+}
