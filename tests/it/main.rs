@@ -16,6 +16,7 @@ mod io_fault;
 mod jobs_cli;
 mod jobs_e2e;
 mod limits;
+mod reads_cli;
 mod recovery;
 mod replication;
 mod snapshot;
