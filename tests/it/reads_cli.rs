@@ -1,5 +1,6 @@
 //! The lists through the real binary: timestamps in UTC, a limit that cuts a list says so,
-//! a queued task no worker can run says why.
+//! a queued task no worker can run says why, and a list read from a follower right after
+//! `run` finished shows the job finished (read your writes).
 
 use std::time::Duration;
 
@@ -135,4 +136,56 @@ async fn lists_print_utc_state_their_cuts_and_say_why_tasks_wait() {
         dir.path(),
     );
     assert_eq!(history, serde_json::json!([]), "{err}");
+}
+
+/// `run` against the leader, then at once `jobs` against a follower: the job shows finished.
+/// A plain read of the follower's own DuckDB copy would trail by replication and a flush
+/// (up to 250 ms) and fail this; the lists read the leader's view unless `--stale`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_on_a_follower_shows_what_run_just_finished() {
+    let dir = test_dir();
+    let cluster = local_cluster(3, dir.path(), &[]);
+    let leader = cluster.leader(Duration::from_secs(60), None).await.unwrap();
+    let addrs = cluster.addresses();
+    let all: Vec<String> = addrs.values().cloned().collect();
+    let _worker = WorkerProcess::start(&all.join(","), "w1", 2, dir.path());
+    let leader_addr = addrs[&leader].clone();
+    let followers: Vec<String> = addrs
+        .iter()
+        .filter(|(id, _)| **id != leader)
+        .map(|(_, a)| a.clone())
+        .collect();
+    let plan = dir.path().join("quick.toml");
+    std::fs::write(
+        &plan,
+        "name = \"quick\"\n[[task]]\nname = \"t\"\ncommand = [\"true\"]\n",
+    )
+    .unwrap();
+    let plan = plan.to_str().unwrap();
+    for round in 0..8 {
+        let dir = dir.path().to_path_buf();
+        let (leader_addr, follower) = (leader_addr.clone(), followers[round % 2].clone());
+        let (summary, jobs) = tokio::task::spawn_blocking({
+            let plan = plan.to_string();
+            move || {
+                let (summary, _) = json(&["run", &plan, "--coordinator", &leader_addr], &dir);
+                let (jobs, _) = json(&["jobs", "--coordinator", &follower], &dir);
+                (summary, jobs)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(summary["status"], "finished", "{summary}");
+        let id = summary["job_id"].as_str().unwrap();
+        let job = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["id"] == id)
+            .unwrap_or_else(|| panic!("round {round}: job {id} is not listed: {jobs}"));
+        assert_eq!(
+            job["status"], "finished",
+            "round {round}: the follower's list trails `run`: {job}"
+        );
+    }
 }
