@@ -98,7 +98,10 @@ pub enum CoordinatorError {
     RaftConfig(String),
     #[error("Raft failed: {0}")]
     Raft(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr} (`listen`, --bind / --port): {source}; is another process \
+         listening there? choose another --port"
+    )]
     Listen {
         addr: SocketAddr,
         #[source]
