@@ -113,26 +113,15 @@ fn take_hidden(result: &mut QueryResult) -> Option<u64> {
         .iter()
         .map(|c| !c.starts_with("__"))
         .collect();
-    let filter = |row: &mut Vec<Json>| {
-        let mut i = 0;
-        row.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
-    };
-    for row in &mut result.rows {
-        filter(row);
+    fn retain<T>(items: &mut Vec<T>, keep: &[bool]) {
+        let mut flags = keep.iter();
+        items.retain(|_| flags.next().copied().unwrap_or(true));
     }
-    let mut i = 0;
-    result.columns.retain(|_| {
-        i += 1;
-        keep[i - 1]
-    });
-    let mut i = 0;
-    result.column_types.retain(|_| {
-        i += 1;
-        keep[i - 1]
-    });
+    for row in &mut result.rows {
+        retain(row, &keep);
+    }
+    retain(&mut result.columns, &keep);
+    retain(&mut result.column_types, &keep);
     total
 }
 
