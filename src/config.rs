@@ -155,144 +155,6 @@ impl Default for CoordinatorConfig {
     }
 }
 
-/// Why a coordinator's configuration could not be resolved.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A non-loopback address without credentials (protected mode).
-    #[error(
-        "refusing to listen on {listen} without credentials: anyone who reaches that port could \
-         run commands on every worker. Make tokens with `testfleet auth init DIR` and start with \
-         --auth-dir DIR (or mutual TLS: --tls-cert/--tls-key/--tls-ca), or pass --insecure on a \
-         network you trust"
-    )]
-    Unprotected { listen: SocketAddr },
-
-    /// The `--config` file could not be read.
-    #[error(
-        "cannot read config file {}: {source}; check the path given with --config or \
-         TESTFLEET_CONFIG",
-        path.display()
-    )]
-    ReadFile {
-        /// The file as given.
-        path: PathBuf,
-        /// Why reading failed.
-        source: io::Error,
-    },
-
-    /// The `--config` file is not valid TOML, has an unknown key, or a value of the wrong
-    /// type. `message` is toml's, with line and column.
-    #[error(
-        "malformed config file {}: {message}\nfix the file; its keys are the snake_case \
-         names of the coordinator flags (see `testfleet coordinator --help`)",
-        path.display()
-    )]
-    ParseFile {
-        /// The file as given.
-        path: PathBuf,
-        /// toml's description of the problem, including line and column.
-        message: String,
-    },
-
-    /// One item of a peers list is not `id=host:port`.
-    #[error(
-        "bad peer `{item}`: {reason}; write peers as `1=127.0.0.1:9001,2=127.0.0.1:9002` \
-         (every member, this node included)"
-    )]
-    BadPeer {
-        /// The offending item, as written.
-        item: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-
-    /// A peers list is given but this node is not in it.
-    #[error(
-        "node id {node_id} is not among the peers ({peers}); list every member including \
-         this node, or set --node-id to this node's id in the list"
-    )]
-    SelfNotInPeers {
-        /// This node's configured id.
-        node_id: u64,
-        /// The configured peer ids, comma separated.
-        peers: String,
-    },
-
-    /// The Raft timing settings cannot elect and keep a leader.
-    #[error(
-        "Raft timings must satisfy heartbeat_interval_ms < election_timeout_min_ms < \
-         election_timeout_max_ms, got {heartbeat_ms} / {election_min_ms} / {election_max_ms}; \
-         raise the election timeouts or lower the heartbeat interval"
-    )]
-    Timing {
-        /// The configured heartbeat interval.
-        heartbeat_ms: u64,
-        /// The configured minimum election timeout.
-        election_min_ms: u64,
-        /// The configured maximum election timeout.
-        election_max_ms: u64,
-    },
-
-    /// A single setting has a value it cannot take.
-    #[error("invalid {key} `{value}`: {reason}")]
-    Invalid {
-        /// The setting's snake_case name.
-        key: &'static str,
-        /// The value as configured.
-        value: String,
-        /// What is wrong and what would be accepted.
-        reason: String,
-    },
-
-    /// A directory the node needs does not exist.
-    #[error(
-        "{what} directory {} does not exist; create it (mkdir -p {}) or choose another path",
-        dir.display(),
-        dir.display()
-    )]
-    DirMissing {
-        /// Which directory: "database" or "data".
-        what: &'static str,
-        /// The missing directory.
-        dir: PathBuf,
-    },
-
-    /// A path that must be a directory is something else (a file, say).
-    #[error("{what} directory {} is not a directory; choose a path inside a directory", dir.display())]
-    NotADirectory {
-        /// Which directory: "database" or "data".
-        what: &'static str,
-        /// The offending path.
-        dir: PathBuf,
-    },
-
-    /// The node cannot create files in a directory it must write to.
-    #[error(
-        "{what} directory {} is not writable ({source}); fix its permissions or choose \
-         another path",
-        dir.display()
-    )]
-    NotWritable {
-        /// Which directory: "database" or "data".
-        what: &'static str,
-        /// The directory.
-        dir: PathBuf,
-        /// The error from trying to create a file there.
-        source: io::Error,
-    },
-
-    /// The DuckDB path names a directory rather than a file.
-    #[error(
-        "db_path {} is a directory; give a file path such as {}",
-        path.display(),
-        path.join("testfleet.duckdb").display()
-    )]
-    DbPathIsDirectory {
-        /// The configured database path.
-        path: PathBuf,
-    },
-}
-
 impl CoordinatorConfig {
     /// Layers defaults, the `--config` file (if any) and the flags/environment in `args`, then
     /// validates the result (see [`CoordinatorConfig::validate`]).
@@ -426,20 +288,7 @@ impl CoordinatorConfig {
                 election_max_ms: self.election_timeout_max_ms,
             });
         }
-        let detector = crate::health::detector::DetectorConfig::from_timing(
-            std::time::Duration::from_millis(self.worker_heartbeat_interval_ms),
-            std::time::Duration::from_millis(self.worker_failure_timeout_ms),
-        );
-        if let Err(e) = detector.validate() {
-            return Err(invalid(
-                "worker_failure_timeout_ms",
-                &self.worker_failure_timeout_ms.to_string(),
-                &format!(
-                    "worker_heartbeat_interval_ms {} and worker_failure_timeout_ms {} do not fit: {e}",
-                    self.worker_heartbeat_interval_ms, self.worker_failure_timeout_ms
-                ),
-            ));
-        }
+        self.validate_worker_timing()?;
         if self.snapshot_logs_since_last == 0 {
             return Err(invalid(
                 "snapshot_logs_since_last",
@@ -461,6 +310,7 @@ impl CoordinatorConfig {
         }
         for (id, addr) in &self.peers {
             validate_peer_addr(addr).map_err(|reason| ConfigError::BadPeer {
+                key: "peers",
                 item: format!("{id}={addr}"),
                 reason,
             })?;
@@ -476,16 +326,77 @@ impl CoordinatorConfig {
         self.validate_paths()
     }
 
+    /// Checks the worker heartbeat and failure timeout, naming the setting that is wrong (the
+    /// failure detector's own errors speak of its internal names).
+    fn validate_worker_timing(&self) -> Result<(), ConfigError> {
+        let (heartbeat, failure) = (
+            self.worker_heartbeat_interval_ms,
+            self.worker_failure_timeout_ms,
+        );
+        if heartbeat == 0 {
+            return Err(invalid(
+                "worker_heartbeat_interval_ms",
+                "0",
+                "workers must heartbeat at least every few seconds; the interval must be at \
+                 least 1 ms",
+            ));
+        }
+        if failure == 0 {
+            return Err(invalid(
+                "worker_failure_timeout_ms",
+                "0",
+                "the failure timeout must be at least 1 ms",
+            ));
+        }
+        let detector = crate::health::detector::DetectorConfig::from_timing(
+            std::time::Duration::from_millis(heartbeat),
+            std::time::Duration::from_millis(failure),
+        );
+        let missed = u64::from(detector.suspect_after_missed);
+        if failure <= heartbeat.saturating_mul(missed) {
+            return Err(invalid(
+                "worker_failure_timeout_ms",
+                &failure.to_string(),
+                &format!(
+                    "a worker is suspect after {missed} missed heartbeats and must be suspect \
+                     before it fails, so the failure timeout must be more than {missed} × \
+                     `worker_heartbeat_interval_ms` (--worker-heartbeat-interval-ms) {heartbeat} \
+                     = {} ms; raise it or lower the heartbeat interval",
+                    heartbeat.saturating_mul(missed)
+                ),
+            ));
+        }
+        detector.validate().map_err(|e| {
+            invalid(
+                "worker_failure_timeout_ms",
+                &failure.to_string(),
+                &format!("with worker_heartbeat_interval_ms {heartbeat}: {e}"),
+            )
+        })
+    }
+
     /// Checks the TLS files come as a set, and protected mode: a node without tokens or TLS
     /// listens on loopback only, unless `insecure`.
     fn validate_trust(&self) -> Result<(), ConfigError> {
-        let tls = [&self.tls_cert, &self.tls_key, &self.tls_ca];
-        if tls.iter().any(|f| f.is_some()) && !tls.iter().all(|f| f.is_some()) {
-            return Err(invalid(
-                "tls_cert",
-                "(partial)",
-                "mutual TLS needs all three of tls_cert, tls_key and tls_ca",
-            ));
+        let tls = [
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("tls_ca", &self.tls_ca),
+        ];
+        let (given, missing): (Vec<_>, Vec<_>) = tls.iter().partition(|(_, f)| f.is_some());
+        if !given.is_empty() && !missing.is_empty() {
+            let list = |keys: &[&(&str, &Option<PathBuf>)]| {
+                let names: Vec<String> = keys.iter().map(|(k, _)| format!("`{k}`")).collect();
+                format!(
+                    "{} {}",
+                    names.join(" and "),
+                    if names.len() == 1 { "is" } else { "are" }
+                )
+            };
+            return Err(ConfigError::PartialTls {
+                given: list(&given),
+                missing: list(&missing),
+            });
         }
         if !self.listen.ip().is_loopback()
             && self.auth_dir.is_none()
@@ -560,6 +471,13 @@ pub fn parse_coordinator_addresses(
         .map(str::trim)
         .filter(|a| !a.is_empty())
         .collect();
+    for addr in &addresses {
+        validate_peer_addr(addr).map_err(|reason| ConfigError::BadPeer {
+            key: "coordinator_addresses",
+            item: (*addr).to_owned(),
+            reason,
+        })?;
+    }
     let text = addresses
         .iter()
         .enumerate()
@@ -594,6 +512,7 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
     let mut peers = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let bad = |reason: &str| ConfigError::BadPeer {
+            key: "peers",
             item: item.to_owned(),
             reason: reason.to_owned(),
         };
@@ -734,7 +653,9 @@ fn check_writable_dir(what: &'static str, dir: &Path) -> Result<(), ConfigError>
 }
 
 mod args;
+mod error;
 pub use args::CoordinatorArgs;
+pub use error::{ConfigError, setting};
 
 #[cfg(test)]
 mod tests;

@@ -141,15 +141,22 @@ enum Command {
         #[arg(long, default_value = "cancelled from the command line")]
         reason: String,
     },
-    /// List jobs
-    Jobs(Target),
-    /// List tasks, of one job or of all
+    /// List jobs, the newest first
+    Jobs {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        limit: cli::reads::Limit,
+    },
+    /// List tasks, of one job or of all; a queued task no worker can run says why
     Tasks {
         #[command(flatten)]
         target: Target,
         /// Only the tasks of this job (its id, a unique prefix, or its name)
         #[arg(long)]
         job: Option<String>,
+        #[command(flatten)]
+        limit: cli::reads::Limit,
     },
     /// A task's output: what its running attempt printed so far, or its stored tail; -f follows
     Logs(cli::logs::LogsArgs),
@@ -253,9 +260,8 @@ enum RecoveryCommand {
         /// Only decisions about this task
         #[arg(long)]
         task: Option<String>,
-        /// At most this many rows
-        #[arg(long, default_value_t = 1000)]
-        limit: u32,
+        #[command(flatten)]
+        limit: cli::reads::Limit,
     },
     /// Success rates, recovery times, task preservation, load and failure patterns
     Report(Target),
@@ -554,7 +560,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let remote = target.remote()?;
             let id = cli::lookup::task(&remote, &task).await?;
-            print!("{}", jobs::show_task(&remote, &id, target.output).await?);
+            print!(
+                "{}",
+                cli::reads::show_task(&remote, &id, target.output).await?
+            );
             Ok(())
         }
         Command::Logs(args) => cli::logs::run(args).await,
@@ -580,28 +589,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Command::Jobs(target) => {
-            let remote = target.remote()?;
-            let sql = "SELECT id, name, status, task_count AS tasks, open_tasks AS open, \
-                       submitted_at, finished_at FROM jobs ORDER BY submitted_at DESC LIMIT 200";
-            print!(
-                "{}",
-                jobs::read_table(&remote, sql, target.output, target.stale).await?
-            );
-            Ok(())
-        }
-        Command::Tasks { target, job } => {
-            let remote = target.remote()?;
-            let job = match &job {
-                Some(job) => Some(cli::lookup::job(&remote, job).await?),
-                None => None,
-            };
-            let sql = jobs::tasks_sql(job.as_deref(), target.output);
-            print!(
-                "{}",
-                jobs::read_table(&remote, &sql, target.output, target.stale).await?
-            );
-            Ok(())
+        Command::Jobs { target, limit } => cli::reads::jobs(&target, limit).await,
+        Command::Tasks { target, job, limit } => {
+            cli::reads::tasks(&target, job.as_deref(), limit).await
         }
         Command::TestAutoRecovery {
             num_workers,
@@ -625,20 +615,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             worker,
             task,
             limit,
-        }) => {
-            let remote = target.remote()?;
-            let out = testfleet::cli::recovery::history(
-                &remote,
-                worker.as_deref(),
-                task.as_deref(),
-                limit,
-                target.output,
-                target.stale,
-            )
-            .await?;
-            print!("{out}");
-            Ok(())
-        }
+        }) => cli::recovery::history(&target, worker.as_deref(), task.as_deref(), limit).await,
         Command::Recovery(RecoveryCommand::Report(target)) => {
             let remote = target.remote()?;
             let report = testfleet::cli::recovery_report::report(&remote).await?;
@@ -652,20 +629,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             command: Some(command),
             ..
         } => testfleet::cli::workers::run(command).await,
-        Command::Workers { target, all, .. } => {
-            let remote = target.remote()?;
-            let filter = if all { "" } else { "WHERE status <> 'left' " };
-            let sql = format!(
-                "SELECT id, host, status, drained_at IS NOT NULL AS drained, labels, \
-                 capabilities, status_changed_at, coalesce(drain_reason, status_reason) AS \
-                 reason FROM workers {filter}ORDER BY id"
-            );
-            print!(
-                "{}",
-                jobs::read_table(&remote, &sql, target.output, target.stale).await?
-            );
-            Ok(())
-        }
+        Command::Workers { target, all, .. } => cli::reads::workers(&target, all).await,
         Command::Coordinator(args) => run_coordinator(*args).await,
         Command::Cluster(ClusterCommand::Check { target, wait }) => {
             use testfleet::cli::cluster_check;

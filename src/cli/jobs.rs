@@ -583,178 +583,27 @@ pub fn load_plan(path: &Path) -> Result<(String, Vec<TaskSpec>), CliError> {
     Ok((name, specs))
 }
 
-/// A read of the replicated tables through `Query`: the leader's view (a follower asks it),
-/// so what a client just wrote shows; with `stale`, the answering node's own copy, which may
-/// trail by a flush.
-pub async fn read_table(
+/// How long `tasks` waits for the leader to say why queued tasks wait, before it lists them
+/// without the reasons.
+pub const PARKED_WAIT: Duration = Duration::from_secs(3);
+
+/// Why each waiting (parked) task of `jobs` cannot be placed, by task id, as the leader's
+/// scheduler sees it: one `GetJob` (without its task lines) per job, all at once, for at most
+/// `limit`.
+pub async fn parked(
     remote: &Remote,
-    sql: &str,
-    output: Output,
-    stale: bool,
-) -> Result<String, CliError> {
-    super::sql(remote, sql, !stale, output).await
-}
-
-/// Refuses ids that could not be a job id (they are put into SQL text).
-pub fn check_id(id: &str) -> Result<(), CliError> {
-    if !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        Ok(())
-    } else {
-        Err(CliError::Usage(format!(
-            "{id:?} is not a job id: ids are letters, digits, '-' and '_'"
-        )))
-    }
-}
-
-/// The `tasks` listing, of one job (`job_id`) or of all, in submission order. The exit column
-/// shows the signal's name (`SIGKILL`) for an attempt a signal killed; with `-o json` there is
-/// an `exit_code` and a `signal` instead.
-pub fn tasks_sql(job_id: Option<&str>, output: Output) -> String {
-    let filter = job_id.map_or(String::new(), |id| format!("WHERE t.job_id = '{id}'"));
-    let exit = match output {
-        Output::Table => format!(
-            "COALESCE(CAST(a.exit_code AS VARCHAR), {}) AS exit",
-            super::signals::sql_name("a.signal")
-        ),
-        Output::Json => "a.exit_code, a.signal".to_string(),
-    };
-    format!(
-        "SELECT t.id, t.job_id, t.name, t.status, t.attempt, t.worker_id, {exit}, \
-         a.duration_ms, t.reason FROM tasks t LEFT JOIN task_attempts a \
-         ON a.task_id = t.id AND a.attempt = t.attempt {filter} ORDER BY t.seq LIMIT 10000"
-    )
-}
-
-/// `testfleet task show`: the task's spec and state, then every attempt with its worker,
-/// outcome, exit code, duration and output tail, read through the leader.
-pub async fn show_task(remote: &Remote, id: &str, output: Output) -> Result<String, CliError> {
-    check_id(id)?;
-    let columns = [
-        "id",
-        "job_id",
-        "name",
-        "status",
-        "attempt",
-        "worker_id",
-        "reason",
-        "command",
-        "env",
-        "cwd",
-        "timeout_ms",
-        "priority",
-        "requirements",
-        "max_retries",
-        "infra_retries_used",
-        "timeout_retries",
-        "timeout_retries_used",
-        "flaky_retries",
-        "flaky_retries_used",
-        "submitted_at",
-        "finished_at",
-    ];
-    let sql = format!("SELECT {} FROM tasks WHERE id = '{id}'", columns.join(", "));
-    let rows = super::query_rows(remote, &sql, true).await?;
-    let Some(row) = rows.first() else {
-        return Err(CliError::Usage(format!("no task has the id {id:?}")));
-    };
-    let task: serde_json::Map<String, serde_json::Value> = columns
-        .iter()
-        .map(|c| c.to_string())
-        .zip(row.iter().cloned())
-        .collect();
-    let attempt_columns = [
-        "attempt",
-        "worker_id",
-        "outcome",
-        "exit_code",
-        "signal",
-        "duration_ms",
-        "assigned_at",
-        "started_at",
-        "finished_at",
-        "output_tail",
-    ];
-    let sql = format!(
-        "SELECT {} FROM task_attempts WHERE task_id = '{id}' ORDER BY attempt",
-        attempt_columns.join(", ")
-    );
-    let attempts: Vec<serde_json::Map<String, serde_json::Value>> =
-        super::query_rows(remote, &sql, true)
-            .await?
-            .into_iter()
-            .map(|r| {
-                attempt_columns
-                    .iter()
-                    .map(|c| c.to_string())
-                    .zip(r)
-                    .collect()
-            })
-            .collect();
-    if output == Output::Json {
-        let doc = serde_json::json!({ "task": task, "attempts": attempts });
-        return Ok(serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n");
-    }
-    let text = |v: Option<&serde_json::Value>| match v {
-        None | Some(serde_json::Value::Null) => "-".to_string(),
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    };
-    let mut out = String::new();
-    for key in [
-        "id",
-        "job_id",
-        "name",
-        "status",
-        "reason",
-        "command",
-        "env",
-        "cwd",
-        "timeout_ms",
-        "priority",
-        "requirements",
-        "submitted_at",
-        "finished_at",
-    ] {
-        out.push_str(&format!("{key:<13} {}\n", text(task.get(key))));
-    }
-    out.push_str(&format!(
-        "retries used  infrastructure {}/{}, timeout {}/{}, flaky {}/{}\n",
-        text(task.get("infra_retries_used")),
-        text(task.get("max_retries")),
-        text(task.get("timeout_retries_used")),
-        text(task.get("timeout_retries")),
-        text(task.get("flaky_retries_used")),
-        text(task.get("flaky_retries")),
-    ));
-    if attempts.is_empty() {
-        out.push_str("\nno attempt yet\n");
-    }
-    for a in &attempts {
-        let ending = match a.get("signal").and_then(serde_json::Value::as_i64) {
-            Some(signal) => super::signals::killed_by(signal as i32),
-            None => format!("exit {}", text(a.get("exit_code"))),
-        };
-        out.push_str(&format!(
-            "\nattempt {} on {}: {}, {ending}, {} ms (assigned {}, started {}, ended {})\n",
-            text(a.get("attempt")),
-            text(a.get("worker_id")),
-            text(a.get("outcome")),
-            text(a.get("duration_ms")),
-            text(a.get("assigned_at")),
-            text(a.get("started_at")),
-            text(a.get("finished_at")),
-        ));
-        if let Some(serde_json::Value::String(tail)) = a.get("output_tail")
-            && !tail.is_empty()
-        {
-            for line in tail.lines() {
-                out.push_str(&format!("  | {line}\n"));
-            }
-        }
-    }
-    Ok(out)
+    jobs: &[String],
+    limit: Duration,
+) -> Result<BTreeMap<String, String>, CliError> {
+    let calls = jobs.iter().map(|job| get_job(remote, job, false));
+    let reports = tokio::time::timeout(limit, futures::future::try_join_all(calls))
+        .await
+        .map_err(|_| {
+            CliError::Unavailable(format!("the leader did not answer within {limit:?}"))
+        })??;
+    Ok(reports
+        .into_iter()
+        .flat_map(|r| r.parked)
+        .map(|p| (p.task_id, p.reason))
+        .collect())
 }

@@ -9,10 +9,12 @@ pub mod cluster_check;
 pub mod jobs;
 pub mod logs;
 pub mod lookup;
+pub mod reads;
 pub mod recovery;
 pub mod recovery_report;
 pub mod signals;
 pub mod status;
+pub mod time;
 pub mod tls;
 pub mod workers;
 
@@ -233,14 +235,13 @@ pub fn from_status(status: tonic::Status) -> CliError {
     }
 }
 
-/// Runs `testfleet sql`: a read-only query on one coordinator's DuckDB copy.
-pub async fn sql(
+/// A read-only query's whole answer (names, DuckDB types, rows); `consistent` asks the leader
+/// for a linearizable read.
+pub async fn query_result(
     remote: &Remote,
     sql: &str,
     consistent: bool,
-    output: Output,
-) -> Result<String, CliError> {
-    crate::query::check_read_only(sql).map_err(|e| CliError::Usage(e.to_string()))?;
+) -> Result<crate::query::QueryResult, CliError> {
     let mut client = connect_any(remote).await?;
     let reply = client
         .query(crate::proto::QueryRequest {
@@ -257,15 +258,31 @@ pub async fn sql(
         .map(|r| serde_json::from_str::<Vec<serde_json::Value>>(r))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CliError::Other(format!("the coordinator sent a malformed row: {e}")))?;
-    let result = crate::query::QueryResult {
+    Ok(crate::query::QueryResult {
         columns: reply.columns,
         column_types: reply.column_types,
         rows,
-    };
-    Ok(match output {
-        Output::Table => crate::query::render_table(&result),
-        Output::Json => crate::query::render_json(&result),
     })
+}
+
+/// Runs `testfleet sql`: a read-only query on one coordinator's DuckDB copy.
+pub async fn sql(
+    remote: &Remote,
+    sql: &str,
+    consistent: bool,
+    output: Output,
+) -> Result<String, CliError> {
+    crate::query::check_read_only(sql).map_err(|e| CliError::Usage(e.to_string()))?;
+    let result = query_result(remote, sql, consistent).await?;
+    Ok(render(&result, output))
+}
+
+/// A query's answer as a table or a JSON array of objects.
+pub fn render(result: &crate::query::QueryResult, output: Output) -> String {
+    match output {
+        Output::Table => crate::query::render_table(result),
+        Output::Json => crate::query::render_json(result),
+    }
 }
 
 /// Formats rows as aligned columns under a header.

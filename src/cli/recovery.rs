@@ -1,13 +1,12 @@
 //! `testfleet recovery history`: every recovery decision, from the three history tables.
 
-use super::{CliError, Output};
+use super::CliError;
+use super::args::Target;
+use super::reads::{Limit, Listing, RECOVERY_LIMIT};
 
-/// Builds the query over the worker, task and system recovery tables, newest last.
-pub fn history_sql(
-    worker: Option<&str>,
-    task: Option<&str>,
-    limit: u32,
-) -> Result<String, CliError> {
+/// Builds the query over the worker, task and system recovery tables (unordered, unlimited: see
+/// [`history`]).
+pub fn history_sql(worker: Option<&str>, task: Option<&str>) -> Result<String, CliError> {
     for id in [worker, task].into_iter().flatten() {
         if id.contains('\'') || id.is_empty() {
             return Err(CliError::Usage(format!(
@@ -46,23 +45,27 @@ pub fn history_sql(
             );
         }
     }
-    Ok(format!(
-        "SELECT * FROM ({}) ORDER BY recovery_time, scope, id LIMIT {limit}",
-        parts.join(" UNION ALL ")
-    ))
+    Ok(format!("SELECT * FROM ({})", parts.join(" UNION ALL ")))
 }
 
-/// Runs `testfleet recovery history`.
+/// Runs `testfleet recovery history`: the newest records under the limit, oldest first.
 pub async fn history(
-    remote: &super::Remote,
+    target: &Target,
     worker: Option<&str>,
     task: Option<&str>,
-    limit: u32,
-    output: Output,
-    stale: bool,
-) -> Result<String, CliError> {
-    let sql = history_sql(worker, task, limit)?;
-    super::sql(remote, &sql, !stale, output).await
+    limit: Limit,
+) -> Result<(), CliError> {
+    let remote = target.remote()?;
+    let listing = Listing {
+        noun: "recovery records",
+        select: history_sql(worker, task)?,
+        newest_first: "recovery_time DESC, scope DESC, id DESC",
+        shown_order: "recovery_time, scope, id",
+    };
+    let rows = limit.rows(RECOVERY_LIMIT);
+    let (result, cut) = super::reads::list(&remote, &listing, rows, target.stale).await?;
+    super::reads::print(&result, cut, listing.noun, target.output);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -71,14 +74,14 @@ mod tests {
 
     #[test]
     fn filters_pick_the_tables() {
-        let all = history_sql(None, None, 10).unwrap();
+        let all = history_sql(None, None).unwrap();
         assert!(all.contains("system_recovery_history") && all.contains("worker_recovery_history"));
-        let by_worker = history_sql(Some("w1"), None, 10).unwrap();
+        let by_worker = history_sql(Some("w1"), None).unwrap();
         assert!(!by_worker.contains("system_recovery_history"));
         assert!(by_worker.contains("worker_id = 'w1'"));
-        let by_task = history_sql(None, Some("t1"), 10).unwrap();
+        let by_task = history_sql(None, Some("t1")).unwrap();
         assert!(!by_task.contains("worker_recovery_history"));
-        assert!(history_sql(Some("x' OR '1'='1"), None, 10).is_err());
+        assert!(history_sql(Some("x' OR '1'='1"), None).is_err());
         assert!(crate::query::check_read_only(&all).is_ok());
     }
 }

@@ -258,6 +258,7 @@ fn bad_peers_name_the_item() {
             Err(ConfigError::BadPeer {
                 item: got,
                 reason: why,
+                ..
             }) => {
                 assert_eq!(got, item, "{text}");
                 assert!(why.contains(reason), "{text}: {why}");
@@ -324,35 +325,62 @@ fn timings_must_be_ordered() {
 #[test]
 fn single_values_are_checked() {
     let dir = tempfile::tempdir().unwrap();
+    // Each with the config-file key and the flag the message must name.
     let cases = [
-        CoordinatorArgs {
-            heartbeat_interval_ms: Some(0),
-            ..args_in(dir.path())
-        },
-        CoordinatorArgs {
-            duckdb_threads: Some(0),
-            ..args_in(dir.path())
-        },
-        CoordinatorArgs {
-            snapshot_logs_since_last: Some(0),
-            ..args_in(dir.path())
-        },
-        CoordinatorArgs {
-            duckdb_memory_limit: Some("lots".to_owned()),
-            ..args_in(dir.path())
-        },
-        CoordinatorArgs {
-            duckdb_memory_limit: Some("1GB'; DROP TABLE x; --".to_owned()),
-            ..args_in(dir.path())
-        },
-        CoordinatorArgs {
-            db_path: Some(PathBuf::new()),
-            ..CoordinatorArgs::default()
-        },
+        (
+            CoordinatorArgs {
+                heartbeat_interval_ms: Some(0),
+                ..args_in(dir.path())
+            },
+            "`heartbeat_interval_ms` (--heartbeat-interval-ms)",
+        ),
+        (
+            CoordinatorArgs {
+                duckdb_threads: Some(0),
+                ..args_in(dir.path())
+            },
+            "`duckdb_threads` (--duckdb-threads)",
+        ),
+        (
+            CoordinatorArgs {
+                snapshot_logs_since_last: Some(0),
+                ..args_in(dir.path())
+            },
+            "`snapshot_logs_since_last` (--snapshot-logs-since-last)",
+        ),
+        (
+            CoordinatorArgs {
+                duckdb_memory_limit: Some("lots".to_owned()),
+                ..args_in(dir.path())
+            },
+            "`duckdb_memory_limit` (--duckdb-memory-limit)",
+        ),
+        (
+            CoordinatorArgs {
+                duckdb_memory_limit: Some("1GB'; DROP TABLE x; --".to_owned()),
+                ..args_in(dir.path())
+            },
+            "`duckdb_memory_limit` (--duckdb-memory-limit)",
+        ),
+        (
+            CoordinatorArgs {
+                db_path: Some(PathBuf::new()),
+                ..CoordinatorArgs::default()
+            },
+            "`db_path` (--db-path)",
+        ),
+        (
+            CoordinatorArgs {
+                restart_command: Some("ssh '{host}' x".to_owned()),
+                ..args_in(dir.path())
+            },
+            "`restart_command` (--restart-command)",
+        ),
     ];
-    for args in cases {
+    for (args, named) in cases {
         let err = CoordinatorConfig::resolve(&args).unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { .. }), "{err:?}");
+        assert!(err.to_string().contains(named), "{named}: {err}");
     }
     for ok in ["512MB", "1GB", "1.5 GiB", "100000bytes"] {
         assert!(validate_memory_limit(ok).is_ok(), "{ok}");
@@ -535,7 +563,20 @@ fn the_original_design_spelling_maps_to_peers() {
     let err = CoordinatorConfig::resolve(&unknown)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("coordinator_id"), "{err}");
+    assert!(err.contains("for --coordinator-id:"), "{err}");
+
+    // A bad address is named as written there, not as the `id=address` it becomes.
+    let bad = CoordinatorArgs {
+        coordinator_addresses: Some("127.0.0.1:7001,nowhere".into()),
+        coordinator_id: Some("1".into()),
+        ..args_in(dir.path())
+    };
+    let err = CoordinatorConfig::resolve(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("bad peer `nowhere` in --coordinator-addresses"),
+        "{err}"
+    );
+    assert!(!err.contains("2=nowhere"), "{err}");
 }
 
 #[test]
@@ -571,11 +612,91 @@ fn a_public_address_needs_credentials_or_insecure() {
         tls_cert: Some("peer.pem".into()),
         ..public.clone()
     };
+    let err = partial.validate().unwrap_err().to_string();
+    assert!(err.contains("all three"), "{err}");
     assert!(
-        partial
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("all three")
+        err.contains("`tls_cert` is set, `tls_key` and `tls_ca` are missing"),
+        "{err}"
     );
+    assert!(err.contains("--tls-key"), "{err}");
+    // The address is named by its key and by the flags that set it.
+    assert!(e.contains("`listen`, --bind / --port"), "{e}");
+}
+
+#[test]
+fn worker_timing_errors_name_the_setting_that_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |heartbeat: u64, failure: u64| CoordinatorArgs {
+        worker_heartbeat_interval_ms: Some(heartbeat),
+        worker_failure_timeout_ms: Some(failure),
+        ..args_in(dir.path())
+    };
+    // A zero heartbeat used to be reported as a bad worker_failure_timeout_ms.
+    let err = CoordinatorConfig::resolve(&with(0, 5000)).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Invalid { key, .. } if *key == "worker_heartbeat_interval_ms"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("`worker_heartbeat_interval_ms` (--worker-heartbeat-interval-ms)"),
+        "{err}"
+    );
+    let err = CoordinatorConfig::resolve(&with(1000, 0)).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Invalid { key, .. } if *key == "worker_failure_timeout_ms"),
+        "{err:?}"
+    );
+    // Too short a timeout says what it must exceed in the user's settings, not in the
+    // detector's internal names (`suspect_after_missed` is not a setting).
+    let err = CoordinatorConfig::resolve(&with(1000, 2500))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("more than 3 ×"), "{err}");
+    assert!(err.contains("= 3000 ms"), "{err}");
+    assert!(err.contains("--worker-failure-timeout-ms"), "{err}");
+    assert!(!err.contains("suspect_after_missed"), "{err}");
+    CoordinatorConfig::resolve(&with(1000, 3001)).unwrap();
+}
+
+#[test]
+fn directory_and_peer_errors_name_key_and_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = CoordinatorArgs {
+        db_path: Some(dir.path().join("nope").join("s.duckdb")),
+        ..CoordinatorArgs::default()
+    };
+    let err = CoordinatorConfig::resolve(&missing)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("(from `db_path`, --db-path)"), "{err}");
+    let data = CoordinatorArgs {
+        data_dir: Some(dir.path().join("nope")),
+        ..args_in(dir.path())
+    };
+    let err = CoordinatorConfig::resolve(&data).unwrap_err().to_string();
+    assert!(err.contains("(from `data_dir`, --data-dir)"), "{err}");
+    let err = CoordinatorConfig::resolve(&CoordinatorArgs {
+        node_id: Some(3),
+        peers: Some("1=127.0.0.1:9001".to_owned()),
+        ..args_in(dir.path())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`node_id`, --node-id"), "{err}");
+    assert!(err.contains("`peers` (--peers)"), "{err}");
+    let path = write_config(dir.path(), "[peers]\n1 = \"nowhere\"\n");
+    let err = CoordinatorConfig::resolve(&CoordinatorArgs {
+        config: Some(path),
+        ..args_in(dir.path())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("bad peer `1=nowhere` in `peers`"), "{err}");
+    assert!(err.contains("under `[peers]` in the config file"), "{err}");
+    for key in ["listen", "db_path", "data_dir", "heartbeat_interval_ms"] {
+        let named = super::setting(key);
+        assert!(named.contains(&format!("`{key}`")), "{named}");
+        assert!(named.contains("--"), "{named}");
+    }
 }

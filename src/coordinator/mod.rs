@@ -61,6 +61,25 @@ pub(crate) fn forwarded<T>(message: T) -> tonic::Request<T> {
 /// Why a coordinator could not start or keep running.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
+    /// `raft-log.redb` is locked: another coordinator runs on the same data directory.
+    #[error(
+        "data directory {} is in use by another coordinator ({} is locked); give each node its \
+         own --data-dir (data_dir in the config file)",
+        dir.display(),
+        crate::config::LOG_FILE_NAME
+    )]
+    DataDirInUse { dir: std::path::PathBuf },
+    /// The DuckDB file is locked: another coordinator runs on the same database file.
+    #[error(
+        "database file {} is in use by another coordinator (DuckDB holds a lock on it{}); give \
+         each node its own --db-path (db_path in the config file)",
+        path.display(),
+        holder.map_or(String::new(), |pid| format!(", held by process {pid}"))
+    )]
+    DbInUse {
+        path: std::path::PathBuf,
+        holder: Option<u32>,
+    },
     #[error("cannot open the Raft log at {path}: {source}")]
     Log {
         path: std::path::PathBuf,
@@ -80,7 +99,10 @@ pub enum CoordinatorError {
     RaftConfig(String),
     #[error("Raft failed: {0}")]
     Raft(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr} (`listen`, --bind / --port): {source}; is another process \
+         listening there? choose another --port"
+    )]
     Listen {
         addr: SocketAddr,
         #[source]
@@ -124,11 +146,18 @@ impl Coordinator {
     ) -> Result<Arc<Self>, CoordinatorError> {
         let trust = crate::auth::server::ServerTrust::load(&config)?;
         let log_path = config.log_path();
-        let mut log =
-            LogStore::<TypeConfig>::open(&log_path).map_err(|source| CoordinatorError::Log {
-                path: log_path.clone(),
-                source,
-            })?;
+        let mut log = LogStore::<TypeConfig>::open(&log_path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::ResourceBusy {
+                CoordinatorError::DataDirInUse {
+                    dir: config.data_dir(),
+                }
+            } else {
+                CoordinatorError::Log {
+                    path: log_path.clone(),
+                    source,
+                }
+            }
+        })?;
         let settings = DbSettings {
             threads: config.duckdb_threads,
             memory_limit: config.duckdb_memory_limit.clone(),
@@ -140,7 +169,8 @@ impl Coordinator {
             &settings,
             &mut log,
         )
-        .await?;
+        .await
+        .map_err(db_in_use)?;
 
         let raft_config = raft_config(&config)?;
         let network = Network::new(config.node_id, trust.peer.clone());
@@ -428,6 +458,30 @@ fn raft_config(config: &CoordinatorConfig) -> Result<Arc<openraft::Config>, Coor
 }
 
 /// Binds `addr`, with a clear error when the port is taken.
+/// A state database another process holds locked says so, naming the file and the fix; any
+/// other failure to open it is passed on.
+fn db_in_use(error: crate::raft::heal::HealError) -> CoordinatorError {
+    match &error {
+        crate::raft::heal::HealError::Open { path, source } => {
+            // DuckDB: `IO Error: Could not set lock on file "...": Conflicting lock is held in
+            // /path/to/testfleet (PID 4989)`.
+            let text = source.to_string();
+            if !text.contains("Could not set lock on file") {
+                return error.into();
+            }
+            let holder = text
+                .split_once("(PID ")
+                .and_then(|(_, rest)| rest.split(')').next())
+                .and_then(|pid| pid.trim().parse().ok());
+            CoordinatorError::DbInUse {
+                path: path.clone(),
+                holder,
+            }
+        }
+        _ => error.into(),
+    }
+}
+
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, CoordinatorError> {
     TcpListener::bind(addr)
         .await

@@ -177,3 +177,80 @@ fn completion_scripts_name_every_command() {
         }
     }
 }
+
+/// Runs `testfleet coordinator ARGS --port 0` (checking the tests' tokens) in `dir`, expecting
+/// it to exit by itself within 60 s: (exit code, stderr). A coordinator still running then is
+/// killed and fails the test.
+fn coordinator_that_exits(args: &[&str], dir: &std::path::Path) -> (i32, String) {
+    use std::io::Read;
+    let auth = super::support::auth_dir().display().to_string();
+    let mut child = std::process::Command::new(super::support::binary())
+        .arg("coordinator")
+        .args(args)
+        .args(["--port", "0", "--auth-dir", &auth])
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a second coordinator on the same files kept running: {args:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn a_second_coordinator_on_the_same_files_says_which_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |p: &str| dir.path().join(p).display().to_string();
+    std::fs::create_dir(dir.path().join("other")).unwrap();
+    let _first =
+        super::support::start_coordinator(&["--db-path", &path("state.duckdb")], dir.path());
+
+    // The same data directory: the Raft log is the first file it cannot have.
+    let (code, err) = coordinator_that_exits(&["--db-path", &path("state.duckdb")], dir.path());
+    assert_ne!(code, 0, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let expected = format!(
+        "error: data directory {} is in use by another coordinator (raft-log.redb is locked); \
+         give each node its own --data-dir",
+        dir.path().display()
+    );
+    assert!(err.contains(&expected), "{err}");
+
+    // Its own data directory but the same DuckDB file: the database is.
+    let (code, err) = coordinator_that_exits(
+        &[
+            "--db-path",
+            &path("state.duckdb"),
+            "--data-dir",
+            &path("other"),
+        ],
+        dir.path(),
+    );
+    assert_ne!(code, 0, "{err}");
+    let expected = format!(
+        "error: database file {} is in use by another coordinator",
+        path("state.duckdb")
+    );
+    assert!(err.contains(&expected), "{err}");
+    assert!(err.contains("give each node its own --db-path"), "{err}");
+}

@@ -208,6 +208,22 @@ async fn jobs_and_tasks_are_found_by_prefix_or_name_and_a_task_shows_its_attempt
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("attempt 1 on w1: failed, exit 3"), "{out}");
     assert!(out.contains("| to-stdout"), "{out}");
+    // Its times are RFC 3339 in UTC, in JSON and in the text alike.
+    let (code, json, err) = run(
+        &["task", "show", &task, "--coordinator", &addr, "-o", "json"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let started = shown["attempts"][0]["started_at"].as_str().unwrap();
+    let parsed =
+        time::OffsetDateTime::parse(started, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("{started:?} is not RFC 3339: {e}"));
+    assert!(
+        parsed.offset().is_utc() && started.ends_with('Z'),
+        "{started}"
+    );
+    assert!(out.contains(&format!("started {started}")), "{out}");
     // Nothing matches: an error, not an empty list.
     let (code, _, err) = run(
         &["tasks", "--job", "nope", "--coordinator", &addr],

@@ -17,6 +17,7 @@ mod jobs_cli;
 mod jobs_e2e;
 mod limits;
 mod logs;
+mod reads_cli;
 mod recovery;
 mod replication;
 mod snapshot;
