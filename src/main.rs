@@ -181,6 +181,9 @@ enum Command {
     Recovery(RecoveryCommand),
     /// Local HA demo: N coordinators and W workers under load, with seeded faults; report
     Ha(testfleet::demo::ha::HaArgs),
+    /// Seeded faults (kills, pauses, partitions) against a local cluster under a workload of
+    /// known outcomes, judged by a history checker: exit 0 passed, 1 an anomaly, 2 could not run
+    Chaos(testfleet::chaos::run::ChaosArgs),
     /// Auto-recovery end to end with real processes: kill a worker, watch it come back
     TestAutoRecovery {
         /// Worker processes to start
@@ -601,6 +604,28 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 testfleet::demo::auto_recovery::run(num_workers, Duration::from_secs(run_time))
                     .await?;
             if ok { Ok(()) } else { Err(CliError::Exit(1)) }
+        }
+        Command::Chaos(args) => {
+            use testfleet::chaos::run;
+            let report = match run::run(&args).await {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("error: the chaos run could not be made: {e}");
+                    return Err(CliError::Exit(2));
+                }
+            };
+            match args.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                ),
+                Output::Table => print!("{}", run::summary(&report)),
+            }
+            if report.verdict == "pass" {
+                Ok(())
+            } else {
+                Err(CliError::Exit(1))
+            }
         }
         Command::Ha(args) => {
             let report = testfleet::demo::ha::run(&args.settings()?).await?;
