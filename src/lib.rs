@@ -14,6 +14,8 @@ pub mod config;
 pub mod coordinator;
 pub mod demo;
 pub mod health;
+#[cfg(feature = "negative-controls")]
+pub mod negative;
 pub mod plan;
 pub mod query;
 pub mod raft;

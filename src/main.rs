@@ -341,6 +341,10 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, CliError> {
 }
 
 async fn run_coordinator(args: CoordinatorArgs) -> Result<(), CliError> {
+    #[cfg(feature = "negative-controls")]
+    if let Some(control) = args.negative_control {
+        testfleet::negative::set(control);
+    }
     let config = CoordinatorConfig::resolve(&args).map_err(|e| CliError::Usage(e.to_string()))?;
     if config.auth_dir.is_none() && config.tls_cert.is_none() && !config.listen.ip().is_loopback() {
         tracing::warn!(

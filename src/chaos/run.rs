@@ -54,6 +54,10 @@ pub struct ChaosArgs {
     /// Output format of the summary on stdout
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Run every coordinator with a bug put back; the checker must then fail the run
+    #[cfg(feature = "negative-controls")]
+    #[arg(long, value_enum)]
+    pub negative_control: Option<crate::negative::Control>,
 }
 
 /// Why a run could not be made (exit 2), as opposed to a run that found an anomaly (exit 1).
@@ -76,6 +80,19 @@ pub struct FaultRecord {
     /// For faults that cost the cluster its leader: until a new one led (ms).
     pub failover_ms: Option<f64>,
     pub partition: bool,
+    /// What went wrong with the fault itself (e.g. no new leader within a minute): not a
+    /// safety anomaly, but the run says so.
+    pub note: Option<String>,
+}
+
+impl FaultRecord {
+    /// Notes how long the new leader took, or that none came.
+    fn failover(&mut self, waited: Result<f64, String>) {
+        match waited {
+            Ok(ms) => self.failover_ms = Some(ms),
+            Err(e) => self.note = Some(e),
+        }
+    }
 }
 
 /// The run's report.
@@ -88,6 +105,8 @@ pub struct ChaosReport {
     pub runtime_s: f64,
     pub faults_injected: usize,
     pub partitions_injected: usize,
+    /// Faults after which no new leader came within a minute.
+    pub faults_without_failover: usize,
     pub failover: Latency,
     pub jobs_submitted: usize,
     pub acknowledged: usize,
@@ -113,6 +132,7 @@ enum Kind {
     KillWorker,
     PauseWorker,
     KillMajority,
+    KillAll,
     IsolateLeader,
     IsolateMinority,
     OneWayLeader,
@@ -127,6 +147,7 @@ impl Kind {
             Kind::KillWorker => "sigkill-worker",
             Kind::PauseWorker => "sigstop-worker",
             Kind::KillMajority => "sigkill-majority",
+            Kind::KillAll => "sigkill-all",
             Kind::IsolateLeader => "isolate-leader",
             Kind::IsolateMinority => "isolate-minority",
             Kind::OneWayLeader => "one-way-cut-leader",
@@ -150,6 +171,7 @@ fn menu(nodes: u64, partitions: bool) -> Vec<(Kind, u64)> {
             (Kind::PauseLeader, 2),
             (Kind::KillFollower, 2),
             (Kind::KillMajority, 1),
+            (Kind::KillAll, 1),
         ]);
         if partitions {
             menu.extend([
@@ -207,8 +229,21 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
             })
         })
         .collect();
-    let mut cluster = LocalCluster::start_placed(&binary, args.nodes, None, &places, &data, &[])
-        .map_err(|e| CouldNotRun(e.to_string()))?;
+    #[allow(unused_mut)]
+    let mut node_args: Vec<String> = Vec::new();
+    #[cfg(feature = "negative-controls")]
+    if let Some(control) = args.negative_control {
+        use clap::ValueEnum;
+        if let Some(name) = control.to_possible_value() {
+            node_args.extend([
+                "--negative-control".to_string(),
+                name.get_name().to_string(),
+            ]);
+        }
+    }
+    let mut cluster =
+        LocalCluster::start_placed(&binary, args.nodes, None, &places, &data, &node_args)
+            .map_err(|e| CouldNotRun(e.to_string()))?;
     let mut leader = cluster
         .leader(Duration::from_secs(60), None)
         .await
@@ -269,12 +304,17 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
         let mut record = fault.map_err(CouldNotRun)?;
         record.at_s = at_s;
         say(&format!(
-            "[{at_s:6.1}s] {} {}{}",
+            "[{at_s:6.1}s] {} {}{}{}",
             record.kind,
             record.target,
             record
                 .failover_ms
                 .map(|ms| format!(": a new leader after {ms:.0} ms"))
+                .unwrap_or_default(),
+            record
+                .note
+                .as_ref()
+                .map(|n| format!(" ({n})"))
                 .unwrap_or_default()
         ));
         faults.push(record);
@@ -318,6 +358,7 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
         runtime_s: started.elapsed().as_secs_f64(),
         faults_injected: faults.len(),
         partitions_injected: faults.iter().filter(|f| f.partition).count(),
+        faults_without_failover: faults.iter().filter(|f| f.note.is_some()).count(),
         failover: Latency::of(failovers),
         jobs_submitted: history.submissions.len(),
         acknowledged: verdict.acknowledged,
@@ -366,13 +407,14 @@ async fn inject(
         target: String::new(),
         failover_ms: None,
         partition: kind.is_partition(),
+        note: None,
     };
     match kind {
         Kind::KillLeader => {
             record.target = format!("coordinator {leader}");
             let t0 = Instant::now();
             cluster.kill(leader);
-            record.failover_ms = Some(new_leader(cluster, leader, t0).await?);
+            record.failover(new_leader(cluster, leader, t0).await);
             cluster.restart(leader).map_err(|e| e.to_string())?;
         }
         Kind::PauseLeader => {
@@ -381,7 +423,7 @@ async fn inject(
             cluster.signal(leader, libc::SIGSTOP);
             let waited = new_leader(cluster, leader, t0).await;
             cluster.signal(leader, libc::SIGCONT);
-            record.failover_ms = Some(waited?);
+            record.failover(waited);
         }
         Kind::KillFollower => {
             let victim = followers[(rng.next() % followers.len() as u64) as usize];
@@ -407,10 +449,15 @@ async fn inject(
                 unsafe { libc::kill(pid as i32, libc::SIGCONT) };
             }
         }
-        Kind::KillMajority => {
-            // Power loss: the leader and enough followers to take the quorum, at once.
+        Kind::KillMajority | Kind::KillAll => {
+            // Power loss: the leader and enough followers to take the quorum (or every node),
+            // at once.
             let mut victims = vec![leader];
-            victims.extend(followers.iter().take(cluster.running().len() / 2));
+            let more = match kind {
+                Kind::KillAll => followers.len(),
+                _ => cluster.running().len() / 2,
+            };
+            victims.extend(followers.iter().take(more));
             record.target = format!("coordinators {victims:?}");
             for id in &victims {
                 cluster.kill(*id);
@@ -420,11 +467,10 @@ async fn inject(
             for id in &victims {
                 cluster.restart(*id).map_err(|e| e.to_string())?;
             }
-            cluster
-                .leader(Duration::from_secs(60), None)
-                .await
-                .map_err(|e| e.to_string())?;
-            record.failover_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
+            let elected = cluster.leader(Duration::from_secs(60), None).await;
+            record.failover(
+                (elected.map(|_| t0.elapsed().as_secs_f64() * 1000.0)).map_err(|e| e.to_string()),
+            );
         }
         Kind::IsolateLeader | Kind::IsolateMinority | Kind::OneWayLeader => {
             let fabric = fabric.ok_or("a partition without a network fabric")?;
@@ -451,7 +497,7 @@ async fn inject(
             };
             record.target = fabric.cuts().join(", ");
             if cut.contains(&leader) {
-                record.failover_ms = Some(new_leader(cluster, leader, t0).await?);
+                record.failover(new_leader(cluster, leader, t0).await);
             }
             tokio::time::sleep(PARTITION_HOLD).await;
             fabric.heal()?;
@@ -558,7 +604,8 @@ async fn read_tables(
 pub fn summary(r: &ChaosReport) -> String {
     let mut out = format!(
         "chaos run, seed {}: {} coordinators, {} workers{}\n\
-         faults injected: {} ({} partitions); failover p50 {:.0} ms, p99 {:.0} ms\n\
+         faults injected: {} ({} partitions, {} without a new leader within a minute); \
+         failover p50 {:.0} ms, p99 {:.0} ms\n\
          jobs submitted: {} ({} tasks acknowledged, {} jobs unknown, {} refused)\n\
          lost: {}, duplicated: {}, wrong outcome: {}, replicas identical: {}\n\
          replica check: {}\n\
@@ -569,6 +616,7 @@ pub fn summary(r: &ChaosReport) -> String {
         if r.partitions { ", partitions" } else { "" },
         r.faults_injected,
         r.partitions_injected,
+        r.faults_without_failover,
         r.failover.p50_ms,
         r.failover.p99_ms,
         r.jobs_submitted,

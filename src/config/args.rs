@@ -163,4 +163,9 @@ pub struct CoordinatorArgs {
         conflicts_with = "node_id"
     )]
     pub coordinator_id: Option<String>,
+
+    /// Puts a bug back on purpose (chaos checker's negative controls; feature builds only)
+    #[cfg(feature = "negative-controls")]
+    #[arg(long, hide = true, value_enum)]
+    pub negative_control: Option<crate::negative::Control>,
 }

@@ -381,6 +381,14 @@ where
 
         // Readable from now on; on disk when the writer calls back (see the module docs).
         self.inner.add_pending(&encoded);
+        // The negative control puts back the bug of acknowledging before the disk has it.
+        #[cfg(feature = "negative-controls")]
+        let callback = if crate::negative::active(crate::negative::Control::AckBeforeFsync) {
+            callback.io_completed(Ok(()));
+            IOFlushed::noop()
+        } else {
+            callback
+        };
         let op = Op::Append {
             entries: encoded,
             flushed: callback,

@@ -542,6 +542,28 @@ impl Machine {
             return Reply::rejected(format!("unknown task {id}"));
         };
         if let Some(reason) = Self::staleness(task, attempt, &worker) {
+            // The negative control puts back the bug of accepting a superseded attempt's
+            // result: its row gets the result.
+            #[cfg(feature = "negative-controls")]
+            if crate::negative::active(crate::negative::Control::NoFencing)
+                && attempt >= 1
+                && attempt < task.attempt
+            {
+                let row = Attempt {
+                    number: attempt,
+                    worker,
+                    term: task.current.as_ref().map_or(0, |a| a.term),
+                    assigned_at: at,
+                    started_at: Some(at),
+                    finished_at: Some(at),
+                    outcome: Some(outcome.as_str().to_string()),
+                    exit_code,
+                    duration_ms: Some(duration_ms),
+                    output_tail: Some(output_tail),
+                };
+                self.changes.attempts.insert((id.to_string(), attempt), row);
+                return Reply::Applied;
+            }
             let row = HistoryRow::StaleResult {
                 id: take_id(&mut self.counters.stale_results),
                 task: id.to_string(),

@@ -146,6 +146,14 @@ where
                 Err(_) => break,
             }
         }
+        // The negative control's appends were acknowledged when queued: written later (votes
+        // and truncations, answered only when written, are not held back).
+        #[cfg(feature = "negative-controls")]
+        if crate::negative::active(crate::negative::Control::AckBeforeFsync)
+            && batch.iter().all(|op| matches!(op, Op::Append { .. }))
+        {
+            std::thread::sleep(crate::negative::WRITE_DELAY);
+        }
         match inner.write_batch(&batch) {
             Ok(()) => batch.into_iter().for_each(|op| op.complete(inner, Ok(()))),
             // One write in the batch was refused (e.g. an append that would leave a hole):
