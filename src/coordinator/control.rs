@@ -181,6 +181,42 @@ impl ControlService {
         })
     }
 
+    /// Appends an operator's change of a worker (`command`) and describes the worker after it;
+    /// a follower hands the request to the leader with `forward`.
+    async fn change_worker<T, F, Fut>(
+        &self,
+        request: Request<T>,
+        command: Command,
+        forward: F,
+    ) -> Result<Response<WorkerChangeReply>, Status>
+    where
+        F: FnOnce(ControlClient<crate::auth::AuthChannel>, Request<T>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<WorkerChangeReply>, Status>>,
+    {
+        let worker = match &command {
+            Command::DrainWorker { worker, .. } | Command::RemoveWorker { worker, .. } => {
+                worker.clone()
+            }
+            _ => return Err(Status::internal("not a change of a worker")),
+        };
+        limits::check(&command).map_err(Status::invalid_argument)?;
+        let before = self.drained(&worker);
+        match self.node.raft().client_write(command).await {
+            Ok(response) => Ok(Response::new(self.worker_changed(
+                &worker,
+                response.data,
+                before,
+            )?)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
+                let client = self.leader_client(&request, leader).await?;
+                forward(client, forwarded(request.into_inner())).await
+            }
+            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+
     fn leader_of(&self, leader_id: Option<u64>, addr: Option<String>) -> Option<(u64, String)> {
         let id = leader_id?;
         let addr = addr.or_else(|| self.node.peer_addr(id).map(str::to_string))?;
@@ -372,29 +408,16 @@ impl Control for ControlService {
         request: Request<DrainWorkerRequest>,
     ) -> Result<Response<WorkerChangeReply>, Status> {
         let r = request.get_ref();
-        let worker = r.worker_id.clone();
         let command = Command::DrainWorker {
-            worker: worker.clone(),
+            worker: r.worker_id.clone(),
             drain: r.drain,
             reason: r.reason.clone(),
             at: Timestamp::now(),
         };
-        limits::check(&command).map_err(Status::invalid_argument)?;
-        let before = self.drained(&worker);
-        match self.node.raft().client_write(command).await {
-            Ok(response) => Ok(Response::new(self.worker_changed(
-                &worker,
-                response.data,
-                before,
-            )?)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
-                let mut client = self.leader_client(&request, leader).await?;
-                client.drain_worker(forwarded(request.into_inner())).await
-            }
-            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(fatal(e)),
-        }
+        self.change_worker(request, command, |mut leader, request| async move {
+            leader.drain_worker(request).await
+        })
+        .await
     }
 
     async fn remove_worker(
@@ -402,29 +425,16 @@ impl Control for ControlService {
         request: Request<RemoveWorkerRequest>,
     ) -> Result<Response<WorkerChangeReply>, Status> {
         let r = request.get_ref();
-        let worker = r.worker_id.clone();
         let command = Command::RemoveWorker {
-            worker: worker.clone(),
+            worker: r.worker_id.clone(),
             force: r.force,
             reason: r.reason.clone(),
             at: Timestamp::now(),
         };
-        limits::check(&command).map_err(Status::invalid_argument)?;
-        let before = self.drained(&worker);
-        match self.node.raft().client_write(command).await {
-            Ok(response) => Ok(Response::new(self.worker_changed(
-                &worker,
-                response.data,
-                before,
-            )?)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
-                let mut client = self.leader_client(&request, leader).await?;
-                client.remove_worker(forwarded(request.into_inner())).await
-            }
-            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(fatal(e)),
-        }
+        self.change_worker(request, command, |mut leader, request| async move {
+            leader.remove_worker(request).await
+        })
+        .await
     }
 
     async fn get_check_digest(

@@ -197,22 +197,7 @@ impl Planner {
         let Some(case) = self.cases.remove(worker) else {
             return;
         };
-        let details = json!({
-            "category": case.category.as_str(),
-            "outcome": "self_recovered",
-            "failure_reason": case.reason,
-            "attempts_made": case.attempts,
-            "timings": { "since_failure_ms": millis(now - case.failed_at) },
-            "policy": self.policy.details(),
-        });
-        out.push(Action::Record(WorkerRecoveryRecord {
-            worker: worker.to_string(),
-            attempt_number: case.attempts,
-            success: true,
-            recovery_type: "self_recovered".to_string(),
-            error_message: None,
-            details,
-        }));
+        out.push(self.closing_record(now, worker, &case, "self_recovered", None));
         self.recovered.insert(worker.to_string(), (now, case));
     }
 
@@ -222,27 +207,37 @@ impl Planner {
         self.drains.remove(worker);
         self.infra_faults.remove(worker);
         self.recovered.remove(worker);
-        let Some(case) = self.cases.remove(worker) else {
-            return;
-        };
-        let details = json!({
-            "category": case.category.as_str(),
-            "outcome": "left",
-            "failure_reason": case.reason,
-            "attempts_made": case.attempts,
-            "timings": { "since_failure_ms": millis(now - case.failed_at) },
-            "policy": self.policy.details(),
-        });
-        out.push(Action::Record(WorkerRecoveryRecord {
+        if let Some(case) = self.cases.remove(worker) {
+            let why = "the worker left the fleet (removed or stopped); recovery stopped";
+            out.push(self.closing_record(now, worker, &case, "stopped", Some(why)));
+        }
+    }
+
+    /// The row that closes a case between attempts: `self_recovered` (a success) or `stopped`.
+    fn closing_record(
+        &self,
+        now: Instant,
+        worker: &str,
+        case: &Case,
+        how: &str,
+        error: Option<&str>,
+    ) -> Action {
+        let outcome = if error.is_none() { how } else { "left" };
+        Action::Record(WorkerRecoveryRecord {
             worker: worker.to_string(),
             attempt_number: case.attempts,
-            success: false,
-            recovery_type: "stopped".to_string(),
-            error_message: Some(
-                "the worker left the fleet (removed or stopped); recovery stopped".to_string(),
-            ),
-            details,
-        }));
+            success: error.is_none(),
+            recovery_type: how.to_string(),
+            error_message: error.map(str::to_string),
+            details: json!({
+                "category": case.category.as_str(),
+                "outcome": outcome,
+                "failure_reason": case.reason,
+                "attempts_made": case.attempts,
+                "timings": { "since_failure_ms": millis(now - case.failed_at) },
+                "policy": self.policy.details(),
+            }),
+        })
     }
 
     pub(super) fn restart_finished(
