@@ -9,8 +9,8 @@ use testfleet::auth::Role;
 use testfleet::demo::launch::LocalCluster;
 
 use super::support::{
-    TestDir, WorkerProcess, binary, client, eventually, local_cluster, query_consistent, run,
-    submit_plan, test_dir, token_file,
+    TestDir, WorkerProcess, binary, client, count_reaches, eventually, local_cluster,
+    query_consistent, run, submit_plan, test_dir, token_file,
 };
 
 /// A plan of one task that sleeps for a minute (unless cancelled).
@@ -89,18 +89,8 @@ async fn cancel_stops_a_running_job_and_frees_its_worker() {
         dir.path(),
     );
     assert_eq!(code, 0, "{err}");
-    eventually(Duration::from_secs(20), "the next task to pass", || {
-        let addr = addr.clone();
-        async move {
-            let rows = query_consistent(
-                &mut client(&addr).await,
-                "SELECT count(*) FROM tasks WHERE status = 'passed'",
-            )
-            .await;
-            (rows[0][0].as_u64() == Some(1)).then_some(())
-        }
-    })
-    .await;
+    let passed = "SELECT count(*) FROM tasks WHERE status = 'passed'";
+    count_reaches(&addr, passed, 1, Duration::from_secs(20)).await;
 
     // A second cancel says what is wrong and exits 2.
     let (code, _, err) = run(&["cancel", &job, "--coordinator", &addr], dir.path());

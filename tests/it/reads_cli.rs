@@ -7,9 +7,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::support::{
-    WorkerProcess, client, eventually, local_cluster, query_consistent, run, submit_plan, test_dir,
-};
+use super::support::{WorkerProcess, count_reaches, local_cluster, run, submit_plan, test_dir};
 
 /// `text` as an RFC 3339 time in UTC (`...Z`), within a few minutes of now.
 fn assert_recent_utc(text: &str) {
@@ -52,18 +50,8 @@ async fn lists_print_utc_state_their_cuts_and_say_why_tasks_wait() {
          [[task]]\nname = \"gpu\"\ncommand = [\"true\"]\n\
          requires = { labels = { gpu = \"a100\" } }\n",
     );
-    eventually(Duration::from_secs(30), "three tasks to pass", || {
-        let addr = addr.clone();
-        async move {
-            let rows = query_consistent(
-                &mut client(&addr).await,
-                "SELECT count(*) FROM tasks WHERE status = 'passed'",
-            )
-            .await;
-            (rows[0][0].as_u64() == Some(3)).then_some(())
-        }
-    })
-    .await;
+    let passed = "SELECT count(*) FROM tasks WHERE status = 'passed'";
+    count_reaches(&addr, passed, 3, Duration::from_secs(30)).await;
 
     // The queued task says why it waits, in the table and in JSON.
     let tasks_args = ["tasks", "--job", job.as_str(), c[0], c[1]];

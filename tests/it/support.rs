@@ -338,6 +338,15 @@ pub fn run_as(args: &[&str], dir: &Path, token_file: Option<&Path>) -> (i32, Str
 }
 
 /// A `testfleet worker` process; killed (SIGKILL) when dropped.
+/// Waits up to `limit` until the leader's answer to `sql` (a `count(*)`) is `n`.
+pub async fn count_reaches(addr: &str, sql: &str, n: u64, limit: Duration) {
+    eventually(limit, &format!("{sql} to reach {n}"), || async {
+        let rows = query_consistent(&mut client(addr).await, sql).await;
+        (rows[0][0].as_u64() == Some(n)).then_some(())
+    })
+    .await
+}
+
 /// Waits up to `limit` for `child` to exit; its exit code (`None`: still running, or killed by
 /// a signal).
 pub fn exit_code(child: &mut Child, limit: Duration) -> Option<i32> {
