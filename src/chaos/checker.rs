@@ -21,6 +21,8 @@
 //! * **TwoLeaders** — two nodes were elected in one term (`leader_transitions`).
 //! * **Diverged** — nodes hold different rows for the same task, attempt or term, or the
 //!   replica check (digests of every table) found them different.
+//! * **Crashed** — a coordinator stopped on its own during the run (the runner saw it exit and
+//!   started it again), or its rows could not be read at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -131,6 +133,9 @@ pub enum AnomalyKind {
     WrongOutcome,
     TwoLeaders,
     Diverged,
+    /// A coordinator stopped on its own (a panic, a fatal error), or could not be read at the
+    /// end: the run cannot vouch for it.
+    Crashed,
 }
 
 /// One thing that must not happen, and did.
@@ -184,10 +189,41 @@ pub struct Verdict {
 /// Outcomes that are a test's result (the others are the fleet's decisions about an attempt).
 const RESULTS: &[&str] = &["passed", "failed", "timed_out", "error"];
 
+/// A coordinator that stopped on its own, or could not be read at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Crash {
+    pub node: u64,
+    /// Milliseconds since the run started when the runner saw it.
+    pub at_ms: u64,
+    pub exit_code: Option<i32>,
+    /// The panic or error its log ends with, or why it could not be read.
+    pub why: String,
+}
+
 /// Judges a run: `history` against every node's final rows; `digests_agree` is the replica
-/// check's answer over all tables (`None` when it could not be made, which counts as diverged).
-pub fn check(history: &History, nodes: &[NodeTables], digests_agree: Option<bool>) -> Verdict {
-    let mut anomalies = Vec::new();
+/// check's answer over all tables (`None` when it could not be made, which counts as diverged);
+/// `crashes` are the coordinators that stopped on their own.
+pub fn check(
+    history: &History,
+    nodes: &[NodeTables],
+    digests_agree: Option<bool>,
+    crashes: &[Crash],
+) -> Verdict {
+    let mut anomalies: Vec<Anomaly> = (crashes.iter())
+        .map(|c| Anomaly {
+            kind: AnomalyKind::Crashed,
+            task: None,
+            nodes: vec![c.node],
+            terms: vec![],
+            log_indexes: vec![],
+            detail: format!(
+                "at {:.1}s, exit code {:?}: {}",
+                c.at_ms as f64 / 1000.0,
+                c.exit_code,
+                c.why
+            ),
+        })
+        .collect();
     let mut expected: BTreeMap<&str, (Expected, &Ack)> = BTreeMap::new();
     for submission in &history.submissions {
         for (task, outcome) in &submission.tasks {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::checker::{self, Anomaly, AttemptRow, History, LeaderRow, NodeTables, TaskRow};
+use super::checker::{self, Anomaly, AttemptRow, Crash, History, LeaderRow, NodeTables, TaskRow};
 use super::netns::Fabric;
 use crate::cli::{CliError, Output, Remote};
 use crate::demo::launch::{LocalCluster, LocalWorkers, NodePlace};
@@ -80,7 +80,7 @@ pub struct FaultRecord {
     /// For faults that cost the cluster its leader: until a new one led (ms).
     pub failover_ms: Option<f64>,
     pub partition: bool,
-    /// What went wrong with the fault itself (e.g. no new leader within a minute): not a
+    /// What went wrong with the fault itself (e.g. no new leader within 30 s): not a
     /// safety anomaly, but the run says so.
     pub note: Option<String>,
 }
@@ -105,7 +105,7 @@ pub struct ChaosReport {
     pub runtime_s: f64,
     pub faults_injected: usize,
     pub partitions_injected: usize,
-    /// Faults after which no new leader came within a minute.
+    /// Faults after which no new leader came within 30 s.
     pub faults_without_failover: usize,
     pub failover: Latency,
     pub jobs_submitted: usize,
@@ -117,6 +117,8 @@ pub struct ChaosReport {
     pub wrong_outcome: usize,
     pub replicas_identical: bool,
     pub replica_check: String,
+    /// Coordinators that stopped on their own during the run (each an anomaly too).
+    pub crashes: Vec<Crash>,
     pub verdict: &'static str,
     pub anomalies: Vec<Anomaly>,
     pub faults: Vec<FaultRecord>,
@@ -194,6 +196,36 @@ fn pick(rng: &mut Rng, menu: &[(Kind, u64)]) -> Kind {
         roll -= weight;
     }
     menu[0].0
+}
+
+/// How long the cluster may take to settle (every node following one leader) or to elect.
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Records the coordinators that stopped on their own and starts them again, as a supervisor
+/// would.
+fn restart_crashed(
+    cluster: &mut LocalCluster,
+    crashes: &mut Vec<Crash>,
+    started: Instant,
+) -> Result<(), CouldNotRun> {
+    for (node, exit_code, why) in cluster.exited() {
+        let at_ms = started.elapsed().as_millis() as u64;
+        say(&format!(
+            "[{:6.1}s] coordinator {node} stopped on its own (exit code {exit_code:?}): {why}; \
+             restarting it",
+            at_ms as f64 / 1000.0
+        ));
+        crashes.push(Crash {
+            node,
+            at_ms,
+            exit_code,
+            why,
+        });
+        cluster
+            .restart(node)
+            .map_err(|e| CouldNotRun(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// How long a worker is paused: past the failure timeout (5 s), so its attempts are taken
@@ -281,24 +313,42 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
     let mut rng = Rng(args.seed ^ 0xc4a0_5eed_0000_0001);
     let menu = menu(args.nodes, fabric.is_some());
     let mut faults: Vec<FaultRecord> = Vec::new();
+    let mut crashes: Vec<Crash> = Vec::new();
     let mut interrupted = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| CouldNotRun(format!("cannot handle SIGTERM: {e}")))?;
     let limit = Duration::from_secs(args.duration);
+    let mut unsettled = 0;
     while faults.len() < args.faults && started.elapsed() < limit {
         let gap = Duration::from_secs_f64(rng.range(0.5, 1.5));
         tokio::select! {
             _ = &mut ctrl_c => { interrupted = true; break; }
+            _ = terminate.recv() => { interrupted = true; break; }
             _ = tokio::time::sleep(gap) => {}
         }
-        match cluster.settled(Duration::from_secs(60), 1_000).await {
-            Ok(now) => leader = now,
-            Err(e) => say(&format!("the cluster did not settle before a fault: {e}")),
+        restart_crashed(&mut cluster, &mut crashes, started)?;
+        match cluster.settled(SETTLE_LIMIT, 1_000).await {
+            Ok(now) => {
+                leader = now;
+                unsettled = 0;
+            }
+            Err(e) => {
+                say(&format!("the cluster did not settle before a fault: {e}"));
+                unsettled += 1;
+                if unsettled == 2 {
+                    say("the cluster does not recover: no more faults; checking what is left");
+                    break;
+                }
+                continue;
+            }
         }
         let kind = pick(&mut rng, &menu);
         let at_s = started.elapsed().as_secs_f64();
         let fault = tokio::select! {
             _ = &mut ctrl_c => { interrupted = true; break; }
+            _ = terminate.recv() => { interrupted = true; break; }
             f = inject(kind, &mut cluster, &mut workers, fabric.as_mut(), leader, &mut rng) => f,
         };
         let mut record = fault.map_err(CouldNotRun)?;
@@ -327,7 +377,8 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
         let _ = client.await;
     }
     say("faults done; waiting for the open tasks to finish");
-    let _ = cluster.settled(Duration::from_secs(60), 1_000).await;
+    restart_crashed(&mut cluster, &mut crashes, started)?;
+    let _ = cluster.settled(SETTLE_LIMIT, 1_000).await;
     drain(&cluster, Duration::from_secs(120)).await;
     let replica = crate::demo::ha::check_replicas(&cluster).await;
     let digests = match replica.verdict.as_str() {
@@ -335,12 +386,21 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
         "differ" => Some(false),
         _ => None,
     };
+    restart_crashed(&mut cluster, &mut crashes, started)?;
     let mut tables = Vec::new();
     for (node, addr) in cluster.addresses() {
-        tables.push(read_tables(&cluster, node, &addr).await?);
+        match read_tables(&cluster, node, &addr).await {
+            Ok(rows) => tables.push(rows),
+            Err(CouldNotRun(why)) => crashes.push(Crash {
+                node,
+                at_ms: started.elapsed().as_millis() as u64,
+                exit_code: None,
+                why,
+            }),
+        }
     }
     let history = history.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let verdict = checker::check(&history, &tables, digests);
+    let verdict = checker::check(&history, &tables, digests, &crashes);
     let failovers: Vec<Duration> = (faults.iter())
         .filter_map(|f| f.failover_ms)
         .map(|ms| Duration::from_secs_f64(ms / 1000.0))
@@ -369,6 +429,7 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
         wrong_outcome: verdict.wrong_outcome,
         replicas_identical: verdict.replicas_identical,
         replica_check: format!("{}: {}", replica.verdict, replica.detail),
+        crashes,
         verdict: verdict.verdict,
         anomalies: verdict.anomalies,
         faults,
@@ -467,7 +528,7 @@ async fn inject(
             for id in &victims {
                 cluster.restart(*id).map_err(|e| e.to_string())?;
             }
-            let elected = cluster.leader(Duration::from_secs(60), None).await;
+            let elected = cluster.leader(SETTLE_LIMIT, None).await;
             record.failover(
                 (elected.map(|_| t0.elapsed().as_secs_f64() * 1000.0)).map_err(|e| e.to_string()),
             );
@@ -508,7 +569,7 @@ async fn inject(
 
 /// Waits for a leader other than `old`; the time since `t0` in ms.
 async fn new_leader(cluster: &LocalCluster, old: u64, t0: Instant) -> Result<f64, String> {
-    (cluster.leader(Duration::from_secs(60), Some(old)).await).map_err(|e| e.to_string())?;
+    (cluster.leader(SETTLE_LIMIT, Some(old)).await).map_err(|e| e.to_string())?;
     Ok(t0.elapsed().as_secs_f64() * 1000.0)
 }
 
@@ -604,7 +665,7 @@ async fn read_tables(
 pub fn summary(r: &ChaosReport) -> String {
     let mut out = format!(
         "chaos run, seed {}: {} coordinators, {} workers{}\n\
-         faults injected: {} ({} partitions, {} without a new leader within a minute); \
+         faults injected: {} ({} partitions, {} without a new leader within 30 s); \
          failover p50 {:.0} ms, p99 {:.0} ms\n\
          jobs submitted: {} ({} tasks acknowledged, {} jobs unknown, {} refused)\n\
          lost: {}, duplicated: {}, wrong outcome: {}, replicas identical: {}\n\

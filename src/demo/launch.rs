@@ -342,6 +342,34 @@ impl LocalCluster {
             .collect()
     }
 
+    /// Nodes that exited on their own since the last call (not killed through [`Self::kill`]),
+    /// each with its exit code (`None`: a signal) and the end of its log; they count as
+    /// stopped, and [`Self::restart`] starts them again.
+    pub fn exited(&mut self) -> Vec<(u64, Option<i32>, String)> {
+        let mut gone = Vec::new();
+        for (id, node) in &mut self.nodes {
+            let Some(child) = node.child.as_mut() else {
+                continue;
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                let log =
+                    std::fs::read_to_string(node.dir.join("coordinator.log")).unwrap_or_default();
+                // The panic or error that ended it, if the log says, else its last line.
+                let why = (log.lines())
+                    .find(|l| l.contains("panicked at") || l.starts_with("error:"))
+                    .map(|l| {
+                        let next = log.lines().skip_while(|x| *x != l).nth(1).unwrap_or("");
+                        format!("{} {}", l.trim(), next.trim())
+                    })
+                    .or_else(|| log.lines().last().map(str::to_string))
+                    .unwrap_or_default();
+                gone.push((*id, status.code(), why));
+            }
+        }
+        gone
+    }
+
     /// SIGKILLs a node and reaps it.
     pub fn kill(&mut self, id: u64) {
         if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {

@@ -77,7 +77,7 @@ fn kinds(verdict: &Verdict) -> Vec<AnomalyKind> {
 #[test]
 fn a_clean_run_passes() {
     let (history, nodes) = clean();
-    let verdict = check(&history, &nodes, Some(true));
+    let verdict = check(&history, &nodes, Some(true), &[]);
     assert_eq!(verdict.anomalies, vec![]);
     assert_eq!(verdict.verdict, "pass");
     assert_eq!(
@@ -104,7 +104,7 @@ fn an_acknowledged_task_missing_on_a_node_is_lost_and_an_unknown_one_is_not() {
         node.tasks.retain(|t| t.id != "t1");
         node.attempts.retain(|a| a.task != "t1");
     }
-    let verdict = check(&history, &nodes, Some(true));
+    let verdict = check(&history, &nodes, Some(true), &[]);
     assert_eq!(verdict.lost, 1);
     assert_eq!(kinds(&verdict), vec![AnomalyKind::Lost; 3]);
     let first = &verdict.anomalies[0];
@@ -118,7 +118,7 @@ fn an_acknowledged_task_missing_on_a_node_is_lost_and_an_unknown_one_is_not() {
 fn a_task_still_open_after_the_run_is_lost() {
     let (history, mut nodes) = clean();
     nodes[2].tasks[0].status = "running".into();
-    let verdict = check(&history, &nodes, Some(true));
+    let verdict = check(&history, &nodes, Some(true), &[]);
     assert_eq!(verdict.lost, 1);
     assert!(kinds(&verdict).contains(&AnomalyKind::Lost));
     assert!(
@@ -135,7 +135,7 @@ fn two_results_for_one_task_are_a_duplicate_and_the_older_one_is_superseded() {
         // The paused worker's attempt 1 reported after the task was given to attempt 2.
         node.attempts[1] = attempt("t2", 1, 1, "failed", Some(3));
     }
-    let verdict = check(&history, &nodes, Some(true));
+    let verdict = check(&history, &nodes, Some(true), &[]);
     assert_eq!(verdict.duplicated, 1);
     assert_eq!(
         kinds(&verdict),
@@ -157,7 +157,7 @@ fn a_result_from_a_superseded_attempt_alone_is_caught() {
         node.attempts[1] = attempt("t2", 1, 1, "failed", Some(3));
         node.attempts[2] = attempt("t2", 2, 2, "requeued: crash", None);
     }
-    let verdict = check(&history, &nodes, Some(true));
+    let verdict = check(&history, &nodes, Some(true), &[]);
     // The last attempt carries no exit code 3 either: the outcome that counts is not its own.
     assert_eq!(
         kinds(&verdict),
@@ -173,7 +173,7 @@ fn the_wrong_status_or_exit_code_is_a_wrong_outcome() {
         node.attempts[2].exit_code = Some(4);
         node.tasks[2].status = "passed".into();
     }
-    let verdict = check(&history, &nodes, Some(true));
+    let verdict = check(&history, &nodes, Some(true), &[]);
     assert_eq!(verdict.wrong_outcome, 2);
     assert_eq!(kinds(&verdict), vec![AnomalyKind::WrongOutcome; 6]);
 }
@@ -184,7 +184,7 @@ fn two_leaders_in_one_term_are_caught() {
     for node in &mut nodes {
         node.leaders.push(LeaderRow { term: 2, node: 3 });
     }
-    let verdict = check(&history, &nodes, Some(true));
+    let verdict = check(&history, &nodes, Some(true), &[]);
     assert_eq!(kinds(&verdict), vec![AnomalyKind::TwoLeaders]);
     assert_eq!(verdict.anomalies[0].nodes, vec![2, 3]);
 }
@@ -193,14 +193,14 @@ fn two_leaders_in_one_term_are_caught() {
 fn nodes_that_differ_or_an_unchecked_cluster_are_diverged() {
     let (history, mut nodes) = clean();
     nodes[1].attempts[0].worker = "w2".into();
-    let verdict = check(&history, &nodes, Some(true));
+    let verdict = check(&history, &nodes, Some(true), &[]);
     assert_eq!(kinds(&verdict), vec![AnomalyKind::Diverged]);
     assert_eq!(verdict.anomalies[0].task.as_deref(), Some("t1"));
     assert!(!verdict.replicas_identical);
 
     let (history, nodes) = clean();
     for digests in [Some(false), None] {
-        let verdict = check(&history, &nodes, digests);
+        let verdict = check(&history, &nodes, digests, &[]);
         assert_eq!(kinds(&verdict), vec![AnomalyKind::Diverged]);
         assert!(!verdict.replicas_identical && verdict.verdict == "fail");
     }
@@ -219,6 +219,25 @@ fn a_task_nobody_submitted_or_a_refused_one_present_is_a_phantom() {
         node.attempts.push(attempt("r1", 1, 2, "passed", Some(0)));
         node.tasks.push(task("x1", "passed", 1));
     }
-    let verdict = check(&history, &nodes, Some(true));
+    let verdict = check(&history, &nodes, Some(true), &[]);
     assert_eq!(kinds(&verdict), vec![AnomalyKind::Phantom; 6]);
+}
+
+#[test]
+fn a_node_that_stopped_on_its_own_fails_the_run() {
+    let (history, nodes) = clean();
+    let crash = Crash {
+        node: 2,
+        at_ms: 12_500,
+        exit_code: Some(1),
+        why: "panicked at update.rs: follower log reversion is not allowed".into(),
+    };
+    let verdict = check(&history, &nodes, Some(true), &[crash]);
+    assert_eq!(kinds(&verdict), vec![AnomalyKind::Crashed]);
+    assert_eq!(
+        verdict.anomalies[0].to_string(),
+        "Crashed nodes [2]: at 12.5s, exit code Some(1): panicked at update.rs: follower log \
+         reversion is not allowed"
+    );
+    assert_eq!(verdict.verdict, "fail");
 }
