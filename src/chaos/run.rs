@@ -380,12 +380,16 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
     restart_crashed(&mut cluster, &mut crashes, started)?;
     let _ = cluster.settled(SETTLE_LIMIT, 1_000).await;
     drain(&cluster, Duration::from_secs(120)).await;
-    let replica = crate::demo::ha::check_replicas(&cluster).await;
-    let digests = match replica.verdict.as_str() {
-        "agree" => Some(true),
-        "differ" => Some(false),
-        _ => None,
-    };
+    let (digests, replica_check) =
+        match crate::cli::cluster_check::run(&cluster.remote(), SETTLE_LIMIT).await {
+            Ok(report) => {
+                let agree = report.exit_code() == 0;
+                let differ = report.exit_code() == 1;
+                let digests = (agree || differ).then_some(agree);
+                (digests, report.summary())
+            }
+            Err(e) => (None, format!("the replica check could not run: {e}")),
+        };
     restart_crashed(&mut cluster, &mut crashes, started)?;
     let mut tables = Vec::new();
     for (node, addr) in cluster.addresses() {
@@ -428,7 +432,7 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
         duplicated: verdict.duplicated,
         wrong_outcome: verdict.wrong_outcome,
         replicas_identical: verdict.replicas_identical,
-        replica_check: format!("{}: {}", replica.verdict, replica.detail),
+        replica_check,
         crashes,
         verdict: verdict.verdict,
         anomalies: verdict.anomalies,
@@ -573,25 +577,27 @@ async fn new_leader(cluster: &LocalCluster, old: u64, t0: Instant) -> Result<f64
     Ok(t0.elapsed().as_secs_f64() * 1000.0)
 }
 
-/// Waits until no task is open (queued, assigned, running), or `limit`.
+/// Waits until no task is open (queued, assigned, running), or `limit`; gives up sooner when
+/// no leader answers for [`SETTLE_LIMIT`] (a cluster that cannot recover).
 async fn drain(cluster: &LocalCluster, limit: Duration) {
     let deadline = Instant::now() + limit;
+    let mut answered = Instant::now();
     let sql = "SELECT count(*) FROM tasks WHERE status IN ('queued', 'assigned', 'running')";
-    while Instant::now() < deadline {
-        if let Ok(rows) = crate::cli::query_rows(&cluster.remote(), sql, true).await
-            && rows
+    while Instant::now() < deadline && answered.elapsed() < SETTLE_LIMIT {
+        if let Ok(rows) = crate::cli::query_rows(&cluster.remote(), sql, true).await {
+            answered = Instant::now();
+            if rows
                 .first()
                 .and_then(|r| r.first())
                 .and_then(|v| v.as_u64())
                 == Some(0)
-        {
-            return;
+            {
+                return;
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    say(&format!(
-        "tasks still open after {limit:?}: the checker reports them"
-    ));
+    say("tasks are still open: the checker reports them");
 }
 
 /// One node's rows, read from its own copy.

@@ -153,7 +153,7 @@ pub struct ReplicaCheck {
 }
 
 /// Runs `cluster check` once every coordinator follows the leader again.
-pub(crate) async fn check_replicas(cluster: &LocalCluster) -> ReplicaCheck {
+async fn check_replicas(cluster: &LocalCluster) -> ReplicaCheck {
     if let Err(e) = cluster.settled(Duration::from_secs(60), 1_000).await {
         // Checked anyway: the check names the nodes that are not back.
         println!("not every coordinator is back before the replica check: {e}");
