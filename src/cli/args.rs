@@ -17,7 +17,8 @@ Exit codes:
   3  run/wait: a task could not run (its program not found, abandoned after retries)
   4  the coordinator refused the credentials (no token, an unknown one, the wrong role);
      worker: its name is held by another live worker
-  5  no coordinator could be reached, or the cluster could not answer
+  5  no coordinator could be reached (refused, no such host, not a Testfleet coordinator),
+     or the cluster could not answer
   130  run: interrupted a second time (Ctrl-C), the job left running";
 
 /// Coordinator addresses, as any subset of the cluster.

@@ -204,14 +204,38 @@ pub fn unavailable(e: impl std::fmt::Display) -> CliError {
 
 /// Maps a gRPC status to a CLI error with the server's message.
 pub fn from_status(status: tonic::Status) -> CliError {
-    // A client speaking plain HTTP/2 to a TLS port (or TLS to a plain one) only sees the
-    // connection fail as a protocol error; say what usually causes it.
-    if status.code() == tonic::Code::Internal && status.message().contains("protocol error") {
+    // A call that failed in the transport carries the cause as its source; tonic's own message
+    // is a bare "transport error".
+    let mut causes = vec![status.message().to_string()];
+    let mut source = std::error::Error::source(&status);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !causes.iter().any(|c| c.contains(&text)) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    let cause = causes.join(": ");
+    // Something that is not a gRPC server over HTTP/2 answered (a web server, SSH, a database),
+    // or plain HTTP/2 met a TLS port (or TLS a plain one): the connection fails as a protocol
+    // error. Say what usually causes it.
+    let foreign = [
+        "protocol error",
+        "http2 error",
+        "frame with invalid size",
+        "invalid HTTP",
+    ];
+    if matches!(status.code(), tonic::Code::Internal | tonic::Code::Unknown)
+        && foreign.iter().any(|f| cause.contains(f))
+    {
         return CliError::Unavailable(format!(
-            "{} (if the coordinator runs mutual TLS, pass --tls-cert, --tls-key and --tls-ca; \
-             if it does not, leave them out)",
-            status.message()
+            "not a Testfleet coordinator: what answers there does not speak gRPC ({cause}); check \
+             the address, or — if the coordinator runs mutual TLS — pass --tls-cert, --tls-key \
+             and --tls-ca (and leave them out if it does not)"
         ));
+    }
+    if status.code() == tonic::Code::Unknown && std::error::Error::source(&status).is_some() {
+        return CliError::Unavailable(format!("the connection failed: {cause}"));
     }
     match status.code() {
         // Bad input, or something named that does not exist (exit 2).
@@ -231,7 +255,7 @@ pub fn from_status(status: tonic::Status) -> CliError {
         tonic::Code::PermissionDenied => {
             CliError::Denied(format!("permission denied: {}", status.message()))
         }
-        _ => CliError::Other(format!("{:?}: {}", status.code(), status.message())),
+        _ => CliError::Other(format!("{:?}: {cause}", status.code())),
     }
 }
 

@@ -254,3 +254,35 @@ fn a_second_coordinator_on_the_same_files_says_which_and_what_to_do() {
     assert!(err.contains(&expected), "{err}");
     assert!(err.contains("give each node its own --db-path"), "{err}");
 }
+
+/// A port where something other than a coordinator answers (here a web server's reply, as
+/// an HTTP/1 server or an SSH daemon would send): every client command says so and exits 5,
+/// instead of "h2 protocol error" or "transport error".
+#[test]
+fn a_port_that_is_not_a_coordinator_is_named_as_such() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            // As a web server does: read the request (HTTP/2's preface), answer 400, and keep
+            // the connection a moment.
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    for command in [&["status"][..], &["jobs"], &["workers"]] {
+        let mut args = command.to_vec();
+        args.extend(["--coordinator", &addr]);
+        let (code, _, err) = run(&args, dir.path());
+        assert_eq!(code, 5, "{command:?}: {err}");
+        assert!(
+            err.contains("not a Testfleet coordinator"),
+            "{command:?}: {err}"
+        );
+    }
+}
