@@ -266,12 +266,14 @@ fn a_port_that_is_not_a_coordinator_is_named_as_such() {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { break };
-            // As a web server does: read the request (HTTP/2's preface), answer 400, and keep
-            // the connection a moment.
-            let mut request = [0u8; 1024];
-            let _ = stream.read(&mut request);
-            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
-            std::thread::sleep(std::time::Duration::from_millis(500));
+            // As a web server does: read the request (HTTP/2's preface), answer 400; then the
+            // connection stays until the client gives up on it.
+            std::thread::spawn(move || {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+                while matches!(stream.read(&mut request), Ok(n) if n > 0) {}
+            });
         }
     });
     let dir = tempfile::tempdir().unwrap();
