@@ -6,11 +6,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use testfleet::auth::Role;
-use testfleet::demo::launch::LocalCluster;
 
 use super::support::{
-    TestDir, WorkerProcess, binary, client, count_reaches, eventually, local_cluster,
-    query_consistent, run, submit_plan, test_dir, token_file,
+    binary, client, count_reaches, eventually, one_node_one_worker, query_consistent, run,
+    submit_plan, token_file,
 };
 
 /// A plan of one task that sleeps for a minute (unless cancelled).
@@ -22,17 +21,6 @@ fn sleepy_plan(dir: &Path) -> String {
     )
     .unwrap();
     plan.display().to_string()
-}
-
-/// A one-node cluster with one worker of one slot: (its directory, the cluster, the node's
-/// address, the worker).
-async fn one_node_one_worker() -> (TestDir, LocalCluster, String, WorkerProcess) {
-    let dir = test_dir();
-    let cluster = local_cluster(1, dir.path(), &[]);
-    let leader = cluster.leader(Duration::from_secs(60), None).await.unwrap();
-    let addr = cluster.addr(leader).to_string();
-    let worker = WorkerProcess::start(&addr, "w1", 1, dir.path());
-    (dir, cluster, addr, worker)
 }
 
 /// The status of `job` and of its one task, read consistently.

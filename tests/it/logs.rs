@@ -8,20 +8,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use testfleet::auth::Role;
-use testfleet::demo::launch::LocalCluster;
 
-use super::support::{self, TestDir, WorkerProcess, eventually, local_cluster, run, test_dir};
-
-/// A one-node cluster with one worker of one slot: (its directory, the cluster, the node's
-/// address, the worker).
-async fn one_node_one_worker() -> (TestDir, LocalCluster, String, WorkerProcess) {
-    let dir = test_dir();
-    let cluster = local_cluster(1, dir.path(), &[]);
-    let leader = cluster.leader(Duration::from_secs(60), None).await.unwrap();
-    let addr = cluster.addr(leader).to_string();
-    let worker = WorkerProcess::start(&addr, "w1", 1, dir.path());
-    (dir, cluster, addr, worker)
-}
+use super::support::{self, TestDir, eventually, one_node_one_worker, run};
 
 /// Submits `command` as a one-task job; returns the task id.
 fn submit(dir: &TestDir, addr: &str, command: &[&str]) -> String {

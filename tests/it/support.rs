@@ -338,6 +338,17 @@ pub fn run_as(args: &[&str], dir: &Path, token_file: Option<&Path>) -> (i32, Str
 }
 
 /// A `testfleet worker` process; killed (SIGKILL) when dropped.
+/// A one-node cluster with one worker of one slot: (its directory, the cluster, the node's
+/// address, the worker).
+pub async fn one_node_one_worker() -> (TestDir, LocalCluster, String, WorkerProcess) {
+    let dir = test_dir();
+    let cluster = local_cluster(1, dir.path(), &[]);
+    let leader = cluster.leader(Duration::from_secs(60), None).await.unwrap();
+    let addr = cluster.addr(leader).to_string();
+    let worker = WorkerProcess::start(&addr, "w1", 1, dir.path());
+    (dir, cluster, addr, worker)
+}
+
 /// Waits up to `limit` until the leader's answer to `sql` (a `count(*)`) is `n`.
 pub async fn count_reaches(addr: &str, sql: &str, n: u64, limit: Duration) {
     eventually(limit, &format!("{sql} to reach {n}"), || async {
