@@ -234,7 +234,9 @@ pub fn from_status(status: tonic::Status) -> CliError {
              and --tls-ca (and leave them out if it does not)"
         ));
     }
-    if status.code() == tonic::Code::Unknown && std::error::Error::source(&status).is_some() {
+    if matches!(status.code(), tonic::Code::Unknown | tonic::Code::Cancelled)
+        && std::error::Error::source(&status).is_some()
+    {
         return CliError::Unavailable(format!("the connection failed: {cause}"));
     }
     match status.code() {
