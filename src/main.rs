@@ -312,6 +312,9 @@ enum BenchCommand {
     Reconnect(testfleet::bench::reconnect::ReconnectArgs),
     /// Leader SIGKILL (or SIGSTOP) to new leader, and to the first acknowledged write
     Failover(testfleet::bench::failover::FailoverArgs),
+    /// The replaced system's claims (recovery; a coordinator failure without and with HA),
+    /// measured by three checked chaos runs
+    Claims(testfleet::bench::claims::ClaimsArgs),
 }
 
 /// The log filter without `RUST_LOG`. openraft warns on every failed heartbeat and replication
@@ -761,6 +764,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let report = failover::run(&args.settings()).await?;
             print!("{}", failover::render(&report, args.output));
             Ok(())
+        }
+        Command::Bench(BenchCommand::Claims(args)) => {
+            let report = bench::claims::run(&args).await?;
+            print!("{}", bench::claims::render(&report, args.output));
+            if report.passed {
+                Ok(())
+            } else {
+                Err(CliError::Exit(1))
+            }
         }
     }
 }

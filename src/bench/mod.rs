@@ -15,10 +15,13 @@
 //!   fleet holds a session with the new leader.
 //! * [`failover`] (`bench failover`): the leader SIGKILLed or paused, until a new leader is
 //!   elected and until the first write is acknowledged.
+//! * [`claims`] (`bench claims`): the figures the replaced system claimed — recovery, and a
+//!   coordinator failure with and without HA — from three checked chaos runs.
 //!
 //! Results go in `BENCHMARKS.md`, each with the command line that reruns it and the machine it
 //! ran on, so that a later change can be measured the same way.
 
+pub mod claims;
 pub mod commit;
 pub mod failover;
 pub mod reconnect;

@@ -18,7 +18,9 @@
 //!   superseded attempt's report was applied instead of being recorded as stale.
 //! * **WrongOutcome** — the task's final status (and exit code) differs from the one its command
 //!   was built to produce.
-//! * **TwoLeaders** — two nodes were elected in one term (`leader_transitions`).
+//! * **TwoLeaders** — two nodes led in one term: by the replicated `leader_transitions`, or by
+//!   the nodes' own logs (each node logs the term in which it starts leading, before it records
+//!   the election through the log — a leader that could not replicate still says so there).
 //! * **Diverged** — nodes hold different rows for the same task, attempt or term, or the
 //!   replica check (digests of every table) found them different.
 //! * **Crashed** — a coordinator stopped on its own during the run (the runner saw it exit and
@@ -120,6 +122,21 @@ pub struct NodeTables {
     pub tasks: Vec<TaskRow>,
     pub attempts: Vec<AttemptRow>,
     pub leaders: Vec<LeaderRow>,
+    /// The terms this node's own log says it led (`leading: dispatch started`), across its
+    /// restarts: evidence that does not depend on replication.
+    pub logged_terms: Vec<u64>,
+}
+
+/// The terms a coordinator's log says it led: the `term=` of each `leading: dispatch started`
+/// line (see `coordinator::leader`).
+pub fn logged_terms(log: &str) -> Vec<u64> {
+    (log.lines())
+        .filter(|line| line.contains("leading: dispatch started"))
+        .filter_map(|line| {
+            let (_, rest) = line.rsplit_once(" term=")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
 }
 
 /// The kinds of anomaly (see the module doc).
@@ -364,20 +381,45 @@ pub fn check(
         }
     }
 
-    let mut by_term: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    // Who led each term, and who says so: the replicated table (as read on each node) and
+    // each node's own log.
+    let mut by_term: BTreeMap<u64, BTreeMap<u64, BTreeSet<String>>> = BTreeMap::new();
     for node in nodes {
         for l in &node.leaders {
-            by_term.entry(l.term).or_default().insert(l.node);
+            (by_term
+                .entry(l.term)
+                .or_default()
+                .entry(l.node)
+                .or_default())
+            .insert("leader_transitions".into());
+        }
+        for term in &node.logged_terms {
+            (by_term
+                .entry(*term)
+                .or_default()
+                .entry(node.node)
+                .or_default())
+            .insert(format!("node {}'s log", node.node));
         }
     }
     for (term, leaders) in by_term.iter().filter(|(_, l)| l.len() > 1) {
+        let evidence: Vec<String> = (leaders.iter())
+            .map(|(node, sources)| {
+                let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+                format!("node {node} ({})", sources.join(", "))
+            })
+            .collect();
         anomalies.push(Anomaly {
             kind: AnomalyKind::TwoLeaders,
             task: None,
-            nodes: leaders.iter().copied().collect(),
+            nodes: leaders.keys().copied().collect(),
             terms: vec![*term],
             log_indexes: vec![],
-            detail: format!("{} nodes were elected in term {term}", leaders.len()),
+            detail: format!(
+                "{} nodes led term {term}: {}",
+                leaders.len(),
+                evidence.join("; ")
+            ),
         });
     }
 

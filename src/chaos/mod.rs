@@ -9,5 +9,7 @@
 
 pub mod checker;
 pub mod netns;
+pub mod probe;
+pub mod resources;
 pub mod run;
 pub mod workload;

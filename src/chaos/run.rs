@@ -54,6 +54,17 @@ pub struct ChaosArgs {
     /// Output format of the summary on stdout
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Draw faults only of these kinds (comma-separated); default: every kind the cluster
+    /// allows
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub fault_kinds: Vec<Kind>,
+    /// Seconds from one fault's end to the next (default: 0.5–1.5 s, drawn from the seed)
+    #[arg(long)]
+    pub fault_gap: Option<f64>,
+    /// How long a SIGKILLed leader stays down before it is started again, as a supervisor's
+    /// restart delay would keep it (ms)
+    #[arg(long, default_value_t = 0)]
+    pub restart_delay_ms: u64,
     /// Run every coordinator with a bug put back; the checker must then fail the run
     #[cfg(feature = "negative-controls")]
     #[arg(long, value_enum)]
@@ -83,7 +94,28 @@ pub struct FaultRecord {
     /// What went wrong with the fault itself (e.g. no new leader within 30 s): not a
     /// safety anomaly, but the run says so.
     pub note: Option<String>,
+    /// From the fault until a write invoked after it was acknowledged (ms); see
+    /// [`super::probe`].
+    pub write_outage_ms: Option<f64>,
+    /// For worker faults: from the worker's restart (or resume) until the leader counted it
+    /// healthy again (ms); `None` if it did not come back within 30 s (then `note` says so).
+    pub worker_back_ms: Option<f64>,
+    /// The coordinators' cores and resident memory in the [`RESOURCE_WINDOW`] before the
+    /// fault and after it.
+    pub resources: Option<FaultResources>,
 }
+
+/// What the coordinators used around one fault (see [`super::resources`]).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct FaultResources {
+    pub cores_before: f64,
+    pub cores_after: f64,
+    pub rss_mean_before: f64,
+    pub rss_peak_after: u64,
+}
+
+/// The window before and after a fault over which its resource use is measured.
+pub const RESOURCE_WINDOW: Duration = Duration::from_secs(5);
 
 impl FaultRecord {
     /// Notes how long the new leader took, or that none came.
@@ -93,6 +125,13 @@ impl FaultRecord {
             Err(e) => self.note = Some(e),
         }
     }
+}
+
+/// Recovery attempts that succeeded and failed.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Outcomes {
+    pub succeeded: u64,
+    pub failed: u64,
 }
 
 /// The run's report.
@@ -108,6 +147,27 @@ pub struct ChaosReport {
     /// Faults after which no new leader came within 30 s.
     pub faults_without_failover: usize,
     pub failover: Latency,
+    /// Write outages of the faults that took the leader (see [`super::probe`]).
+    pub write_outage: Latency,
+    /// Time during which no write could be acknowledged, summed over the faults (s).
+    pub unavailable_s: f64,
+    /// `1 - unavailable / runtime`, at this run's rate of faults.
+    pub availability: f64,
+    /// Worker faults, and how many of those workers were healthy again within 30 s.
+    pub worker_faults: usize,
+    pub workers_back: usize,
+    pub worker_back: Latency,
+    /// Rows of `worker_recovery_history` and `task_recovery_history` by success, as the first
+    /// node holds them at the end.
+    pub worker_recoveries: Outcomes,
+    pub task_recoveries: Outcomes,
+    /// Finished tasks of acknowledged jobs, and how many of them ran only once (no
+    /// interruption made them run again).
+    pub tasks_finished: usize,
+    pub tasks_first_attempt: usize,
+    /// The coordinators' CPU (mean cores over the run) and their peak summed resident memory.
+    pub coordinator_cores: f64,
+    pub coordinator_peak_rss_bytes: u64,
     pub jobs_submitted: usize,
     pub acknowledged: usize,
     pub unknown: usize,
@@ -126,17 +186,28 @@ pub struct ChaosReport {
     pub interrupted: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+/// The faults a run draws from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    #[value(name = "sigkill-leader")]
     KillLeader,
+    #[value(name = "sigstop-leader")]
     PauseLeader,
+    #[value(name = "sigkill-follower")]
     KillFollower,
+    #[value(name = "sigkill-worker")]
     KillWorker,
+    #[value(name = "sigstop-worker")]
     PauseWorker,
+    #[value(name = "sigkill-majority")]
     KillMajority,
+    #[value(name = "sigkill-all")]
     KillAll,
+    #[value(name = "isolate-leader")]
     IsolateLeader,
+    #[value(name = "isolate-minority")]
     IsolateMinority,
+    #[value(name = "one-way-cut-leader")]
     OneWayLeader,
 }
 
@@ -164,12 +235,16 @@ impl Kind {
     }
 }
 
-/// The faults a run may draw from, with their weights.
+/// The faults a run may draw from, with their weights. A single coordinator can only be
+/// killed (and started again): pausing or cutting it off leaves nobody to take over.
 fn menu(nodes: u64, partitions: bool) -> Vec<(Kind, u64)> {
-    let mut menu = vec![(Kind::KillWorker, 2), (Kind::PauseWorker, 2)];
+    let mut menu = vec![
+        (Kind::KillWorker, 2),
+        (Kind::PauseWorker, 2),
+        (Kind::KillLeader, 3),
+    ];
     if nodes > 1 {
         menu.extend([
-            (Kind::KillLeader, 3),
             (Kind::PauseLeader, 2),
             (Kind::KillFollower, 2),
             (Kind::KillMajority, 1),
@@ -242,6 +317,29 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
             "--nodes, --workers and --clients must be at least 1".into(),
         ));
     }
+    let menu: Vec<(Kind, u64)> = (menu(args.nodes, args.partitions).into_iter())
+        .filter(|(kind, _)| args.fault_kinds.is_empty() || args.fault_kinds.contains(kind))
+        .collect();
+    if menu.is_empty() {
+        return Err(CouldNotRun(format!(
+            "none of the --fault-kinds can be injected into {} coordinator(s){}: a single \
+             coordinator can only be killed, and partitions need --partitions",
+            args.nodes,
+            if args.partitions {
+                ""
+            } else {
+                " without --partitions"
+            }
+        )));
+    }
+    if args
+        .fault_gap
+        .is_some_and(|gap| !(0.0..=3600.0).contains(&gap))
+    {
+        return Err(CouldNotRun(
+            "--fault-gap must be between 0 and 3600 seconds".into(),
+        ));
+    }
     let binary = crate::demo::this_binary()?;
     std::fs::create_dir_all(&args.report_dir)
         .map_err(|e| CouldNotRun(format!("cannot create {}: {e}", args.report_dir.display())))?;
@@ -310,8 +408,21 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
         })
         .collect();
 
+    let probes = Arc::new(Mutex::new(Vec::new()));
+    let usage = Arc::new(Mutex::new(Vec::new()));
+    let watchers = [
+        tokio::spawn(super::probe::run(
+            cluster.addresses().into_values().collect(),
+            cluster.credentials(crate::auth::Role::Operator),
+            started,
+            probes.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(super::resources::run(started, usage.clone(), stop.clone())),
+    ];
+
     let mut rng = Rng(args.seed ^ 0xc4a0_5eed_0000_0001);
-    let menu = menu(args.nodes, fabric.is_some());
+    let restart_delay = Duration::from_millis(args.restart_delay_ms);
     let mut faults: Vec<FaultRecord> = Vec::new();
     let mut crashes: Vec<Crash> = Vec::new();
     let mut interrupted = false;
@@ -322,7 +433,7 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
     let limit = Duration::from_secs(args.duration);
     let mut unsettled = 0;
     while faults.len() < args.faults && started.elapsed() < limit {
-        let gap = Duration::from_secs_f64(rng.range(0.5, 1.5));
+        let gap = Duration::from_secs_f64(args.fault_gap.unwrap_or_else(|| rng.range(0.5, 1.5)));
         tokio::select! {
             _ = &mut ctrl_c => { interrupted = true; break; }
             _ = terminate.recv() => { interrupted = true; break; }
@@ -349,7 +460,7 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
         let fault = tokio::select! {
             _ = &mut ctrl_c => { interrupted = true; break; }
             _ = terminate.recv() => { interrupted = true; break; }
-            f = inject(kind, &mut cluster, &mut workers, fabric.as_mut(), leader, &mut rng) => f,
+            f = inject(kind, &mut cluster, &mut workers, fabric.as_mut(), leader, &mut rng, restart_delay) => f,
         };
         let mut record = fault.map_err(CouldNotRun)?;
         record.at_s = at_s;
@@ -375,6 +486,9 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
     stop.cancel();
     for client in clients {
         let _ = client.await;
+    }
+    for watcher in watchers {
+        let _ = watcher.await;
     }
     say("faults done; waiting for the open tasks to finish");
     restart_crashed(&mut cluster, &mut crashes, started)?;
@@ -403,7 +517,45 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
             }),
         }
     }
+    let (worker_recoveries, task_recoveries) = recovery_outcomes(&cluster).await;
     let history = history.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let probes = probes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let usage = usage.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let window_ms = RESOURCE_WINDOW.as_secs_f64() * 1000.0;
+    let mut outages = Vec::new();
+    for fault in &mut faults {
+        let at_ms = fault.at_s * 1000.0;
+        fault.write_outage_ms = super::probe::outage_after(&probes, at_ms);
+        if let Some(ms) = fault.write_outage_ms {
+            outages.push((at_ms, at_ms + ms));
+        }
+        fault.resources = match (
+            super::resources::cores_between(&usage, at_ms - window_ms, at_ms),
+            super::resources::cores_between(&usage, at_ms, at_ms + window_ms),
+            super::resources::rss_between(&usage, at_ms - window_ms, at_ms),
+            super::resources::rss_between(&usage, at_ms, at_ms + window_ms),
+        ) {
+            (Some(cores_before), Some(cores_after), Some((before, _)), Some((_, after))) => {
+                Some(FaultResources {
+                    cores_before,
+                    cores_after,
+                    rss_mean_before: before,
+                    rss_peak_after: after,
+                })
+            }
+            _ => None,
+        };
+    }
+    let runtime_s = started.elapsed().as_secs_f64();
+    let unavailable_s = union_ms(outages) / 1000.0;
+    let worker_faults: Vec<&FaultRecord> = faults
+        .iter()
+        .filter(|f| f.kind.contains("worker"))
+        .collect();
+    let (tasks_finished, tasks_first_attempt) = continuity(&history, tables.first());
+    for table in &mut tables {
+        table.logged_terms = checker::logged_terms(&cluster.log(table.node));
+    }
     let verdict = checker::check(&history, &tables, digests, &crashes);
     let failovers: Vec<Duration> = (faults.iter())
         .filter_map(|f| f.failover_ms)
@@ -414,16 +566,44 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
             .filter(|s| pred(&s.ack))
             .count()
     };
+    let ms = |ms: f64| Duration::from_secs_f64(ms / 1000.0);
     let report = ChaosReport {
         seed: args.seed,
         nodes: args.nodes,
         workers: args.workers,
         partitions: args.partitions,
-        runtime_s: started.elapsed().as_secs_f64(),
+        runtime_s,
         faults_injected: faults.len(),
         partitions_injected: faults.iter().filter(|f| f.partition).count(),
-        faults_without_failover: faults.iter().filter(|f| f.note.is_some()).count(),
+        faults_without_failover: (faults.iter())
+            .filter(|f| f.note.is_some() && !f.kind.contains("worker"))
+            .count(),
         failover: Latency::of(failovers),
+        write_outage: Latency::of(
+            (faults.iter())
+                .filter(|f| f.failover_ms.is_some())
+                .filter_map(|f| f.write_outage_ms.map(ms))
+                .collect(),
+        ),
+        unavailable_s,
+        availability: 1.0 - unavailable_s / runtime_s.max(f64::EPSILON),
+        worker_faults: worker_faults.len(),
+        workers_back: worker_faults
+            .iter()
+            .filter(|f| f.worker_back_ms.is_some())
+            .count(),
+        worker_back: Latency::of(
+            (worker_faults.iter())
+                .filter_map(|f| f.worker_back_ms.map(ms))
+                .collect(),
+        ),
+        worker_recoveries,
+        task_recoveries,
+        tasks_finished,
+        tasks_first_attempt,
+        coordinator_cores: super::resources::cores_between(&usage, 0.0, runtime_s * 1000.0)
+            .unwrap_or_default(),
+        coordinator_peak_rss_bytes: usage.iter().map(|u| u.rss_bytes).max().unwrap_or(0),
         jobs_submitted: history.submissions.len(),
         acknowledged: verdict.acknowledged,
         unknown: count(|a| matches!(a, checker::Ack::Unknown(_))),
@@ -461,6 +641,7 @@ async fn inject(
     fabric: Option<&mut Fabric>,
     leader: u64,
     rng: &mut Rng,
+    restart_delay: Duration,
 ) -> Result<FaultRecord, String> {
     let followers: Vec<u64> = (cluster.running().into_iter())
         .filter(|id| *id != leader)
@@ -473,13 +654,30 @@ async fn inject(
         failover_ms: None,
         partition: kind.is_partition(),
         note: None,
+        write_outage_ms: None,
+        worker_back_ms: None,
+        resources: None,
     };
+    let fault_at = crate::state::command::Timestamp::now();
     match kind {
+        Kind::KillLeader if followers.is_empty() => {
+            // The only coordinator: down until the supervisor starts it again.
+            record.target = format!("coordinator {leader} (the only one)");
+            let t0 = Instant::now();
+            cluster.kill(leader);
+            tokio::time::sleep(restart_delay).await;
+            cluster.restart(leader).map_err(|e| e.to_string())?;
+            let back = cluster.leader(SETTLE_LIMIT, None).await;
+            record.failover(
+                (back.map(|_| t0.elapsed().as_secs_f64() * 1000.0)).map_err(|e| e.to_string()),
+            );
+        }
         Kind::KillLeader => {
             record.target = format!("coordinator {leader}");
             let t0 = Instant::now();
             cluster.kill(leader);
             record.failover(new_leader(cluster, leader, t0).await);
+            tokio::time::sleep(restart_delay.saturating_sub(t0.elapsed())).await;
             cluster.restart(leader).map_err(|e| e.to_string())?;
         }
         Kind::PauseLeader => {
@@ -503,6 +701,7 @@ async fn inject(
             workers.kill(&victim);
             tokio::time::sleep(Duration::from_secs(1)).await;
             workers.spawn(&victim).map_err(|e| e.to_string())?;
+            worker_back(cluster, &victim, fault_at, &mut record).await;
         }
         Kind::PauseWorker => {
             let victim = names[(rng.next() % names.len() as u64) as usize].clone();
@@ -513,6 +712,7 @@ async fn inject(
                 tokio::time::sleep(WORKER_PAUSE).await;
                 unsafe { libc::kill(pid as i32, libc::SIGCONT) };
             }
+            worker_back(cluster, &victim, fault_at, &mut record).await;
         }
         Kind::KillMajority | Kind::KillAll => {
             // Power loss: the leader and enough followers to take the quorum (or every node),
@@ -571,10 +771,101 @@ async fn inject(
     Ok(record)
 }
 
+/// Waits until the leader counts `worker` healthy again after a fault at `fault_at` (a status
+/// change after the fault: a SIGKILLed worker is suspected at once, a paused one failed at its
+/// failure timeout), and notes in `record` how long that took from now.
+async fn worker_back(
+    cluster: &LocalCluster,
+    worker: &str,
+    fault_at: crate::state::command::Timestamp,
+    record: &mut FaultRecord,
+) {
+    let t0 = Instant::now();
+    let sql = format!(
+        "SELECT count(*) FROM workers WHERE id = '{}' AND status = 'healthy' \
+         AND epoch_us(status_changed_at) >= {}",
+        worker.replace('\'', "''"),
+        fault_at.0
+    );
+    while t0.elapsed() < SETTLE_LIMIT {
+        if let Ok(rows) = crate::cli::query_rows(&cluster.remote(), &sql, true).await
+            && rows
+                .first()
+                .and_then(|r| r.first())
+                .and_then(|v| v.as_u64())
+                == Some(1)
+        {
+            record.worker_back_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    record.note = Some(format!(
+        "worker {worker} was not healthy again within {}s",
+        SETTLE_LIMIT.as_secs()
+    ));
+}
+
 /// Waits for a leader other than `old`; the time since `t0` in ms.
 async fn new_leader(cluster: &LocalCluster, old: u64, t0: Instant) -> Result<f64, String> {
     (cluster.leader(SETTLE_LIMIT, Some(old)).await).map_err(|e| e.to_string())?;
     Ok(t0.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// The total length of the union of `[start, end]` intervals (ms).
+fn union_ms(mut spans: Vec<(f64, f64)>) -> f64 {
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut total = 0.0;
+    let mut current: Option<(f64, f64)> = None;
+    for (start, end) in spans {
+        current = match current {
+            Some((s, e)) if start <= e => Some((s, e.max(end))),
+            Some((s, e)) => {
+                total += e - s;
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    total + current.map_or(0.0, |(s, e)| e - s)
+}
+
+/// Of the acknowledged jobs' tasks that finished (on `node`), how many, and how many of them
+/// finished in their first attempt — their run was never interrupted.
+fn continuity(history: &History, node: Option<&NodeTables>) -> (usize, usize) {
+    let Some(node) = node else {
+        return (0, 0);
+    };
+    let acknowledged: BTreeSet<&str> = (history.submissions.iter())
+        .filter(|s| s.ack == checker::Ack::Acknowledged)
+        .flat_map(|s| s.tasks.iter().map(|(id, _)| id.as_str()))
+        .collect();
+    let finished: Vec<&TaskRow> = (node.tasks.iter())
+        .filter(|t| acknowledged.contains(t.id.as_str()))
+        .filter(|t| matches!(t.status.as_str(), "passed" | "failed" | "timed_out"))
+        .collect();
+    let first = finished.iter().filter(|t| t.attempt == 1).count();
+    (finished.len(), first)
+}
+
+/// The recovery history's attempts by success: workers', then tasks'.
+async fn recovery_outcomes(cluster: &LocalCluster) -> (Outcomes, Outcomes) {
+    let mut outcomes = [Outcomes::default(); 2];
+    for (table, into) in ["worker_recovery_history", "task_recovery_history"]
+        .iter()
+        .zip(outcomes.iter_mut())
+    {
+        let sql = format!("SELECT success, count(*) FROM {table} GROUP BY success");
+        for row in (crate::cli::query_rows(&cluster.remote(), &sql, true).await).unwrap_or_default()
+        {
+            let count = row.get(1).and_then(|v| v.as_u64()).unwrap_or(0);
+            match row.first().and_then(|v| v.as_bool()) {
+                Some(true) => into.succeeded += count,
+                _ => into.failed += count,
+            }
+        }
+    }
+    (outcomes[0], outcomes[1])
 }
 
 /// Waits until no task is open (queued, assigned, running), or `limit`; gives up sooner when
@@ -664,6 +955,7 @@ async fn read_tables(
         tasks,
         attempts,
         leaders,
+        logged_terms: Vec::new(),
     })
 }
 
@@ -673,6 +965,12 @@ pub fn summary(r: &ChaosReport) -> String {
         "chaos run, seed {}: {} coordinators, {} workers{}\n\
          faults injected: {} ({} partitions, {} without a new leader within 30 s); \
          failover p50 {:.0} ms, p99 {:.0} ms\n\
+         write outage p50 {:.0} ms, p99 {:.0} ms; unavailable {:.1} s of {:.0} s \
+         (availability {:.3} %)\n\
+         worker faults: {} ({} healthy again within 30 s, p50 {:.0} ms after restart)\n\
+         recoveries: workers {} succeeded / {} failed, tasks {} / {}; tasks finished in \
+         their first attempt: {} of {}\n\
+         coordinators: {:.2} cores on average, {:.0} MiB resident at most\n\
          jobs submitted: {} ({} tasks acknowledged, {} jobs unknown, {} refused)\n\
          lost: {}, duplicated: {}, wrong outcome: {}, replicas identical: {}\n\
          replica check: {}\n\
@@ -686,6 +984,22 @@ pub fn summary(r: &ChaosReport) -> String {
         r.faults_without_failover,
         r.failover.p50_ms,
         r.failover.p99_ms,
+        r.write_outage.p50_ms,
+        r.write_outage.p99_ms,
+        r.unavailable_s,
+        r.runtime_s,
+        r.availability * 100.0,
+        r.worker_faults,
+        r.workers_back,
+        r.worker_back.p50_ms,
+        r.worker_recoveries.succeeded,
+        r.worker_recoveries.failed,
+        r.task_recoveries.succeeded,
+        r.task_recoveries.failed,
+        r.tasks_first_attempt,
+        r.tasks_finished,
+        r.coordinator_cores,
+        r.coordinator_peak_rss_bytes as f64 / (1 << 20) as f64,
         r.jobs_submitted,
         r.acknowledged,
         r.unknown,

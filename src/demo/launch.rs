@@ -328,6 +328,14 @@ impl LocalCluster {
         &self.nodes[&id].addr
     }
 
+    /// Everything the node's processes wrote to its log (`coordinator.log`, appended across
+    /// restarts); empty if there is none.
+    pub fn log(&self, id: u64) -> String {
+        (self.nodes.get(&id))
+            .and_then(|n| std::fs::read_to_string(n.dir.join("coordinator.log")).ok())
+            .unwrap_or_default()
+    }
+
     /// The process id of a running node.
     pub fn pid(&self, id: u64) -> Option<u32> {
         self.nodes[&id].child.as_ref().map(Child::id)

@@ -232,6 +232,32 @@ impl Sampler {
     }
 }
 
+/// Another process's CPU time and memory, as `/proc/<pid>` shows them: for the harnesses
+/// (`chaos`, `bench`) that watch the processes they started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessUsage {
+    /// Its parent's process id.
+    pub parent: u32,
+    /// `utime + stime` since it started, all threads.
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+}
+
+/// Reads [`ProcessUsage`] of `pid`; an error when it is gone.
+pub fn process_usage(pid: u32) -> Result<ProcessUsage, SampleError> {
+    let stat = parse_file(&format!("/proc/{pid}/stat"), parse_stat)?;
+    let resident_pages = parse_file(&format!("/proc/{pid}/statm"), |text| {
+        parse_statm_resident(&String::from_utf8_lossy(text))
+    })?;
+    let ticks = sysconf(libc::_SC_CLK_TCK, "sysconf(_SC_CLK_TCK)")?;
+    let page_size = sysconf(libc::_SC_PAGESIZE, "sysconf(_SC_PAGESIZE)")?;
+    Ok(ProcessUsage {
+        parent: stat.parent,
+        cpu_seconds: stat.cpu_ticks as f64 / ticks as f64,
+        rss_bytes: resident_pages.saturating_mul(page_size),
+    })
+}
+
 /// The cumulative counters of one sample, kept to compute the next sample's deltas.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Reading {
@@ -261,6 +287,8 @@ impl Reading {
 /// What `/proc/self/stat` contributes to a sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ProcStat {
+    /// `ppid`.
+    parent: u32,
     /// `utime + stime`, in clock ticks, summed over all threads.
     cpu_ticks: u64,
     /// `num_threads`.
@@ -293,7 +321,9 @@ fn parse_stat(text: &[u8]) -> Result<ProcStat, String> {
     let utime = field(14, "utime")?;
     let stime = field(15, "stime")?;
     let threads = field(20, "num_threads")?;
+    let parent = field(4, "ppid")? as u32;
     Ok(ProcStat {
+        parent,
         cpu_ticks: utime.saturating_add(stime),
         threads,
     })

@@ -66,6 +66,11 @@ fn clean() -> (History, Vec<NodeTables>) {
             LeaderRow { term: 1, node: 1 },
             LeaderRow { term: 2, node: 2 },
         ],
+        logged_terms: match id {
+            1 => vec![1],
+            2 => vec![2],
+            _ => vec![],
+        },
     };
     (history, vec![node(1), node(2), node(3)])
 }
@@ -187,6 +192,31 @@ fn two_leaders_in_one_term_are_caught() {
     let verdict = check(&history, &nodes, Some(true), &[]);
     assert_eq!(kinds(&verdict), vec![AnomalyKind::TwoLeaders]);
     assert_eq!(verdict.anomalies[0].nodes, vec![2, 3]);
+}
+
+#[test]
+fn a_second_leader_only_its_own_log_knows_of_is_caught() {
+    // A leader cut off before it could record its election: the table never shows it.
+    let (history, mut nodes) = clean();
+    nodes[2].logged_terms.push(2);
+    let verdict = check(&history, &nodes, Some(true), &[]);
+    assert_eq!(kinds(&verdict), vec![AnomalyKind::TwoLeaders]);
+    assert_eq!(verdict.anomalies[0].nodes, vec![2, 3]);
+    assert_eq!(
+        verdict.anomalies[0].detail,
+        "2 nodes led term 2: node 2 (leader_transitions, node 2's log); node 3 (node 3's log)"
+    );
+}
+
+#[test]
+fn the_terms_a_node_led_are_read_from_its_log() {
+    let log = "\
+2026-12-06T18:13:37.385726Z  INFO testfleet::coordinator::leader: leading: dispatch started node_id=1 term=1
+2026-12-06T18:13:38.000000Z  INFO testfleet::coordinator::leader: no longer leading node_id=1 term=1
+2026-12-06T18:14:14.238257Z  INFO testfleet::coordinator::leader: leading: dispatch started node_id=1 term=7
+garbage leading: dispatch started term=x
+";
+    assert_eq!(logged_terms(log), vec![1, 7]);
 }
 
 #[test]

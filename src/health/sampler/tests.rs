@@ -33,6 +33,7 @@ fn stat_counts_fields_from_the_last_parenthesis() {
         assert_eq!(
             stat,
             ProcStat {
+                parent: 7854,
                 cpu_ticks: 250 + 36,
                 threads: 7
             },
@@ -40,6 +41,18 @@ fn stat_counts_fields_from_the_last_parenthesis() {
             String::from_utf8_lossy(name)
         );
     }
+}
+
+#[test]
+fn another_processs_usage_is_read_from_its_proc_files() {
+    let me = process_usage(std::process::id()).unwrap();
+    // SAFETY: getppid has no preconditions.
+    assert_eq!(me.parent as i32, unsafe { libc::getppid() });
+    assert!(me.rss_bytes > 1 << 20, "{me:?}");
+    assert!(matches!(
+        process_usage(u32::MAX),
+        Err(SampleError::Read { .. })
+    ));
 }
 
 #[test]
