@@ -181,8 +181,9 @@ fn rows(
         measured,
         beaten,
     };
-    let attempts = recovery.worker_recoveries.succeeded + recovery.worker_recoveries.failed;
-    let success = percent(recovery.worker_recoveries.succeeded as f64, attempts as f64);
+    let recoveries = &recovery.worker_recoveries;
+    let attempts = recoveries.succeeded + recoveries.failed;
+    let success = percent(recoveries.succeeded as f64, attempts as f64);
     let back_mean = {
         let back: Vec<f64> = (recovery.faults.iter())
             .filter_map(|f| f.worker_back_ms)
@@ -207,9 +208,12 @@ fn rows(
             "recovery success rate",
             "> 95 %",
             format!(
-                "{success:.1} % ({} of {attempts} worker recovery attempts in \
-                 `worker_recovery_history`)",
-                recovery.worker_recoveries.succeeded
+                "{success:.1} % ({} of {attempts} failed workers brought back; {} of {} \
+                 attempts in `worker_recovery_history` succeeded)",
+                recoveries.succeeded,
+                recovery.worker_recovery_attempts.succeeded,
+                recovery.worker_recovery_attempts.succeeded
+                    + recovery.worker_recovery_attempts.failed
             ),
             (attempts > 0).then_some(success > 95.0),
         ),

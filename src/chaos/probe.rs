@@ -3,8 +3,9 @@
 //! One probe client proposes a small `Bench` command (a row in `bench_log`) every
 //! [`PERIOD`], to the coordinator that answered last and on to the next one when it does not
 //! ([`run`]), and records each call ([`Probe`]). A fault's *write outage* ([`outage_after`]) is
-//! the time from the fault until the first write invoked after it was acknowledged — what a
-//! client that writes all the time would see, polling delay ([`PERIOD`]) included. Summed over
+//! the time from the fault until the first write invoked after it was acknowledged, when one
+//! before that failed — what a client that writes all the time would see, polling delay
+//! ([`PERIOD`]) included. Summed over
 //! the faults of a run it gives the time without a writable cluster, and so the availability
 //! the run measured at its rate of faults.
 
@@ -32,13 +33,15 @@ pub struct Probe {
     pub acknowledged: bool,
 }
 
-/// From `at_ms` until the first write invoked at or after it was acknowledged (ms); `None`
-/// when no write after it was (the run ended first).
+/// How long writes failed after a fault at `at_ms`: 0 when the first write invoked at or after
+/// it was acknowledged (nothing a client would notice), else until the first one that was
+/// (ms); `None` when no write after it was (the run ended first).
 pub fn outage_after(probes: &[Probe], at_ms: f64) -> Option<f64> {
-    (probes.iter())
-        .filter(|p| p.invoked_ms >= at_ms && p.acknowledged)
-        .map(|p| p.completed_ms - at_ms)
-        .next()
+    let mut after = probes.iter().filter(|p| p.invoked_ms >= at_ms);
+    match after.next()? {
+        first if first.acknowledged => Some(0.0),
+        _ => (after.find(|p| p.acknowledged)).map(|p| p.completed_ms - at_ms),
+    }
 }
 
 /// Proposes a write every [`PERIOD`] until `stop`, recording each in `probes`.
@@ -111,8 +114,9 @@ mod tests {
         assert_eq!(outage_after(&probes, 30.0), Some(1013.0));
         // A write already in flight at the fault does not count, even if acknowledged.
         assert_eq!(outage_after(&probes, 21.0), Some(1022.0));
-        // A fault no write noticed costs the wait for the next write.
-        assert_eq!(outage_after(&probes, 1050.0), Some(12.0));
+        // A fault no write noticed costs nothing.
+        assert_eq!(outage_after(&probes, 1050.0), Some(0.0));
+        assert_eq!(outage_after(&probes, 1061.0), None);
         assert_eq!(outage_after(&probes, 2000.0), None);
     }
 }

@@ -157,9 +157,13 @@ pub struct ChaosReport {
     pub worker_faults: usize,
     pub workers_back: usize,
     pub worker_back: Latency,
-    /// Rows of `worker_recovery_history` and `task_recovery_history` by success, as the first
-    /// node holds them at the end.
+    /// Worker recoveries, as the leader holds them at the end: succeeded is every
+    /// `worker_recovery_history` row that brought a worker back (each ends a recovery), failed
+    /// every worker still `failed`, `recovering`, `quarantined` or `permanently_failed`.
     pub worker_recoveries: Outcomes,
+    /// The rows of `worker_recovery_history` (each attempt, e.g. a restart that could not
+    /// run before the worker came back by itself) and `task_recovery_history`, by success.
+    pub worker_recovery_attempts: Outcomes,
     pub task_recoveries: Outcomes,
     /// Finished tasks of acknowledged jobs, and how many of them ran only once (no
     /// interruption made them run again).
@@ -517,7 +521,8 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
             }),
         }
     }
-    let (worker_recoveries, task_recoveries) = recovery_outcomes(&cluster).await;
+    let [worker_recoveries, worker_recovery_attempts, task_recoveries] =
+        recovery_outcomes(&cluster).await;
     let history = history.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let probes = probes.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let usage = usage.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -598,6 +603,7 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, CouldNotRun> {
                 .collect(),
         ),
         worker_recoveries,
+        worker_recovery_attempts,
         task_recoveries,
         tasks_finished,
         tasks_first_attempt,
@@ -773,7 +779,9 @@ async fn inject(
 
 /// Waits until the leader counts `worker` healthy again after a fault at `fault_at` (a status
 /// change after the fault: a SIGKILLed worker is suspected at once, a paused one failed at its
-/// failure timeout), and notes in `record` how long that took from now.
+/// failure timeout), and notes in `record` how long after now (the restart or resume) the
+/// leader recorded it: the row's own time, not when the poll saw it (a consistent read waits
+/// for the DuckDB flush, which lags on a loaded machine).
 async fn worker_back(
     cluster: &LocalCluster,
     worker: &str,
@@ -781,21 +789,21 @@ async fn worker_back(
     record: &mut FaultRecord,
 ) {
     let t0 = Instant::now();
+    let undone = crate::state::command::Timestamp::now();
     let sql = format!(
-        "SELECT count(*) FROM workers WHERE id = '{}' AND status = 'healthy' \
-         AND epoch_us(status_changed_at) >= {}",
+        "SELECT epoch_us(status_changed_at) FROM workers WHERE id = '{}' \
+         AND status = 'healthy' AND epoch_us(status_changed_at) >= {}",
         worker.replace('\'', "''"),
         fault_at.0
     );
     while t0.elapsed() < SETTLE_LIMIT {
         if let Ok(rows) = crate::cli::query_rows(&cluster.remote(), &sql, true).await
-            && rows
+            && let Some(at) = rows
                 .first()
                 .and_then(|r| r.first())
-                .and_then(|v| v.as_u64())
-                == Some(1)
+                .and_then(|v| v.as_i64())
         {
-            record.worker_back_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
+            record.worker_back_ms = Some((at - undone.0).max(0) as f64 / 1000.0);
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -848,24 +856,33 @@ fn continuity(history: &History, node: Option<&NodeTables>) -> (usize, usize) {
     (finished.len(), first)
 }
 
-/// The recovery history's attempts by success: workers', then tasks'.
-async fn recovery_outcomes(cluster: &LocalCluster) -> (Outcomes, Outcomes) {
-    let mut outcomes = [Outcomes::default(); 2];
-    for (table, into) in ["worker_recovery_history", "task_recovery_history"]
-        .iter()
-        .zip(outcomes.iter_mut())
-    {
-        let sql = format!("SELECT success, count(*) FROM {table} GROUP BY success");
-        for row in (crate::cli::query_rows(&cluster.remote(), &sql, true).await).unwrap_or_default()
-        {
-            let count = row.get(1).and_then(|v| v.as_u64()).unwrap_or(0);
-            match row.first().and_then(|v| v.as_bool()) {
-                Some(true) => into.succeeded += count,
-                _ => into.failed += count,
-            }
-        }
-    }
-    (outcomes[0], outcomes[1])
+/// Recoveries and recovery attempts (see [`ChaosReport::worker_recoveries`]): workers'
+/// recoveries, workers' attempts, tasks' attempts. Unreadable counts stay 0.
+async fn recovery_outcomes(cluster: &LocalCluster) -> [Outcomes; 3] {
+    let count = |sql: &'static str| async move {
+        (crate::cli::query_rows(&cluster.remote(), sql, true).await)
+            .ok()
+            .and_then(|rows| rows.first()?.first()?.as_u64())
+            .unwrap_or(0)
+    };
+    [
+        Outcomes {
+            succeeded: count("SELECT count(*) FROM worker_recovery_history WHERE success").await,
+            failed: count(
+                "SELECT count(*) FROM workers WHERE status IN \
+                 ('failed', 'recovering', 'quarantined', 'permanently_failed')",
+            )
+            .await,
+        },
+        Outcomes {
+            succeeded: count("SELECT count(*) FROM worker_recovery_history WHERE success").await,
+            failed: count("SELECT count(*) FROM worker_recovery_history WHERE NOT success").await,
+        },
+        Outcomes {
+            succeeded: count("SELECT count(*) FROM task_recovery_history WHERE success").await,
+            failed: count("SELECT count(*) FROM task_recovery_history WHERE NOT success").await,
+        },
+    ]
 }
 
 /// Waits until no task is open (queued, assigned, running), or `limit`; gives up sooner when
@@ -959,17 +976,24 @@ async fn read_tables(
     })
 }
 
+/// `p50 X ms, p99 Y ms`, or `none` without samples.
+fn percentiles(l: &Latency) -> String {
+    match l.samples {
+        0 => "none".into(),
+        _ => format!("p50 {:.0} ms, p99 {:.0} ms", l.p50_ms, l.p99_ms),
+    }
+}
+
 /// The report as text.
 pub fn summary(r: &ChaosReport) -> String {
     let mut out = format!(
         "chaos run, seed {}: {} coordinators, {} workers{}\n\
          faults injected: {} ({} partitions, {} without a new leader within 30 s); \
-         failover p50 {:.0} ms, p99 {:.0} ms\n\
-         write outage p50 {:.0} ms, p99 {:.0} ms; unavailable {:.1} s of {:.0} s \
-         (availability {:.3} %)\n\
-         worker faults: {} ({} healthy again within 30 s, p50 {:.0} ms after restart)\n\
-         recoveries: workers {} succeeded / {} failed, tasks {} / {}; tasks finished in \
-         their first attempt: {} of {}\n\
+         failover {}\n\
+         write outage {}; unavailable {:.1} s of {:.0} s (availability {:.3} %)\n\
+         worker faults: {} ({} healthy again within 30 s; after their restart {})\n\
+         worker recoveries: {} succeeded, {} not (attempts: {} / {}); task recoveries: {} \
+         succeeded, {} failed; tasks finished in their first attempt: {} of {}\n\
          coordinators: {:.2} cores on average, {:.0} MiB resident at most\n\
          jobs submitted: {} ({} tasks acknowledged, {} jobs unknown, {} refused)\n\
          lost: {}, duplicated: {}, wrong outcome: {}, replicas identical: {}\n\
@@ -982,18 +1006,18 @@ pub fn summary(r: &ChaosReport) -> String {
         r.faults_injected,
         r.partitions_injected,
         r.faults_without_failover,
-        r.failover.p50_ms,
-        r.failover.p99_ms,
-        r.write_outage.p50_ms,
-        r.write_outage.p99_ms,
+        percentiles(&r.failover),
+        percentiles(&r.write_outage),
         r.unavailable_s,
         r.runtime_s,
         r.availability * 100.0,
         r.worker_faults,
         r.workers_back,
-        r.worker_back.p50_ms,
+        percentiles(&r.worker_back),
         r.worker_recoveries.succeeded,
         r.worker_recoveries.failed,
+        r.worker_recovery_attempts.succeeded,
+        r.worker_recovery_attempts.failed,
         r.task_recoveries.succeeded,
         r.task_recoveries.failed,
         r.tasks_first_attempt,
