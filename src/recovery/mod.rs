@@ -97,6 +97,7 @@
 //! high levels that the system circuit breaker will choose between
 //! (ARCHITECTURE.md § Circuit breakers).
 
+pub mod breaker;
 pub mod planner;
 pub mod restart;
 pub mod strategy;
