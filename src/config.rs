@@ -37,7 +37,7 @@ pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
 pub const DEFAULT_PORT: u16 = 8080;
 
 /// The resolved, validated settings of one coordinator node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoordinatorConfig {
     /// This node's Raft id; must appear in `peers` when `peers` is not empty. Default 1.
@@ -122,6 +122,11 @@ pub struct CoordinatorConfig {
     /// Listen beyond loopback without tokens or TLS. Default false: such a node refuses to
     /// start (protected mode).
     pub insecure: bool,
+    /// The circuit breakers (`[breakers]`, `[breakers.worker]`, `[breakers.system]`,
+    /// `[breakers.levels.low|medium|high]`; see [`crate::recovery::fleet::BreakerSettings`]).
+    /// On by default; with `enabled = false` the base recovery policy
+    /// (`max_recovery_attempts`, `recovery_interval_ms`) stays in force.
+    pub breakers: crate::recovery::fleet::BreakerSettings,
 }
 
 impl Default for CoordinatorConfig {
@@ -146,6 +151,7 @@ impl Default for CoordinatorConfig {
             max_recovery_attempts: 5,
             recovery_interval_ms: 60_000,
             enable_proactive_recovery: true,
+            breakers: crate::recovery::fleet::BreakerSettings::default(),
             auth_dir: None,
             tls_cert: None,
             tls_key: None,
@@ -263,6 +269,9 @@ impl CoordinatorConfig {
             self.tls_ca = args.tls_ca.clone();
         }
         self.insecure |= args.insecure;
+        if args.disable_circuit_breaker == Some(true) {
+            self.breakers.enabled = false;
+        }
         Ok(())
     }
 
@@ -289,6 +298,9 @@ impl CoordinatorConfig {
             });
         }
         self.validate_worker_timing()?;
+        if let Err(reason) = self.breakers.validate() {
+            return Err(invalid("breakers", "(see the reason)", &reason));
+        }
         if self.snapshot_logs_since_last == 0 {
             return Err(invalid(
                 "snapshot_logs_since_last",

@@ -179,6 +179,9 @@ enum Command {
     /// Recovery records
     #[command(subcommand)]
     Recovery(RecoveryCommand),
+    /// Circuit breakers: list them with the recovery level, or reset, force open or disable one
+    #[command(subcommand)]
+    Breaker(testfleet::cli::breaker::BreakerCommand),
     /// Local HA demo: N coordinators and W workers under load, with seeded faults; report
     Ha(testfleet::demo::ha::HaArgs),
     /// Seeded faults (kills, pauses, partitions) against a local cluster under a workload of
@@ -642,6 +645,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 Err(CliError::Exit(1))
             }
         }
+        Command::Breaker(command) => testfleet::cli::breaker::run(command).await,
         Command::Recovery(RecoveryCommand::History {
             target,
             worker,

@@ -37,7 +37,7 @@ pub fn access(path: &str) -> Access {
         (
             "testfleet.v1.Control",
             "Query" | "ProposeBench" | "StartCheck" | "GetCheckDigest" | "DrainWorker"
-            | "RemoveWorker",
+            | "RemoveWorker" | "ListBreakers" | "SetBreaker",
         ) => Access::Operator,
         ("testfleet.v1.Jobs", _) => Access::Operator,
         ("testfleet.v1.Fleet", "Session") => Access::Worker,
@@ -243,6 +243,8 @@ mod tests {
             ("/testfleet.v1.Control/GetCheckDigest", Operator),
             ("/testfleet.v1.Control/DrainWorker", Operator),
             ("/testfleet.v1.Control/RemoveWorker", Operator),
+            ("/testfleet.v1.Control/ListBreakers", Operator),
+            ("/testfleet.v1.Control/SetBreaker", Operator),
             ("/testfleet.v1.Control/ReportHealth", Peer),
             ("/testfleet.v1.Jobs/SubmitJob", Operator),
             ("/testfleet.v1.Jobs/CancelJob", Operator),

@@ -5,6 +5,7 @@
 //! document for scripts. Logs go to stderr; results to stdout.
 
 pub mod args;
+pub mod breaker;
 pub mod cluster_check;
 pub mod jobs;
 pub mod logs;

@@ -265,9 +265,13 @@ async fn add_parked_reasons(remote: &Remote, result: &mut QueryResult) {
 pub async fn workers(target: &Target, all: bool) -> Result<(), CliError> {
     let remote = target.remote()?;
     let filter = if all { "" } else { "WHERE status <> 'left' " };
+    // Each worker's breaker: the last transition of its scope (none: closed).
     let sql = format!(
-        "SELECT id, host, status, drained_at IS NOT NULL AS drained, labels, capabilities, \
-         status_changed_at, coalesce(drain_reason, status_reason) AS reason FROM workers \
+        "SELECT id, host, status, drained_at IS NOT NULL AS drained, \
+         coalesce(b.state, 'closed') AS breaker, labels, capabilities, status_changed_at, \
+         coalesce(drain_reason, status_reason) AS reason FROM workers \
+         LEFT JOIN (SELECT scope, arg_max(to_state, id) AS state FROM breaker_transitions \
+         GROUP BY scope) b ON b.scope = 'worker:' || workers.id \
          {filter}ORDER BY id"
     );
     let mut result = super::query_result(&remote, &sql, !target.stale).await?;

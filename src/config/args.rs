@@ -120,6 +120,20 @@ pub struct CoordinatorArgs {
     )]
     pub enable_proactive_recovery: Option<bool>,
 
+    /// Turn the circuit breakers off: every worker gets work whatever its faults, and the base
+    /// recovery policy (--max-recovery-attempts, --recovery-interval-ms) replaces the level the
+    /// system breaker would pick [default: breakers on]
+    #[arg(
+        long,
+        env = "TESTFLEET_DISABLE_CIRCUIT_BREAKER",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub disable_circuit_breaker: Option<bool>,
+
     /// Directory of role tokens from `testfleet auth init`: every call must carry one
     #[arg(long, env = "TESTFLEET_AUTH_DIR", value_name = "DIR")]
     pub auth_dir: Option<PathBuf>,

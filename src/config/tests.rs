@@ -700,3 +700,52 @@ fn directory_and_peer_errors_name_key_and_flag() {
         assert!(named.contains("--"), "{named}");
     }
 }
+
+#[test]
+fn breakers_are_set_from_the_file_and_turned_off_by_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        r#"
+[breakers.worker]
+window = { kind = "time", span_ms = 30000 }
+minimum_calls = 3
+open_wait_ms = 2000
+
+[breakers.levels.low]
+max_recovery_attempts = 2
+recovery_interval_ms = 1500
+"#,
+    );
+    let args = CoordinatorArgs {
+        config: Some(path.clone()),
+        ..args_in(dir.path())
+    };
+    let config = CoordinatorConfig::resolve(&args).unwrap();
+    assert!(config.breakers.enabled);
+    assert_eq!(config.breakers.worker.minimum_calls, 3);
+    assert_eq!(config.breakers.worker.open_wait_ms, 2000);
+    assert_eq!(config.breakers.worker.half_open_trials, 3, "untouched key");
+    assert_eq!(config.breakers.levels.low.recovery_interval_ms, 1500);
+    assert_eq!(config.breakers.levels.high.max_recovery_attempts, 10);
+    let off = CoordinatorArgs {
+        disable_circuit_breaker: Some(true),
+        ..args
+    };
+    assert!(!CoordinatorConfig::resolve(&off).unwrap().breakers.enabled);
+
+    let bad = write_config(
+        dir.path(),
+        "[breakers.worker]\nfailure_rate_threshold = 1.5\n",
+    );
+    let error = CoordinatorConfig::resolve(&CoordinatorArgs {
+        config: Some(bad),
+        ..args_in(dir.path())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("breakers.worker") && error.contains("failure_rate_threshold"),
+        "{error}"
+    );
+}

@@ -52,6 +52,14 @@ impl Batcher {
             .await
             .map_err(|_| "this leadership term has ended".to_string())?
     }
+
+    /// Proposes `command` without waiting for it: for decisions whose outcome their owner
+    /// learns from the applied state (a breaker transition refused as stale is noticed by
+    /// [`crate::recovery::fleet::FleetBreakers::reconcile`]).
+    pub fn submit(&self, command: Command) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.queue.send((command, reply));
+    }
 }
 
 /// Takes whatever is queued, up to [`MAX_BATCH`], and proposes it as one entry.

@@ -29,17 +29,22 @@ use openraft::{ReadPolicy, ServerState};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
+use super::leadership::Leadership;
 use super::{Coordinator, FORWARDED, forwarded};
 use crate::proto::control_client::ControlClient;
 use crate::proto::control_server::{Control, ControlServer};
 use crate::proto::{
-    BenchReply, BenchRequest, CheckDigestReply, CheckDigestRequest, CheckState, DrainWorkerRequest,
-    HealthAck, HealthReport, Member, NodeStatus, QueryReply, QueryRequest, RemoveWorkerRequest,
-    StartCheckReply, StartCheckRequest, StatusRequest, TableDigest, WorkerChangeReply,
+    BenchReply, BenchRequest, BreakerChange, BreakerInfo, BreakerList, CheckDigestReply,
+    CheckDigestRequest, CheckState, DrainWorkerRequest, HealthAck, HealthReport,
+    ListBreakersRequest, Member, NodeStatus, QueryReply, QueryRequest, RemoveWorkerRequest,
+    SetBreakerRequest, StartCheckReply, StartCheckRequest, StatusRequest, TableDigest,
+    WorkerChangeReply,
 };
 use crate::query;
 use crate::raft::replica_check::Answer;
-use crate::state::command::{Command, Timestamp};
+use crate::recovery::RecoveryLevel;
+use crate::recovery::fleet::OperatorAction;
+use crate::state::command::{Command, SYSTEM_SCOPE, Timestamp, worker_scope};
 use crate::state::limits;
 use crate::state::machine::Reply;
 
@@ -214,6 +219,57 @@ impl ControlService {
             }
             Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+
+    /// This node's leadership, or a client of the leader to forward `request` to.
+    async fn leading<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Result<Arc<Leadership>, ControlClient<crate::auth::AuthChannel>>, Status> {
+        if let Some(leadership) = self.node.leadership() {
+            return Ok(Ok(leadership));
+        }
+        let leader_id = self.node.metrics().current_leader;
+        let leader = self.leader_of(leader_id, None);
+        Ok(Err(self.leader_client(request, leader).await?))
+    }
+
+    /// The breaker list of this leader.
+    fn breakers(&self, leadership: &Leadership) -> BreakerList {
+        let now = Timestamp::now();
+        let (enabled, snapshots) = leadership.with_breakers(|b, _| (b.enabled(), b.snapshots(now)));
+        let recovery = leadership.recovery.as_ref();
+        let level = recovery.and_then(|r| r.level());
+        let policy = recovery.map(|r| r.current_policy());
+        BreakerList {
+            enabled,
+            recovery_level: match level {
+                Some(RecoveryLevel::Low) => "low",
+                Some(RecoveryLevel::Medium) => "medium",
+                Some(RecoveryLevel::High) => "high",
+                None if recovery.is_none() => "off",
+                None => "base",
+            }
+            .to_string(),
+            max_recovery_attempts: policy.as_ref().map_or(0, |p| p.max_recovery_attempts),
+            recovery_interval_ms: policy
+                .as_ref()
+                .map_or(0, |p| p.recovery_interval.as_millis() as u64),
+            breakers: (snapshots.into_iter())
+                .map(|(scope, s)| BreakerInfo {
+                    scope,
+                    state: s.state.to_string(),
+                    since_us: s.since.0,
+                    failure_rate: s.failure_rate,
+                    calls: s.calls_in_window as u64,
+                    failures: s.failures_in_window as u64,
+                    rejected: s.rejected_calls,
+                    trials_in_flight: s.trials_in_flight,
+                    reopens: s.reopens,
+                    next_trial_at_us: s.next_trial_at.map_or(0, |t| t.0),
+                })
+                .collect(),
         }
     }
 
@@ -418,6 +474,73 @@ impl Control for ControlService {
             leader.drain_worker(request).await
         })
         .await
+    }
+
+    async fn list_breakers(
+        &self,
+        request: Request<ListBreakersRequest>,
+    ) -> Result<Response<BreakerList>, Status> {
+        match self.leading(&request).await? {
+            Ok(leadership) => Ok(Response::new(self.breakers(&leadership))),
+            Err(mut leader) => leader.list_breakers(forwarded(request.into_inner())).await,
+        }
+    }
+
+    async fn set_breaker(
+        &self,
+        request: Request<SetBreakerRequest>,
+    ) -> Result<Response<BreakerChange>, Status> {
+        let leadership = match self.leading(&request).await? {
+            Ok(leadership) => leadership,
+            Err(mut leader) => return leader.set_breaker(forwarded(request.into_inner())).await,
+        };
+        let r = request.get_ref();
+        let action =
+            <OperatorAction as clap::ValueEnum>::from_str(&r.action.replace('_', "-"), true)
+                .map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "unknown breaker action {:?}: use reset, force_open or disable",
+                        r.action
+                    ))
+                })?;
+        let scope = if r.target == SYSTEM_SCOPE {
+            SYSTEM_SCOPE.to_string()
+        } else {
+            let known = (self.node.state()).with_machine(|m| m.worker(&r.target).is_some());
+            if !known {
+                return Err(Status::not_found(format!(
+                    "no worker is named {:?}; name a worker (see `testfleet workers`) or `system`",
+                    r.target
+                )));
+            }
+            worker_scope(&r.target)
+        };
+        let reason = match r.reason.trim() {
+            "" => format!("{} by an operator", r.action),
+            given => given.to_string(),
+        };
+        let command = leadership
+            .with_breakers(|b, _| b.operator(&scope, action, &reason, Timestamp::now()))
+            .map_err(Status::failed_precondition)?;
+        limits::check(&command).map_err(Status::invalid_argument)?;
+        let (from, to) = match &command {
+            Command::BreakerTransition { from, to, .. } => (*from, *to),
+            _ => return Err(Status::internal("an operator's change is a transition")),
+        };
+        match self.node.raft().client_write(command).await {
+            Ok(response) if !response.data.is_rejected() => Ok(Response::new(BreakerChange {
+                scope,
+                from: from.to_string(),
+                to: to.to_string(),
+            })),
+            Ok(response) => Err(Status::failed_precondition(format!(
+                "the change was refused: {:?}",
+                response.data
+            ))),
+            Err(e) => Err(Status::unavailable(format!(
+                "the change was not committed: {e}"
+            ))),
+        }
     }
 
     async fn remove_worker(

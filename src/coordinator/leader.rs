@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 
 use super::Coordinator;
 use super::leadership::{Leadership, lock, send_assign};
+use crate::recovery::fleet::FleetBreakers;
 use crate::state::command::{Command, TaskStatus, Timestamp, WorkerStatus};
 use crate::state::machine::{Event, Reply};
 
@@ -103,7 +104,30 @@ pub async fn start(node: Arc<Coordinator>, term: u64) {
             return;
         }
     };
-    let leadership = Arc::new(Leadership::new(node.clone(), term, monitor, recovery));
+    let breakers = node.state().with_machine(|m| {
+        FleetBreakers::new(
+            node.config().breakers.clone(),
+            m.breakers(),
+            Timestamp::now(),
+            term,
+        )
+    });
+    let breakers = match breakers {
+        Ok(breakers) => breakers,
+        Err(e) => {
+            // Validated at start as well; leading without breakers would ignore the settings.
+            tracing::error!("cannot build the circuit breakers: {e}; leader loops not started");
+            return;
+        }
+    };
+    let leadership = Arc::new(Leadership::new(
+        node.clone(),
+        term,
+        monitor,
+        recovery,
+        breakers,
+    ));
+    leadership.follow_system_breaker(&node);
     // Subscribe before reading the view, so nothing applied in between is missed.
     let events = node.state().subscribe();
     node.state().with_machine(|m| leadership.rebuild(m));
@@ -207,6 +231,22 @@ async fn dispatch(
         }
         let picks = lock(&leadership.scheduler).pick(budget);
         tokens -= picks.len() as f64;
+        // Each assignment asks its worker's breaker; a half-open one lets its trials through
+        // and refuses the rest, which stay queued while the worker waits for their results.
+        let picks = leadership.with_breakers(|b, out| {
+            let (allowed, refused): (Vec<_>, Vec<_>) = picks
+                .into_iter()
+                .partition(|a| b.allow(&a.worker, &a.task, a.attempt, at, out));
+            (allowed, refused)
+        });
+        let (picks, refused) = picks;
+        if !refused.is_empty() {
+            let mut scheduler = lock(&leadership.scheduler);
+            for a in &refused {
+                scheduler.rejected(&a.task);
+                scheduler.worker_down(&a.worker);
+            }
+        }
         if picks.is_empty() {
             continue;
         }

@@ -8,7 +8,9 @@
 //!   one per worker name and process ([`super::sessions::identity`]);
 //! * the [`Scheduler`], fed by the state machine's [`Event`]s (a lagging feed rebuilds it);
 //! * each loop's handle: the health monitor's detector, the recovery loop's state, the report
-//!   batcher.
+//!   batcher;
+//! * the circuit breakers ([`FleetBreakers`]): a worker whose breaker is open gets no work, a
+//!   half-open one only its trials; their transitions are proposed through the batcher.
 //!
 //! The loops (dispatch in [`super::leader`], [`super::monitor`], [`super::recovery_loop`],
 //! worker sessions in [`super::sessions`]) reach one another only through this state, never
@@ -24,9 +26,12 @@ use tokio_util::sync::CancellationToken;
 use super::Coordinator;
 use super::sessions::identity::{self, Holder, NameTaken};
 use crate::proto::{Assign, CoordinatorMessage, Removed, coordinator_message};
+use crate::recovery::fleet::FleetBreakers;
 use crate::scheduler::{QueuedTask, Scheduler, WorkerProfile};
-use crate::state::command::{TaskStatus, WorkerId, WorkerStatus};
-use crate::state::machine::{Event, Machine, Worker};
+use crate::state::command::{
+    Command, SYSTEM_SCOPE, TaskStatus, Timestamp, WORKER_SCOPE, WorkerId, WorkerStatus,
+};
+use crate::state::machine::{Event, Machine};
 
 /// The sending half of a worker's session stream.
 pub type SessionSender = mpsc::Sender<Result<CoordinatorMessage, tonic::Status>>;
@@ -64,6 +69,9 @@ pub struct Leadership {
     /// A session or claim not heard from for this long no longer holds its name.
     failure_timeout: Duration,
     pub(super) scheduler: Mutex<Scheduler>,
+    /// The circuit breakers, locked after the scheduler and the state machine when held
+    /// together.
+    breakers: Mutex<FleetBreakers>,
     /// Wakes the dispatcher (a worker joined, a slot freed).
     pub(super) wake: Notify,
     next_generation: Mutex<u64>,
@@ -104,6 +112,7 @@ impl Leadership {
         term: u64,
         monitor: super::monitor::Monitor,
         recovery: Option<Arc<super::recovery_loop::Recovery>>,
+        breakers: FleetBreakers,
     ) -> Self {
         let cancel = CancellationToken::new();
         let failure_timeout = Duration::from_millis(node.config().worker_failure_timeout_ms);
@@ -118,6 +127,7 @@ impl Leadership {
             claims: Mutex::new(BTreeMap::new()),
             failure_timeout,
             scheduler: Mutex::new(Scheduler::new()),
+            breakers: Mutex::new(breakers),
             wake: Notify::new(),
             next_generation: Mutex::new(0),
         }
@@ -256,6 +266,53 @@ impl Leadership {
         }
     }
 
+    /// Runs `f` on the circuit breakers and proposes the transitions it decided.
+    pub fn with_breakers<T>(
+        &self,
+        f: impl FnOnce(&mut FleetBreakers, &mut Vec<Command>) -> T,
+    ) -> T {
+        let mut out = Vec::new();
+        let result = f(&mut lock(&self.breakers), &mut out);
+        for command in out {
+            if let Command::BreakerTransition {
+                scope,
+                from,
+                to,
+                reason,
+                ..
+            } = &command
+            {
+                tracing::info!(%scope, %from, %to, %reason, "circuit breaker");
+                if scope == SYSTEM_SCOPE && *to == crate::state::command::BreakerState::Open {
+                    self.recovery_event(crate::recovery::RecoveryEvent::SystemBreakerOpened {
+                        reason: reason.clone(),
+                    });
+                }
+            }
+            self.reports.submit(command);
+        }
+        result
+    }
+
+    /// The profile the scheduler gets for `worker` with `slots`, if it may have work now: it
+    /// accepts work (healthy, not drained, breaker not open), and a half-open breaker limits
+    /// it to its trials.
+    pub fn schedulable_profile(
+        &self,
+        machine: &Machine,
+        worker: &str,
+        slots: u32,
+    ) -> Option<WorkerProfile> {
+        if !machine.accepts_work(worker) {
+            return None;
+        }
+        let slots = match lock(&self.breakers).trial_slots(worker) {
+            Some(trials) => slots.min(trials.max(1)),
+            None => slots,
+        };
+        worker_profile(machine, worker, slots)
+    }
+
     /// Makes a registered worker available to the scheduler.
     pub fn worker_ready(&self, profile: WorkerProfile) {
         lock(&self.scheduler).worker_up(profile);
@@ -314,8 +371,7 @@ impl Leadership {
     pub(super) fn rebuild(&self, machine: &Machine) {
         let profiles: Vec<WorkerProfile> = lock(&self.sessions)
             .iter()
-            .filter(|(id, _)| machine.worker(id).is_some_and(Worker::accepts_work))
-            .filter_map(|(id, s)| worker_profile(machine, id, s.slots))
+            .filter_map(|(id, s)| self.schedulable_profile(machine, id, s.slots))
             .collect();
         *lock(&self.scheduler) = Scheduler::rebuild(machine, &profiles);
     }
@@ -347,6 +403,7 @@ impl Leadership {
             } => {
                 scheduler.attempt_ended(&worker);
                 drop(scheduler);
+                self.with_breakers(|b, out| b.released(&task, attempt, Timestamp::now(), out));
                 self.cancel_if_running(&task, &worker, attempt);
             }
             Event::Final { task, .. } => {
@@ -360,20 +417,48 @@ impl Leadership {
                 drop(scheduler);
                 self.departed(node, &worker);
             }
-            Event::Worker { worker, .. } => {
-                let schedulable = node
-                    .state()
-                    .with_machine(|m| m.worker(&worker).is_some_and(Worker::accepts_work));
-                if !schedulable {
-                    scheduler.worker_down(&worker);
-                } else if let Some(slots) = lock(&self.sessions).get(&worker).map(|s| s.slots)
-                    && let Some(profile) = node
-                        .state()
-                        .with_machine(|m| worker_profile(m, &worker, slots))
-                {
-                    scheduler.worker_up(profile);
-                }
+            Event::Worker { worker, .. } => self.reschedule(node, &mut scheduler, &worker),
+            Event::Breaker {
+                scope,
+                state,
+                since,
+            } => {
+                lock(&self.breakers).sync(&scope, state, since);
+                drop(scheduler);
+                self.breaker_changed(node, &scope);
             }
+        }
+    }
+
+    /// After the breaker of `scope` changed: its worker is rescheduled, or recovery follows
+    /// the system breaker's level.
+    pub fn breaker_changed(&self, node: &Coordinator, scope: &str) {
+        if let Some(worker) = scope.strip_prefix(WORKER_SCOPE) {
+            self.reschedule(node, &mut lock(&self.scheduler), worker);
+            self.wake.notify_one();
+        } else if scope == SYSTEM_SCOPE {
+            self.follow_system_breaker(node);
+        }
+    }
+
+    /// Puts `worker` in or out of the scheduler as its status, drain and breaker now allow.
+    fn reschedule(&self, node: &Coordinator, scheduler: &mut Scheduler, worker: &str) {
+        let slots = lock(&self.sessions).get(worker).map(|s| s.slots);
+        let profile = slots.and_then(|slots| {
+            node.state()
+                .with_machine(|m| self.schedulable_profile(m, worker, slots))
+        });
+        match profile {
+            Some(profile) => scheduler.worker_up(profile),
+            None => scheduler.worker_down(worker),
+        }
+    }
+
+    /// Recovery takes the level the system breaker calls for.
+    pub fn follow_system_breaker(&self, node: &Coordinator) {
+        if let Some(recovery) = &self.recovery {
+            let level = lock(&self.breakers).level();
+            recovery.set_level(level, &node.config().breakers.levels);
         }
     }
 }
@@ -395,6 +480,7 @@ impl Leadership {
             let _ = session.sender.try_send(Ok(removed));
         }
         self.monitor.forget(worker);
+        lock(&self.breakers).forget(worker);
         self.recovery_event(crate::recovery::RecoveryEvent::WorkerLeft {
             worker: worker.to_string(),
         });

@@ -33,6 +33,10 @@ use crate::state::machine::Reply;
 /// How often the monitor wakes at the least.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How long a breaker may hold a state the log does not before it takes the log's (its
+/// transition was refused as stale or lost): commits take milliseconds.
+const BREAKER_GRACE: Duration = Duration::from_secs(5);
+
 /// An attempt is declared hung when it runs this much longer than its own timeout (the
 /// worker kills it at the timeout and should have reported by then).
 const TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
@@ -144,6 +148,18 @@ pub async fn run(node: Arc<Coordinator>, leadership: Arc<Leadership>) {
         for transition in transitions {
             on_transition(&node, &leadership, transition).await;
         }
+        // Open breakers turn half-open on time; a transition the log refused is undone.
+        let now = Timestamp::now();
+        let undone = node.state().with_machine(|m| {
+            leadership.with_breakers(|b, out| {
+                b.tick(now, out);
+                b.reconcile(m.breakers(), BREAKER_GRACE, now)
+            })
+        });
+        for scope in undone {
+            leadership.breaker_changed(&node, &scope);
+        }
+        leadership.follow_system_breaker(&node);
         if last_timeout_scan.elapsed() >= Duration::from_secs(1) {
             last_timeout_scan = Instant::now();
             requeue_hung_attempts(&node, &leadership).await;
@@ -192,6 +208,13 @@ async fn on_transition(node: &Coordinator, leadership: &Leadership, t: Transitio
         return;
     }
     tracing::info!(worker = %t.worker, from = %current, to = %target, reason = %t.reason, "worker status");
+    // The first sign of a sick worker (its session broke, or it fell silent) is a failed call
+    // for its breaker and the system's.
+    if target == WorkerStatus::Suspect
+        || (target == WorkerStatus::Failed && current == WorkerStatus::Healthy)
+    {
+        leadership.with_breakers(|b, out| b.infra_failure(&t.worker, Timestamp::now(), out));
+    }
     if target == WorkerStatus::Failed {
         fail_worker(node, leadership, &t, current).await;
         return;

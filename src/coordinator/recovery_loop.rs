@@ -29,9 +29,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::Coordinator;
 use super::leadership::Leadership;
+use crate::recovery::fleet::RecoveryLevels;
 use crate::recovery::planner::{Planner, PlannerConfig};
 use crate::recovery::strategy::StrategyStats;
-use crate::recovery::{Action, RecoveryEvent, RecoveryPolicy, SystemAction, WorkerRecoveryRecord};
+use crate::recovery::{
+    Action, RecoveryEvent, RecoveryLevel, RecoveryPolicy, SystemAction, WorkerRecoveryRecord,
+};
 use crate::state::command::{Command, FaultCategory, Timestamp, WorkerStatus};
 
 pub mod restart;
@@ -54,6 +57,10 @@ pub struct Recovery {
     /// planner decided them.
     pending: Mutex<Vec<(Timestamp, Action)>>,
     wake: Notify,
+    /// The configured policy, and the level the system breaker picked (`None`: the base
+    /// policy is in force).
+    base: RecoveryPolicy,
+    level: Mutex<Option<RecoveryLevel>>,
 }
 
 /// The policy of a coordinator's configuration.
@@ -79,14 +86,52 @@ impl Recovery {
             seed: term,
             ..PlannerConfig::default()
         };
-        let planner = Planner::new(policy(node), config, stats).map_err(|e| e.to_string())?;
+        let base = policy(node);
+        let planner = Planner::new(base.clone(), config, stats).map_err(|e| e.to_string())?;
         Ok(Recovery {
             planner: Mutex::new(planner),
             restarts: Mutex::new(std::collections::BTreeMap::new()),
             episode_times: Mutex::new((None, None)),
             pending: Mutex::new(Vec::new()),
             wake: Notify::new(),
+            base,
+            level: Mutex::new(None),
         })
+    }
+
+    /// Follows the level the system breaker calls for (`None`: the base policy): the next
+    /// attempt of every recovery uses its policy; attempts under way keep their window.
+    pub fn set_level(&self, level: Option<RecoveryLevel>, levels: &RecoveryLevels) {
+        let mut current = lock(&self.level);
+        if *current == level {
+            return;
+        }
+        let policy = match level {
+            Some(level) => levels.policy(level, &self.base),
+            None => self.base.clone(),
+        };
+        match lock(&self.planner).set_policy(policy.clone()) {
+            Ok(()) => {
+                tracing::info!(
+                    level = ?level,
+                    attempts = policy.max_recovery_attempts,
+                    interval_ms = policy.recovery_interval.as_millis() as u64,
+                    "recovery level changed"
+                );
+                *current = level;
+            }
+            Err(e) => tracing::warn!("recovery level {level:?} not taken: {e}"),
+        }
+    }
+
+    /// The level in force (`None`: the base policy).
+    pub fn level(&self) -> Option<RecoveryLevel> {
+        *lock(&self.level)
+    }
+
+    /// The policy the planner follows now.
+    pub fn current_policy(&self) -> RecoveryPolicy {
+        lock(&self.planner).policy().clone()
     }
 
     /// Teaches the planner what earlier terms' recovery attempts achieved: the
@@ -322,6 +367,12 @@ async fn record_worker(
         }
     }
     tracing::info!(worker = %record.worker, attempt = record.attempt_number, success = record.success, strategy = %record.recovery_type, "recovery attempt recorded");
+    if record.recovery_type != "proactive_drain" {
+        // Recovery outcomes feed the system breaker, which picks the next level.
+        leadership.with_breakers(|b, out| {
+            b.recovery_outcome(record.success, Timestamp::now(), out);
+        });
+    }
     propose(
         node,
         Command::RecordWorkerRecovery {
@@ -404,7 +455,18 @@ async fn system(
             }
         }
         SystemAction::RequeueOrphans => requeue_orphans(node).await,
-        SystemAction::ResetBreakers => {}
+        SystemAction::ResetBreakers => {
+            // The episode reconciled every lease: the workers' breakers start afresh (an
+            // operator's forced-open or disabled ones stay as they were set).
+            let reset = leadership.with_breakers(|b, out| {
+                b.reset_tripped(
+                    "system recovery: every lease reconciled",
+                    Timestamp::now(),
+                    out,
+                )
+            });
+            tracing::info!(reset, "system recovery: worker breakers reset");
+        }
         SystemAction::Snapshot => {
             if let Err(e) = node.raft().trigger().snapshot().await {
                 tracing::warn!("system recovery snapshot failed: {e}");

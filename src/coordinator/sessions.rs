@@ -36,7 +36,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Coordinator;
-use super::leadership::{Leadership, send_assign, worker_profile};
+use super::leadership::{Leadership, send_assign};
 use crate::proto::fleet_server::{Fleet, FleetServer};
 use crate::proto::{
     AttemptFinished, AttemptRef, Cancel, CoordinatorMessage, FinishedAck, Hello, Redirect, Welcome,
@@ -278,11 +278,10 @@ async fn serve(
     // Only a healthy worker is scheduled; a quarantined or draining one joins when recovery
     // makes it healthy, a drained one when an operator ends the drain (the status event
     // brings it in then).
-    if let Some(profile) = node.state().with_machine(|m| {
-        m.worker(&worker)
-            .filter(|w| w.accepts_work())
-            .and_then(|_| worker_profile(m, &worker, slots))
-    }) {
+    if let Some(profile) = node
+        .state()
+        .with_machine(|m| leadership.schedulable_profile(m, &worker, slots))
+    {
         leadership.worker_ready(profile);
     }
 
@@ -332,6 +331,18 @@ async fn serve(
                 });
             }
             Some(worker_message::Body::Finished(f)) => {
+                if let Some(outcome) = Outcome::parse(&f.outcome) {
+                    leadership.with_breakers(|b, out| {
+                        b.finished(
+                            &worker,
+                            &f.task_id,
+                            f.attempt,
+                            outcome,
+                            Timestamp::now(),
+                            out,
+                        );
+                    });
+                }
                 if f.outcome == Outcome::WorkerFault.as_str() {
                     leadership.recovery_event(RecoveryEvent::InfraFault {
                         worker: worker.clone(),

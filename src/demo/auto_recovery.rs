@@ -62,6 +62,8 @@ pub async fn run(num_workers: usize, run_time: Duration) -> Result<bool, CliErro
         "200".to_string(),
         "--worker-failure-timeout-ms".to_string(),
         "1000".to_string(),
+        // The demonstration's own pace (8 s attempts), not the breakers' levels.
+        "--disable-circuit-breaker".to_string(),
         "--recovery-interval-ms".to_string(),
         "8000".to_string(),
         "--max-recovery-attempts".to_string(),

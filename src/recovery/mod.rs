@@ -98,6 +98,7 @@
 //! (ARCHITECTURE.md § Circuit breakers).
 
 pub mod breaker;
+pub mod fleet;
 pub mod planner;
 pub mod restart;
 pub mod strategy;
@@ -258,6 +259,10 @@ pub enum RecoveryEvent {
     /// The worker left the fleet (an operator removed it, or it left on SIGTERM): recovery of
     /// it stops, and a recovery in progress is recorded as ended by the removal.
     WorkerLeft { worker: WorkerId },
+    /// The system circuit breaker opened: the fleet's infrastructure fails too often for
+    /// worker-by-worker recovery, so system recovery takes over (dispatch held, leases
+    /// reconciled, a gradual resume) instead of tasks thrashing between the survivors.
+    SystemBreakerOpened { reason: String },
 }
 
 /// What the executor must do, in the order given.

@@ -244,6 +244,13 @@ impl Planner {
                 self.check_mass_failure(now, &mut out);
             }
             RecoveryEvent::WorkerLeft { worker } => self.worker_left(now, &worker, &mut out),
+            RecoveryEvent::SystemBreakerOpened { reason } => {
+                self.trigger(
+                    now,
+                    format!("system circuit breaker open: {reason}"),
+                    &mut out,
+                );
+            }
         }
         self.advance(now, &mut out);
         out

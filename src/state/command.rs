@@ -454,3 +454,21 @@ text_enum! {
         Disabled = "disabled",
     }
 }
+
+impl BreakerState {
+    /// True when the breaker lets no call through: open, by itself or by an operator.
+    pub fn blocks(self) -> bool {
+        matches!(self, BreakerState::Open | BreakerState::ForcedOpen)
+    }
+}
+
+/// The scope of the fleet-wide breaker that picks the recovery level.
+pub const SYSTEM_SCOPE: &str = "system";
+
+/// Worker breakers' scopes are this prefix and the worker's id.
+pub const WORKER_SCOPE: &str = "worker:";
+
+/// The scope of `worker`'s breaker.
+pub fn worker_scope(worker: &str) -> String {
+    format!("{WORKER_SCOPE}{worker}")
+}

@@ -525,8 +525,11 @@ pub fn check(command: &Command) -> Result<(), Violation> {
             check_timestamp("the recovery time", *at)
         }
         Command::BreakerTransition { scope, at, .. } => {
-            if scope.is_empty() {
-                return Err("the breaker scope is empty".to_string());
+            let worker = scope.strip_prefix(super::command::WORKER_SCOPE);
+            if scope != super::command::SYSTEM_SCOPE && worker.is_none_or(str::is_empty) {
+                return Err(format!(
+                    "breaker scope {scope:?} is neither `system` nor `worker:<worker id>`"
+                ));
             }
             check_len("the breaker scope", scope, MAX_CODE_BYTES)?;
             check_timestamp("the transition time", *at)

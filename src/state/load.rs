@@ -168,15 +168,23 @@ pub fn load_machine(conn: &Connection) -> Result<Machine> {
     }
 
     let mut stmt = conn
-        .prepare("SELECT scope, arg_max(to_state, id) FROM breaker_transitions GROUP BY scope")
+        .prepare(
+            "SELECT scope, arg_max(to_state, id), epoch_us(arg_max(changed_at, id)) \
+             FROM breaker_transitions GROUP BY scope",
+        )
         .map_err(db(ctx))?;
     let mut rows = stmt.query([]).map_err(db(ctx))?;
     while let Some(r) = rows.next().map_err(db(ctx))? {
         let scope: String = r.get(0).map_err(db(ctx))?;
         let state: String = r.get(1).map_err(db(ctx))?;
-        parts
-            .breakers
-            .insert(scope, parse("breaker state", &state, BreakerState::parse)?);
+        let since: i64 = r.get(2).map_err(db(ctx))?;
+        parts.breakers.insert(
+            scope,
+            (
+                parse("breaker state", &state, BreakerState::parse)?,
+                Timestamp(since),
+            ),
+        );
     }
 
     let mut stmt = conn

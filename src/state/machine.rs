@@ -20,7 +20,7 @@ pub use super::view::{
 
 use super::command::{
     Assignment, BreakerState, Command, FaultCategory, JobId, JobStatus, NodeId, Outcome, TaskId,
-    TaskSpec, TaskStatus, Timestamp, WorkerId, WorkerStatus,
+    TaskSpec, TaskStatus, Timestamp, WorkerId, WorkerStatus, worker_scope,
 };
 use super::limits;
 
@@ -42,7 +42,8 @@ pub struct Machine {
     /// that the leader's per-worker questions (a hello, a failure) and its in-flight scans do
     /// not walk every task ever submitted.
     held: HashMap<WorkerId, BTreeSet<TaskId>>,
-    breakers: BTreeMap<String, BreakerState>,
+    /// Each breaker's state and when it entered it (no entry: closed since ever).
+    breakers: BTreeMap<String, (BreakerState, Timestamp)>,
     counters: Counters,
     /// Ids of the kept health samples per node, oldest first, for the retention limit.
     health_ids: BTreeMap<NodeId, VecDeque<i64>>,
@@ -58,7 +59,7 @@ pub struct MachineParts {
     pub workers: Vec<Worker>,
     pub jobs: Vec<(JobId, String, JobStatus, Timestamp, Option<Timestamp>)>,
     pub tasks: Vec<Task>,
-    pub breakers: BTreeMap<String, BreakerState>,
+    pub breakers: BTreeMap<String, (BreakerState, Timestamp)>,
     pub counters: Counters,
     pub health_ids: Vec<(NodeId, i64)>,
 }
@@ -163,8 +164,19 @@ impl Machine {
     pub fn breaker(&self, scope: &str) -> BreakerState {
         self.breakers
             .get(scope)
-            .copied()
-            .unwrap_or(BreakerState::Closed)
+            .map_or(BreakerState::Closed, |(state, _)| *state)
+    }
+
+    /// Every breaker that ever changed: scope → (state, since).
+    pub fn breakers(&self) -> &BTreeMap<String, (BreakerState, Timestamp)> {
+        &self.breakers
+    }
+
+    /// True when the scheduler may give `worker` work: it accepts work
+    /// ([`Worker::accepts_work`]) and its circuit breaker lets calls through (not open).
+    pub fn accepts_work(&self, worker: &str) -> bool {
+        self.workers.get(worker).is_some_and(Worker::accepts_work)
+            && !self.breaker(&worker_scope(worker)).blocks()
     }
 
     pub fn counters(&self) -> &Counters {
@@ -407,7 +419,13 @@ impl Machine {
                         "breaker {scope} is {current}, not {from}: stale transition"
                     ));
                 }
-                self.breakers.insert(scope.clone(), to);
+                self.breakers.insert(scope.clone(), (to, at));
+                // The leader's breakers follow, and its dispatcher looks again at the worker.
+                self.events.push(Event::Breaker {
+                    scope: scope.clone(),
+                    state: to,
+                    since: at,
+                });
                 let id = take_id(&mut self.counters.breaker_transitions);
                 self.changes.history.push(HistoryRow::BreakerTransition {
                     id,

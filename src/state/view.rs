@@ -301,4 +301,10 @@ pub enum Event {
         worker: WorkerId,
         status: WorkerStatus,
     },
+    /// A circuit breaker changed state (`scope` is `system` or `worker:<id>`).
+    Breaker {
+        scope: String,
+        state: BreakerState,
+        since: Timestamp,
+    },
 }

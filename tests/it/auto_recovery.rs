@@ -133,6 +133,8 @@ fn the_auto_recovery_demonstration_passes() {
 async fn a_worker_whose_restart_keeps_failing_ends_permanently_failed() {
     let dir = super::support::test_dir();
     let extra = args(&[
+        // The base policy these numbers set, not the breakers' levels.
+        "--disable-circuit-breaker",
         "--recovery-interval-ms",
         "800",
         "--max-recovery-attempts",
@@ -235,6 +237,8 @@ async fn a_quarantined_worker_that_reconnects_gets_no_work_until_its_hold_ends()
     // A crashed worker: reconnect (4 s), then a restart that fails at once, then quarantine
     // (watched for 4 s: time enough to start the worker again and see it held).
     let extra = args(&[
+        // The base policy these numbers set, not the breakers' levels.
+        "--disable-circuit-breaker",
         "--recovery-interval-ms",
         "4000",
         "--max-recovery-attempts",

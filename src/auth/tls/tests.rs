@@ -373,6 +373,20 @@ impl Control for RoleRecorder {
     ) -> Result<Response<crate::proto::WorkerChangeReply>, Status> {
         Err(Status::unimplemented("test"))
     }
+
+    async fn list_breakers(
+        &self,
+        _: Request<crate::proto::ListBreakersRequest>,
+    ) -> Result<Response<crate::proto::BreakerList>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+
+    async fn set_breaker(
+        &self,
+        _: Request<crate::proto::SetBreakerRequest>,
+    ) -> Result<Response<crate::proto::BreakerChange>, Status> {
+        Err(Status::unimplemented("test"))
+    }
 }
 
 /// Connects to `addr` over TLS and calls `Status`; any failure as text.

@@ -89,6 +89,13 @@ impl Machine {
             Some(w) if w.drain.is_some() => {
                 return Reply::rejected(format!("worker {} is drained", a.worker));
             }
+            Some(_) if !self.accepts_work(&a.worker) => {
+                return Reply::rejected(format!(
+                    "worker {}'s circuit breaker is {}",
+                    a.worker,
+                    self.breaker(&crate::state::command::worker_scope(&a.worker))
+                ));
+            }
             Some(_) => {}
         }
         let Some(task) = self.tasks.get_mut(&a.task) else {

@@ -93,6 +93,23 @@ fn a_storage_error_enters_an_episode() {
 }
 
 #[test]
+fn the_system_breaker_opening_hands_over_to_system_recovery() {
+    let mut sim = Sim::new(policy());
+    sim.fleet(secs(0), 3, 3);
+    let opened = RecoveryEvent::SystemBreakerOpened {
+        reason: "failure rate 60% (6 of the last 10 calls)".to_string(),
+    };
+    sim.event(secs(2), opened);
+    assert!(sim.planner.in_episode());
+    assert_eq!(sim.planner.dispatch_allowance(sim.at(secs(3))), Some(0.0));
+    sim.run_until(secs(60));
+    assert_eq!(
+        sim.system_transcript()[0],
+        "2.0s hold: system circuit breaker open: failure rate 60% (6 of the last 10 calls)"
+    );
+}
+
+#[test]
 fn an_exploding_requeue_rate_enters_an_episode() {
     let mut sim = Sim::new(policy());
     sim.fleet(secs(0), 50, 50);
