@@ -257,7 +257,6 @@ async fn fail_worker(
     t: &Transition,
     current: WorkerStatus,
 ) {
-    let disabled = node.config().disable_auto_recovery;
     let session_lost = t.reason.contains("session");
     let task_category = if session_lost {
         FaultCategory::Connection
@@ -272,38 +271,67 @@ async fn fail_worker(
         "phi": if t.phi.is_finite() { json!(t.phi) } else { json!(null) },
         "detected_at_us": detected_at.micros(),
     });
-    let reply = propose(
-        node,
-        Command::FailWorker {
-            worker: t.worker.clone(),
-            from: current,
-            reason: t.reason.clone(),
-            category: task_category,
-            requeue: !disabled,
-            details_json: facts.to_string(),
-            at: detected_at,
-        },
-    )
-    .await;
-    let Some(Reply::Many(tasks)) = reply else {
-        return; // stale (another loop got there first) or not committed
-    };
-    for _ in &tasks {
-        leadership.recovery_event(RecoveryEvent::TaskRequeued {
-            worker: t.worker.clone(),
-        });
-    }
-    if !tasks.is_empty() {
-        tracing::info!(worker = %t.worker, tasks = tasks.len(), disabled, "tasks of a failed worker recovered");
-    }
-    leadership.recovery_event(RecoveryEvent::WorkerFailed {
-        worker: t.worker.clone(),
+    let failure = Failure {
+        worker: &t.worker,
+        from: current,
+        reason: &t.reason,
+        task_category,
         category: if session_lost {
             FaultCategory::Connection
         } else {
             FaultCategory::Hang
         },
-        reason: t.reason.clone(),
+        facts,
+        at: detected_at,
+    };
+    commit_failure(node, leadership, failure).await;
+}
+
+/// A worker failure to commit: its status `from` → failed, its tasks requeued as
+/// `task_category`, and recovery told the worker failed as `category`.
+pub(super) struct Failure<'a> {
+    pub worker: &'a str,
+    pub from: WorkerStatus,
+    pub reason: &'a str,
+    pub task_category: FaultCategory,
+    pub category: FaultCategory,
+    pub facts: serde_json::Value,
+    pub at: Timestamp,
+}
+
+/// Commits `f` as one `FailWorker` entry (the worker failed and every task it holds requeued,
+/// or abandoned with auto-recovery off), then tells recovery. Nothing when the entry was
+/// refused as stale (another loop got there first) or not committed.
+pub(super) async fn commit_failure(node: &Coordinator, leadership: &Leadership, f: Failure<'_>) {
+    let disabled = node.config().disable_auto_recovery;
+    let reply = propose(
+        node,
+        Command::FailWorker {
+            worker: f.worker.to_string(),
+            from: f.from,
+            reason: f.reason.to_string(),
+            category: f.task_category,
+            requeue: !disabled,
+            details_json: f.facts.to_string(),
+            at: f.at,
+        },
+    )
+    .await;
+    let Some(Reply::Many(tasks)) = reply else {
+        return;
+    };
+    for _ in &tasks {
+        leadership.recovery_event(RecoveryEvent::TaskRequeued {
+            worker: f.worker.to_string(),
+        });
+    }
+    if !tasks.is_empty() {
+        tracing::info!(worker = %f.worker, tasks = tasks.len(), disabled, "tasks of a failed worker recovered");
+    }
+    leadership.recovery_event(RecoveryEvent::WorkerFailed {
+        worker: f.worker.to_string(),
+        category: f.category,
+        reason: f.reason.to_string(),
     });
 }
 

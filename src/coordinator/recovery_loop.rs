@@ -305,6 +305,33 @@ async fn perform(
             tracing::info!(worker = %worker, "recovery: closing the worker's session");
             leadership.close_session(&worker);
         }
+        Action::Fail {
+            worker,
+            category,
+            reason,
+        } => {
+            let current = (node.state()).with_machine(|m| m.worker(&worker).map(|w| w.status));
+            let Some(from @ (WorkerStatus::Healthy | WorkerStatus::Suspect)) = current else {
+                return; // already failed, held or gone: nothing to do
+            };
+            tracing::info!(worker = %worker, %category, reason = %reason, "recovery: failing a worker its own faults describe");
+            let at = Timestamp::now();
+            let failure = super::monitor::Failure {
+                worker: &worker,
+                from,
+                reason: &reason,
+                task_category: category,
+                category,
+                facts: json!({
+                    "leader_term": leadership.term,
+                    "leader_node": node.node_id(),
+                    "detected_at_us": at.micros(),
+                    "source": "the worker's own fault reports",
+                }),
+                at,
+            };
+            super::monitor::commit_failure(node, leadership, failure).await;
+        }
         Action::RunRestart { worker, attempt } => {
             let node = node.clone();
             let recovery = recovery.clone();

@@ -347,6 +347,7 @@ async fn serve(
                     leadership.recovery_event(RecoveryEvent::InfraFault {
                         worker: worker.clone(),
                         task: f.task_id.clone(),
+                        category: FaultCategory::Connection, // MERGE: the worker's `fault`
                     });
                 }
                 let leadership = leadership.clone();

@@ -246,8 +246,17 @@ pub enum RecoveryEvent {
         output_tail: String,
     },
     /// An attempt of `task` on `worker` ended with an infrastructure fault (worker fault, lost
-    /// lease, spawn error).
-    InfraFault { worker: WorkerId, task: TaskId },
+    /// lease, spawn error), of the category the worker observed (`resource_exhaustion` for a
+    /// spawn refused for lack of memory, processes or descriptors; `storage` for a full or
+    /// read-only disk; `crash` for its executor dying).
+    InfraFault {
+        worker: WorkerId,
+        task: TaskId,
+        category: FaultCategory,
+    },
+    /// The worker's new process says the previous one died without leaving (it found its own
+    /// run marker): its fault was a crash, whatever the session's end looked like.
+    WorkerCrashed { worker: WorkerId },
     /// The health monitor finds the worker's heartbeats erratic (phi or inter-arrival spread).
     WorkerErratic { worker: WorkerId, reason: String },
     /// The coordinator's own storage failed (a DuckDB write, a log append).
@@ -277,6 +286,13 @@ pub enum Action {
     },
     /// Close the worker's session (if it has one), so that it reconnects.
     CloseSession { worker: WorkerId },
+    /// Fail the worker (its tasks requeued), as the health monitor would, with the category
+    /// its own reports showed; recovery then follows that category's strategies.
+    Fail {
+        worker: WorkerId,
+        category: FaultCategory,
+        reason: String,
+    },
     /// Run the worker's restart command with its timeout, then report
     /// [`RecoveryEvent::RestartFinished`] with the same `attempt`.
     RunRestart { worker: WorkerId, attempt: u32 },

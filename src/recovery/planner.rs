@@ -140,7 +140,7 @@ pub struct Planner {
     /// Workers drained proactively.
     drains: BTreeMap<WorkerId, DrainHold>,
     /// Recent infrastructure faults per worker, oldest first.
-    infra_faults: BTreeMap<WorkerId, VecDeque<Instant>>,
+    infra_faults: BTreeMap<WorkerId, VecDeque<(Instant, FaultCategory)>>,
     /// Worker failures within `mass_failure_window` not yet consumed by an episode.
     recent_failures: VecDeque<(Instant, WorkerId)>,
     /// Requeues within the last minute not yet consumed by an episode.
@@ -228,9 +228,12 @@ impl Planner {
                 let result = (exit_code, output_tail);
                 self.restart_finished(now, &worker, attempt, result, &mut out);
             }
-            RecoveryEvent::InfraFault { worker, task } => {
-                self.infra_fault(now, worker, &task, &mut out)
-            }
+            RecoveryEvent::InfraFault {
+                worker,
+                task,
+                category,
+            } => self.infra_fault(now, worker, &task, category, &mut out),
+            RecoveryEvent::WorkerCrashed { worker } => self.worker_crashed(&worker),
             RecoveryEvent::WorkerErratic { worker, reason } => self.drain(
                 now,
                 worker,

@@ -150,6 +150,9 @@ fn line(offset: Duration, action: &Action) -> String {
             worker, from, to, ..
         } => format!("set {worker} {from}→{to}"),
         Action::CloseSession { worker } => format!("close {worker}"),
+        Action::Fail {
+            worker, category, ..
+        } => format!("fail {worker} as {category}"),
         Action::RunRestart { worker, attempt } => format!("restart {worker} #{attempt}"),
         Action::Record(r) => {
             let result = match &r.error_message {
@@ -585,6 +588,7 @@ fn infra_faults(sim: &mut Sim, worker: &str, minutes: &[u64]) {
         let event = RecoveryEvent::InfraFault {
             worker: worker.to_string(),
             task: format!("t{i}"),
+            category: FaultCategory::LeaseLost,
         };
         sim.event(secs(m * 60), event);
     }
@@ -648,6 +652,70 @@ fn an_erratic_worker_is_drained_and_returns_after_a_quiet_interval() {
         panic!()
     };
     assert_eq!(reason, "erratic heartbeats: phi 6.2 at 1.4 s");
+}
+
+#[test]
+fn faults_that_say_resources_or_storage_fail_the_worker_into_their_categorys_strategies() {
+    for (category, first) in [
+        (FaultCategory::ResourceExhaustion, "failed→quarantined"),
+        (FaultCategory::Storage, "restart w1 #1"),
+    ] {
+        let mut sim = Sim::new(policy());
+        for (i, seen) in [FaultCategory::Connection, category, category]
+            .into_iter()
+            .enumerate()
+        {
+            let event = RecoveryEvent::InfraFault {
+                worker: "w1".to_string(),
+                task: format!("t{i}"),
+                category: seen,
+            };
+            sim.event(secs(i as u64), event);
+        }
+        let Some(Action::Fail {
+            category: failed_as,
+            reason,
+            ..
+        }) = sim.log.iter().map(|(_, a)| a).last()
+        else {
+            panic!("{category}: not failed: {:?}", sim.transcript());
+        };
+        assert_eq!(*failed_as, category);
+        assert!(reason.contains(&format!("t2: {category}")), "{reason}");
+        assert!(!sim.planner.is_draining("w1"));
+        // The executor commits the failure; recovery then starts with the category's first
+        // strategy.
+        sim.fail(secs(3), "w1", category);
+        sim.run_until(secs(4));
+        assert!(
+            sim.transcript().iter().any(|l| l.contains(first)),
+            "{category}: {:?}",
+            sim.transcript()
+        );
+    }
+}
+
+#[test]
+fn a_crash_reported_by_the_restarted_worker_recategorises_its_recovery() {
+    let mut sim = Sim::new(policy());
+    sim.fail(secs(0), "w1", Connection);
+    sim.event(
+        secs(1),
+        RecoveryEvent::WorkerCrashed {
+            worker: "w1".into(),
+        },
+    );
+    sim.event(
+        secs(2),
+        RecoveryEvent::WorkerHealthy {
+            worker: "w1".into(),
+        },
+    );
+    sim.run_until(secs(120));
+    let records = sim.records();
+    let last = records.last().unwrap();
+    assert!(last.success, "{records:?}");
+    assert_eq!(last.details["category"], "crash", "{:?}", last.details);
 }
 
 #[test]

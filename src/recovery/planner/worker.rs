@@ -1,6 +1,7 @@
 //! Worker recovery and proactive drains: the part of the [`Planner`] that follows one worker
 //! at a time (the rules are in the [recovery module docs](crate::recovery)).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -502,26 +503,58 @@ impl Planner {
 
     // --- Proactive recovery ----------------------------------------------------------------
 
+    /// Infrastructure faults climbing past the threshold: a worker whose faults say it lacks
+    /// resources or storage is failed with that category, so recovery follows its strategies
+    /// (quarantine first for resources, a restart first for storage); any other is drained
+    /// before it fails.
     pub(super) fn infra_fault(
         &mut self,
         now: Instant,
         worker: WorkerId,
         task: &str,
+        category: FaultCategory,
         out: &mut Vec<Action>,
     ) {
         let window = self.config.infra_fault_window;
         let faults = self.infra_faults.entry(worker.clone()).or_default();
-        faults.push_back(now);
-        while faults.front().is_some_and(|&t| now - t >= window) {
+        faults.push_back((now, category));
+        while faults.front().is_some_and(|&(t, _)| now - t >= window) {
             faults.pop_front();
         }
-        if faults.len() >= self.config.infra_fault_threshold {
-            let reason = format!(
-                "{} infrastructure faults within {} (the last on task {task})",
-                faults.len(),
-                human(window)
-            );
+        if faults.len() < self.config.infra_fault_threshold {
+            return;
+        }
+        let reason = format!(
+            "{} infrastructure faults within {} (the last on task {task}: {category})",
+            faults.len(),
+            human(window)
+        );
+        let dominant = dominant_category(faults);
+        let fail = matches!(
+            dominant,
+            FaultCategory::ResourceExhaustion | FaultCategory::Storage
+        );
+        if fail && self.policy.enable_proactive_recovery && !self.cases.contains_key(&worker) {
+            self.infra_faults.remove(&worker);
+            out.push(Action::Fail {
+                worker,
+                category: dominant,
+                reason,
+            });
+        } else {
             self.drain(now, worker, reason, out);
+        }
+    }
+
+    /// The worker's new process reported that the previous one crashed: a recovery under way
+    /// goes on as a crash's (its records and what it teaches say crash).
+    pub(super) fn worker_crashed(&mut self, worker: &str) {
+        if let Some(case) = self.cases.get_mut(worker)
+            && case.category != FaultCategory::Crash
+        {
+            case.reason = format!("{} — the worker's process had crashed", case.reason);
+            case.category = FaultCategory::Crash;
+            case.plan = self.stats.plan(FaultCategory::Crash);
         }
     }
 
@@ -609,4 +642,21 @@ fn unit_hash(seed: u64, worker: &str, attempt: u32) -> f64 {
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^= x >> 31;
     (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The category most of `faults` have (the latest among equals).
+fn dominant_category(faults: &VecDeque<(Instant, FaultCategory)>) -> FaultCategory {
+    let mut counts: Vec<(FaultCategory, usize, usize)> = Vec::new();
+    for (i, (_, category)) in faults.iter().enumerate() {
+        match counts.iter_mut().find(|(c, _, _)| c == category) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.2 = i;
+            }
+            None => counts.push((*category, 1, i)),
+        }
+    }
+    (counts.into_iter())
+        .max_by_key(|&(_, count, last)| (count, last))
+        .map_or(FaultCategory::Connection, |(c, _, _)| c)
 }
