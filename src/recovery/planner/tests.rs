@@ -676,7 +676,7 @@ fn faults_that_say_resources_or_storage_fail_the_worker_into_their_categorys_str
             category: failed_as,
             reason,
             ..
-        }) = sim.log.iter().map(|(_, a)| a).last()
+        }) = sim.log.iter().map(|(_, a)| a).next_back()
         else {
             panic!("{category}: not failed: {:?}", sim.transcript());
         };
