@@ -333,6 +333,7 @@ async fn serve(
             }
             Some(worker_message::Body::Finished(f)) => {
                 if f.outcome == Outcome::WorkerFault.as_str() {
+                    tracing::info!(worker = %worker, task = %f.task_id, fault = %f.fault, "worker fault");
                     leadership.recovery_event(RecoveryEvent::InfraFault {
                         worker: worker.clone(),
                         task: f.task_id.clone(),

@@ -121,14 +121,19 @@ fn refs(keys: impl Iterator<Item = Key>) -> Vec<AttemptRef> {
 }
 
 /// The report of an attempt's end: the executor's result as the wire says it (an error the
-/// command's own output does not show is appended to the tail).
+/// command's own output does not show is appended to the tail, with the fault's category when
+/// it is a worker fault, so the stored attempt shows it too).
 pub fn finished_message(
     task_id: String,
     attempt: u32,
     result: executor::AttemptResult,
 ) -> AttemptFinished {
+    let fault = result.fault_name();
     let mut tail = result.output_tail;
-    if let Some(error) = result.error {
+    if let Some(mut error) = result.error {
+        if !fault.is_empty() {
+            error = format!("worker fault ({fault}): {error}");
+        }
         tail = if tail.is_empty() {
             error
         } else {
@@ -144,6 +149,7 @@ pub fn finished_message(
         output_tail: tail,
         at_us: Timestamp::now().micros(),
         signal: result.signal,
+        fault: fault.to_string(),
     }
 }
 
@@ -230,6 +236,7 @@ impl Agent {
             cwd: assign.cwd.map(PathBuf::from),
             timeout: Duration::from_millis(assign.timeout_ms.max(1)),
             output_limit: self.config.output_limit,
+            injected_spawn_error: None,
         };
         let results = self.results_tx.clone();
         let started = self.started_tx.clone();
@@ -252,9 +259,14 @@ impl Agent {
                     truncated_bytes: 0,
                     cancelled: false,
                     error: None,
+                    fault: None,
                 }
             } else {
-                executor::run_observed(spec, cancel, output).await
+                // On a task of its own, so that a panic in it is reported as a crash of the
+                // executor rather than losing the attempt.
+                tokio::spawn(executor::run_observed(spec, cancel, output))
+                    .await
+                    .unwrap_or_else(executor::AttemptResult::crashed)
             };
             let _ = results.send(finished_message(assign.task_id, assign.attempt, result));
         });

@@ -373,6 +373,7 @@ async fn a_worker_cannot_report_on_another_workers_attempt() {
             output_tail: "forged".into(),
             at_us: 0,
             signal: None,
+            ..AttemptFinished::default()
         }))
         .await;
     // The forged result is committed as stale (and acknowledged, so it is not re-sent).
