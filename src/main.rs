@@ -57,7 +57,8 @@ enum Command {
         /// live worker on this host holds]
         #[arg(long, env = "TESTFLEET_WORKER_NAME")]
         name: Option<String>,
-        /// Where workers without --name keep the locks that make their default names unique
+        /// Where workers keep the locks that make default names unique and a run marker per
+        /// name, whose survival tells a restart that the previous process crashed
         /// [default: $XDG_STATE_HOME/testfleet or ~/.local/state/testfleet]
         #[arg(long, env = "TESTFLEET_WORKER_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
@@ -445,14 +446,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             grace,
             state_dir,
         } => {
+            use testfleet::worker::{marker::RunMarker, name};
             let addrs = cli::parse_addresses(&coordinator)?;
+            let dir = state_dir.unwrap_or_else(name::default_state_dir);
             // Held for the life of the process: it keeps the default name ours.
             let mut _name_lock = None;
             let name = match name {
                 Some(name) => name,
                 None => {
-                    use testfleet::worker::name;
-                    let dir = state_dir.unwrap_or_else(name::default_state_dir);
                     let taken =
                         name::default_name(&testfleet::worker::host_name(), &dir).map_err(|e| {
                             CliError::Usage(format!(
@@ -470,11 +471,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             // instead of retrying a hello that can never be accepted.
             testfleet::state::limits::check_worker_id(&name)
                 .map_err(|e| CliError::Usage(format!("bad worker name {name:?}: {e}")))?;
+            let (marker, previous_exit) = RunMarker::acquire_or_warn(&dir, &name);
             let mut config = WorkerConfig::new(addrs, name);
             config.credentials = auth.credentials()?;
             config.slots = slots;
             config.labels = labels.into_iter().collect();
             config.grace = grace;
+            config.previous_exit = previous_exit;
             // The first SIGTERM or Ctrl-C makes the worker leave (it finishes what it runs, up
             // to --grace); a second one stops it at once.
             let shutdown = tokio_util::sync::CancellationToken::new();
@@ -486,9 +489,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 shutdown_signal().await;
                 stop_now.cancel();
             });
-            testfleet::worker::agent::run(config, shutdown)
-                .await
-                .map_err(CliError::Denied)
+            let result = testfleet::worker::agent::run(config, shutdown).await;
+            // Any return is an end on the worker's own terms; only a crash leaves the marker.
+            if let Some(Err(e)) = marker.map(RunMarker::remove) {
+                tracing::warn!("cannot remove the run marker: {e}");
+            }
+            result.map_err(CliError::Denied)
         }
         Command::Submit {
             target,

@@ -13,6 +13,10 @@
 //!
 //! Fencing: the worker remembers the highest leader term it has seen and ignores
 //! assignments and cancellations from lower terms (a deposed leader that wakes up).
+//!
+//! Faults: the hellos say how the previous process under this name ended
+//! ([`WorkerConfig::previous_exit`]) until a leader has welcomed this one, and a result that is
+//! a worker fault says which part of the worker failed (`AttemptFinished.fault`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -26,6 +30,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::executor::{self, AttemptSpec};
+use super::marker::PreviousExit;
 use crate::proto::fleet_client::FleetClient;
 use crate::proto::{
     AttemptFinished, AttemptRef, AttemptStarted, Heartbeat, Hello, WorkerMessage,
@@ -62,6 +67,8 @@ pub struct WorkerConfig {
     pub stop_now: CancellationToken,
     /// Told about every session the leader accepts: (worker, leader id, term).
     pub on_welcome: Option<mpsc::UnboundedSender<(String, u64, u64)>>,
+    /// How the previous process under this name ended (`super::marker`), for the hello.
+    pub previous_exit: PreviousExit,
 }
 
 impl WorkerConfig {
@@ -80,6 +87,7 @@ impl WorkerConfig {
             max_backoff: Duration::from_secs(15),
             noop_executor: false,
             on_welcome: None,
+            previous_exit: PreviousExit::Clean,
         }
     }
 }
@@ -100,6 +108,9 @@ struct Agent {
     /// Random, once per run: tells the leader that a reconnect comes from this same process
     /// (`Hello.session_id`), so it may replace a session of this name that still looks alive.
     session_id: String,
+    /// How the previous process under this name ended, told in hellos until a leader has
+    /// welcomed this process once; then [`PreviousExit::Clean`].
+    previous_exit: PreviousExit,
     /// Results of finished attempts, from their tasks.
     results_tx: mpsc::UnboundedSender<AttemptFinished>,
     results_rx: mpsc::UnboundedReceiver<AttemptFinished>,
@@ -208,6 +219,8 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_string(),
             seen_term: self.seen_term,
             session_id: self.session_id.clone(),
+            previous_exit: self.previous_exit.as_str().to_string(),
+            previous_started_at_us: self.previous_exit.started_at_us(),
         }
     }
 
@@ -351,6 +364,7 @@ impl Agent {
                     match message.body {
                         Some(coordinator_message::Body::Welcome(w)) => {
                             welcomed = true;
+                            self.previous_exit = PreviousExit::Clean;
                             self.seen_term = self.seen_term.max(w.term);
                             let every = Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(50)));
                             heartbeat = tokio::time::interval(every);
@@ -475,6 +489,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let (started_tx, started_rx) = mpsc::unbounded_channel();
     let addresses = Arc::new(config.coordinators.clone());
+    let previous_exit = config.previous_exit;
     let mut agent = Agent {
         config,
         running: HashMap::new(),
@@ -482,6 +497,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         unacked: BTreeMap::new(),
         seen_term: 0,
         session_id: uuid::Uuid::new_v4().to_string(),
+        previous_exit,
         results_tx,
         results_rx,
         started_tx,

@@ -324,6 +324,8 @@ pub fn run_as(args: &[&str], dir: &Path, token_file: Option<&Path>) -> (i32, Str
     let out = command
         .args(args)
         .current_dir(dir)
+        // A worker's run marker goes in the test's directory, not the home directory.
+        .env("TESTFLEET_WORKER_STATE_DIR", dir)
         .env("NO_COLOR", "1")
         .env_remove("TESTFLEET_TOKEN")
         .env_remove("TESTFLEET_COORDINATOR")
@@ -382,6 +384,8 @@ impl WorkerProcess {
             .args(["worker", "--coordinator", coordinators, "--name", name])
             .args(["--slots", &slots.to_string()])
             .env("TESTFLEET_TOKEN_FILE", token_file(Role::Worker))
+            // Its run marker goes in the test's directory, not the home directory.
+            .env("TESTFLEET_WORKER_STATE_DIR", dir)
             .current_dir(dir)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -201,6 +201,7 @@ fn hello(worker: &str, session_id: &str, host: &str) -> Hello {
         version: "test".to_string(),
         seen_term: 0,
         session_id: session_id.to_string(),
+        ..Hello::default()
     }
 }
 
