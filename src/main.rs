@@ -85,6 +85,12 @@ enum Command {
         /// and handed back, e.g. 30s, 5m
         #[arg(long, env = "TESTFLEET_WORKER_GRACE", default_value = "30s", value_parser = parse_duration)]
         grace: Duration,
+        /// Testing aid: inject a fault into this worker; repeat for more. SPEC is
+        /// spawn-error=ERRNO[,rate=R], drop-session,every=DUR,
+        /// stall-heartbeats,every=DUR,for=DUR or slow-heartbeats,factor=F
+        /// (ARCHITECTURE.md § Worker faults)
+        #[arg(long = "inject-fault", hide = true, value_name = "SPEC")]
+        inject_faults: Vec<testfleet::worker::faults::Fault>,
     },
     /// Print a shell completion script: `testfleet completions bash > /etc/bash_completion.d/testfleet`
     Completions {
@@ -445,9 +451,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             auth,
             grace,
             state_dir,
+            inject_faults,
         } => {
-            use testfleet::worker::{marker::RunMarker, name};
+            use testfleet::worker::{faults::Faults, marker::RunMarker, name};
             let addrs = cli::parse_addresses(&coordinator)?;
+            let faults = Faults::new(inject_faults).map_err(|e| CliError::Usage(e.to_string()))?;
             let dir = state_dir.unwrap_or_else(name::default_state_dir);
             // Held for the life of the process: it keeps the default name ours.
             let mut _name_lock = None;
@@ -477,6 +485,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             config.slots = slots;
             config.labels = labels.into_iter().collect();
             config.grace = grace;
+            config.faults = faults;
             config.previous_exit = previous_exit;
             // The first SIGTERM or Ctrl-C makes the worker leave (it finishes what it runs, up
             // to --grace); a second one stops it at once.

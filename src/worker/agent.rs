@@ -15,8 +15,9 @@
 //! assignments and cancellations from lower terms (a deposed leader that wakes up).
 //!
 //! Faults: the hellos say how the previous process under this name ended
-//! ([`WorkerConfig::previous_exit`]) until a leader has welcomed this one, and a result that is
-//! a worker fault says which part of the worker failed (`AttemptFinished.fault`).
+//! ([`WorkerConfig::previous_exit`]) until a leader has welcomed this one, a result that is a
+//! worker fault says which part of the worker failed (`AttemptFinished.fault`), and the faults
+//! injected for tests ([`WorkerConfig::faults`]) act here, on the real session and executor.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -30,6 +31,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::executor::{self, AttemptSpec};
+use super::faults::{Faults, Injector};
 use super::marker::PreviousExit;
 use crate::proto::fleet_client::FleetClient;
 use crate::proto::{
@@ -69,6 +71,8 @@ pub struct WorkerConfig {
     pub on_welcome: Option<mpsc::UnboundedSender<(String, u64, u64)>>,
     /// How the previous process under this name ended (`super::marker`), for the hello.
     pub previous_exit: PreviousExit,
+    /// Faults to inject (`testfleet worker --inject-fault`, a testing aid).
+    pub faults: Faults,
 }
 
 impl WorkerConfig {
@@ -88,6 +92,7 @@ impl WorkerConfig {
             noop_executor: false,
             on_welcome: None,
             previous_exit: PreviousExit::Clean,
+            faults: Faults::default(),
         }
     }
 }
@@ -111,6 +116,10 @@ struct Agent {
     /// How the previous process under this name ended, told in hellos until a leader has
     /// welcomed this process once; then [`PreviousExit::Clean`].
     previous_exit: PreviousExit,
+    /// The injected faults at play.
+    faults: Injector,
+    /// When the agent started: injected heartbeat stalls are timed from it.
+    started: tokio::time::Instant,
     /// Results of finished attempts, from their tasks.
     results_tx: mpsc::UnboundedSender<AttemptFinished>,
     results_rx: mpsc::UnboundedReceiver<AttemptFinished>,
@@ -249,8 +258,12 @@ impl Agent {
             cwd: assign.cwd.map(PathBuf::from),
             timeout: Duration::from_millis(assign.timeout_ms.max(1)),
             output_limit: self.config.output_limit,
-            injected_spawn_error: None,
+            injected_spawn_error: self.faults.spawn_error(),
         };
+        if let Some(errno) = spec.injected_spawn_error {
+            let err = std::io::Error::from_raw_os_error(errno);
+            tracing::info!(task = %assign.task_id, "injected fault: the spawn fails with {err}");
+        }
         let results = self.results_tx.clone();
         let started = self.started_tx.clone();
         let noop = self.config.noop_executor;
@@ -330,6 +343,10 @@ impl Agent {
         };
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         let mut welcomed = false;
+        // An injected `drop-session`: when this session is dropped.
+        let mut drop_at: Option<tokio::time::Instant> = None;
+        // An injected `stall-heartbeats` is under way.
+        let mut stalled = false;
         // When the worker was told to stop: it leaves on purpose (see `leave_step`).
         let mut leaving: Option<tokio::time::Instant> = None;
         let mut done_sent: Option<tokio::time::Instant> = None;
@@ -366,8 +383,9 @@ impl Agent {
                             welcomed = true;
                             self.previous_exit = PreviousExit::Clean;
                             self.seen_term = self.seen_term.max(w.term);
-                            let every = Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(50)));
-                            heartbeat = tokio::time::interval(every);
+                            let asked = Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(50)));
+                            heartbeat = tokio::time::interval(self.faults.heartbeat_interval(asked));
+                            drop_at = self.faults.session_lifetime().map(|every| tokio::time::Instant::now() + every);
                             tracing::info!(leader = w.leader_id, term = w.term, "session open with the leader at {addr}");
                             if let Some(tx) = &self.config.on_welcome {
                                 let _ = tx.send((self.config.name.clone(), w.leader_id, w.term));
@@ -442,9 +460,19 @@ impl Agent {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if welcomed && out_tx.send(self.heartbeat()).await.is_err() {
+                    if self.faults.heartbeats_stalled(self.started.elapsed()) != stalled {
+                        stalled = !stalled;
+                        tracing::info!(stalled, "injected fault: heartbeats {}", if stalled { "stop" } else { "resume" });
+                    }
+                    if welcomed && !stalled && out_tx.send(self.heartbeat()).await.is_err() {
                         return Ended::Broken("session closed".into(), welcomed);
                     }
+                }
+                _ = tokio::time::sleep_until(drop_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if drop_at.is_some() && leaving.is_none() =>
+                {
+                    tracing::info!("injected fault: dropping the session with {addr}");
+                    return Ended::Broken(format!("injected fault: dropped the session with {addr}"), welcomed);
                 }
             }
             if let Some(since) = leaving {
@@ -489,6 +517,11 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let (started_tx, started_rx) = mpsc::unbounded_channel();
     let addresses = Arc::new(config.coordinators.clone());
+    if !config.faults.is_empty() {
+        let faults: Vec<String> = config.faults.iter().map(ToString::to_string).collect();
+        tracing::warn!(faults = %faults.join(" "), "injecting faults (a testing aid)");
+    }
+    let faults = Injector::new(config.faults.clone(), &config.name);
     let previous_exit = config.previous_exit;
     let mut agent = Agent {
         config,
@@ -498,6 +531,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         seen_term: 0,
         session_id: uuid::Uuid::new_v4().to_string(),
         previous_exit,
+        faults,
+        started: tokio::time::Instant::now(),
         results_tx,
         results_rx,
         started_tx,
