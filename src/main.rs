@@ -57,7 +57,8 @@ enum Command {
         /// live worker on this host holds]
         #[arg(long, env = "TESTFLEET_WORKER_NAME")]
         name: Option<String>,
-        /// Where workers without --name keep the locks that make their default names unique
+        /// Where workers keep the locks that make default names unique and a run marker per
+        /// name, whose survival tells a restart that the previous process crashed
         /// [default: $XDG_STATE_HOME/testfleet or ~/.local/state/testfleet]
         #[arg(long, env = "TESTFLEET_WORKER_STATE_DIR", value_name = "DIR")]
         state_dir: Option<PathBuf>,
@@ -84,6 +85,12 @@ enum Command {
         /// and handed back, e.g. 30s, 5m
         #[arg(long, env = "TESTFLEET_WORKER_GRACE", default_value = "30s", value_parser = parse_duration)]
         grace: Duration,
+        /// Testing aid: inject a fault into this worker; repeat for more. SPEC is
+        /// spawn-error=ERRNO[,rate=R], drop-session,every=DUR,
+        /// stall-heartbeats,every=DUR,for=DUR or slow-heartbeats,factor=F
+        /// (ARCHITECTURE.md § Worker faults)
+        #[arg(long = "inject-fault", hide = true, value_name = "SPEC")]
+        inject_faults: Vec<testfleet::worker::faults::Fault>,
     },
     /// Print a shell completion script: `testfleet completions bash > /etc/bash_completion.d/testfleet`
     Completions {
@@ -447,15 +454,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             auth,
             grace,
             state_dir,
+            inject_faults,
         } => {
+            use testfleet::worker::{faults::Faults, marker::RunMarker, name};
             let addrs = cli::parse_addresses(&coordinator)?;
+            let faults = Faults::new(inject_faults).map_err(|e| CliError::Usage(e.to_string()))?;
+            let dir = state_dir.unwrap_or_else(name::default_state_dir);
             // Held for the life of the process: it keeps the default name ours.
             let mut _name_lock = None;
             let name = match name {
                 Some(name) => name,
                 None => {
-                    use testfleet::worker::name;
-                    let dir = state_dir.unwrap_or_else(name::default_state_dir);
                     let taken =
                         name::default_name(&testfleet::worker::host_name(), &dir).map_err(|e| {
                             CliError::Usage(format!(
@@ -473,11 +482,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             // instead of retrying a hello that can never be accepted.
             testfleet::state::limits::check_worker_id(&name)
                 .map_err(|e| CliError::Usage(format!("bad worker name {name:?}: {e}")))?;
+            let (marker, previous_exit) = RunMarker::acquire_or_warn(&dir, &name);
             let mut config = WorkerConfig::new(addrs, name);
             config.credentials = auth.credentials()?;
             config.slots = slots;
             config.labels = labels.into_iter().collect();
             config.grace = grace;
+            config.faults = faults;
+            config.previous_exit = previous_exit;
             // The first SIGTERM or Ctrl-C makes the worker leave (it finishes what it runs, up
             // to --grace); a second one stops it at once.
             let shutdown = tokio_util::sync::CancellationToken::new();
@@ -489,9 +501,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 shutdown_signal().await;
                 stop_now.cancel();
             });
-            testfleet::worker::agent::run(config, shutdown)
-                .await
-                .map_err(CliError::Denied)
+            let result = testfleet::worker::agent::run(config, shutdown).await;
+            // Any return is an end on the worker's own terms; only a crash leaves the marker.
+            if let Some(Err(e)) = marker.map(RunMarker::remove) {
+                tracing::warn!("cannot remove the run marker: {e}");
+            }
+            result.map_err(CliError::Denied)
         }
         Command::Submit {
             target,

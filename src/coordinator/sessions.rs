@@ -265,6 +265,14 @@ async fn serve(
         }
     };
     leadership.monitor.session_opened(&worker);
+    if !hello.previous_exit.is_empty() {
+        tracing::info!(
+            worker = %worker,
+            previous_exit = %hello.previous_exit,
+            previous_started_at_us = hello.previous_started_at_us,
+            "worker restarted"
+        );
+    }
     tracing::info!(worker = %worker, slots, term = leadership.term, "worker session open");
     let welcome = Welcome {
         term: leadership.term,
@@ -344,6 +352,7 @@ async fn serve(
                     });
                 }
                 if f.outcome == Outcome::WorkerFault.as_str() {
+                    tracing::info!(worker = %worker, task = %f.task_id, fault = %f.fault, "worker fault");
                     leadership.recovery_event(RecoveryEvent::InfraFault {
                         worker: worker.clone(),
                         task: f.task_id.clone(),

@@ -635,6 +635,8 @@ impl LocalWorkers {
             ])
             .args(["--slots", &self.slots.to_string()])
             .args(&self.credentials)
+            // Its run marker (crash evidence for its next start) lives with its log.
+            .env("TESTFLEET_WORKER_STATE_DIR", &self.dir)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

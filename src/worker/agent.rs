@@ -13,6 +13,11 @@
 //!
 //! Fencing: the worker remembers the highest leader term it has seen and ignores
 //! assignments and cancellations from lower terms (a deposed leader that wakes up).
+//!
+//! Faults: the hellos say how the previous process under this name ended
+//! ([`WorkerConfig::previous_exit`]) until a leader has welcomed this one, a result that is a
+//! worker fault says which part of the worker failed (`AttemptFinished.fault`), and the faults
+//! injected for tests ([`WorkerConfig::faults`]) act here, on the real session and executor.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -26,6 +31,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::executor::{self, AttemptSpec};
+use super::faults::{Faults, Injector};
+use super::marker::PreviousExit;
 use crate::proto::fleet_client::FleetClient;
 use crate::proto::{
     AttemptFinished, AttemptRef, AttemptStarted, Heartbeat, Hello, WorkerMessage,
@@ -62,6 +69,10 @@ pub struct WorkerConfig {
     pub stop_now: CancellationToken,
     /// Told about every session the leader accepts: (worker, leader id, term).
     pub on_welcome: Option<mpsc::UnboundedSender<(String, u64, u64)>>,
+    /// How the previous process under this name ended (`super::marker`), for the hello.
+    pub previous_exit: PreviousExit,
+    /// Faults to inject (`testfleet worker --inject-fault`, a testing aid).
+    pub faults: Faults,
 }
 
 impl WorkerConfig {
@@ -80,6 +91,8 @@ impl WorkerConfig {
             max_backoff: Duration::from_secs(15),
             noop_executor: false,
             on_welcome: None,
+            previous_exit: PreviousExit::Clean,
+            faults: Faults::default(),
         }
     }
 }
@@ -100,6 +113,13 @@ struct Agent {
     /// Random, once per run: tells the leader that a reconnect comes from this same process
     /// (`Hello.session_id`), so it may replace a session of this name that still looks alive.
     session_id: String,
+    /// How the previous process under this name ended, told in hellos until a leader has
+    /// welcomed this process once; then [`PreviousExit::Clean`].
+    previous_exit: PreviousExit,
+    /// The injected faults at play.
+    faults: Injector,
+    /// When the agent started: injected heartbeat stalls are timed from it.
+    started: tokio::time::Instant,
     /// Results of finished attempts, from their tasks.
     results_tx: mpsc::UnboundedSender<AttemptFinished>,
     results_rx: mpsc::UnboundedReceiver<AttemptFinished>,
@@ -121,14 +141,19 @@ fn refs(keys: impl Iterator<Item = Key>) -> Vec<AttemptRef> {
 }
 
 /// The report of an attempt's end: the executor's result as the wire says it (an error the
-/// command's own output does not show is appended to the tail).
+/// command's own output does not show is appended to the tail, with the fault's category when
+/// it is a worker fault, so the stored attempt shows it too).
 pub fn finished_message(
     task_id: String,
     attempt: u32,
     result: executor::AttemptResult,
 ) -> AttemptFinished {
+    let fault = result.fault_name();
     let mut tail = result.output_tail;
-    if let Some(error) = result.error {
+    if let Some(mut error) = result.error {
+        if !fault.is_empty() {
+            error = format!("worker fault ({fault}): {error}");
+        }
         tail = if tail.is_empty() {
             error
         } else {
@@ -144,6 +169,7 @@ pub fn finished_message(
         output_tail: tail,
         at_us: Timestamp::now().micros(),
         signal: result.signal,
+        fault: fault.to_string(),
     }
 }
 
@@ -202,6 +228,8 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_string(),
             seen_term: self.seen_term,
             session_id: self.session_id.clone(),
+            previous_exit: self.previous_exit.as_str().to_string(),
+            previous_started_at_us: self.previous_exit.started_at_us(),
         }
     }
 
@@ -230,7 +258,12 @@ impl Agent {
             cwd: assign.cwd.map(PathBuf::from),
             timeout: Duration::from_millis(assign.timeout_ms.max(1)),
             output_limit: self.config.output_limit,
+            injected_spawn_error: self.faults.spawn_error(),
         };
+        if let Some(errno) = spec.injected_spawn_error {
+            let err = std::io::Error::from_raw_os_error(errno);
+            tracing::info!(task = %assign.task_id, "injected fault: the spawn fails with {err}");
+        }
         let results = self.results_tx.clone();
         let started = self.started_tx.clone();
         let noop = self.config.noop_executor;
@@ -252,9 +285,14 @@ impl Agent {
                     truncated_bytes: 0,
                     cancelled: false,
                     error: None,
+                    fault: None,
                 }
             } else {
-                executor::run_observed(spec, cancel, output).await
+                // On a task of its own, so that a panic in it is reported as a crash of the
+                // executor rather than losing the attempt.
+                tokio::spawn(executor::run_observed(spec, cancel, output))
+                    .await
+                    .unwrap_or_else(executor::AttemptResult::crashed)
             };
             let _ = results.send(finished_message(assign.task_id, assign.attempt, result));
         });
@@ -305,6 +343,10 @@ impl Agent {
         };
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         let mut welcomed = false;
+        // An injected `drop-session`: when this session is dropped.
+        let mut drop_at: Option<tokio::time::Instant> = None;
+        // An injected `stall-heartbeats` is under way.
+        let mut stalled = false;
         // When the worker was told to stop: it leaves on purpose (see `leave_step`).
         let mut leaving: Option<tokio::time::Instant> = None;
         let mut done_sent: Option<tokio::time::Instant> = None;
@@ -339,9 +381,11 @@ impl Agent {
                     match message.body {
                         Some(coordinator_message::Body::Welcome(w)) => {
                             welcomed = true;
+                            self.previous_exit = PreviousExit::Clean;
                             self.seen_term = self.seen_term.max(w.term);
-                            let every = Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(50)));
-                            heartbeat = tokio::time::interval(every);
+                            let asked = Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(50)));
+                            heartbeat = tokio::time::interval(self.faults.heartbeat_interval(asked));
+                            drop_at = self.faults.session_lifetime().map(|every| tokio::time::Instant::now() + every);
                             tracing::info!(leader = w.leader_id, term = w.term, "session open with the leader at {addr}");
                             if let Some(tx) = &self.config.on_welcome {
                                 let _ = tx.send((self.config.name.clone(), w.leader_id, w.term));
@@ -416,9 +460,19 @@ impl Agent {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if welcomed && out_tx.send(self.heartbeat()).await.is_err() {
+                    if self.faults.heartbeats_stalled(self.started.elapsed()) != stalled {
+                        stalled = !stalled;
+                        tracing::info!(stalled, "injected fault: heartbeats {}", if stalled { "stop" } else { "resume" });
+                    }
+                    if welcomed && !stalled && out_tx.send(self.heartbeat()).await.is_err() {
                         return Ended::Broken("session closed".into(), welcomed);
                     }
+                }
+                _ = tokio::time::sleep_until(drop_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if drop_at.is_some() && leaving.is_none() =>
+                {
+                    tracing::info!("injected fault: dropping the session with {addr}");
+                    return Ended::Broken(format!("injected fault: dropped the session with {addr}"), welcomed);
                 }
             }
             if let Some(since) = leaving {
@@ -463,6 +517,12 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let (started_tx, started_rx) = mpsc::unbounded_channel();
     let addresses = Arc::new(config.coordinators.clone());
+    if !config.faults.is_empty() {
+        let faults: Vec<String> = config.faults.iter().map(ToString::to_string).collect();
+        tracing::warn!(faults = %faults.join(" "), "injecting faults (a testing aid)");
+    }
+    let faults = Injector::new(config.faults.clone(), &config.name);
+    let previous_exit = config.previous_exit;
     let mut agent = Agent {
         config,
         running: HashMap::new(),
@@ -470,6 +530,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         unacked: BTreeMap::new(),
         seen_term: 0,
         session_id: uuid::Uuid::new_v4().to_string(),
+        previous_exit,
+        faults,
+        started: tokio::time::Instant::now(),
         results_tx,
         results_rx,
         started_tx,

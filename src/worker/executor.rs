@@ -29,9 +29,16 @@
 //! [`Outcome::Failed`] (a test result). Past the timeout it is [`Outcome::TimedOut`]. A command
 //! that cannot start because of the task (program or cwd missing, not executable, argument list
 //! too long) is [`Outcome::Error`]; one that cannot start because of the worker (out of
-//! processes, memory or file descriptors) is [`Outcome::WorkerFault`]. An attempt the worker
-//! cancels is reported as `Failed` with [`AttemptResult::cancelled`] set, which the caller must
-//! check first: it is not a test result.
+//! processes, memory or file descriptors, a full or failing disk) is [`Outcome::WorkerFault`],
+//! with the part of the worker that failed in [`AttemptResult::fault`], read from the errno
+//! ([`fault_category`]). An attempt the worker cancels is reported as `Failed` with
+//! [`AttemptResult::cancelled`] set, which the caller must check first: it is not a test
+//! result.
+//!
+//! The executor writes nothing on disk for an attempt: output is read from pipes into memory,
+//! and the working directory is the task's own (checked, never created). So a `storage` fault
+//! can only come from the spawn itself (`ENOSPC`, `EROFS`, `EDQUOT`, `EIO` while creating the
+//! process), or from the kernel reading the task's working directory.
 //!
 //! Limits: a process that leaves the group (`setsid`, a daemonising server) escapes the kill.
 //! If it also keeps the output pipes open we stop reading [`KILL_GRACE`] after the kill and
@@ -52,7 +59,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::command::Outcome;
+use crate::state::command::{FaultCategory, Outcome};
 
 /// Bytes of output kept by default: the end of a failing test's log is what explains it.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024;
@@ -68,6 +75,10 @@ pub const KILL_GRACE: Duration = Duration::from_secs(1);
 /// Size of one read from a pipe (the Linux pipe buffer is 64 KiB by default).
 const READ_CHUNK: usize = 64 * 1024;
 
+/// How a worker fault whose errno names no [`FaultCategory`] is reported
+/// (`AttemptFinished.fault`). It is not a `FaultCategory`: the state machine has none for it.
+pub const UNKNOWN_FAULT: &str = "unknown";
+
 /// What to run for one attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttemptSpec {
@@ -82,6 +93,9 @@ pub struct AttemptSpec {
     pub timeout: Duration,
     /// How many bytes of combined stdout and stderr to keep: the last ones.
     pub output_limit: usize,
+    /// An errno the spawn fails with instead of starting the command: an injected fault
+    /// (`super::faults`), classified like a real failed spawn.
+    pub injected_spawn_error: Option<i32>,
 }
 
 impl AttemptSpec {
@@ -93,6 +107,7 @@ impl AttemptSpec {
             cwd: None,
             timeout,
             output_limit: DEFAULT_OUTPUT_LIMIT,
+            injected_spawn_error: None,
         }
     }
 }
@@ -121,6 +136,10 @@ pub struct AttemptResult {
     /// Why, in words, when the command's own exit did not decide the outcome: it could not
     /// start, timed out, was cancelled, or could not be waited for.
     pub error: Option<String>,
+    /// Which part of the worker failed, for a [`Outcome::WorkerFault`] whose cause says so
+    /// (the errno of a failed spawn or wait, or the executor's own crash); `None` otherwise.
+    /// [`AttemptResult::fault_name`] is what the wire carries.
+    pub fault: Option<FaultCategory>,
 }
 
 impl AttemptResult {
@@ -135,6 +154,35 @@ impl AttemptResult {
             truncated_bytes: 0,
             cancelled: false,
             error: Some(error),
+            fault: None,
+        }
+    }
+
+    /// An attempt that could not start because of `err`: the task's error or a worker fault,
+    /// as [`spawn_fault`] decides, with the fault's category.
+    fn failed_start(err: &io::Error, message: String) -> Self {
+        let outcome = spawn_fault(err);
+        AttemptResult {
+            fault: fault_category(err).filter(|_| outcome == Outcome::WorkerFault),
+            ..AttemptResult::not_started(outcome, message)
+        }
+    }
+
+    /// The executor running the attempt crashed (panicked): a worker fault, not a lost attempt.
+    pub fn crashed(why: impl std::fmt::Display) -> Self {
+        AttemptResult {
+            fault: Some(FaultCategory::Crash),
+            ..AttemptResult::not_started(Outcome::WorkerFault, format!("executor crashed: {why}"))
+        }
+    }
+
+    /// `AttemptFinished.fault`: empty unless the outcome is a worker fault; then its category,
+    /// or [`UNKNOWN_FAULT`].
+    pub fn fault_name(&self) -> &'static str {
+        match (self.outcome, self.fault) {
+            (Outcome::WorkerFault, Some(category)) => category.as_str(),
+            (Outcome::WorkerFault, None) => UNKNOWN_FAULT,
+            _ => "",
         }
     }
 }
@@ -205,11 +253,13 @@ async fn execute(
     }
 
     let started = Instant::now();
-    let mut child = match command.spawn() {
+    let spawned = match spec.injected_spawn_error {
+        Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+        None => command.spawn(),
+    };
+    let mut child = match spawned {
         Ok(child) => child,
-        Err(err) => {
-            return AttemptResult::not_started(spawn_fault(&err), spawn_message(program, &err));
-        }
+        Err(err) => return AttemptResult::failed_start(&err, spawn_message(program, &err)),
     };
     let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
         return AttemptResult::not_started(
@@ -273,11 +323,13 @@ async fn execute(
         truncated_bytes,
         cancelled: false,
         error: None,
+        fault: None,
     };
     let status: ExitStatus = match status {
         Ok(status) => status,
         Err(err) => {
             result.outcome = Outcome::WorkerFault;
+            result.fault = fault_category(&err);
             result.error = Some(format!("waiting for `{program}` failed: {err}"));
             return result;
         }
@@ -327,9 +379,7 @@ impl Running {
     pub async fn wait(mut self) -> AttemptResult {
         match (&mut self.task).await {
             Ok(result) => result,
-            Err(err) => {
-                AttemptResult::not_started(Outcome::WorkerFault, format!("executor crashed: {err}"))
-            }
+            Err(err) => AttemptResult::crashed(err),
         }
     }
 }
@@ -399,6 +449,20 @@ fn spawn_fault(err: &io::Error) -> Outcome {
     }
 }
 
+/// Which part of the worker an errno of a failed spawn (or of the worker's own I/O) points
+/// at: `resource_exhaustion` when it ran out of processes, memory or descriptors, `storage`
+/// when a disk is full, read-only or failing. `None` for an errno that names neither (reported
+/// as [`UNKNOWN_FAULT`]). Only meaningful for errors that are the worker's fault, not the task's.
+pub fn fault_category(err: &io::Error) -> Option<FaultCategory> {
+    match err.raw_os_error()? {
+        libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE => {
+            Some(FaultCategory::ResourceExhaustion)
+        }
+        libc::ENOSPC | libc::EROFS | libc::EDQUOT | libc::EIO => Some(FaultCategory::Storage),
+        _ => None,
+    }
+}
+
 /// Says what went wrong starting `program`, in the task author's terms.
 fn spawn_message(program: &str, err: &io::Error) -> String {
     match err.raw_os_error() {
@@ -427,11 +491,8 @@ async fn check_cwd(cwd: &Path) -> Result<(), AttemptResult> {
             format!("cwd {} does not exist", cwd.display())
         }
         Err(err) => {
-            let fault = spawn_fault(&err);
-            return Err(AttemptResult::not_started(
-                fault,
-                format!("cwd {}: {err}", cwd.display()),
-            ));
+            let message = format!("cwd {}: {err}", cwd.display());
+            return Err(AttemptResult::failed_start(&err, message));
         }
     };
     Err(AttemptResult::not_started(Outcome::Error, message))

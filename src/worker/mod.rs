@@ -5,11 +5,17 @@
 //! * [`executor`] — one attempt as a subprocess in its own process group, with a timeout, a
 //!   bounded output tail, and the outcome classified (passed, failed, timed out, error,
 //!   worker fault).
+//! * [`faults`] — faults a worker injects into itself for tests and benchmarks
+//!   (`--inject-fault`): failed spawns, dropped sessions, stalled or slow heartbeats.
+//! * [`marker`] — crash evidence: a run marker per name, whose survival tells the next start
+//!   that the previous process crashed.
 //! * [`name`] — a default name unique among a host's live workers (`<host>-<n>`).
 //! * [`output`] — an attempt's output streamed to the leader while someone watches it.
 
 pub mod agent;
 pub mod executor;
+pub mod faults;
+pub mod marker;
 pub mod name;
 pub mod output;
 

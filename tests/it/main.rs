@@ -27,5 +27,6 @@ mod support;
 mod third_party;
 mod tls;
 mod worker_drain;
+mod worker_faults;
 mod worker_identity;
 mod worker_leave;

@@ -324,6 +324,8 @@ pub fn run_as(args: &[&str], dir: &Path, token_file: Option<&Path>) -> (i32, Str
     let out = command
         .args(args)
         .current_dir(dir)
+        // A worker's run marker goes in the test's directory, not the home directory.
+        .env("TESTFLEET_WORKER_STATE_DIR", dir)
         .env("NO_COLOR", "1")
         .env_remove("TESTFLEET_TOKEN")
         .env_remove("TESTFLEET_COORDINATOR")
@@ -382,6 +384,8 @@ impl WorkerProcess {
             .args(["worker", "--coordinator", coordinators, "--name", name])
             .args(["--slots", &slots.to_string()])
             .env("TESTFLEET_TOKEN_FILE", token_file(Role::Worker))
+            // Its run marker goes in the test's directory, not the home directory.
+            .env("TESTFLEET_WORKER_STATE_DIR", dir)
             .current_dir(dir)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -520,4 +524,44 @@ pub fn submit_plan(dir: &Path, addr: &str, file: &str, plan: &str) -> String {
     );
     assert_eq!(code, 0, "run --detach {file}: {err}");
     job.trim().to_string()
+}
+
+impl WorkerProcess {
+    /// A worker of one slot started with `extra` arguments (e.g. `--inject-fault SPEC`), its
+    /// run marker in `dir` and its log appended to `<dir>/<name>.log` (across restarts).
+    pub fn start_with(coordinators: &str, name: &str, dir: &Path, extra: &[&str]) -> WorkerProcess {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{name}.log")))
+            .expect("worker log");
+        let child = Command::new(binary())
+            .args(["worker", "--coordinator", coordinators, "--name", name])
+            .args(extra)
+            .env("TESTFLEET_TOKEN_FILE", token_file(Role::Worker))
+            .env("TESTFLEET_WORKER_STATE_DIR", dir)
+            .current_dir(dir)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn a worker");
+        WorkerProcess { child }
+    }
+
+    /// Sends SIGTERM: the worker leaves (it finishes what it runs, then exits 0).
+    pub fn terminate(&self) {
+        // SAFETY: kill(2) on a child this test spawned and has not reaped.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+    }
+}
+
+/// The lines of `log` that contain every one of `parts`.
+pub fn log_lines<'a>(log: &'a str, parts: &[&str]) -> Vec<&'a str> {
+    log.lines()
+        .filter(|line| parts.iter().all(|part| line.contains(part)))
+        .collect()
 }

@@ -201,6 +201,7 @@ fn hello(worker: &str, session_id: &str, host: &str) -> Hello {
         version: "test".to_string(),
         seen_term: 0,
         session_id: session_id.to_string(),
+        ..Hello::default()
     }
 }
 
@@ -373,6 +374,7 @@ async fn a_worker_cannot_report_on_another_workers_attempt() {
             output_tail: "forged".into(),
             at_us: 0,
             signal: None,
+            ..AttemptFinished::default()
         }))
         .await;
     // The forged result is committed as stale (and acknowledged, so it is not re-sent).

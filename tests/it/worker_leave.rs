@@ -131,6 +131,7 @@ async fn past_its_grace_period_a_leaving_worker_hands_its_attempt_back_without_a
             "1s",
         ])
         .env("TESTFLEET_TOKEN_FILE", token_file(Role::Worker))
+        .env("TESTFLEET_WORKER_STATE_DIR", dir.path())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

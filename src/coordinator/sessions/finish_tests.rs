@@ -66,3 +66,46 @@ async fn an_exit_code_reaches_the_log_unchanged() {
     };
     assert_eq!(exit_code, Some(0));
 }
+
+#[tokio::test]
+async fn a_worker_fault_reaches_the_leader_with_its_category_and_a_result_without_one() {
+    let mut spec = AttemptSpec::new(["true"], Duration::from_secs(30));
+    spec.injected_spawn_error = Some(libc::ENOSPC);
+    let result = executor::run(spec, CancellationToken::new()).await;
+    let message = finished_message("t1".into(), 2, result);
+    assert_eq!(
+        (message.outcome.as_str(), message.fault.as_str()),
+        ("worker_fault", "storage")
+    );
+    assert!(
+        message
+            .output_tail
+            .starts_with("worker fault (storage): worker cannot start `true`: "),
+        "{}",
+        message.output_tail
+    );
+    let Command::FinishTask {
+        outcome,
+        output_tail,
+        ..
+    } = finish_command("w1", message.clone())
+    else {
+        panic!("not a FinishTask");
+    };
+    assert_eq!(outcome, Outcome::WorkerFault);
+    assert_eq!(output_tail, message.output_tail);
+
+    let passed = finished_message(
+        "t1".into(),
+        3,
+        executor::run(
+            AttemptSpec::new(["true"], Duration::from_secs(30)),
+            CancellationToken::new(),
+        )
+        .await,
+    );
+    assert_eq!(
+        (passed.outcome.as_str(), passed.fault.as_str()),
+        ("passed", "")
+    );
+}

@@ -376,6 +376,66 @@ fn spawn_errors_split_between_task_and_worker() {
     );
 }
 
+#[test]
+fn a_worker_faults_errno_names_the_part_of_the_worker_that_failed() {
+    use FaultCategory::{ResourceExhaustion, Storage};
+    let cases = [
+        (libc::EAGAIN, Some(ResourceExhaustion)),
+        (libc::ENOMEM, Some(ResourceExhaustion)),
+        (libc::EMFILE, Some(ResourceExhaustion)),
+        (libc::ENFILE, Some(ResourceExhaustion)),
+        (libc::ENOSPC, Some(Storage)),
+        (libc::EROFS, Some(Storage)),
+        (libc::EDQUOT, Some(Storage)),
+        (libc::EIO, Some(Storage)),
+        (libc::EPERM, None),
+        (libc::ETXTBSY, None),
+    ];
+    for (errno, category) in cases {
+        let err = io::Error::from_raw_os_error(errno);
+        assert_eq!(spawn_fault(&err), Outcome::WorkerFault, "{err}");
+        assert_eq!(fault_category(&err), category, "{err}");
+        let result = AttemptResult::failed_start(&err, "x".into());
+        let name = category.map_or(UNKNOWN_FAULT, FaultCategory::as_str);
+        assert_eq!(result.fault_name(), name, "{err}");
+    }
+    // The task's own mistakes are no worker fault and carry no category.
+    let missing =
+        AttemptResult::failed_start(&io::Error::from_raw_os_error(libc::ENOENT), "x".into());
+    assert_eq!(
+        (missing.outcome, missing.fault, missing.fault_name()),
+        (Outcome::Error, None, "")
+    );
+    let crashed = AttemptResult::crashed("boom");
+    assert_eq!(
+        (crashed.outcome, crashed.fault_name()),
+        (Outcome::WorkerFault, "crash")
+    );
+    assert_eq!(crashed.error.as_deref(), Some("executor crashed: boom"));
+}
+
+#[tokio::test]
+async fn an_injected_spawn_error_is_classified_like_a_real_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = sh(&format!("touch {}/ran", dir.path().display()));
+    spec.injected_spawn_error = Some(libc::EMFILE);
+    let result = run_to_end(spec.clone()).await;
+    let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+    assert_eq!(
+        result,
+        AttemptResult {
+            fault: Some(FaultCategory::ResourceExhaustion),
+            ..not_started(
+                Outcome::WorkerFault,
+                &format!("worker cannot start `sh`: {emfile}")
+            )
+        }
+    );
+    spec.injected_spawn_error = Some(libc::ENOSPC);
+    assert_eq!(run_to_end(spec).await.fault_name(), "storage");
+    assert!(!dir.path().join("ran").exists(), "the command must not run");
+}
+
 // --- The tail buffer -----------------------------------------------------------------------
 
 #[test]

@@ -1,0 +1,228 @@
+//! Worker faults, from real signals: a spawn the kernel refuses is reported with the part of the
+//! worker that failed; a worker killed and started again says its previous process crashed,
+//! one that left does not; a worker whose session keeps breaking reconnects and finishes its
+//! work. The faults are injected with the worker's hidden `--inject-fault`, which drives the
+//! worker's real spawn and session paths.
+
+use std::time::Duration;
+
+use testfleet::worker::marker::marker_path;
+
+use super::support::{
+    WorkerProcess, count_reaches, eventually, exit_code, local_cluster, log_lines, run,
+    submit_plan, test_dir,
+};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The value of `key=value` in a tracing line.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[start..].split_whitespace().next()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawn_refused_for_lack_of_descriptors_is_a_resource_exhaustion_worker_fault() {
+    let dir = test_dir();
+    let cluster = local_cluster(1, dir.path(), &[]);
+    let leader = cluster.leader(LIMIT, None).await.unwrap();
+    let addr = cluster.addr(leader).to_string();
+    let _worker = WorkerProcess::start_with(
+        &addr,
+        "w1",
+        dir.path(),
+        &["--inject-fault", "spawn-error=EMFILE"],
+    );
+    let (code, task, err) = run(
+        &[
+            "submit",
+            "--coordinator",
+            &addr,
+            "--max-retries",
+            "0",
+            "--",
+            "true",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let task = task.trim();
+
+    // The attempt is the worker's fault, and its stored tail names the category.
+    count_reaches(
+        &addr,
+        &format!(
+            "SELECT count(*) FROM task_attempts WHERE task_id = '{task}' \
+             AND outcome = 'worker_fault' AND output_tail LIKE \
+             'worker fault (resource_exhaustion): worker cannot start `true`: Too many open files%'"
+        ),
+        1,
+        LIMIT,
+    )
+    .await;
+    // Out of retries, the task is abandoned rather than failed: not the test's doing.
+    count_reaches(
+        &addr,
+        &format!("SELECT count(*) FROM tasks WHERE id = '{task}' AND status = 'abandoned'"),
+        1,
+        LIMIT,
+    )
+    .await;
+    // The leader logged the category the worker sent.
+    let line = eventually(LIMIT, "the leader's worker fault line", || async {
+        let log = cluster.log(leader);
+        let line = *log_lines(&log, &["worker fault", "worker=w1", task]).first()?;
+        Some(line.to_string())
+    })
+    .await;
+    assert_eq!(field(&line, "fault"), Some("resource_exhaustion"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_and_started_again_says_it_crashed_and_one_that_left_does_not() {
+    let dir = test_dir();
+    let cluster = local_cluster(1, dir.path(), &[]);
+    let leader = cluster.leader(LIMIT, None).await.unwrap();
+    let addr = cluster.addr(leader).to_string();
+    let sessions = || log_lines(&cluster.log(leader), &["worker session open", "worker=w1"]).len();
+    let restarts = || -> Vec<String> {
+        let log = cluster.log(leader);
+        let lines = log_lines(&log, &["worker restarted", "worker=w1"]);
+        lines.into_iter().map(str::to_string).collect()
+    };
+    let marker = marker_path(dir.path(), "w1");
+
+    // A first start: nothing to report.
+    let mut worker = WorkerProcess::start_with(&addr, "w1", dir.path(), &[]);
+    eventually(LIMIT, "w1's first session", || async {
+        (sessions() == 1).then_some(())
+    })
+    .await;
+    let text = std::fs::read_to_string(&marker).expect("a running worker keeps its marker");
+    let started_at = text
+        .lines()
+        .find_map(|line| line.strip_prefix("started_at_us="))
+        .expect("the marker says when the worker started")
+        .to_string();
+
+    // SIGKILL: the marker outlives the process, and the next start reports the crash.
+    worker.kill();
+    assert!(marker.exists(), "a killed worker cannot remove its marker");
+    let mut worker = WorkerProcess::start_with(&addr, "w1", dir.path(), &[]);
+    let line = eventually(LIMIT, "the leader to hear of the crash", || async {
+        restarts().into_iter().next()
+    })
+    .await;
+    assert_eq!(field(&line, "previous_exit"), Some("crashed"), "{line}");
+    assert_eq!(
+        field(&line, "previous_started_at_us"),
+        Some(started_at.as_str()),
+        "{line}"
+    );
+    eventually(LIMIT, "w1's second session", || async {
+        (sessions() == 2).then_some(())
+    })
+    .await;
+
+    // SIGTERM: the worker leaves, exits 0 and removes its marker; its next start is clean.
+    worker.terminate();
+    assert_eq!(exit_code(&mut worker.child, LIMIT), Some(0));
+    assert!(!marker.exists(), "a worker that left removes its marker");
+    let _worker = WorkerProcess::start_with(&addr, "w1", dir.path(), &[]);
+    eventually(LIMIT, "w1's third session", || async {
+        (sessions() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        restarts().len(),
+        1,
+        "only the start after the kill reports a crash"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_drops_its_session_every_second_reconnects_and_its_tasks_pass() {
+    let dir = test_dir();
+    // A worker whose session keeps breaking is drained by proactive recovery, by design; this
+    // test is about the session path, so the drain is off.
+    let cluster = local_cluster(
+        1,
+        dir.path(),
+        &["--enable-proactive-recovery=false".to_string()],
+    );
+    let leader = cluster.leader(LIMIT, None).await.unwrap();
+    let addr = cluster.addr(leader).to_string();
+    let _worker = WorkerProcess::start_with(
+        &addr,
+        "w1",
+        dir.path(),
+        &["--inject-fault", "drop-session,every=1s"],
+    );
+    // Six tasks of 0.8 s on one slot: about five seconds of work across several sessions.
+    let job = submit_plan(
+        dir.path(),
+        &addr,
+        "plan.toml",
+        "name = \"flapping\"\n[[matrix]]\nname = \"t{item}\"\ncommand = [\"sleep\", \"0.8\"]\n\
+         items = [\"1\", \"2\", \"3\", \"4\", \"5\", \"6\"]\n",
+    );
+    count_reaches(
+        &addr,
+        &format!("SELECT count(*) FROM tasks WHERE job_id = '{job}' AND status = 'passed'"),
+        6,
+        LIMIT,
+    )
+    .await;
+
+    let log = cluster.log(leader);
+    let opened = log_lines(&log, &["worker session open", "worker=w1"]).len();
+    let closed = log_lines(&log, &["worker session closed", "worker=w1"]).len();
+    assert!(opened >= 3, "{opened} sessions opened:\n{log}");
+    assert!(closed >= 2, "{closed} sessions closed:\n{log}");
+    let worker_log = std::fs::read_to_string(dir.path().join("w1.log")).unwrap();
+    let drops = log_lines(&worker_log, &["injected fault: dropping the session"]).len();
+    assert!(drops >= 2, "{drops} sessions dropped:\n{worker_log}");
+}
+
+#[test]
+fn a_bad_fault_spec_is_a_usage_error_that_lists_the_accepted_forms() {
+    let dir = test_dir();
+    let (code, _, err) = run(
+        &[
+            "worker",
+            "--coordinator",
+            "127.0.0.1:1",
+            "--name",
+            "w1",
+            "--inject-fault",
+            "spawn-error=ENOENT",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("\"spawn-error=ENOENT\""), "{err}");
+    assert!(err.contains("unknown errno"), "{err}");
+    assert!(err.contains("drop-session,every=DUR"), "{err}");
+    let (code, _, err) = run(
+        &[
+            "worker",
+            "--coordinator",
+            "127.0.0.1:1",
+            "--name",
+            "w1",
+            "--inject-fault",
+            "slow-heartbeats,factor=2",
+            "--inject-fault",
+            "slow-heartbeats,factor=3",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("only spawn-error may be given more than once"),
+        "{err}"
+    );
+    // Hidden: a testing aid, not an operator's option.
+    let (_, help, _) = run(&["worker", "--help"], dir.path());
+    assert!(!help.contains("inject-fault"), "{help}");
+}
