@@ -516,7 +516,7 @@ impl Control for ControlService {
             worker_scope(&r.target)
         };
         let reason = match r.reason.trim() {
-            "" => format!("{} by an operator", r.action),
+            "" => "no reason given".to_string(),
             given => given.to_string(),
         };
         let command = leadership

@@ -233,6 +233,12 @@ async fn serve(
             return Err(format!("cannot register {worker}: {e}"));
         }
     }
+    if hello.previous_exit == "crashed" {
+        // Before it counts as back: a recovery under way is a crash's.
+        leadership.recovery_event(RecoveryEvent::WorkerCrashed {
+            worker: worker.clone(),
+        });
+    }
     if before.is_some_and(|s| {
         matches!(
             s,
@@ -356,7 +362,9 @@ async fn serve(
                     leadership.recovery_event(RecoveryEvent::InfraFault {
                         worker: worker.clone(),
                         task: f.task_id.clone(),
-                        category: FaultCategory::Connection, // MERGE: the worker's `fault`
+                        // `unknown` (or an older worker's empty field): something in the
+                        // worker broke.
+                        category: FaultCategory::parse(&f.fault).unwrap_or(FaultCategory::Crash),
                     });
                 }
                 let leadership = leadership.clone();

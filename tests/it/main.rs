@@ -3,6 +3,7 @@
 
 mod auth;
 mod auto_recovery;
+mod breakers;
 mod chaos;
 mod cli_input;
 mod cluster;

@@ -143,12 +143,16 @@ async fn a_worker_killed_and_started_again_says_it_crashed_and_one_that_left_doe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_drops_its_session_every_second_reconnects_and_its_tasks_pass() {
     let dir = test_dir();
-    // A worker whose session keeps breaking is drained by proactive recovery, by design; this
-    // test is about the session path, so the drain is off.
+    // A worker whose session keeps breaking is drained by proactive recovery and cut off by
+    // its circuit breaker, by design (tests/it/breakers.rs); this test is about the session
+    // path, so both are off.
     let cluster = local_cluster(
         1,
         dir.path(),
-        &["--enable-proactive-recovery=false".to_string()],
+        &[
+            "--enable-proactive-recovery=false".to_string(),
+            "--disable-circuit-breaker".to_string(),
+        ],
     );
     let leader = cluster.leader(LIMIT, None).await.unwrap();
     let addr = cluster.addr(leader).to_string();
