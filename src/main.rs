@@ -325,6 +325,9 @@ enum BenchCommand {
     /// The replaced system's claims (recovery; a coordinator failure without and with HA),
     /// measured by three checked chaos runs
     Claims(testfleet::bench::claims::ClaimsArgs),
+    /// The same job with and without circuit breakers while one worker suffers each failure
+    /// type; report, JSON and charts in benchmark_reports/<timestamp>/
+    Breaker(testfleet::bench::breaker::BreakerBenchArgs),
 }
 
 /// The log filter without `RUST_LOG`. openraft warns on every failed heartbeat and replication
@@ -782,6 +785,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(BenchCommand::Failover(args)) => {
             let report = failover::run(&args.settings()).await?;
             print!("{}", failover::render(&report, args.output));
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Breaker(args)) => {
+            let report = bench::breaker::run(&args).await?;
+            match args.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                ),
+                Output::Table => print!("{}", report.markdown()),
+            }
             Ok(())
         }
         Command::Bench(BenchCommand::Claims(args)) => {

@@ -15,12 +15,15 @@
 //!   fleet holds a session with the new leader.
 //! * [`failover`] (`bench failover`): the leader SIGKILLed or paused, until a new leader is
 //!   elected and until the first write is acknowledged.
+//! * [`breaker`] (`bench breaker`, `./run_circuit_breaker_benchmark.sh`): the same job with and
+//!   without circuit breakers while one worker suffers each failure type.
 //! * [`claims`] (`bench claims`): the figures the replaced system claimed — recovery, and a
 //!   coordinator failure with and without HA — from three checked chaos runs.
 //!
 //! Results go in `BENCHMARKS.md`, each with the command line that reruns it and the machine it
 //! ran on, so that a later change can be measured the same way.
 
+pub mod breaker;
 pub mod claims;
 pub mod commit;
 pub mod failover;

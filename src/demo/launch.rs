@@ -587,6 +587,8 @@ pub struct LocalWorkers {
     credentials: Vec<String>,
     slots: u32,
     children: BTreeMap<String, Child>,
+    /// Flags some workers get on every start (e.g. `--inject-fault SPEC`).
+    extra: BTreeMap<String, Vec<String>>,
 }
 
 impl LocalWorkers {
@@ -607,11 +609,19 @@ impl LocalWorkers {
             credentials: cluster.client_args(Role::Worker),
             slots,
             children: BTreeMap::new(),
+            extra: BTreeMap::new(),
         };
         for n in 1..=count {
             workers.spawn(&format!("{prefix}{n}"))?;
         }
         Ok(workers)
+    }
+
+    /// Starts (or restarts) the worker `name` with `args` added to its command line, now and
+    /// on every later [`Self::spawn`] of it.
+    pub fn spawn_with(&mut self, name: &str, args: &[String]) -> Result<(), LaunchError> {
+        self.extra.insert(name.to_string(), args.to_vec());
+        self.spawn(name)
     }
 
     /// Starts (or restarts) the worker `name`.
@@ -635,6 +645,7 @@ impl LocalWorkers {
             ])
             .args(["--slots", &self.slots.to_string()])
             .args(&self.credentials)
+            .args(self.extra.get(name).into_iter().flatten())
             // Its run marker (crash evidence for its next start) lives with its log.
             .env("TESTFLEET_WORKER_STATE_DIR", &self.dir)
             .env("NO_COLOR", "1")

@@ -38,9 +38,10 @@ use crate::state::command::{
     worker_scope,
 };
 
-/// The breaker settings of a coordinator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// The breaker settings of a coordinator. In a file, a table names only the keys it changes:
+/// the others keep *that breaker's* defaults (the system breaker's differ from a worker's), so
+/// `[breakers.system] open_wait_ms = 2000` leaves the system's time window alone.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BreakerSettings {
     /// Breakers on (the default): open worker breakers stop dispatch to their worker and the
     /// system breaker picks the recovery level. Off: the base recovery policy stays in force.
@@ -134,6 +135,63 @@ impl BreakerSettings {
             }
         }
         Ok(())
+    }
+}
+
+/// A breaker table as written: every key optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BreakerOverrides {
+    window: Option<Window>,
+    minimum_calls: Option<usize>,
+    failure_rate_threshold: Option<f64>,
+    open_wait_ms: Option<u64>,
+    open_wait_max_ms: Option<u64>,
+    jitter: Option<f64>,
+    half_open_trials: Option<u32>,
+}
+
+impl BreakerOverrides {
+    fn over(self, base: BreakerConfig) -> BreakerConfig {
+        BreakerConfig {
+            window: self.window.unwrap_or(base.window),
+            minimum_calls: self.minimum_calls.unwrap_or(base.minimum_calls),
+            failure_rate_threshold: (self.failure_rate_threshold)
+                .unwrap_or(base.failure_rate_threshold),
+            open_wait_ms: self.open_wait_ms.unwrap_or(base.open_wait_ms),
+            open_wait_max_ms: self.open_wait_max_ms.unwrap_or(base.open_wait_max_ms),
+            jitter: self.jitter.unwrap_or(base.jitter),
+            half_open_trials: self.half_open_trials.unwrap_or(base.half_open_trials),
+        }
+    }
+}
+
+/// `[breakers]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsAsWritten {
+    enabled: Option<bool>,
+    worker: Option<BreakerOverrides>,
+    system: Option<BreakerOverrides>,
+    levels: Option<RecoveryLevels>,
+}
+
+impl<'de> Deserialize<'de> for BreakerSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let written = SettingsAsWritten::deserialize(d)?;
+        let base = BreakerSettings::default();
+        Ok(BreakerSettings {
+            enabled: written.enabled.unwrap_or(base.enabled),
+            worker: match written.worker {
+                Some(o) => o.over(base.worker),
+                None => base.worker,
+            },
+            system: match written.system {
+                Some(o) => o.over(base.system),
+                None => base.system,
+            },
+            levels: written.levels.unwrap_or(base.levels),
+        })
     }
 }
 

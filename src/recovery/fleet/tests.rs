@@ -341,3 +341,27 @@ fn system_recovery_resets_tripped_breakers_but_not_an_operators() {
     );
     assert!(!f.allow("w2", "t", 1, at(7), &mut out));
 }
+
+#[test]
+fn a_table_in_the_file_changes_only_its_keys_and_keeps_that_breakers_defaults() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        breakers: BreakerSettings,
+    }
+    let file: File = toml::from_str(
+        "[breakers.system]\nopen_wait_ms = 2000\n[breakers.worker]\nminimum_calls = 3\n",
+    )
+    .unwrap();
+    let defaults = BreakerSettings::default();
+    assert_eq!(file.breakers.system.open_wait_ms, 2000);
+    assert_eq!(
+        file.breakers.system.window, defaults.system.window,
+        "the system's own window"
+    );
+    assert_eq!(file.breakers.system.minimum_calls, 10);
+    assert_eq!(file.breakers.worker.minimum_calls, 3);
+    assert_eq!(file.breakers.worker.window, defaults.worker.window);
+    assert!(file.breakers.enabled);
+    let typo = toml::from_str::<File>("[breakers.system]\nopen_wait = 2000\n");
+    assert!(typo.is_err(), "unknown keys are refused");
+}
