@@ -7,7 +7,7 @@
 #
 #   ./run_circuit_breaker_benchmark.sh [--quick | --comprehensive]
 #       [--failure-types=connection_failure,crash,hang,slow,flapping,resource_exhaustion]
-#       [--repetitions=N] [--report-dir=DIR]
+#       [--repetitions=N] [--report-dir=DIR] [--proactive-recovery=false]
 #
 # --quick: every timing a tenth of the default (say so in the report), about 5 minutes.
 # --comprehensive: every failure type at two intensities, three repetitions each.
@@ -23,6 +23,7 @@ while [ $# -gt 0 ]; do
         --failure-types) args+=(--failure-types "$2"); shift 2 ;;
         --repetitions=*) args+=(--repetitions "${1#*=}"); shift ;;
         --report-dir=*) args+=(--report-dir "${1#*=}"); shift ;;
+        --proactive-recovery=*) args+=(--proactive-recovery "${1#*=}"); shift ;;
         -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac

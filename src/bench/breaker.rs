@@ -107,6 +107,10 @@ pub struct BreakerBenchArgs {
     /// Repetitions per failure type and side (default: 2 with --quick, else 3)
     #[arg(long)]
     pub repetitions: Option<usize>,
+    /// Proactive recovery on both sides (its climbing-fault rule fails a sick worker on its
+    /// own, breakers or not); `false` isolates what the breakers do
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub proactive_recovery: bool,
     /// Healthy workers beside the sick one (2 slots each, as the sick one)
     #[arg(long, default_value_t = 3)]
     pub healthy_workers: usize,
@@ -258,7 +262,7 @@ pub async fn run(args: &BreakerBenchArgs) -> Result<report::Report, CliError> {
                         intensity,
                         if breakers { "with breakers" } else { "without" }
                     );
-                    let result = one(&binary, &dir, &timings, args.healthy_workers, case).await?;
+                    let result = one(&binary, &dir, &timings, args, case).await?;
                     eprintln!(
                         "  makespan {:.1} s, {} of {} passed, {} wasted attempts, {} breaker \
                          transitions",
@@ -273,7 +277,12 @@ pub async fn run(args: &BreakerBenchArgs) -> Result<report::Report, CliError> {
             }
         }
     }
-    let report = report::Report::new(timings, args.healthy_workers, results);
+    let report = report::Report::new(
+        timings,
+        args.healthy_workers,
+        args.proactive_recovery,
+        results,
+    );
     report.write(&dir)?;
     eprintln!("report: {}", dir.display());
     Ok(report)
@@ -296,9 +305,10 @@ async fn one(
     binary: &Path,
     report_dir: &Path,
     timings: &Timings,
-    healthy: usize,
+    args: &BreakerBenchArgs,
     case: Case,
 ) -> Result<RunResult, CliError> {
+    let healthy = args.healthy_workers;
     let side = if case.breakers { "with" } else { "without" };
     let dir = report_dir.join("runs").join(format!(
         "{}-{:?}-{}-{side}",
@@ -324,6 +334,9 @@ async fn one(
     ];
     if !case.breakers {
         node_args.push("--disable-circuit-breaker".into());
+    }
+    if !args.proactive_recovery {
+        node_args.push("--enable-proactive-recovery=false".into());
     }
     let cluster = LocalCluster::start(binary, 1, &dir, &node_args).map_err(unavailable)?;
     let leader = cluster

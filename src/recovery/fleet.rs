@@ -231,7 +231,16 @@ pub struct FleetBreakers {
     workers: BTreeMap<WorkerId, Breaker>,
     /// The permit each attempt in flight was dispatched with, and its worker.
     permits: HashMap<(TaskId, u32), (WorkerId, Permit)>,
+    /// When each worker last gave the system breaker an observation: at most one per
+    /// [`SYSTEM_SAMPLE`], so that the system breaker weighs workers, not calls.
+    sampled: HashMap<WorkerId, Timestamp>,
 }
+
+/// Each worker counts for at most one system observation per this period. A worker that
+/// fails every call at once (a black hole) would otherwise make most of the fleet's calls
+/// failures on its own and open the system breaker — the fleet is not sick, one worker is,
+/// and its own breaker deals with it.
+pub const SYSTEM_SAMPLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A seed per scope, so that breakers opened together do not draw the same jitter.
 fn seed_of(seed: u64, scope: &str) -> u64 {
@@ -275,6 +284,7 @@ impl FleetBreakers {
             system,
             workers,
             permits: HashMap::new(),
+            sampled: HashMap::new(),
         })
     }
 
@@ -353,7 +363,7 @@ impl FleetBreakers {
         };
         let moved = self.worker(worker, now).record(now, permit, call);
         push(out, &worker_scope(worker), moved, now);
-        self.observe(call, now, out);
+        self.observe_worker(worker, call, now, out);
     }
 
     /// The infrastructure failed `worker` outside any report: its session broke, or it fell
@@ -376,7 +386,7 @@ impl FleetBreakers {
         let recorded = breaker.record(now, permit, CallOutcome::InfraFailure);
         push(out, &worker_scope(worker), moved, now);
         push(out, &worker_scope(worker), recorded, now);
-        self.observe(CallOutcome::InfraFailure, now, out);
+        self.observe_worker(worker, CallOutcome::InfraFailure, now, out);
     }
 
     /// An attempt ended without a report from its worker (requeued after a failure, or
@@ -403,6 +413,24 @@ impl FleetBreakers {
             false => CallOutcome::InfraFailure,
         };
         self.observe(call, now, out);
+    }
+
+    /// A worker's call, observed by the system breaker if the worker's sample is due.
+    fn observe_worker(
+        &mut self,
+        worker: &str,
+        call: CallOutcome,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) {
+        let due = Timestamp(now.0.saturating_sub(SYSTEM_SAMPLE.as_micros() as i64));
+        match self.sampled.get(worker) {
+            Some(last) if *last > due => {}
+            _ => {
+                self.sampled.insert(worker.to_string(), now);
+                self.observe(call, now, out);
+            }
+        }
     }
 
     fn observe(&mut self, call: CallOutcome, now: Timestamp, out: &mut Vec<Command>) {
@@ -537,6 +565,7 @@ impl FleetBreakers {
     /// The worker left the fleet: its breaker and permits go.
     pub fn forget(&mut self, worker: &str) {
         self.workers.remove(worker);
+        self.sampled.remove(worker);
         self.permits.retain(|_, (holder, _)| holder != worker);
     }
 }

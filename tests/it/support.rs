@@ -379,21 +379,7 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn start(coordinators: &str, name: &str, slots: u32, dir: &Path) -> WorkerProcess {
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("worker log");
-        let child = Command::new(binary())
-            .args(["worker", "--coordinator", coordinators, "--name", name])
-            .args(["--slots", &slots.to_string()])
-            .env("TESTFLEET_TOKEN_FILE", token_file(Role::Worker))
-            // Its run marker goes in the test's directory, not the home directory.
-            .env("TESTFLEET_WORKER_STATE_DIR", dir)
-            .current_dir(dir)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn a worker");
-        WorkerProcess { child }
+        WorkerProcess::start_with(coordinators, name, dir, &["--slots", &slots.to_string()])
     }
 
     pub fn kill(&mut self) {

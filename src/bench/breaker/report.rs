@@ -88,6 +88,7 @@ pub struct Row {
 pub struct Report {
     pub timings: Timings,
     pub healthy_workers: usize,
+    pub proactive_recovery: bool,
     pub rows: Vec<Row>,
     pub runs: Vec<RunResult>,
 }
@@ -103,7 +104,12 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 impl Report {
     /// Groups `runs` by failure type and intensity and takes the medians.
-    pub fn new(timings: Timings, healthy_workers: usize, runs: Vec<RunResult>) -> Report {
+    pub fn new(
+        timings: Timings,
+        healthy_workers: usize,
+        proactive_recovery: bool,
+        runs: Vec<RunResult>,
+    ) -> Report {
         let mut keys: Vec<(FailureType, Intensity)> =
             runs.iter().map(|r| (r.failure, r.intensity)).collect();
         keys.sort();
@@ -137,6 +143,7 @@ impl Report {
         Report {
             timings,
             healthy_workers,
+            proactive_recovery,
             rows,
             runs,
         }
@@ -185,7 +192,7 @@ impl Report {
              and without (`--disable-circuit-breaker`: recovery on, base policy of 5 attempts of \
              {} s), alternating, with the same faults at the same moments. Worker heartbeat {} \
              ms, failure timeout {} ms; breaker levels {} / {} / {} s; worker breaker open for \
-             {} s first.{}\n",
+             {} s first. Proactive recovery {} on both sides.{}\n",
             self.healthy_workers,
             t.tasks,
             t.task_ms,
@@ -196,6 +203,7 @@ impl Report {
             t.level_intervals_ms[1] as f64 / 1000.0,
             t.level_intervals_ms[2] as f64 / 1000.0,
             t.open_wait_ms as f64 / 1000.0,
+            if self.proactive_recovery { "on" } else { "off" },
             if t.quick {
                 " **Quick mode: every timing is a tenth of the default**, so detection, \
                  recovery and breaker waits are ten times shorter than in production."
@@ -400,7 +408,7 @@ mod tests {
             run(FailureType::Crash, true, 30.0, 3),
             run(FailureType::Crash, false, 20.0, 10),
         ];
-        let report = Report::new(Timings::new(true), 3, runs);
+        let report = Report::new(Timings::new(true), 3, true, runs);
         assert_eq!(report.rows.len(), 1);
         let row = &report.rows[0];
         assert_eq!(row.medians[0], ("makespan".to_string(), 12.0, 20.0));

@@ -28,6 +28,13 @@ fn run(
     out
 }
 
+/// Five worker faults in a row (at 0..4 s): the worker's breaker opens.
+fn trip(f: &mut FleetBreakers, worker: &str) {
+    for i in 0..5 {
+        run(f, worker, &format!("bad{i}"), Outcome::WorkerFault, at(i));
+    }
+}
+
 fn transitions(commands: &[Command]) -> Vec<(String, BreakerState, BreakerState)> {
     (commands.iter())
         .filter_map(|c| match c {
@@ -78,15 +85,7 @@ fn failing_tests_never_trip_a_breaker() {
 #[test]
 fn an_open_worker_is_probed_half_open_and_closes_when_its_trials_pass() {
     let mut f = fleet(BreakerSettings::default());
-    for i in 0..5 {
-        run(
-            &mut f,
-            "w1",
-            &format!("bad{i}"),
-            Outcome::WorkerFault,
-            at(i),
-        );
-    }
+    trip(&mut f, "w1");
     let mut out = Vec::new();
     // The open wait is 30 s ± 20 %.
     f.tick(at(20), &mut out);
@@ -134,15 +133,7 @@ fn an_open_worker_is_probed_half_open_and_closes_when_its_trials_pass() {
 fn a_trial_that_ends_without_a_result_or_a_broken_session_reopens_the_breaker() {
     for ending in ["released", "session"] {
         let mut f = fleet(BreakerSettings::default());
-        for i in 0..5 {
-            run(
-                &mut f,
-                "w1",
-                &format!("bad{i}"),
-                Outcome::WorkerFault,
-                at(i),
-            );
-        }
+        trip(&mut f, "w1");
         let mut out = Vec::new();
         f.tick(at(45), &mut out);
         assert!(f.allow("w1", "trial", 1, at(46), &mut out));
@@ -294,15 +285,7 @@ fn a_worker_that_leaves_takes_its_breaker_and_permits_along() {
 #[test]
 fn a_transition_the_log_refused_is_undone_after_a_grace_period() {
     let mut f = fleet(BreakerSettings::default());
-    for i in 0..5 {
-        run(
-            &mut f,
-            "w1",
-            &format!("bad{i}"),
-            Outcome::WorkerFault,
-            at(i),
-        );
-    }
+    trip(&mut f, "w1");
     // The open transition (at 4 s) was refused: the log still says closed.
     let committed = BTreeMap::new();
     let grace = std::time::Duration::from_secs(5);
@@ -322,15 +305,7 @@ fn a_transition_the_log_refused_is_undone_after_a_grace_period() {
 #[test]
 fn system_recovery_resets_tripped_breakers_but_not_an_operators() {
     let mut f = fleet(BreakerSettings::default());
-    for i in 0..5 {
-        run(
-            &mut f,
-            "w1",
-            &format!("bad{i}"),
-            Outcome::WorkerFault,
-            at(i),
-        );
-    }
+    trip(&mut f, "w1");
     f.operator("worker:w2", OperatorAction::ForceOpen, "", at(5))
         .unwrap();
     let mut out = Vec::new();
@@ -364,4 +339,35 @@ fn a_table_in_the_file_changes_only_its_keys_and_keeps_that_breakers_defaults() 
     assert!(file.breakers.enabled);
     let typo = toml::from_str::<File>("[breakers.system]\nopen_wait = 2000\n");
     assert!(typo.is_err(), "unknown keys are refused");
+}
+
+#[test]
+fn one_worker_failing_every_call_at_once_does_not_open_the_system_breaker() {
+    let mut f = fleet(BreakerSettings::default());
+    let mut out = Vec::new();
+    // Over 20 s, three healthy workers pass a task a second each while the black hole fails
+    // ten a second.
+    for s in 0..20 {
+        for w in ["h1", "h2", "h3"] {
+            let task = format!("{w}-{s}");
+            assert!(f.allow(w, &task, 1, at(s), &mut out));
+            f.finished(w, &task, 1, Outcome::Passed, at(s), &mut out);
+        }
+        for k in 0..10 {
+            let task = format!("s1-{s}-{k}");
+            if f.allow("s1", &task, 1, at(s), &mut out) {
+                f.finished("s1", &task, 1, Outcome::WorkerFault, at(s), &mut out);
+            }
+        }
+    }
+    let moved = transitions(&out);
+    assert!(
+        moved.contains(&("worker:s1".into(), BreakerState::Closed, BreakerState::Open)),
+        "{moved:?}"
+    );
+    assert!(
+        !moved.iter().any(|(scope, _, _)| scope == "system"),
+        "the system breaker moved: {moved:?}"
+    );
+    assert_eq!(f.level(), Some(RecoveryLevel::Low));
 }
