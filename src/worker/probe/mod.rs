@@ -270,9 +270,9 @@ impl Offer {
         }
     }
 
-    /// The capabilities JSON of the latest probe.
-    pub fn current(&self) -> String {
-        self.current.borrow().clone()
+    /// The capabilities JSON of the latest probe; [`Offer::changed`] waits for the next one.
+    pub fn current(&mut self) -> String {
+        self.current.borrow_and_update().clone()
     }
 
     /// Waits until a probe changes the capabilities.
