@@ -91,6 +91,9 @@ enum Command {
         /// (ARCHITECTURE.md § Worker faults)
         #[arg(long = "inject-fault", hide = true, value_name = "SPEC")]
         inject_faults: Vec<testfleet::worker::faults::Fault>,
+        // --no-probe, --capability, --probe-interval, --probe-backends
+        #[command(flatten)]
+        probe: testfleet::worker::probe::ProbeArgs,
     },
     /// Print a shell completion script: `testfleet completions bash > /etc/bash_completion.d/testfleet`
     Completions {
@@ -458,10 +461,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             grace,
             state_dir,
             inject_faults,
+            probe,
         } => {
             use testfleet::worker::{faults::Faults, marker::RunMarker, name};
             let addrs = cli::parse_addresses(&coordinator)?;
             let faults = Faults::new(inject_faults).map_err(|e| CliError::Usage(e.to_string()))?;
+            let probe = probe.settings().map_err(CliError::Usage)?;
             let dir = state_dir.unwrap_or_else(name::default_state_dir);
             // Held for the life of the process: it keeps the default name ours.
             let mut _name_lock = None;
@@ -492,6 +497,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             config.labels = labels.into_iter().collect();
             config.grace = grace;
             config.faults = faults;
+            config.probe = probe;
             config.previous_exit = previous_exit;
             // The first SIGTERM or Ctrl-C makes the worker leave (it finishes what it runs, up
             // to --grace); a second one stops it at once.

@@ -6,7 +6,8 @@
 //! `RegisterWorker`, answers `Welcome` with its term, reconciles what the worker says it
 //! runs against what the log says it holds, and then serves the session:
 //!
-//! * `Heartbeat` refreshes the worker's liveness (soft state, never replicated);
+//! * `Heartbeat` refreshes the worker's liveness (soft state, never replicated); one that
+//!   carries changed capabilities (a re-probe) registers the worker again with them;
 //! * `AttemptStarted` becomes a `TaskStarted` command;
 //! * `AttemptFinished` becomes a `FinishTask` command; once it is committed (applied or
 //!   recorded as stale) the worker gets a `FinishedAck` and may forget the result. Until
@@ -305,6 +306,8 @@ async fn serve(
         std::time::Duration::from_millis(node.config().worker_failure_timeout_ms.saturating_mul(2));
     // Set once the worker's departure is committed: its session then ends without a failure.
     let mut left = false;
+    // Changed capabilities from a heartbeat, until registered (`reregister`).
+    let mut capabilities: Option<String> = None;
     let result = loop {
         let next = tokio::select! {
             _ = leadership.cancel.cancelled() => break Ok(()),
@@ -328,6 +331,12 @@ async fn serve(
         match body {
             Some(worker_message::Body::Heartbeat(h)) => {
                 leadership.heartbeat(&worker, generation, refs(&h.running));
+                if !h.capabilities_json.is_empty() {
+                    capabilities = Some(h.capabilities_json);
+                }
+                if let Some(json) = capabilities.take() {
+                    capabilities = reregister(&node, &hello, json).await;
+                }
             }
             Some(worker_message::Body::Started(s)) => {
                 let leadership = leadership.clone();
@@ -401,6 +410,57 @@ async fn serve(
         tracing::info!(worker = %worker, "worker session closed");
     }
     result
+}
+
+/// A worker whose capabilities changed (`Heartbeat.capabilities_json`) is registered again
+/// with them: `workers.capabilities` follows, and the worker's event gives the scheduler its
+/// new profile, granting or withdrawing a capability without touching the attempts it runs.
+/// Only a worker that registering leaves as it is — healthy, or held (quarantined, draining) —
+/// is registered so; a suspect or failed one is the health monitor's and recovery's to bring
+/// back, so its capabilities wait for a later heartbeat (`Some`), as after a failed proposal.
+async fn reregister(
+    node: &Coordinator,
+    hello: &Hello,
+    capabilities_json: String,
+) -> Option<String> {
+    let worker = &hello.worker_id;
+    let labels = hello.labels.clone().into_iter().collect();
+    if let Err(e) = limits::check_registration(worker, &hello.host, "", &capabilities_json, &labels)
+    {
+        tracing::warn!(worker = %worker, "changed capabilities refused: {e}");
+        return None;
+    }
+    let known = node.state().with_machine(|m| {
+        m.worker(worker)
+            .map(|w| (w.status, w.capabilities_json == capabilities_json))
+    });
+    match known {
+        None | Some((_, true)) => return None,
+        Some((WorkerStatus::Healthy | WorkerStatus::Quarantined | WorkerStatus::Draining, _)) => {}
+        Some(_) => return Some(capabilities_json),
+    }
+    let command = Command::RegisterWorker {
+        worker: worker.clone(),
+        host: hello.host.clone(),
+        address: String::new(),
+        capabilities_json: capabilities_json.clone(),
+        labels,
+        at: Timestamp::now(),
+    };
+    match node.raft().client_write(command).await {
+        Ok(r) if r.data.is_rejected() => {
+            tracing::warn!(worker = %worker, "changed capabilities refused: {:?}", r.data);
+            None
+        }
+        Ok(_) => {
+            tracing::info!(worker = %worker, "worker registered again: its capabilities changed");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(worker = %worker, "changed capabilities not committed (retried): {e}");
+            Some(capabilities_json)
+        }
+    }
 }
 
 /// A worker leaving on purpose. The first message holds it out of scheduling (`draining`) while

@@ -14,6 +14,10 @@
 //! Fencing: the worker remembers the highest leader term it has seen and ignores
 //! assignments and cancellations from lower terms (a deposed leader that wakes up).
 //!
+//! Capabilities: before its first hello the worker probes what it offers (`super::probe`), and
+//! it keeps probing in the background; when a probe changes them, the next heartbeat carries
+//! them (`Heartbeat.capabilities_json`, once), as every later hello does.
+//!
 //! Faults: the hellos say how the previous process under this name ended
 //! ([`WorkerConfig::previous_exit`]) until a leader has welcomed this one, a result that is a
 //! worker fault says which part of the worker failed (`AttemptFinished.fault`), and the faults
@@ -33,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use super::executor::{self, AttemptSpec};
 use super::faults::{Faults, Injector};
 use super::marker::PreviousExit;
+use super::probe::{Offer, ProbeSettings};
 use crate::proto::fleet_client::FleetClient;
 use crate::proto::{
     AttemptFinished, AttemptRef, AttemptStarted, Heartbeat, Hello, WorkerMessage,
@@ -50,8 +55,11 @@ pub struct WorkerConfig {
     /// Attempts run at once.
     pub slots: u32,
     pub labels: BTreeMap<String, String>,
-    /// JSON object of capabilities reported in the hello.
+    /// JSON object of the basic capabilities; the probes' findings and the declared ones are
+    /// added to it (`super::probe::offered`).
     pub capabilities_json: String,
+    /// Probing and declared capabilities; [`ProbeSettings::off`] unless set.
+    pub probe: ProbeSettings,
     /// Bytes of output tail kept per attempt.
     pub output_limit: usize,
     /// First reconnect delay after a failed connection; grows ×1.6 up to `max_backoff`.
@@ -86,6 +94,7 @@ impl WorkerConfig {
             grace: Duration::from_secs(30),
             stop_now: CancellationToken::new(),
             capabilities_json: super::basic_capabilities(),
+            probe: ProbeSettings::off(),
             output_limit: executor::DEFAULT_OUTPUT_LIMIT,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(15),
@@ -118,6 +127,10 @@ struct Agent {
     previous_exit: PreviousExit,
     /// The injected faults at play.
     faults: Injector,
+    /// The capabilities offered, as the latest probe found them.
+    offer: Offer,
+    /// A probe changed them since the last hello or heartbeat that carried them.
+    capabilities_unsent: bool,
     /// When the agent started: injected heartbeat stalls are timed from it.
     started: tokio::time::Instant,
     /// Results of finished attempts, from their tasks.
@@ -213,15 +226,16 @@ fn leaving_message(done: bool) -> WorkerMessage {
 }
 
 impl Agent {
-    fn hello(&self) -> Hello {
+    fn hello(&mut self) -> Hello {
         let mut attempts: Vec<Key> = self.running.keys().cloned().collect();
         attempts.extend(self.unacked.keys().cloned());
         attempts.sort();
         attempts.dedup();
+        self.capabilities_unsent = false;
         Hello {
             worker_id: self.config.name.clone(),
             host: super::host_name(),
-            capabilities_json: self.config.capabilities_json.clone(),
+            capabilities_json: self.offer.current(),
             labels: self.config.labels.clone().into_iter().collect(),
             slots: self.config.slots,
             running: refs(attempts.into_iter()),
@@ -233,12 +247,18 @@ impl Agent {
         }
     }
 
-    fn heartbeat(&self) -> WorkerMessage {
+    fn heartbeat(&mut self) -> WorkerMessage {
         let mut attempts: Vec<Key> = self.running.keys().cloned().collect();
         attempts.extend(self.unacked.keys().cloned());
+        let capabilities_json = if std::mem::take(&mut self.capabilities_unsent) {
+            self.offer.current()
+        } else {
+            String::new()
+        };
         WorkerMessage {
             body: Some(worker_message::Body::Heartbeat(Heartbeat {
                 running: refs(attempts.into_iter()),
+                capabilities_json,
             })),
         }
     }
@@ -440,6 +460,10 @@ impl Agent {
                         None => {}
                     }
                 }
+                Ok(()) = self.offer.changed() => {
+                    tracing::info!("capabilities changed: the next heartbeat carries them");
+                    self.capabilities_unsent = true;
+                }
                 Some(started) = self.started_rx.recv() => {
                     if welcomed {
                         let m = WorkerMessage { body: Some(worker_message::Body::Started(started)) };
@@ -523,6 +547,11 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     }
     let faults = Injector::new(config.faults.clone(), &config.name);
     let previous_exit = config.previous_exit;
+    // Bounded (`super::probe::gpu::GpuSettings`): registration carries what it found.
+    let offer = tokio::select! {
+        offer = Offer::start(config.capabilities_json.clone(), config.probe.clone()) => offer,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     let mut agent = Agent {
         config,
         running: HashMap::new(),
@@ -532,6 +561,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         session_id: uuid::Uuid::new_v4().to_string(),
         previous_exit,
         faults,
+        offer,
+        capabilities_unsent: false,
         started: tokio::time::Instant::now(),
         results_tx,
         results_rx,

@@ -11,6 +11,8 @@
 //!   that the previous process crashed.
 //! * [`name`] — a default name unique among a host's live workers (`<host>-<n>`).
 //! * [`output`] — an attempt's output streamed to the leader while someone watches it.
+//! * [`probe`] — what the worker offers, found out: a GPU probe that proves each adapter
+//!   computes, declared capabilities, re-probing.
 
 pub mod agent;
 pub mod executor;
@@ -18,6 +20,7 @@ pub mod faults;
 pub mod marker;
 pub mod name;
 pub mod output;
+pub mod probe;
 
 /// This machine's host name.
 pub fn host_name() -> String {

@@ -4,6 +4,7 @@
 mod auth;
 mod auto_recovery;
 mod breakers;
+mod capabilities;
 mod chaos;
 mod cli_input;
 mod cluster;

@@ -516,6 +516,17 @@ impl WorkerProcess {
     /// A worker of one slot started with `extra` arguments (e.g. `--inject-fault SPEC`), its
     /// run marker in `dir` and its log appended to `<dir>/<name>.log` (across restarts).
     pub fn start_with(coordinators: &str, name: &str, dir: &Path, extra: &[&str]) -> WorkerProcess {
+        Self::start_with_env(coordinators, name, dir, extra, &[])
+    }
+
+    /// As [`WorkerProcess::start_with`], with these environment variables set too.
+    pub fn start_with_env(
+        coordinators: &str,
+        name: &str,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> WorkerProcess {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -524,6 +535,7 @@ impl WorkerProcess {
         let child = Command::new(binary())
             .args(["worker", "--coordinator", coordinators, "--name", name])
             .args(extra)
+            .envs(env.iter().copied())
             .env("TESTFLEET_TOKEN_FILE", token_file(Role::Worker))
             .env("TESTFLEET_WORKER_STATE_DIR", dir)
             .current_dir(dir)

@@ -271,6 +271,7 @@ impl RawSession {
                 let beat = WorkerMessage {
                     body: Some(worker_message::Body::Heartbeat(Heartbeat {
                         running: vec![],
+                        ..Default::default()
                     })),
                 };
                 if out.send(beat).await.is_err() {
@@ -326,6 +327,7 @@ async fn the_same_process_reconnects_over_its_stale_session_and_others_are_refus
     first
         .send(worker_message::Body::Heartbeat(Heartbeat {
             running: vec![],
+            ..Default::default()
         }))
         .await;
     match tokio::time::timeout(LIMIT, first.inbound.next()).await {
