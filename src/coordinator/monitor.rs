@@ -383,6 +383,19 @@ async fn requeue_hung_attempts(node: &Coordinator, leadership: &Leadership) {
             },
         )
         .await;
+        // A worker that still heartbeats while its attempt stalled past the timeout is hung
+        // where it runs work, not where it talks: a hang fault of the worker, counted by
+        // proactive recovery and its breaker.
+        let heartbeating = (node.state())
+            .with_machine(|m| m.worker(&worker).map(|w| w.status) == Some(WorkerStatus::Healthy));
+        if heartbeating {
+            leadership.recovery_event(RecoveryEvent::InfraFault {
+                worker: worker.clone(),
+                task: task.clone(),
+                category: FaultCategory::Hang,
+            });
+            leadership.with_breakers(|b, out| b.infra_failure(&worker, Timestamp::now(), out));
+        }
         let details = json!({
             "action": "requeue",
             "why": reason,

@@ -645,6 +645,9 @@ impl LocalWorkers {
             ])
             .args(["--slots", &self.slots.to_string()])
             .args(&self.credentials)
+            // The harnesses' workers run shell commands only: no GPU probe (it loads the
+            // graphics drivers, ~80 MB and 0.2 s per worker, which the benchmarks would count).
+            .arg("--no-probe")
             .args(self.extra.get(name).into_iter().flatten())
             // Its run marker (crash evidence for its next start) lives with its log.
             .env("TESTFLEET_WORKER_STATE_DIR", &self.dir)
