@@ -125,35 +125,47 @@ mod tests {
         assert_eq!(rss_between(&samples, 3000.0, 4000.0), None);
     }
 
-    #[tokio::test]
+    // Two runtime threads: the test blocks one while it waits, the sampler runs on the other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_coordinator_child_is_sampled_and_its_cpu_kept_after_it_exits() {
-        // A child whose command line has `coordinator` as an argument, busy for a moment.
+        // A child whose command line has `coordinator` as an argument, busy until told to stop.
+        let dir = tempfile::tempdir().unwrap();
+        let stop_file = dir.path().join("stop");
+        let script = format!("while [ ! -e {} ]; do :; done", stop_file.display());
         let mut child = std::process::Command::new("sh")
-            .args([
-                "-c",
-                "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done",
-                "coordinator",
-            ])
+            .args(["-c", &script, "coordinator"])
             .spawn()
             .unwrap();
         let samples = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let sampler = tokio::spawn(run(Instant::now(), samples.clone(), stop.clone()));
-        tokio::task::spawn_blocking(move || child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        tokio::time::sleep(PERIOD * 2).await;
+        let last = || {
+            *samples
+                .lock()
+                .unwrap()
+                .last()
+                .unwrap_or(&usage(0.0, 0.0, 0))
+        };
+        let until = |what: &str, done: &dyn Fn(Usage) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !done(last()) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: {:?}",
+                    samples.lock().unwrap()
+                );
+                std::thread::sleep(PERIOD / 5);
+            }
+        };
+        until("the running child was not seen using CPU", &|u| {
+            u.rss_bytes > 0 && u.cpu_seconds > 0.0
+        });
+        let used = last().cpu_seconds;
+        std::fs::write(&stop_file, "").unwrap();
+        child.wait().unwrap();
+        until("the child is gone", &|u| u.rss_bytes == 0);
+        assert!(last().cpu_seconds >= used, "its CPU time was kept");
         stop.cancel();
         sampler.await.unwrap();
-        let samples = samples.lock().unwrap().clone();
-        let first = samples.first().unwrap();
-        let last = samples.last().unwrap();
-        assert!(
-            first.rss_bytes > 0,
-            "the running child was not seen: {samples:?}"
-        );
-        assert_eq!(last.rss_bytes, 0, "the child is gone: {samples:?}");
-        assert!(last.cpu_seconds > 0.0, "its CPU time was kept: {samples:?}");
     }
 }
