@@ -653,7 +653,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     "{}",
                     serde_json::to_string_pretty(&report).unwrap_or_default()
                 ),
-                Output::Table => print!("{}", run::summary(&report)),
+                Output::Table => print!("{}", testfleet::chaos::report::summary(&report)),
             }
             if report.verdict == "pass" {
                 Ok(())

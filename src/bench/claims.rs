@@ -20,7 +20,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::chaos::run::{ChaosArgs, ChaosReport, Kind, summary};
+use crate::chaos::report::{ChaosReport, summary};
+use crate::chaos::run::{ChaosArgs, Kind};
 use crate::cli::{CliError, Output};
 
 /// Arguments of `testfleet bench claims`.

@@ -10,6 +10,7 @@
 pub mod checker;
 pub mod netns;
 pub mod probe;
+pub mod report;
 pub mod resources;
 pub mod run;
 pub mod workload;

@@ -72,6 +72,18 @@ const METRICS: [Metric; 6] = [
     },
 ];
 
+impl Metric {
+    /// `Title (unit, lower is better)`.
+    fn heading(&self) -> String {
+        let better = if self.lower_is_better {
+            "lower"
+        } else {
+            "higher"
+        };
+        format!("{} ({}, {better} is better)", self.title, self.unit)
+    }
+}
+
 /// The medians of one failure type at one intensity, both sides.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
@@ -214,15 +226,9 @@ impl Report {
         for (i, metric) in METRICS.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "## {} ({}, {} is better)\n\n| failure | intensity | with breakers | without | \
-                 change |\n|---|---|---|---|---|",
-                metric.title,
-                metric.unit,
-                if metric.lower_is_better {
-                    "lower"
-                } else {
-                    "higher"
-                }
+                "## {}\n\n| failure | intensity | with breakers | without | change |\n\
+                 |---|---|---|---|---|",
+                metric.heading()
             );
             for row in &self.rows {
                 let (_, with, without) = &row.medians[i];
@@ -290,15 +296,8 @@ impl Report {
         let mut svg = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
              font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" \
-             height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"22\" font-size=\"15\">{} \
-             ({}, {} is better)</text>\n",
-            metric.title,
-            metric.unit,
-            if metric.lower_is_better {
-                "lower"
-            } else {
-                "higher"
-            }
+             height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"22\" font-size=\"15\">{}</text>\n",
+            metric.heading()
         );
         let base_y = height - bottom;
         let _ = writeln!(
