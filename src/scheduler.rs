@@ -46,6 +46,20 @@
 //! of the queue order. A class no live worker satisfies is *parked*: its tasks stay queued
 //! and [`Scheduler::parked`] says why, naming the first requirement no live worker meets.
 //!
+//! # Rare workers last
+//!
+//! Scarcity decides which task a worker takes; *rarity* decides which worker is served
+//! first. A worker's rarity is the number of its offers — labels `k=v`, capabilities
+//! (`webgpu`, `gpu_type=discrete`, `browser.chromium`, a declared name…) — that not every live
+//! worker has; the basics every worker reports (`os`, `arch`, `cpus`, `memory_gb`) and the
+//! probes' bookkeeping (`gpu_adapters`, `browsers`, errors) do not count. Workers with a free
+//! slot are served plainest first, then most free slots, ties by id. So a task any worker can
+//! run goes to a plain worker while one is free, and the only GPU worker is kept for the GPU
+//! tasks that may come: it takes plain work only as the last resort, when every plainer
+//! worker is full (nothing is ever preempted). Among equally rare workers load still spreads
+//! by free slots. Rarities are recomputed when the live set or a profile changes
+//! ([`Scheduler::worker_up`], [`Scheduler::worker_down`]).
+//!
 //! A task that should avoid a worker (the worker of its timed-out attempt, say) sits in a
 //! class whose key includes that worker; the avoided worker skips that class while any other
 //! live worker could run it, and takes it only when it is the sole capable one.
@@ -54,9 +68,10 @@
 //!
 //! With `n` queued tasks, `c` classes and `w` live workers: [`Scheduler::enqueue`],
 //! [`Scheduler::remove`], [`Scheduler::committed`] and [`Scheduler::rejected`] are
-//! `O(log n + log c + log w)` (plus `O(w)` when a new class appears). Filling one slot is
-//! `O(log w + c·log n)`: the worker with the most free slots is the first of a
-//! `BTreeSet<(Reverse(free), id)>`, and each of its classes' heads is a `BTreeSet::first`. A
+//! `O(log n + log c + log w)` (plus `O(w)` when a new class appears); a worker going up or
+//! down is `O(c + w·(k + log w))` with `k` offers per worker (the rarities are recomputed).
+//! Filling one slot is `O(log w + c·log n)`: the next worker to serve is the first of a
+//! `BTreeSet<(rarity, Reverse(free), id)>`, and each of its classes' heads is a `BTreeSet::first`. A
 //! worker that finds nothing is set aside for the rest of the call, so one `pick` call costs
 //! at most `w` such misses in addition. None of it grows with the length of the queue;
 //! [`bench_pick`] measures it.
@@ -170,6 +185,45 @@ struct ClassKey {
 
 type ClassId = u64;
 
+/// The order in which workers with free slots are served: `(rarity, Reverse(free), id)`.
+type ServeKey = (u32, Reverse<u32>, WorkerId);
+
+/// Capability keys that describe a worker without offering anything a task can ask for in
+/// a way that tells workers apart: the basics every worker reports, and the probes'
+/// bookkeeping (their details and errors). Not counted in a worker's rarity.
+const NOT_OFFERS: [&str; 10] = [
+    "os",
+    "arch",
+    "cpus",
+    "memory_gb",
+    "probed",
+    "declared",
+    "gpu_adapters",
+    "gpu_probe_error",
+    "browsers",
+    "browser_probe_error",
+];
+
+/// What a worker offers that a requirement can tell apart: each label `k=v`; each capability
+/// `k=v` for text and `k` for numbers and `true` (a present `false` or empty value offers
+/// nothing); the keys of [`NOT_OFFERS`] left out.
+fn offers(profile: &WorkerProfile) -> BTreeSet<String> {
+    let labels = (profile.labels.iter()).map(|(k, v)| format!("label {k}={v}"));
+    let capabilities = (profile.capabilities.iter())
+        .filter(|(k, _)| !NOT_OFFERS.contains(&k.as_str()))
+        .filter_map(|(k, v)| {
+            let v = v.trim();
+            if v.is_empty() || v.eq_ignore_ascii_case("false") {
+                None
+            } else if v.eq_ignore_ascii_case("true") || v.parse::<f64>().is_ok() {
+                Some(k.clone())
+            } else {
+                Some(format!("{k}={v}"))
+            }
+        });
+    labels.chain(capabilities).collect()
+}
+
 /// One parsed capability expression.
 #[derive(Clone, Debug, PartialEq)]
 enum Expr {
@@ -219,6 +273,40 @@ impl Expr {
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .is_some_and(|v| v >= *bound),
             Expr::Invalid => false,
+        }
+    }
+
+    /// What the live workers offer instead, for a reason: ` (the most a live worker has is
+    /// 16, on w1)` for `name>=N`, ` (live workers have cpu, integrated)` for `name=value`,
+    /// empty when none reports the name at all or for `name`.
+    fn closest<'a>(&self, live: impl Iterator<Item = &'a WorkerProfile>) -> String {
+        match self {
+            Expr::AtLeast(name, _) => {
+                let best = live
+                    .filter_map(|w| {
+                        let v = w.capabilities.get(name)?.trim().parse::<f64>().ok()?;
+                        Some((v, &w.id))
+                    })
+                    .fold(None::<(f64, &WorkerId)>, |best, (v, id)| match best {
+                        Some((b, _)) if b >= v => best,
+                        _ => Some((v, id)),
+                    });
+                best.map_or(String::new(), |(v, id)| {
+                    format!(" (the most a live worker has is {v}, on {id})")
+                })
+            }
+            Expr::Equals(name, _) => {
+                let values: BTreeSet<&str> = live
+                    .filter_map(|w| w.capabilities.get(name).map(|v| v.as_str()))
+                    .collect();
+                if values.is_empty() {
+                    String::new()
+                } else {
+                    let values: Vec<&str> = values.into_iter().collect();
+                    format!(" (live workers have {name}={})", values.join(", "))
+                }
+            }
+            Expr::Present(_) | Expr::Invalid => String::new(),
         }
     }
 }
@@ -276,7 +364,11 @@ impl Class {
                 ));
             }
             if !live.clone().any(|w| expr.holds(&w.capabilities)) {
-                return Some(format!("no live worker has capability {}", text.trim()));
+                let closest = expr.closest(live.clone());
+                return Some(format!(
+                    "no live worker has capability {}{closest}",
+                    text.trim()
+                ));
             }
         }
         let labels = self
@@ -303,8 +395,10 @@ struct Worker {
     busy: u32,
     /// Tasks in the overlay reserved on it.
     reserved: u32,
-    /// The free count under which it is in `Scheduler::by_free`, if it is.
-    listed: Option<u32>,
+    /// The key under which it is in `Scheduler::by_free`, if it is.
+    listed: Option<ServeKey>,
+    /// How many of its offers not every live worker has (see § Rare workers last).
+    rarity: u32,
     /// Classes it satisfies (while live).
     classes: BTreeSet<ClassId>,
 }
@@ -344,8 +438,9 @@ pub struct Scheduler {
     class_ids: BTreeMap<ClassKey, ClassId>,
     next_class: ClassId,
     workers: BTreeMap<WorkerId, Worker>,
-    /// Live workers with a free slot, most free first, ties by id.
-    by_free: BTreeSet<(Reverse<u32>, WorkerId)>,
+    /// Live workers with a free slot, in the order they are served: plainest first, then
+    /// most free, ties by id.
+    by_free: BTreeSet<ServeKey>,
     jobs: BTreeMap<JobId, JobRanks>,
     reserved: usize,
 }
@@ -481,7 +576,7 @@ impl Scheduler {
     /// busy count and reservations carry over.
     pub fn worker_up(&mut self, profile: WorkerProfile) {
         let id = profile.id.clone();
-        self.worker_down(&id);
+        self.take_profile(&id);
         let mut classes = BTreeSet::new();
         for (class_id, class) in &mut self.classes {
             if class.admits(&profile) {
@@ -492,14 +587,21 @@ impl Scheduler {
         let worker = self.workers.entry(id.clone()).or_default();
         worker.profile = Some(profile);
         worker.classes = classes;
-        self.relist(&id);
+        self.rerank();
     }
 
     /// A worker may not receive new tasks (failed, draining, quarantined, gone). Attempts
     /// it holds stay counted until they end.
     pub fn worker_down(&mut self, worker: &str) {
+        if self.take_profile(worker) {
+            self.rerank();
+        }
+    }
+
+    /// Takes `worker` out of the live set and its classes; whether it was known.
+    fn take_profile(&mut self, worker: &str) -> bool {
         let Some(w) = self.workers.get_mut(worker) else {
-            return;
+            return false;
         };
         w.profile = None;
         for class_id in std::mem::take(&mut w.classes) {
@@ -509,6 +611,7 @@ impl Scheduler {
         }
         self.relist(worker);
         self.forget_if_idle(worker);
+        true
     }
 
     /// Sets how many attempts a worker is running (heartbeat reconciliation, rebuild).
@@ -536,13 +639,14 @@ impl Scheduler {
     }
 
     /// Fills up to `max` free slots of live workers with the best tasks they can run, and
-    /// reserves those tasks. Workers are served most free slots first (ties by id), one
-    /// slot at a time, so load spreads across the fleet.
+    /// reserves those tasks. Workers are served plainest first, then most free slots (ties
+    /// by id), one slot at a time, so load spreads across the fleet and rare workers are
+    /// the last resort for tasks others can run (§ Rare workers last).
     pub fn pick(&mut self, max: usize) -> Vec<Assignment> {
         let mut out = Vec::new();
         let mut idle = Vec::new();
         while out.len() < max {
-            let Some((_, worker)) = self.by_free.first().cloned() else {
+            let Some((_, _, worker)) = self.by_free.first().cloned() else {
                 break;
             };
             match self.best_for(&worker) {
@@ -724,21 +828,47 @@ impl Scheduler {
 
     fn delist(&mut self, worker: &str) {
         if let Some(w) = self.workers.get_mut(worker)
-            && let Some(free) = w.listed.take()
+            && let Some(key) = w.listed.take()
         {
-            self.by_free.remove(&(Reverse(free), worker.to_string()));
+            self.by_free.remove(&key);
         }
     }
 
-    /// Puts `worker` in `by_free` under its current free count (or takes it out at zero).
+    /// Puts `worker` in `by_free` under its rarity and current free count (or takes it out
+    /// at zero).
     fn relist(&mut self, worker: &str) {
         self.delist(worker);
         if let Some(w) = self.workers.get_mut(worker) {
             let free = w.free();
             if free > 0 {
-                w.listed = Some(free);
-                self.by_free.insert((Reverse(free), worker.to_string()));
+                let key = (w.rarity, Reverse(free), worker.to_string());
+                w.listed = Some(key.clone());
+                self.by_free.insert(key);
             }
+        }
+    }
+
+    /// Recomputes every live worker's rarity after the live set or a profile changed: the
+    /// number of its [`offers`] that not every live worker has.
+    fn rerank(&mut self) {
+        let live: Vec<(WorkerId, BTreeSet<String>)> = (self.workers.iter())
+            .filter_map(|(id, w)| Some((id.clone(), offers(w.profile.as_ref()?))))
+            .collect();
+        let common: BTreeSet<&String> = match live.split_first() {
+            Some((first, rest)) => (first.1.iter())
+                .filter(|o| rest.iter().all(|(_, others)| others.contains(*o)))
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
+        for (id, offered) in &live {
+            let rarity = offered.iter().filter(|o| !common.contains(o)).count();
+            if let Some(w) = self.workers.get_mut(id) {
+                w.rarity = u32::try_from(rarity).unwrap_or(u32::MAX);
+            }
+        }
+        for id in ids {
+            self.relist(&id);
         }
     }
 

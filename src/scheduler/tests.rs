@@ -7,6 +7,8 @@ use super::*;
 use crate::state::command::{Command, FaultCategory, TaskSpec, Timestamp, WorkerStatus};
 use crate::state::machine::Reply;
 
+mod placement;
+
 fn task(id: &str, job: &str, seq: i64) -> QueuedTask {
     QueuedTask {
         id: id.to_string(),
@@ -324,10 +326,14 @@ fn scarce_capabilities_go_to_the_workers_that_have_them() {
     let mut s = Scheduler::new();
     s.enqueue(task("plain", "j", 1));
     s.enqueue(needs("gpu", 2, "", "webgpu"));
-    // `a` is served first (ties by id) and could run both; it takes the one only it can run.
+    // `a` could run both; with `b` full it is served alone and takes the one only it can
+    // run, though `plain` is older.
     s.worker_up(offers("a", 1, "", "webgpu=true"));
     s.worker_up(worker("b", 1));
-    assert_eq!(show(&s.pick(5)), ["gpu@a#1", "plain@b#1"]);
+    s.set_busy("b", 1);
+    assert_eq!(show(&s.pick(5)), ["gpu@a#1"]);
+    s.attempt_ended("b");
+    assert_eq!(show(&s.pick(5)), ["plain@b#1"]);
 
     // Priority still comes first.
     let mut s = Scheduler::new();
@@ -362,13 +368,13 @@ fn parked_tasks_say_why_and_run_when_a_worker_appears() {
             vec![linux.clone()],
             "",
             "gpu=discrete",
-            "no live worker has capability gpu=discrete",
+            "no live worker has capability gpu=discrete (live workers have gpu=integrated)",
         ),
         (
             vec![linux.clone()],
             "",
             "memory_gb>=64",
-            "no live worker has capability memory_gb>=64",
+            "no live worker has capability memory_gb>=64 (the most a live worker has is 16, on linux)",
         ),
         (
             vec![linux.clone(), gpu.clone()],
