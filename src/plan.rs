@@ -27,8 +27,10 @@
 //! strings), `cwd`, `timeout` (a duration string, see [`parse_duration`], or a whole number
 //! of seconds), `priority`, `max_retries`, `timeout_retries`, `flaky_retries` and `requires =
 //! { labels = {..}, capabilities = [..] }`. The meaning of each is documented on
-//! [`TaskSpec`]. An entry's own value replaces the default, except for the tables `env` and
-//! `requires.labels`, which are merged key by key (the entry wins), and
+//! [`TaskSpec`]. `requires` also takes the typed requirements `webgpu`, `webnn`, `gpu_type`,
+//! `browser`, `min_memory_gb` and `min_gpu_buffer_mb`, which become capability expressions
+//! (`requires.rs` has the table). An entry's own value replaces the default, except for the
+//! tables `env` and `requires.labels`, which are merged key by key (the entry wins), and
 //! `requires.capabilities`, which is the union of both lists. What neither gives comes from
 //! the built-in defaults: [`DEFAULT_TIMEOUT`], [`DEFAULT_PRIORITY`], [`DEFAULT_MAX_RETRIES`],
 //! [`DEFAULT_TIMEOUT_RETRIES`] and [`DEFAULT_FLAKY_RETRIES`].
@@ -73,10 +75,13 @@ use crate::state::command::{TaskId, TaskSpec};
 use crate::state::limits;
 
 mod raw;
+mod requires;
 #[cfg(test)]
 mod tests;
 
 use raw::{RawCommand, RawEntry, RawPlan, RawTimeout, WholeNumber};
+use requires::Needs;
+pub use requires::{BROWSERS, GPU_TYPES};
 
 /// How long a task may run when neither it nor `[defaults]` says.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -346,6 +351,7 @@ struct Fields {
     flaky_retries: Option<u32>,
     labels: BTreeMap<String, String>,
     capabilities: Vec<String>,
+    needs: Needs,
 }
 
 impl Fields {
@@ -373,6 +379,7 @@ impl Fields {
             flaky_retries: entry.flaky_retries.or(self.flaky_retries),
             labels,
             capabilities,
+            needs: self.needs.overlay(&entry.needs),
         }
     }
 
@@ -559,6 +566,8 @@ impl Source<'_> {
                     fields.capabilities.push(text.clone());
                 }
             }
+            fields.needs =
+                Needs::parse(requires).map_err(|(span, message)| self.error(span, message))?;
         }
         Ok(fields)
     }
@@ -766,12 +775,23 @@ impl Source<'_> {
                 .unwrap_or(u64::try_from(DEFAULT_TIMEOUT.as_millis()).unwrap_or(u64::MAX)),
             priority: fields.priority.unwrap_or(DEFAULT_PRIORITY),
             labels: fields.labels,
-            capabilities: fields.capabilities,
+            capabilities: with_needs(fields.capabilities, &fields.needs),
             max_retries: fields.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
             timeout_retries: fields.timeout_retries.unwrap_or(DEFAULT_TIMEOUT_RETRIES),
             flaky_retries: fields.flaky_retries.unwrap_or(DEFAULT_FLAKY_RETRIES),
         })
     }
+}
+
+/// The capability expressions written by hand, then those the typed requirements stand for,
+/// without repeats.
+fn with_needs(mut capabilities: Vec<String>, needs: &Needs) -> Vec<String> {
+    for expression in needs.expressions() {
+        if !capabilities.contains(&expression) {
+            capabilities.push(expression);
+        }
+    }
+    capabilities
 }
 
 /// The line and column of byte `offset` in `text`. An offset past the end, or inside a

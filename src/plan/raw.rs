@@ -50,6 +50,13 @@ pub(super) struct RawRequires {
     pub(super) labels: BTreeMap<String, String>,
     #[serde(default)]
     pub(super) capabilities: Vec<Spanned<String>>,
+    // The typed requirements (`plan::requires`).
+    pub(super) webgpu: Option<Spanned<bool>>,
+    pub(super) webnn: Option<Spanned<bool>>,
+    pub(super) gpu_type: Option<Spanned<String>>,
+    pub(super) browser: Option<Spanned<String>>,
+    pub(super) min_memory_gb: Option<Spanned<f64>>,
+    pub(super) min_gpu_buffer_mb: Option<Spanned<WholeNumber>>,
 }
 
 /// `command`: an array of strings. A plain string is refused with a hint, because `command =

@@ -4,6 +4,8 @@ use std::fs;
 
 use super::*;
 
+mod requires;
+
 fn parse_ok(text: &str) -> Plan {
     parse(text, Path::new("plan.toml")).unwrap_or_else(|e| panic!("plan should parse: {e}"))
 }
@@ -781,12 +783,17 @@ fn the_plans_in_the_readme_and_examples_parse() {
         names,
         [
             "unit",
+            "webgpu-conformance",
             "known-flaky",
             "pytest-tests/test_a.py",
             "pytest-tests/test_b.py"
         ]
     );
-    let flaky = &parsed.tasks[1];
+    assert_eq!(
+        parsed.tasks[1].capabilities,
+        ["webgpu", "browser.chromium", "gpu_buffer_mb>=128"]
+    );
+    let flaky = &parsed.tasks[2];
     assert_eq!((flaky.flaky_retries, flaky.max_retries), (2, 3));
     let example = include_str!("../../examples/plan.toml");
     parse(example, Path::new("examples/plan.toml")).unwrap_or_else(|e| panic!("{e}"));
