@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod bench;
+pub mod capabilities;
 pub mod chaos;
 pub mod cli;
 pub mod config;

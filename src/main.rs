@@ -186,6 +186,14 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// What each worker offers: GPU adapters (verified by a shader), browsers with
+    /// WebGPU/WebNN, declared capabilities; and which workers offer each capability
+    Capabilities {
+        /// One worker's name; all workers without it
+        worker: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Recovery records
     #[command(subcommand)]
     Recovery(RecoveryCommand),
@@ -690,6 +698,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             ..
         } => testfleet::cli::workers::run(command).await,
         Command::Workers { target, all, .. } => cli::reads::workers(&target, all).await,
+        Command::Capabilities { worker, target } => {
+            testfleet::cli::capabilities::run(&target, worker.as_deref()).await
+        }
         Command::Coordinator(args) => run_coordinator(*args).await,
         Command::Cluster(ClusterCommand::Check { target, wait }) => {
             use testfleet::cli::cluster_check;

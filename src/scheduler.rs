@@ -311,6 +311,12 @@ impl Expr {
     }
 }
 
+/// Does a worker with these (flattened) capabilities meet `expression` — `name`,
+/// `name=value` or `name>=N`? The scheduler's own rule, for readers outside it.
+pub fn meets(expression: &str, capabilities: &BTreeMap<String, String>) -> bool {
+    Expr::parse(expression).holds(capabilities)
+}
+
 /// Tasks with the same requirements, in queue order.
 #[derive(Debug)]
 struct Class {

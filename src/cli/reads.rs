@@ -276,6 +276,22 @@ pub async fn workers(target: &Target, all: bool) -> Result<(), CliError> {
     );
     let mut result = super::query_result(&remote, &sql, !target.stale).await?;
     super::time::zone_timestamps(&result.column_types, &mut result.rows);
+    if target.output == Output::Table {
+        // People get a summary (`webgpu(cpu, 128 MiB) chromium 2 cpus 23 GB`); the whole
+        // object is in `-o json` and `testfleet capabilities`.
+        for row in &mut result.rows {
+            let (Some(id), Some(cell)) = (row.first().cloned(), row.get_mut(6)) else {
+                continue;
+            };
+            let json = match &*cell {
+                Json::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            let worker = id.as_str().unwrap_or_default();
+            let summary = crate::capabilities::WorkerCapabilities::parse(worker, "", &json);
+            *cell = Json::String(summary.summary());
+        }
+    }
     print!("{}", render(&result, target.output));
     Ok(())
 }

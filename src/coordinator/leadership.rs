@@ -84,20 +84,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A worker's profile from the replicated view and its session.
 pub fn worker_profile(machine: &Machine, worker: &str, slots: u32) -> Option<WorkerProfile> {
     let w = machine.worker(worker)?;
-    let capabilities: BTreeMap<String, String> =
-        match serde_json::from_str::<serde_json::Value>(&w.capabilities_json) {
-            Ok(serde_json::Value::Object(map)) => map
-                .into_iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        serde_json::Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    (k, v)
-                })
-                .collect(),
-            _ => BTreeMap::new(),
-        };
+    let capabilities = crate::capabilities::flatten(&w.capabilities_json);
     Some(WorkerProfile {
         id: w.id.clone(),
         labels: w.labels.clone(),
