@@ -20,6 +20,7 @@ mod jobs_cli;
 mod jobs_e2e;
 mod limits;
 mod logs;
+mod placement;
 mod reads_cli;
 mod recovery;
 mod replication;
