@@ -35,10 +35,17 @@
 //! [`AttemptResult::cancelled`] set, which the caller must check first: it is not a test
 //! result.
 //!
-//! The executor writes nothing on disk for an attempt: output is read from pipes into memory,
-//! and the working directory is the task's own (checked, never created). So a `storage` fault
-//! can only come from the spawn itself (`ENOSPC`, `EROFS`, `EDQUOT`, `EIO` while creating the
-//! process), or from the kernel reading the task's working directory.
+//! **A disk that cannot take a write is the worker's fault, not the test's.** Before the
+//! spawn the executor writes (and from time to time syncs) a small probe file in the
+//! directory the command will run in — the task's `cwd`, or the worker's own — and removes it
+//! ([`workdir`]). A refusal the kernel explains as a disk problem (`ENOSPC`, `EROFS`, `EDQUOT`,
+//! `EIO`, the same [`fault_category`] as a spawn's) is a `storage` [`Outcome::WorkerFault`]
+//! naming the directory and the errno, and the command does not run; any other error leaves
+//! the attempt as it was. Apart from that probe the executor writes nothing on disk for an
+//! attempt: output is read from pipes into memory, and the working directory is the task's
+//! own (checked, never created). So a `storage` fault comes from the probe, from the spawn
+//! itself (`ENOSPC`, `EROFS`, `EDQUOT`, `EIO` while creating the process), or from the kernel
+//! reading the task's working directory.
 //!
 //! Limits: a process that leaves the group (`setsid`, a daemonising server) escapes the kill.
 //! If it also keeps the output pipes open we stop reading [`KILL_GRACE`] after the kill and
@@ -158,6 +165,14 @@ impl AttemptResult {
         }
     }
 
+    /// An attempt the worker cancelled before its command started.
+    fn cancelled_before_start() -> Self {
+        AttemptResult {
+            cancelled: true,
+            ..AttemptResult::not_started(Outcome::Failed, "cancelled before start".into())
+        }
+    }
+
     /// An attempt that could not start because of `err`: the task's error or a worker fault,
     /// as [`spawn_fault`] decides, with the fault's category.
     fn failed_start(err: &io::Error, message: String) -> Self {
@@ -218,10 +233,7 @@ async fn execute(
     output: &LiveOutput,
 ) -> AttemptResult {
     if cancel.is_cancelled() {
-        return AttemptResult {
-            cancelled: true,
-            ..AttemptResult::not_started(Outcome::Failed, "cancelled before start".into())
-        };
+        return AttemptResult::cancelled_before_start();
     }
     let Some(program) = spec.command.first() else {
         return AttemptResult::not_started(Outcome::Error, "empty command".into());
@@ -238,7 +250,33 @@ async fn execute(
     {
         return result;
     }
+    let dir = workdir::attempt_dir(spec.cwd.as_deref());
+    tokio::select! {
+        fault = workdir::storage_fault(&dir, workdir::PROBE_LIMIT) => {
+            if let Some(message) = fault {
+                workdir::attempt_not_passed(&dir);
+                return AttemptResult {
+                    fault: Some(FaultCategory::Storage),
+                    ..AttemptResult::not_started(Outcome::WorkerFault, message)
+                };
+            }
+        }
+        () = cancel.cancelled() => return AttemptResult::cancelled_before_start(),
+    }
+    let result = spawn_and_wait(&spec, program, cancel, output).await;
+    if result.outcome != Outcome::Passed {
+        workdir::attempt_not_passed(&dir);
+    }
+    result
+}
 
+/// Starts the command of a checked `spec` and waits for its end (module docs).
+async fn spawn_and_wait(
+    spec: &AttemptSpec,
+    program: &str,
+    cancel: CancellationToken,
+    output: &LiveOutput,
+) -> AttemptResult {
     let mut command = Command::new(program);
     command
         .args(&spec.command[1..])
@@ -691,6 +729,8 @@ impl Tail {
         )
     }
 }
+
+pub mod workdir;
 
 #[cfg(test)]
 mod tests;

@@ -527,6 +527,30 @@ impl WorkerProcess {
         extra: &[&str],
         env: &[(&str, &Path)],
     ) -> WorkerProcess {
+        Self::spawn(coordinators, name, dir, dir, extra, env)
+    }
+
+    /// As [`WorkerProcess::start_with`], with `work_dir` as the worker's working directory
+    /// (where its attempts of tasks without a `cwd` run) instead of `dir`, which still holds
+    /// its run marker and its log.
+    pub fn start_in(
+        coordinators: &str,
+        name: &str,
+        dir: &Path,
+        work_dir: &Path,
+        extra: &[&str],
+    ) -> WorkerProcess {
+        Self::spawn(coordinators, name, dir, work_dir, extra, &[])
+    }
+
+    fn spawn(
+        coordinators: &str,
+        name: &str,
+        dir: &Path,
+        work_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> WorkerProcess {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -538,7 +562,7 @@ impl WorkerProcess {
             .envs(env.iter().copied())
             .env("TESTFLEET_TOKEN_FILE", token_file(Role::Worker))
             .env("TESTFLEET_WORKER_STATE_DIR", dir)
-            .current_dir(dir)
+            .current_dir(work_dir)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -562,4 +586,60 @@ pub fn log_lines<'a>(log: &'a str, parts: &[&str]) -> Vec<&'a str> {
     log.lines()
         .filter(|line| parts.iter().all(|part| line.contains(part)))
         .collect()
+}
+
+/// A tmpfs mounted on a directory; lazily unmounted (`umount -l`) when dropped.
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs with `options` (`size=1m`) on `dir` (created), read-only if asked.
+    /// `None`, after saying why on stderr, when this process may not mount (it is not root):
+    /// the caller skips the test. Any other failure panics.
+    pub fn mount(dir: &Path, options: &str, read_only: bool) -> Option<Tmpfs> {
+        use std::os::unix::ffi::OsStrExt;
+        std::fs::create_dir_all(dir).expect("create the mount point");
+        let target = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+        let data = std::ffi::CString::new(options).unwrap();
+        let flags = if read_only { libc::MS_RDONLY } else { 0 };
+        // SAFETY: mount(2) with valid NUL-terminated strings.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                flags,
+                data.as_ptr().cast(),
+            )
+        };
+        if rc == 0 {
+            return Some(Tmpfs(dir.to_path_buf()));
+        }
+        let err = std::io::Error::last_os_error();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::EPERM),
+            "mounting a tmpfs on {} failed: {err}",
+            dir.display()
+        );
+        eprintln!(
+            "SKIPPED: mounting a tmpfs needs root (CAP_SYS_ADMIN), which this test process lacks \
+             ({err}); nothing was tested"
+        );
+        None
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        let target = std::ffi::CString::new(self.0.as_os_str().as_bytes()).unwrap();
+        // SAFETY: umount2(2) with a valid path; MNT_DETACH, so an open file cannot keep it.
+        unsafe {
+            libc::umount2(target.as_ptr(), libc::MNT_DETACH);
+        }
+    }
 }

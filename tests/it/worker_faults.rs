@@ -1,16 +1,18 @@
 //! Worker faults, from real signals: a spawn the kernel refuses is reported with the part of the
-//! worker that failed; a worker killed and started again says its previous process crashed,
-//! one that left does not; a worker whose session keeps breaking reconnects and finishes its
-//! work. The faults are injected with the worker's hidden `--inject-fault`, which drives the
-//! worker's real spawn and session paths.
+//! worker that failed; a worker whose working directory is read-only reports storage faults,
+//! its task passes on another worker and recovery restarts it first; a worker killed and
+//! started again says its previous process crashed, one that left does not; a worker whose
+//! session keeps breaking reconnects and finishes its work. The read-only directory is a real
+//! tmpfs mount; the other faults are injected with the worker's hidden `--inject-fault`, which
+//! drives the worker's real spawn and session paths.
 
 use std::time::Duration;
 
 use testfleet::worker::marker::marker_path;
 
 use super::support::{
-    WorkerProcess, count_reaches, eventually, exit_code, local_cluster, log_lines, run,
-    submit_plan, test_dir,
+    Tmpfs, WorkerProcess, client, count_reaches, eventually, exit_code, local_cluster, log_lines,
+    query_consistent, run, submit_plan, test_dir,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -76,6 +78,125 @@ async fn a_spawn_refused_for_lack_of_descriptors_is_a_resource_exhaustion_worker
     })
     .await;
     assert_eq!(field(&line, "fault"), Some("resource_exhaustion"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_work_directory_is_read_only_has_storage_faults_and_is_restarted_first() {
+    let dir = test_dir();
+    // The worker runs in a read-only tmpfs: a task without a `cwd` runs there (needs root).
+    let Some(read_only) = Tmpfs::mount(&dir.path().join("ro"), "size=1m", true) else {
+        return;
+    };
+    let work_dir = read_only.path().canonicalize().unwrap();
+    // Breakers and proactive recovery as a fleet has them (neither is disabled): the storage
+    // faults must take the path real ones take. The worker's breaker needs 5 calls before it
+    // weighs them; the planner fails a worker at its third infrastructure fault.
+    let cluster = local_cluster(1, dir.path(), &[]);
+    let leader = cluster.leader(LIMIT, None).await.unwrap();
+    let addr = cluster.addr(leader).to_string();
+    let _bad = WorkerProcess::start_in(&addr, "ro", dir.path(), &work_dir, &[]);
+    count_reaches(
+        &addr,
+        "SELECT count(*) FROM workers WHERE id = 'ro' AND status = 'healthy'",
+        1,
+        LIMIT,
+    )
+    .await;
+    let (code, task, err) = run(
+        &[
+            "submit",
+            "--coordinator",
+            &addr,
+            "--max-retries",
+            "10",
+            "--",
+            "true",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let task = task.trim();
+
+    // Alone, the bad worker gets the task back after each fault (a requeued task avoids the
+    // worker of its last attempt only while another can run it), until its third storage
+    // fault: recovery fails it with category storage and tries the storage order's first
+    // strategy, a restart (no restart command is configured, so that attempt fails at once).
+    let first = eventually(LIMIT, "a recovery attempt of ro", || async {
+        let rows = query_consistent(
+            &mut client(&addr).await,
+            "SELECT recovery_type, details->>'category', details->>'failure_reason' \
+             FROM worker_recovery_history WHERE worker_id = 'ro' ORDER BY attempt_number LIMIT 1",
+        )
+        .await;
+        rows.into_iter().next()
+    })
+    .await;
+    assert_eq!(first[0], "restart", "{first:?}");
+    assert_eq!(first[1], "storage", "{first:?}");
+    let reason = first[2].as_str().unwrap_or_default();
+    assert!(reason.contains("infrastructure faults"), "{first:?}");
+
+    // Every attempt it reported was a storage fault naming the directory and the errno; none
+    // ran. The failure of the worker can overtake its report of the last one, which then
+    // shows as requeued with the worker.
+    let attempts = query_consistent(
+        &mut client(&addr).await,
+        &format!(
+            "SELECT outcome, output_tail FROM task_attempts \
+             WHERE task_id = '{task}' AND worker_id = 'ro' ORDER BY attempt"
+        ),
+    )
+    .await;
+    let expected = format!(
+        "worker fault (storage): work directory {} is read-only (EROFS): {}",
+        work_dir.display(),
+        std::io::Error::from_raw_os_error(libc::EROFS)
+    );
+    let reported = attempts.iter().filter(|row| row[0] == "worker_fault");
+    assert!(reported.clone().count() >= 1, "{attempts:?}");
+    for row in reported {
+        assert_eq!(row[1], expected.as_str(), "{attempts:?}");
+    }
+    assert!(
+        (attempts.iter()).all(|row| row[0] == "worker_fault"
+            || row[0].as_str().is_some_and(|o| o.starts_with("requeued"))),
+        "{attempts:?}"
+    );
+    // The leader heard of at least three, each a storage fault.
+    let log = cluster.log(leader);
+    let lines = log_lines(&log, &["worker fault", "worker=ro", task]);
+    assert!(lines.len() >= 3, "{log}");
+    for line in lines {
+        assert_eq!(field(line, "fault"), Some("storage"), "{line}");
+    }
+
+    // A healthy worker takes the requeued task, and it passes there.
+    let healthy_dir = dir.path().join("rw");
+    std::fs::create_dir(&healthy_dir).unwrap();
+    let _good = WorkerProcess::start_in(&addr, "rw", dir.path(), &healthy_dir, &[]);
+    count_reaches(
+        &addr,
+        &format!("SELECT count(*) FROM tasks WHERE id = '{task}' AND status = 'passed'"),
+        1,
+        LIMIT,
+    )
+    .await;
+    count_reaches(
+        &addr,
+        &format!(
+            "SELECT count(*) FROM task_attempts WHERE task_id = '{task}' \
+             AND worker_id = 'rw' AND outcome = 'passed'"
+        ),
+        1,
+        LIMIT,
+    )
+    .await;
+    // The write check cleans up after itself.
+    let left: Vec<_> = std::fs::read_dir(&healthy_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
