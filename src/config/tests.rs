@@ -728,6 +728,7 @@ recovery_interval_ms = 1500
     assert_eq!(config.breakers.worker.half_open_trials, 3, "untouched key");
     assert_eq!(config.breakers.levels.low.recovery_interval_ms, 1500);
     assert_eq!(config.breakers.levels.high.max_recovery_attempts, 10);
+    assert_eq!(config.breakers.open_requeue_rate, 2.0, "the default");
     let off = CoordinatorArgs {
         disable_circuit_breaker: Some(true),
         ..args
@@ -748,4 +749,27 @@ recovery_interval_ms = 1500
         error.contains("breakers.worker") && error.contains("failure_rate_threshold"),
         "{error}"
     );
+    for (rate, ok) in [("0.5", true), ("0", false), ("-1", false), ("1e9", false)] {
+        let file = write_config(
+            dir.path(),
+            &format!("[breakers]\nopen_requeue_rate = {rate}\n"),
+        );
+        let resolved = CoordinatorConfig::resolve(&CoordinatorArgs {
+            config: Some(file),
+            ..args_in(dir.path())
+        });
+        match resolved {
+            Ok(config) => {
+                assert!(ok, "{rate} accepted");
+                assert_eq!(config.breakers.open_requeue_rate, 0.5);
+            }
+            Err(e) => {
+                assert!(!ok, "{rate}: {e}");
+                assert!(
+                    e.to_string().contains("breakers.open_requeue_rate is"),
+                    "{e}"
+                );
+            }
+        }
+    }
 }

@@ -27,6 +27,7 @@ use super::Coordinator;
 use super::sessions::identity::{self, Holder, NameTaken};
 use crate::proto::{Assign, CoordinatorMessage, Removed, coordinator_message};
 use crate::recovery::fleet::FleetBreakers;
+use crate::recovery::pacing::RequeuePacer;
 use crate::scheduler::{QueuedTask, Scheduler, WorkerProfile};
 use crate::state::command::{
     Command, SYSTEM_SCOPE, TaskStatus, Timestamp, WORKER_SCOPE, WorkerId, WorkerStatus,
@@ -72,6 +73,8 @@ pub struct Leadership {
     /// The circuit breakers, locked after the scheduler and the state machine when held
     /// together.
     breakers: Mutex<FleetBreakers>,
+    /// Paces per-attempt requeues while the system breaker is open.
+    requeues: Mutex<RequeuePacer>,
     /// Wakes the dispatcher (a worker joined, a slot freed).
     pub(super) wake: Notify,
     next_generation: Mutex<u64>,
@@ -103,6 +106,7 @@ impl Leadership {
     ) -> Self {
         let cancel = CancellationToken::new();
         let failure_timeout = Duration::from_millis(node.config().worker_failure_timeout_ms);
+        let requeue_rate = node.config().breakers.open_requeue_rate;
         Leadership {
             term,
             monitor,
@@ -115,6 +119,7 @@ impl Leadership {
             failure_timeout,
             scheduler: Mutex::new(Scheduler::new()),
             breakers: Mutex::new(breakers),
+            requeues: Mutex::new(RequeuePacer::new(requeue_rate)),
             wake: Notify::new(),
             next_generation: Mutex::new(0),
         }
@@ -251,6 +256,20 @@ impl Leadership {
         if let Some(r) = &self.recovery {
             r.event(event);
         }
+    }
+
+    /// May one per-attempt requeue (a stalled attempt, one a reconnecting worker lost) be
+    /// proposed now? Always, unless the system breaker is open: then at
+    /// `breakers.open_requeue_rate` per second (`recovery::pacing`). A refused one waits for
+    /// the next scan.
+    pub fn may_requeue(&self) -> bool {
+        let open = lock(&self.breakers).system_open();
+        lock(&self.requeues).allow(Instant::now(), open)
+    }
+
+    /// Per-attempt requeues refused by [`Leadership::may_requeue`] this term.
+    pub fn requeues_deferred(&self) -> u64 {
+        lock(&self.requeues).deferred()
     }
 
     /// Runs `f` on the circuit breakers and proposes the transitions it decided.

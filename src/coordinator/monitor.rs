@@ -367,7 +367,12 @@ async fn requeue_hung_attempts(node: &Coordinator, leadership: &Leadership) {
     for (task, attempt, worker, timeout) in hung {
         by_task.insert(task, (attempt, worker, timeout));
     }
+    let mut waiting = 0usize;
     for (task, (attempt, worker, timeout_ms)) in by_task {
+        if !leadership.may_requeue() {
+            waiting += 1;
+            continue;
+        }
         let reason = format!(
             "attempt {attempt} on {worker} ran {}s past its {timeout_ms} ms timeout without a report",
             TIMEOUT_MARGIN.as_secs()
@@ -422,6 +427,13 @@ async fn requeue_hung_attempts(node: &Coordinator, leadership: &Leadership) {
             },
         )
         .await;
+    }
+    if waiting > 0 {
+        tracing::info!(
+            waiting,
+            deferred_this_term = leadership.requeues_deferred(),
+            "system breaker open: stalled attempts wait for a requeue token (breakers.open_requeue_rate)"
+        );
     }
 }
 

@@ -585,7 +585,17 @@ async fn reconcile(
         match status {
             // Committed but maybe never delivered: send it (again).
             TaskStatus::Assigned => send_assign(node, leadership, &task, worker, attempt),
-            // It had started and the worker no longer knows it: the attempt is lost.
+            // It had started and the worker no longer knows it: the attempt is lost. While
+            // the system breaker is open such requeues are paced; one refused now is found
+            // again at the next heartbeat.
+            _ if !leadership.may_requeue() => {
+                tracing::info!(
+                    task,
+                    attempt,
+                    worker,
+                    "system breaker open: requeue deferred"
+                );
+            }
             _ => {
                 let command = Command::RequeueTask {
                     task: task.clone(),

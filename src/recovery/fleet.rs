@@ -53,6 +53,9 @@ pub struct BreakerSettings {
     pub system: BreakerConfig,
     /// The recovery policy of each level the system breaker picks.
     pub levels: RecoveryLevels,
+    /// Per-attempt requeues per second while the system breaker is open (`super::pacing`).
+    /// Default: 2.
+    pub open_requeue_rate: f64,
 }
 
 /// What one recovery level allows.
@@ -118,6 +121,16 @@ impl BreakerSettings {
         self.system
             .validate()
             .map_err(|e| format!("breakers.system: {e}"))?;
+        if !(self.open_requeue_rate.is_finite()
+            && self.open_requeue_rate > 0.0
+            && self.open_requeue_rate <= MAX_REQUEUE_RATE)
+        {
+            return Err(format!(
+                "breakers.open_requeue_rate is {}; it must be above 0 and at most \
+                 {MAX_REQUEUE_RATE} requeues per second",
+                self.open_requeue_rate
+            ));
+        }
         for (name, level) in [
             ("low", self.levels.low),
             ("medium", self.levels.medium),
@@ -137,6 +150,9 @@ impl BreakerSettings {
         Ok(())
     }
 }
+
+/// The most `breakers.open_requeue_rate` may be: beyond it pacing paces nothing.
+const MAX_REQUEUE_RATE: f64 = 100_000.0;
 
 /// A breaker table as written: every key optional.
 #[derive(Deserialize)]
@@ -174,6 +190,7 @@ struct SettingsAsWritten {
     worker: Option<BreakerOverrides>,
     system: Option<BreakerOverrides>,
     levels: Option<RecoveryLevels>,
+    open_requeue_rate: Option<f64>,
 }
 
 impl<'de> Deserialize<'de> for BreakerSettings {
@@ -191,6 +208,7 @@ impl<'de> Deserialize<'de> for BreakerSettings {
                 None => base.system,
             },
             levels: written.levels.unwrap_or(base.levels),
+            open_requeue_rate: written.open_requeue_rate.unwrap_or(base.open_requeue_rate),
         })
     }
 }
@@ -207,6 +225,7 @@ impl Default for BreakerSettings {
                 ..BreakerConfig::default()
             },
             levels: RecoveryLevels::default(),
+            open_requeue_rate: 2.0,
         }
     }
 }
@@ -290,6 +309,12 @@ impl FleetBreakers {
 
     pub fn enabled(&self) -> bool {
         self.settings.enabled
+    }
+
+    /// Whether breakers are on and the system breaker is open or forced open: per-attempt
+    /// requeues are paced (`super::pacing`).
+    pub fn system_open(&self) -> bool {
+        self.level() == Some(RecoveryLevel::High)
     }
 
     /// The recovery level the system breaker calls for; `None` when breakers are off or the

@@ -99,6 +99,7 @@
 
 pub mod breaker;
 pub mod fleet;
+pub mod pacing;
 pub mod planner;
 pub mod restart;
 pub mod strategy;

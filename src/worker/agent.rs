@@ -23,7 +23,7 @@
 //! worker fault says which part of the worker failed (`AttemptFinished.fault`), and the faults
 //! injected for tests ([`WorkerConfig::faults`]) act here, on the real session and executor.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -117,6 +117,8 @@ struct Agent {
     outputs: HashMap<Key, executor::LiveOutput>,
     /// Results not yet acknowledged by a leader.
     unacked: BTreeMap<Key, AttemptFinished>,
+    /// Ended attempts whose end the injected `withhold-results` keeps untold.
+    withheld: BTreeSet<Key>,
     /// The highest leader term seen.
     seen_term: u64,
     /// Random, once per run: tells the leader that a reconnect comes from this same process
@@ -436,8 +438,13 @@ impl Agent {
                             }
                         }
                         Some(coordinator_message::Body::Cancel(c)) => {
-                            if c.term >= self.seen_term
-                                && let Some(token) = self.running.get(&(c.task_id.clone(), c.attempt))
+                            let key = (c.task_id.clone(), c.attempt);
+                            if c.term >= self.seen_term && self.withheld.remove(&key) {
+                                // A withheld attempt has ended already: now it is forgotten.
+                                self.running.remove(&key);
+                                self.outputs.remove(&key);
+                            } else if c.term >= self.seen_term
+                                && let Some(token) = self.running.get(&key)
                             {
                                 tracing::info!(task = %c.task_id, attempt = c.attempt, reason = %c.reason, "attempt cancelled");
                                 token.cancel();
@@ -472,6 +479,13 @@ impl Agent {
                 }
                 Some(result) = self.results_rx.recv() => {
                     let key = (result.task_id.clone(), result.attempt);
+                    if self.faults.withholds_results() {
+                        // Injected: the end is never told, the attempt stays listed as
+                        // running until the leader cancels it.
+                        tracing::warn!(task = %result.task_id, attempt = result.attempt, "injected fault: result withheld");
+                        self.withheld.insert(key);
+                        continue;
+                    }
                     self.running.remove(&key);
                     self.outputs.remove(&key);
                     tracing::info!(task = %result.task_id, attempt = result.attempt, outcome = %result.outcome, "attempt finished");
@@ -557,6 +571,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         running: HashMap::new(),
         outputs: HashMap::new(),
         unacked: BTreeMap::new(),
+        withheld: BTreeSet::new(),
         seen_term: 0,
         session_id: uuid::Uuid::new_v4().to_string(),
         previous_exit,

@@ -12,6 +12,9 @@
 //! * `stall-heartbeats,every=DUR,for=DUR` — every `every`, no heartbeats for `for`: the
 //!   session stays open and attempts keep running and reporting, a hung-looking worker.
 //! * `slow-heartbeats,factor=F` — heartbeats `F` times further apart than the leader asks.
+//! * `withhold-results` — a wedged executor: attempts run, but their end is never reported;
+//!   the worker goes on heartbeating and listing them as running until the leader cancels
+//!   them (what the leader sees of an attempt stalled on a live worker).
 //!
 //! [`Fault`] is the parsed spec, [`Faults`] a worker's checked set of them, and [`Injector`]
 //! the little state they need at run time: a generator seeded from the worker's name, so a run
@@ -34,7 +37,7 @@ pub const SPAWN_ERRNOS: [(&str, i32); 6] = [
 pub const FORMS: &str = "spawn-error=ERRNO[,rate=R] (ERRNO one of ENOMEM, EMFILE, ENFILE, \
      EAGAIN, ENOSPC, EROFS; R in (0, 1], default 1), drop-session,every=DUR, \
      stall-heartbeats,every=DUR,for=DUR (for shorter than every), slow-heartbeats,factor=F \
-     (F at least 1); DUR like 500ms or 5s";
+     (F at least 1), withhold-results; DUR like 500ms or 5s";
 
 /// One injected fault, as given on the command line.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -47,6 +50,8 @@ pub enum Fault {
     StallHeartbeats { every: Duration, stall: Duration },
     /// Heartbeats `factor` times further apart than the leader's interval.
     SlowHeartbeats { factor: f64 },
+    /// No attempt's end is reported; ended attempts stay listed as running.
+    WithholdResults,
 }
 
 impl Fault {
@@ -57,6 +62,7 @@ impl Fault {
             Fault::DropSession { .. } => "drop-session",
             Fault::StallHeartbeats { .. } => "stall-heartbeats",
             Fault::SlowHeartbeats { .. } => "slow-heartbeats",
+            Fault::WithholdResults => "withhold-results",
         }
     }
 }
@@ -82,6 +88,7 @@ impl std::fmt::Display for Fault {
                 stall.as_millis()
             ),
             Fault::SlowHeartbeats { factor } => write!(f, "slow-heartbeats,factor={factor}"),
+            Fault::WithholdResults => write!(f, "withhold-results"),
         }
     }
 }
@@ -155,7 +162,12 @@ impl FromStr for Fault {
                 }
                 Fault::SlowHeartbeats { factor }
             }
-            (kind @ ("drop-session" | "stall-heartbeats" | "slow-heartbeats"), Some(_)) => {
+            ("withhold-results", None) => Fault::WithholdResults,
+            (
+                kind @ ("drop-session" | "stall-heartbeats" | "slow-heartbeats"
+                | "withhold-results"),
+                Some(_),
+            ) => {
                 return Err(bad(format!("{kind} takes no =VALUE of its own")));
             }
             (kind, _) => return Err(bad(format!("unknown fault {kind:?}"))),
@@ -305,6 +317,11 @@ impl Injector {
         })
     }
 
+    /// Whether attempts' ends are withheld (`withhold-results`).
+    pub fn withholds_results(&self) -> bool {
+        self.faults.iter().any(|f| *f == Fault::WithholdResults)
+    }
+
     /// The interval between heartbeats, given the one the leader asks for.
     pub fn heartbeat_interval(&self, asked: Duration) -> Duration {
         self.faults
@@ -355,6 +372,7 @@ mod tests {
                     stall: Duration::from_millis(500),
                 },
             ),
+            ("withhold-results", Fault::WithholdResults),
             (
                 "stall-heartbeats,for=3s,every=1m",
                 Fault::StallHeartbeats {
@@ -401,6 +419,10 @@ mod tests {
             ("spawn-error=EMFILE,0.5", "\"0.5\" is not KEY=VALUE"),
             ("drop-session", "every=DUR is missing"),
             ("drop-session=1s", "drop-session takes no =VALUE of its own"),
+            (
+                "withhold-results=yes",
+                "withhold-results takes no =VALUE of its own",
+            ),
             ("drop-session,every=0s", "every must be above zero"),
             ("drop-session,every=1", "bad duration \"1\""),
             ("drop-session,every=1s,for=1s", "unknown option \"for\""),

@@ -24,6 +24,7 @@ mod placement;
 mod reads_cli;
 mod recovery;
 mod replication;
+mod requeue_pacing;
 mod snapshot;
 mod sql_sandbox;
 mod support;
