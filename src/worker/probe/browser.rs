@@ -17,13 +17,14 @@
 //! more than that many timeouts. Every browser process starts in a process group of its own
 //! (and dies with the worker: `PR_SET_PDEATHSIG`); when the page has answered, or the time is
 //! up, or the probe is dropped half-way (the worker stops), the whole group is killed, so the
-//! helpers a browser forks go too, and the temporary profile is removed. A browser that does
+//! helpers a browser forks go too, and the temporary profile is removed. (Chromium's crash
+//! handler alone leaves the group; it exits by itself once the browser is gone.) A browser that does
 //! not answer in time is reported with `reason = "timed out after 20s"`; one that exits first
 //! with its exit status and the last line it wrote.
 //!
 //! **No network.** The page is on loopback; Chromium-family browsers run with background
-//! networking, component updates, sync, crash reporting and the proxy off and every host name
-//! but loopback resolving to nothing; Firefox with a profile whose prefs turn updates,
+//! networking, component updates, sync, extensions and the proxy off and every host name but
+//! loopback resolving to nothing; Firefox with a profile whose prefs turn updates,
 //! telemetry and captive-portal checks off.
 //!
 //! **What this machine gives** (Debian's `chromium` 156 package, no GPU, 2 cores): a check

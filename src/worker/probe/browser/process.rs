@@ -61,7 +61,7 @@ impl Group {
         self.child.wait().await
     }
 
-    /// Kills every process of the group, reaps the leader and waits up to [`GONE_WITHIN`] for
+    /// Kills every process of the group, reaps the leader and waits up to 2 s for
     /// the rest to be gone.
     pub async fn stop(mut self) {
         kill_group(self.pgid);
