@@ -18,7 +18,9 @@
 //! (and dies with the worker: `PR_SET_PDEATHSIG`); when the page has answered, or the time is
 //! up, or the probe is dropped half-way (the worker stops), the whole group is killed, so the
 //! helpers a browser forks go too, and the temporary profile is removed. (Chromium's crash
-//! handler alone leaves the group; it exits by itself once the browser is gone.) A browser that does
+//! handler alone leaves the group; it exits by itself once the browser is gone.) A worker
+//! killed outright takes its browsers with it but leaves their profiles, named after its pid:
+//! the next probe on the machine removes those whose worker no longer runs. A browser that does
 //! not answer in time is reported with `reason = "timed out after 20s"`; one that exits first
 //! with its exit status and the last line it wrote.
 //!
@@ -400,6 +402,10 @@ impl BrowserProbe {
     /// [`discover::WELL_KNOWN_DIRS`].
     pub async fn run_in(&self, path_var: &std::ffi::OsStr, dirs: &[&str]) -> BrowsersReport {
         let started = Instant::now();
+        let orphans = check::remove_orphaned_profiles(&std::env::temp_dir());
+        if orphans > 0 {
+            tracing::info!(orphans, "removed the browser profiles of killed workers");
+        }
         let (found, looked_for) = discover::select(&self.settings.selection, path_var, dirs);
         let mut browsers = Vec::new();
         for found in found.into_iter().take(MAX_BROWSERS) {

@@ -87,6 +87,40 @@ const OUTPUT_KEPT: usize = 8 * 1024;
 /// Of the browser's timeout, what `--version` may take at most.
 const VERSION_LIMIT: Duration = Duration::from_secs(5);
 
+/// How a temporary profile's name starts, before the worker's pid.
+pub const PROFILE_PREFIX: &str = "testfleet-browser-";
+
+/// Removes from `dir` the temporary profiles of workers that were killed before they could
+/// remove them (`PROFILE_PREFIX` + a pid that no longer runs). Their browsers died with them
+/// (`PR_SET_PDEATHSIG`); the directories did not. Returns how many it removed.
+pub fn remove_orphaned_profiles(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(PROFILE_PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid > 0 && !runs(pid) && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Process `pid` exists (perhaps as someone else's).
+fn runs(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
+    let found = unsafe { libc::kill(pid, 0) } == 0;
+    found || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 /// A duration as a reason says it: `20s`, `1.5s`.
 pub fn seconds(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
@@ -138,7 +172,7 @@ async fn page(found: &Found, budget: Duration, timeout: Duration) -> Result<Page
         .map_err(|e| format!("cannot serve the page: {e}"))?;
     // Declared before the group, so dropped after it: removed once the browser is dead.
     let profile = tempfile::Builder::new()
-        .prefix("testfleet-browser-")
+        .prefix(&format!("{PROFILE_PREFIX}{}-", std::process::id()))
         .tempdir()
         .map_err(|e| format!("cannot make a temporary profile: {e}"))?;
     if found.kind == Kind::Firefox {

@@ -418,6 +418,26 @@ async fn a_browser_that_exits_says_how() {
     assert!(reason.starts_with("cannot start: "), "{reason}");
 }
 
+/// The profiles of a worker that was killed are removed; those of running processes stay.
+#[test]
+fn orphaned_profiles_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = [
+        "testfleet-browser-2147483647-abc".to_string(),
+        format!("testfleet-browser-{}-abc", std::process::id()),
+        "testfleet-browser-1-abc".to_string(),
+        "something-else-2147483647-abc".to_string(),
+    ];
+    for name in &names {
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+    }
+    assert_eq!(super::check::remove_orphaned_profiles(dir.path()), 1);
+    for name in &names[1..] {
+        assert!(dir.path().join(name).exists(), "{name}");
+    }
+    assert!(!dir.path().join(&names[0]).exists());
+}
+
 #[tokio::test]
 async fn no_browser_on_the_path_says_so_at_once() {
     let empty = tempfile::tempdir().unwrap();
