@@ -1,9 +1,10 @@
 //! Finding the installed browsers and their versions.
 //!
 //! [`select`] looks for each family's executables ([`Kind::executables`]) in every directory
-//! of `PATH`, then in [`WELL_KNOWN_DIRS`], and keeps the first path of each real file:
-//! `/usr/bin/chromium-browser` linking to `/usr/bin/chromium` is one browser, found as the
-//! first. It only looks at the file system, so a test gives it a `PATH` of its own.
+//! of `PATH`, then in [`WELL_KNOWN_DIRS`], and keeps the first path of each real file per
+//! family: `/usr/bin/chromium-browser` linking to `/usr/bin/chromium` is one browser, found as
+//! the first, while `/snap/bin/chromium` and `/snap/bin/firefox`, both links to `/usr/bin/snap`
+//! (which starts the snap it is called as), are two. It only looks at the file system, so a test gives it a `PATH` of its own.
 //! [`version`] runs `BROWSER --version` (bounded, in a process group of its own) and
 //! [`parse_version`] takes the version out of what it prints.
 
@@ -66,7 +67,7 @@ pub fn select(selection: &Selection, path_var: &OsStr, dirs: &[&str]) -> (Vec<Fo
                             continue;
                         }
                         let canonical = std::fs::canonicalize(&path).unwrap_or(path.clone());
-                        if seen.insert(canonical.clone()) {
+                        if seen.insert((kind, canonical.clone())) {
                             found.push(Found {
                                 kind,
                                 path,
@@ -79,7 +80,7 @@ pub fn select(selection: &Selection, path_var: &OsStr, dirs: &[&str]) -> (Vec<Fo
             Wanted::Path(kind, path) => {
                 looked_for.push(path.display().to_string());
                 let canonical = std::fs::canonicalize(&path).unwrap_or(path.clone());
-                if seen.insert(canonical.clone()) {
+                if seen.insert((kind, canonical.clone())) {
                     found.push(Found {
                         kind,
                         path,

@@ -107,6 +107,23 @@ fn discovery_finds_each_file_once() {
          microsoft-edge-stable, firefox, firefox-esr"
     );
 
+    // One program that starts the browser it is called as (snap does): one per family.
+    let c = dir.path().join("c");
+    std::fs::create_dir_all(&c).unwrap();
+    let snap = script(dir.path(), "snap", "exit 0");
+    std::os::unix::fs::symlink(&snap, c.join("chromium")).unwrap();
+    std::os::unix::fs::symlink(&snap, c.join("chromium-browser")).unwrap();
+    std::os::unix::fs::symlink(&snap, c.join("firefox")).unwrap();
+    let (found, _) = select(&Selection::Auto, c.as_os_str(), &[]);
+    let listed: Vec<(Kind, PathBuf)> = found.iter().map(|f| (f.kind, f.path.clone())).collect();
+    assert_eq!(
+        listed,
+        [
+            (Kind::Chromium, c.join("chromium")),
+            (Kind::Firefox, c.join("firefox"))
+        ]
+    );
+
     let firefox_only = Selection::Only(vec![Wanted::Kind(Kind::Firefox)]);
     let (found, _) = select(&firefox_only, &path_var, &[]);
     assert_eq!(found.len(), 1);
