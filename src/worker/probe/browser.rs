@@ -2,7 +2,7 @@
 //! seen from a page the browser really ran.
 //!
 //! [`BrowserProbe::run`] finds the browsers ([`discover`]: Chromium, Chrome, Edge and Firefox on
-//! `PATH` and in their well-known places, one entry per real file, each with the version its
+//! `PATH` and in their well-known places, one entry per real file and family, each with the version its
 //! `--version` prints), then checks them one at a time ([`check`]): it serves [`check::PAGE`]
 //! from a listener on `127.0.0.1:0`, starts the browser headless on it with a fresh temporary
 //! profile and the flags that switch WebGPU and WebNN on ([`Kind::flags`]), and waits for the
@@ -31,12 +31,13 @@
 //!
 //! **What this machine gives** (Debian's `chromium` 156 package, no GPU, 2 cores): a check
 //! takes about half a second; with `--enable-unsafe-webgpu` `requestAdapter()` returns
-//! Chromium's own SwiftShader adapter, a fallback adapter (Dawn refuses Mesa 22's lavapipe:
-//! "Vulkan shaderUniform*ArrayDynamicIndexing required"), so `webgpu_supported` with
-//! `webgpu_adapter.fallback = true`; `navigator.ml` exists with the WebNN feature switched on
-//! but `createContext()` fails with "WebNN is not supported on this platform" (the Debian build
-//! has no WebNN backend for Linux), so `webnn_supported = false` with that reason. Firefox's
-//! path is written but has not run here (no Firefox on these machines).
+//! Chromium's own SwiftShader adapter, a fallback adapter (with Vulkan forced on, Dawn refused
+//! Mesa 22's lavapipe: "Vulkan shaderUniform*ArrayDynamicIndexing required"), so
+//! `webgpu_supported` with `webgpu_adapter.fallback = true`; `navigator.ml` exists with the
+//! WebNN feature switched on but `createContext()` fails with "WebNN is not supported on this
+//! platform" (the Debian build has no WebNN backend for Linux), so `webnn_supported = false`
+//! with that reason. Firefox's path is written but has not run here (no Firefox on these
+//! machines).
 
 pub mod check;
 pub mod discover;
