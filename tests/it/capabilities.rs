@@ -3,7 +3,8 @@
 //! probed, and one that declares `--capability webgpu` shows it as declared. A plan mixing a
 //! task that needs `webgpu` with plain ones runs that task on the worker that proved it. A
 //! capability whose adapter goes away is withdrawn at the next probe, and the worker goes on
-//! with its other work; when the adapter is back, so is the capability.
+//! with its other work; when the adapter is back, so is the capability. A worker that probes
+//! browsers registers the ones it ran headless, with what their pages saw.
 
 use std::time::Duration;
 
@@ -111,6 +112,64 @@ command = ["true"]
     assert_eq!(rows, vec![vec![json!("gpu")]]);
 }
 
+/// Debian's Chromium (`.ci/run` installs it), run headless by the worker before it registers:
+/// on these machines `requestAdapter()` gives SwiftShader, so `browser_webgpu`; WebNN's
+/// `createContext()` fails in this build, which the entry's `reason` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probing_worker_registers_the_browsers_it_checked() {
+    const CHROMIUM: &str = "/usr/bin/chromium";
+    if !std::path::Path::new(CHROMIUM).exists() {
+        eprintln!("skipping: no {CHROMIUM} (apt-get install chromium; .ci/run does)");
+        return;
+    }
+    let dir = test_dir();
+    let cluster = local_cluster(1, dir.path(), &[]);
+    let leader = cluster.leader(LIMIT, None).await.unwrap();
+    let addr = cluster.addr(leader).to_string();
+    let args = ["--probe-backends", "none", "--probe-browsers", "chromium"];
+    let _worker = WorkerProcess::start_with(&addr, "browser", dir.path(), &args);
+
+    let workers = capabilities(&addr, 1).await;
+    let caps = &workers[0].1;
+    assert_eq!(caps["probed"], json!(true), "{caps}");
+    assert_eq!(caps["browser.chromium"], json!(true), "{caps}");
+    assert_eq!(caps["browser_webgpu"], json!(true), "{caps}");
+    assert!(caps.get("browser_probe_error").is_none(), "{caps}");
+    let browsers = caps["browsers"].as_array().expect("a browser list");
+    let chromium = browsers
+        .iter()
+        .find(|b| b["path"] == json!(CHROMIUM))
+        .expect("chromium listed");
+    assert_eq!(chromium["name"], json!("chromium"), "{chromium}");
+    assert!(
+        chromium["version"]
+            .as_str()
+            .is_some_and(|v| v.contains('.')),
+        "{chromium}"
+    );
+    assert_eq!(chromium["gpu_api"], json!(true), "{chromium}");
+    assert_eq!(chromium["webgpu_supported"], json!(true), "{chromium}");
+    assert!(
+        chromium["webgpu_adapter"]["vendor"].is_string(),
+        "{chromium}"
+    );
+    assert!(
+        chromium["flags"].as_array().is_some_and(|f| !f.is_empty()),
+        "{chromium}"
+    );
+    if chromium["webnn_supported"] == json!(false) {
+        assert!(chromium["reason"].is_string(), "{chromium}");
+    }
+    // The worker says what it found and how long it took (the JSON holds no times).
+    let log = std::fs::read_to_string(dir.path().join("browser.log")).unwrap();
+    let checked = log_lines(
+        &log,
+        &["browser chromium", "webgpu_supported=true", "took_ms="],
+    );
+    assert_eq!(checked.len(), 1, "{log}");
+    eprintln!("{}", checked[0]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declared_capability_is_offered_as_declared_not_verified() {
     let dir = test_dir();
@@ -165,7 +224,8 @@ async fn a_capability_whose_adapter_goes_away_is_withdrawn_then_granted_again() 
         &addr,
         "gpu",
         dir.path(),
-        &["--probe-interval", "1s"],
+        // The browsers are another test's business: this one re-probes every second.
+        &["--probe-interval", "1s", "--probe-browsers", "none"],
         &[("VK_ICD_FILENAMES", &manifest)],
     );
     webgpu_becomes(&addr, "gpu", true).await;

@@ -8,8 +8,10 @@
 //!
 //! * the basic facts every worker reports (`worker::basic_capabilities`: `os`, `arch`, `cpus`,
 //!   `memory_gb`);
-//! * the probes, unless `--no-probe`: today the GPU probe ([`gpu`]), which proves each adapter
-//!   computes before the worker claims it; `probed` says whether they ran;
+//! * the probes, unless `--no-probe`: the GPU probe ([`gpu`]), which proves each adapter
+//!   computes before the worker claims it, and the browser probe ([`browser`]), which runs
+//!   each installed browser headless on a page that reports whether WebGPU and WebNN work
+//!   there; `probed` says whether they ran;
 //! * capabilities declared by hand (`--capability NAME`): each is `NAME = true`, and `declared`
 //!   lists them, so a reader sees which claims nobody checked. A declared name wins over what
 //!   the probes found.
@@ -24,6 +26,11 @@
 //! | `gpu_buffer_mb` | that adapter's largest storage buffer binding, in MiB |
 //! | `gpu_adapters` | every adapter found, best first: `name`, `backend`, `device_type`, `vendor_id`, `device_id`, `driver`, `driver_info`, `webgpu_compliant`, `verified`, `elements_checked`, `reason` (when not verified), `features`, `limits` |
 //! | `gpu_probe_error` | why the adapter list is empty or incomplete |
+//! | `browsers` | every browser found (at most 8): `name` (`chromium`, `chrome`, `edge`, `firefox`), `version`, `path`, `webgpu_supported` (`navigator.gpu` and an adapter), `gpu_api` (`navigator.gpu`), `webgpu_adapter` (`vendor`, `architecture`, `description`, `fallback`; when there is one), `webnn_supported` (`navigator.ml` and a context), `ml_api` (`navigator.ml`), `user_agent` (checked ones), `flags` (what switched WebGPU and WebNN on), `reason` (when the check failed or something is missing) |
+//! | `browser.<name>` | true for each browser whose check ran to completion, e.g. `browser.chromium` |
+//! | `browser_webgpu` | true when some browser has `webgpu_supported` |
+//! | `webnn` | true when some browser has `webnn_supported` |
+//! | `browser_probe_error` | why no browser could be checked (none found, none answered) |
 //! | `declared` | the names declared by hand, sorted |
 //!
 //! "Best" ranks verified adapters first, then WebGPU-compliant ones, then discrete, integrated,
@@ -32,7 +39,8 @@
 //!
 //! # RE-PROBING
 //!
-//! [`Offer::start`] probes once before the worker's first hello (bounded: [`gpu::GpuSettings`]),
+//! [`Offer::start`] probes once before the worker's first hello (bounded: [`gpu::GpuSettings`],
+//! [`browser::BrowserSettings`]; the two probes run at the same time),
 //! then again every [`ProbeSettings::interval`] on a task of its own. The object holds no
 //! times, so an unchanged machine gives the same text; when the text changes (an adapter
 //! appears, disappears or fails its check) the agent sends it in its next `Heartbeat`
@@ -40,6 +48,7 @@
 //! registers the worker again with it, which withdraws or grants the capability in the
 //! scheduler without touching the worker's other work.
 
+pub mod browser;
 pub mod gpu;
 
 #[cfg(test)]
@@ -49,10 +58,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use browser::{BrowserProbe, BrowserSettings, BrowsersReport};
 use gpu::{GpuProbe, GpuReport, GpuSettings};
 
-/// Keys the worker sets itself, which `--capability` may not declare.
-pub const RESERVED: [&str; 10] = [
+/// Keys the worker sets itself, which `--capability` may not declare. `webgpu`, `webnn` and
+/// `browser.<name>` stay declarable: a declaration is how a machine the probes cannot see into
+/// offers them, and it wins over the probes.
+pub const RESERVED: [&str; 13] = [
     "os",
     "arch",
     "cpus",
@@ -63,6 +75,9 @@ pub const RESERVED: [&str; 10] = [
     "gpu_buffer_mb",
     "gpu_adapters",
     "gpu_probe_error",
+    "browsers",
+    "browser_webgpu",
+    "browser_probe_error",
 ];
 
 /// Names `--capability` takes at most.
@@ -75,6 +90,7 @@ pub struct ProbeSettings {
     pub enabled: bool,
     pub interval: Duration,
     pub gpu: GpuSettings,
+    pub browser: BrowserSettings,
     /// Capabilities declared by hand, checked ([`parse_capability_name`]), sorted, unique.
     pub declared: Vec<String>,
 }
@@ -87,6 +103,10 @@ impl ProbeSettings {
             enabled: false,
             interval: DEFAULT_INTERVAL,
             gpu: GpuSettings::default(),
+            browser: BrowserSettings {
+                selection: browser::Selection::None,
+                ..BrowserSettings::default()
+            },
             declared: Vec::new(),
         }
     }
@@ -98,7 +118,8 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
 /// The worker's probe flags (`testfleet worker`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct ProbeArgs {
-    /// Do not probe the machine (GPU adapters): the worker offers no probed capability
+    /// Do not probe the machine (GPU adapters, browsers): the worker offers no probed
+    /// capability
     #[arg(long)]
     pub no_probe: bool,
     /// Declare a capability by hand, e.g. webgpu; repeat for more. Offered as NAME = true and
@@ -130,6 +151,25 @@ pub struct ProbeArgs {
         value_parser = gpu::parse_backends
     )]
     pub probe_backends: wgpu::Backends,
+    /// The browsers to check headless for WebGPU and WebNN: auto (every Chromium, Chrome, Edge
+    /// and Firefox found), none, or a comma-separated list of those names, paths, KIND=PATH
+    #[arg(
+        long,
+        env = "TESTFLEET_PROBE_BROWSERS",
+        default_value = "auto",
+        value_name = "LIST",
+        value_parser = browser::parse_selection
+    )]
+    pub probe_browsers: browser::Selection,
+    /// How long one browser's check may take, e.g. 20s; then its processes are killed
+    #[arg(
+        long,
+        env = "TESTFLEET_BROWSER_TIMEOUT",
+        default_value = "20s",
+        value_name = "DUR",
+        value_parser = parse_browser_timeout
+    )]
+    pub browser_timeout: Duration,
 }
 
 impl ProbeArgs {
@@ -140,6 +180,10 @@ impl ProbeArgs {
             gpu: GpuSettings {
                 backends: self.probe_backends,
                 ..GpuSettings::default()
+            },
+            browser: BrowserSettings {
+                selection: self.probe_browsers,
+                timeout: self.browser_timeout,
             },
             declared: declared(self.capabilities)?,
         })
@@ -153,6 +197,17 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
         return Err(format!("probe interval {text:?} is under a second"));
     }
     Ok(interval)
+}
+
+/// A browser's time limit: a duration (`plan::parse_duration`) from a second to ten minutes.
+pub fn parse_browser_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = crate::plan::parse_duration(text)?;
+    if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(600) {
+        return Err(format!(
+            "browser timeout {text:?} is not between a second and ten minutes"
+        ));
+    }
+    Ok(timeout)
 }
 
 /// A name `--capability` may declare: lowercase letters, digits, `_`, `-` and `.`, at most
@@ -191,6 +246,7 @@ fn declared(mut names: Vec<String>) -> Result<Vec<String>, String> {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Reports {
     pub gpu: Option<GpuReport>,
+    pub browser: Option<BrowsersReport>,
 }
 
 /// The capabilities JSON a worker offers: `base` (a JSON object; anything else counts as
@@ -205,6 +261,9 @@ pub fn offered(base: &str, reports: Option<&Reports>, declared: &[String]) -> St
     if let Some(gpu) = reports.and_then(|r| r.gpu.as_ref()) {
         caps.extend(gpu.capabilities());
     }
+    if let Some(browser) = reports.and_then(|r| r.browser.as_ref()) {
+        caps.extend(browser.capabilities());
+    }
     for name in declared {
         caps.insert(name.clone(), true.into());
     }
@@ -217,6 +276,14 @@ pub fn offered(base: &str, reports: Option<&Reports>, declared: &[String]) -> St
         caps.insert(
             "gpu_probe_error".into(),
             "the adapter list is left out: it is over the capabilities size limit".into(),
+        );
+        json = serde_json::Value::Object(caps.clone()).to_string();
+    }
+    if json.len() > crate::state::limits::MAX_JSON_BYTES && caps.contains_key("browsers") {
+        caps.insert("browsers".into(), serde_json::Value::Array(Vec::new()));
+        caps.insert(
+            "browser_probe_error".into(),
+            "the browser list is left out: it is over the capabilities size limit".into(),
         );
         json = serde_json::Value::Object(caps).to_string();
     }
@@ -244,13 +311,14 @@ impl Offer {
             };
         }
         let probe = GpuProbe::new(settings.gpu.clone());
-        let reports = probe_all(&probe).await;
+        let browsers = BrowserProbe::new(settings.browser.clone());
+        let reports = probe_all(&probe, &browsers).await;
         log(&reports, true);
         let (tx, current) = watch::channel(offered(&base, Some(&reports), &settings.declared));
         let reprobe = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(settings.interval).await;
-                let reports = probe_all(&probe).await;
+                let reports = probe_all(&probe, &browsers).await;
                 let json = offered(&base, Some(&reports), &settings.declared);
                 let changed = tx.send_if_modified(|current| {
                     let changed = *current != json;
@@ -289,22 +357,67 @@ impl Drop for Offer {
     }
 }
 
-/// Runs every probe, each off the async threads.
-async fn probe_all(gpu: &GpuProbe) -> Reports {
+/// Runs every probe at the same time: the GPU probe off the async threads (drivers block),
+/// the browser probe as async process and socket handling.
+async fn probe_all(gpu: &GpuProbe, browsers: &BrowserProbe) -> Reports {
     let gpu = gpu.clone();
-    let report = tokio::task::spawn_blocking(move || gpu.run())
-        .await
-        .unwrap_or_else(|e| GpuReport {
-            adapters: Vec::new(),
-            error: Some(format!("the GPU probe failed: {e}")),
-            probed_at_us: crate::state::command::Timestamp::now().micros(),
-            took_ms: 0,
-        });
-    Reports { gpu: Some(report) }
+    let gpu = async {
+        tokio::task::spawn_blocking(move || gpu.run())
+            .await
+            .unwrap_or_else(|e| GpuReport {
+                adapters: Vec::new(),
+                error: Some(format!("the GPU probe failed: {e}")),
+                probed_at_us: crate::state::command::Timestamp::now().micros(),
+                took_ms: 0,
+            })
+    };
+    let browser = async {
+        if browsers.enabled() {
+            Some(browsers.run().await)
+        } else {
+            None
+        }
+    };
+    let (gpu, browser) = tokio::join!(gpu, browser);
+    Reports {
+        gpu: Some(gpu),
+        browser,
+    }
 }
 
 /// Logs a probe's findings: in full when they are new (`news`), else one line at debug.
 fn log(reports: &Reports, news: bool) {
+    if let Some(browser) = &reports.browser {
+        let checked = browser.browsers.iter().filter(|b| b.checked()).count();
+        if news {
+            tracing::info!(
+                browsers = browser.browsers.len(),
+                checked,
+                took_ms = browser.took_ms,
+                error = browser.error.as_deref().unwrap_or(""),
+                "browser probe"
+            );
+            for b in &browser.browsers {
+                tracing::info!(
+                    path = %b.path.display(),
+                    version = b.version.as_deref().unwrap_or(""),
+                    webgpu_supported = b.webgpu_supported(),
+                    webnn_supported = b.webnn_supported(),
+                    took_ms = b.took_ms,
+                    reason = b.reason().as_deref().unwrap_or(""),
+                    "browser {}",
+                    b.kind.as_str()
+                );
+            }
+        } else {
+            tracing::debug!(
+                browsers = browser.browsers.len(),
+                checked,
+                took_ms = browser.took_ms,
+                "browser probe: nothing changed"
+            );
+        }
+    }
     let Some(gpu) = &reports.gpu else { return };
     let verified = gpu.adapters.iter().filter(|a| a.verified).count();
     if !news {

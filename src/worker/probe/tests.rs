@@ -15,6 +15,7 @@ fn report(adapters: Vec<gpu::AdapterReport>, error: Option<&str>) -> Reports {
             probed_at_us: 1_800_000_000_000_000,
             took_ms: 120,
         }),
+        browser: None,
     }
 }
 
@@ -157,6 +158,57 @@ fn a_declaration_wins_over_the_probe() {
     assert_eq!(caps["gpu_adapters"][0]["verified"], json!(true));
 }
 
+fn browsers() -> browser::BrowsersReport {
+    browser::BrowsersReport {
+        browsers: vec![browser::BrowserReport {
+            kind: browser::Kind::Chromium,
+            path: "/usr/bin/chromium".into(),
+            version: Some("156.0.8078.129".into()),
+            page: Some(browser::Page {
+                user_agent: "HeadlessChrome/156.0.0.0".into(),
+                gpu_api: true,
+                adapter: Some(browser::Adapter::default()),
+                ml_api: true,
+                ml_error: Some("NotSupportedError: no WebNN here".into()),
+                ..browser::Page::default()
+            }),
+            failure: None,
+            took_ms: 900,
+        }],
+        error: None,
+        took_ms: 900,
+    }
+}
+
+/// The browser probe's keys sit beside the GPU probe's; `webnn`, which no browser here
+/// supports, is offered when declared, and the declaration shows.
+#[test]
+fn browsers_sit_beside_the_adapters() {
+    let mut reports = report(mesa(), None);
+    reports.browser = Some(browsers());
+    let caps = caps(Some(&reports), &[]);
+    assert_eq!(caps["webgpu"], json!(true));
+    assert_eq!(caps["browser.chromium"], json!(true));
+    assert_eq!(caps["browser_webgpu"], json!(true));
+    assert!(!caps.contains_key("webnn"));
+    assert_eq!(caps["browsers"][0]["name"], json!("chromium"));
+    assert_eq!(caps["browsers"][0]["webnn_supported"], json!(false));
+
+    let declared = super::tests::caps(Some(&reports), &["webnn"]);
+    assert_eq!(declared["webnn"], json!(true));
+    assert_eq!(declared["declared"], json!(["webnn"]));
+
+    // Times do not change the text.
+    let mut later = reports.clone();
+    let b = later.browser.as_mut().unwrap();
+    b.took_ms = 20_000;
+    b.browsers[0].took_ms = 19_000;
+    assert_eq!(
+        offered(BASE, Some(&reports), &[]),
+        offered(BASE, Some(&later), &[])
+    );
+}
+
 #[test]
 fn a_bad_base_counts_as_empty() {
     for base in ["", "[1]", "not json"] {
@@ -251,7 +303,29 @@ fn flags_default_to_probing_every_ten_minutes() {
     assert!(s.enabled);
     assert_eq!(s.interval, Duration::from_secs(600));
     assert_eq!(s.gpu, GpuSettings::default());
+    assert_eq!(s.browser, BrowserSettings::default());
+    assert_eq!(s.browser.selection, browser::Selection::Auto);
+    assert_eq!(s.browser.timeout, Duration::from_secs(20));
     assert!(s.declared.is_empty());
+    // In-process workers probe nothing, browsers included.
+    let off = ProbeSettings::off();
+    assert!(!off.enabled);
+    assert_eq!(off.browser.selection, browser::Selection::None);
+}
+
+#[test]
+fn browser_flags() {
+    let s = settings(&["--probe-browsers", "none", "--browser-timeout", "5s"]).unwrap();
+    assert_eq!(s.browser.selection, browser::Selection::None);
+    assert_eq!(s.browser.timeout, Duration::from_secs(5));
+    let s = settings(&["--probe-browsers", "chromium,/opt/google/chrome/chrome"]).unwrap();
+    assert_eq!(
+        s.browser.selection,
+        browser::Selection::Only(vec![
+            browser::Wanted::Kind(browser::Kind::Chromium),
+            browser::Wanted::Path(browser::Kind::Chrome, "/opt/google/chrome/chrome".into()),
+        ])
+    );
 }
 
 #[test]
@@ -276,8 +350,22 @@ fn flags_merge_declarations() {
 
 #[test]
 fn bad_flags_are_refused() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--capability", "os"], "set by the worker itself"),
+        (&["--capability", "browsers"], "set by the worker itself"),
+        (
+            &["--capability", "browser_webgpu"],
+            "set by the worker itself",
+        ),
+        (&["--probe-browsers", "netscape"], "bad browser list"),
+        (
+            &["--browser-timeout", "500ms"],
+            "between a second and ten minutes",
+        ),
+        (
+            &["--browser-timeout", "1h"],
+            "between a second and ten minutes",
+        ),
         (&["--probe-interval", "500ms"], "under a second"),
         (&["--probe-interval", "ten"], "bad duration"),
         (&["--probe-backends", "cuda"], "bad backend list"),
