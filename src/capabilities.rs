@@ -239,8 +239,9 @@ impl WorkerCapabilities {
 pub struct ClusterCapabilities {
     /// Every worker that has not left, by name.
     pub workers: Vec<WorkerCapabilities>,
-    /// For each capability a task can ask for — `webgpu`, `webnn`, `gpu_type=<type>`,
-    /// `browser.<name>`, each declared name — the healthy workers that offer it. A key
+    /// For each capability a task can ask for — `webgpu`, `webnn`, `browser_webgpu`,
+    /// `gpu_type=<type>`, `browser.<name>`, each declared name — the healthy workers that
+    /// offer it. A key
     /// nobody offers is absent.
     pub offered_by: BTreeMap<String, Vec<String>>,
 }
@@ -266,6 +267,9 @@ impl ClusterCapabilities {
             }
             if w.webnn {
                 offers.push("webnn".into());
+            }
+            if w.keys.get("browser_webgpu").is_some_and(|v| v == "true") {
+                offers.push("browser_webgpu".into());
             }
             if let Some(kind) = &w.gpu_type {
                 offers.push(format!("gpu_type={kind}"));

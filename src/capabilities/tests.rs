@@ -123,6 +123,7 @@ fn the_fleet_says_which_healthy_workers_offer_what() {
         offered,
         [
             ("browser.chromium", gpu.clone()),
+            ("browser_webgpu", gpu.clone()),
             ("fpga", gpu.clone()),
             ("gpu_type=cpu", gpu.clone()),
             ("webgpu", gpu),
