@@ -122,6 +122,8 @@ pub struct CoordinatorConfig {
     /// Listen beyond loopback without tokens or TLS. Default false: such a node refuses to
     /// start (protected mode).
     pub insecure: bool,
+    /// `/metrics` needs a token (any role) like the rest of the API; default: open.
+    pub metrics_auth: bool,
     /// The circuit breakers (`[breakers]`, `[breakers.worker]`, `[breakers.system]`,
     /// `[breakers.levels.low|medium|high]`; see [`crate::recovery::fleet::BreakerSettings`]).
     /// On by default; with `enabled = false` the base recovery policy
@@ -157,6 +159,7 @@ impl Default for CoordinatorConfig {
             tls_key: None,
             tls_ca: None,
             insecure: false,
+            metrics_auth: false,
         }
     }
 }
@@ -269,6 +272,7 @@ impl CoordinatorConfig {
             self.tls_ca = args.tls_ca.clone();
         }
         self.insecure |= args.insecure;
+        self.metrics_auth |= args.metrics_auth;
         if args.disable_circuit_breaker == Some(true) {
             self.breakers.enabled = false;
         }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod coordinator;
 pub mod demo;
 pub mod health;
+pub mod http;
 #[cfg(feature = "negative-controls")]
 pub mod negative;
 pub mod plan;

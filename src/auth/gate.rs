@@ -18,6 +18,8 @@ use super::token::Keyring;
 /// The role a path requires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
+    /// Anyone, authenticated or not (the standard gRPC health service, `/livez`).
+    Open,
     /// Any authenticated caller (status).
     Any,
     Operator,
@@ -41,8 +43,21 @@ pub fn access(path: &str) -> Access {
         ) => Access::Operator,
         ("testfleet.v1.Jobs", _) => Access::Operator,
         ("testfleet.v1.Fleet", "Session") => Access::Worker,
+        ("grpc.health.v1.Health", _) => Access::Open,
         _ => Access::Peer,
     }
+}
+
+/// Whether `path` is an HTTP route (`/livez`, `/api/status`) rather than a gRPC method
+/// (`/package.Service/Method`, whose first segment holds a dot). The gate passes HTTP routes
+/// through; `crate::http` applies the same rules to them with [`Gate::admit_as`].
+pub fn is_http(path: &str) -> bool {
+    let first = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    !first.contains('.')
 }
 
 /// Whether `role` may call a path that requires `access`. A peer may call everything: it can
@@ -51,7 +66,7 @@ pub fn permits(role: Role, access: Access) -> bool {
     matches!(
         (role, access),
         (Role::Peer, _)
-            | (_, Access::Any)
+            | (_, Access::Open | Access::Any)
             | (Role::Operator, Access::Operator)
             | (Role::Worker, Access::Worker)
     )
@@ -101,12 +116,26 @@ impl Gate {
         headers: &http::HeaderMap,
         certificate: Option<&[u8]>,
     ) -> Result<Caller, tonic::Status> {
-        let needed = access(path);
+        self.admit_as(access(path), path, headers, certificate)
+    }
+
+    /// Admits a request to `path` that needs `needed` (the HTTP routes say what they need
+    /// themselves), or says why not.
+    pub fn admit_as(
+        &self,
+        needed: Access,
+        path: &str,
+        headers: &http::HeaderMap,
+        certificate: Option<&[u8]>,
+    ) -> Result<Caller, tonic::Status> {
         let call = path.trim_start_matches('/');
         let mut caller = Caller {
             token: None,
             certificate: None,
         };
+        if needed == Access::Open {
+            return Ok(caller);
+        }
         if let Some(keyring) = &self.tokens {
             let role = token_role(keyring, headers)?;
             check(role, needed, call, "token")?;
@@ -160,7 +189,7 @@ fn check(role: Role, needed: Access, call: &str, what: &str) -> Result<(), tonic
         return Ok(());
     }
     let needs = match needed {
-        Access::Any | Access::Operator => "an operator",
+        Access::Open | Access::Any | Access::Operator => "an operator",
         Access::Worker => "a worker",
         Access::Peer => "a peer (coordinator)",
     };
@@ -202,7 +231,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if self.gate.tokens.is_none() && self.gate.certificates.is_none() {
+        let open = self.gate.tokens.is_none() && self.gate.certificates.is_none();
+        if open || is_http(request.uri().path()) {
             return Either::Right(self.inner.call(request));
         }
         let certificates = super::peer_certificates(request.extensions());
@@ -255,9 +285,20 @@ mod tests {
             ("/testfleet.raft.v1.RaftService/AppendEntries", Peer),
             ("/testfleet.raft.v1.RaftService/InstallSnapshot", Peer),
             ("/grpc.reflection.v1.ServerReflection/Info", Peer),
+            ("/grpc.health.v1.Health/Check", Open),
             ("garbage", Peer),
         ] {
             assert_eq!(access(path), want, "{path}");
+        }
+        // HTTP routes pass the gate; `crate::http` checks them with `admit_as`.
+        for (path, http) in [
+            ("/livez", true),
+            ("/api/status", true),
+            ("/", true),
+            ("/testfleet.v1.Control/Query", false),
+            ("/grpc.health.v1.Health/Check", false),
+        ] {
+            assert_eq!(is_http(path), http, "{path}");
         }
     }
 

@@ -155,6 +155,11 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "TESTFLEET_INSECURE")]
     pub insecure: bool,
 
+    /// `/metrics` asks for a token (any role), like the API; `/livez` and `/readyz` stay open
+    /// [default: /metrics open, as Prometheus scrapers expect]
+    #[arg(long, env = "TESTFLEET_METRICS_AUTH")]
+    pub metrics_auth: bool,
+
     /// The original design's spelling of a cluster start; needs --coordinator-addresses
     #[arg(long, requires = "coordinator_addresses")]
     pub high_availability: bool,

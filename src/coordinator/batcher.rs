@@ -96,7 +96,7 @@ async fn propose(node: Arc<Coordinator>, batch: Vec<Pending>) {
     } else {
         Command::Batch(commands)
     };
-    match node.raft().client_write(command).await {
+    match node.write(command).await {
         Ok(response) => {
             let answers = split(response.data, replies.len(), single);
             for (reply, answer) in replies.into_iter().zip(answers) {

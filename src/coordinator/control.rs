@@ -206,7 +206,7 @@ impl ControlService {
         };
         limits::check(&command).map_err(Status::invalid_argument)?;
         let before = self.drained(&worker);
-        match self.node.raft().client_write(command).await {
+        match self.node.write(command).await {
             Ok(response) => Ok(Response::new(self.worker_changed(
                 &worker,
                 response.data,
@@ -386,7 +386,7 @@ impl Control for ControlService {
         let payload = request.get_ref().payload.clone();
         let command = Command::Bench { payload };
         limits::check(&command).map_err(Status::invalid_argument)?;
-        match self.node.raft().client_write(command).await {
+        match self.node.write(command).await {
             Ok(response) => Ok(Response::new(BenchReply {
                 log_index: response.log_id.index,
                 term: response.log_id.leader_id.term,
@@ -416,7 +416,7 @@ impl Control for ControlService {
             at: Timestamp(r.at_us),
         };
         limits::check(&command).map_err(Status::invalid_argument)?;
-        match self.node.raft().client_write(command).await {
+        match self.node.write(command).await {
             Ok(response) => Ok(Response::new(HealthAck {
                 log_index: response.log_id.index,
             })),
@@ -443,7 +443,7 @@ impl Control for ControlService {
         };
         limits::check(&command).map_err(Status::invalid_argument)?;
         // Proposed on its own, never batched: only a top-level entry is a check marker.
-        match self.node.raft().client_write(command).await {
+        match self.node.write(command).await {
             Ok(response) => Ok(Response::new(StartCheckReply {
                 check_id: id,
                 log_index: response.log_id.index,
@@ -527,7 +527,7 @@ impl Control for ControlService {
             Command::BreakerTransition { from, to, .. } => (*from, *to),
             _ => return Err(Status::internal("an operator's change is a transition")),
         };
-        match self.node.raft().client_write(command).await {
+        match self.node.write(command).await {
             Ok(response) if !response.data.is_rejected() => Ok(Response::new(BreakerChange {
                 scope,
                 from: from.to_string(),

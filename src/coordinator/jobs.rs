@@ -78,7 +78,7 @@ impl JobsService {
     }
 
     async fn write(&self, command: Command) -> Result<Option<Reply>, Status> {
-        match self.node.raft().client_write(command).await {
+        match self.node.write(command).await {
             Ok(response) => Ok(Some(response.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
             Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),

@@ -141,7 +141,7 @@ pub async fn start(node: Arc<Coordinator>, term: u64) {
             term,
             at: Timestamp::now(),
         };
-        if let Err(e) = record.raft().client_write(command).await {
+        if let Err(e) = record.write(command).await {
             tracing::warn!(term, "could not record the election: {e}");
         }
     });
@@ -275,7 +275,7 @@ async fn propose_assignments(
         at,
         assignments: picks.clone(),
     };
-    let replies = match node.raft().client_write(command).await {
+    let replies = match node.write(command).await {
         Ok(response) => match response.data {
             Reply::Many(items) => items,
             other => vec![other; picks.len()],

@@ -258,6 +258,15 @@ impl Leadership {
         }
     }
 
+    /// How long ago each connected worker's session was last heard from.
+    pub fn heartbeat_ages(&self) -> Vec<(WorkerId, Duration)> {
+        let now = Instant::now();
+        lock(&self.sessions)
+            .iter()
+            .map(|(id, s)| (id.clone(), now.saturating_duration_since(s.last_seen)))
+            .collect()
+    }
+
     /// May one per-attempt requeue (a stalled attempt, one a reconnecting worker lost) be
     /// proposed now? Always, unless the system breaker is open: then at
     /// `breakers.open_requeue_rate` per second (`recovery::pacing`). A refused one waits for

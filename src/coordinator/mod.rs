@@ -135,6 +135,10 @@ pub struct Coordinator {
     forwarding: crate::raft::network::PeerChannels,
     /// Who may call this node, and what it presents to its peers.
     trust: crate::auth::server::ServerTrust,
+    /// Set once shutdown began: `/readyz` says not ready.
+    draining: std::sync::atomic::AtomicBool,
+    /// How long this node's proposals took to commit and apply (`/metrics`).
+    pub commit_latency: crate::http::metrics::CommitLatency,
 }
 
 impl Coordinator {
@@ -198,6 +202,8 @@ impl Coordinator {
             watch: std::sync::Mutex::new(None),
             forwarding: crate::raft::network::PeerChannels::new(trust.peer.clone()),
             trust,
+            draining: std::sync::atomic::AtomicBool::new(false),
+            commit_latency: crate::http::metrics::CommitLatency::default(),
         });
         coordinator.watch_leadership();
         coordinator.initialize_if_first().await?;
@@ -322,9 +328,12 @@ impl Coordinator {
         let failure: Arc<std::sync::Mutex<Option<String>>> = Default::default();
         let failed = failure.clone();
         let raft = self.raft.clone();
+        let node = self.clone();
         let shutdown = async move {
             tokio::select! {
-                _ = shutdown => {}
+                _ = shutdown => {
+                    node.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 reason = raft_failure(raft) => {
                     tracing::error!(
                         "Raft stopped on a storage failure: {reason}; this node stops serving \
@@ -351,7 +360,29 @@ impl Coordinator {
         if let Some(tls) = &self.trust.tls {
             builder = builder.tls_config(tls.clone())?;
         }
+        // HTTP/1.1 beside gRPC on the same port (`crate::http`): the health service and the
+        // HTTP routes join the gRPC services in one router.
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let http = crate::http::router(crate::http::Http {
+            node: self.clone(),
+            gate: self.trust.gate.clone(),
+            metrics_auth: self.config.metrics_auth,
+        });
+        let routes = tonic::service::Routes::new(crate::raft::service::server(
+            self.raft.clone(),
+            stop.clone(),
+        ))
+        .add_service(control::server(self.clone()))
+        .add_service(sessions::server(self.clone()))
+        .add_service(jobs::server(self.clone()))
+        .add_service(health)
+        .into_axum_router()
+        .merge(http);
         let server = builder
+            .accept_http1(true)
             .layer(self.trust.gate.clone())
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -360,13 +391,7 @@ impl Coordinator {
             // Streams one connection may hold open at once (a follower forwards many
             // clients' requests over one connection, so this is generous).
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-            .add_service(crate::raft::service::server(
-                self.raft.clone(),
-                stop.clone(),
-            ))
-            .add_service(control::server(self.clone()))
-            .add_service(sessions::server(self.clone()))
-            .add_service(jobs::server(self.clone()))
+            .add_routes(routes.into())
             .serve_with_incoming_shutdown(incoming, shutdown);
         // After a fatal failure, open streams (worker sessions) must not keep a dead node up.
         let fatal_deadline = async {
@@ -394,6 +419,29 @@ impl Coordinator {
             tracing::warn!("Raft did not shut down cleanly: {e}");
         }
         result.map_err(CoordinatorError::from)
+    }
+
+    /// Proposes `command` through Raft and waits until it is committed and applied, timing it
+    /// for `/metrics` (`testfleet_commit_latency_seconds`). Every proposal of the coordinator
+    /// goes through here.
+    pub async fn write(
+        &self,
+        command: crate::state::command::Command,
+    ) -> Result<
+        openraft::raft::ClientWriteResponse<TypeConfig>,
+        openraft::error::RaftError<TypeConfig, openraft::error::ClientWriteError<TypeConfig>>,
+    > {
+        let started = std::time::Instant::now();
+        let result = self.raft.client_write(command).await;
+        if result.is_ok() {
+            self.commit_latency.observe(started.elapsed());
+        }
+        result
+    }
+
+    /// True once this node began shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A copy of this node's Raft metrics (never hold the watch borrow: it can block Raft).

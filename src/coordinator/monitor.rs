@@ -168,7 +168,7 @@ pub async fn run(node: Arc<Coordinator>, leadership: Arc<Leadership>) {
 }
 
 async fn propose(node: &Coordinator, command: Command) -> Option<Reply> {
-    match node.raft().client_write(command).await {
+    match node.write(command).await {
         Ok(response) => Some(response.data),
         Err(e) => {
             tracing::warn!("health monitor proposal not committed: {e}");

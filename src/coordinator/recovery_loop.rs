@@ -265,7 +265,7 @@ pub async fn run(node: Arc<Coordinator>, leadership: Arc<Leadership>) {
 }
 
 async fn propose(node: &Coordinator, command: Command) -> bool {
-    match node.raft().client_write(command).await {
+    match node.write(command).await {
         Ok(response) => !response.data.is_rejected(),
         Err(e) => {
             tracing::warn!("recovery proposal not committed: {e}");

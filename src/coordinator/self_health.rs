@@ -56,7 +56,7 @@ pub async fn run(node: Arc<Coordinator>) {
         let at = Timestamp::now();
         let command = sample.to_command(node.node_id(), error_rate, at);
         if node.leadership().is_some() {
-            if let Err(e) = node.raft().client_write(command).await {
+            if let Err(e) = node.write(command).await {
                 tracing::debug!("health sample not recorded: {e}");
             }
             if critical_in_a_row >= CRITICAL_SAMPLES {

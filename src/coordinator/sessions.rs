@@ -214,7 +214,7 @@ async fn serve(
     let before = node
         .state()
         .with_machine(|m| m.worker(&worker).map(|w| w.status));
-    let registered = node.raft().client_write(register).await;
+    let registered = node.write(register).await;
     if !matches!(&registered, Ok(r) if !r.data.is_rejected()) {
         leadership.release_claim(&worker, &hello.session_id);
     }
@@ -447,7 +447,7 @@ async fn reregister(
         labels,
         at: Timestamp::now(),
     };
-    match node.raft().client_write(command).await {
+    match node.write(command).await {
         Ok(r) if r.data.is_rejected() => {
             tracing::warn!(worker = %worker, "changed capabilities refused: {:?}", r.data);
             None
@@ -604,7 +604,7 @@ async fn reconcile(
                     category: FaultCategory::LeaseLost,
                     at: Timestamp::now(),
                 };
-                if let Err(e) = node.raft().client_write(command).await {
+                if let Err(e) = node.write(command).await {
                     tracing::warn!(task, "requeue after reconnect not committed: {e}");
                 }
             }

@@ -15,6 +15,7 @@ mod crash_restart;
 mod fast_failover;
 mod ha;
 mod heal;
+mod http;
 mod io_fault;
 mod jobs_cli;
 mod jobs_e2e;
