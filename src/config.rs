@@ -124,6 +124,9 @@ pub struct CoordinatorConfig {
     pub insecure: bool,
     /// `/metrics` needs a token (any role) like the rest of the API; default: open.
     pub metrics_auth: bool,
+    /// A second, HTTP-only port on the listen address (the gRPC port serves HTTP too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_port: Option<u16>,
     /// The circuit breakers (`[breakers]`, `[breakers.worker]`, `[breakers.system]`,
     /// `[breakers.levels.low|medium|high]`; see [`crate::recovery::fleet::BreakerSettings`]).
     /// On by default; with `enabled = false` the base recovery policy
@@ -160,6 +163,7 @@ impl Default for CoordinatorConfig {
             tls_ca: None,
             insecure: false,
             metrics_auth: false,
+            http_port: None,
         }
     }
 }
@@ -273,6 +277,9 @@ impl CoordinatorConfig {
         }
         self.insecure |= args.insecure;
         self.metrics_auth |= args.metrics_auth;
+        if args.http_port.is_some() {
+            self.http_port = args.http_port;
+        }
         if args.disable_circuit_breaker == Some(true) {
             self.breakers.enabled = false;
         }
@@ -422,6 +429,23 @@ impl CoordinatorConfig {
             return Err(ConfigError::Unprotected {
                 listen: self.listen,
             });
+        }
+        if let Some(port) = self.http_port {
+            if self.tls_cert.is_some() {
+                return Err(invalid(
+                    "http_port",
+                    &port.to_string(),
+                    "a plain HTTP port would carry operator tokens unencrypted on a TLS node; \
+                     use the gRPC port, which speaks HTTPS",
+                ));
+            }
+            if port == self.listen.port() && port != 0 {
+                return Err(invalid(
+                    "http_port",
+                    &port.to_string(),
+                    "it is the gRPC port, which serves HTTP already; leave it out",
+                ));
+            }
         }
         Ok(())
     }

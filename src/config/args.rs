@@ -160,6 +160,12 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "TESTFLEET_METRICS_AUTH")]
     pub metrics_auth: bool,
 
+    /// Also serve the HTTP routes (probes, metrics, API) on this port of the listen address,
+    /// plain HTTP; they are always on the gRPC port too. Not with TLS (the gRPC port then
+    /// speaks HTTPS)
+    #[arg(long, env = "TESTFLEET_HTTP_PORT", value_name = "PORT")]
+    pub http_port: Option<u16>,
+
     /// The original design's spelling of a cluster start; needs --coordinator-addresses
     #[arg(long, requires = "coordinator_addresses")]
     pub high_availability: bool,

@@ -371,6 +371,23 @@ impl Coordinator {
             gate: self.trust.gate.clone(),
             metrics_auth: self.config.metrics_auth,
         });
+        let http_only = match self.config.http_port {
+            Some(port) => {
+                let addr = SocketAddr::new(self.config.listen.ip(), port);
+                let listener = bind(addr).await?;
+                tracing::info!(addr = %listener.local_addr().map_or(addr, |a| a), "HTTP also on its own port");
+                let done = stop.clone();
+                let router = http.clone();
+                Some(tokio::spawn(async move {
+                    let served = axum::serve(listener, router)
+                        .with_graceful_shutdown(async move { done.cancelled().await });
+                    if let Err(e) = served.await {
+                        tracing::warn!("the HTTP port stopped: {e}");
+                    }
+                }))
+            }
+            None => None,
+        };
         let routes = tonic::service::Routes::new(crate::raft::service::server(
             self.raft.clone(),
             stop.clone(),
@@ -407,6 +424,9 @@ impl Coordinator {
         };
         sampling.abort();
         stop.cancel();
+        if let Some(http_only) = http_only {
+            let _ = http_only.await;
+        }
         let _ = watching.await;
         if let Some(leadership) = self.leadership() {
             leadership.cancel.cancel();

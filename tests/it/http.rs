@@ -308,7 +308,12 @@ async fn every_endpoint_answers_on_every_node_with_the_clusters_numbers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_auth_closes_metrics_but_not_the_probes() {
     let dir = test_dir();
-    let cluster = local_cluster(1, dir.path(), &["--metrics-auth".to_string()]);
+    let extra = [
+        "--metrics-auth".to_string(),
+        "--http-port".to_string(),
+        "0".to_string(),
+    ];
+    let cluster = local_cluster(1, dir.path(), &extra);
     let leader = cluster.leader(LIMIT, None).await.unwrap();
     let addr = cluster.addr(leader).to_string();
     assert_eq!(get(&addr, "/metrics", &[]).await.status, 401);
@@ -322,4 +327,24 @@ async fn metrics_auth_closes_metrics_but_not_the_probes() {
     );
     assert_eq!(get(&addr, "/livez", &[]).await.status, 200);
     assert_eq!(get(&addr, "/readyz", &[]).await.status, 200);
+
+    // --http-port: the same routes on a port of their own (0 here: the log says which).
+    let log = cluster.log(leader);
+    let line = (log.lines())
+        .find(|l| l.contains("HTTP also on its own port"))
+        .unwrap_or_else(|| panic!("no HTTP port in the log:\n{log}"));
+    let http = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("an address")
+        .to_string();
+    assert_ne!(http, addr);
+    assert_eq!(get(&http, "/livez", &[]).await.body, "ok\n");
+    assert_eq!(
+        get(&http, "/metrics", &[]).await.status,
+        401,
+        "the same rules there"
+    );
+    assert_eq!(get(&http, "/metrics", &worker).await.status, 200);
 }
