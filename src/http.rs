@@ -12,6 +12,7 @@
 //! | `/readyz[?verbose]` | a leader is known, DuckDB answers, the node is not shutting down; `verbose` lists each check | anyone |
 //! | `/metrics` | Prometheus text ([`metrics`]), names prefixed `testfleet_` | anyone, or operators with `--metrics-auth` |
 //! | `/api/status`, `/api/workers`, `/api/tasks`, `/api/jobs`, `/api/recovery` | JSON mirrors of the CLI's reads ([`api`]) | operators |
+//! | `/`, `/events` | the dashboard and its live update stream ([`dashboard`]) | operators (a browser is sent to `/login`) |
 //! | `/login` | a form that takes an operator token and sets it as a cookie | anyone |
 //!
 //! **Trust.** The [`Gate`] in front of every service passes HTTP paths through untouched
@@ -25,6 +26,7 @@
 //! reply says which node answered and at which applied index.
 
 pub mod api;
+pub mod dashboard;
 pub mod metrics;
 pub mod probes;
 
@@ -55,6 +57,8 @@ pub struct Http {
 /// The HTTP routes of `node`, to merge with the gRPC services.
 pub fn router(http: Http) -> Router {
     let operator = Router::new()
+        .route("/", get(dashboard::page))
+        .route("/events", get(dashboard::events))
         .route("/api/status", get(api::status))
         .route("/api/workers", get(api::workers))
         .route("/api/tasks", get(api::tasks))
@@ -108,6 +112,8 @@ pub fn authorize(
 async fn operators_only(State(http): State<Http>, request: Request, next: Next) -> Response {
     match authorize(&http.gate, &request, Access::Operator) {
         Ok(()) => next.run(request).await,
+        // A person at a browser is sent to the login form, and back here after it.
+        Err(_) if request.uri().path() == "/" => Redirect::to("/login?next=/").into_response(),
         Err((code, message)) => refusal(code, &message),
     }
 }
@@ -143,8 +149,23 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-async fn login_form() -> Html<&'static str> {
-    Html(LOGIN_PAGE)
+/// `?next=PATH`: where the form sends the browser after signing in.
+#[derive(serde::Deserialize)]
+struct NextPath {
+    next: Option<String>,
+}
+
+async fn login_form(axum::extract::Query(q): axum::extract::Query<NextPath>) -> Html<String> {
+    let next = q
+        .next
+        .filter(|n| local_path(n))
+        .unwrap_or_else(|| "/".to_string());
+    Html(LOGIN_PAGE.replace("{next}", &html_escape(&next)))
+}
+
+/// A path on this server (not `//host`, which a browser reads as another host).
+fn local_path(path: &str) -> bool {
+    path.starts_with('/') && !path.starts_with("//")
 }
 
 /// What the login form posts.
@@ -176,10 +197,10 @@ async fn login(State(http): State<Http>, axum::Form(form): axum::Form<Login>) ->
         )
             .into_response();
     }
-    let next = if form.next.starts_with('/') && !form.next.starts_with("//") {
+    let next = if local_path(&form.next) {
         form.next
     } else {
-        "/api/status".to_string()
+        "/".to_string()
     };
     let cookie = format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
     let mut response = Redirect::to(&next).into_response();
@@ -204,7 +225,7 @@ const LOGIN_PAGE: &str = r#"<!doctype html>
 <form method="post" action="/login">
 <label>Operator token (the file <code>operator.token</code> from <code>testfleet auth init</code>)
 <input name="token" type="password" autocomplete="off" autofocus></label>
-<input type="hidden" name="next" value="/api/status">
+<input type="hidden" name="next" value="{next}">
 <button type="submit">Sign in</button>
 </form>
 </body></html>

@@ -12,6 +12,7 @@ mod cluster_check;
 mod cluster_process;
 mod conformance;
 mod crash_restart;
+mod dashboard;
 mod fast_failover;
 mod ha;
 mod heal;

@@ -1,0 +1,271 @@
+//! The dashboard at `/`: server-rendered HTML that keeps itself current over a server-sent
+//! event stream, with no JavaScript build step.
+//!
+//! [`page`] renders the whole page once; its few lines of inline script open `/events`
+//! ([`events`]), on which the node sends the four sections again — cluster, workers, jobs,
+//! recovery — as one JSON object of HTML fragments whenever one of them changed (checked every
+//! second), and the script swaps them in. So a worker that dies turns `failed` on the screen
+//! within about a second of the leader recording it, without a reload.
+//!
+//! Every section is rendered here from this node's own state: the Raft metrics and the
+//! applied state machine (members, workers, breakers), and its DuckDB (leader history, jobs,
+//! failures with their output tails, the recovery timeline). A follower serves the same
+//! page, a flush behind at most; the header says which node answered. All text from the
+//! cluster is HTML-escaped ([`super::html_escape`]).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::Html;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+
+use super::{Http, html_escape as esc};
+use crate::coordinator::Coordinator;
+
+/// How often the event stream looks for changes.
+const REFRESH: Duration = Duration::from_secs(1);
+
+/// The sections, by element id.
+type Sections = BTreeMap<&'static str, String>;
+
+/// The sections in page order.
+const ORDER: [&str; 4] = ["cluster", "workers", "jobs", "recovery"];
+
+pub async fn page(State(http): State<Http>) -> Html<String> {
+    let sections = render(&http.node).await;
+    let node = http.node.node_id();
+    let body: String = ORDER
+        .iter()
+        .map(|id| {
+            let html = sections.get(id).map_or("", String::as_str);
+            format!("<section id=\"{id}\">{html}</section>\n")
+        })
+        .collect();
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Testfleet</title>\
+         <style>{STYLE}</style></head><body>\
+         <header><h1>Testfleet</h1><span>answered by node {node} · \
+         <span id=\"live\">connecting…</span></span></header>\n{body}\
+         <script>{SCRIPT}</script></body></html>"
+    ))
+}
+
+/// Sends the sections as JSON `{id: html}` whenever they changed, checked every [`REFRESH`].
+pub async fn events(
+    State(http): State<Http>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let node = http.node.clone();
+    let stream = futures::stream::unfold((node, None::<String>), |(node, last)| async move {
+        loop {
+            if last.is_some() {
+                tokio::time::sleep(REFRESH).await;
+            }
+            let json = serde_json::to_string(&render(&node).await).unwrap_or_default();
+            if last.as_deref() != Some(json.as_str()) {
+                let event = Event::default().event("sections").data(json.clone());
+                return Some((Ok(event), (node, Some(json))));
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// All four sections of `node`, rendered.
+pub async fn render(node: &Arc<Coordinator>) -> Sections {
+    let mut sections = Sections::new();
+    sections.insert("cluster", cluster(node));
+    sections.insert("workers", workers(node));
+    let (jobs, recovery) = match history(node).await {
+        Ok(parts) => parts,
+        Err(e) => {
+            let failed = format!(
+                "<p class=\"error\">cannot read this node's DuckDB: {}</p>",
+                esc(&e)
+            );
+            (failed.clone(), failed)
+        }
+    };
+    sections.insert("jobs", jobs);
+    sections.insert("recovery", recovery);
+    sections
+}
+
+fn cluster(node: &Coordinator) -> String {
+    let m = node.metrics();
+    let membership = m.membership_config.membership();
+    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    let applied = m.last_applied.as_ref().map_or(0, |l| l.index);
+    let mut rows = String::new();
+    for (id, n) in membership.nodes() {
+        let role = if m.current_leader == Some(*id) {
+            "leader"
+        } else if voters.contains(id) {
+            "follower"
+        } else {
+            "learner"
+        };
+        // The leader knows how far each follower's log matches its own.
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(id))
+            .and_then(|l| l.as_ref().map(|l| l.index));
+        let lag = match matched {
+            Some(index) => format!("{}", m.last_log_index.unwrap_or(0).saturating_sub(index)),
+            None if *id == m.id => format!("applied {applied}"),
+            None => "—".to_string(),
+        };
+        rows.push_str(&format!(
+            "<tr class=\"{role}\" data-node=\"{id}\"><td>{id}</td><td>{}</td><td>{role}</td><td>{lag}</td></tr>",
+            esc(&n.addr)
+        ));
+    }
+    let leader = m
+        .current_leader
+        .map_or("none known".to_string(), |l| format!("node {l}"));
+    format!(
+        "<h2>Cluster</h2><p>Leader: <b id=\"leader\">{leader}</b> · term {} · this node: {} \
+         ({})</p><table><tr><th>node</th><th>address</th><th>role</th><th>replication lag \
+         (entries)</th></tr>{rows}</table>",
+        m.current_term,
+        m.id,
+        crate::coordinator::control::role_name(m.state)
+    )
+}
+
+fn workers(node: &Coordinator) -> String {
+    let ages: BTreeMap<String, Duration> = node
+        .leadership()
+        .map(|l| l.heartbeat_ages().into_iter().collect())
+        .unwrap_or_default();
+    let rows: Vec<String> = node.state().with_machine(|m| {
+        m.workers()
+            .values()
+            .filter(|w| w.status != crate::state::command::WorkerStatus::Left)
+            .map(|w| {
+                let caps = crate::capabilities::WorkerCapabilities::parse(&w.id, "", &w.capabilities_json);
+                let breaker = m.breaker(&crate::state::command::worker_scope(&w.id));
+                let age = ages
+                    .get(&w.id)
+                    .map_or("—".to_string(), |a| format!("{:.1} s", a.as_secs_f64()));
+                format!(
+                    "<tr data-worker=\"{id}\" class=\"{status}\"><td>{id}</td><td class=\"status\">{status}</td>\
+                     <td>{}</td><td>{}</td><td>{age}</td><td>{}</td></tr>",
+                    esc(&caps.summary()),
+                    breaker.as_str(),
+                    esc(&w.status_reason),
+                    id = esc(&w.id),
+                    status = w.status.as_str(),
+                )
+            })
+            .collect()
+    });
+    if rows.is_empty() {
+        return "<h2>Workers</h2><p>No workers yet.</p>".to_string();
+    }
+    format!(
+        "<h2>Workers</h2><table><tr><th>worker</th><th>status</th><th>capabilities</th>\
+         <th>breaker</th><th>last heard</th><th>reason</th></tr>{}</table>",
+        rows.concat()
+    )
+}
+
+/// The jobs and recovery sections, from this node's DuckDB.
+async fn history(node: &Arc<Coordinator>) -> Result<(String, String), String> {
+    let node = node.clone();
+    tokio::task::spawn_blocking(move || {
+        node.state().flush().map_err(|e| e.to_string())?;
+        let reader = node.state().reader().map_err(|e| e.to_string())?;
+        let query = |sql: &str| crate::query::run_query(&reader, sql).map_err(|e| e.to_string());
+        let jobs = query(
+            "SELECT j.id, j.name, j.status, count(t.id), \
+             count(t.id) FILTER (WHERE t.status = 'passed'), \
+             count(t.id) FILTER (WHERE t.status IN ('failed', 'timed_out', 'error', 'abandoned', 'cancelled')), \
+             count(t.id) FILTER (WHERE t.status IN ('queued', 'assigned', 'running')) \
+             FROM jobs j LEFT JOIN tasks t ON t.job_id = j.id \
+             GROUP BY j.id, j.name, j.status, j.submitted_at \
+             ORDER BY j.submitted_at DESC LIMIT 10",
+        )?;
+        let failures = query(
+            "SELECT t.name, t.status, a.worker_id, right(coalesce(a.output_tail, ''), 400) \
+             FROM tasks t JOIN task_attempts a ON a.task_id = t.id AND a.attempt = t.attempt \
+             WHERE t.status IN ('failed', 'timed_out', 'error', 'abandoned') \
+             ORDER BY t.finished_at DESC LIMIT 5",
+        )?;
+        let leaders = query(
+            "SELECT term, leader_id, elected_at FROM leader_transitions ORDER BY id DESC LIMIT 10",
+        )?;
+        let recovery = query(
+            "SELECT * FROM (SELECT recovery_time AS t, 'worker ' || worker_id AS subject, \
+             recovery_type AS kind, success FROM worker_recovery_history UNION ALL \
+             SELECT recovery_time, 'task ' || task_id, recovery_type, success FROM task_recovery_history \
+             UNION ALL SELECT recovery_time, 'system', system_status, success FROM system_recovery_history) \
+             ORDER BY t DESC LIMIT 20",
+        )?;
+        let cell = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => esc(s),
+            serde_json::Value::Null => "—".to_string(),
+            other => esc(&other.to_string()),
+        };
+        let table = |head: &[&str], rows: &[Vec<serde_json::Value>]| {
+            let head: String = head.iter().map(|h| format!("<th>{h}</th>")).collect();
+            let body: String = rows
+                .iter()
+                .map(|r| format!("<tr>{}</tr>", r.iter().map(|v| format!("<td>{}</td>", cell(v))).collect::<String>()))
+                .collect();
+            format!("<table><tr>{head}</tr>{body}</table>")
+        };
+        let mut jobs_html = String::from("<h2>Jobs</h2>");
+        if jobs.rows.is_empty() {
+            jobs_html.push_str("<p>No jobs yet.</p>");
+        } else {
+            jobs_html.push_str(&table(
+                &["job", "name", "status", "tasks", "passed", "not passed", "open"],
+                &jobs.rows,
+            ));
+        }
+        if !failures.rows.is_empty() {
+            jobs_html.push_str("<h3>Latest failures</h3>");
+            for f in &failures.rows {
+                jobs_html.push_str(&format!(
+                    "<details><summary>{} — {} on {}</summary><pre>{}</pre></details>",
+                    cell(&f[0]),
+                    cell(&f[1]),
+                    cell(&f[2]),
+                    cell(&f[3])
+                ));
+            }
+        }
+        let mut recovery_html = String::from("<h2>Leaders</h2>");
+        recovery_html.push_str(&table(&["term", "leader", "elected at"], &leaders.rows));
+        recovery_html.push_str("<h2>Recovery</h2>");
+        if recovery.rows.is_empty() {
+            recovery_html.push_str("<p>No recovery recorded.</p>");
+        } else {
+            recovery_html.push_str(&table(&["at", "what", "kind", "succeeded"], &recovery.rows));
+        }
+        Ok((jobs_html, recovery_html))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
+header{display:flex;gap:1em;align-items:baseline}\
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}\
+tr.leader td,tr.healthy td.status{background:#e6f4ea}\
+tr.failed td.status,tr.permanently_failed td.status{background:#fde7e9}\
+tr.suspect td.status,tr.recovering td.status,tr.quarantined td.status,tr.draining td.status{background:#fff4e5}\
+pre{background:#f6f6f6;padding:.5em;white-space:pre-wrap}.error{color:#b00}";
+
+/// Opens the event stream and swaps in the sections it sends; says whether it is live.
+const SCRIPT: &str = "(function(){var live=document.getElementById('live');\
+var es=new EventSource('/events');\
+es.addEventListener('sections',function(e){var s=JSON.parse(e.data);\
+for(var id in s){var el=document.getElementById(id);if(el){el.innerHTML=s[id];}}\
+live.textContent='live, updated '+new Date().toLocaleTimeString();});\
+es.onerror=function(){live.textContent='reconnecting…';};})();";
