@@ -108,7 +108,8 @@ impl ClusterPicture {
         }
     }
 
-    /// The workers by status, in [`STATUS_ORDER`] and then any other status by name.
+    /// The workers by status: working, then troubled, then gone (healthy … left), then any
+    /// other status by name.
     pub fn groups(&self) -> Vec<(String, Vec<&WorkerBox>)> {
         let mut by: BTreeMap<&str, Vec<&WorkerBox>> = BTreeMap::new();
         for w in &self.workers {
