@@ -127,6 +127,11 @@ pub struct CoordinatorConfig {
     /// A second, HTTP-only port on the listen address (the gRPC port serves HTTP too).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_port: Option<u16>,
+    /// Where the leader writes its pictures (`crate::viz`); none: it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visualization_path: Option<PathBuf>,
+    /// How often, in milliseconds (at least 1000).
+    pub visualization_interval_ms: u64,
     /// The circuit breakers (`[breakers]`, `[breakers.worker]`, `[breakers.system]`,
     /// `[breakers.levels.low|medium|high]`; see [`crate::recovery::fleet::BreakerSettings`]).
     /// On by default; with `enabled = false` the base recovery policy
@@ -164,6 +169,8 @@ impl Default for CoordinatorConfig {
             insecure: false,
             metrics_auth: false,
             http_port: None,
+            visualization_path: None,
+            visualization_interval_ms: 60_000,
         }
     }
 }
@@ -280,6 +287,13 @@ impl CoordinatorConfig {
         if args.http_port.is_some() {
             self.http_port = args.http_port;
         }
+        if let Some(dir) = &args.visualization_path {
+            self.visualization_path = Some(dir.clone());
+        }
+        set(
+            &mut self.visualization_interval_ms,
+            &args.visualization_interval_ms,
+        );
         if args.disable_circuit_breaker == Some(true) {
             self.breakers.enabled = false;
         }
@@ -429,6 +443,15 @@ impl CoordinatorConfig {
             return Err(ConfigError::Unprotected {
                 listen: self.listen,
             });
+        }
+        if self.visualization_interval_ms < 1000
+            || self.visualization_interval_ms > MAX_VISUALIZATION_INTERVAL_MS
+        {
+            return Err(invalid(
+                "visualization_interval_ms",
+                &self.visualization_interval_ms.to_string(),
+                "give at least 1000 (a second) and at most 86400000 (a day)",
+            ));
         }
         if let Some(port) = self.http_port {
             if self.tls_cert.is_some() {
@@ -621,6 +644,9 @@ fn validate_memory_limit(value: &str) -> Result<(), ConfigError> {
         ))
     }
 }
+
+/// The longest `visualization_interval_ms`: a day.
+pub const MAX_VISUALIZATION_INTERVAL_MS: u64 = 86_400_000;
 
 fn invalid(key: &'static str, value: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid {

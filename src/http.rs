@@ -12,7 +12,7 @@
 //! | `/readyz[?verbose]` | a leader is known, DuckDB answers, the node is not shutting down; `verbose` lists each check | anyone |
 //! | `/metrics` | Prometheus text ([`metrics`]), names prefixed `testfleet_` | anyone, or operators with `--metrics-auth` |
 //! | `/api/status`, `/api/workers`, `/api/tasks`, `/api/jobs`, `/api/recovery` | JSON mirrors of the CLI's reads ([`api`]) | operators |
-//! | `/`, `/events` | the dashboard and its live update stream ([`dashboard`]) | operators (a browser is sent to `/login`) |
+//! | `/`, `/events`, `/viz/{kind}.svg` | the dashboard, its live update stream and its pictures ([`dashboard`]) | operators (a browser is sent to `/login`) |
 //! | `/login` | a form that takes an operator token and sets it as a cookie | anyone |
 //!
 //! **Trust.** The [`Gate`] in front of every service passes HTTP paths through untouched
@@ -59,6 +59,7 @@ pub fn router(http: Http) -> Router {
     let operator = Router::new()
         .route("/", get(dashboard::page))
         .route("/events", get(dashboard::events))
+        .route("/viz/{kind}", get(dashboard::picture))
         .route("/api/status", get(api::status))
         .route("/api/workers", get(api::workers))
         .route("/api/tasks", get(api::tasks))

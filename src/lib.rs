@@ -24,6 +24,7 @@ pub mod raft;
 pub mod recovery;
 pub mod scheduler;
 pub mod state;
+pub mod viz;
 pub mod worker;
 
 /// Generated client-facing gRPC API (`proto/fleet.proto`).

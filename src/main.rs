@@ -217,6 +217,9 @@ enum Command {
     /// Benchmarks
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Pictures of the cluster and its history: cluster, health, leaders, recovery (text, SVG
+    /// or PNG), or all of them as files
+    Viz(testfleet::cli::viz::VizArgs),
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -718,6 +721,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 code => Err(CliError::Exit(code)),
             }
         }
+        Command::Viz(args) => testfleet::cli::viz::run(args).await,
         Command::Status(target) => {
             let remote = target.remote()?;
             let report = status::collect(&remote).await?;

@@ -18,6 +18,7 @@ pub mod signals;
 pub mod status;
 pub mod time;
 pub mod tls;
+pub mod viz;
 pub mod workers;
 
 use std::time::Duration;

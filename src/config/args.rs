@@ -166,6 +166,20 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "TESTFLEET_HTTP_PORT", value_name = "PORT")]
     pub http_port: Option<u16>,
 
+    /// While this node leads, write the cluster, health, leader and recovery pictures (SVG and
+    /// PNG) into DIR every --visualization-interval, keeping the newest hour's
+    #[arg(long, env = "TESTFLEET_VISUALIZATION_PATH", value_name = "DIR")]
+    pub visualization_path: Option<PathBuf>,
+
+    /// How often the leader writes the pictures, e.g. 60s, 5m [default: 60s]
+    #[arg(
+        long = "visualization-interval",
+        env = "TESTFLEET_VISUALIZATION_INTERVAL",
+        value_name = "DUR",
+        value_parser = duration_ms
+    )]
+    pub visualization_interval_ms: Option<u64>,
+
     /// The original design's spelling of a cluster start; needs --coordinator-addresses
     #[arg(long, requires = "coordinator_addresses")]
     pub high_availability: bool,
@@ -193,4 +207,10 @@ pub struct CoordinatorArgs {
     #[cfg(feature = "negative-controls")]
     #[arg(long, hide = true, value_enum)]
     pub negative_control: Option<crate::negative::Control>,
+}
+
+/// A duration flag (`60s`, `5m`, or whole seconds) in milliseconds.
+fn duration_ms(text: &str) -> Result<u64, String> {
+    let duration = crate::plan::parse_duration(text)?;
+    u64::try_from(duration.as_millis()).map_err(|_| format!("{text:?} is too long"))
 }

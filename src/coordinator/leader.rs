@@ -150,6 +150,16 @@ pub async fn start(node: Arc<Coordinator>, term: u64) {
         let node = node.clone();
         tokio::task::spawn_blocking(move || recovery.learn_history(&node, recovery_rows));
     }
+    if let Some(dir) = node.config().visualization_path.clone() {
+        // Pictures of the cluster every interval while this node leads (`viz`).
+        tokio::spawn(crate::viz::load::run_periodically(
+            crate::viz::load::Source::Local(node.clone()),
+            dir,
+            Duration::from_millis(node.config().visualization_interval_ms),
+            crate::viz::load::KEEP_DEFAULT,
+            leadership.cancel.child_token(),
+        ));
+    }
     tokio::spawn(super::monitor::run(node.clone(), leadership.clone()));
     tokio::spawn(super::recovery_loop::run(node.clone(), leadership.clone()));
     tokio::spawn(dispatch(node, leadership, events));

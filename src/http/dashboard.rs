@@ -2,8 +2,9 @@
 //! event stream, with no JavaScript build step.
 //!
 //! [`page`] renders the whole page once; its few lines of inline script open `/events`
-//! ([`events`]), on which the node sends the four sections again — cluster, workers, jobs,
-//! recovery — as one JSON object of HTML fragments whenever one of them changed (checked every
+//! ([`events`]), on which the node sends the sections again — cluster, workers, jobs,
+//! recovery, and the four pictures of `crate::viz` (served as SVG by [`picture`] at
+//! `/viz/{kind}.svg`) — as one JSON object of HTML fragments whenever one of them changed (checked every
 //! second), and the script swaps them in. So a worker that dies turns `failed` on the screen
 //! within about a second of the leader recording it, without a reload.
 //!
@@ -33,7 +34,47 @@ const REFRESH: Duration = Duration::from_secs(1);
 type Sections = BTreeMap<&'static str, String>;
 
 /// The sections in page order.
-const ORDER: [&str; 4] = ["cluster", "workers", "jobs", "recovery"];
+const ORDER: [&str; 5] = ["cluster", "workers", "jobs", "recovery", "pictures"];
+
+/// `/viz/{kind}`: one of the four pictures (`crate::viz`) of this node's state, as SVG.
+pub async fn picture(
+    State(http): State<Http>,
+    axum::extract::Path(kind): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let kind = match kind.trim_end_matches(".svg") {
+        "cluster" => crate::viz::Kind::Cluster,
+        "health" => crate::viz::Kind::Health,
+        "leaders" => crate::viz::Kind::Leaders,
+        "recovery" => crate::viz::Kind::Recovery,
+        other => {
+            let message = format!("no picture {other:?}: cluster, health, leaders or recovery");
+            return (StatusCode::NOT_FOUND, message).into_response();
+        }
+    };
+    let source = crate::viz::load::Source::Local(http.node.clone());
+    match crate::viz::load::picture(&source, kind).await {
+        Ok(picture) => ([(header::CONTENT_TYPE, "image/svg+xml")], picture.svg()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// The pictures, their addresses carrying the applied index so that they load again when
+/// the state changed.
+fn pictures(node: &Coordinator) -> String {
+    let applied = node.metrics().last_applied.as_ref().map_or(0, |l| l.index);
+    let images: String = ["cluster", "health", "leaders", "recovery"]
+        .iter()
+        .map(|kind| {
+            format!(
+                "<figure><img src=\"/viz/{kind}.svg?at={applied}\" alt=\"{kind}\" loading=\"lazy\">\
+                 <figcaption>{kind}</figcaption></figure>"
+            )
+        })
+        .collect();
+    format!("<h2>Pictures</h2><div class=\"pictures\">{images}</div>")
+}
 
 pub async fn page(State(http): State<Http>) -> Html<String> {
     let sections = render(&http.node).await;
@@ -91,6 +132,7 @@ pub async fn render(node: &Arc<Coordinator>) -> Sections {
     };
     sections.insert("jobs", jobs);
     sections.insert("recovery", recovery);
+    sections.insert("pictures", pictures(node));
     sections
 }
 
@@ -260,7 +302,8 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 tr.leader td,tr.healthy td.status{background:#e6f4ea}\
 tr.failed td.status,tr.permanently_failed td.status{background:#fde7e9}\
 tr.suspect td.status,tr.recovering td.status,tr.quarantined td.status,tr.draining td.status{background:#fff4e5}\
-pre{background:#f6f6f6;padding:.5em;white-space:pre-wrap}.error{color:#b00}";
+pre{background:#f6f6f6;padding:.5em;white-space:pre-wrap}.error{color:#b00}\
+.pictures img{max-width:100%;border:1px solid #ddd}figure{margin:.5em 0}";
 
 /// Opens the event stream and swaps in the sections it sends; says whether it is live.
 const SCRIPT: &str = "(function(){var live=document.getElementById('live');\

@@ -239,6 +239,13 @@ async fn the_dashboard_shows_the_leader_and_a_killed_worker_failing_without_a_re
             &json!(true),
             "the live stream",
         );
+        // The four pictures load (SVG rendered by the node itself).
+        browser.wait_for(
+            &page,
+            "Array.from(document.querySelectorAll('.pictures img')).filter(i => i.complete && i.naturalWidth > 0).length",
+            &json!(4),
+            "the four pictures",
+        );
         // A reload would lose this.
         browser.eval(&page, "window.__kept = 42");
 

@@ -264,6 +264,16 @@ async fn every_endpoint_answers_on_every_node_with_the_clusters_numbers() {
     }
     assert_eq!(leaders, 1.0, "exactly one node says it leads");
 
+    // The dashboard's pictures, as SVG, from any node.
+    for kind in ["cluster", "health", "leaders", "recovery"] {
+        let svg = get(&addr, &format!("/viz/{kind}.svg"), &operator).await;
+        assert_eq!(svg.status, 200, "{kind}: {}", svg.body);
+        assert_eq!(svg.headers["content-type"], "image/svg+xml");
+        assert!(svg.body.contains("<svg"), "{kind}");
+    }
+    assert_eq!(get(&addr, "/viz/nope.svg", &operator).await.status, 404);
+    assert_eq!(get(&addr, "/viz/cluster.svg", &[]).await.status, 401);
+
     // The login form sets the token as a cookie that then opens the API.
     let form = format!("token={}&next=/api/status", token(Role::Operator));
     let headers = [(

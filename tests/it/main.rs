@@ -32,6 +32,7 @@ mod sql_sandbox;
 mod support;
 mod third_party;
 mod tls;
+mod viz;
 mod worker_drain;
 mod worker_faults;
 mod worker_identity;
