@@ -773,3 +773,34 @@ recovery_interval_ms = 1500
         }
     }
 }
+
+#[test]
+fn the_visualization_interval_is_a_duration_of_a_second_to_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = |interval: &str| {
+        let mut args = args_in(dir.path());
+        args.visualization_interval_ms =
+            Some(crate::plan::parse_duration(interval).unwrap().as_millis() as u64);
+        args.visualization_path = Some(dir.path().join("pictures"));
+        args
+    };
+    let config = CoordinatorConfig::resolve(&args("5m")).unwrap();
+    assert_eq!(config.visualization_interval_ms, 300_000);
+    assert_eq!(config.visualization_path, Some(dir.path().join("pictures")));
+    assert_eq!(
+        CoordinatorConfig::resolve(&args_in(dir.path()))
+            .unwrap()
+            .visualization_interval_ms,
+        60_000,
+        "the default"
+    );
+    for bad in ["500ms", "25h"] {
+        let error = CoordinatorConfig::resolve(&args(bad))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("visualization_interval_ms"),
+            "{bad}: {error}"
+        );
+    }
+}

@@ -335,3 +335,42 @@ fn stamp_of(dir: &Path) -> Option<String> {
     names.sort();
     names.pop()
 }
+
+/// `--visualization-path DIR --visualization-interval 1s` on a real coordinator: while it
+/// leads, rounds of the eight pictures appear in DIR, each complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_started_with_a_visualization_path_writes_the_pictures_there() {
+    let dir = support::test_dir();
+    let out = dir.path().join("pictures");
+    let extra = [
+        "--visualization-path".to_string(),
+        out.display().to_string(),
+        "--visualization-interval".to_string(),
+        "1s".to_string(),
+    ];
+    let cluster = local_cluster(1, dir.path(), &extra);
+    cluster.leader(Duration::from_secs(60), None).await.unwrap();
+    // Two rounds: the first written, then a second with a later time.
+    let first = eventually(
+        Duration::from_secs(60),
+        "a first round of pictures",
+        || async { stamp_of(&out) },
+    )
+    .await;
+    eventually(Duration::from_secs(60), "a second round", || async {
+        stamp_of(&out).filter(|s| *s != first)
+    })
+    .await;
+    // The first round is whole once the second began (rounds run one after the other).
+    let stamp = &first["cluster_status_".len()..first.len() - ".svg".len()];
+    let round = dir.path().join("round");
+    std::fs::create_dir_all(&round).unwrap();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.contains(stamp) && !name.starts_with('.') {
+            std::fs::copy(&path, round.join(&name)).unwrap();
+        }
+    }
+    check_round(&round);
+}
