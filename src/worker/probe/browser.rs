@@ -260,6 +260,15 @@ pub struct BrowserReport {
     pub took_ms: u64,
 }
 
+/// Whether `report` is a browser already in `reports`: the same family and version, both
+/// checked.
+fn same_install(reports: &[BrowserReport], report: &BrowserReport) -> bool {
+    report.version.is_some()
+        && reports
+            .iter()
+            .any(|r| r.checked() && r.kind == report.kind && r.version == report.version)
+}
+
 impl BrowserReport {
     /// The check ran to completion: the page answered.
     pub fn checked(&self) -> bool {
@@ -408,9 +417,17 @@ impl BrowserProbe {
             tracing::info!(orphans, "removed the browser profiles of killed workers");
         }
         let (found, looked_for) = discover::select(&self.settings.selection, path_var, dirs);
-        let mut browsers = Vec::new();
+        let mut browsers: Vec<BrowserReport> = Vec::new();
         for found in found.into_iter().take(MAX_BROWSERS) {
-            browsers.push(check::browser(&found, self.settings.timeout).await);
+            let report = check::browser(&found, self.settings.timeout).await;
+            // A wrapper script and the binary it runs (Debian's /usr/bin/firefox and
+            // /usr/bin/firefox-esr) are different files but one browser: the same family
+            // and version, checked once is enough.
+            if report.checked() && same_install(&browsers, &report) {
+                tracing::debug!(path = %report.path.display(), "the same browser again");
+                continue;
+            }
+            browsers.push(report);
         }
         let error = if browsers.is_empty() {
             Some(format!("no browser found (looked for {looked_for})"))

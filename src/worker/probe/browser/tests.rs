@@ -518,3 +518,39 @@ async fn the_real_chromium_runs_headless_and_reports_what_it_sees() {
     assert_eq!(listed["version"], json!(version));
     assert!(b.took_ms < 20_000);
 }
+
+#[test]
+fn a_wrapper_and_its_binary_are_one_browser() {
+    let binary = found(
+        Kind::Firefox,
+        "/usr/bin/firefox-esr",
+        Some(chromium_page()),
+        None,
+    );
+    let wrapper = found(
+        Kind::Firefox,
+        "/usr/bin/firefox",
+        Some(chromium_page()),
+        None,
+    );
+    let kept = vec![binary];
+    assert!(
+        super::same_install(&kept, &wrapper),
+        "same family and version"
+    );
+    let chromium = found(
+        Kind::Chromium,
+        "/usr/bin/chromium",
+        Some(chromium_page()),
+        None,
+    );
+    assert!(!super::same_install(&kept, &chromium), "another family");
+    let mut newer = wrapper.clone();
+    newer.version = Some("154.0".into());
+    assert!(!super::same_install(&kept, &newer), "another version");
+    let failed = found(Kind::Firefox, "/opt/firefox", None, Some("timed out"));
+    assert!(
+        !super::same_install(&[failed], &wrapper),
+        "a failed check proves nothing"
+    );
+}
