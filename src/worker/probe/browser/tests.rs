@@ -554,3 +554,36 @@ fn a_wrapper_and_its_binary_are_one_browser() {
         "a failed check proves nothing"
     );
 }
+
+/// Firefox (Debian's `firefox-esr`, where installed; `.ci/run` does not install it): it runs
+/// headless on a fresh profile and its page answers; this machine's ESR 153 gives WebGPU an
+/// adapter and has no `navigator.ml`. Debian's `/usr/bin/firefox` wrapper and the binary are
+/// reported once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_firefox_runs_headless_where_installed() {
+    let path = Path::new("/usr/bin/firefox-esr");
+    if !path.exists() {
+        eprintln!(
+            "skipping: no {} (apt-get install firefox-esr)",
+            path.display()
+        );
+        return;
+    }
+    let report = BrowserProbe::new(BrowserSettings {
+        selection: Selection::Only(vec![
+            Wanted::Path(Kind::Firefox, path.to_path_buf()),
+            Wanted::Path(Kind::Firefox, PathBuf::from("/usr/bin/firefox")),
+        ]),
+        timeout: Duration::from_secs(30),
+    })
+    .run()
+    .await;
+    eprintln!("{report:#?}");
+    assert_eq!(report.browsers.len(), 1, "the wrapper is the same browser");
+    let b = &report.browsers[0];
+    assert!(b.checked(), "{:?}", b.reason());
+    let page = b.page.as_ref().unwrap();
+    assert!(page.user_agent.contains("Firefox/"), "{page:?}");
+    assert!(!page.ml_api || b.reason().is_some(), "{page:?}");
+    assert_eq!(report.capabilities()["browser.firefox"], json!(true));
+}
