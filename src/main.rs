@@ -235,6 +235,12 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
+    /// The Raft members as the leader sees them: id, address, voter or learner, how far each
+    /// log matches the leader's and how far it lags
+    Members {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Compare every replica's DuckDB tables at one log index; exit 0 all agree, 1 a node
     /// differs, 2 a node could not be checked
     Check {
@@ -705,6 +711,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             testfleet::cli::capabilities::run(&target, worker.as_deref()).await
         }
         Command::Coordinator(args) => run_coordinator(*args).await,
+        Command::Cluster(ClusterCommand::Members { target }) => {
+            let members = testfleet::cli::members::members(&target.remote()?).await?;
+            print!(
+                "{}",
+                testfleet::cli::members::render(&members, target.output)
+            );
+            Ok(())
+        }
         Command::Cluster(ClusterCommand::Check { target, wait }) => {
             use testfleet::cli::cluster_check;
             let remote = target.remote()?;

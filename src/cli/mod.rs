@@ -11,6 +11,7 @@ pub mod cluster_check;
 pub mod jobs;
 pub mod logs;
 pub mod lookup;
+pub mod members;
 pub mod reads;
 pub mod recovery;
 pub mod recovery_report;

@@ -38,7 +38,10 @@ pub struct ClusterStatus {
     pub nodes: Vec<NodeLine>,
 }
 
-async fn ask(addr: String, credentials: &Credentials) -> (String, Result<NodeStatus, String>) {
+pub(super) async fn ask(
+    addr: String,
+    credentials: &Credentials,
+) -> (String, Result<NodeStatus, String>) {
     let result = tokio::time::timeout(Duration::from_secs(3), async {
         let mut client = connect(&addr, credentials)
             .await

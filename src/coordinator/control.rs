@@ -92,6 +92,14 @@ impl ControlService {
                 id: *id,
                 addr: node.addr.clone(),
                 voter: voters.contains(id),
+                // The leader tracks how far each follower's log matches its own.
+                matched: match &metrics.replication {
+                    Some(_) if *id == metrics.id => metrics.last_log_index,
+                    Some(replication) => replication
+                        .get(id)
+                        .and_then(|m| m.as_ref().map(|l| l.index)),
+                    None => None,
+                },
             })
             .collect();
         let leader_addr = metrics

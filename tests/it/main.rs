@@ -22,6 +22,7 @@ mod jobs_cli;
 mod jobs_e2e;
 mod limits;
 mod logs;
+mod members;
 mod placement;
 mod reads_cli;
 mod recovery;
