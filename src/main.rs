@@ -241,6 +241,14 @@ enum ClusterCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Hand leadership to another voter (the most caught-up follower without ID) and wait
+    /// until it leads
+    TransferLeader {
+        /// The node id to lead next
+        id: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Compare every replica's DuckDB tables at one log index; exit 0 all agree, 1 a node
     /// differs, 2 a node could not be checked
     Check {
@@ -717,6 +725,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 "{}",
                 testfleet::cli::members::render(&members, target.output)
             );
+            Ok(())
+        }
+        Command::Cluster(ClusterCommand::TransferLeader { id, target }) => {
+            let remote = target.remote()?;
+            let text = testfleet::cli::members::transfer_leader(&remote, id, target.output).await?;
+            print!("{text}");
             Ok(())
         }
         Command::Cluster(ClusterCommand::Check { target, wait }) => {

@@ -39,7 +39,7 @@ pub fn access(path: &str) -> Access {
         (
             "testfleet.v1.Control",
             "Query" | "ProposeBench" | "StartCheck" | "GetCheckDigest" | "DrainWorker"
-            | "RemoveWorker" | "ListBreakers" | "SetBreaker",
+            | "RemoveWorker" | "ListBreakers" | "SetBreaker" | "TransferLeader",
         ) => Access::Operator,
         ("testfleet.v1.Jobs", _) => Access::Operator,
         ("testfleet.v1.Fleet", "Session") => Access::Worker,
@@ -277,6 +277,7 @@ mod tests {
             ("/testfleet.v1.Control/SetBreaker", Operator),
             ("/testfleet.v1.Control/ReportHealth", Peer),
             ("/testfleet.v1.Jobs/SubmitJob", Operator),
+            ("/testfleet.v1.Control/TransferLeader", Operator),
             ("/testfleet.v1.Jobs/CancelJob", Operator),
             ("/testfleet.v1.Jobs/GetJob", Operator),
             // Output relayed from the workers: an operator's, never a worker's.

@@ -120,3 +120,35 @@ pub fn render(members: &Members, output: Output) -> String {
         )
     )
 }
+
+/// `testfleet cluster transfer-leader [ID]`: asks the leader (through any node) to hand over
+/// to `to`, or to its most caught-up follower, and waits until the new leader leads.
+pub async fn transfer_leader(
+    remote: &Remote,
+    to: Option<u64>,
+    output: Output,
+) -> Result<String, CliError> {
+    let reply = super::jobs::with_retry_control(remote, |mut client| async move {
+        client
+            .transfer_leader(crate::proto::TransferLeaderRequest { to })
+            .await
+            .map(|r| r.into_inner())
+    })
+    .await?;
+    Ok(match output {
+        Output::Json => {
+            serde_json::json!({
+                "from": reply.from,
+                "to": reply.to,
+                "term": reply.term,
+                "millis": reply.millis,
+            })
+            .to_string()
+                + "\n"
+        }
+        Output::Table => format!(
+            "leadership moved from node {} to node {} (term {}) in {} ms\n",
+            reply.from, reply.to, reply.term, reply.millis
+        ),
+    })
+}

@@ -38,7 +38,7 @@ use crate::proto::{
     CheckDigestRequest, CheckState, DrainWorkerRequest, HealthAck, HealthReport,
     ListBreakersRequest, Member, NodeStatus, QueryReply, QueryRequest, RemoveWorkerRequest,
     SetBreakerRequest, StartCheckReply, StartCheckRequest, StatusRequest, TableDigest,
-    WorkerChangeReply,
+    TransferLeaderReply, TransferLeaderRequest, WorkerChangeReply,
 };
 use crate::query;
 use crate::raft::replica_check::Answer;
@@ -492,6 +492,20 @@ impl Control for ControlService {
             Ok(leadership) => Ok(Response::new(self.breakers(&leadership))),
             Err(mut leader) => leader.list_breakers(forwarded(request.into_inner())).await,
         }
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderReply>, Status> {
+        if let Err(mut leader) = self.leading(&request).await? {
+            return leader
+                .transfer_leader(forwarded(request.into_inner()))
+                .await;
+        }
+        super::transfer::transfer(&self.node, request.get_ref().to)
+            .await
+            .map(Response::new)
     }
 
     async fn set_breaker(

@@ -27,6 +27,7 @@ pub mod output;
 pub mod recovery_loop;
 pub mod self_health;
 pub mod sessions;
+pub mod transfer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

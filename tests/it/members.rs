@@ -91,4 +91,52 @@ async fn members_shows_roles_positions_and_a_lagging_follower() {
         }
     })
     .await;
+
+    // Handing over: to a named follower, then to whoever is most caught up.
+    let (code, out, err) = run(
+        &[
+            "cluster",
+            "transfer-leader",
+            &follower.to_string(),
+            "--coordinator",
+            &via,
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("to node {follower}")), "{out}");
+    assert_eq!(members(&via, dir.path())["leader_id"], follower);
+    let (code, _, err) = run(
+        &[
+            "cluster",
+            "transfer-leader",
+            &follower.to_string(),
+            "--coordinator",
+            &via,
+        ],
+        dir.path(),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("already leads"), "{err}");
+    let (code, _, err) = run(
+        &["cluster", "transfer-leader", "9", "--coordinator", &via],
+        dir.path(),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("not a member"), "{err}");
+    let (code, out, err) = run(
+        &[
+            "cluster",
+            "transfer-leader",
+            "-o",
+            "json",
+            "--coordinator",
+            &leader_addr,
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let moved: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(moved["from"], follower, "{moved}");
+    assert_ne!(moved["to"], follower, "{moved}");
 }
