@@ -387,6 +387,13 @@ impl Control for RoleRecorder {
     ) -> Result<Response<crate::proto::BreakerChange>, Status> {
         Err(Status::unimplemented("test"))
     }
+
+    async fn transfer_leader(
+        &self,
+        _: Request<crate::proto::TransferLeaderRequest>,
+    ) -> Result<Response<crate::proto::TransferLeaderReply>, Status> {
+        Err(Status::unimplemented("test"))
+    }
 }
 
 /// Connects to `addr` over TLS and calls `Status`; any failure as text.
