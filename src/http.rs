@@ -60,6 +60,7 @@ pub fn router(http: Http) -> Router {
         .route("/", get(dashboard::page))
         .route("/events", get(dashboard::events))
         .route("/viz/{kind}", get(dashboard::picture))
+        .route("/reports/{name}", get(dashboard::report))
         .route("/api/status", get(api::status))
         .route("/api/workers", get(api::workers))
         .route("/api/tasks", get(api::tasks))

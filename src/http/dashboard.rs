@@ -36,6 +36,52 @@ type Sections = BTreeMap<&'static str, String>;
 /// The sections in page order.
 const ORDER: [&str; 5] = ["cluster", "workers", "jobs", "recovery", "pictures"];
 
+/// Whether `name` is a system recovery report's file name (`system-recovery-<µs>.md`):
+/// nothing else under the reports directory is served, and no path.
+fn is_report(name: &str) -> bool {
+    name.strip_prefix("system-recovery-")
+        .and_then(|rest| rest.strip_suffix(".md"))
+        .is_some_and(|stamp| !stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The newest `n` system recovery reports in this node's data directory, newest first.
+fn system_reports(node: &Coordinator, n: usize) -> Vec<String> {
+    let dir = node.config().data_dir().join("reports");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|name| is_report(name))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Equal-length stamps sort by time; longer ones are later.
+    names.sort_by(|a, b| (b.len(), b).cmp(&(a.len(), a)));
+    names.truncate(n);
+    names
+}
+
+/// `/reports/{name}`: one system recovery report of this node, as Markdown text.
+pub async fn report(
+    State(http): State<Http>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    if !is_report(&name) {
+        return (StatusCode::NOT_FOUND, "no such report").into_response();
+    }
+    let path = http.node.config().data_dir().join("reports").join(&name);
+    match tokio::fs::read_to_string(&path).await {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(_) => (StatusCode::NOT_FOUND, "no such report on this node").into_response(),
+    }
+}
+
 /// `/viz/{kind}`: one of the four pictures (`crate::viz`) of this node's state, as SVG.
 pub async fn picture(
     State(http): State<Http>,
@@ -282,6 +328,7 @@ async fn history(node: &Arc<Coordinator>) -> Result<(String, String), String> {
                 ));
             }
         }
+        let reports = system_reports(&node, 10);
         let mut recovery_html = String::from("<h2>Leaders</h2>");
         recovery_html.push_str(&table(&["term", "leader", "elected at"], &leaders.rows));
         recovery_html.push_str("<h2>Recovery</h2>");
@@ -289,6 +336,16 @@ async fn history(node: &Arc<Coordinator>) -> Result<(String, String), String> {
             recovery_html.push_str("<p>No recovery recorded.</p>");
         } else {
             recovery_html.push_str(&table(&["at", "what", "kind", "succeeded"], &recovery.rows));
+        }
+        if !reports.is_empty() {
+            recovery_html.push_str("<h3>System recovery reports (written by this node while it led)</h3><ul>");
+            for name in reports {
+                recovery_html.push_str(&format!(
+                    "<li><a href=\"/reports/{name}\">{name}</a></li>",
+                    name = esc(&name)
+                ));
+            }
+            recovery_html.push_str("</ul>");
         }
         Ok((jobs_html, recovery_html))
     })
@@ -312,3 +369,19 @@ es.addEventListener('sections',function(e){var s=JSON.parse(e.data);\
 for(var id in s){var el=document.getElementById(id);if(el){el.innerHTML=s[id];}}\
 live.textContent='live, updated '+new Date().toLocaleTimeString();});\
 es.onerror=function(){live.textContent='reconnecting…';};})();";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_report_names_are_served() {
+        for (name, ok) in [
+            ("system-recovery-1765000000000000.md", true),
+            ("system-recovery-.md", false),
+            ("system-recovery-12.md.bak", false),
+            ("../raft-log.redb", false),
+            ("system-recovery-1/../../x.md", false),
+        ] {
+            assert_eq!(super::is_report(name), ok, "{name}");
+        }
+    }
+}

@@ -272,6 +272,14 @@ async fn every_endpoint_answers_on_every_node_with_the_clusters_numbers() {
         assert!(svg.body.contains("<svg"), "{kind}");
     }
     assert_eq!(get(&addr, "/viz/nope.svg", &operator).await.status, 404);
+    // Only system recovery reports are served from the data directory, and none exists yet.
+    for path in [
+        "/reports/system-recovery-1.md",
+        "/reports/raft-log.redb",
+        "/reports/..%2Fraft-log.redb",
+    ] {
+        assert_eq!(get(&addr, path, &operator).await.status, 404, "{path}");
+    }
     assert_eq!(get(&addr, "/viz/cluster.svg", &[]).await.status, 401);
 
     // The login form sets the token as a cookie that then opens the API.
