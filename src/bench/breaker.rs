@@ -114,7 +114,7 @@ pub struct BreakerBenchArgs {
     /// Healthy workers beside the sick one (2 slots each, as the sick one)
     #[arg(long, default_value_t = 3)]
     pub healthy_workers: usize,
-    /// Where the report goes (default: benchmark_reports/<UTC timestamp>)
+    /// Where the report goes (default: `benchmark_reports/<UTC timestamp>`)
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
     /// Output format of the summary on stdout
