@@ -49,6 +49,14 @@ async fn fleet_after_a_job(dir: &Path, job: &str) -> Fleet {
         .iter()
         .map(|name| WorkerProcess::start(&joined, name, 2, dir))
         .collect();
+    // Both registered before the job: the check counts them.
+    super::support::count_reaches(
+        &addrs[0],
+        "SELECT count(*) FROM workers WHERE status = 'healthy'",
+        2,
+        Duration::from_secs(60),
+    )
+    .await;
     let tasks: Vec<TaskSpec> = (0..TASKS).map(|i| task(job, i)).collect();
     jobs::submit(&operator(&addrs), job, job, &tasks)
         .await

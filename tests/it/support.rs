@@ -562,6 +562,10 @@ impl WorkerProcess {
             .envs(env.iter().copied())
             .env("TESTFLEET_TOKEN_FILE", token_file(Role::Worker))
             .env("TESTFLEET_WORKER_STATE_DIR", dir)
+            // The browser probe starts every installed browser (seconds each on a loaded
+            // machine, and before the first hello): only the tests that pass
+            // --probe-browsers get it.
+            .env("TESTFLEET_PROBE_BROWSERS", "none")
             .current_dir(work_dir)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

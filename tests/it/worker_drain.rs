@@ -224,13 +224,22 @@ async fn a_drain_outlives_a_kill_and_restart_and_ends_with_undrain() {
     // Killed and started again under its name: it registers, and is still drained.
     worker.kill();
     let log = dir.path().join("w1.log");
+    // The log is appended across restarts: the new process's session is the second one.
+    let sessions = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.matches("session open with the leader").count()
+    };
+    let before = sessions();
     let _worker = WorkerProcess::start(&addr, "w1", 1, dir.path());
     eventually(LIMIT, "w1 to reconnect", || async {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("session open with the leader").then_some(())
+        (sessions() > before).then_some(())
     })
     .await;
-    let row = listed(dir.path(), &addr, "w1").unwrap();
+    // Its registration commits right after the session opens.
+    let row = eventually(LIMIT, "w1 registered again", || async {
+        listed(dir.path(), &addr, "w1").filter(|row| row["status"] == "healthy")
+    })
+    .await;
     assert_eq!(
         (row["status"].as_str(), &row["drained"]),
         (Some("healthy"), &Value::Bool(true))
