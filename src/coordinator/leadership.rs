@@ -404,13 +404,25 @@ impl Leadership {
                     scheduler.enqueue(q);
                 }
             }
-            // An assignment this scheduler did not reserve (proposed by a previous leader and
-            // applied after the rebuild): the task leaves the queue and its slot is busy.
-            Event::Assigned { task, worker, .. } => {
-                if scheduler.reservation(&task).is_none() && scheduler.remove(&task) {
-                    scheduler.attempt_started(&worker);
+            Event::Assigned { task, worker, .. } => match scheduler.reservation(&task) {
+                // This leader's own assignment applied: the reservation becomes a busy slot
+                // now, in the order of the log, not when the proposal's reply reaches the
+                // dispatcher. Events applied after it (the attempt released, the task queued
+                // again: its worker failed at once) must find it committed, or the requeue
+                // would be refused as still in flight and then lost with the reservation.
+                Some(reserved) if *reserved == worker => {
+                    scheduler.committed(&task);
                 }
-            }
+                Some(_) => {}
+                // An assignment this scheduler did not reserve (proposed by a previous leader
+                // and applied after the rebuild): the task leaves the queue and its slot is
+                // busy.
+                None => {
+                    if scheduler.remove(&task) {
+                        scheduler.attempt_started(&worker);
+                    }
+                }
+            },
             Event::Released {
                 task,
                 worker,
@@ -514,16 +526,24 @@ pub fn send_assign(
     let Some(sender) = leadership.sender(worker) else {
         return;
     };
+    // Only the attempt the log still gives this worker: one requeued meanwhile (its worker
+    // failed between the assignment and now) is not sent to run after all.
     let message = node.state().with_machine(|m| {
-        m.task(task).map(|t| Assign {
-            term: leadership.term,
-            task_id: task.to_string(),
-            attempt,
-            command: t.spec.command.clone(),
-            env: t.spec.env.clone().into_iter().collect(),
-            cwd: t.spec.cwd.clone(),
-            timeout_ms: t.spec.timeout_ms,
-        })
+        m.task(task)
+            .filter(|t| {
+                t.attempt == attempt
+                    && t.status == TaskStatus::Assigned
+                    && t.holder().map(String::as_str) == Some(worker)
+            })
+            .map(|t| Assign {
+                term: leadership.term,
+                task_id: task.to_string(),
+                attempt,
+                command: t.spec.command.clone(),
+                env: t.spec.env.clone().into_iter().collect(),
+                cwd: t.spec.cwd.clone(),
+                timeout_ms: t.spec.timeout_ms,
+            })
     });
     if let Some(assign) = message {
         let message = CoordinatorMessage {

@@ -194,3 +194,39 @@ fn a_parked_browser_task_runs_when_a_worker_with_that_browser_joins() {
     assert!(s.parked().is_empty());
     assert_eq!(show(&s.pick(5)), ["ui@gpu#1"]);
 }
+
+/// The log can apply a leader's assignment and then, before the proposal's reply reaches the
+/// dispatcher, fail the worker and queue the task again. The leader commits its reservation
+/// when the assignment's event arrives (`Leadership::apply_event`), so the events after it
+/// find a committed attempt and the requeue is kept; the late reply then finds nothing to
+/// commit. (Committing only on the reply refused the requeue as in flight and lost the task:
+/// a comprehensive circuit-breaker benchmark run waited on it forever.)
+#[test]
+fn a_requeue_applied_before_the_assignments_reply_is_kept() {
+    let mut s = Scheduler::new();
+    s.worker_up(worker("sick", 1));
+    s.worker_up(worker("healthy", 1));
+    s.set_busy("healthy", 1);
+    s.enqueue(task("t", "j", 1));
+    assert_eq!(show(&s.pick(5)), ["t@sick#1"]);
+    // While reserved, a requeue is refused: the assignment is in flight.
+    assert!(!s.enqueue(QueuedTask {
+        attempt: 1,
+        requeued: true,
+        ..task("t", "j", 1)
+    }));
+    // The events, in log order: assigned (committed here), released, queued again.
+    assert!(s.committed("t"));
+    s.worker_down("sick");
+    s.attempt_ended("sick");
+    assert!(s.enqueue(QueuedTask {
+        attempt: 1,
+        requeued: true,
+        avoid_worker: Some("sick".into()),
+        ..task("t", "j", 1)
+    }));
+    // The proposal's reply, late: nothing to commit any more.
+    assert!(!s.committed("t"));
+    s.attempt_ended("healthy");
+    assert_eq!(show(&s.pick(5)), ["t@healthy#2"]);
+}
