@@ -261,19 +261,25 @@ async fn add_parked_reasons(remote: &Remote, result: &mut QueryResult) {
     }
 }
 
-/// `testfleet workers [--all]`: every worker by name (those that left only with `all`).
-pub async fn workers(target: &Target, all: bool) -> Result<(), CliError> {
-    let remote = target.remote()?;
+/// The workers' list as `testfleet workers` and `/api/workers` show it: every worker by name
+/// (those that left only with `all`), with its breaker — the last transition of its scope
+/// (none: closed).
+pub fn workers_sql(all: bool) -> String {
     let filter = if all { "" } else { "WHERE status <> 'left' " };
-    // Each worker's breaker: the last transition of its scope (none: closed).
-    let sql = format!(
+    format!(
         "SELECT id, host, status, drained_at IS NOT NULL AS drained, \
          coalesce(b.state, 'closed') AS breaker, labels, capabilities, status_changed_at, \
          coalesce(drain_reason, status_reason) AS reason FROM workers \
          LEFT JOIN (SELECT scope, arg_max(to_state, id) AS state FROM breaker_transitions \
          GROUP BY scope) b ON b.scope = 'worker:' || workers.id \
          {filter}ORDER BY id"
-    );
+    )
+}
+
+/// `testfleet workers [--all]`: every worker by name (those that left only with `all`).
+pub async fn workers(target: &Target, all: bool) -> Result<(), CliError> {
+    let remote = target.remote()?;
+    let sql = workers_sql(all);
     let mut result = super::query_result(&remote, &sql, !target.stale).await?;
     super::time::zone_timestamps(&result.column_types, &mut result.rows);
     if target.output == Output::Table {

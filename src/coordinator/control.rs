@@ -81,50 +81,51 @@ pub fn role_name(state: ServerState) -> &'static str {
     }
 }
 
-impl ControlService {
-    fn status(&self) -> NodeStatus {
-        let metrics = self.node.metrics();
-        let membership = metrics.membership_config.membership();
-        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-        let members = membership
-            .nodes()
-            .map(|(id, node)| Member {
-                id: *id,
-                addr: node.addr.clone(),
-                voter: voters.contains(id),
-                // The leader tracks how far each follower's log matches its own.
-                matched: match &metrics.replication {
-                    Some(_) if *id == metrics.id => metrics.last_log_index,
-                    Some(replication) => replication
-                        .get(id)
-                        .and_then(|m| m.as_ref().map(|l| l.index)),
-                    None => None,
-                },
-            })
-            .collect();
-        let leader_addr = metrics
-            .current_leader
-            .and_then(|id| membership.get_node(&id).map(|n| n.addr.clone()))
-            .unwrap_or_default();
-        NodeStatus {
-            node_id: metrics.id,
-            role: role_name(metrics.state).to_string(),
-            term: metrics.current_term,
-            leader_id: metrics.current_leader,
-            leader_addr,
-            last_applied: metrics.last_applied.as_ref().map(|l| l.index),
-            last_log_index: metrics.last_log_index,
-            committed: metrics.local_committed.as_ref().map(|l| l.index),
-            members,
-            millis_since_quorum_ack: metrics
-                .last_quorum_acked
-                .as_ref()
-                .map(|at| openraft::Instant::elapsed(&**at).as_millis() as u64),
-            db_path: self.node.config().db_path.display().to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        }
+/// This node's status, as `Control.Status` answers it and `/api/status` shows it.
+pub fn node_status(node: &Coordinator) -> NodeStatus {
+    let metrics = node.metrics();
+    let membership = metrics.membership_config.membership();
+    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, member)| Member {
+            id: *id,
+            addr: member.addr.clone(),
+            voter: voters.contains(id),
+            // The leader tracks how far each follower's log matches its own.
+            matched: match &metrics.replication {
+                Some(_) if *id == metrics.id => metrics.last_log_index,
+                Some(replication) => replication
+                    .get(id)
+                    .and_then(|m| m.as_ref().map(|l| l.index)),
+                None => None,
+            },
+        })
+        .collect();
+    let leader_addr = metrics
+        .current_leader
+        .and_then(|id| membership.get_node(&id).map(|n| n.addr.clone()))
+        .unwrap_or_default();
+    NodeStatus {
+        node_id: metrics.id,
+        role: role_name(metrics.state).to_string(),
+        term: metrics.current_term,
+        leader_id: metrics.current_leader,
+        leader_addr,
+        last_applied: metrics.last_applied.as_ref().map(|l| l.index),
+        last_log_index: metrics.last_log_index,
+        committed: metrics.local_committed.as_ref().map(|l| l.index),
+        members,
+        millis_since_quorum_ack: metrics
+            .last_quorum_acked
+            .as_ref()
+            .map(|at| openraft::Instant::elapsed(&**at).as_millis() as u64),
+        db_path: node.config().db_path.display().to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
     }
+}
 
+impl ControlService {
     /// A client for the leader named by a `ForwardToLeader`, unless this request was
     /// already forwarded once.
     async fn leader_client<T>(
@@ -302,7 +303,7 @@ impl Control for ControlService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<NodeStatus>, Status> {
-        Ok(Response::new(ControlService::status(self)))
+        Ok(Response::new(node_status(&self.node)))
     }
 
     async fn query(&self, request: Request<QueryRequest>) -> Result<Response<QueryReply>, Status> {

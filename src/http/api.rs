@@ -39,33 +39,31 @@ impl ListQuery {
     }
 }
 
-/// This node's status, as `testfleet status` shows it.
+/// This node's status, as `testfleet status` shows it (`control::node_status`), with which
+/// member leads and whether the node is shutting down.
 pub fn status_json(node: &Coordinator) -> Value {
-    let metrics = node.metrics();
-    let membership = metrics.membership_config.membership();
-    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-    let members: Vec<Value> = membership
-        .nodes()
-        .map(|(id, n)| {
+    let status = crate::coordinator::control::node_status(node);
+    let members: Vec<Value> = (status.members.iter())
+        .map(|m| {
             json!({
-                "id": id,
-                "addr": n.addr,
-                "voter": voters.contains(id),
-                "leader": metrics.current_leader == Some(*id),
+                "id": m.id,
+                "addr": m.addr,
+                "voter": m.voter,
+                "leader": status.leader_id == Some(m.id),
             })
         })
         .collect();
     json!({
-        "node_id": metrics.id,
-        "role": crate::coordinator::control::role_name(metrics.state),
-        "term": metrics.current_term,
-        "leader_id": metrics.current_leader,
-        "last_applied": metrics.last_applied.as_ref().map(|l| l.index),
-        "committed": metrics.local_committed.as_ref().map(|l| l.index),
-        "last_log_index": metrics.last_log_index,
+        "node_id": status.node_id,
+        "role": status.role,
+        "term": status.term,
+        "leader_id": status.leader_id,
+        "last_applied": status.last_applied,
+        "committed": status.committed,
+        "last_log_index": status.last_log_index,
         "members": members,
         "draining": node.is_draining(),
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": status.version,
     })
 }
 
@@ -114,12 +112,7 @@ async fn rows(node: &std::sync::Arc<Coordinator>, sql: String) -> Response {
 }
 
 pub async fn workers(State(http): State<Http>) -> Response {
-    let sql = "SELECT id, host, status, drained_at IS NOT NULL AS drained, \
-         coalesce(b.state, 'closed') AS breaker, labels, capabilities, status_changed_at, \
-         coalesce(drain_reason, status_reason) AS reason FROM workers \
-         LEFT JOIN (SELECT scope, arg_max(to_state, id) AS state FROM breaker_transitions \
-         GROUP BY scope) b ON b.scope = 'worker:' || workers.id ORDER BY id"
-        .to_string();
+    let sql = crate::cli::reads::workers_sql(true);
     rows(&http.node, sql).await
 }
 
