@@ -146,15 +146,17 @@ pub async fn events(
     State(http): State<Http>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let node = http.node.clone();
-    let stream = futures::stream::unfold((node, None::<String>), |(node, last)| async move {
+    let start = (node, None::<String>, None);
+    let stream = futures::stream::unfold(start, |(node, last, mut history)| async move {
         loop {
             if last.is_some() {
                 tokio::time::sleep(REFRESH).await;
             }
-            let json = serde_json::to_string(&render(&node).await).unwrap_or_default();
+            let sections = render_with(&node, &mut history).await;
+            let json = serde_json::to_string(&sections).unwrap_or_default();
             if last.as_deref() != Some(json.as_str()) {
                 let event = Event::default().event("sections").data(json.clone());
-                return Some((Ok(event), (node, Some(json))));
+                return Some((Ok(event), (node, Some(json), history)));
             }
         }
     });
@@ -163,21 +165,36 @@ pub async fn events(
 
 /// All four sections of `node`, rendered.
 pub async fn render(node: &Arc<Coordinator>) -> Sections {
+    render_with(node, &mut None).await
+}
+
+/// The sections read from DuckDB (jobs, recovery) and the applied index they were read at.
+type History = Option<(u64, String, String)>;
+
+/// All sections of `node`; the DuckDB ones only when the applied index moved since `history`
+/// was read (an open dashboard asks every second, the log moves far less often).
+async fn render_with(node: &Arc<Coordinator>, history: &mut History) -> Sections {
+    let applied = node.metrics().last_applied.as_ref().map_or(0, |l| l.index);
     let mut sections = Sections::new();
     sections.insert("cluster", cluster(node));
     sections.insert("workers", workers(node));
-    let (jobs, recovery) = match history(node).await {
-        Ok(parts) => parts,
-        Err(e) => {
-            let failed = format!(
-                "<p class=\"error\">cannot read this node's DuckDB: {}</p>",
-                esc(&e)
-            );
-            (failed.clone(), failed)
-        }
-    };
-    sections.insert("jobs", jobs);
-    sections.insert("recovery", recovery);
+    if history.as_ref().is_none_or(|(at, _, _)| *at != applied) {
+        let (jobs, recovery) = match read_history(node).await {
+            Ok(parts) => parts,
+            Err(e) => {
+                let failed = format!(
+                    "<p class=\"error\">cannot read this node's DuckDB: {}</p>",
+                    esc(&e)
+                );
+                (failed.clone(), failed)
+            }
+        };
+        *history = Some((applied, jobs, recovery));
+    }
+    if let Some((_, jobs, recovery)) = history.as_ref() {
+        sections.insert("jobs", jobs.clone());
+        sections.insert("recovery", recovery.clone());
+    }
     sections.insert("pictures", pictures(node));
     sections
 }
@@ -263,7 +280,7 @@ fn workers(node: &Coordinator) -> String {
 }
 
 /// The jobs and recovery sections, from this node's DuckDB.
-async fn history(node: &Arc<Coordinator>) -> Result<(String, String), String> {
+async fn read_history(node: &Arc<Coordinator>) -> Result<(String, String), String> {
     let node = node.clone();
     tokio::task::spawn_blocking(move || {
         node.state().flush().map_err(|e| e.to_string())?;
