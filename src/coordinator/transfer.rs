@@ -65,20 +65,16 @@ pub async fn transfer(
     node: &Coordinator,
     requested: Option<u64>,
 ) -> Result<TransferLeaderReply, Status> {
-    let metrics = node.metrics();
-    let membership = metrics.membership_config.membership();
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let members: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
-    let matched: BTreeMap<u64, Option<u64>> = metrics
-        .replication
-        .as_ref()
-        .map(|r| {
-            r.iter()
-                .map(|(id, l)| (*id, l.as_ref().map(|l| l.index)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let to = choose(metrics.id, &voters, &members, &matched, requested)
+    // The membership and each member's matched index, as `Control.Status` reports them.
+    let status = super::control::node_status(node);
+    let voters: BTreeSet<u64> = (status.members.iter())
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect();
+    let members: BTreeSet<u64> = status.members.iter().map(|m| m.id).collect();
+    let matched: BTreeMap<u64, Option<u64>> =
+        status.members.iter().map(|m| (m.id, m.matched)).collect();
+    let to = choose(status.node_id, &voters, &members, &matched, requested)
         .map_err(Status::failed_precondition)?;
     let started = Instant::now();
     tracing::info!(to, "an operator asked to hand leadership over");
@@ -95,7 +91,7 @@ pub async fn transfer(
             let m = watch.borrow_watched();
             if m.current_leader == Some(to) {
                 return Ok(TransferLeaderReply {
-                    from: metrics.id,
+                    from: status.node_id,
                     to,
                     term: m.current_term,
                     millis: started.elapsed().as_millis() as u64,
