@@ -132,6 +132,18 @@ pub struct CoordinatorConfig {
     pub visualization_path: Option<PathBuf>,
     /// How often, in milliseconds (at least 1000).
     pub visualization_interval_ms: u64,
+    /// Members of an existing cluster this node is to join, `HOST:PORT,...`: it never
+    /// initialises a cluster of its own and waits until an operator adds it (`testfleet
+    /// cluster add-node`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
+    /// The other coordinators' addresses, ids unknown: asked at start (the original design's
+    /// `--coordinator-addresses`, [`parse_coordinator_addresses`]). Flags only.
+    #[serde(skip)]
+    pub discover: Vec<String>,
+    /// This node's name when `--coordinator-id` gave one (`coordinator1`). Flags only.
+    #[serde(skip)]
+    pub name: Option<String>,
     /// The circuit breakers (`[breakers]`, `[breakers.worker]`, `[breakers.system]`,
     /// `[breakers.levels.low|medium|high]`; see [`crate::recovery::fleet::BreakerSettings`]).
     /// On by default; with `enabled = false` the base recovery policy
@@ -171,6 +183,9 @@ impl Default for CoordinatorConfig {
             http_port: None,
             visualization_path: None,
             visualization_interval_ms: 60_000,
+            join: None,
+            discover: Vec::new(),
+            name: None,
         }
     }
 }
@@ -222,20 +237,24 @@ impl CoordinatorConfig {
             self.peers = parse_peers(peers)?;
         }
         if let Some(list) = &args.coordinator_addresses {
-            let (peers, me) = parse_coordinator_addresses(list, args.coordinator_id.as_deref())?;
-            self.peers = peers;
-            if let Some(id) = me {
+            let found = parse_coordinator_addresses(list, args.coordinator_id.as_deref())?;
+            self.peers = BTreeMap::new();
+            self.discover = found.addresses;
+            self.name = found.name;
+            if let Some(id) = found.node_id {
                 self.node_id = id;
             }
             if args.port.is_none()
-                && let Some(port) = self
-                    .peers
-                    .get(&self.node_id)
-                    .and_then(|a| a.rsplit(':').next())
+                && let Some(port) = found
+                    .own_address
+                    .and_then(|a| a.rsplit(':').next().map(str::to_owned))
                     .and_then(|p| p.parse().ok())
             {
                 self.listen.set_port(port);
             }
+        }
+        if let Some(join) = &args.join {
+            self.join = Some(join.clone());
         }
         set(&mut self.heartbeat_interval_ms, &args.heartbeat_interval_ms);
         set(
@@ -351,6 +370,20 @@ impl CoordinatorConfig {
                 item: format!("{id}={addr}"),
                 reason,
             })?;
+        }
+        for addr in self.join_addresses() {
+            validate_peer_addr(&addr).map_err(|reason| ConfigError::BadPeer {
+                key: "join",
+                item: addr.clone(),
+                reason,
+            })?;
+        }
+        if self.join.is_some() && self.peers.len() > 1 {
+            return Err(invalid(
+                "join",
+                self.join.as_deref().unwrap_or_default(),
+                "a joining node learns its peers when it is added: drop `peers`",
+            ));
         }
         self.validate_trust()?;
         if !self.peers.is_empty() && !self.peers.contains_key(&self.node_id) {
@@ -513,6 +546,17 @@ impl CoordinatorConfig {
         self.data_dir().join(LOG_FILE_NAME)
     }
 
+    /// The addresses of `join`, split.
+    pub fn join_addresses(&self) -> Vec<String> {
+        self.join
+            .iter()
+            .flat_map(|j| j.split(','))
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The directory of state-machine snapshots: `<data_dir>/snapshots`.
     pub fn snapshot_dir(&self) -> PathBuf {
         self.data_dir().join(SNAPSHOT_DIR_NAME)
@@ -523,52 +567,100 @@ impl CoordinatorConfig {
 ///
 /// Whitespace around items is ignored and a trailing comma is allowed; an empty string is an
 /// empty map (a single-node cluster). Each error names the offending item.
-/// Parses `--coordinator-addresses a:p,b:p,c:p` (ids by position, from 1) and finds this
-/// node's id from `--coordinator-id` (a position, or one of the addresses).
+/// What `--coordinator-addresses` and `--coordinator-id` say.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CoordinatorAddresses {
+    /// Every address listed: the other coordinators, and maybe this one. Their ids are
+    /// learned by asking them when the node starts.
+    pub addresses: Vec<String>,
+    /// This node's Raft id, from `--coordinator-id` ([`node_id_of`]).
+    pub node_id: Option<u64>,
+    /// The name given, when it was not a bare number.
+    pub name: Option<String>,
+    /// This node's own address, when `--coordinator-id` named one of the list.
+    pub own_address: Option<String>,
+}
+
+/// Parses the original design's `--coordinator-addresses a:p,b:p` (the other coordinators,
+/// or all of them) and `--coordinator-id` (a number, a name such as `coordinator1`, or this
+/// node's own address in the list).
 pub fn parse_coordinator_addresses(
     list: &str,
     me: Option<&str>,
-) -> Result<(BTreeMap<u64, String>, Option<u64>), ConfigError> {
-    let addresses: Vec<&str> = list
+) -> Result<CoordinatorAddresses, ConfigError> {
+    let addresses: Vec<String> = list
         .split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
+        .map(str::to_owned)
         .collect();
     for addr in &addresses {
         validate_peer_addr(addr).map_err(|reason| ConfigError::BadPeer {
             key: "coordinator_addresses",
-            item: (*addr).to_owned(),
+            item: addr.clone(),
             reason,
         })?;
     }
-    let text = addresses
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let peers = parse_peers(&text)?;
-    let id = match me {
-        None => None,
-        Some(me) => match me.parse::<u64>() {
-            Ok(n) if peers.contains_key(&n) => Some(n),
-            _ => Some(
-                peers
-                    .iter()
-                    .find(|(_, addr)| addr.as_str() == me)
-                    .map(|(id, _)| *id)
-                    .ok_or_else(|| {
-                        invalid(
-                            "coordinator_id",
-                            me,
-                            "give this node's position in --coordinator-addresses (1-based) or \
-                             its HOST:PORT as listed there",
-                        )
-                    })?,
-            ),
-        },
+    if addresses.is_empty() {
+        return Err(invalid(
+            "coordinator_addresses",
+            list,
+            "list the other coordinators (or all of them) as HOST:PORT,HOST:PORT",
+        ));
+    }
+    let mut found = CoordinatorAddresses {
+        addresses,
+        node_id: None,
+        name: None,
+        own_address: None,
     };
-    Ok((peers, id))
+    let Some(me) = me.map(str::trim) else {
+        return Ok(found);
+    };
+    if let Some(position) = found.addresses.iter().position(|a| a == me) {
+        // This node's own address: its id is its position, as the list is written.
+        found.node_id = Some(position as u64 + 1);
+        found.own_address = Some(me.to_owned());
+        return Ok(found);
+    }
+    found.node_id = Some(node_id_of(me).ok_or_else(|| {
+        invalid(
+            "coordinator_id",
+            me,
+            "give a number, a name (letters, digits, - and _, e.g. coordinator1), or this node's \
+             HOST:PORT as listed in --coordinator-addresses",
+        )
+    })?);
+    if me.parse::<u64>().is_err() {
+        found.name = Some(me.to_owned());
+    }
+    Ok(found)
+}
+
+/// The Raft id of a coordinator named `name`: a number is itself; a name ending in digits
+/// takes them (`coordinator1` is 1, `coord-12` is 12), so the usual names give small, readable
+/// ids; any other name a stable 48-bit hash of it. Two names that give the same id are
+/// refused when the coordinators meet. `None` for an empty name, one with characters other
+/// than letters, digits, `-`, `_` and `.`, or id 0.
+pub fn node_id_of(name: &str) -> Option<u64> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return None;
+    }
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let id = if digits > 0 {
+        name[name.len() - digits..].parse::<u64>().ok()?
+    } else {
+        // FNV-1a, folded to 48 bits: readable in a table, stable across builds.
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        (hash >> 16) | 1 << 47
+    };
+    (id != 0).then_some(id)
 }
 
 pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
@@ -597,7 +689,7 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
 
 /// Checks that `addr` looks like `host:port` (or `[v6]:port`) with a non-zero port. Names are
 /// not resolved here: a peer may be down or not yet in DNS when this node starts.
-fn validate_peer_addr(addr: &str) -> Result<(), String> {
+pub fn validate_peer_addr(addr: &str) -> Result<(), String> {
     if addr.parse::<SocketAddr>().is_ok_and(|a| a.port() != 0) {
         return Ok(());
     }

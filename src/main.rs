@@ -29,9 +29,10 @@ enum Command {
     Coordinator(Box<CoordinatorArgs>),
     /// Show the cluster: leader, term, and each node's role and log positions
     Status(Target),
-    /// Cluster-wide checks
+    /// The coordinators: members, adding and removing one, leadership, snapshots and
+    /// restores, the replica check
     #[command(subcommand)]
-    Cluster(ClusterCommand),
+    Cluster(testfleet::cli::cluster::ClusterCommand),
     /// Credentials: make the role tokens a coordinator checks
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -234,33 +235,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 #[derive(Subcommand)]
-enum ClusterCommand {
-    /// The Raft members as the leader sees them: id, address, voter or learner, how far each
-    /// log matches the leader's and how far it lags
-    Members {
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Hand leadership to another voter (the most caught-up follower without ID) and wait
-    /// until it leads
-    TransferLeader {
-        /// The node id to lead next
-        id: Option<u64>,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Compare every replica's DuckDB tables at one log index; exit 0 all agree, 1 a node
-    /// differs, 2 a node could not be checked
-    Check {
-        #[command(flatten)]
-        target: Target,
-        /// How long to wait for each node to reach the check's log entry, e.g. 30s, 2m
-        #[arg(long, default_value = "30s", value_parser = parse_duration)]
-        wait: Duration,
-    },
-}
-
-#[derive(Subcommand)]
 enum AuthCommand {
     /// Write peer.token, operator.token and worker.token (256 random bits each, mode 0600)
     /// into DIR; start coordinators with --auth-dir DIR and give each client its role's file
@@ -403,11 +377,16 @@ async fn run_coordinator(args: CoordinatorArgs) -> Result<(), CliError> {
     let bound = listener
         .local_addr()
         .map_err(|e| CliError::Other(e.to_string()))?;
+    // How the other coordinators reach this one: as --peers lists it, else the bound address
+    // (the host's name when bound to every interface).
     let advertised = config
         .peers
         .get(&config.node_id)
         .cloned()
-        .unwrap_or_else(|| bound.to_string());
+        .unwrap_or_else(|| match bound.ip().is_unspecified() {
+            true => format!("{}:{}", testfleet::worker::host_name(), bound.port()),
+            false => bound.to_string(),
+        });
     let node = Coordinator::start(config, advertised)
         .await
         .map_err(|e| CliError::Other(e.to_string()))?;
@@ -719,36 +698,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             testfleet::cli::capabilities::run(&target, worker.as_deref()).await
         }
         Command::Coordinator(args) => run_coordinator(*args).await,
-        Command::Cluster(ClusterCommand::Members { target }) => {
-            let members = testfleet::cli::members::members(&target.remote()?).await?;
-            print!(
-                "{}",
-                testfleet::cli::members::render(&members, target.output)
-            );
-            Ok(())
-        }
-        Command::Cluster(ClusterCommand::TransferLeader { id, target }) => {
-            let remote = target.remote()?;
-            let text = testfleet::cli::members::transfer_leader(&remote, id, target.output).await?;
-            print!("{text}");
-            Ok(())
-        }
-        Command::Cluster(ClusterCommand::Check { target, wait }) => {
-            use testfleet::cli::cluster_check;
-            let remote = target.remote()?;
-            let report = match cluster_check::run(&remote, wait).await {
-                Ok(report) => report,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Err(CliError::Exit(cluster_check::EXIT_UNCHECKED));
-                }
-            };
-            print!("{}", cluster_check::render(&report, target.output));
-            match report.exit_code() {
-                0 => Ok(()),
-                code => Err(CliError::Exit(code)),
-            }
-        }
+        Command::Cluster(command) => testfleet::cli::cluster::run(command).await,
         Command::Viz(args) => testfleet::cli::viz::run(args).await,
         Command::Status(target) => {
             let remote = target.remote()?;

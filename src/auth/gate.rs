@@ -39,7 +39,8 @@ pub fn access(path: &str) -> Access {
         (
             "testfleet.v1.Control",
             "Query" | "ProposeBench" | "StartCheck" | "GetCheckDigest" | "DrainWorker"
-            | "RemoveWorker" | "ListBreakers" | "SetBreaker" | "TransferLeader",
+            | "RemoveWorker" | "ListBreakers" | "SetBreaker" | "TransferLeader" | "AddNode"
+            | "RemoveNode" | "Snapshot" | "FetchSnapshot" | "RecoverWorker" | "ResetWorker",
         ) => Access::Operator,
         ("testfleet.v1.Jobs", _) => Access::Operator,
         ("testfleet.v1.Fleet", "Session") => Access::Worker,
@@ -278,6 +279,12 @@ mod tests {
             ("/testfleet.v1.Control/ReportHealth", Peer),
             ("/testfleet.v1.Jobs/SubmitJob", Operator),
             ("/testfleet.v1.Control/TransferLeader", Operator),
+            ("/testfleet.v1.Control/AddNode", Operator),
+            ("/testfleet.v1.Control/RemoveNode", Operator),
+            ("/testfleet.v1.Control/Snapshot", Operator),
+            ("/testfleet.v1.Control/FetchSnapshot", Operator),
+            ("/testfleet.v1.Control/RecoverWorker", Operator),
+            ("/testfleet.v1.Control/ResetWorker", Operator),
             ("/testfleet.v1.Jobs/CancelJob", Operator),
             ("/testfleet.v1.Jobs/GetJob", Operator),
             // Output relayed from the workers: an operator's, never a worker's.

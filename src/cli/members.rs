@@ -24,6 +24,8 @@ pub struct MemberLine {
     pub matched: Option<u64>,
     /// Entries behind the leader's last one.
     pub lag: Option<u64>,
+    /// Milliseconds since the leader last heard from it (none for the leader).
+    pub heard_ms: Option<u64>,
 }
 
 /// The membership (`-o json` prints it as is).
@@ -74,6 +76,7 @@ pub async fn members(remote: &Remote) -> Result<Members, CliError> {
                 (Some(last), Some(matched)) => Some(last.saturating_sub(matched)),
                 _ => None,
             },
+            heard_ms: m.millis_since_heard,
         })
         .collect();
     members.sort_by_key(|m| m.id);
@@ -106,6 +109,9 @@ pub fn render(members: &Members, output: Output) -> String {
                 },
                 dash(m.matched),
                 dash(m.lag),
+                m.heard_ms.map_or("-".to_string(), |ms| {
+                    format!("{:.1}s ago", ms as f64 / 1000.0)
+                }),
             ]
         })
         .collect();
@@ -115,7 +121,7 @@ pub fn render(members: &Members, output: Output) -> String {
         members.term,
         dash(members.leader_last_log_index),
         table(
-            &["ID", "ADDRESS", "ROLE", "LEADER", "MATCHED", "LAG"],
+            &["ID", "ADDRESS", "ROLE", "LEADER", "MATCHED", "LAG", "HEARD"],
             &rows
         )
     )

@@ -7,6 +7,7 @@
 pub mod args;
 pub mod breaker;
 pub mod capabilities;
+pub mod cluster;
 pub mod cluster_check;
 pub mod jobs;
 pub mod logs;

@@ -180,11 +180,22 @@ pub struct CoordinatorArgs {
     )]
     pub visualization_interval_ms: Option<u64>,
 
+    /// Join an existing cluster whose members are HOST:PORT,...: never initialise a cluster
+    /// of its own; wait until an operator adds this node (`testfleet cluster add-node`)
+    #[arg(
+        long,
+        env = "TESTFLEET_JOIN",
+        value_name = "HOST:PORT,...",
+        conflicts_with_all = ["peers", "coordinator_addresses"]
+    )]
+    pub join: Option<String>,
+
     /// The original design's spelling of a cluster start; needs --coordinator-addresses
     #[arg(long, requires = "coordinator_addresses")]
     pub high_availability: bool,
 
-    /// Every member as HOST:PORT,HOST:PORT,...; ids are the positions, from 1
+    /// The other coordinators (or all of them) as HOST:PORT,HOST:PORT,...; their ids are
+    /// learned by asking them at start
     #[arg(
         long,
         env = "TESTFLEET_COORDINATOR_ADDRESSES",
@@ -193,7 +204,8 @@ pub struct CoordinatorArgs {
     )]
     pub coordinator_addresses: Option<String>,
 
-    /// This node among --coordinator-addresses: its position (1-based) or its HOST:PORT
+    /// This node's id: a number, a name (coordinator1 is node 1), or its own HOST:PORT in
+    /// --coordinator-addresses (its position there is its id)
     #[arg(
         long,
         env = "TESTFLEET_COORDINATOR_ID",

@@ -183,8 +183,11 @@ pub enum ConfigError {
 /// How to write the items of a peers setting.
 fn hint(key: &str) -> &'static str {
     if key == "coordinator_addresses" {
-        "write every member as HOST:PORT, comma separated, e.g. \
-         `127.0.0.1:9001,127.0.0.1:9002` (this node included)"
+        "write the other coordinators (or all of them) as HOST:PORT, comma separated, e.g. \
+         `127.0.0.1:9001,127.0.0.1:9002`"
+    } else if key == "join" {
+        "write members of the cluster to join as HOST:PORT, comma separated, e.g. \
+         `10.0.0.11:8080,10.0.0.12:8080`"
     } else {
         "write peers as `1=127.0.0.1:9001,2=127.0.0.1:9002` on the command line, or \
          `1 = \"127.0.0.1:9001\"` under `[peers]` in the config file (every member, this node \

@@ -536,36 +536,52 @@ fn config_round_trips_through_toml() {
 }
 
 #[test]
-fn the_original_design_spelling_maps_to_peers() {
+fn the_original_design_spelling_names_this_node_and_lists_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let args = CoordinatorArgs {
         db_path: Some(dir.path().join("s.duckdb")),
         high_availability: true,
-        coordinator_addresses: Some("127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003".into()),
-        coordinator_id: Some("2".into()),
+        coordinator_addresses: Some("localhost:8081,localhost:8082".into()),
+        coordinator_id: Some("coordinator1".into()),
+        port: Some(8080),
         ..CoordinatorArgs::default()
     };
     let config = CoordinatorConfig::resolve(&args).unwrap();
-    assert_eq!(config.node_id, 2);
-    assert_eq!(config.listen.port(), 7002);
-    assert_eq!(config.peers.len(), 3);
-    assert_eq!(config.peers[&3], "127.0.0.1:7003");
+    assert_eq!(config.node_id, 1);
+    assert_eq!(config.name.as_deref(), Some("coordinator1"));
+    assert_eq!(config.listen.port(), 8080);
+    // The others' ids are learned by asking them at start.
+    assert!(config.peers.is_empty());
+    assert_eq!(config.discover, ["localhost:8081", "localhost:8082"]);
 
+    // Its own address in a list of all: its id is its position, its port from the list.
     let by_address = CoordinatorArgs {
+        coordinator_addresses: Some("127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003".into()),
         coordinator_id: Some("127.0.0.1:7003".into()),
+        port: None,
         ..args.clone()
     };
-    assert_eq!(CoordinatorConfig::resolve(&by_address).unwrap().node_id, 3);
-    let unknown = CoordinatorArgs {
+    let config = CoordinatorConfig::resolve(&by_address).unwrap();
+    assert_eq!((config.node_id, config.listen.port()), (3, 7003));
+    assert_eq!(config.discover.len(), 3);
+
+    let numeric = CoordinatorArgs {
         coordinator_id: Some("9".into()),
-        ..args
+        ..args.clone()
+    };
+    let config = CoordinatorConfig::resolve(&numeric).unwrap();
+    assert_eq!((config.node_id, config.name), (9, None));
+
+    let unknown = CoordinatorArgs {
+        coordinator_id: Some("no spaces please".into()),
+        ..args.clone()
     };
     let err = CoordinatorConfig::resolve(&unknown)
         .unwrap_err()
         .to_string();
     assert!(err.contains("for --coordinator-id:"), "{err}");
 
-    // A bad address is named as written there, not as the `id=address` it becomes.
+    // A bad address is named as written there.
     let bad = CoordinatorArgs {
         coordinator_addresses: Some("127.0.0.1:7001,nowhere".into()),
         coordinator_id: Some("1".into()),
@@ -576,7 +592,42 @@ fn the_original_design_spelling_maps_to_peers() {
         err.contains("bad peer `nowhere` in --coordinator-addresses"),
         "{err}"
     );
-    assert!(!err.contains("2=nowhere"), "{err}");
+}
+
+#[test]
+fn coordinator_names_give_readable_stable_ids() {
+    use crate::config::node_id_of;
+    assert_eq!(node_id_of("coordinator1"), Some(1));
+    assert_eq!(node_id_of("coord-12"), Some(12));
+    assert_eq!(node_id_of("7"), Some(7));
+    let east = node_id_of("east").unwrap();
+    assert_eq!(node_id_of("east"), Some(east), "stable");
+    assert_ne!(node_id_of("west"), Some(east));
+    assert!((1 << 47..1 << 48).contains(&east), "{east}");
+    for bad in ["", "0", "node0", "a b", "x/y"] {
+        assert_eq!(node_id_of(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn a_joining_node_names_the_cluster_and_lists_no_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = CoordinatorArgs {
+        node_id: Some(4),
+        join: Some("127.0.0.1:7001, 127.0.0.1:7002".into()),
+        ..args_in(dir.path())
+    };
+    let config = CoordinatorConfig::resolve(&args).unwrap();
+    assert_eq!(
+        config.join_addresses(),
+        ["127.0.0.1:7001", "127.0.0.1:7002"]
+    );
+    let bad = CoordinatorArgs {
+        join: Some("127.0.0.1:7001,nowhere".into()),
+        ..args
+    };
+    let err = CoordinatorConfig::resolve(&bad).unwrap_err().to_string();
+    assert!(err.contains("bad peer `nowhere` in `join` (--join)"), "{err}");
 }
 
 #[test]

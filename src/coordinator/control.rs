@@ -34,6 +34,10 @@ use super::{Coordinator, FORWARDED, forwarded};
 use crate::proto::control_client::ControlClient;
 use crate::proto::control_server::{Control, ControlServer};
 use crate::proto::{
+    AddNodeRequest, FetchSnapshotRequest, MembershipReply, RemoveNodeRequest, SnapshotReply,
+    SnapshotRequest,
+};
+use crate::proto::{
     BenchReply, BenchRequest, BreakerChange, BreakerInfo, BreakerList, CheckDigestReply,
     CheckDigestRequest, CheckState, DrainWorkerRequest, HealthAck, HealthReport,
     ListBreakersRequest, Member, NodeStatus, QueryReply, QueryRequest, RemoveWorkerRequest,
@@ -100,6 +104,12 @@ pub fn node_status(node: &Coordinator) -> NodeStatus {
                     .and_then(|m| m.as_ref().map(|l| l.index)),
                 None => None,
             },
+            millis_since_heard: metrics
+                .heartbeat
+                .as_ref()
+                .filter(|_| *id != metrics.id)
+                .and_then(|beats| beats.get(id).cloned().flatten())
+                .map(|at| openraft::Instant::elapsed(&*at).as_millis() as u64),
         })
         .collect();
     let leader_addr = metrics
@@ -122,6 +132,8 @@ pub fn node_status(node: &Coordinator) -> NodeStatus {
             .map(|at| openraft::Instant::elapsed(&**at).as_millis() as u64),
         db_path: node.config().db_path.display().to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        instance: node.instance(),
+        name: node.config().name.clone().unwrap_or_default(),
     }
 }
 
@@ -507,6 +519,69 @@ impl Control for ControlService {
         super::transfer::transfer(&self.node, request.get_ref().to)
             .await
             .map(Response::new)
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<AddNodeRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        if let Err(mut leader) = self.leading(&request).await? {
+            return leader.add_node(forwarded(request.into_inner())).await;
+        }
+        super::membership::add(&self.node, request.get_ref())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        if let Err(mut leader) = self.leading(&request).await? {
+            return leader.remove_node(forwarded(request.into_inner())).await;
+        }
+        super::membership::remove(&self.node, request.get_ref().id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<SnapshotRequest>,
+    ) -> Result<Response<SnapshotReply>, Status> {
+        if let Err(mut leader) = self.leading(&request).await? {
+            return leader.snapshot(forwarded(request.into_inner())).await;
+        }
+        super::membership::snapshot(&self.node)
+            .await
+            .map(Response::new)
+    }
+
+    async fn recover_worker(
+        &self,
+        _request: Request<crate::proto::RecoverWorkerRequest>,
+    ) -> Result<Response<WorkerChangeReply>, Status> {
+        Err(Status::unimplemented("TODO"))
+    }
+
+    async fn reset_worker(
+        &self,
+        _request: Request<crate::proto::ResetWorkerRequest>,
+    ) -> Result<Response<WorkerChangeReply>, Status> {
+        Err(Status::unimplemented("TODO"))
+    }
+
+    type FetchSnapshotStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<crate::proto::SnapshotPart, Status>>>;
+
+    async fn fetch_snapshot(
+        &self,
+        request: Request<FetchSnapshotRequest>,
+    ) -> Result<Response<Self::FetchSnapshotStream>, Status> {
+        let parts = super::membership::snapshot_parts(&self.node, request.get_ref().min_index)?;
+        Ok(Response::new(tokio_stream::iter(
+            parts.into_iter().map(Ok).collect::<Vec<_>>(),
+        )))
     }
 
     async fn set_breaker(

@@ -19,9 +19,11 @@
 
 pub mod batcher;
 pub mod control;
+pub mod discovery;
 pub mod jobs;
 pub mod leader;
 pub mod leadership;
+pub mod membership;
 pub mod monitor;
 pub mod output;
 pub mod recovery_loop;
@@ -140,6 +142,24 @@ pub struct Coordinator {
     draining: std::sync::atomic::AtomicBool,
     /// How long this node's proposals took to commit and apply (`/metrics`).
     pub commit_latency: crate::http::metrics::CommitLatency,
+    /// The operator's membership change this node is carrying out, if any
+    /// ([`membership`]): one at a time.
+    membership_change: std::sync::Mutex<Option<String>>,
+    /// Drawn at start: tells this process from another claiming the same id.
+    instance: u64,
+}
+
+/// Marks an operator's membership change as running until dropped.
+pub(crate) struct ChangeRunning<'a>(&'a Coordinator);
+
+impl Drop for ChangeRunning<'_> {
+    fn drop(&mut self) {
+        *self
+            .0
+            .membership_change
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 impl Coordinator {
@@ -190,7 +210,7 @@ impl Coordinator {
         .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
 
         let mut peers = config.peers.clone();
-        peers.entry(config.node_id).or_insert(advertised);
+        peers.entry(config.node_id).or_insert(advertised.clone());
         let coordinator = Arc::new(Coordinator {
             node_id: config.node_id,
             raft,
@@ -205,30 +225,52 @@ impl Coordinator {
             trust,
             draining: std::sync::atomic::AtomicBool::new(false),
             commit_latency: crate::http::metrics::CommitLatency::default(),
+            membership_change: std::sync::Mutex::new(None),
+            instance: uuid::Uuid::new_v4().as_u64_pair().0,
         });
         coordinator.watch_leadership();
-        coordinator.initialize_if_first().await?;
+        if !coordinator.config.discover.is_empty() {
+            tokio::spawn(discovery::discover(coordinator.clone(), advertised));
+        } else if coordinator.config.join.is_some() {
+            tokio::spawn(discovery::wait_to_be_added(coordinator.clone(), advertised));
+        } else {
+            coordinator.initialize_if_first().await?;
+        }
         Ok(coordinator)
     }
 
     /// On a cluster never initialised, the lowest configured id initialises the membership
     /// with every configured member. Every other node waits to be contacted.
     async fn initialize_if_first(&self) -> Result<(), CoordinatorError> {
+        if self.peers.keys().next().copied() != Some(self.node_id) {
+            return Ok(());
+        }
+        self.initialize_with(self.peers.clone()).await
+    }
+
+    /// Initialises a cluster of `members` if this node has the lowest id among them and the
+    /// cluster was never initialised; otherwise does nothing.
+    pub(crate) async fn initialize_with(
+        &self,
+        members: BTreeMap<u64, String>,
+    ) -> Result<(), CoordinatorError> {
         let initialized = self
             .raft
             .is_initialized()
             .await
             .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
-        let lowest = self.peers.keys().next().copied();
-        if initialized || lowest != Some(self.node_id) {
+        if initialized || members.keys().next().copied() != Some(self.node_id) {
             return Ok(());
         }
-        let members: BTreeMap<u64, BasicNode> = self
-            .peers
-            .iter()
-            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        tracing::info!(
+            node_id = self.node_id,
+            ?members,
+            "initialising a new cluster"
+        );
+        let members: BTreeMap<u64, BasicNode> = members
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode { addr }))
             .collect();
-        tracing::info!(node_id = self.node_id, members = ?self.peers, "initialising a new cluster");
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
             // Another path got there first (e.g. a restart raced with a vote): fine.
@@ -298,6 +340,38 @@ impl Coordinator {
         self.forwarding
             .get(addr)
             .map_err(|e| tonic::Status::unavailable(format!("bad peer address {addr:?}: {e}")))
+    }
+
+    /// The random number this process drew at start (`NodeStatus.instance`).
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    /// The operator's membership change under way on this node, if any.
+    pub fn membership_change_running(&self) -> Option<String> {
+        self.membership_change
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Claims the one membership-change slot for `what`, or says which change holds it.
+    pub(crate) fn begin_membership_change(
+        &self,
+        what: String,
+    ) -> Result<ChangeRunning<'_>, tonic::Status> {
+        let mut slot = self
+            .membership_change
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = slot.as_ref() {
+            return Err(tonic::Status::failed_precondition(format!(
+                "another membership change is under way ({running}); wait for it to finish and \
+                 retry"
+            )));
+        }
+        *slot = Some(what);
+        Ok(ChangeRunning(self))
     }
 
     /// The configured address of a member.

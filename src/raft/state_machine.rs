@@ -350,6 +350,33 @@ fn read_snapshot_file(snapshot_dir: &Path) -> io::Result<Option<StoredSnapshot>>
     }
 }
 
+/// What a snapshot file (`current.snapshot`, or a backup of one) covers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotFileMeta {
+    /// The last log index and term it covers (0 for a snapshot of nothing).
+    pub index: u64,
+    pub term: u64,
+    /// The membership it carries: each member's id and address, and whether it votes.
+    pub members: Vec<(u64, String, bool)>,
+}
+
+/// Reads what a snapshot file's bytes cover; an error says why they are not a snapshot.
+pub fn snapshot_file_meta(bytes: &[u8]) -> Result<SnapshotFileMeta, String> {
+    let (stored, _) =
+        bincode::serde::decode_from_slice::<StoredSnapshot, _>(bytes, bincode_config())
+            .map_err(|e| format!("not a Testfleet snapshot ({e})"))?;
+    let membership = stored.meta.last_membership.membership();
+    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    Ok(SnapshotFileMeta {
+        index: stored.meta.last_log_id.map_or(0, |l| l.index),
+        term: stored.meta.last_log_id.map_or(0, |l| l.leader_id.term),
+        members: membership
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone(), voters.contains(id)))
+            .collect(),
+    })
+}
+
 /// The last log index the snapshot kept in `snapshot_dir` covers: `None` without a readable
 /// snapshot (or for a snapshot of nothing).
 pub fn saved_snapshot_index(snapshot_dir: &Path) -> io::Result<Option<u64>> {

@@ -23,6 +23,7 @@ mod jobs_e2e;
 mod limits;
 mod logs;
 mod members;
+mod membership;
 mod placement;
 mod reads_cli;
 mod recovery;

@@ -394,6 +394,51 @@ impl Control for RoleRecorder {
     ) -> Result<Response<crate::proto::TransferLeaderReply>, Status> {
         Err(Status::unimplemented("test"))
     }
+
+    async fn add_node(
+        &self,
+        _: Request<crate::proto::AddNodeRequest>,
+    ) -> Result<Response<crate::proto::MembershipReply>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+
+    async fn remove_node(
+        &self,
+        _: Request<crate::proto::RemoveNodeRequest>,
+    ) -> Result<Response<crate::proto::MembershipReply>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+
+    async fn snapshot(
+        &self,
+        _: Request<crate::proto::SnapshotRequest>,
+    ) -> Result<Response<crate::proto::SnapshotReply>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+
+    async fn recover_worker(
+        &self,
+        _: Request<crate::proto::RecoverWorkerRequest>,
+    ) -> Result<Response<crate::proto::WorkerChangeReply>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+
+    async fn reset_worker(
+        &self,
+        _: Request<crate::proto::ResetWorkerRequest>,
+    ) -> Result<Response<crate::proto::WorkerChangeReply>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+
+    type FetchSnapshotStream =
+        tokio_stream::wrappers::ReceiverStream<Result<crate::proto::SnapshotPart, Status>>;
+
+    async fn fetch_snapshot(
+        &self,
+        _: Request<crate::proto::FetchSnapshotRequest>,
+    ) -> Result<Response<Self::FetchSnapshotStream>, Status> {
+        Err(Status::unimplemented("test"))
+    }
 }
 
 /// Connects to `addr` over TLS and calls `Status`; any failure as text.
