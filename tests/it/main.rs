@@ -9,6 +9,7 @@ mod chaos;
 mod cli_input;
 mod cluster;
 mod cluster_check;
+mod cluster_dir;
 mod cluster_process;
 mod conformance;
 mod crash_restart;
