@@ -201,18 +201,19 @@ impl SizeRun {
     }
 }
 
-/// The largest size's median against the smallest's.
+/// The largest size's median against the smallest's (`None` where the smallest is 0).
 #[derive(Clone, Debug, Serialize)]
 pub struct Ratios {
     pub from_commands: u64,
     pub to_commands: u64,
-    pub restart_serving: f64,
-    pub restart_applied: f64,
-    pub rejoin_serving: f64,
-    pub rejoin_applied: f64,
-    pub duckdb_bytes: f64,
-    pub log_bytes: f64,
-    pub snapshot_bytes: f64,
+    pub restart_serving: Option<f64>,
+    pub restart_applied: Option<f64>,
+    pub rejoin_serving: Option<f64>,
+    pub rejoin_applied: Option<f64>,
+    pub duckdb_bytes: Option<f64>,
+    pub log_bytes: Option<f64>,
+    /// `None` when the smallest size has no snapshot.
+    pub snapshot_bytes: Option<f64>,
 }
 
 /// The report.
@@ -616,7 +617,7 @@ pub async fn run(args: &CatchupArgs) -> Result<CatchupReport, CliError> {
     }
     let ratios = match (runs.first(), runs.last()) {
         (Some(a), Some(b)) if runs.len() > 1 => {
-            let r = |x: f64, y: f64| if x > 0.0 { y / x } else { 0.0 };
+            let r = |x: f64, y: f64| (x > 0.0).then(|| y / x);
             Some(Ratios {
                 from_commands: a.commands,
                 to_commands: b.commands,
@@ -772,19 +773,19 @@ pub fn render(report: &CatchupReport, output: Output) -> String {
                 &rows,
             ));
             if let Some(r) = &report.ratios {
+                let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
                 out.push_str(&format!(
-                    "\nRatios {} / {} commands: restart serving {:.2}, restart applied {:.2}, \
-                     rejoin serving {:.2}, rejoin applied {:.2}; DuckDB {:.2}, log {:.2}, \
-                     snapshot {:.2}\n",
+                    "\nRatios {} / {} commands: restart serving {}, restart applied {}, \
+                     rejoin serving {}, rejoin applied {}; DuckDB {}, log {}, snapshot {}\n",
                     r.to_commands,
                     r.from_commands,
-                    r.restart_serving,
-                    r.restart_applied,
-                    r.rejoin_serving,
-                    r.rejoin_applied,
-                    r.duckdb_bytes,
-                    r.log_bytes,
-                    r.snapshot_bytes
+                    f(r.restart_serving),
+                    f(r.restart_applied),
+                    f(r.rejoin_serving),
+                    f(r.rejoin_applied),
+                    f(r.duckdb_bytes),
+                    f(r.log_bytes),
+                    f(r.snapshot_bytes)
                 ));
             }
             out
