@@ -25,6 +25,12 @@
 //! read after each repetition. Every figure is the median over the repetitions, with every
 //! sample in the JSON document; the ratios compare the largest size with the smallest. Times
 //! are found by polling every 5 ms, so each includes up to that much polling delay.
+//!
+//! A rejoin includes the wait for the leader's next attempt to reach the follower: openraft
+//! backs off from an unreachable node (200, 400, 800 ms, then every second by default), so
+//! that wait is anywhere from nothing to a second and dominates a single sample; compare
+//! medians over several repetitions, and `snapshot_received_ms` against `applied_ms` for
+//! the install and the log tail alone.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
