@@ -330,6 +330,9 @@ enum BenchCommand {
     /// The same job with and without circuit breakers while one worker suffers each failure
     /// type; report, JSON and charts in benchmark_reports/<timestamp>/
     Breaker(testfleet::bench::breaker::BreakerBenchArgs),
+    /// A restarted follower, and one absent while N commands were committed, until caught
+    /// up, at several sizes of state
+    Catchup(testfleet::bench::catchup::CatchupArgs),
 }
 
 /// The log filter without `RUST_LOG`. openraft warns on every failed heartbeat and replication
@@ -795,6 +798,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 ),
                 Output::Table => print!("{}", report.markdown()),
             }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Catchup(args)) => {
+            let report = bench::catchup::run(&args).await?;
+            print!("{}", bench::catchup::render(&report, args.output));
             Ok(())
         }
         Command::Bench(BenchCommand::Claims(args)) => {

@@ -15,6 +15,9 @@
 //!   fleet holds a session with the new leader.
 //! * [`failover`] (`bench failover`): the leader SIGKILLed or paused, until a new leader is
 //!   elected and until the first write is acknowledged.
+//! * [`catchup`] (`bench catchup`): a restarted follower, and one that was down while N
+//!   commands were committed, until each has applied the leader's commit index, at several
+//!   sizes of state (log replay, snapshot install), with the state's size on disk.
 //! * [`breaker`] (`bench breaker`, `./run_circuit_breaker_benchmark.sh`): the same job with and
 //!   without circuit breakers while one worker suffers each failure type.
 //! * [`claims`] (`bench claims`): the figures the replaced system claimed — recovery, and a
@@ -24,6 +27,7 @@
 //! ran on, so that a later change can be measured the same way.
 
 pub mod breaker;
+pub mod catchup;
 pub mod claims;
 pub mod commit;
 pub mod failover;

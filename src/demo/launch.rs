@@ -94,6 +94,8 @@ pub struct LocalCluster {
     /// Each role's credentials, read once when the cluster starts (status polls use them
     /// every 20 ms).
     credentials: BTreeMap<Role, Credentials>,
+    /// Environment variables set on every process started from now on ([`Self::set_env`]).
+    env: Vec<(String, String)>,
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the OS will not hand it out again soon).
@@ -227,6 +229,7 @@ impl LocalCluster {
             credentials: read_credentials(auth_dir.as_deref(), tls_dir.as_deref()),
             auth_dir,
             tls_dir,
+            env: Vec::new(),
         };
         for id in 1..=n {
             cluster.spawn(id)?;
@@ -265,6 +268,7 @@ impl LocalCluster {
             .args(["--duckdb-threads", "1", "--duckdb-memory-limit", "256MB"])
             .args(&self.extra_args)
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -272,6 +276,13 @@ impl LocalCluster {
             .map_err(|source| LaunchError::Spawn { id, source })?;
         node.child = Some(child);
         Ok(())
+    }
+
+    /// Sets `key` to `value` in the environment of every node process started from now on
+    /// (a [`Self::restart`]), e.g. `RUST_LOG` to have a restarted node log what it does.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     /// The directory of the token files the nodes check, if they check tokens.

@@ -5,6 +5,7 @@ mod auth;
 mod auto_recovery;
 mod breakers;
 mod capabilities;
+mod catchup_bench;
 mod chaos;
 mod cli_input;
 mod cluster;
