@@ -216,7 +216,7 @@ pub fn disk_pressure(sample: &Sample, limits: &HealthLimits) -> bool {
 pub fn memory_threshold(sample: &Sample, config: &SelfHealing) -> Option<u64> {
     config.memory_pressure_rss_bytes.or_else(|| {
         (sample.mem_total_bytes > 0)
-            .then(|| (sample.mem_total_bytes as f64 * config.limits.rss_degraded) as u64)
+            .then_some((sample.mem_total_bytes as f64 * config.limits.rss_degraded) as u64)
     })
 }
 
