@@ -15,7 +15,8 @@ use serde_json::Value;
 use testfleet::proto::{StatusRequest, TransferLeaderRequest};
 
 use super::support::{
-    Tmpfs, client, eventually, local_cluster, query, query_consistent, start_coordinator, test_dir,
+    Tmpfs, client, eventually, local_cluster, query, query_consistent, run, start_coordinator,
+    test_dir,
 };
 
 const MIB: u64 = 1 << 20;
@@ -134,6 +135,13 @@ async fn a_leader_whose_disk_fills_hands_over_to_a_healthy_follower_and_relieves
         },
     )
     .await;
+    // The early warning is visible to an operator.
+    let (code, shown, err) = run(&["status", "--coordinator", cluster.addr(1)], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        shown.contains("HEALTH") && shown.contains("critical: data disk free"),
+        "{shown}"
+    );
 
     let successor = cluster
         .leader(Duration::from_secs(60), Some(1))
