@@ -149,6 +149,8 @@ pub struct CoordinatorConfig {
     /// On by default; with `enabled = false` the base recovery policy
     /// (`max_recovery_attempts`, `recovery_interval_ms`) stays in force.
     pub breakers: crate::recovery::fleet::BreakerSettings,
+    /// Self-health sampling, thresholds and actions (`[self_healing]`, see [`SelfHealing`]).
+    pub self_healing: SelfHealing,
 }
 
 impl Default for CoordinatorConfig {
@@ -174,6 +176,7 @@ impl Default for CoordinatorConfig {
             recovery_interval_ms: 60_000,
             enable_proactive_recovery: true,
             breakers: crate::recovery::fleet::BreakerSettings::default(),
+            self_healing: SelfHealing::default(),
             auth_dir: None,
             tls_cert: None,
             tls_key: None,
@@ -345,6 +348,9 @@ impl CoordinatorConfig {
         if let Err(reason) = self.breakers.validate() {
             return Err(invalid("breakers", "(see the reason)", &reason));
         }
+        self.self_healing
+            .validate()
+            .map_err(ConfigError::SelfHealing)?;
         if self.snapshot_logs_since_last == 0 {
             return Err(invalid(
                 "snapshot_logs_since_last",
@@ -812,8 +818,10 @@ fn check_writable_dir(what: &'static str, dir: &Path) -> Result<(), ConfigError>
 
 mod args;
 mod error;
+mod healing;
 pub use args::CoordinatorArgs;
 pub use error::{ConfigError, setting};
+pub use healing::SelfHealing;
 
 #[cfg(test)]
 mod tests;

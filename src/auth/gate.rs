@@ -277,6 +277,7 @@ mod tests {
             ("/testfleet.v1.Control/ListBreakers", Operator),
             ("/testfleet.v1.Control/SetBreaker", Operator),
             ("/testfleet.v1.Control/ReportHealth", Peer),
+            ("/testfleet.v1.Control/ReportRecovery", Peer),
             ("/testfleet.v1.Jobs/SubmitJob", Operator),
             ("/testfleet.v1.Control/TransferLeader", Operator),
             ("/testfleet.v1.Control/AddNode", Operator),

@@ -26,6 +26,10 @@ pub struct NodeLine {
     pub last_log_index: Option<u64>,
     pub committed: Option<u64>,
     pub voter: Option<bool>,
+    /// The node's own health at its latest sample: ok, degraded or critical.
+    pub health: Option<String>,
+    /// Why it is not ok.
+    pub health_reasons: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -126,6 +130,8 @@ pub async fn collect(remote: &Remote) -> Result<ClusterStatus, CliError> {
                     last_log_index: s.last_log_index,
                     committed: s.committed,
                     voter: member.map(|m| m.1),
+                    health: Some(s.health_level).filter(|h| !h.is_empty()),
+                    health_reasons: s.health_reasons,
                     error: None,
                 },
                 Err(e) => NodeLine {
@@ -139,6 +145,8 @@ pub async fn collect(remote: &Remote) -> Result<ClusterStatus, CliError> {
                     last_log_index: None,
                     committed: None,
                     voter: member.map(|m| m.1),
+                    health: None,
+                    health_reasons: Vec::new(),
                     error: Some(e),
                 },
             }
@@ -159,6 +167,15 @@ pub async fn collect(remote: &Remote) -> Result<ClusterStatus, CliError> {
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map_or_else(|| "-".to_string(), T::to_string)
+}
+
+/// A node's health as the table shows it: the level, and why when it is not ok.
+fn health_cell(node: &NodeLine) -> String {
+    match &node.health {
+        None => "-".to_string(),
+        Some(level) if node.health_reasons.is_empty() => level.clone(),
+        Some(level) => format!("{level}: {}", node.health_reasons.join("; ")),
+    }
 }
 
 /// Renders the report.
@@ -189,6 +206,7 @@ pub fn render(status: &ClusterStatus, output: Output) -> String {
                         opt(&n.term),
                         opt(&n.committed),
                         opt(&n.last_applied),
+                        health_cell(n),
                         n.error.clone().unwrap_or_default(),
                     ]
                 })
@@ -202,6 +220,7 @@ pub fn render(status: &ClusterStatus, output: Output) -> String {
                     "TERM",
                     "COMMITTED",
                     "APPLIED",
+                    "HEALTH",
                     "ERROR",
                 ],
                 &rows,

@@ -112,6 +112,15 @@ pub enum ConfigError {
         reason: String,
     },
 
+    /// A key of the `[self_healing]` section has a value it cannot take.
+    #[error(
+        "invalid value `{}` for `{}` in the config file: {}",
+        .0.value,
+        .0.key,
+        .0.reason
+    )]
+    SelfHealing(super::healing::Invalid),
+
     /// Some of the three mutual-TLS files are set, not all.
     #[error(
         "mutual TLS needs all three of `tls_cert`, `tls_key` and `tls_ca` (--tls-cert, \

@@ -40,9 +40,9 @@ use crate::proto::{
 use crate::proto::{
     BenchReply, BenchRequest, BreakerChange, BreakerInfo, BreakerList, CheckDigestReply,
     CheckDigestRequest, CheckState, DrainWorkerRequest, HealthAck, HealthReport,
-    ListBreakersRequest, Member, NodeStatus, QueryReply, QueryRequest, RemoveWorkerRequest,
-    SetBreakerRequest, StartCheckReply, StartCheckRequest, StatusRequest, TableDigest,
-    TransferLeaderReply, TransferLeaderRequest, WorkerChangeReply,
+    ListBreakersRequest, Member, NodeStatus, QueryReply, QueryRequest, RecoveryReport,
+    RemoveWorkerRequest, SetBreakerRequest, StartCheckReply, StartCheckRequest, StatusRequest,
+    TableDigest, TransferLeaderReply, TransferLeaderRequest, WorkerChangeReply,
 };
 use crate::query;
 use crate::raft::replica_check::Answer;
@@ -116,6 +116,11 @@ pub fn node_status(node: &Coordinator) -> NodeStatus {
         .current_leader
         .and_then(|id| membership.get_node(&id).map(|n| n.addr.clone()))
         .unwrap_or_default();
+    let health = node
+        .health
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     NodeStatus {
         node_id: metrics.id,
         role: role_name(metrics.state).to_string(),
@@ -134,6 +139,11 @@ pub fn node_status(node: &Coordinator) -> NodeStatus {
         version: env!("CARGO_PKG_VERSION").to_string(),
         instance: node.instance(),
         name: node.config().name.clone().unwrap_or_default(),
+        health_level: health
+            .as_ref()
+            .map_or(String::new(), |h| h.level_name().to_string()),
+        health_at_us: health.as_ref().map(|h| h.at.micros()),
+        health_reasons: health.map(|h| h.reasons).unwrap_or_default(),
     }
 }
 
@@ -450,6 +460,36 @@ impl Control for ControlService {
             Err(RaftError::Fatal(e)) => Err(fatal(e)),
         }
     }
+    async fn report_recovery(
+        &self,
+        request: Request<RecoveryReport>,
+    ) -> Result<Response<HealthAck>, Status> {
+        let r = request.get_ref();
+        let command = Command::RecordSystemRecovery {
+            system_status: r.system_status.clone(),
+            success: r.success,
+            affected_workers: r.affected_workers,
+            affected_tasks: r.affected_tasks,
+            details_json: r.details_json.clone(),
+            at: Timestamp(r.at_us),
+        };
+        limits::check(&command).map_err(Status::invalid_argument)?;
+        match self.node.write(command).await {
+            Ok(response) => Ok(Response::new(HealthAck {
+                log_index: response.log_id.index,
+            })),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
+                let mut client = self.leader_client(&request, leader).await?;
+                client
+                    .report_recovery(forwarded(request.into_inner()))
+                    .await
+            }
+            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+
     async fn start_check(
         &self,
         request: Request<StartCheckRequest>,

@@ -27,6 +27,7 @@ pub mod membership;
 pub mod monitor;
 pub mod output;
 pub mod recovery_loop;
+pub mod relief;
 pub mod self_health;
 pub mod sessions;
 pub mod transfer;
@@ -130,6 +131,8 @@ pub struct Coordinator {
     pub(crate) leadership: std::sync::Mutex<Option<Arc<leadership::Leadership>>>,
     /// Client requests that failed, for the self-health sample.
     pub errors: crate::health::sampler::ErrorRate,
+    /// This node's latest health verdict, for `Control.Status`.
+    pub(crate) health: std::sync::Mutex<Option<self_health::Latest>>,
     /// Keeps openraft's leader-change watch alive.
     watch: std::sync::Mutex<Option<openraft::WatchChangeHandle<TypeConfig>>>,
     /// One channel per peer address for the client requests this node forwards to the leader
@@ -220,6 +223,7 @@ impl Coordinator {
             peers,
             leadership: std::sync::Mutex::new(None),
             errors: crate::health::sampler::ErrorRate::new(),
+            health: std::sync::Mutex::new(None),
             watch: std::sync::Mutex::new(None),
             forwarding: crate::raft::network::PeerChannels::new(trust.peer.clone()),
             trust,

@@ -45,7 +45,9 @@
 //! [`sampler`] measures this coordinator's own resources (CPU, memory, disk, descriptors,
 //! request error rate) and judges whether it is fit to lead; a leader whose health is critical
 //! hands leadership over (ARCHITECTURE.md § Self-health). Samples are replicated as
-//! `HealthSample` commands.
+//! `HealthSample` commands. [`healing`] decides, from each sample, what the node does about
+//! its health: warn, relieve disk or memory pressure, hand leadership over.
 
 pub mod detector;
+pub mod healing;
 pub mod sampler;

@@ -402,16 +402,16 @@ fn parse_snmp_tcp_errors(text: &str) -> Result<u64, String> {
 
 /// Free and total space of a file system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DiskSpace {
+pub struct DiskSpace {
     /// Available to unprivileged processes (`f_bavail`).
-    free_bytes: u64,
+    pub free_bytes: u64,
     /// The file system's size (`f_blocks`).
-    total_bytes: u64,
+    pub total_bytes: u64,
 }
 
 /// `statvfs(path)`. Sizes are in units of `f_frsize` (the fundamental block size), falling
 /// back to `f_bsize` for file systems that leave it 0.
-fn disk_space(path: &Path) -> Result<DiskSpace, SampleError> {
+pub fn disk_space(path: &Path) -> Result<DiskSpace, SampleError> {
     let failed = |source| SampleError::Statvfs {
         path: path.to_path_buf(),
         source,
@@ -640,6 +640,10 @@ pub struct HealthLimits {
     /// Default 1 GiB: on a large disk 5 % is plenty, but a snapshot plus a checkpoint needs
     /// room in absolute terms.
     pub disk_free_critical_bytes: u64,
+    /// Free data-disk space in bytes below which the node is degraded whatever the fraction.
+    /// Default 0 (off): the fraction decides. A small data disk (a tmpfs, a volume sized for
+    /// the database) is judged by bytes, not by its share of a large one.
+    pub disk_free_degraded_bytes: u64,
     /// Open descriptors as a fraction of the soft `RLIMIT_NOFILE` at or above which the node
     /// is degraded. Default 0.8.
     pub fds_degraded: f64,
@@ -666,6 +670,7 @@ impl Default for HealthLimits {
             disk_free_degraded: 0.10,
             disk_free_critical: 0.05,
             disk_free_critical_bytes: GIB,
+            disk_free_degraded_bytes: 0,
             fds_degraded: 0.8,
             fds_critical: 0.95,
             error_rate_degraded: 0.1,
@@ -741,6 +746,11 @@ pub fn assess(sample: &Sample, error_rate: f64, limits: &HealthLimits) -> Assess
             report(
                 HealthLevel::Degraded,
                 describe(percent(limits.disk_free_degraded)),
+            );
+        } else if sample.disk_free_bytes < limits.disk_free_degraded_bytes {
+            report(
+                HealthLevel::Degraded,
+                describe(gib(limits.disk_free_degraded_bytes)),
             );
         }
     }

@@ -481,6 +481,28 @@ impl StateMachine {
         self.shared.flush().map(|_| ())
     }
 
+    /// Writes everything applied to DuckDB, then checkpoints it (its WAL folded into the file
+    /// and truncated), under the store lock that serialises flushes: apply is never blocked
+    /// and no flush interleaves with the checkpoint.
+    pub fn checkpoint(&self) -> io::Result<()> {
+        let mut store = lock(&self.shared.store);
+        self.shared.flush_with(&mut store)?;
+        Ok(store.checkpoint()?)
+    }
+
+    /// Sets DuckDB's `memory_limit` to `bytes`, under the store lock; returns the limit as
+    /// DuckDB then reports it.
+    pub fn set_memory_limit(&self, bytes: u64) -> io::Result<String> {
+        let store = lock(&self.shared.store);
+        store.set_memory_limit(bytes)?;
+        Ok(store.memory_limit()?)
+    }
+
+    /// DuckDB's `memory_limit` as it reports it.
+    pub fn memory_limit(&self) -> io::Result<String> {
+        Ok(lock(&self.shared.store).memory_limit()?)
+    }
+
     /// Runs `f` with the in-memory view (e.g. to rebuild leader soft state).
     pub fn with_machine<T>(&self, f: impl FnOnce(&Machine) -> T) -> T {
         f(&lock(&self.shared.memory).machine)

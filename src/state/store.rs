@@ -67,6 +67,9 @@ fn sandboxed(settings: &DbSettings) -> duckdb::Result<duckdb::Config> {
         .enable_external_access(false)?
         .with("autoinstall_known_extensions", "false")?
         .with("autoload_known_extensions", "false")?
+        // Self-healing lowers the memory limit under memory pressure (`Store::set_memory_limit`).
+        // The `sql` reader cannot: its guard refuses every `SET` (`crate::query`).
+        .with("allowed_configs", "[memory_limit]")?
         .with("lock_configuration", "true")
 }
 
@@ -153,6 +156,33 @@ impl Store {
     /// The connection, for read-only queries on this thread.
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Writes DuckDB's WAL into the database file and truncates it (`CHECKPOINT`). The caller
+    /// holds the store, so no flush runs meanwhile.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .execute_batch("CHECKPOINT;")
+            .map_err(db("checkpointing the database"))
+    }
+
+    /// Sets DuckDB's `memory_limit` for the whole database, to `bytes` (rounded down to KiB).
+    pub fn set_memory_limit(&self, bytes: u64) -> Result<()> {
+        self.conn
+            .execute_batch(&format!(
+                "SET memory_limit = '{}KiB';",
+                (bytes / 1024).max(1)
+            ))
+            .map_err(db("setting the memory limit"))
+    }
+
+    /// DuckDB's `memory_limit` as it reports it (e.g. `476.8 MiB`).
+    pub fn memory_limit(&self) -> Result<String> {
+        self.conn
+            .query_row("SELECT current_setting('memory_limit')", [], |row| {
+                row.get::<_, String>(0)
+            })
+            .map_err(db("reading the memory limit"))
     }
 
     /// What has been applied, or `None` for a database that never applied anything.

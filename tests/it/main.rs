@@ -31,6 +31,7 @@ mod reads_cli;
 mod recovery;
 mod replication;
 mod requeue_pacing;
+mod self_healing;
 mod snapshot;
 mod sql_sandbox;
 mod support;

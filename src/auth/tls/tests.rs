@@ -346,6 +346,13 @@ impl Control for RoleRecorder {
         Err(Status::unimplemented("test"))
     }
 
+    async fn report_recovery(
+        &self,
+        _: Request<crate::proto::RecoveryReport>,
+    ) -> Result<Response<HealthAck>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+
     async fn start_check(
         &self,
         _: Request<StartCheckRequest>,

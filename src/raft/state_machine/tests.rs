@@ -195,3 +195,44 @@ async fn replicas_that_flushed_at_different_moments_hold_the_same_rows() {
         assert_eq!(a, b, "{} depends on when DuckDB was flushed", a.table);
     }
 }
+
+/// Self-healing's DuckDB levers: the memory limit can be lowered and raised although the
+/// configuration is locked (the `sql` sandbox's locks stay), and a checkpoint runs under the
+/// store lock on a file database with applied rows.
+#[tokio::test]
+async fn the_memory_limit_moves_and_a_checkpoint_runs_on_a_locked_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = DbSettings {
+        threads: 1,
+        memory_limit: "512MB".to_string(),
+    };
+    let mut sm = StateMachine::open(
+        &dir.path().join("s.duckdb"),
+        &dir.path().join("snap"),
+        &settings,
+    )
+    .unwrap();
+    let before = sm.memory_limit().unwrap();
+    let lowered = sm.set_memory_limit(256 * 1000 * 1000).unwrap();
+    assert_ne!(before, lowered);
+    assert!(lowered.contains("MiB"), "{before} -> {lowered}");
+    assert_eq!(sm.memory_limit().unwrap(), lowered);
+    // The sandbox's locks hold for everything else.
+    let reader = sm.reader().unwrap();
+    let refused = reader.execute_batch("SET threads = 4;").unwrap_err();
+    assert!(refused.to_string().contains("locked"), "{refused}");
+    // Every connection of the instance sees the lowered limit.
+    let seen: String = reader
+        .query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(seen, lowered);
+    sm.apply(futures::stream::iter(
+        (1..=3).map(|i| Ok((entry(i, bench()), None))),
+    ))
+    .await
+    .unwrap();
+    sm.checkpoint().unwrap();
+    assert_eq!(sm.durable_index(), Some(3), "the checkpoint flushed first");
+    sm.set_memory_limit(512 * 1000 * 1000).unwrap();
+    assert_eq!(sm.memory_limit().unwrap(), before);
+}
