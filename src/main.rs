@@ -280,6 +280,25 @@ enum RecoveryCommand {
     },
     /// Success rates, recovery times, task preservation, load and failure patterns
     Report(Target),
+    /// Ask recovery to bring a failed, permanently failed or quarantined worker back, with
+    /// the attempts and window of a level; each attempt is a worker_recovery_history row
+    RecoverWorker {
+        worker: String,
+        #[arg(long, value_enum, default_value = "medium")]
+        level: cli::recovery::Level,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Lift a worker's quarantine or permanent failure: with a session it is healthy at once,
+    /// without one its next connection makes it so
+    Reset {
+        worker: String,
+        /// Why, recorded with the change
+        #[arg(long, default_value = "no reason given")]
+        reason: String,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand)]
@@ -683,6 +702,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             task,
             limit,
         }) => cli::recovery::history(&target, worker.as_deref(), task.as_deref(), limit).await,
+        Command::Recovery(RecoveryCommand::RecoverWorker {
+            worker,
+            level,
+            target,
+        }) => cli::recovery::recover_worker(&target, &worker, level).await,
+        Command::Recovery(RecoveryCommand::Reset {
+            worker,
+            reason,
+            target,
+        }) => cli::recovery::reset(&target, &worker, &reason).await,
         Command::Recovery(RecoveryCommand::Report(target)) => {
             let remote = target.remote()?;
             let report = testfleet::cli::recovery_report::report(&remote).await?;

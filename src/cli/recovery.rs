@@ -85,3 +85,74 @@ mod tests {
         assert!(crate::query::check_read_only(&all).is_ok());
     }
 }
+
+/// The recovery level an operator asks for (`recovery recover-worker --level`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Level {
+    /// 3 attempts, 30 s each
+    Low,
+    /// 5 attempts, 15 s each
+    Medium,
+    /// 10 attempts, 5 s each
+    High,
+}
+
+/// `testfleet recovery recover-worker WORKER [--level L]`: a command in the log; the leader
+/// then runs the recovery. Prints the worker's status after the request.
+pub async fn recover_worker(target: &Target, worker: &str, level: Level) -> Result<(), CliError> {
+    let level = match level {
+        Level::Low => "low",
+        Level::Medium => "medium",
+        Level::High => "high",
+    };
+    let request = crate::proto::RecoverWorkerRequest {
+        worker: worker.to_string(),
+        level: level.to_string(),
+    };
+    let reply = super::jobs::with_retry_control(&target.remote()?, |mut client| {
+        let request = request.clone();
+        async move { client.recover_worker(request).await.map(|r| r.into_inner()) }
+    })
+    .await?;
+    print!(
+        "{}",
+        changed(
+            &reply,
+            &format!("recovery at level {level} started"),
+            target.output
+        )
+    );
+    Ok(())
+}
+
+/// `testfleet recovery reset WORKER [--reason R]`: lifts a quarantine or a permanent failure.
+pub async fn reset(target: &Target, worker: &str, reason: &str) -> Result<(), CliError> {
+    let request = crate::proto::ResetWorkerRequest {
+        worker: worker.to_string(),
+        reason: reason.to_string(),
+    };
+    let reply = super::jobs::with_retry_control(&target.remote()?, |mut client| {
+        let request = request.clone();
+        async move { client.reset_worker(request).await.map(|r| r.into_inner()) }
+    })
+    .await?;
+    print!("{}", changed(&reply, "reset", target.output));
+    Ok(())
+}
+
+fn changed(reply: &crate::proto::WorkerChangeReply, what: &str, output: super::Output) -> String {
+    match output {
+        super::Output::Json => {
+            serde_json::json!({
+                "worker": reply.worker_id,
+                "status": reply.status,
+                "holding": reply.holding,
+            })
+            .to_string()
+                + "\n"
+        }
+        super::Output::Table => {
+            format!("worker {}: {what}; now {}\n", reply.worker_id, reply.status)
+        }
+    }
+}

@@ -627,7 +627,10 @@ fn a_joining_node_names_the_cluster_and_lists_no_peers() {
         ..args
     };
     let err = CoordinatorConfig::resolve(&bad).unwrap_err().to_string();
-    assert!(err.contains("bad peer `nowhere` in `join` (--join)"), "{err}");
+    assert!(
+        err.contains("bad peer `nowhere` in `join` (--join)"),
+        "{err}"
+    );
 }
 
 #[test]

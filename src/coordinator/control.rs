@@ -217,6 +217,22 @@ impl ControlService {
         })
     }
 
+    /// Appends an operator's change of `worker` on this leader and describes the worker after
+    /// it; apply's refusal is the error.
+    async fn operator_change(
+        &self,
+        worker: &str,
+        command: Command,
+    ) -> Result<WorkerChangeReply, Status> {
+        limits::check(&command).map_err(Status::invalid_argument)?;
+        let before = self.drained(worker);
+        match self.node.write(command).await {
+            Ok(response) => self.worker_changed(worker, response.data, before),
+            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+
     /// Appends an operator's change of a worker (`command`) and describes the worker after it;
     /// a follower hands the request to the leader with `forward`.
     async fn change_worker<T, F, Fut>(
@@ -599,16 +615,85 @@ impl Control for ControlService {
 
     async fn recover_worker(
         &self,
-        _request: Request<crate::proto::RecoverWorkerRequest>,
+        request: Request<crate::proto::RecoverWorkerRequest>,
     ) -> Result<Response<WorkerChangeReply>, Status> {
-        Err(Status::unimplemented("TODO"))
+        let leadership = match self.leading(&request).await? {
+            Ok(leadership) => leadership,
+            Err(mut leader) => {
+                return leader.recover_worker(forwarded(request.into_inner())).await;
+            }
+        };
+        let r = request.into_inner();
+        let level = match r.level.as_str() {
+            "low" => RecoveryLevel::Low,
+            "medium" | "" => RecoveryLevel::Medium,
+            "high" => RecoveryLevel::High,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown recovery level {other:?}: use low, medium or high"
+                )));
+            }
+        };
+        let Some(recovery) = leadership.recovery.as_ref() else {
+            return Err(Status::failed_precondition(
+                "auto-recovery is disabled on this cluster (--disable-auto-recovery): nothing \
+                 would carry the recovery out",
+            ));
+        };
+        if let Some((attempt, strategy)) = recovery.attempt(&r.worker) {
+            return Err(Status::failed_precondition(format!(
+                "worker {} is being recovered already (attempt {attempt}, {strategy}); wait for \
+                 it to end, or `recovery reset` it",
+                r.worker
+            )));
+        }
+        let command = Command::RecoverWorker {
+            worker: r.worker.clone(),
+            level: crate::recovery::planner::level_name(level).to_string(),
+            reason: "asked from the command line".to_string(),
+            at: Timestamp::now(),
+        };
+        let reply = self.operator_change(&r.worker, command).await?;
+        leadership.recovery_event(crate::recovery::RecoveryEvent::OperatorRecover {
+            worker: r.worker.clone(),
+            level,
+        });
+        Ok(Response::new(reply))
     }
 
     async fn reset_worker(
         &self,
-        _request: Request<crate::proto::ResetWorkerRequest>,
+        request: Request<crate::proto::ResetWorkerRequest>,
     ) -> Result<Response<WorkerChangeReply>, Status> {
-        Err(Status::unimplemented("TODO"))
+        let leadership = match self.leading(&request).await? {
+            Ok(leadership) => leadership,
+            Err(mut leader) => {
+                return leader.reset_worker(forwarded(request.into_inner())).await;
+            }
+        };
+        let r = request.into_inner();
+        // A worker with a session is back in service at once; one without is `failed`,
+        // which its next hello turns healthy.
+        let to = if leadership.connected().contains(&r.worker) {
+            crate::state::command::WorkerStatus::Healthy
+        } else {
+            crate::state::command::WorkerStatus::Failed
+        };
+        let command = Command::ResetWorker {
+            worker: r.worker.clone(),
+            to,
+            reason: if r.reason.is_empty() {
+                "no reason given".to_string()
+            } else {
+                r.reason.clone()
+            },
+            at: Timestamp::now(),
+        };
+        let reply = self.operator_change(&r.worker, command).await?;
+        leadership.recovery_event(crate::recovery::RecoveryEvent::OperatorReset {
+            worker: r.worker.clone(),
+        });
+        Ok(Response::new(reply))
     }
 
     type FetchSnapshotStream =

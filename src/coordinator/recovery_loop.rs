@@ -163,6 +163,12 @@ impl Recovery {
     pub fn in_episode(&self) -> bool {
         lock(&self.planner).in_episode()
     }
+
+    /// The attempt running or due for `worker`, if recovery works on it: its number and
+    /// strategy.
+    pub fn attempt(&self, worker: &str) -> Option<(u32, crate::recovery::strategy::Strategy)> {
+        lock(&self.planner).attempt(worker)
+    }
 }
 
 /// What past recovery attempts taught: `(category, strategy, success)` of every recorded

@@ -266,6 +266,15 @@ pub enum RecoveryEvent {
     TaskRequeued { worker: WorkerId },
     /// The fleet now: workers `healthy` out of `total` registered (not `left`).
     FleetSize { healthy: usize, total: usize },
+    /// An operator asked to recover the worker at a level (`testfleet recovery
+    /// recover-worker`); its `failed` status is committed.
+    OperatorRecover {
+        worker: WorkerId,
+        level: RecoveryLevel,
+    },
+    /// An operator lifted the worker's quarantine or permanent failure (`testfleet recovery
+    /// reset`): recovery forgets it.
+    OperatorReset { worker: WorkerId },
     /// The worker left the fleet (an operator removed it, or it left on SIGTERM): recovery of
     /// it stops, and a recovery in progress is recorded as ended by the removal.
     WorkerLeft { worker: WorkerId },

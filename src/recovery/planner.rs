@@ -22,6 +22,8 @@
 mod episode;
 mod worker;
 
+pub(crate) use self::worker::level_name;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -247,6 +249,10 @@ impl Planner {
                 self.check_mass_failure(now, &mut out);
             }
             RecoveryEvent::WorkerLeft { worker } => self.worker_left(now, &worker, &mut out),
+            RecoveryEvent::OperatorRecover { worker, level } => {
+                self.operator_recover(now, worker, level, &mut out)
+            }
+            RecoveryEvent::OperatorReset { worker } => self.operator_reset(&worker),
             RecoveryEvent::SystemBreakerOpened { reason } => {
                 self.trigger(
                     now,

@@ -243,6 +243,26 @@ pub enum Command {
         reason: String,
         at: Timestamp,
     },
+    /// An operator asks recovery to bring a worker back (`testfleet recovery recover-worker`): a
+    /// `failed`, `permanently_failed` or `quarantined` worker becomes `failed`, and the leader
+    /// starts a recovery at `level` (`low`, `medium` or `high`: that level's attempts and
+    /// window). Rejected for a worker in any other status, with the reason.
+    RecoverWorker {
+        worker: WorkerId,
+        level: String,
+        reason: String,
+        at: Timestamp,
+    },
+    /// An operator lifts a worker's quarantine or permanent failure (`testfleet recovery
+    /// reset`): it becomes `to` — `healthy` when the leader holds a session with it, else
+    /// `failed`, which its next hello turns `healthy`. Rejected for a worker in any other
+    /// status.
+    ResetWorker {
+        worker: WorkerId,
+        to: WorkerStatus,
+        reason: String,
+        at: Timestamp,
+    },
 }
 
 impl Command {
@@ -273,6 +293,8 @@ impl Command {
             Command::LeaveWorker { .. } => "leave_worker",
             Command::DrainWorker { .. } => "drain_worker",
             Command::RemoveWorker { .. } => "remove_worker",
+            Command::RecoverWorker { .. } => "recover_worker",
+            Command::ResetWorker { .. } => "reset_worker",
         }
     }
 }

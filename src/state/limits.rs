@@ -33,7 +33,7 @@
 
 use std::collections::BTreeMap;
 
-use super::command::{Command, TaskSpec, Timestamp};
+use super::command::{Command, TaskSpec, Timestamp, WorkerStatus};
 
 /// Bytes of a job or task id (a UUID is 36).
 pub const MAX_ID_BYTES: usize = 128;
@@ -375,7 +375,9 @@ pub fn normalize(command: &mut Command) {
         | Command::FailWorker { reason, .. }
         | Command::LeaveWorker { reason, .. }
         | Command::DrainWorker { reason, .. }
-        | Command::RemoveWorker { reason, .. } => clip(reason, MAX_REASON_BYTES),
+        | Command::RemoveWorker { reason, .. }
+        | Command::RecoverWorker { reason, .. }
+        | Command::ResetWorker { reason, .. } => clip(reason, MAX_REASON_BYTES),
         Command::FinishTask { output_tail, .. } => clip_start(output_tail, MAX_OUTPUT_TAIL_BYTES),
         Command::RecordWorkerRecovery { error_message, .. }
         | Command::RecordTaskRecovery { error_message, .. } => {
@@ -577,6 +579,27 @@ pub fn check(command: &Command) -> Result<(), Violation> {
         Command::RemoveWorker { worker, at, .. } => {
             check_worker_id(worker)?;
             check_timestamp("the removal time", *at)
+        }
+        Command::RecoverWorker {
+            worker, level, at, ..
+        } => {
+            check_worker_id(worker)?;
+            if !matches!(level.as_str(), "low" | "medium" | "high") {
+                let shown: String = level.chars().take(32).collect();
+                return Err(format!(
+                    "recovery level {shown:?} is not low, medium or high"
+                ));
+            }
+            check_timestamp("the recovery request time", *at)
+        }
+        Command::ResetWorker { worker, to, at, .. } => {
+            check_worker_id(worker)?;
+            if !matches!(to, WorkerStatus::Healthy | WorkerStatus::Failed) {
+                return Err(format!(
+                    "a reset makes a worker healthy or failed, not {to}"
+                ));
+            }
+            check_timestamp("the reset time", *at)
         }
         Command::Batch(items) => {
             check_max("the number of commands in a batch", items.len(), MAX_BATCH)?;

@@ -493,6 +493,18 @@ impl Machine {
                 reason,
                 at,
             } => self.remove_worker(&worker, force, reason, at),
+            Command::RecoverWorker {
+                worker,
+                level,
+                reason,
+                at,
+            } => self.recover_worker(&worker, &level, reason, at),
+            Command::ResetWorker {
+                worker,
+                to,
+                reason,
+                at,
+            } => self.reset_worker(&worker, to, reason, at),
         }
     }
 

@@ -24,7 +24,7 @@ fn task(id: String, seconds: f64) -> TaskSpec {
     }
 }
 
-async fn sql(cluster: &LocalCluster, query: &str) -> Vec<Vec<serde_json::Value>> {
+pub(crate) async fn sql(cluster: &LocalCluster, query: &str) -> Vec<Vec<serde_json::Value>> {
     let leader = cluster.leader(Duration::from_secs(30), None).await.unwrap();
     let mut control = client(cluster.addr(leader)).await;
     let reply = control
@@ -43,7 +43,7 @@ async fn sql(cluster: &LocalCluster, query: &str) -> Vec<Vec<serde_json::Value>>
         .collect()
 }
 
-fn args(extra: &[&str]) -> Vec<String> {
+pub(crate) fn args(extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = [
         "--worker-heartbeat-interval-ms",
         "100",
@@ -59,7 +59,7 @@ fn args(extra: &[&str]) -> Vec<String> {
 
 /// One coordinator with `extra` settings and `count` workers `{prefix}1`, `{prefix}2`, … of
 /// `slots` slots each, once every worker is healthy; with the coordinators' addresses.
-async fn one_node_fleet(
+pub(crate) async fn one_node_fleet(
     dir: &std::path::Path,
     extra: &[String],
     prefix: &str,
@@ -87,7 +87,7 @@ async fn one_node_fleet(
 }
 
 /// Waits (up to a minute) until `worker` has `status`.
-async fn worker_reaches(cluster: &LocalCluster, worker: &str, status: &str) {
+pub(crate) async fn worker_reaches(cluster: &LocalCluster, worker: &str, status: &str) {
     let query = format!("SELECT status FROM workers WHERE id = '{worker}'");
     eventually(
         Duration::from_secs(60),

@@ -24,6 +24,7 @@ mod jobs_cli;
 mod jobs_e2e;
 mod limits;
 mod logs;
+mod manual_recovery;
 mod members;
 mod membership;
 mod placement;

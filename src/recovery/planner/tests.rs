@@ -811,3 +811,60 @@ fn an_idle_planner_has_no_deadline() {
     assert_eq!(sim.planner.next_deadline(), None);
     assert!(!sim.planner.in_episode());
 }
+
+#[test]
+fn an_operators_recovery_runs_its_levels_attempts_and_windows() {
+    let mut sim = Sim::new(policy());
+    sim.fail(secs(0), "w1", Connection);
+    sim.restart_done(secs(61), "w1", 2, Some(1));
+    sim.run_until(secs(1000));
+    assert!(!sim.planner.is_recovering("w1"), "permanently failed");
+    sim.log.clear();
+
+    // Level low: 3 attempts of 30 s each, whatever the policy says (5 of 60 s).
+    let level = crate::recovery::RecoveryLevel::Low;
+    let worker = "w1".to_string();
+    sim.event(secs(2000), RecoveryEvent::OperatorRecover { worker, level });
+    sim.restart_done(secs(2031), "w1", 2, Some(1));
+    sim.run_until(secs(3000));
+    assert_eq!(
+        sim.transcript(),
+        [
+            "2000.0s record w1 #0 operator_request ok".to_string(),
+            "2000.0s set w1 failed→recovering".to_string(),
+            "2000.0s close w1".to_string(),
+            "2030.0s record w1 #1 reconnect FAILED: not back within 30.0 s of the reconnect"
+                .to_string(),
+            "2030.0s restart w1 #2".to_string(),
+            "2031.0s record w1 #2 restart FAILED: restart command exited with status 1".to_string(),
+            "2031.0s set w1 recovering→quarantined".to_string(),
+            "2061.0s record w1 #3 quarantine FAILED: not back and healthy within the 30.0 s \
+             quarantine"
+                .to_string(),
+            "2061.0s set w1 quarantined→permanently_failed".to_string(),
+        ]
+    );
+    let records = sim.records();
+    assert_eq!(records[0].details["level"], "low");
+    assert_eq!(records[1].details["operator_level"], "low");
+    assert_eq!(records[1].details["max_attempts"], 3);
+}
+
+#[test]
+fn an_operators_recovery_succeeds_when_the_worker_is_back_and_a_reset_forgets_it() {
+    let mut sim = Sim::new(policy());
+    let level = crate::recovery::RecoveryLevel::High;
+    let worker = "w1".to_string();
+    sim.event(secs(0), RecoveryEvent::OperatorRecover { worker, level });
+    sim.healthy(secs(2), "w1");
+    assert!(!sim.planner.is_recovering("w1"));
+    let records = sim.records();
+    assert!(records.last().unwrap().success, "{records:?}");
+
+    sim.fail(secs(100), "w2", Connection);
+    assert!(sim.planner.is_recovering("w2"));
+    let worker = "w2".to_string();
+    sim.event(secs(101), RecoveryEvent::OperatorReset { worker });
+    assert!(!sim.planner.is_recovering("w2"));
+    assert_eq!(sim.planner.next_deadline(), None);
+}

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::Planner;
 use crate::recovery::strategy::{Plan, Strategy};
-use crate::recovery::{Action, WorkerRecoveryRecord, human, millis};
+use crate::recovery::{Action, RecoveryLevel, RecoveryPolicy, WorkerRecoveryRecord, human, millis};
 use crate::state::command::{FaultCategory, WorkerId, WorkerStatus};
 
 /// The recovery of one failed worker.
@@ -24,6 +24,17 @@ pub(super) struct Case {
     /// Attempts started so far.
     attempts: u32,
     pub(super) phase: Phase,
+    /// The attempts and window an operator's request set for this case (`recovery
+    /// recover-worker --level`); `None`: the policy in force.
+    limits: Option<CaseLimits>,
+}
+
+/// A case's own attempt budget and window, from a [`RecoveryLevel`]'s policy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct CaseLimits {
+    level: RecoveryLevel,
+    max_attempts: u32,
+    window: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -138,17 +149,19 @@ impl Planner {
                     ready_at: now,
                     since: now,
                 },
+                limits: None,
             },
         };
         case.status = status;
-        if case.attempts >= self.policy.max_recovery_attempts {
+        let max_attempts = self.max_attempts(&case);
+        if case.attempts >= max_attempts {
             out.push(Action::SetStatus {
                 worker,
                 from: status,
                 to: WorkerStatus::PermanentlyFailed,
                 reason: format!(
-                    "failed again after {} recovery attempts (max {})",
-                    case.attempts, self.policy.max_recovery_attempts
+                    "failed again after {} recovery attempts (max {max_attempts})",
+                    case.attempts
                 ),
             });
             return;
@@ -212,6 +225,84 @@ impl Planner {
             let why = "the worker left the fleet (removed or stopped); recovery stopped";
             out.push(self.closing_record(now, worker, &case, "stopped", Some(why)));
         }
+    }
+
+    /// The attempts `case` may have: its own limits, else the policy's.
+    fn max_attempts(&self, case: &Case) -> u32 {
+        case.limits
+            .map_or(self.policy.max_recovery_attempts, |l| l.max_attempts)
+    }
+
+    /// An operator asked to recover `worker` at `level` (`testfleet recovery recover-worker`;
+    /// its status is `failed` now, from `failed`, `permanently_failed` or `quarantined`): a
+    /// case still open is closed, and a new one starts at once with that level's attempts and
+    /// window, its strategies in the order of the worker's last fault category.
+    pub(super) fn operator_recover(
+        &mut self,
+        now: Instant,
+        worker: WorkerId,
+        level: RecoveryLevel,
+        out: &mut Vec<Action>,
+    ) {
+        self.drains.remove(&worker);
+        let previous = self
+            .cases
+            .remove(&worker)
+            .or_else(|| self.recovered.remove(&worker).map(|(_, case)| case));
+        if let Some(case) = previous
+            .as_ref()
+            .filter(|c| matches!(c.phase, Phase::Running(_)))
+        {
+            let why = "an operator asked for a new recovery";
+            out.push(self.closing_record(now, &worker, case, "stopped", Some(why)));
+        }
+        let category = previous.map_or(FaultCategory::Connection, |c| c.category);
+        let policy = RecoveryPolicy::for_level(level);
+        let limits = CaseLimits {
+            level,
+            max_attempts: policy.max_recovery_attempts,
+            window: policy.recovery_interval,
+        };
+        out.push(Action::Record(WorkerRecoveryRecord {
+            worker: worker.clone(),
+            attempt_number: 0,
+            success: true,
+            recovery_type: "operator_request".to_string(),
+            error_message: None,
+            details: json!({
+                "level": level_name(level),
+                "max_attempts": limits.max_attempts,
+                "window_ms": millis(limits.window),
+                "category": category.as_str(),
+                "plan": self.stats.plan(category).details(),
+            }),
+        }));
+        let case = Case {
+            category,
+            reason: format!(
+                "an operator asked for recovery at level {}",
+                level_name(level)
+            ),
+            failed_at: now,
+            status: WorkerStatus::Failed,
+            plan: self.stats.plan(category),
+            attempts: 0,
+            phase: Phase::Waiting {
+                ready_at: now,
+                since: now,
+            },
+            limits: Some(limits),
+        };
+        self.cases.insert(worker, case);
+    }
+
+    /// An operator lifted the worker's quarantine or permanent failure (`testfleet recovery
+    /// reset`): recovery forgets it, without a row (the reset is the log's own record).
+    pub(super) fn operator_reset(&mut self, worker: &str) {
+        self.cases.remove(worker);
+        self.recovered.remove(worker);
+        self.drains.remove(worker);
+        self.infra_faults.remove(worker);
     }
 
     /// The row that closes a case between attempts: `self_recovered` (a success) or `stopped`.
@@ -332,10 +423,14 @@ impl Planner {
             return;
         };
         case.attempts += 1;
-        let window = match strategy {
-            Strategy::Reconnect => policy.reconnect_wait,
-            Strategy::Restart | Strategy::Quarantine => policy.recovery_interval,
+        let window = match (case.limits, strategy) {
+            (Some(limits), _) => limits.window,
+            (None, Strategy::Reconnect) => policy.reconnect_wait,
+            (None, Strategy::Restart | Strategy::Quarantine) => policy.recovery_interval,
         };
+        let max_attempts = case
+            .limits
+            .map_or(policy.max_recovery_attempts, |l| l.max_attempts);
         let number = case.attempts;
         if case.status != strategy.status() {
             out.push(Action::SetStatus {
@@ -343,8 +438,7 @@ impl Planner {
                 from: case.status,
                 to: strategy.status(),
                 reason: format!(
-                    "recovery attempt {number} of {}: {strategy} within {} ({}: {})",
-                    policy.max_recovery_attempts,
+                    "recovery attempt {number} of {max_attempts}: {strategy} within {} ({}: {})",
                     human(window),
                     case.category,
                     case.reason
@@ -383,7 +477,7 @@ impl Planner {
             return;
         };
         let success = ended == Ended::Recovered;
-        let last = !success && attempt.number >= self.policy.max_recovery_attempts;
+        let last = !success && attempt.number >= self.max_attempts(&case);
         let error = self.error_message(&attempt, ended);
         let outcome = match (success, last) {
             (true, _) => "recovered",
@@ -464,7 +558,8 @@ impl Planner {
         let extra = json!({
             "strategy": a.strategy.as_str(),
             "attempt": a.number,
-            "max_attempts": self.policy.max_recovery_attempts,
+            "max_attempts": self.max_attempts(case),
+            "operator_level": case.limits.map(|l| level_name(l.level)),
             "outcome": outcome,
             "failure_reason": case.reason,
             "timings": {
@@ -659,4 +754,13 @@ fn dominant_category(faults: &VecDeque<(Instant, FaultCategory)>) -> FaultCatego
     (counts.into_iter())
         .max_by_key(|&(_, count, last)| (count, last))
         .map_or(FaultCategory::Connection, |(c, _, _)| c)
+}
+
+/// A level's name as operators write it.
+pub(crate) fn level_name(level: RecoveryLevel) -> &'static str {
+    match level {
+        RecoveryLevel::Low => "low",
+        RecoveryLevel::Medium => "medium",
+        RecoveryLevel::High => "high",
+    }
 }

@@ -140,6 +140,75 @@ impl Machine {
         self.leave_worker(id, format!("removed by an operator: {reason}"), at)
     }
 
+    /// An operator's recovery request (see [`Command::RecoverWorker`]): a worker recovery gave
+    /// up on or holds apart becomes `failed`, for the leader to start again.
+    pub(super) fn recover_worker(
+        &mut self,
+        id: &str,
+        level: &str,
+        reason: String,
+        at: Timestamp,
+    ) -> Reply {
+        let Some(worker) = self.workers.get(id) else {
+            return Reply::rejected(format!("unknown worker {id}"));
+        };
+        let from = worker.status;
+        let refusal = match from {
+            WorkerStatus::Failed | WorkerStatus::PermanentlyFailed | WorkerStatus::Quarantined => {
+                None
+            }
+            WorkerStatus::Healthy => Some("it is healthy: there is nothing to recover".into()),
+            WorkerStatus::Suspect => Some(
+                "it is suspect: failure detection is under way; wait until it is failed or \
+                 healthy again"
+                    .into(),
+            ),
+            WorkerStatus::Recovering => Some("recovery is working on it already".to_string()),
+            WorkerStatus::Draining => Some(
+                "it is draining (its running tasks finish first); wait for it, or undrain it"
+                    .into(),
+            ),
+            WorkerStatus::Left => {
+                Some("it left the fleet: start it again and it registers healthy".into())
+            }
+        };
+        if let Some(why) = refusal {
+            return Reply::rejected(format!("worker {id} cannot be recovered: {why}"));
+        }
+        let why = format!("an operator asked for recovery at level {level}: {reason}");
+        match from {
+            WorkerStatus::Failed => {
+                self.changes.workers.insert(id.to_string());
+                Reply::Applied
+            }
+            _ => self.set_worker_status(id, from, WorkerStatus::Failed, why, at),
+        }
+    }
+
+    /// An operator lifts a quarantine or a permanent failure (see [`Command::ResetWorker`]).
+    pub(super) fn reset_worker(
+        &mut self,
+        id: &str,
+        to: WorkerStatus,
+        reason: String,
+        at: Timestamp,
+    ) -> Reply {
+        let Some(worker) = self.workers.get(id) else {
+            return Reply::rejected(format!("unknown worker {id}"));
+        };
+        let from = worker.status;
+        if !matches!(
+            from,
+            WorkerStatus::Quarantined | WorkerStatus::PermanentlyFailed
+        ) {
+            return Reply::rejected(format!(
+                "worker {id} is {from}: there is no quarantine or permanent failure to lift"
+            ));
+        }
+        let why = format!("reset by an operator: {reason}");
+        self.set_worker_status(id, from, to, why, at)
+    }
+
     /// A worker left on purpose (see [`Command::LeaveWorker`]): `left`, and every task it
     /// holds queued again with no retry used and no recovery record. Replies one item per
     /// task, in task id order.
