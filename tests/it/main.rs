@@ -17,6 +17,7 @@ mod crash_restart;
 mod dashboard;
 mod fast_failover;
 mod ha;
+mod ha_spelling;
 mod heal;
 mod http;
 mod io_fault;
