@@ -32,7 +32,7 @@ async fn the_original_flag_lines_start_a_three_node_cluster() {
     let addr = |i: usize| format!("localhost:{}", ports[i]);
     let viz = d.join("viz");
     let mut nodes = Vec::new();
-    for i in 0..3 {
+    for (i, port) in ports.iter().enumerate() {
         let others: Vec<String> = (0..3).filter(|j| *j != i).map(addr).collect();
         // coordinator2 lists every coordinator, itself included; the others list the others.
         let list = if i == 1 {
@@ -45,7 +45,7 @@ async fn the_original_flag_lines_start_a_three_node_cluster() {
         let home = d.join(&name);
         std::fs::create_dir_all(&home).unwrap();
         let db = home.join("benchmark_db.duckdb").display().to_string();
-        let port = ports[i].to_string();
+        let port = port.to_string();
         let mut line = vec![
             "coordinator",
             "--high-availability",
