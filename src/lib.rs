@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod coordinator;
 pub mod demo;
+pub mod embed;
 pub mod health;
 pub mod http;
 #[cfg(feature = "negative-controls")]

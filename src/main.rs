@@ -399,16 +399,7 @@ async fn run_coordinator(args: CoordinatorArgs) -> Result<(), CliError> {
     let bound = listener
         .local_addr()
         .map_err(|e| CliError::Other(e.to_string()))?;
-    // How the other coordinators reach this one: as --peers lists it, else the bound address
-    // (the host's name when bound to every interface).
-    let advertised = config
-        .peers
-        .get(&config.node_id)
-        .cloned()
-        .unwrap_or_else(|| match bound.ip().is_unspecified() {
-            true => format!("{}:{}", testfleet::worker::host_name(), bound.port()),
-            false => bound.to_string(),
-        });
+    let advertised = coordinator::advertised_address(&config, bound);
     let node = Coordinator::start(config, advertised)
         .await
         .map_err(|e| CliError::Other(e.to_string()))?;

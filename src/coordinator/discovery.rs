@@ -158,7 +158,7 @@ async fn ask(node: &Coordinator, addr: &str) -> Option<Answer> {
     })
 }
 
-/// Until this node is a member, says every [`REMIND`] which cluster it waits for and how to
+/// Until this node is a member, says every 10 s which cluster it waits for and how to
 /// add it.
 pub async fn wait_to_be_added(node: Arc<Coordinator>, advertised: String) {
     let join = node.config().join_addresses();

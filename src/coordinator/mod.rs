@@ -489,13 +489,14 @@ impl Coordinator {
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .add_routes(routes.into())
             .serve_with_incoming_shutdown(incoming, shutdown);
-        // After a fatal failure, open streams (worker sessions) must not keep a dead node up.
+        // Open streams (worker sessions, followed output) must not keep a stopping node up:
+        // after a fatal failure they get FATAL_GRACE, after a shutdown SHUTDOWN_GRACE (the
+        // workers reconnect to another member).
         let fatal_deadline = async {
             stop.cancelled().await;
-            if failure.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(FATAL_GRACE).await;
+            let fatal = failure.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+            let grace = if fatal { FATAL_GRACE } else { SHUTDOWN_GRACE };
+            tokio::time::sleep(grace).await;
         };
         let result = tokio::select! {
             result = server => result,
@@ -560,6 +561,9 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 /// How long a node whose Raft stopped on a failure waits for its connections to close before
 /// it returns anyway.
 pub const FATAL_GRACE: Duration = Duration::from_secs(3);
+
+/// How long a node asked to stop waits for its open streams to close before it stops anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Resolves, with the cause, when `raft`'s core stops by itself (openraft stops it on a storage
 /// error). Never resolves while it runs, nor when it stops because it was asked to.
@@ -626,6 +630,18 @@ fn db_in_use(error: crate::raft::heal::HealError) -> CoordinatorError {
             }
         }
         _ => error.into(),
+    }
+}
+
+/// How the other coordinators reach this one listening on `bound`: as `--peers` lists it,
+/// else the bound address (the host's name when bound to every interface).
+pub fn advertised_address(config: &CoordinatorConfig, bound: SocketAddr) -> String {
+    match config.peers.get(&config.node_id) {
+        Some(addr) => addr.clone(),
+        None if bound.ip().is_unspecified() => {
+            format!("{}:{}", crate::worker::host_name(), bound.port())
+        }
+        None => bound.to_string(),
     }
 }
 

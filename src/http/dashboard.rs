@@ -141,7 +141,7 @@ pub async fn page(State(http): State<Http>) -> Html<String> {
     ))
 }
 
-/// Sends the sections as JSON `{id: html}` whenever they changed, checked every [`REFRESH`].
+/// Sends the sections as JSON `{id: html}` whenever they changed, checked every `REFRESH`.
 pub async fn events(
     State(http): State<Http>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

@@ -15,6 +15,7 @@ mod cluster_process;
 mod conformance;
 mod crash_restart;
 mod dashboard;
+mod embedding;
 mod fast_failover;
 mod ha;
 mod ha_spelling;
