@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::support::{
-    client, commit_bench, count_reaches, eventually, local_cluster, query, run, start_coordinator,
+    client, commit_bench, count_reaches, eventually, local_cluster, run, start_coordinator,
     test_dir,
 };
 
@@ -212,17 +212,17 @@ async fn nodes_join_leave_and_unsafe_changes_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_snapshot_backup_restores_the_state_on_a_fresh_node() {
+async fn a_snapshot_backup_restores_a_whole_cluster() {
     let dir = test_dir();
     let d = dir.path();
-    let mut one = local_cluster(1, d, &[]);
-    one.leader(LIMIT, None).await.unwrap();
-    let addr = one.addr(1).to_string();
-    commit_bench(&addr, 300, 8).await;
+    let mut three = local_cluster(3, d, &[]);
+    let leader = three.leader(LIMIT, None).await.unwrap();
+    let via = three.addr(leader).to_string();
+    commit_bench(&via, 300, 8).await;
     let backup = d.join("backup.snapshot");
     let (code, reply, err) = cluster(
         &["snapshot", "--out", &backup.display().to_string()],
-        &addr,
+        &via,
         d,
     );
     assert_eq!(code, 0, "{err}");
@@ -232,56 +232,59 @@ async fn a_snapshot_backup_restores_the_state_on_a_fresh_node() {
         reply["bytes"].as_u64(),
         Some(std::fs::metadata(&backup).unwrap().len())
     );
-    one.kill(1);
+    // Written after the backup: lost by the restore.
+    commit_bench(&via, 20, 2).await;
+    for id in 1..=3 {
+        three.kill(id);
+    }
 
-    // Restore refuses a directory that holds a node already, then seeds an empty one.
-    let (code, _, err) = run(
-        &[
-            "cluster",
-            "restore",
-            &backup.display().to_string(),
-            "--db-path",
-            &one_db(d),
-        ],
-        d,
-    );
+    // Restore refuses a directory that holds a node already.
+    let node_db = |id: u64| {
+        d.join(format!("node-{id}"))
+            .join("state.duckdb")
+            .display()
+            .to_string()
+    };
+    let restore = |db: &str| {
+        run(
+            &[
+                "cluster",
+                "restore",
+                &backup.display().to_string(),
+                "--db-path",
+                db,
+            ],
+            d,
+        )
+    };
+    let (code, _, err) = restore(&node_db(1));
     assert_ne!(code, 0);
     assert!(
         err.contains("restore only into an empty data directory"),
         "{err}"
     );
-    let fresh = d.join("restored");
-    std::fs::create_dir_all(&fresh).unwrap();
-    let db = fresh.join("state.duckdb").display().to_string();
-    let (code, out, err) = run(
-        &[
-            "cluster",
-            "restore",
-            &backup.display().to_string(),
-            "--db-path",
-            &db,
-        ],
-        d,
-    );
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains(&format!("up to index {index}")), "{out}");
-
-    let peers = format!("1={addr}");
-    let restored = start_coordinator(&["--node-id", "1", "--peers", &peers, "--db-path", &db], d);
-    let mut control = client(&restored.addr).await;
-    super::support::wait_for_leader(&mut control).await;
-    count_reaches(&restored.addr, "SELECT count(*) FROM bench_log", 300, LIMIT).await;
+    // The documented procedure: every node's directory moved aside and seeded from the
+    // backup, then every node started as before.
+    for id in 1..=3 {
+        let home = d.join(format!("node-{id}"));
+        std::fs::rename(&home, d.join(format!("node-{id}.old"))).unwrap();
+        std::fs::create_dir_all(&home).unwrap();
+        let (code, out, err) = restore(&node_db(id));
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(&format!("up to index {index}")), "{out}");
+    }
+    for id in 1..=3 {
+        three.restart(id).unwrap();
+    }
+    let leader = three.leader(LIMIT, None).await.unwrap();
+    let via = three.addr(leader).to_string();
+    for id in 1..=3 {
+        count_reaches(three.addr(id), "SELECT count(*) FROM bench_log", 300, LIMIT).await;
+    }
     // And it goes on from there.
-    commit_bench(&restored.addr, 5, 1).await;
-    count_reaches(&restored.addr, "SELECT count(*) FROM bench_log", 305, LIMIT).await;
-    let rows = query(&mut control, "SELECT count(*) FROM bench_log").await;
+    commit_bench(&via, 5, 1).await;
+    let mut control = client(&via).await;
+    let rows =
+        super::support::query_consistent(&mut control, "SELECT count(*) FROM bench_log").await;
     assert_eq!(rows[0][0].as_u64(), Some(305), "{rows:?}");
-}
-
-/// The DuckDB file of node 1 of a `local_cluster` in `dir`.
-fn one_db(dir: &std::path::Path) -> String {
-    dir.join("node-1")
-        .join("state.duckdb")
-        .display()
-        .to_string()
 }
