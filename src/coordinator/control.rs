@@ -292,9 +292,7 @@ impl ControlService {
         BreakerList {
             enabled,
             recovery_level: match level {
-                Some(RecoveryLevel::Low) => "low",
-                Some(RecoveryLevel::Medium) => "medium",
-                Some(RecoveryLevel::High) => "high",
+                Some(level) => crate::recovery::planner::level_name(level),
                 None if recovery.is_none() => "off",
                 None => "base",
             }
@@ -643,7 +641,7 @@ impl Control for ControlService {
         if let Some((attempt, strategy)) = recovery.attempt(&r.worker) {
             return Err(Status::failed_precondition(format!(
                 "worker {} is being recovered already (attempt {attempt}, {strategy}); wait for \
-                 it to end, or `recovery reset` it",
+                 that recovery to end",
                 r.worker
             )));
         }
