@@ -411,43 +411,20 @@ fn reply(node: &Coordinator, summary: String, started: Instant) -> MembershipRep
 /// Takes a snapshot now (this node leads) and waits until it covers what was applied when
 /// asked.
 pub async fn snapshot(node: &Coordinator) -> Result<SnapshotReply, Status> {
-    use openraft::async_runtime::WatchReceiver;
     let started = Instant::now();
-    let applied = node.metrics().last_applied.map(|l| l.index);
-    node.raft()
-        .trigger()
-        .snapshot()
+    let taken = node
+        .snapshot_now(SNAPSHOT_WAIT)
         .await
-        .map_err(|e| Status::unavailable(format!("cannot take a snapshot: {e}")))?;
-    let mut watch = node.raft().metrics();
-    let deadline = tokio::time::Instant::now() + SNAPSHOT_WAIT;
-    loop {
-        let taken = {
-            let m = watch.borrow_watched();
-            m.snapshot.filter(|s| Some(s.index) >= applied)
-        };
-        if let Some(taken) = taken {
-            let status = super::control::node_status(node);
-            let metrics = node.metrics();
-            return Ok(SnapshotReply {
-                leader_id: status.node_id,
-                leader_addr: status.leader_addr,
-                index: taken.index,
-                term: taken.leader_id.term,
-                millis: started.elapsed().as_millis() as u64,
-                first_log_index: metrics.purged.map(|p| p.index + 1),
-            });
-        }
-        if tokio::time::timeout_at(deadline, watch.changed())
-            .await
-            .is_err()
-        {
-            return Err(Status::deadline_exceeded(format!(
-                "the snapshot did not finish within {} s",
-                SNAPSHOT_WAIT.as_secs()
-            )));
-        }
-    }
+        .map_err(Status::unavailable)?;
+    let status = super::control::node_status(node);
+    Ok(SnapshotReply {
+        leader_id: status.node_id,
+        leader_addr: status.leader_addr,
+        index: taken.index,
+        term: taken.leader_id.term,
+        millis: started.elapsed().as_millis() as u64,
+        first_log_index: node.metrics().purged.map(|p| p.index + 1),
+    })
 }
 
 /// This node's current snapshot file, as a header and chunks; refused when it covers less

@@ -539,6 +539,37 @@ impl Coordinator {
         result
     }
 
+    /// Asks Raft for a snapshot now and waits, up to `wait`, until one covers everything
+    /// applied when asked: the log id it covers (`cluster snapshot`, disk relief).
+    pub async fn snapshot_now(
+        &self,
+        wait: Duration,
+    ) -> Result<openraft::alias::LogIdOf<TypeConfig>, String> {
+        let applied = self.metrics().last_applied.map(|l| l.index);
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| format!("cannot take a snapshot: {e}"))?;
+        let mut watch = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let taken = watch.borrow_watched().snapshot;
+            if let Some(taken) = taken.filter(|s| Some(s.index) >= applied) {
+                return Ok(taken);
+            }
+            if !matches!(
+                tokio::time::timeout_at(deadline, watch.changed()).await,
+                Ok(Ok(()))
+            ) {
+                return Err(format!(
+                    "no snapshot covering index {applied:?} within {} s",
+                    wait.as_secs()
+                ));
+            }
+        }
+    }
+
     /// True once this node began shutting down.
     pub fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Relaxed)

@@ -112,40 +112,18 @@ pub async fn relieve_disk(
 /// purges the log up to it and waits (a while) for the purge.
 async fn snapshot_and_purge(node: &Coordinator) -> (bool, Value) {
     let raft = node.raft();
-    let before = node.metrics();
-    let applied = before.last_applied.map(|l| l.index);
-    let previous = before.snapshot.map(|l| l.index);
+    let previous = node.metrics().snapshot.map(|l| l.index);
     let started = Instant::now();
-    if let Err(e) = raft.trigger().snapshot().await {
-        return (false, json!({ "ok": false, "error": e.to_string() }));
-    }
+    let snapshot_index = match node.snapshot_now(SNAPSHOT_WAIT).await {
+        Ok(taken) => Some(taken.index),
+        Err(error) => {
+            return (
+                false,
+                json!({ "ok": false, "previous_index": previous, "error": error }),
+            );
+        }
+    };
     let mut watch = raft.metrics();
-    let covered = |m: &openraft::RaftMetrics<crate::raft::TypeConfig>| {
-        let index = m.snapshot.map(|l| l.index);
-        (index >= applied && index.is_some()).then_some(index)
-    };
-    let deadline = tokio::time::Instant::now() + SNAPSHOT_WAIT;
-    let snapshot_index = loop {
-        if let Some(index) = covered(&watch.borrow_watched()) {
-            break index;
-        }
-        match tokio::time::timeout_at(deadline, watch.changed()).await {
-            Ok(Ok(())) => {}
-            _ => {
-                return (
-                    false,
-                    json!({
-                        "ok": false,
-                        "previous_index": previous,
-                        "error": format!(
-                            "no snapshot covering index {applied:?} within {} s",
-                            SNAPSHOT_WAIT.as_secs()
-                        ),
-                    }),
-                );
-            }
-        }
-    };
     let snapshot_ms = started.elapsed().as_millis() as u64;
     let Some(upto) = snapshot_index else {
         return (false, json!({ "ok": false, "error": "no snapshot index" }));
