@@ -195,6 +195,10 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Per-test results (tasks with `junit = "path"`): the slowest tests, the flaky ones,
+    /// one test's history
+    #[command(subcommand)]
+    Tests(cli::test_results::TestsCommand),
     /// Recovery records
     #[command(subcommand)]
     Recovery(RecoveryCommand),
@@ -717,6 +721,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             ..
         } => testfleet::cli::workers::run(command).await,
         Command::Workers { target, all, .. } => cli::reads::workers(&target, all).await,
+        Command::Tests(command) => cli::test_results::run(command).await,
         Command::Capabilities { worker, target } => {
             testfleet::cli::capabilities::run(&target, worker.as_deref()).await
         }

@@ -24,7 +24,9 @@
 //!
 //! Task fields, allowed in `[defaults]`, `[[task]]` and `[[matrix]]`: `name`, `command` (an
 //! array of strings whose first element, the program, is not empty), `env` (a table of
-//! strings), `cwd`, `timeout` (a duration string, see [`parse_duration`], or a whole number
+//! strings), `cwd`, `junit` (the JUnit XML file the command writes, relative to `cwd`: the
+//! worker reports each test in it, and the command finds the path in `TESTFLEET_JUNIT_XML`),
+//! `timeout` (a duration string, see [`parse_duration`], or a whole number
 //! of seconds), `priority`, `max_retries`, `timeout_retries`, `flaky_retries` and `requires =
 //! { labels = {..}, capabilities = [..] }`. The meaning of each is documented on
 //! [`TaskSpec`]. `requires` also takes the typed requirements `webgpu`, `webnn`, `gpu_type`,
@@ -96,6 +98,10 @@ pub const DEFAULT_FLAKY_RETRIES: u32 = 0;
 
 /// What [`parse_duration`] tells a user who wrote something else.
 const DURATION_HINT: &str = r#"use a number with a unit, like "300s", "5m" or "1h30m""#;
+
+/// The environment variable naming a task's JUnit XML file (a plan's `junit`), relative to
+/// its working directory: the worker reads it after the command (`crate::worker::junit`).
+pub const JUNIT_ENV: &str = "TESTFLEET_JUNIT_XML";
 
 /// A plan file, expanded: the job's name and its tasks in file order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -524,6 +530,21 @@ impl Source<'_> {
                 }
             }
             fields.env = env.get_ref().clone();
+        }
+        if let Some(junit) = &entry.junit {
+            self.check_text(junit, "junit")?;
+            if junit.get_ref().trim().is_empty() {
+                return Err(self.error(
+                    junit.span(),
+                    "junit is empty: name the JUnit XML file the command writes, e.g. \
+                     \"report.xml\""
+                        .to_string(),
+                ));
+            }
+            // The worker reads the file after the command; the command sees where, too.
+            fields
+                .env
+                .insert(JUNIT_ENV.to_string(), junit.get_ref().clone());
         }
         if let Some(cwd) = &entry.cwd {
             self.check_text(cwd, "cwd")?;

@@ -18,6 +18,7 @@ pub mod recovery;
 pub mod recovery_report;
 pub mod signals;
 pub mod status;
+pub mod test_results;
 pub mod time;
 pub mod tls;
 pub mod viz;

@@ -64,9 +64,9 @@ pub struct FleetService {
 /// The most worker sessions one node holds open at once.
 pub const MAX_SESSIONS: usize = 10_000;
 
-/// The largest message a worker may send (a finished attempt carries at most a 64 KiB output
-/// tail; tonic's default would be 4 MiB).
-pub const MAX_SESSION_MESSAGE: usize = 1024 * 1024;
+/// The largest message a worker may send: a finished attempt carries at most a 64 KiB output
+/// tail and its tests, which the worker keeps under [`crate::worker::junit::MAX_REPORT_BYTES`].
+pub const MAX_SESSION_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// How long a new session may take to send its hello.
 pub const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -535,6 +535,23 @@ async fn finish(
 /// The command for a worker's result. A signal travels as a negative exit code
 /// ([`crate::state::exit`]); an unknown outcome is the worker's fault.
 pub(crate) fn finish_command(worker: &str, f: AttemptFinished) -> Command {
+    if !f.tests.is_empty() {
+        return Command::FinishTaskWithTests {
+            task: f.task_id,
+            attempt: f.attempt,
+            worker: worker.to_string(),
+            outcome: Outcome::parse(&f.outcome).unwrap_or(Outcome::WorkerFault),
+            exit_code: crate::state::exit::encode(f.exit_code, f.signal),
+            duration_ms: f.duration_ms,
+            output_tail: f.output_tail,
+            at: micros(f.at_us),
+            tests: f
+                .tests
+                .into_iter()
+                .map(crate::worker::junit::from_wire)
+                .collect(),
+        };
+    }
     Command::FinishTask {
         task: f.task_id,
         attempt: f.attempt,

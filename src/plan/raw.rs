@@ -33,6 +33,7 @@ pub(super) struct RawEntry {
     pub(super) command: Option<Spanned<RawCommand>>,
     pub(super) env: Option<Spanned<BTreeMap<String, String>>>,
     pub(super) cwd: Option<Spanned<String>>,
+    pub(super) junit: Option<Spanned<String>>,
     pub(super) timeout: Option<Spanned<RawTimeout>>,
     pub(super) priority: Option<Spanned<WholeNumber>>,
     pub(super) max_retries: Option<Spanned<WholeNumber>>,

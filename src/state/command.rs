@@ -263,6 +263,36 @@ pub enum Command {
         reason: String,
         at: Timestamp,
     },
+    /// A worker's result for an attempt together with the tests it ran, read from the
+    /// attempt's JUnit XML (`junit = "path"` in a plan): exactly `FinishTask`, and when the
+    /// report is current one `test_results` row per test, in the same entry — so a result is
+    /// never recorded without its tests, and a late or duplicate report (stale) records none.
+    FinishTaskWithTests {
+        task: TaskId,
+        attempt: u32,
+        worker: WorkerId,
+        outcome: Outcome,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+        output_tail: String,
+        at: Timestamp,
+        tests: Vec<TestCase>,
+    },
+}
+
+/// One test of an attempt, as its JUnit XML reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestCase {
+    /// `classname::name` (or `name` alone without a class): what `testfleet tests` names it by.
+    pub id: String,
+    pub classname: String,
+    pub name: String,
+    pub outcome: TestOutcome,
+    pub duration_ms: u64,
+    /// The failure's or skip's message, clipped; empty when it passed.
+    pub message: String,
+    /// It failed, then passed when run again within the attempt (a rerun plugin's report).
+    pub flaky: bool,
 }
 
 impl Command {
@@ -295,6 +325,7 @@ impl Command {
             Command::RemoveWorker { .. } => "remove_worker",
             Command::RecoverWorker { .. } => "recover_worker",
             Command::ResetWorker { .. } => "reset_worker",
+            Command::FinishTaskWithTests { .. } => "finish_task_with_tests",
         }
     }
 }
@@ -463,6 +494,16 @@ text_enum! {
         ResourceExhaustion = "resource_exhaustion",
         Storage = "storage",
         LeaseLost = "lease_lost",
+    }
+}
+
+text_enum! {
+    /// How one test ended (a JUnit `testcase`).
+    TestOutcome {
+        Passed = "passed",
+        Failed = "failed",
+        Error = "error",
+        Skipped = "skipped",
     }
 }
 

@@ -84,6 +84,12 @@ pub const MAX_REASON_BYTES: usize = 4 * 1024;
 pub const MAX_OUTPUT_TAIL_BYTES: usize = 64 * 1024;
 /// Bytes of a short code (recovery type, system status, breaker scope).
 pub const MAX_CODE_BYTES: usize = 128;
+/// Tests one attempt may report (`FinishTaskWithTests`); a worker reports no more.
+pub const MAX_TESTS_PER_ATTEMPT: usize = 20_000;
+/// Bytes of a test's class or name.
+pub const MAX_TEST_NAME_BYTES: usize = 1024;
+/// Bytes of a test's failure message; a longer one keeps its start.
+pub const MAX_TEST_MESSAGE_BYTES: usize = 1024;
 
 /// Why a command is outside the limits.
 pub type Violation = String;
@@ -379,6 +385,14 @@ pub fn normalize(command: &mut Command) {
         | Command::RecoverWorker { reason, .. }
         | Command::ResetWorker { reason, .. } => clip(reason, MAX_REASON_BYTES),
         Command::FinishTask { output_tail, .. } => clip_start(output_tail, MAX_OUTPUT_TAIL_BYTES),
+        Command::FinishTaskWithTests {
+            output_tail, tests, ..
+        } => {
+            clip_start(output_tail, MAX_OUTPUT_TAIL_BYTES);
+            for test in tests {
+                clip(&mut test.message, MAX_TEST_MESSAGE_BYTES);
+            }
+        }
         Command::RecordWorkerRecovery { error_message, .. }
         | Command::RecordTaskRecovery { error_message, .. } => {
             if let Some(message) = error_message {
@@ -470,6 +484,32 @@ pub fn check(command: &Command) -> Result<(), Violation> {
             super::exit::check(*exit_code)?;
             check_max("the duration (ms)", *duration_ms, MAX_BIGINT)?;
             check_timestamp("the finish time", *at)
+        }
+        Command::FinishTaskWithTests {
+            task,
+            attempt,
+            worker,
+            exit_code,
+            duration_ms,
+            at,
+            tests,
+            ..
+        } => {
+            check_id("task id", task)?;
+            check_worker_id(worker)?;
+            check_max("the attempt number", *attempt, MAX_ATTEMPT)?;
+            super::exit::check(*exit_code)?;
+            check_max("the duration (ms)", *duration_ms, MAX_BIGINT)?;
+            check_timestamp("the finish time", *at)?;
+            check_max("the number of tests", tests.len(), MAX_TESTS_PER_ATTEMPT)?;
+            for test in tests {
+                check_len("a test's class", &test.classname, MAX_TEST_NAME_BYTES)?;
+                check_len("a test's name", &test.name, MAX_TEST_NAME_BYTES)?;
+                check_len("a test's id", &test.id, 2 * MAX_TEST_NAME_BYTES + 2)?;
+                check_len("a test's message", &test.message, MAX_TEST_MESSAGE_BYTES)?;
+                check_max("a test's duration (ms)", test.duration_ms, MAX_BIGINT)?;
+            }
+            Ok(())
         }
         Command::RequeueTask {
             task, attempt, at, ..

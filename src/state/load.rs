@@ -217,6 +217,7 @@ fn load_counters(conn: &Connection) -> Result<Counters> {
         task_recovery: max("SELECT max(id) FROM task_recovery_history")?,
         system_recovery: max("SELECT max(id) FROM system_recovery_history")?,
         stale_results: max("SELECT max(id) FROM stale_results")?,
+        test_results: max("SELECT max(id) FROM test_results")?,
         task_seq: max("SELECT max(seq) FROM tasks")?,
     })
 }

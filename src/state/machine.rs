@@ -304,6 +304,27 @@ impl Machine {
                 output_tail,
                 at,
             ),
+            Command::FinishTaskWithTests {
+                task,
+                attempt,
+                worker,
+                outcome,
+                exit_code,
+                duration_ms,
+                output_tail,
+                at,
+                tests,
+            } => self.finish_task_with_tests(
+                &task,
+                attempt,
+                worker,
+                outcome,
+                exit_code,
+                duration_ms,
+                output_tail,
+                at,
+                tests,
+            ),
             Command::RequeueTask {
                 task,
                 attempt,
@@ -742,6 +763,7 @@ enum Next {
 mod bench;
 mod lifecycle;
 mod queue;
+mod results;
 mod workers;
 
 pub use self::bench::bench_held_by;

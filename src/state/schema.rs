@@ -55,6 +55,10 @@ pub const REPLICATED_TABLES: &[Table] = &[
         name: "bench_log",
         key: "log_index",
     },
+    Table {
+        name: "test_results",
+        key: "id",
+    },
 ];
 
 /// A replicated table and the columns that order its rows.
@@ -188,6 +192,11 @@ CREATE TABLE IF NOT EXISTS task_recovery_history (id INTEGER PRIMARY KEY, task_i
 CREATE TABLE IF NOT EXISTS system_recovery_history (id INTEGER PRIMARY KEY,
   recovery_time TIMESTAMP, system_status VARCHAR, success BOOLEAN, affected_workers INTEGER,
   affected_tasks INTEGER, details JSON);
+CREATE TABLE IF NOT EXISTS test_results (id BIGINT PRIMARY KEY, task_id VARCHAR NOT NULL,
+  attempt INTEGER NOT NULL, worker_id VARCHAR NOT NULL, test_id VARCHAR NOT NULL,
+  classname VARCHAR NOT NULL, name VARCHAR NOT NULL, outcome VARCHAR NOT NULL,
+  duration_ms BIGINT NOT NULL, message VARCHAR NOT NULL, flaky BOOLEAN NOT NULL,
+  recorded_at TIMESTAMP NOT NULL);
 -- Columns added after the first release, for files made before them: always last, so that a
 -- new file and an old one have their columns in the same order (the staging twins and
 -- snapshot images depend on it).

@@ -154,6 +154,15 @@ impl Task {
 /// Rows appended to history tables; ids come from [`Counters`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum HistoryRow {
+    /// One test of an attempt (`test_results`).
+    TestResult {
+        id: i64,
+        task: TaskId,
+        attempt: u32,
+        worker: WorkerId,
+        at: Timestamp,
+        test: crate::state::command::TestCase,
+    },
     LeaderTransition {
         id: i64,
         term: u64,
@@ -234,6 +243,7 @@ pub struct Counters {
     pub task_recovery: i64,
     pub system_recovery: i64,
     pub stale_results: i64,
+    pub test_results: i64,
     /// Submission order of tasks.
     pub task_seq: i64,
 }

@@ -185,6 +185,7 @@ pub fn finished_message(
         at_us: Timestamp::now().micros(),
         signal: result.signal,
         fault: fault.to_string(),
+        tests: Vec::new(),
     }
 }
 
@@ -286,6 +287,11 @@ impl Agent {
             let err = std::io::Error::from_raw_os_error(errno);
             tracing::info!(task = %assign.task_id, "injected fault: the spawn fails with {err}");
         }
+        // A report left by an earlier attempt in the same place must not pass for this one's.
+        let junit = super::junit::requested(&spec.env, spec.cwd.as_deref());
+        if let Some(path) = &junit {
+            let _ = std::fs::remove_file(path);
+        }
         let results = self.results_tx.clone();
         let started = self.started_tx.clone();
         let noop = self.config.noop_executor;
@@ -316,7 +322,25 @@ impl Agent {
                     .await
                     .unwrap_or_else(executor::AttemptResult::crashed)
             };
-            let _ = results.send(finished_message(assign.task_id, assign.attempt, result));
+            let mut finished = finished_message(assign.task_id, assign.attempt, result);
+            if let Some(path) = junit.filter(|_| !noop) {
+                let read = tokio::task::spawn_blocking(move || super::junit::read(&path)).await;
+                let note = match read {
+                    Ok(Ok(tests)) => {
+                        let (wire, note) = super::junit::to_wire(tests);
+                        finished.tests = wire;
+                        note
+                    }
+                    Ok(Err(e)) => Some(format!("no per-test results: {e}")),
+                    Err(e) => Some(format!("no per-test results: {e}")),
+                };
+                if let Some(note) = note {
+                    finished
+                        .output_tail
+                        .push_str(&format!("\n[testfleet] {note}"));
+                }
+            }
+            let _ = results.send(finished);
         });
     }
 

@@ -17,6 +17,7 @@
 pub mod agent;
 pub mod executor;
 pub mod faults;
+pub mod junit;
 pub mod marker;
 pub mod name;
 pub mod output;

@@ -38,6 +38,7 @@ mod self_healing;
 mod snapshot;
 mod sql_sandbox;
 mod support;
+mod test_results;
 mod third_party;
 mod tls;
 mod viz;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::state::command::TestOutcome;
 
 mod workers;
 
@@ -742,4 +743,99 @@ fn text_enums_round_trip() {
         assert_eq!(Outcome::parse(s.as_str()), Some(*s));
     }
     assert_eq!(TaskStatus::parse("bogus"), None);
+}
+
+fn finish_with_tests(
+    task: &str,
+    worker: &str,
+    attempt: u32,
+    tests: &[(&str, TestOutcome)],
+) -> Command {
+    let Command::FinishTask {
+        task,
+        attempt,
+        worker,
+        outcome,
+        exit_code,
+        duration_ms,
+        output_tail,
+        at,
+    } = finish(task, worker, attempt, Outcome::Failed)
+    else {
+        unreachable!()
+    };
+    Command::FinishTaskWithTests {
+        task,
+        attempt,
+        worker,
+        outcome,
+        exit_code,
+        duration_ms,
+        output_tail,
+        at,
+        tests: tests
+            .iter()
+            .map(|(id, outcome)| crate::state::command::TestCase {
+                id: id.to_string(),
+                classname: String::new(),
+                name: id.to_string(),
+                outcome: *outcome,
+                duration_ms: 3,
+                message: String::new(),
+                flaky: false,
+            })
+            .collect(),
+    }
+}
+
+fn test_rows(changes: &Changes) -> Vec<(String, u32, String)> {
+    changes
+        .history
+        .iter()
+        .filter_map(|row| match row {
+            HistoryRow::TestResult {
+                task,
+                attempt,
+                test,
+                ..
+            } => Some((task.clone(), *attempt, test.id.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_current_result_records_its_tests_and_a_stale_one_none() {
+    let mut m = fleet();
+    m.apply(assign("t1", "w1", 1));
+    // Attempt 1 is lost with its worker; its late report, tests included, is stale.
+    m.apply(requeue("t1", 1, FaultCategory::Connection));
+    m.take_changes();
+    let late = finish_with_tests("t1", "w1", 1, &[("a", TestOutcome::Passed)]);
+    assert!(matches!(m.apply(late), Reply::Stale { .. }));
+    assert!(test_rows(&m.take_changes()).is_empty());
+
+    m.apply(assign("t1", "w2", 2));
+    let tests = [("a", TestOutcome::Passed), ("b", TestOutcome::Failed)];
+    let reply = m.apply(finish_with_tests("t1", "w2", 2, &tests));
+    assert_eq!(
+        reply,
+        Reply::Task {
+            status: TaskStatus::Failed
+        }
+    );
+    let changes = m.take_changes();
+    assert_eq!(
+        test_rows(&changes),
+        [
+            ("t1".to_string(), 2, "a".to_string()),
+            ("t1".to_string(), 2, "b".to_string())
+        ]
+    );
+    // The same report again (a resend after a lost ack): stale, no second set of rows.
+    assert!(matches!(
+        m.apply(finish_with_tests("t1", "w2", 2, &tests)),
+        Reply::Stale { .. }
+    ));
+    assert!(test_rows(&m.take_changes()).is_empty());
 }
