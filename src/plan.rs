@@ -78,6 +78,7 @@ use crate::state::limits;
 
 mod raw;
 mod requires;
+pub mod shard;
 #[cfg(test)]
 mod tests;
 
