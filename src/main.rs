@@ -195,6 +195,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Run a pytest suite across the fleet, sharded by test and balanced by past durations;
+    /// one merged JUnit XML; exit as pytest does
+    Pytest(Box<cli::pytest::PytestArgs>),
     /// Per-test results (tasks with `junit = "path"`): the slowest tests, the flaky ones,
     /// one test's history
     #[command(subcommand)]
@@ -722,6 +725,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         } => testfleet::cli::workers::run(command).await,
         Command::Workers { target, all, .. } => cli::reads::workers(&target, all).await,
         Command::Tests(command) => cli::test_results::run(command).await,
+        Command::Pytest(args) => {
+            let mut interrupts = interrupts();
+            cli::pytest::run(*args, Some(&mut interrupts)).await
+        }
         Command::Capabilities { worker, target } => {
             testfleet::cli::capabilities::run(&target, worker.as_deref()).await
         }

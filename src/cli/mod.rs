@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod logs;
 pub mod lookup;
 pub mod members;
+pub mod pytest;
 pub mod reads;
 pub mod recovery;
 pub mod recovery_report;

@@ -30,6 +30,7 @@ mod manual_recovery;
 mod members;
 mod membership;
 mod placement;
+mod pytest_cmd;
 mod reads_cli;
 mod recovery;
 mod replication;

@@ -19,7 +19,7 @@ const PACKAGES: [&str; 2] = ["pytest==9.2.0", "toolz==1.2.0"];
 /// A Python interpreter that imports pytest and toolz: `python3` if it does, else one this test
 /// provisions once under Cargo's scratch directory (a virtual environment, or a `--target`
 /// package directory where `venv` is not installed).
-fn python() -> &'static (String, Option<String>) {
+pub(crate) fn python() -> &'static (String, Option<String>) {
     static PYTHON: std::sync::OnceLock<(String, Option<String>)> = std::sync::OnceLock::new();
     PYTHON.get_or_init(|| {
         let imports = |python: &str, path: Option<&str>| {

@@ -1,0 +1,384 @@
+//! `testfleet pytest [--shards N] [--junit-xml FILE] [--python PY] [--cwd DIR] -- [ARGS]`: a
+//! pytest suite run across the fleet, sharded by test.
+//!
+//! 1. The tests are collected here (`PY -m pytest --collect-only -q ARGS` in the working
+//!    directory); a collection error is shown as pytest shows it, with its exit code.
+//! 2. They are split into shards balanced by each test's past duration from `test_results`
+//!    ([`crate::plan::shard`]); by default one shard per healthy worker.
+//! 3. One job with one task per shard runs `PY -m pytest -p no:cacheprovider
+//!    --junit-xml=FILE OPTIONS NODE_IDS` in the same directory on the workers (a shared
+//!    checkout; FILE in the worker's /tmp), with `junit = FILE`, so each test becomes a
+//!    `test_results` row; a shard lost
+//!    with its worker runs again and only its final attempt counts.
+//! 4. It is followed with the progress bar; then the final attempts' tests are written as one
+//!    merged JUnit XML file and summed up, and the command exits as pytest does: 0 when every
+//!    test passed or was skipped, 1 when a test failed, the job's own code (2, 3) when a shard
+//!    could not run, 5 when nothing was collected.
+//!
+//! `ARGS` go to the collection as they are; each shard gets the options among them (paths —
+//! what exists in the directory or names a test — are replaced by the shard's node ids).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::args::Target;
+use super::{CliError, Remote, jobs};
+use crate::plan::{JUNIT_ENV, shard};
+use crate::state::command::TaskSpec;
+
+/// pytest's exit code when it collected no test.
+const NO_TESTS: u8 = 5;
+
+#[derive(clap::Args)]
+pub struct PytestArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Shards to split the tests into [default: one per healthy worker]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub shards: Option<u32>,
+    /// Write every test's result to this JUnit XML file
+    #[arg(long, value_name = "FILE")]
+    pub junit_xml: Option<PathBuf>,
+    /// The Python that runs pytest, here and on the workers
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// The suite's directory, here and on the workers (a shared checkout) [default: this one]
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Time limit of one shard, e.g. 30m
+    #[arg(long, default_value = "30m", value_parser = crate::plan::parse_timeout)]
+    pub timeout: Duration,
+    /// pytest's own arguments, after --
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+/// One test's final result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TestLine {
+    pub classname: String,
+    pub name: String,
+    pub outcome: String,
+    pub duration_ms: u64,
+    pub message: String,
+}
+
+/// Runs the suite; `interrupts` cancel the job as in `run`.
+pub async fn run(
+    args: PytestArgs,
+    interrupts: Option<&mut tokio::sync::mpsc::UnboundedReceiver<()>>,
+) -> Result<(), CliError> {
+    let started = Instant::now();
+    let remote = args.target.remote()?;
+    let cwd = match &args.cwd {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().map_err(|e| CliError::Other(e.to_string()))?,
+    };
+    let cwd = std::path::absolute(&cwd).map_err(|e| CliError::Other(e.to_string()))?;
+    let nodes = collect(&args.python, &cwd, &args.args)?;
+    let history = history(&remote).await?;
+    let shards = match args.shards {
+        Some(n) => n as usize,
+        None => healthy_workers(&remote).await?.max(1),
+    };
+    let packed = shard::pack(&shard::with_history(&nodes, &history), shards);
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let options = options_only(&args.args, &cwd);
+    let specs: Vec<TaskSpec> = packed
+        .iter()
+        .enumerate()
+        .map(|(i, (tests, _))| shard_task(&args, &cwd, &job_id, i, &options, tests))
+        .collect();
+    let name = format!(
+        "pytest-{}",
+        cwd.file_name()
+            .map_or("suite".into(), |n| n.to_string_lossy().into_owned())
+    );
+    jobs::submit(&remote, &job_id, &name, &specs).await?;
+    eprintln!(
+        "{} tests in {} shards (job {job_id}), by past durations where known",
+        nodes.len(),
+        specs.len()
+    );
+    let report = jobs::follow_interruptible(&remote, &job_id, interrupts).await?;
+    let summary = jobs::summary(report);
+    let tests = results(&remote, &job_id).await?;
+    if let Some(file) = &args.junit_xml {
+        std::fs::write(file, junit_xml(&tests, started.elapsed()))
+            .map_err(|e| CliError::Other(format!("cannot write {}: {e}", file.display())))?;
+    }
+    let count = |o: &str| tests.iter().filter(|t| t.outcome == o).count();
+    let (failed, errors) = (count("failed"), count("error"));
+    eprintln!(
+        "{} passed, {failed} failed, {} skipped, {errors} errors in {:.1} s ({} of {} collected \
+         tests reported)",
+        count("passed"),
+        count("skipped"),
+        started.elapsed().as_secs_f64(),
+        tests.len(),
+        nodes.len()
+    );
+    for t in tests
+        .iter()
+        .filter(|t| t.outcome == "failed" || t.outcome == "error")
+    {
+        eprintln!(
+            "{} {}::{} - {}",
+            t.outcome.to_uppercase(),
+            t.classname,
+            t.name,
+            t.message
+        );
+    }
+    match (failed + errors, summary.exit_code) {
+        (0, 0) => Ok(()),
+        // The job's code says more when a shard could not run at all (abandoned, timed out).
+        (_, code) if code >= 2 => Err(CliError::Exit(code)),
+        _ => Err(CliError::Exit(1)),
+    }
+}
+
+/// The node ids pytest collects, or its own error output and exit code.
+fn collect(python: &str, cwd: &Path, args: &[String]) -> Result<Vec<String>, CliError> {
+    let out = std::process::Command::new(python)
+        .args([
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ])
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .map_err(|e| CliError::Usage(format!("cannot run {python} -m pytest: {e}")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let code = out.status.code().unwrap_or(2);
+    if code != 0 {
+        print!("{stdout}");
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        return Err(CliError::Exit(u8::try_from(code).unwrap_or(2)));
+    }
+    let nodes = shard::collected(&stdout);
+    if nodes.is_empty() {
+        print!("{stdout}");
+        return Err(CliError::Exit(NO_TESTS));
+    }
+    Ok(nodes)
+}
+
+/// The arguments a shard keeps: options, not the paths or node ids that chose the tests.
+fn options_only(args: &[String], cwd: &Path) -> Vec<String> {
+    args.iter()
+        .filter(|a| {
+            a.starts_with('-')
+                || !(a.contains("::") || cwd.join(a.split("::").next().unwrap_or(a)).exists())
+        })
+        .cloned()
+        .collect()
+}
+
+fn shard_task(
+    args: &PytestArgs,
+    cwd: &Path,
+    job: &str,
+    index: usize,
+    options: &[String],
+    tests: &[String],
+) -> TaskSpec {
+    // Outside the checkout, which may be shared: the worker's own /tmp.
+    let report = format!("/tmp/testfleet-junit-{job}-{index}.xml");
+    let mut command = vec![
+        args.python.clone(),
+        "-m".into(),
+        "pytest".into(),
+        "-p".into(),
+        "no:cacheprovider".into(),
+        format!("--junit-xml={report}"),
+    ];
+    command.extend(options.iter().cloned());
+    command.extend(tests.iter().cloned());
+    TaskSpec {
+        env: BTreeMap::from([(JUNIT_ENV.to_string(), report)]),
+        cwd: Some(cwd.display().to_string()),
+        timeout_ms: args.timeout.as_millis() as u64,
+        timeout_retries: 0,
+        ..TaskSpec::new(format!("{job}-{index}"), format!("shard-{index}"), command)
+    }
+}
+
+/// Median past duration of every test ever recorded.
+async fn history(remote: &Remote) -> Result<BTreeMap<String, u64>, CliError> {
+    let sql = "SELECT test_id, CAST(median(duration_ms) AS BIGINT) FROM test_results \
+               GROUP BY test_id";
+    let result = super::query_result(remote, sql, false).await?;
+    Ok(result
+        .rows
+        .iter()
+        .filter_map(|r| Some((r.first()?.as_str()?.to_string(), r.get(1)?.as_u64()?)))
+        .collect())
+}
+
+async fn healthy_workers(remote: &Remote) -> Result<usize, CliError> {
+    let sql = "SELECT count(*) FROM workers WHERE status = 'healthy' AND drained_at IS NULL";
+    let result = super::query_result(remote, sql, false).await?;
+    Ok(result
+        .rows
+        .first()
+        .and_then(|r| r.first()?.as_u64())
+        .unwrap_or(1) as usize)
+}
+
+/// The final attempts' tests of `job`, in test id order.
+async fn results(remote: &Remote, job: &str) -> Result<Vec<TestLine>, CliError> {
+    super::reads::check_id(job)?;
+    let sql = format!(
+        "SELECT r.classname, r.name, r.outcome, r.duration_ms, r.message FROM test_results r \
+         JOIN tasks t ON t.id = r.task_id AND t.attempt = r.attempt WHERE t.job_id = '{job}' \
+         ORDER BY r.test_id"
+    );
+    let result = super::query_result(remote, &sql, true).await?;
+    let text =
+        |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    Ok(result
+        .rows
+        .iter()
+        .map(|r| TestLine {
+            classname: text(r.first()),
+            name: text(r.get(1)),
+            outcome: text(r.get(2)),
+            duration_ms: r.get(3).and_then(|v| v.as_u64()).unwrap_or(0),
+            message: text(r.get(4)),
+        })
+        .collect())
+}
+
+/// One JUnit XML document of every test.
+pub fn junit_xml(tests: &[TestLine], wall: Duration) -> String {
+    let count = |o: &str| tests.iter().filter(|t| t.outcome == o).count();
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<testsuites><testsuite name=\"testfleet\" \
+         tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">\n",
+        tests.len(),
+        count("failed"),
+        count("error"),
+        count("skipped"),
+        wall.as_secs_f64()
+    );
+    for t in tests {
+        xml.push_str(&format!(
+            "<testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+            escape(&t.classname),
+            escape(&t.name),
+            t.duration_ms as f64 / 1000.0
+        ));
+        let child = match t.outcome.as_str() {
+            "failed" => Some("failure"),
+            "error" => Some("error"),
+            "skipped" => Some("skipped"),
+            _ => None,
+        };
+        match child {
+            Some(tag) => xml.push_str(&format!(
+                "><{tag} message=\"{}\"/></testcase>\n",
+                escape(&t.message)
+            )),
+            None => xml.push_str("/>\n"),
+        }
+    }
+    xml.push_str("</testsuite></testsuites>\n");
+    xml
+}
+
+fn escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t') => String::new(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_merged_report_reads_back_as_the_same_tests() {
+        let tests = vec![
+            TestLine {
+                classname: "tests.test_a".into(),
+                name: "test_ok[<1>]".into(),
+                outcome: "passed".into(),
+                duration_ms: 12,
+                message: String::new(),
+            },
+            TestLine {
+                classname: "tests.test_a".into(),
+                name: "test_bad".into(),
+                outcome: "failed".into(),
+                duration_ms: 1500,
+                message: "assert 1 == \"2\" & more".into(),
+            },
+            TestLine {
+                classname: "tests.test_b".into(),
+                name: "test_skip".into(),
+                outcome: "skipped".into(),
+                duration_ms: 0,
+                message: "no GPU".into(),
+            },
+        ];
+        let xml = junit_xml(&tests, Duration::from_secs(2));
+        let back = crate::worker::junit::parse(&xml).unwrap();
+        let seen: Vec<(String, &str, u64, String)> = back
+            .iter()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    t.outcome.as_str(),
+                    t.duration_ms,
+                    t.message.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "tests.test_a::test_ok[<1>]".to_string(),
+                    "passed",
+                    12,
+                    String::new()
+                ),
+                (
+                    "tests.test_a::test_bad".to_string(),
+                    "failed",
+                    1500,
+                    "assert 1 == \"2\" & more".to_string()
+                ),
+                (
+                    "tests.test_b::test_skip".to_string(),
+                    "skipped",
+                    0,
+                    "no GPU".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn shards_keep_options_and_drop_the_paths_that_chose_the_tests() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tests")).unwrap();
+        let args: Vec<String> = ["-x", "tests", "-k", "not slow", "tests/test_a.py::test_b"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(options_only(&args, dir.path()), ["-x", "-k", "not slow"]);
+    }
+}

@@ -1,0 +1,156 @@
+//! `testfleet pytest` end to end on a small suite written here: collected on the client,
+//! sharded over two workers, one merged JUnit XML that holds exactly the tests and outcomes of
+//! a direct pytest run, one `test_results` row per test, pytest's exit code; a collection
+//! error is shown as pytest shows it.
+
+use std::path::Path;
+
+use super::support::{WorkerProcess, local_cluster, run, test_dir};
+use super::third_party::python;
+
+const SUITE: [(&str, &str); 3] = [
+    (
+        "tests/test_math.py",
+        "import pytest\n\
+         def test_add():\n    assert 1 + 1 == 2\n\
+         def test_div():\n    assert 1 / 0\n\
+         @pytest.mark.parametrize('n', [1, 2, 3])\n\
+         def test_square(n):\n    assert n * n >= n\n",
+    ),
+    (
+        "tests/test_more.py",
+        "import pytest\n\
+         class TestGroup:\n    def test_inner(self):\n        assert True\n\
+         @pytest.mark.skip(reason='no GPU')\n\
+         def test_gpu():\n    pass\n",
+    ),
+    ("tests/__init__.py", ""),
+];
+
+/// `(id, outcome)` of every test in a JUnit XML file, sorted.
+fn outcomes(file: &Path) -> Vec<(String, String)> {
+    let mut tests: Vec<(String, String)> = testfleet::worker::junit::read(file)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.outcome.as_str().to_string()))
+        .collect();
+    tests.sort();
+    tests
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suite_sharded_over_two_workers_reports_what_a_direct_run_does() {
+    let (py, path) = python();
+    let dir = test_dir();
+    let d = dir.path();
+    let suite = d.join("suite");
+    for (file, text) in SUITE {
+        let file = suite.join(file);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    }
+    // The direct run: what the fleet must reproduce.
+    let direct = d.join("direct.xml");
+    let mut command = std::process::Command::new(py);
+    command
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(format!("--junit-xml={}", direct.display()))
+        .current_dir(&suite);
+    if let Some(path) = path {
+        command.env("PYTHONPATH", path);
+    }
+    let status = command.status().unwrap();
+    assert_eq!(status.code(), Some(1), "the suite has one failing test");
+
+    let cluster = local_cluster(1, d, &[]);
+    cluster
+        .leader(std::time::Duration::from_secs(60), None)
+        .await
+        .unwrap();
+    let addr = cluster.addr(1).to_string();
+    let env: Vec<(&str, &Path)> = path
+        .iter()
+        .map(|p| ("PYTHONPATH", Path::new(p.as_str())))
+        .collect();
+    let _w1 = WorkerProcess::start_with_env(&addr, "w1", d, &[], &env);
+    let _w2 = WorkerProcess::start_with_env(&addr, "w2", d, &[], &env);
+
+    let merged = d.join("merged.xml");
+    let suite_dir = suite.display().to_string();
+    let merged_arg = merged.display().to_string();
+    let args = [
+        "pytest",
+        "--coordinator",
+        &addr,
+        "--python",
+        py,
+        "--cwd",
+        &suite_dir,
+        "--shards",
+        "2",
+        "--junit-xml",
+        &merged_arg,
+        "--",
+        "tests",
+    ];
+    let (code, _, err) = run_with_path(&args, d, path.as_deref());
+    assert_eq!(code, 1, "one test failed: {err}");
+    assert!(
+        err.contains("5 passed, 1 failed, 1 skipped, 0 errors"),
+        "{err}"
+    );
+    assert_eq!(outcomes(&merged), outcomes(&direct));
+
+    // Two shards ran, and every test is one row of their final attempts.
+    let (code, out, err) = run(
+        &[
+            "sql",
+            "--consistent",
+            "-o",
+            "json",
+            "--coordinator",
+            &addr,
+            "SELECT count(*) AS n, count(DISTINCT r.task_id) AS shards FROM test_results r \
+             JOIN tasks t ON t.id = r.task_id AND t.attempt = r.attempt",
+        ],
+        d,
+    );
+    assert_eq!(code, 0, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["n"], 7, "{rows}");
+    assert_eq!(rows[0]["shards"], 2, "{rows}");
+
+    // A collection error is pytest's own, with its exit code (4: usage error).
+    std::fs::write(
+        suite.join("tests/test_broken.py"),
+        "import nothing_like_this\n",
+    )
+    .unwrap();
+    let (code, out, _) = run_with_path(&args, d, path.as_deref());
+    assert_eq!(code, 2, "pytest's code for errors during collection");
+    assert!(out.contains("nothing_like_this"), "{out}");
+}
+
+/// `run` with PYTHONPATH set when the test's Python needs it.
+fn run_with_path(args: &[&str], dir: &Path, path: Option<&str>) -> (i32, String, String) {
+    match path {
+        None => run(args, dir),
+        Some(path) => {
+            let out = std::process::Command::new(super::support::binary())
+                .args(args)
+                .current_dir(dir)
+                .env("PYTHONPATH", path)
+                .env(
+                    "TESTFLEET_TOKEN_FILE",
+                    super::support::token_file(testfleet::auth::Role::Operator),
+                )
+                .output()
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    }
+}
