@@ -132,8 +132,20 @@ enum Command {
         /// The plan file (TOML)
         plan: std::path::PathBuf,
         /// Submit and print the job id without following it
-        #[arg(long)]
+        #[arg(long, conflicts_with = "local")]
         detach: bool,
+        /// Run on a fleet of this command's own: a coordinator in this process and N local
+        /// workers, started before the job and stopped after it
+        #[arg(long, value_name = "N", conflicts_with = "coordinator",
+              value_parser = clap::value_parser!(u16).range(1..=256))]
+        local: Option<u16>,
+        /// With --local: keep the coordinator's data (DuckDB, Raft log, tokens) and the logs in
+        /// DIR instead of a temporary directory
+        #[arg(long, value_name = "DIR", requires = "local")]
+        data_dir: Option<PathBuf>,
+        /// With --local: let the workers probe GPUs and browsers (takes seconds)
+        #[arg(long, requires = "local")]
+        probe: bool,
     },
     /// Follow a job (e.g. one run with --detach) to its end; print its summary, exit as `run`
     Wait {
@@ -367,14 +379,16 @@ enum BenchCommand {
 const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::core::heartbeat=error,\
      openraft::replication=error,openraft::engine::handler::replication_handler=error";
 
-fn init_tracing() {
+/// Logs to stderr (to a file while `run --local` runs its fleet: `cli::local::logs`), in
+/// color when stderr is a terminal, unless `plain`.
+fn init_tracing(plain: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let ansi = !plain && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(cli::local::logs::Writer)
         .with_ansi(ansi)
         .init();
 }
@@ -581,7 +595,20 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             target,
             plan,
             detach,
+            local,
+            data_dir,
+            probe,
         } => {
+            if let Some(workers) = local {
+                let (name, specs) = jobs::load_plan(&plan)?;
+                let options = cli::local::LocalOptions {
+                    workers: usize::from(workers),
+                    data_dir,
+                    probe,
+                };
+                let report = cli::local::run(&options, &name, &specs).await?;
+                return print_summary(report, target.output);
+            }
             let remote = target.remote()?;
             let (name, specs) = jobs::load_plan(&plan)?;
             let job_id = uuid::Uuid::new_v4().to_string();
@@ -851,7 +878,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(matches!(cli.command, Command::Run { local: Some(_), .. }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -19,7 +19,7 @@ Exit codes:
      worker: its name is held by another live worker
   5  no coordinator could be reached (refused, no such host, not a Testfleet coordinator),
      or the cluster could not answer
-  130  run: interrupted a second time (Ctrl-C), the job left running";
+  130  run: interrupted a second time (Ctrl-C), the job left running (--local: stopped)";
 
 /// Coordinator addresses, as any subset of the cluster.
 #[derive(clap::Args)]

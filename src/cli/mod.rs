@@ -10,6 +10,7 @@ pub mod capabilities;
 pub mod cluster;
 pub mod cluster_check;
 pub mod jobs;
+pub mod local;
 pub mod logs;
 pub mod lookup;
 pub mod members;

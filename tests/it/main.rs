@@ -25,6 +25,7 @@ mod io_fault;
 mod jobs_cli;
 mod jobs_e2e;
 mod limits;
+mod local_mode;
 mod logs;
 mod manual_recovery;
 mod members;
