@@ -216,7 +216,7 @@ enum Command {
     Tests(cli::test_results::TestsCommand),
     /// Recovery records
     #[command(subcommand)]
-    Recovery(RecoveryCommand),
+    Recovery(cli::recovery::RecoveryCommand),
     /// Circuit breakers: list them with the recovery level, or reset, force open or disable one
     #[command(subcommand)]
     Breaker(testfleet::cli::breaker::BreakerCommand),
@@ -280,44 +280,6 @@ enum TaskCommand {
 enum TlsCommand {
     /// Write ca.pem/ca.key and peer, operator and worker certificates with their keys into DIR
     Init(testfleet::cli::tls::TlsInitArgs),
-}
-
-#[derive(Subcommand)]
-enum RecoveryCommand {
-    /// Every recovery decision (task, worker and system), oldest first
-    History {
-        #[command(flatten)]
-        target: Target,
-        /// Only decisions about this worker
-        #[arg(long)]
-        worker: Option<String>,
-        /// Only decisions about this task
-        #[arg(long)]
-        task: Option<String>,
-        #[command(flatten)]
-        limit: cli::reads::Limit,
-    },
-    /// Success rates, recovery times, task preservation, load and failure patterns
-    Report(Target),
-    /// Ask recovery to bring a failed, permanently failed or quarantined worker back, with
-    /// the attempts and window of a level; each attempt is a worker_recovery_history row
-    RecoverWorker {
-        worker: String,
-        #[arg(long, value_enum, default_value = "medium")]
-        level: cli::recovery::Level,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Lift a worker's quarantine or permanent failure: with a session it is healthy at once,
-    /// without one its next connection makes it so
-    Reset {
-        worker: String,
-        /// Why, recorded with the change
-        #[arg(long, default_value = "no reason given")]
-        reason: String,
-        #[command(flatten)]
-        target: Target,
-    },
 }
 
 #[derive(Subcommand)]
@@ -721,31 +683,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Breaker(command) => testfleet::cli::breaker::run(command).await,
-        Command::Recovery(RecoveryCommand::History {
-            target,
-            worker,
-            task,
-            limit,
-        }) => cli::recovery::history(&target, worker.as_deref(), task.as_deref(), limit).await,
-        Command::Recovery(RecoveryCommand::RecoverWorker {
-            worker,
-            level,
-            target,
-        }) => cli::recovery::recover_worker(&target, &worker, level).await,
-        Command::Recovery(RecoveryCommand::Reset {
-            worker,
-            reason,
-            target,
-        }) => cli::recovery::reset(&target, &worker, &reason).await,
-        Command::Recovery(RecoveryCommand::Report(target)) => {
-            let remote = target.remote()?;
-            let report = testfleet::cli::recovery_report::report(&remote).await?;
-            print!(
-                "{}",
-                testfleet::cli::recovery_report::render(&report, target.output)
-            );
-            Ok(())
-        }
+        Command::Recovery(command) => cli::recovery::run(command).await,
         Command::Workers {
             command: Some(command),
             ..
@@ -878,7 +816,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Run { local: Some(_), .. }));
+    let local = match &cli.command {
+        Command::Run { local, .. } => local.is_some(),
+        Command::Pytest(args) => args.local.is_some(),
+        _ => false,
+    };
+    init_tracing(local);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

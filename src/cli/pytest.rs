@@ -49,6 +49,15 @@ pub struct PytestArgs {
     /// Time limit of one shard, e.g. 30m
     #[arg(long, default_value = "30m", value_parser = crate::plan::parse_timeout)]
     pub timeout: Duration,
+    /// Run on a fleet of this command's own: a coordinator in this process and N local
+    /// workers, started before the suite and stopped after it
+    #[arg(long, value_name = "N", conflicts_with = "coordinator",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub local: Option<u16>,
+    /// With --local: keep the coordinator's data and the logs in DIR (the test history with
+    /// them, for the next run's balance)
+    #[arg(long, value_name = "DIR", requires = "local")]
+    pub data_dir: Option<PathBuf>,
     /// pytest's own arguments, after --
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -64,23 +73,46 @@ pub struct TestLine {
     pub message: String,
 }
 
-/// Runs the suite; `interrupts` cancel the job as in `run`.
+/// Runs the suite on the cluster, or with `--local` on a fleet of its own; `interrupts` cancel
+/// the job as in `run`.
 pub async fn run(
     args: PytestArgs,
     interrupts: Option<&mut tokio::sync::mpsc::UnboundedReceiver<()>>,
 ) -> Result<(), CliError> {
+    let Some(workers) = args.local else {
+        let remote = args.target.remote()?;
+        return run_on(&remote, &args, interrupts).await;
+    };
+    let options = super::local::LocalOptions {
+        workers: workers as usize,
+        data_dir: args.data_dir.clone(),
+        probe: false,
+    };
+    let mut fleet = super::local::LocalFleet::start_with(&options).await?;
+    eprintln!("local fleet up: {workers} workers");
+    let result = run_on(fleet.remote(), &args, interrupts).await;
+    if let Err(e) = fleet.stop().await {
+        eprintln!("warning: stopping the local fleet: {e}");
+    }
+    result
+}
+
+async fn run_on(
+    remote: &Remote,
+    args: &PytestArgs,
+    interrupts: Option<&mut tokio::sync::mpsc::UnboundedReceiver<()>>,
+) -> Result<(), CliError> {
     let started = Instant::now();
-    let remote = args.target.remote()?;
     let cwd = match &args.cwd {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().map_err(|e| CliError::Other(e.to_string()))?,
     };
     let cwd = std::path::absolute(&cwd).map_err(|e| CliError::Other(e.to_string()))?;
     let nodes = collect(&args.python, &cwd, &args.args)?;
-    let history = history(&remote).await?;
+    let history = history(remote).await?;
     let shards = match args.shards {
         Some(n) => n as usize,
-        None => healthy_workers(&remote).await?.max(1),
+        None => healthy_workers(remote).await?.max(1),
     };
     let packed = shard::pack(&shard::with_history(&nodes, &history), shards);
     let job_id = uuid::Uuid::new_v4().to_string();
@@ -88,22 +120,22 @@ pub async fn run(
     let specs: Vec<TaskSpec> = packed
         .iter()
         .enumerate()
-        .map(|(i, (tests, _))| shard_task(&args, &cwd, &job_id, i, &options, tests))
+        .map(|(i, (tests, _))| shard_task(args, &cwd, &job_id, i, &options, tests))
         .collect();
     let name = format!(
         "pytest-{}",
         cwd.file_name()
             .map_or("suite".into(), |n| n.to_string_lossy().into_owned())
     );
-    jobs::submit(&remote, &job_id, &name, &specs).await?;
+    jobs::submit(remote, &job_id, &name, &specs).await?;
     eprintln!(
         "{} tests in {} shards (job {job_id}), by past durations where known",
         nodes.len(),
         specs.len()
     );
-    let report = jobs::follow_interruptible(&remote, &job_id, interrupts).await?;
+    let report = jobs::follow_interruptible(remote, &job_id, interrupts).await?;
     let summary = jobs::summary(report);
-    let tests = results(&remote, &job_id).await?;
+    let tests = results(remote, &job_id).await?;
     if let Some(file) = &args.junit_xml {
         std::fs::write(file, junit_xml(&tests, started.elapsed()))
             .map_err(|e| CliError::Other(format!("cannot write {}: {e}", file.display())))?;

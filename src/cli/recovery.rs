@@ -156,3 +156,70 @@ fn changed(reply: &crate::proto::WorkerChangeReply, what: &str, output: super::O
         }
     }
 }
+
+/// `testfleet recovery ...`.
+#[derive(clap::Subcommand)]
+pub enum RecoveryCommand {
+    /// Every recovery decision (task, worker and system), oldest first
+    History {
+        #[command(flatten)]
+        target: Target,
+        /// Only decisions about this worker
+        #[arg(long)]
+        worker: Option<String>,
+        /// Only decisions about this task
+        #[arg(long)]
+        task: Option<String>,
+        #[command(flatten)]
+        limit: Limit,
+    },
+    /// Success rates, recovery times, task preservation, load and failure patterns
+    Report(Target),
+    /// Ask recovery to bring a failed, permanently failed or quarantined worker back, with
+    /// the attempts and window of a level; each attempt is a worker_recovery_history row
+    RecoverWorker {
+        worker: String,
+        #[arg(long, value_enum, default_value = "medium")]
+        level: Level,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Lift a worker's quarantine or permanent failure: with a session it is healthy at once,
+    /// without one its next connection makes it so
+    Reset {
+        worker: String,
+        /// Why, recorded with the change
+        #[arg(long, default_value = "no reason given")]
+        reason: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Runs one `recovery` subcommand.
+pub async fn run(command: RecoveryCommand) -> Result<(), CliError> {
+    match command {
+        RecoveryCommand::History {
+            target,
+            worker,
+            task,
+            limit,
+        } => history(&target, worker.as_deref(), task.as_deref(), limit).await,
+        RecoveryCommand::RecoverWorker {
+            worker,
+            level,
+            target,
+        } => recover_worker(&target, &worker, level).await,
+        RecoveryCommand::Reset {
+            worker,
+            reason,
+            target,
+        } => reset(&target, &worker, &reason).await,
+        RecoveryCommand::Report(target) => {
+            let remote = target.remote()?;
+            let report = super::recovery_report::report(&remote).await?;
+            print!("{}", super::recovery_report::render(&report, target.output));
+            Ok(())
+        }
+    }
+}

@@ -154,3 +154,55 @@ fn run_with_path(args: &[&str], dir: &Path, path: Option<&str>) -> (i32, String,
         }
     }
 }
+
+#[test]
+fn pytest_local_runs_the_suite_on_a_fleet_of_its_own() {
+    let (py, path) = python();
+    let dir = test_dir();
+    let d = dir.path();
+    let suite = d.join("suite");
+    for (file, text) in SUITE {
+        let file = suite.join(file);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    }
+    let merged = d.join("merged.xml");
+    let data = d.join("data");
+    let (suite_dir, merged_arg, data_arg) = (
+        suite.display().to_string(),
+        merged.display().to_string(),
+        data.display().to_string(),
+    );
+    let args = [
+        "pytest",
+        "--local",
+        "2",
+        "--data-dir",
+        &data_arg,
+        "--python",
+        py,
+        "--cwd",
+        &suite_dir,
+        "--junit-xml",
+        &merged_arg,
+        "--",
+        "tests",
+    ];
+    let (code, _, err) = run_with_path(&args, d, path.as_deref());
+    assert_eq!(code, 1, "one test failed: {err}");
+    assert!(
+        err.contains("5 passed, 1 failed, 1 skipped, 0 errors"),
+        "{err}"
+    );
+    let ids: Vec<String> = outcomes(&merged).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), 7, "{ids:?}");
+    assert!(ids.contains(&"tests.test_more.TestGroup::test_inner".to_string()));
+    // The fleet is gone: nothing mentions its data directory any more.
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&data_arg))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
