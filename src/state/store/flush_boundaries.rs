@@ -18,7 +18,8 @@ use proptest::sample::select;
 
 use super::*;
 use crate::state::command::{
-    Assignment, BreakerState, Command, FaultCategory, Outcome, TaskSpec, Timestamp, WorkerStatus,
+    Assignment, BreakerState, Command, FaultCategory, Outcome, TaskSpec, TestCase, TestOutcome,
+    Timestamp, WorkerStatus,
 };
 use crate::state::limits;
 
@@ -131,6 +132,33 @@ fn spec() -> impl Strategy<Value = TaskSpec> {
                 max_retries: retries.0,
                 timeout_retries: retries.1,
                 flaky_retries: retries.2,
+            },
+        )
+}
+
+/// A test of a JUnit report: names up to past their limits, NUL bytes, extreme durations.
+fn test_case() -> impl Strategy<Value = TestCase> {
+    let name = prop_oneof![
+        4 => text(),
+        1 => Just("n".repeat(limits::MAX_TEST_NAME_BYTES + 1)),
+    ];
+    (
+        name.clone(),
+        name,
+        select(TestOutcome::ALL.to_vec()),
+        big(),
+        text(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(classname, name, outcome, duration_ms, message, flaky)| TestCase {
+                id: format!("{classname}::{name}"),
+                classname,
+                name,
+                outcome,
+                duration_ms,
+                message,
+                flaky,
             },
         )
 }
@@ -272,6 +300,20 @@ fn single() -> impl Strategy<Value = Command> {
             .prop_map(|(worker, drain, reason, at)| Command::DrainWorker { worker, drain, reason, at }),
         2 => (worker(), any::<bool>(), text(), timestamp())
             .prop_map(|(worker, force, reason, at)| Command::RemoveWorker { worker, force, reason, at }),
+        // A result with its tests: rows only for a current attempt, in the result's entry.
+        3 => (task_id(), attempt(), worker(), outcome(), exit_code(), big(), timestamp(),
+              prop::collection::vec(test_case(), 0..4))
+            .prop_map(|(task, attempt, worker, outcome, exit_code, duration_ms, at, tests)| {
+                Command::FinishTaskWithTests {
+                    task, attempt, worker, outcome, exit_code, duration_ms,
+                    output_tail: String::new(), at, tests,
+                }
+            }),
+        // An operator's recovery request and reset, any level or target status.
+        1 => (worker(), prop_oneof![Just("high".to_string()), text()], text(), timestamp())
+            .prop_map(|(worker, level, reason, at)| Command::RecoverWorker { worker, level, reason, at }),
+        1 => (worker(), status(), text(), timestamp())
+            .prop_map(|(worker, to, reason, at)| Command::ResetWorker { worker, to, reason, at }),
         1 => Just(Command::Bench { payload: vec![1; 3] }),
         1 => Just(Command::Noop),
     ]
