@@ -58,6 +58,9 @@ pub mod raster;
 pub mod recovery;
 mod rows;
 mod svg;
+
+/// XML escaping, shared with the merged JUnit report of `testfleet pytest`.
+pub use svg::escape;
 mod text;
 
 pub use cluster::{ClusterPicture, NodeBox, WorkerBox};

@@ -283,9 +283,7 @@ async fn snapshot(target: &Target, out: Option<&Path>) -> Result<(), CliError> {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
+    crate::raft::state_machine::write_atomically(path, bytes)
         .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))
 }
 

@@ -26,6 +26,7 @@ use super::args::Target;
 use super::{CliError, Remote, jobs};
 use crate::plan::{JUNIT_ENV, shard};
 use crate::state::command::TaskSpec;
+use crate::viz::escape;
 
 /// pytest's exit code when it collected no test.
 const NO_TESTS: u8 = 5;
@@ -322,19 +323,6 @@ pub fn junit_xml(tests: &[TestLine], wall: Duration) -> String {
     }
     xml.push_str("</testsuite></testsuites>\n");
     xml
-}
-
-fn escape(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '&' => "&amp;".to_string(),
-            '<' => "&lt;".to_string(),
-            '>' => "&gt;".to_string(),
-            '"' => "&quot;".to_string(),
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t') => String::new(),
-            c => c.to_string(),
-        })
-        .collect()
 }
 
 #[cfg(test)]

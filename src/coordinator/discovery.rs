@@ -18,8 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Coordinator;
-use crate::proto::StatusRequest;
-use crate::proto::control_client::ControlClient;
 
 /// How often an unanswered address is asked again.
 const RETRY: Duration = Duration::from_millis(300);
@@ -143,15 +141,7 @@ pub async fn discover(node: Arc<Coordinator>, advertised: String) {
 }
 
 async fn ask(node: &Coordinator, addr: &str) -> Option<Answer> {
-    let channel = node.forwarding_channel(addr).ok()?;
-    let reply = tokio::time::timeout(
-        Duration::from_secs(2),
-        ControlClient::new(channel).status(StatusRequest::default()),
-    )
-    .await
-    .ok()?
-    .ok()?
-    .into_inner();
+    let reply = node.peer_status(addr, Duration::from_secs(2)).await.ok()?;
     Some(Answer {
         node_id: reply.node_id,
         instance: reply.instance,
@@ -169,20 +159,11 @@ pub async fn wait_to_be_added(node: Arc<Coordinator>, advertised: String) {
         }
         let mut leader = None;
         for addr in &join {
-            let Ok(channel) = node.forwarding_channel(addr) else {
-                continue;
-            };
-            let asked = tokio::time::timeout(
-                Duration::from_secs(2),
-                ControlClient::new(channel).status(StatusRequest::default()),
-            )
-            .await;
-            if let Ok(Ok(status)) = asked {
-                let status = status.into_inner();
-                if let Some(id) = status.leader_id {
-                    leader = Some((id, status.leader_addr));
-                    break;
-                }
+            if let Ok(status) = node.peer_status(addr, Duration::from_secs(2)).await
+                && let Some(id) = status.leader_id
+            {
+                leader = Some((id, status.leader_addr));
+                break;
             }
         }
         match leader {

@@ -23,8 +23,7 @@ use tonic::Status;
 use super::Coordinator;
 use crate::proto::control_client::ControlClient;
 use crate::proto::{
-    AddNodeRequest, MembershipReply, SnapshotHeader, SnapshotPart, SnapshotReply, StatusRequest,
-    snapshot_part,
+    AddNodeRequest, MembershipReply, SnapshotHeader, SnapshotPart, SnapshotReply, snapshot_part,
 };
 
 /// A follower whose last heartbeat acknowledgement is older than this does not count as
@@ -210,28 +209,15 @@ pub fn view(node: &Coordinator) -> View {
 /// Asks the node at `addr` who it is, and refuses one that is someone else or already belongs
 /// to a cluster.
 async fn identify(node: &Coordinator, id: u64, addr: &str) -> Result<(), Status> {
-    let channel = node.forwarding_channel(addr)?;
-    let asked = tokio::time::timeout(
-        Duration::from_secs(5),
-        ControlClient::new(channel).status(StatusRequest::default()),
-    )
-    .await;
-    let status = match asked {
-        Ok(Ok(status)) => status.into_inner(),
-        Ok(Err(e)) => {
-            return Err(Status::failed_precondition(format!(
-                "cannot reach node {id} at {addr}: {}; start it first (`testfleet coordinator \
-                 --node-id {id} --join ...`) and check the address",
-                e.message()
-            )));
-        }
-        Err(_) => {
-            return Err(Status::failed_precondition(format!(
-                "node {id} at {addr} did not answer within 5 s; start it first and check the \
-                 address"
-            )));
-        }
-    };
+    let status = node
+        .peer_status(addr, Duration::from_secs(5))
+        .await
+        .map_err(|e| {
+            Status::failed_precondition(format!(
+                "cannot reach node {id} at {addr}: {e}; start it first (`testfleet coordinator \
+                 --node-id {id} --join ...`) and check the address"
+            ))
+        })?;
     if status.node_id != id {
         return Err(Status::failed_precondition(format!(
             "the coordinator at {addr} is node {}, not node {id}; check the id and the address",

@@ -378,6 +378,26 @@ impl Coordinator {
         Ok(ChangeRunning(self))
     }
 
+    /// Asks the coordinator at `addr` for its status over the peer channel, within `limit`;
+    /// the error says why it did not answer.
+    pub(crate) async fn peer_status(
+        &self,
+        addr: &str,
+        limit: Duration,
+    ) -> Result<crate::proto::NodeStatus, String> {
+        let channel = self
+            .forwarding_channel(addr)
+            .map_err(|e| e.message().to_string())?;
+        let mut client = crate::proto::control_client::ControlClient::new(channel);
+        match tokio::time::timeout(limit, client.status(crate::proto::StatusRequest::default()))
+            .await
+        {
+            Ok(Ok(status)) => Ok(status.into_inner()),
+            Ok(Err(e)) => Err(e.message().to_string()),
+            Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
+        }
+    }
+
     /// The configured address of a member.
     pub fn peer_addr(&self, id: u64) -> Option<&str> {
         self.peers.get(&id).map(String::as_str)

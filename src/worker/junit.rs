@@ -208,14 +208,9 @@ fn test_case(node: roxmltree::Node) -> TestCase {
 
 /// `text` cut to at most `max` bytes at a character boundary.
 fn clipped(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
+    let mut text = text.to_string();
+    crate::state::limits::clip(&mut text, max);
+    text
 }
 
 #[cfg(test)]

@@ -27,6 +27,17 @@ const SUITE: [(&str, &str); 3] = [
     ("tests/__init__.py", ""),
 ];
 
+/// Writes [`SUITE`] under `dir/suite` and returns that directory.
+fn write_suite(dir: &Path) -> std::path::PathBuf {
+    let suite = dir.join("suite");
+    for (file, text) in SUITE {
+        let file = suite.join(file);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    }
+    suite
+}
+
 /// `(id, outcome)` of every test in a JUnit XML file, sorted.
 fn outcomes(file: &Path) -> Vec<(String, String)> {
     let mut tests: Vec<(String, String)> = testfleet::worker::junit::read(file)
@@ -43,12 +54,7 @@ async fn a_suite_sharded_over_two_workers_reports_what_a_direct_run_does() {
     let (py, path) = python();
     let dir = test_dir();
     let d = dir.path();
-    let suite = d.join("suite");
-    for (file, text) in SUITE {
-        let file = suite.join(file);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(file, text).unwrap();
-    }
+    let suite = write_suite(d);
     // The direct run: what the fleet must reproduce.
     let direct = d.join("direct.xml");
     let mut command = std::process::Command::new(py);
@@ -160,12 +166,7 @@ fn pytest_local_runs_the_suite_on_a_fleet_of_its_own() {
     let (py, path) = python();
     let dir = test_dir();
     let d = dir.path();
-    let suite = d.join("suite");
-    for (file, text) in SUITE {
-        let file = suite.join(file);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(file, text).unwrap();
-    }
+    let suite = write_suite(d);
     let merged = d.join("merged.xml");
     let data = d.join("data");
     let (suite_dir, merged_arg, data_arg) = (
