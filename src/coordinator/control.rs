@@ -638,10 +638,12 @@ impl Control for ControlService {
                  would carry the recovery out",
             ));
         };
-        if let Some((attempt, strategy)) = recovery.attempt(&r.worker) {
+        if let Some(attempt) = recovery.working_on(&r.worker) {
+            let now = attempt.map_or("waiting for its next attempt".to_string(), |(n, s)| {
+                format!("attempt {n}, {s}")
+            });
             return Err(Status::failed_precondition(format!(
-                "worker {} is being recovered already (attempt {attempt}, {strategy}); wait for \
-                 that recovery to end",
+                "worker {} is being recovered already ({now}); wait for that recovery to end",
                 r.worker
             )));
         }

@@ -164,10 +164,16 @@ impl Recovery {
         lock(&self.planner).in_episode()
     }
 
-    /// The attempt running or due for `worker`, if recovery works on it: its number and
-    /// strategy.
-    pub fn attempt(&self, worker: &str) -> Option<(u32, crate::recovery::strategy::Strategy)> {
-        lock(&self.planner).attempt(worker)
+    /// Whether recovery works on `worker` (an attempt running or waiting), and the running
+    /// attempt's number and strategy if there is one.
+    pub fn working_on(
+        &self,
+        worker: &str,
+    ) -> Option<Option<(u32, crate::recovery::strategy::Strategy)>> {
+        let planner = lock(&self.planner);
+        planner
+            .is_recovering(worker)
+            .then(|| planner.attempt(worker))
     }
 }
 

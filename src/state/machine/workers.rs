@@ -163,7 +163,7 @@ impl Machine {
                  healthy again"
                     .into(),
             ),
-            WorkerStatus::Recovering => Some("recovery is working on it already".to_string()),
+            WorkerStatus::Recovering => Some("it is being recovered already".to_string()),
             WorkerStatus::Draining => Some(
                 "it is draining (its running tasks finish first); wait for it, or undrain it"
                     .into(),
