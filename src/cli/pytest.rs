@@ -4,14 +4,19 @@
 //! 1. The tests are collected here (`PY -m pytest --collect-only -q ARGS` in the working
 //!    directory); a collection error is shown as pytest shows it, with its exit code.
 //! 2. They are split into shards balanced by each test's past duration from `test_results`
-//!    ([`crate::plan::shard`]); by default one shard per healthy worker.
+//!    ([`crate::plan::shard`]); by default one shard per slot of the healthy workers, and
+//!    never more node ids in one shard than a task's command line may hold.
 //! 3. One job with one task per shard runs `PY -m pytest -p no:cacheprovider
 //!    --junit-xml=FILE OPTIONS NODE_IDS` in the same directory on the workers (a shared
 //!    checkout; FILE in the worker's /tmp), with `junit = FILE`, so each test becomes a
 //!    `test_results` row; a shard lost
-//!    with its worker runs again and only its final attempt counts.
+//!    with its worker runs again and only its final attempt counts. With `--rerun-failures N`
+//!    the shard runs `pytest_rerun.py` instead, which reruns the shard's failed tests up to N
+//!    times in the same attempt and reports every round in one file: a test that failed and
+//!    then passed is recorded as flaky (and counts as passed).
 //! 4. It is followed with the progress bar; then the final attempts' tests are written as one
-//!    merged JUnit XML file and summed up, and the command exits as pytest does: 0 when every
+//!    merged JUnit XML file and summed up with the shards' balance (the longest shard's time
+//!    against the mean), and the command exits as pytest does: 0 when every
 //!    test passed or was skipped, 1 when a test failed, the job's own code (2, 3) when a shard
 //!    could not run, 5 when nothing was collected.
 //!
@@ -30,12 +35,17 @@ use crate::viz::escape;
 
 /// pytest's exit code when it collected no test.
 const NO_TESTS: u8 = 5;
+/// Node ids one shard's command line holds at most (a task has at most
+/// [`crate::state::limits::MAX_ARGS`] arguments; the rest is room for pytest's options).
+pub const MAX_TESTS_PER_SHARD: usize = 3_500;
+/// `--rerun-failures`' driver, run with `python -c`.
+const RERUN_DRIVER: &str = include_str!("pytest_rerun.py");
 
 #[derive(clap::Args)]
 pub struct PytestArgs {
     #[command(flatten)]
     pub target: Target,
-    /// Shards to split the tests into [default: one per healthy worker]
+    /// Shards to split the tests into [default: the healthy workers' slots]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub shards: Option<u32>,
     /// Write every test's result to this JUnit XML file
@@ -50,6 +60,11 @@ pub struct PytestArgs {
     /// Time limit of one shard, e.g. 30m
     #[arg(long, default_value = "30m", value_parser = crate::plan::parse_timeout)]
     pub timeout: Duration,
+    /// Run each shard's failed tests again, up to N times, where they ran; a test that fails
+    /// and then passes counts as passed and is recorded as flaky
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub rerun_failures: u32,
     /// Run on a fleet of this command's own: a coordinator in this process and N local
     /// workers, started before the suite and stopped after it
     #[arg(long, value_name = "N", conflicts_with = "coordinator",
@@ -72,6 +87,8 @@ pub struct TestLine {
     pub outcome: String,
     pub duration_ms: u64,
     pub message: String,
+    /// Passed after failing in the same attempt (`--rerun-failures`).
+    pub flaky: bool,
 }
 
 /// Runs the suite on the cluster, or with `--local` on a fleet of its own; `interrupts` cancel
@@ -113,9 +130,13 @@ async fn run_on(
     let history = history(remote).await?;
     let shards = match args.shards {
         Some(n) => n as usize,
-        None => healthy_workers(remote).await?.max(1),
+        None => healthy_slots(remote).await?.max(1),
     };
-    let packed = shard::pack(&shard::with_history(&nodes, &history), shards);
+    let packed = shard::pack(
+        &shard::with_history(&nodes, &history),
+        shards,
+        MAX_TESTS_PER_SHARD,
+    );
     let job_id = uuid::Uuid::new_v4().to_string();
     let options = options_only(&args.args, &cwd);
     let specs: Vec<TaskSpec> = packed
@@ -137,16 +158,26 @@ async fn run_on(
     let report = jobs::follow_interruptible(remote, &job_id, interrupts).await?;
     let summary = jobs::summary(report);
     let tests = results(remote, &job_id).await?;
+    let balance = balance(remote, &job_id).await?;
     if let Some(file) = &args.junit_xml {
         std::fs::write(file, junit_xml(&tests, started.elapsed()))
             .map_err(|e| CliError::Other(format!("cannot write {}: {e}", file.display())))?;
     }
     let count = |o: &str| tests.iter().filter(|t| t.outcome == o).count();
     let (failed, errors) = (count("failed"), count("error"));
+    let flaky = tests.iter().filter(|t| t.flaky).count();
+    if let Some(balance) = balance {
+        eprintln!("{balance}");
+    }
     eprintln!(
-        "{} passed, {failed} failed, {} skipped, {errors} errors in {:.1} s ({} of {} collected \
+        "{} passed{}, {failed} failed, {} skipped, {errors} errors in {:.1} s ({} of {} collected \
          tests reported)",
         count("passed"),
+        if flaky > 0 {
+            format!(" ({flaky} flaky: failed, then passed on a rerun)")
+        } else {
+            String::new()
+        },
         count("skipped"),
         started.elapsed().as_secs_f64(),
         tests.len(),
@@ -223,14 +254,25 @@ fn shard_task(
 ) -> TaskSpec {
     // Outside the checkout, which may be shared: the worker's own /tmp.
     let report = format!("/tmp/testfleet-junit-{job}-{index}.xml");
-    let mut command = vec![
-        args.python.clone(),
-        "-m".into(),
-        "pytest".into(),
-        "-p".into(),
-        "no:cacheprovider".into(),
-        format!("--junit-xml={report}"),
-    ];
+    let mut command = if args.rerun_failures == 0 {
+        vec![
+            args.python.clone(),
+            "-m".into(),
+            "pytest".into(),
+            "-p".into(),
+            "no:cacheprovider".into(),
+            format!("--junit-xml={report}"),
+        ]
+    } else {
+        vec![
+            args.python.clone(),
+            "-c".into(),
+            RERUN_DRIVER.into(),
+            report.clone(),
+            args.rerun_failures.to_string(),
+            options.len().to_string(),
+        ]
+    };
     command.extend(options.iter().cloned());
     command.extend(tests.iter().cloned());
     TaskSpec {
@@ -254,8 +296,10 @@ async fn history(remote: &Remote) -> Result<BTreeMap<String, u64>, CliError> {
         .collect())
 }
 
-async fn healthy_workers(remote: &Remote) -> Result<usize, CliError> {
-    let sql = "SELECT count(*) FROM workers WHERE status = 'healthy' AND drained_at IS NULL";
+/// The slots of the healthy workers (a worker that does not report its slots counts as one).
+async fn healthy_slots(remote: &Remote) -> Result<usize, CliError> {
+    let sql = "SELECT CAST(coalesce(sum(coalesce(TRY_CAST(capabilities->>'slots' AS BIGINT), 1)), \
+               0) AS BIGINT) FROM workers WHERE status = 'healthy' AND drained_at IS NULL";
     let result = super::query_result(remote, sql, false).await?;
     Ok(result
         .rows
@@ -268,7 +312,8 @@ async fn healthy_workers(remote: &Remote) -> Result<usize, CliError> {
 async fn results(remote: &Remote, job: &str) -> Result<Vec<TestLine>, CliError> {
     super::reads::check_id(job)?;
     let sql = format!(
-        "SELECT r.classname, r.name, r.outcome, r.duration_ms, r.message FROM test_results r \
+        "SELECT r.classname, r.name, r.outcome, r.duration_ms, r.message, r.flaky \
+         FROM test_results r \
          JOIN tasks t ON t.id = r.task_id AND t.attempt = r.attempt WHERE t.job_id = '{job}' \
          ORDER BY r.test_id"
     );
@@ -284,8 +329,45 @@ async fn results(remote: &Remote, job: &str) -> Result<Vec<TestLine>, CliError> 
             outcome: text(r.get(2)),
             duration_ms: r.get(3).and_then(|v| v.as_u64()).unwrap_or(0),
             message: text(r.get(4)),
+            flaky: r.get(5).and_then(|v| v.as_bool()).unwrap_or(false),
         })
         .collect())
+}
+
+/// How evenly the shards' final attempts took their time: `None` for a single shard.
+async fn balance(remote: &Remote, job: &str) -> Result<Option<String>, CliError> {
+    let sql = format!(
+        "SELECT epoch_ms(a.finished_at) - epoch_ms(a.started_at) FROM tasks t \
+         JOIN task_attempts a ON a.task_id = t.id AND a.attempt = t.attempt \
+         WHERE t.job_id = '{job}' AND a.started_at IS NOT NULL AND a.finished_at IS NOT NULL"
+    );
+    let result = super::query_result(remote, &sql, true).await?;
+    let times: Vec<u64> = result
+        .rows
+        .iter()
+        .filter_map(|r| r.first()?.as_u64())
+        .collect();
+    Ok(shard_balance(&times))
+}
+
+/// "N shards: longest L s, mean M s (R× the mean)" for `times` in ms, with two shards or more.
+pub fn shard_balance(times: &[u64]) -> Option<String> {
+    let longest = *times.iter().max()?;
+    if times.len() < 2 {
+        return None;
+    }
+    let mean = times.iter().sum::<u64>() as f64 / times.len() as f64;
+    Some(format!(
+        "{} shards: longest {:.2} s, mean {:.2} s ({:.2}× the mean)",
+        times.len(),
+        longest as f64 / 1000.0,
+        mean / 1000.0,
+        if mean > 0.0 {
+            longest as f64 / mean
+        } else {
+            1.0
+        }
+    ))
 }
 
 /// One JUnit XML document of every test.
@@ -311,6 +393,8 @@ pub fn junit_xml(tests: &[TestLine], wall: Duration) -> String {
             "failed" => Some("failure"),
             "error" => Some("error"),
             "skipped" => Some("skipped"),
+            // Surefire's spelling of a test that passed on a rerun.
+            _ if t.flaky => Some("flakyFailure"),
             _ => None,
         };
         match child {
@@ -338,6 +422,7 @@ mod tests {
                 outcome: "passed".into(),
                 duration_ms: 12,
                 message: String::new(),
+                flaky: false,
             },
             TestLine {
                 classname: "tests.test_a".into(),
@@ -345,6 +430,7 @@ mod tests {
                 outcome: "failed".into(),
                 duration_ms: 1500,
                 message: "assert 1 == \"2\" & more".into(),
+                flaky: false,
             },
             TestLine {
                 classname: "tests.test_b".into(),
@@ -352,6 +438,15 @@ mod tests {
                 outcome: "skipped".into(),
                 duration_ms: 0,
                 message: "no GPU".into(),
+                flaky: false,
+            },
+            TestLine {
+                classname: "tests.test_b".into(),
+                name: "test_sometimes".into(),
+                outcome: "passed".into(),
+                duration_ms: 7,
+                message: String::new(),
+                flaky: true,
             },
         ];
         let xml = junit_xml(&tests, Duration::from_secs(2));
@@ -367,6 +462,8 @@ mod tests {
                 )
             })
             .collect();
+        let flaky: Vec<bool> = back.iter().map(|t| t.flaky).collect();
+        assert_eq!(flaky, [false, false, false, true]);
         assert_eq!(
             seen,
             [
@@ -388,7 +485,28 @@ mod tests {
                     0,
                     "no GPU".to_string()
                 ),
+                (
+                    "tests.test_b::test_sometimes".to_string(),
+                    "passed",
+                    7,
+                    String::new()
+                ),
             ]
+        );
+    }
+
+    #[test]
+    fn the_balance_is_the_longest_shard_against_the_mean() {
+        assert_eq!(shard_balance(&[]), None);
+        assert_eq!(shard_balance(&[1200]), None);
+        assert_eq!(
+            shard_balance(&[1000, 2000, 3000]).unwrap(),
+            "3 shards: longest 3.00 s, mean 2.00 s (1.50× the mean)"
+        );
+        assert!(
+            shard_balance(&[0, 0])
+                .unwrap()
+                .ends_with("(1.00× the mean)")
         );
     }
 

@@ -8,7 +8,8 @@
 //!   collected tests.
 //! * [`pack`] deals the tests into shards longest first, each to the shard with the least
 //!   total so far (the LPT rule: within 4/3 of the best split), a test never timed counting as
-//!   the median of those that were.
+//!   the median of those that were, and no shard holding more than a given number of tests
+//!   (a shard's node ids are its command line's arguments).
 
 use std::collections::BTreeMap;
 
@@ -51,11 +52,19 @@ pub fn junit_id(node: &str) -> String {
     }
 }
 
-/// Deals `tests` (each with its past duration in ms, if known) into at most `shards` shards,
-/// longest first onto the least loaded shard. Returns the shards (none empty) with their
-/// estimated totals; tests keep their collection order within a shard.
-pub fn pack(tests: &[(String, Option<u64>)], shards: usize) -> Vec<(Vec<String>, u64)> {
-    let shards = shards.clamp(1, tests.len().max(1));
+/// Deals `tests` (each with its past duration in ms, if known) into `shards` shards (more when
+/// `shards` of `max_tests` each cannot hold them all), longest first onto the least loaded
+/// shard that is not full. Returns the shards (none empty) with their estimated totals; tests
+/// keep their collection order within a shard.
+pub fn pack(
+    tests: &[(String, Option<u64>)],
+    shards: usize,
+    max_tests: usize,
+) -> Vec<(Vec<String>, u64)> {
+    let max_tests = max_tests.max(1);
+    let shards = shards
+        .max(tests.len().div_ceil(max_tests))
+        .clamp(1, tests.len().max(1));
     let mut known: Vec<u64> = tests.iter().filter_map(|(_, d)| *d).collect();
     known.sort_unstable();
     let guess = match known.len() {
@@ -72,8 +81,9 @@ pub fn pack(tests: &[(String, Option<u64>)], shards: usize) -> Vec<(Vec<String>,
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); shards];
     for (index, duration) in order {
         let lightest = (0..shards)
+            .filter(|s| members[*s].len() < max_tests)
             .min_by_key(|s| (load[*s], *s))
-            .expect("at least one shard");
+            .expect("shards times max_tests holds every test");
         load[lightest] += duration;
         members[lightest].push(index);
     }
@@ -143,7 +153,7 @@ mod tests {
         .iter()
         .map(|(n, d)| (n.to_string(), *d))
         .collect();
-        let shards = pack(&tests, 2);
+        let shards = pack(&tests, 2, 100);
         assert_eq!(shards.len(), 2);
         let totals: Vec<u64> = shards.iter().map(|(_, t)| *t).collect();
         // 900 + 400 + 100 vs 500 + 400(e, the median) + 100 — within one test of even.
@@ -156,7 +166,23 @@ mod tests {
         all.sort();
         assert_eq!(all, ["a", "b", "c", "d", "e", "f"]);
         // More shards than tests: one each, none empty.
-        assert_eq!(pack(&tests[..2], 8).len(), 2);
-        assert!(pack(&[], 4).is_empty());
+        assert_eq!(pack(&tests[..2], 8, 100).len(), 2);
+        assert!(pack(&[], 4, 100).is_empty());
+    }
+
+    #[test]
+    fn no_shard_holds_more_than_max_tests_and_more_shards_are_made_when_needed() {
+        // One long test and many short ones: by time alone the short ones would crowd into one
+        // shard; the limit spreads them.
+        let mut tests: Vec<(String, Option<u64>)> = vec![("long".into(), Some(10_000))];
+        tests.extend((0..9).map(|i| (format!("short{i}"), Some(10))));
+        let shards = pack(&tests, 2, 5);
+        assert_eq!(shards.len(), 2);
+        assert!(shards.iter().all(|(m, _)| m.len() <= 5), "{shards:?}");
+        // Ten tests, at most three per shard: four shards even though two were asked for.
+        let shards = pack(&tests, 2, 3);
+        assert_eq!(shards.len(), 4);
+        assert_eq!(shards.iter().map(|(m, _)| m.len()).sum::<usize>(), 10);
+        assert!(shards.iter().all(|(m, _)| m.len() <= 3));
     }
 }

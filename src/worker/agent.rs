@@ -587,7 +587,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let previous_exit = config.previous_exit;
     // Bounded (`super::probe::gpu::GpuSettings`): registration carries what it found.
     let offer = tokio::select! {
-        offer = Offer::start(config.capabilities_json.clone(), config.probe.clone()) => offer,
+        offer = Offer::start(
+            super::with_slots(&config.capabilities_json, config.slots),
+            config.probe.clone(),
+        ) => offer,
         _ = shutdown.cancelled() => return Ok(()),
     };
     let mut agent = Agent {

@@ -135,7 +135,17 @@ pub fn parse(text: &str) -> Result<Vec<TestCase>, String> {
                 let failed_before =
                     matches!(seen.outcome, TestOutcome::Failed | TestOutcome::Error) || seen.flaky;
                 let flaky = test.flaky || (failed_before && test.outcome == TestOutcome::Passed);
-                *seen = TestCase { flaky, ..test };
+                // A flaky pass keeps what the failure said, as Surefire's <flakyFailure> does.
+                let message = if flaky && test.message.is_empty() {
+                    std::mem::take(&mut seen.message)
+                } else {
+                    test.message
+                };
+                *seen = TestCase {
+                    flaky,
+                    message,
+                    ..test
+                };
             }
             None => {
                 if order.len() == MAX_TESTS_PER_ATTEMPT {
@@ -285,6 +295,7 @@ mod tests {
         assert_eq!(tests[0].id, "c::t");
         assert_eq!(tests[0].outcome, TestOutcome::Passed);
         assert!(tests[0].flaky);
+        assert_eq!(tests[0].message, "boom", "what the failure said");
         assert_eq!(tests[1].id, "bare");
         assert_eq!(tests[1].duration_ms, 1_000_500);
     }

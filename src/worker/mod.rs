@@ -52,3 +52,29 @@ pub fn basic_capabilities() -> String {
     }
     serde_json::Value::Object(caps).to_string()
 }
+
+/// `base` (a capabilities JSON object) with the attempts the worker runs at once as `slots`, so
+/// that the `workers` table tells a fleet's capacity (`testfleet pytest` shards by it). A `base`
+/// that is not an object is left as it is.
+pub fn with_slots(base: &str, slots: u32) -> String {
+    match serde_json::from_str(base) {
+        Ok(serde_json::Value::Object(mut caps)) => {
+            caps.insert("slots".into(), slots.max(1).into());
+            serde_json::Value::Object(caps).to_string()
+        }
+        _ => base.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slots_join_the_capabilities_and_anything_else_is_left_alone() {
+        let caps: serde_json::Value =
+            serde_json::from_str(&super::with_slots(&super::basic_capabilities(), 4)).unwrap();
+        assert_eq!(caps["slots"], 4);
+        assert!(caps["cpus"].as_u64().is_some_and(|n| n >= 1));
+        assert_eq!(super::with_slots("{}", 0), r#"{"slots":1}"#);
+        assert_eq!(super::with_slots("not json", 2), "not json");
+    }
+}

@@ -32,6 +32,7 @@ mod members;
 mod membership;
 mod placement;
 mod pytest_cmd;
+mod pytest_kill;
 mod reads_cli;
 mod recovery;
 mod replication;

@@ -1,7 +1,8 @@
 //! `testfleet pytest` end to end on a small suite written here: collected on the client,
 //! sharded over two workers, one merged JUnit XML that holds exactly the tests and outcomes of
-//! a direct pytest run, one `test_results` row per test, pytest's exit code; a collection
-//! error is shown as pytest shows it.
+//! a direct pytest run, one `test_results` row per test, pytest's exit code; reruns of failed
+//! tests record a test that fails and then passes as flaky; a collection error is shown as
+//! pytest shows it.
 
 use std::path::Path;
 
@@ -125,6 +126,55 @@ async fn a_suite_sharded_over_two_workers_reports_what_a_direct_run_does() {
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rows[0]["n"], 7, "{rows}");
     assert_eq!(rows[0]["shards"], 2, "{rows}");
+
+    // --rerun-failures: a test that fails once and then passes counts as passed and is recorded
+    // as flaky; one that always fails still fails. No --shards: one shard per healthy slot
+    // (two workers of one slot each).
+    std::fs::write(
+        suite.join("tests/test_flaky.py"),
+        "import os\n\
+         def test_once():\n    \
+             mark = os.path.join(os.path.dirname(__file__), 'failed-once')\n    \
+             if not os.path.exists(mark):\n        \
+                 open(mark, 'w').close()\n        \
+                 assert False, 'the first run fails'\n",
+    )
+    .unwrap();
+    let rerun_args: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| !["--shards", "2"].contains(a))
+        .collect();
+    let rerun_args = [
+        &rerun_args[..rerun_args.len() - 2],
+        &["--rerun-failures", "2", "--", "tests"],
+    ]
+    .concat();
+    let (code, _, err) = run_with_path(&rerun_args, d, path.as_deref());
+    assert_eq!(code, 1, "test_div fails on every run: {err}");
+    assert!(err.contains("2 shards: longest"), "{err}");
+    assert!(
+        err.contains("6 passed (1 flaky: failed, then passed on a rerun), 1 failed"),
+        "{err}"
+    );
+    let once = testfleet::worker::junit::read(&merged)
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == "tests.test_flaky::test_once")
+        .expect("the flaky test is in the merged report");
+    assert_eq!(once.outcome.as_str(), "passed");
+    assert!(once.flaky);
+    assert!(once.message.contains("the first run fails"), "{once:?}");
+    let (code, out, err) = run(&["tests", "flaky", "-o", "json", "--coordinator", &addr], d);
+    assert_eq!(code, 0, "{err}");
+    let flaky: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let once = flaky
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["test_id"] == "tests.test_flaky::test_once")
+        .unwrap_or_else(|| panic!("not listed as flaky: {flaky}"));
+    assert_eq!(once["passed_on_rerun"], 1, "{once}");
 
     // A collection error is pytest's own, with its exit code (4: usage error).
     std::fs::write(

@@ -13,10 +13,10 @@ use testfleet::auth::Role;
 
 use super::support::{WorkerProcess, binary, token_file};
 
-/// The versions `.ci/run` pins too.
-const PACKAGES: [&str; 2] = ["pytest==9.2.0", "toolz==1.2.0"];
+/// The versions the tests run with: toolz's and pyflakes' suites (`pytest_kill`), and pytest.
+const PACKAGES: [&str; 3] = ["pytest==9.2.0", "toolz==1.2.0", "pyflakes==4.1.0"];
 
-/// A Python interpreter that imports pytest and toolz: `python3` if it does, else one this test
+/// A Python interpreter that imports pytest, toolz and pyflakes: `python3` if it does, else one this test
 /// provisions once under Cargo's scratch directory (a virtual environment, or a `--target`
 /// package directory where `venv` is not installed).
 pub(crate) fn python() -> &'static (String, Option<String>) {
@@ -24,7 +24,7 @@ pub(crate) fn python() -> &'static (String, Option<String>) {
     PYTHON.get_or_init(|| {
         let imports = |python: &str, path: Option<&str>| {
             let mut command = Command::new(python);
-            command.args(["-c", "import pytest, toolz"]);
+            command.args(["-c", "import pytest, toolz, pyflakes"]);
             if let Some(path) = path {
                 command.env("PYTHONPATH", path);
             }
