@@ -333,6 +333,9 @@ enum BenchCommand {
     /// A restarted follower, and one absent while N commands were committed, until caught
     /// up, at several sizes of state
     Catchup(testfleet::bench::catchup::CatchupArgs),
+    /// A pytest suite directly, with pytest-xdist -n N and through a local fleet of N
+    /// workers (without, then with a timing history): wall times, shard balance, outcomes
+    Pytest(testfleet::bench::pytest::PytestBenchArgs),
 }
 
 /// The log filter without `RUST_LOG`. openraft warns on every failed heartbeat and replication
@@ -802,6 +805,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", bench::catchup::render(&report, args.output));
             Ok(())
         }
+        Command::Bench(BenchCommand::Pytest(args)) => {
+            let report = bench::pytest::run(&args).await?;
+            print!(
+                "{}",
+                bench::pytest::render(&report, args.suite.target.output)
+            );
+            Ok(())
+        }
         Command::Bench(BenchCommand::Claims(args)) => {
             let report = bench::claims::run(&args).await?;
             print!("{}", bench::claims::render(&report, args.output));
@@ -819,6 +830,7 @@ fn main() -> ExitCode {
     let local = match &cli.command {
         Command::Run { local, .. } => local.is_some(),
         Command::Pytest(args) => args.local.is_some(),
+        Command::Bench(BenchCommand::Pytest(_)) => true,
         _ => false,
     };
     init_tracing(local);

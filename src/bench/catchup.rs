@@ -40,6 +40,7 @@ use std::time::{Duration, Instant, SystemTime};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use serde::Serialize;
 
+use super::median;
 use crate::auth::{Credentials, Role};
 use crate::cli::{CliError, Output, connect, table};
 use crate::config::LOG_FILE_NAME;
@@ -108,17 +109,6 @@ impl Measure {
             median_ms: median(&samples_ms),
             samples_ms,
         }
-    }
-}
-
-/// The median (the mean of the two middle values for an even count); 0 for none.
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
 }
 

@@ -146,9 +146,8 @@ fn preserved(r: &ChaosReport) -> f64 {
 }
 
 /// The median of `values`, or `None` when empty.
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len().saturating_sub(1) / 2).copied()
+fn median(values: Vec<f64>) -> Option<f64> {
+    (!values.is_empty()).then(|| super::median(&values))
 }
 
 /// The median change (per cent) of the coordinators' cores and peak memory in the window

@@ -20,6 +20,8 @@
 //!   sizes of state (log replay, snapshot install), with the state's size on disk.
 //! * [`breaker`] (`bench breaker`, `./run_circuit_breaker_benchmark.sh`): the same job with and
 //!   without circuit breakers while one worker suffers each failure type.
+//! * [`pytest`] (`bench pytest`): a pytest suite directly, with pytest-xdist, and through a
+//!   local fleet without and with a timing history: wall times, shard balance, outcomes.
 //! * [`claims`] (`bench claims`): the figures the replaced system claimed — recovery, and a
 //!   coordinator failure with and without HA — from three checked chaos runs.
 //!
@@ -31,6 +33,18 @@ pub mod catchup;
 pub mod claims;
 pub mod commit;
 pub mod failover;
+pub mod pytest;
 pub mod reconnect;
 pub mod recovery;
 pub mod tasks;
+
+/// The median of `values` (the mean of the two middle values for an even count); 0 for none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}

@@ -22,7 +22,7 @@ Exit codes:
   130  run: interrupted a second time (Ctrl-C), the job left running (--local: stopped)";
 
 /// Coordinator addresses, as any subset of the cluster.
-#[derive(clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct Target {
     /// Coordinator addresses, HOST:PORT[,HOST:PORT...]; any member works
     #[arg(long, env = "TESTFLEET_COORDINATOR", default_value = "127.0.0.1:8080")]
@@ -48,7 +48,7 @@ impl Target {
 }
 
 /// What a client or worker presents to the coordinators.
-#[derive(clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct ClientAuth {
     /// File holding the token to present (from `testfleet auth init`); without it, the
     /// TESTFLEET_TOKEN environment variable, if set

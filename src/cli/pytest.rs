@@ -41,7 +41,7 @@ pub const MAX_TESTS_PER_SHARD: usize = 3_500;
 /// `--rerun-failures`' driver, run with `python -c`.
 const RERUN_DRIVER: &str = include_str!("pytest_rerun.py");
 
-#[derive(clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct PytestArgs {
     #[command(flatten)]
     pub target: Target,
@@ -120,6 +120,89 @@ async fn run_on(
     args: &PytestArgs,
     interrupts: Option<&mut tokio::sync::mpsc::UnboundedReceiver<()>>,
 ) -> Result<(), CliError> {
+    let suite = execute(remote, args, interrupts).await?;
+    if let Some(balance) = shard_balance(&suite.shard_ms) {
+        eprintln!("{balance}");
+    }
+    let flaky = suite.tests.iter().filter(|t| t.flaky).count();
+    eprintln!(
+        "{} passed{}, {} failed, {} skipped, {} errors in {:.1} s ({} of {} collected tests \
+         reported)",
+        suite.count("passed"),
+        if flaky > 0 {
+            format!(" ({flaky} flaky: failed, then passed on a rerun)")
+        } else {
+            String::new()
+        },
+        suite.count("failed"),
+        suite.count("skipped"),
+        suite.count("error"),
+        suite.wall.as_secs_f64(),
+        suite.tests.len(),
+        suite.collected
+    );
+    for t in suite
+        .tests
+        .iter()
+        .filter(|t| t.outcome == "failed" || t.outcome == "error")
+    {
+        eprintln!(
+            "{} {}::{} - {}",
+            t.outcome.to_uppercase(),
+            t.classname,
+            t.name,
+            t.message
+        );
+    }
+    match suite.exit_code() {
+        0 => Ok(()),
+        code => Err(CliError::Exit(code)),
+    }
+}
+
+/// What one run of a suite on the fleet gave.
+#[derive(Debug)]
+pub struct SuiteRun {
+    /// Tests collected.
+    pub collected: usize,
+    /// The final attempts' tests, in test id order.
+    pub tests: Vec<TestLine>,
+    /// Each shard's final attempt, start to end, in ms.
+    pub shard_ms: Vec<u64>,
+    /// From the start of the collection to the merged results.
+    pub wall: Duration,
+    /// The job's own exit code (2, 3 when a shard could not run at all).
+    pub job_exit_code: u8,
+}
+
+impl SuiteRun {
+    /// Tests with this outcome.
+    pub fn count(&self, outcome: &str) -> usize {
+        self.tests.iter().filter(|t| t.outcome == outcome).count()
+    }
+
+    /// pytest's exit code for the whole run.
+    pub fn exit_code(&self) -> u8 {
+        match (
+            self.count("failed") + self.count("error"),
+            self.job_exit_code,
+        ) {
+            (0, 0) => 0,
+            // The job's code says more when a shard could not run at all (abandoned, timed
+            // out).
+            (_, code) if code >= 2 => code,
+            _ => 1,
+        }
+    }
+}
+
+/// Collects, shards, runs and gathers the suite on the fleet behind `remote`, and writes the
+/// merged JUnit XML; prints only the job's progress.
+pub async fn execute(
+    remote: &Remote,
+    args: &PytestArgs,
+    interrupts: Option<&mut tokio::sync::mpsc::UnboundedReceiver<()>>,
+) -> Result<SuiteRun, CliError> {
     let started = Instant::now();
     let cwd = match &args.cwd {
         Some(dir) => dir.clone(),
@@ -156,51 +239,20 @@ async fn run_on(
         specs.len()
     );
     let report = jobs::follow_interruptible(remote, &job_id, interrupts).await?;
-    let summary = jobs::summary(report);
+    let job_exit_code = jobs::summary(report).exit_code;
     let tests = results(remote, &job_id).await?;
-    let balance = balance(remote, &job_id).await?;
+    let shard_ms = shard_times(remote, &job_id).await?;
     if let Some(file) = &args.junit_xml {
         std::fs::write(file, junit_xml(&tests, started.elapsed()))
             .map_err(|e| CliError::Other(format!("cannot write {}: {e}", file.display())))?;
     }
-    let count = |o: &str| tests.iter().filter(|t| t.outcome == o).count();
-    let (failed, errors) = (count("failed"), count("error"));
-    let flaky = tests.iter().filter(|t| t.flaky).count();
-    if let Some(balance) = balance {
-        eprintln!("{balance}");
-    }
-    eprintln!(
-        "{} passed{}, {failed} failed, {} skipped, {errors} errors in {:.1} s ({} of {} collected \
-         tests reported)",
-        count("passed"),
-        if flaky > 0 {
-            format!(" ({flaky} flaky: failed, then passed on a rerun)")
-        } else {
-            String::new()
-        },
-        count("skipped"),
-        started.elapsed().as_secs_f64(),
-        tests.len(),
-        nodes.len()
-    );
-    for t in tests
-        .iter()
-        .filter(|t| t.outcome == "failed" || t.outcome == "error")
-    {
-        eprintln!(
-            "{} {}::{} - {}",
-            t.outcome.to_uppercase(),
-            t.classname,
-            t.name,
-            t.message
-        );
-    }
-    match (failed + errors, summary.exit_code) {
-        (0, 0) => Ok(()),
-        // The job's code says more when a shard could not run at all (abandoned, timed out).
-        (_, code) if code >= 2 => Err(CliError::Exit(code)),
-        _ => Err(CliError::Exit(1)),
-    }
+    Ok(SuiteRun {
+        collected: nodes.len(),
+        tests,
+        shard_ms,
+        wall: started.elapsed(),
+        job_exit_code,
+    })
 }
 
 /// The node ids pytest collects, or its own error output and exit code.
@@ -334,39 +386,38 @@ async fn results(remote: &Remote, job: &str) -> Result<Vec<TestLine>, CliError> 
         .collect())
 }
 
-/// How evenly the shards' final attempts took their time: `None` for a single shard.
-async fn balance(remote: &Remote, job: &str) -> Result<Option<String>, CliError> {
+/// Each shard's final attempt of `job`, start to end, in ms.
+async fn shard_times(remote: &Remote, job: &str) -> Result<Vec<u64>, CliError> {
     let sql = format!(
         "SELECT epoch_ms(a.finished_at) - epoch_ms(a.started_at) FROM tasks t \
          JOIN task_attempts a ON a.task_id = t.id AND a.attempt = t.attempt \
          WHERE t.job_id = '{job}' AND a.started_at IS NOT NULL AND a.finished_at IS NOT NULL"
     );
     let result = super::query_result(remote, &sql, true).await?;
-    let times: Vec<u64> = result
+    Ok(result
         .rows
         .iter()
         .filter_map(|r| r.first()?.as_u64())
-        .collect();
-    Ok(shard_balance(&times))
+        .collect())
+}
+
+/// The longest shard's time over the mean of all, for two shards or more.
+pub fn balance(shard_ms: &[u64]) -> Option<f64> {
+    let longest = *shard_ms.iter().max()?;
+    let mean = shard_ms.iter().sum::<u64>() as f64 / shard_ms.len() as f64;
+    (shard_ms.len() >= 2 && mean > 0.0).then(|| longest as f64 / mean)
 }
 
 /// "N shards: longest L s, mean M s (R× the mean)" for `times` in ms, with two shards or more.
 pub fn shard_balance(times: &[u64]) -> Option<String> {
-    let longest = *times.iter().max()?;
-    if times.len() < 2 {
-        return None;
-    }
+    let ratio = balance(times)?;
+    let longest = times.iter().max().copied().unwrap_or(0);
     let mean = times.iter().sum::<u64>() as f64 / times.len() as f64;
     Some(format!(
-        "{} shards: longest {:.2} s, mean {:.2} s ({:.2}× the mean)",
+        "{} shards: longest {:.2} s, mean {:.2} s ({ratio:.2}× the mean)",
         times.len(),
         longest as f64 / 1000.0,
         mean / 1000.0,
-        if mean > 0.0 {
-            longest as f64 / mean
-        } else {
-            1.0
-        }
     ))
 }
 
@@ -503,11 +554,8 @@ mod tests {
             shard_balance(&[1000, 2000, 3000]).unwrap(),
             "3 shards: longest 3.00 s, mean 2.00 s (1.50× the mean)"
         );
-        assert!(
-            shard_balance(&[0, 0])
-                .unwrap()
-                .ends_with("(1.00× the mean)")
-        );
+        assert_eq!(shard_balance(&[0, 0]), None);
+        assert_eq!(balance(&[1000, 3000]), Some(1.5));
     }
 
     #[test]

@@ -105,15 +105,6 @@ pub struct Report {
     pub runs: Vec<RunResult>,
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
 impl Report {
     /// Groups `runs` by failure type and intensity and takes the medians.
     pub fn new(
@@ -138,7 +129,9 @@ impl Report {
                 let medians = (METRICS.iter())
                     .map(|m| {
                         let of = |runs: &[&RunResult]| {
-                            median(runs.iter().map(|r| (m.value)(r)).collect())
+                            crate::bench::median(
+                                &runs.iter().map(|r| (m.value)(r)).collect::<Vec<_>>(),
+                            )
                         };
                         (m.key.to_string(), of(&with), of(&without))
                     })
