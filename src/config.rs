@@ -86,6 +86,8 @@ pub struct CoordinatorConfig {
     /// Detect and record failures but recover nothing: tasks of a failed worker end
     /// `abandoned` instead of being requeued. Default false.
     pub disable_auto_recovery: bool,
+    /// Time every log entry through the commit path (`raft::stages`). Default false.
+    pub stage_clock: bool,
     /// How often workers heartbeat to the leader. Default 1000 ms.
     pub worker_heartbeat_interval_ms: u64,
     /// A worker silent this long is failed and its tasks are requeued; it is suspect after
@@ -169,6 +171,7 @@ impl Default for CoordinatorConfig {
             duckdb_threads: 2,
             duckdb_memory_limit: "1GB".to_owned(),
             disable_auto_recovery: false,
+            stage_clock: false,
             worker_heartbeat_interval_ms: 1000,
             worker_failure_timeout_ms: 5000,
             restart_command: None,
@@ -279,6 +282,7 @@ impl CoordinatorConfig {
         set(&mut self.duckdb_threads, &args.duckdb_threads);
         set(&mut self.duckdb_memory_limit, &args.duckdb_memory_limit);
         set(&mut self.disable_auto_recovery, &args.disable_auto_recovery);
+        set(&mut self.stage_clock, &args.stage_clock);
         set(
             &mut self.worker_heartbeat_interval_ms,
             &args.worker_heartbeat_interval_ms,

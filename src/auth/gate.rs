@@ -40,7 +40,8 @@ pub fn access(path: &str) -> Access {
             "testfleet.v1.Control",
             "Query" | "ProposeBench" | "StartCheck" | "GetCheckDigest" | "DrainWorker"
             | "RemoveWorker" | "ListBreakers" | "SetBreaker" | "TransferLeader" | "AddNode"
-            | "RemoveNode" | "Snapshot" | "FetchSnapshot" | "RecoverWorker" | "ResetWorker",
+            | "RemoveNode" | "Snapshot" | "FetchSnapshot" | "RecoverWorker" | "ResetWorker"
+            | "StageTimes",
         ) => Access::Operator,
         ("testfleet.v1.Jobs", _) => Access::Operator,
         ("testfleet.v1.Fleet", "Session") => Access::Worker,
@@ -286,6 +287,7 @@ mod tests {
             ("/testfleet.v1.Control/FetchSnapshot", Operator),
             ("/testfleet.v1.Control/RecoverWorker", Operator),
             ("/testfleet.v1.Control/ResetWorker", Operator),
+            ("/testfleet.v1.Control/StageTimes", Operator),
             ("/testfleet.v1.Jobs/CancelJob", Operator),
             ("/testfleet.v1.Jobs/GetJob", Operator),
             // Output relayed from the workers: an operator's, never a worker's.

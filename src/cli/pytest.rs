@@ -255,8 +255,21 @@ pub async fn execute(
     })
 }
 
-/// The node ids pytest collects, or its own error output and exit code.
+/// The node ids pytest collects, with the modules it skipped while collecting them (a
+/// module-level `pytest.importorskip`): a shard given such a module's path reports its skip as
+/// a direct run does. Or pytest's own error output and exit code.
 fn collect(python: &str, cwd: &Path, args: &[String]) -> Result<Vec<String>, CliError> {
+    if let Some(own) = args
+        .iter()
+        .find(|a| a.starts_with("--junit-xml") || a.starts_with("--junitxml"))
+    {
+        return Err(CliError::Usage(format!(
+            "{own} after -- would take each shard's report: give --junit-xml FILE to testfleet \
+             pytest, before --, for the merged report"
+        )));
+    }
+    let report = tempfile::NamedTempFile::new()
+        .map_err(|e| CliError::Other(format!("cannot make a temporary file: {e}")))?;
     let out = std::process::Command::new(python)
         .args([
             "-m",
@@ -266,6 +279,7 @@ fn collect(python: &str, cwd: &Path, args: &[String]) -> Result<Vec<String>, Cli
             "-p",
             "no:cacheprovider",
         ])
+        .arg(format!("--junit-xml={}", report.path().display()))
         .args(args)
         .current_dir(cwd)
         .output()
@@ -277,7 +291,14 @@ fn collect(python: &str, cwd: &Path, args: &[String]) -> Result<Vec<String>, Cli
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
         return Err(CliError::Exit(u8::try_from(code).unwrap_or(2)));
     }
-    let nodes = shard::collected(&stdout);
+    let mut nodes = shard::collected(&stdout);
+    // What pytest skipped while collecting is in its report, named by module.
+    if let Ok(skipped) = crate::worker::junit::read(report.path()) {
+        nodes.extend(skipped.iter().filter_map(|t| {
+            let module = format!("{}.py", t.id.replace('.', "/"));
+            (t.classname.is_empty() && cwd.join(&module).is_file()).then_some(module)
+        }));
+    }
     if nodes.is_empty() {
         print!("{stdout}");
         return Err(CliError::Exit(NO_TESTS));

@@ -84,6 +84,19 @@ pub struct CoordinatorArgs {
     )]
     pub disable_auto_recovery: Option<bool>,
 
+    /// Time every log entry through the commit path (append, fsync, send, receive, ack,
+    /// apply, reply) for `bench commit --breakdown`: a diagnostic, 5 MiB [default: false]
+    #[arg(
+        long,
+        env = "TESTFLEET_STAGE_CLOCK",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub stage_clock: Option<bool>,
+
     /// How often workers heartbeat, in milliseconds [default: 1000]
     #[arg(
         long,

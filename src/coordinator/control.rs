@@ -35,7 +35,7 @@ use crate::proto::control_client::ControlClient;
 use crate::proto::control_server::{Control, ControlServer};
 use crate::proto::{
     AddNodeRequest, FetchSnapshotRequest, MembershipReply, RemoveNodeRequest, SnapshotReply,
-    SnapshotRequest,
+    SnapshotRequest, StageRow, StageTimesReply, StageTimesRequest,
 };
 use crate::proto::{
     BenchReply, BenchRequest, BreakerChange, BreakerInfo, BreakerList, CheckDigestReply,
@@ -46,6 +46,7 @@ use crate::proto::{
 };
 use crate::query;
 use crate::raft::replica_check::Answer;
+use crate::raft::stages::Stage;
 use crate::recovery::RecoveryLevel;
 use crate::recovery::fleet::OperatorAction;
 use crate::state::command::{Command, SYSTEM_SCOPE, Timestamp, worker_scope};
@@ -431,11 +432,18 @@ impl Control for ControlService {
         let payload = request.get_ref().payload.clone();
         let command = Command::Bench { payload };
         limits::check(&command).map_err(Status::invalid_argument)?;
+        let proposed = crate::raft::stages::now_us();
         match self.node.write(command).await {
-            Ok(response) => Ok(Response::new(BenchReply {
-                log_index: response.log_id.index,
-                term: response.log_id.leader_id.term,
-            })),
+            Ok(response) => {
+                let index = response.log_id.index;
+                let clock = &self.node.stages;
+                clock.record_at(index, index, Stage::Proposed, proposed);
+                clock.record(index, index, Stage::Replied);
+                Ok(Response::new(BenchReply {
+                    log_index: index,
+                    term: response.log_id.leader_id.term,
+                }))
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
                 let mut client = self.leader_client(&request, leader).await?;
@@ -444,6 +452,33 @@ impl Control for ControlService {
             Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(fatal(e)),
         }
+    }
+
+    async fn stage_times(
+        &self,
+        request: Request<StageTimesRequest>,
+    ) -> Result<Response<StageTimesReply>, Status> {
+        let r = request.get_ref();
+        if r.last_index < r.first_index {
+            return Err(Status::invalid_argument(format!(
+                "last_index {} is before first_index {}",
+                r.last_index, r.first_index
+            )));
+        }
+        let clock = &self.node.stages;
+        let rows = clock
+            .read(r.first_index, r.last_index)
+            .into_iter()
+            .map(|(index, at)| StageRow {
+                index,
+                at_us: at.to_vec(),
+            })
+            .collect();
+        Ok(Response::new(StageTimesReply {
+            enabled: clock.enabled(),
+            node_id: self.node.node_id(),
+            rows,
+        }))
     }
 
     async fn report_health(

@@ -150,6 +150,8 @@ pub struct Coordinator {
     membership_change: std::sync::Mutex<Option<String>>,
     /// Drawn at start: tells this process from another claiming the same id.
     instance: u64,
+    /// Per-entry stage timestamps of the commit path (`--stage-clock`).
+    pub(crate) stages: Arc<crate::raft::stages::StageClock>,
 }
 
 /// Marks an operator's membership change as running until dropped.
@@ -200,8 +202,12 @@ impl Coordinator {
         .await
         .map_err(db_in_use)?;
 
+        let stages = Arc::new(crate::raft::stages::StageClock::new(config.stage_clock));
+        log.set_stage_clock(stages.clone());
+        state.set_stage_clock(stages.clone());
         let raft_config = raft_config(&config)?;
-        let network = Network::new(config.node_id, trust.peer.clone());
+        let network =
+            Network::new(config.node_id, trust.peer.clone()).with_stage_clock(stages.clone());
         let raft = openraft::Raft::new(
             config.node_id,
             raft_config,
@@ -231,6 +237,7 @@ impl Coordinator {
             commit_latency: crate::http::metrics::CommitLatency::default(),
             membership_change: std::sync::Mutex::new(None),
             instance: uuid::Uuid::new_v4().as_u64_pair().0,
+            stages,
         });
         coordinator.watch_leadership();
         if !coordinator.config.discover.is_empty() {
@@ -490,6 +497,7 @@ impl Coordinator {
         let routes = tonic::service::Routes::new(crate::raft::service::server(
             self.raft.clone(),
             stop.clone(),
+            self.stages.clone(),
         ))
         .add_service(control::server(self.clone()))
         .add_service(sessions::server(self.clone()))

@@ -114,6 +114,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use self::writer::{Op, Writer};
+use super::stages::{Stage, StageClock};
 
 /// Log entries: log index -> encoded `C::Entry`.
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log_entries");
@@ -169,6 +170,17 @@ struct Inner {
     /// The committed log id last handed to the writer (`Some(None)`: deleted), newer than or
     /// equal to redb's; `None` until the first `save_committed`.
     committed: Mutex<Option<Option<Vec<u8>>>>,
+    /// Where appends and their fsyncs are timed (`--stage-clock`), once set.
+    stages: std::sync::OnceLock<Arc<StageClock>>,
+}
+
+impl Inner {
+    /// Notes that entries `first..=last` reached `stage`, when a stage clock is set.
+    fn record(&self, first: u64, last: u64, stage: Stage) {
+        if let Some(clock) = self.stages.get() {
+            clock.record(first, last, stage);
+        }
+    }
 }
 
 impl<C: RaftTypeConfig> LogStore<C> {
@@ -186,6 +198,11 @@ impl<C: RaftTypeConfig> LogStore<C> {
         let writer = Arc::new(Writer::start(&inner)?);
         tracing::debug!(path = %path.display(), "raft log store opened");
         Ok(Self { inner, writer })
+    }
+
+    /// Times this store's appends and their fsyncs on `clock` (a second call is ignored).
+    pub fn set_stage_clock(&self, clock: Arc<StageClock>) {
+        let _ = self.inner.stages.set(clock);
     }
 
     /// The path of the redb file.
@@ -381,6 +398,9 @@ where
 
         // Readable from now on; on disk when the writer calls back (see the module docs).
         self.inner.add_pending(&encoded);
+        if let (Some((first, _)), Some((last, _))) = (encoded.first(), encoded.last()) {
+            self.inner.record(*first, *last, Stage::Appended);
+        }
         // The negative control puts back the bug of acknowledging before the disk has it.
         #[cfg(feature = "negative-controls")]
         let callback = if crate::negative::active(crate::negative::Control::AckBeforeFsync) {

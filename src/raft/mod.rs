@@ -15,6 +15,8 @@
 //! * [`leader_watch`] — replaces a leader whose process died in milliseconds instead of
 //!   waiting out its lease.
 //! * [`replica_check`] — this node's digests of its DuckDB tables at replica-check markers.
+//! * [`stages`] — per-entry stage timestamps of the commit path (`--stage-clock`), for
+//!   `bench commit --breakdown`.
 
 pub mod heal;
 pub mod leader_watch;
@@ -22,6 +24,7 @@ pub mod log_store;
 pub mod network;
 pub mod replica_check;
 pub mod service;
+pub mod stages;
 pub mod state_machine;
 
 use crate::state::command::Command;

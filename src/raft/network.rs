@@ -83,6 +83,7 @@ use tonic::transport::Endpoint;
 use crate::auth::{AuthChannel, Credentials};
 
 use super::TypeConfig;
+use super::stages::{Stage, StageClock};
 use super::state_machine::SnapshotData;
 use crate::raft_proto::raft_reply::Outcome;
 use crate::raft_proto::raft_service_client::RaftServiceClient;
@@ -210,6 +211,8 @@ pub struct Network {
     channels: PeerChannels,
     /// Whether each peer answered its last RPC, to log a change once.
     reachability: Reachability,
+    /// Where entries sent to followers and their answers are timed (`--stage-clock`).
+    stages: Arc<StageClock>,
 }
 
 impl Network {
@@ -220,7 +223,14 @@ impl Network {
             local_id,
             channels: PeerChannels::new(credentials),
             reachability: Reachability::default(),
+            stages: Arc::new(StageClock::new(false)),
         }
+    }
+
+    /// This network, timing the entries it sends on `clock`.
+    pub fn with_stage_clock(mut self, clock: Arc<StageClock>) -> Self {
+        self.stages = clock;
+        self
     }
 
     /// A Raft service client for the peer at `addr`, on the shared channel.
@@ -327,6 +337,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             client,
             reachability: self.reachability.clone(),
+            stages: self.stages.clone(),
         }
     }
 }
@@ -342,6 +353,8 @@ pub struct PeerClient {
     /// The gRPC client on the shared channel, or why there is none (an address that is not a
     /// valid URI: every RPC then fails as unreachable).
     client: Result<RaftServiceClient<AuthChannel>, Unreachable<TypeConfig>>,
+    /// The network's stage clock.
+    stages: Arc<StageClock>,
 }
 
 /// The unary methods of the Raft service, to name them in one call path and in errors.
@@ -558,8 +571,29 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(Rpc::AppendEntries, &rpc, "AppendEntriesResponse", &option)
-            .await
+        use openraft::entry::RaftEntry;
+        let span = rpc
+            .entries
+            .first()
+            .zip(rpc.entries.last())
+            .map(|(first, last)| (first.index(), last.index()));
+        if let Some((first, last)) = span {
+            self.stages.record(first, last, Stage::Sent);
+        }
+        let answer = self
+            .unary(Rpc::AppendEntries, &rpc, "AppendEntriesResponse", &option)
+            .await;
+        let acked = match (&answer, span) {
+            (Ok(AppendEntriesResponse::Success), Some(span)) => Some(span),
+            (Ok(AppendEntriesResponse::PartialSuccess(Some(matched))), Some((first, last))) => {
+                Some((first, matched.index.min(last)))
+            }
+            _ => None,
+        };
+        if let Some((first, last)) = acked {
+            self.stages.record(first, last, Stage::Acked);
+        }
+        answer
     }
 
     async fn vote(

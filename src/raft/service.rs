@@ -35,7 +35,10 @@ use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use super::leader_watch::{self, GoneRequest};
+use super::stages::{Stage, StageClock};
 use super::network::{MAX_MESSAGE_SIZE, MAX_SNAPSHOT_CHUNK, WireError, decode, encode};
 use super::state_machine::SnapshotData;
 use super::{RaftNode, TypeConfig};
@@ -64,23 +67,29 @@ pub struct RaftService {
     raft: RaftNode,
     /// Cancelled when the server shuts down: ends the `WatchLeader` streams it holds open.
     stop: CancellationToken,
+    /// Where entries received from the leader are timed (`--stage-clock`).
+    stages: Arc<StageClock>,
 }
 
 impl RaftService {
     /// A service that hands every RPC to `raft`; its open streams end when `stop` is cancelled.
-    pub fn new(raft: RaftNode, stop: CancellationToken) -> Self {
-        RaftService { raft, stop }
+    pub fn new(raft: RaftNode, stop: CancellationToken, stages: Arc<StageClock>) -> Self {
+        RaftService { raft, stop, stages }
     }
 }
 
 /// The Raft service of `raft`, ready to add to a tonic server next to the `Control` service.
 /// Cancel `stop` when the server shuts down, or the followers' `WatchLeader` streams hold
-/// its graceful shutdown open.
+/// its graceful shutdown open. Entries received are timed on `stages`.
 ///
 /// Accepts messages up to [`MAX_MESSAGE_SIZE`] (tonic's default is 4 MiB), enough for
 /// AppendEntries batches of large commands.
-pub fn server(raft: RaftNode, stop: CancellationToken) -> RaftServiceServer<RaftService> {
-    RaftServiceServer::new(RaftService::new(raft, stop))
+pub fn server(
+    raft: RaftNode,
+    stop: CancellationToken,
+    stages: Arc<StageClock>,
+) -> RaftServiceServer<RaftService> {
+    RaftServiceServer::new(RaftService::new(raft, stop, stages))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
@@ -182,6 +191,11 @@ impl raft_service_server::RaftService for RaftService {
     ) -> Result<Response<RaftReply>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode_request("AppendEntries request", request)?;
+        if let (Some(first), Some(last)) = (rpc.entries.first(), rpc.entries.last()) {
+            use openraft::entry::RaftEntry;
+            self.stages
+                .record(first.index(), last.index(), Stage::Received);
+        }
         let result = self.raft.append_entries(rpc).await.map_err(into_fatal);
         reply("AppendEntriesResponse", result)
     }

@@ -54,6 +54,7 @@ use serde::{Deserialize, Serialize};
 
 use super::TypeConfig;
 use super::replica_check::{self, Answer, CheckResults};
+use super::stages::{Stage, StageClock};
 use crate::state::command::Command;
 use crate::state::error::StoreError;
 use crate::state::machine::{Changes, Event, Machine, Reply};
@@ -97,6 +98,8 @@ struct Shared {
     store: Mutex<Store>,
     /// Results of replica checks (lock order: `memory`, then `checks`).
     checks: Arc<Mutex<CheckResults>>,
+    /// Where applies are timed (`--stage-clock`), once set.
+    stages: std::sync::OnceLock<Arc<StageClock>>,
 }
 
 /// Stops and joins the flusher (after a last flush) when the last handle is dropped.
@@ -419,6 +422,11 @@ impl StateMachine {
         Ok(sm)
     }
 
+    /// Times this state machine's applies on `clock` (a second call is ignored).
+    pub fn set_stage_clock(&self, clock: Arc<StageClock>) {
+        let _ = self.shared.stages.set(clock);
+    }
+
     /// A state machine on an in-memory database (tests, tools).
     pub fn in_memory() -> io::Result<Self> {
         let store = Store::open_in_memory()?;
@@ -446,6 +454,7 @@ impl StateMachine {
             signal: Condvar::new(),
             store: Mutex::new(store),
             checks: Arc::new(Mutex::new(checks)),
+            stages: std::sync::OnceLock::new(),
         });
         let flusher_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -589,8 +598,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.push((entry.log_id, entry.payload));
             responders.push(responder);
         }
-        if batch.is_empty() {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             return Ok(());
+        };
+        let span = (first.0.index, last.0.index);
+        let stages = self.shared.stages.get().cloned();
+        if let Some(clock) = &stages {
+            clock.record(span.0, span.1, Stage::ApplyStarted);
         }
         let mut replies = Vec::with_capacity(batch.len());
         let mut entries = batch.into_iter().peekable();
@@ -643,6 +657,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         self.shared.signal.notify_all();
+        if let Some(clock) = &stages {
+            clock.record(span.0, span.1, Stage::Applied);
+        }
         for (responder, reply) in responders.into_iter().zip(replies) {
             if let Some(responder) = responder {
                 responder.send(reply);

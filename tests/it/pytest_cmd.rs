@@ -1,6 +1,7 @@
 //! `testfleet pytest` end to end on a small suite written here: collected on the client,
 //! sharded over two workers, one merged JUnit XML that holds exactly the tests and outcomes of
-//! a direct pytest run, one `test_results` row per test, pytest's exit code; reruns of failed
+//! a direct pytest run (a module skipped at import included), one `test_results` row per test,
+//! pytest's exit code; reruns of failed
 //! tests record a test that fails and then passes as flaky; a collection error is shown as
 //! pytest shows it.
 
@@ -9,7 +10,7 @@ use std::path::Path;
 use super::support::{WorkerProcess, local_cluster, run, test_dir};
 use super::third_party::python;
 
-const SUITE: [(&str, &str); 3] = [
+const SUITE: [(&str, &str); 4] = [
     (
         "tests/test_math.py",
         "import pytest\n\
@@ -24,6 +25,12 @@ const SUITE: [(&str, &str); 3] = [
          class TestGroup:\n    def test_inner(self):\n        assert True\n\
          @pytest.mark.skip(reason='no GPU')\n\
          def test_gpu():\n    pass\n",
+    ),
+    (
+        "tests/test_optional.py",
+        "import pytest\n\
+         pytest.importorskip('a_module_nobody_installed')\n\
+         def test_never_collected():\n    pass\n",
     ),
     ("tests/__init__.py", ""),
 ];
@@ -103,7 +110,7 @@ async fn a_suite_sharded_over_two_workers_reports_what_a_direct_run_does() {
     let (code, _, err) = run_with_path(&args, d, path.as_deref());
     assert_eq!(code, 1, "one test failed: {err}");
     assert!(
-        err.contains("5 passed, 1 failed, 1 skipped, 0 errors"),
+        err.contains("5 passed, 1 failed, 2 skipped, 0 errors"),
         "{err}"
     );
     assert_eq!(outcomes(&merged), outcomes(&direct));
@@ -124,7 +131,7 @@ async fn a_suite_sharded_over_two_workers_reports_what_a_direct_run_does() {
     );
     assert_eq!(code, 0, "{err}");
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(rows[0]["n"], 7, "{rows}");
+    assert_eq!(rows[0]["n"], 8, "{rows}");
     assert_eq!(rows[0]["shards"], 2, "{rows}");
 
     // --rerun-failures: a test that fails once and then passes counts as passed and is recorded
@@ -242,11 +249,11 @@ fn pytest_local_runs_the_suite_on_a_fleet_of_its_own() {
     let (code, _, err) = run_with_path(&args, d, path.as_deref());
     assert_eq!(code, 1, "one test failed: {err}");
     assert!(
-        err.contains("5 passed, 1 failed, 1 skipped, 0 errors"),
+        err.contains("5 passed, 1 failed, 2 skipped, 0 errors"),
         "{err}"
     );
     let ids: Vec<String> = outcomes(&merged).into_iter().map(|(id, _)| id).collect();
-    assert_eq!(ids.len(), 7, "{ids:?}");
+    assert_eq!(ids.len(), 8, "{ids:?}");
     assert!(ids.contains(&"tests.test_more.TestGroup::test_inner".to_string()));
     // The fleet is gone: nothing mentions its data directory any more.
     let left: Vec<String> = std::fs::read_dir("/proc")

@@ -353,6 +353,13 @@ impl Control for RoleRecorder {
         Err(Status::unimplemented("test"))
     }
 
+    async fn stage_times(
+        &self,
+        _: Request<crate::proto::StageTimesRequest>,
+    ) -> Result<Response<crate::proto::StageTimesReply>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+
     async fn start_check(
         &self,
         _: Request<StartCheckRequest>,

@@ -74,6 +74,7 @@ fn open_at(file: &Path, path: &Path) -> Result<Inner, io::Error> {
         path: path.to_path_buf(),
         pending: Mutex::new(BTreeMap::new()),
         committed: Mutex::new(None),
+        stages: std::sync::OnceLock::new(),
     };
     inner.init()?;
     Ok(inner)

@@ -184,6 +184,11 @@ impl<C: RaftTypeConfig> Op<C> {
     pub(super) fn complete(self, inner: &Inner, result: Result<(), io::Error>) {
         match self {
             Op::Append { entries, flushed } => {
+                if let (true, Some((first, _)), Some((last, _))) =
+                    (result.is_ok(), entries.first(), entries.last())
+                {
+                    inner.record(*first, *last, super::Stage::Flushed);
+                }
                 inner.remove_pending(&entries);
                 flushed.io_completed(result);
             }
