@@ -705,6 +705,7 @@ mod tests {
             target: 2,
             addr: "127.0.0.1:1".to_owned(),
             client: Err(Unreachable::from_string("not used")),
+            stages: Arc::new(StageClock::new(false)),
         }
     }
 

@@ -38,8 +38,8 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use super::leader_watch::{self, GoneRequest};
-use super::stages::{Stage, StageClock};
 use super::network::{MAX_MESSAGE_SIZE, MAX_SNAPSHOT_CHUNK, WireError, decode, encode};
+use super::stages::{Stage, StageClock};
 use super::state_machine::SnapshotData;
 use super::{RaftNode, TypeConfig};
 use crate::raft_proto::raft_reply::Outcome;

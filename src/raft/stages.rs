@@ -187,7 +187,11 @@ mod tests {
         let rows = clock.read(9, 13);
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[1].0, 11);
-        assert_eq!(rows[1].1[Stage::Appended as usize], 100, "the first time wins");
+        assert_eq!(
+            rows[1].1[Stage::Appended as usize],
+            100,
+            "the first time wins"
+        );
         assert_eq!(rows[2].1[Stage::Flushed as usize], 180);
         assert_eq!(rows[0].1[Stage::Flushed as usize], 0);
     }
@@ -200,7 +204,11 @@ mod tests {
         clock.record_at(later, later, Stage::Acked, 9);
         assert!(clock.read(3, 3).is_empty());
         let rows = clock.read(later, later);
-        assert_eq!(rows[0].1[Stage::Sent as usize], 0, "the old index's times are gone");
+        assert_eq!(
+            rows[0].1[Stage::Sent as usize],
+            0,
+            "the old index's times are gone"
+        );
         assert_eq!(rows[0].1[Stage::Acked as usize], 9);
         // A range longer than the ring keeps its newest SLOTS entries.
         clock.record_at(0, 3 * SLOTS as u64, Stage::Applied, 1);
