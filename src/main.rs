@@ -312,6 +312,10 @@ enum BenchCommand {
         /// How the started cluster is protected
         #[arg(long, value_enum, default_value_t = Security::Tokens, requires = "nodes")]
         security: Security,
+        /// Split each commit into its stages (append, fsync, replication, apply, reply) with
+        /// p50/p99 each: the started cluster runs with --stage-clock
+        #[arg(long, requires = "nodes")]
+        breakdown: bool,
         /// Output format
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
@@ -738,6 +742,31 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Bench(BenchCommand::Commit {
+            breakdown: true,
+            writers,
+            duration,
+            warmup,
+            payload_bytes,
+            data_dir,
+            nodes,
+            security,
+            output,
+            ..
+        }) => {
+            let settings = bench::breakdown::BreakdownSettings {
+                nodes: nodes.unwrap_or(3),
+                writers,
+                duration: seconds(duration, "--duration")?,
+                warmup: seconds(warmup, "--warmup")?,
+                payload_bytes,
+                data_dir,
+                security,
+            };
+            let report = bench::breakdown::run(&settings).await?;
+            print!("{}", bench::breakdown::render(&report, output));
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Commit {
             coordinator,
             auth,
             writers,
@@ -748,6 +777,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             nodes,
             security,
             output,
+            ..
         }) => {
             let settings = bench::commit::BenchSettings {
                 nodes,

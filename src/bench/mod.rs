@@ -7,6 +7,8 @@
 //!   end over gRPC, for several writer counts, with the disk's 4 KiB append + fsync latency
 //!   beside it; in-process single node, a local cluster (`--nodes`), or any cluster
 //!   (`--coordinator`), open, with tokens, or with tokens and mutual TLS (`--security`).
+//! * [`breakdown`] (`bench commit --nodes N --breakdown`): one commit split into its stages
+//!   (append, fsync, replication, apply, reply) from every node's stage clock.
 //! * [`tasks`] (`bench tasks`): trivial tasks end to end on a local cluster: throughput,
 //!   dispatch latency at full and half load, a worker's memory, the scheduler's pick time.
 //! * [`recovery`] (`bench recovery`): a worker SIGKILLed while it runs tasks, until its tasks
@@ -28,6 +30,7 @@
 //! Results go in `BENCHMARKS.md`, each with the command line that reruns it and the machine it
 //! ran on, so that a later change can be measured the same way.
 
+pub mod breakdown;
 pub mod breaker;
 pub mod catchup;
 pub mod claims;

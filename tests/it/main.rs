@@ -3,6 +3,7 @@
 
 mod auth;
 mod auto_recovery;
+mod breakdown_bench;
 mod breakers;
 mod capabilities;
 mod catchup_bench;
