@@ -47,7 +47,7 @@ fn write_suite(dir: &Path) -> std::path::PathBuf {
 }
 
 /// `(id, outcome)` of every test in a JUnit XML file, sorted.
-fn outcomes(file: &Path) -> Vec<(String, String)> {
+pub(crate) fn outcomes(file: &Path) -> Vec<(String, String)> {
     let mut tests: Vec<(String, String)> = testfleet::worker::junit::read(file)
         .unwrap()
         .into_iter()

@@ -14,19 +14,10 @@ use super::support::{
     WorkerProcess, binary, client, count_reaches, local_cluster, query_consistent, test_dir,
     token_file,
 };
-use super::third_party::python;
+use super::pytest_cmd::outcomes;
+use super::third_party::{python, python_command};
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-/// `python` with the provisioned package directory, if any, on its path.
-fn python_command() -> std::process::Command {
-    let (py, path) = python();
-    let mut command = std::process::Command::new(py);
-    if let Some(path) = path {
-        command.env("PYTHONPATH", path);
-    }
-    command
-}
 
 /// Copies pyflakes' installed tests to `dir/checkout/pyflakes_tests`; returns the checkout.
 fn pyflakes_checkout(dir: &Path) -> PathBuf {
@@ -53,17 +44,6 @@ fn pyflakes_checkout(dir: &Path) -> PathBuf {
         }
     }
     checkout
-}
-
-/// `(id, outcome)` of every test in a JUnit XML file, sorted.
-fn outcomes(file: &Path) -> Vec<(String, String)> {
-    let mut tests: Vec<(String, String)> = testfleet::worker::junit::read(file)
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.id, t.outcome.as_str().to_string()))
-        .collect();
-    tests.sort();
-    tests
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,7 +80,7 @@ fn pip(python: &str, extra: &[&str]) {
 }
 
 /// `python` with the provisioned package directory, if any, on its path.
-fn python_command() -> Command {
+pub(crate) fn python_command() -> Command {
     let (python, path) = python();
     let mut command = Command::new(python);
     if let Some(path) = path {
