@@ -179,7 +179,10 @@ async fn run_writers(
         )));
     }
     if let Some(e) = &run.cpu_error {
-        tracing::warn!("server CPU not measured with {} writers: {e}", shape.writers);
+        tracing::warn!(
+            "server CPU not measured with {} writers: {e}",
+            shape.writers
+        );
     }
     Ok(WriterRun {
         writers: shape.writers,
@@ -254,7 +257,8 @@ async fn wait_for_leader(node: &Coordinator) -> Result<(), CliError> {
 /// A local cluster of coordinator processes started for a benchmark, with a client's view of
 /// it and a CPU meter over its processes.
 pub(crate) struct StartedCluster {
-    pub(crate) cluster: LocalCluster,
+    /// Held for its processes, which it kills when dropped.
+    _cluster: LocalCluster,
     /// Every node, the leader first, with operator credentials.
     pub(crate) remote: Remote,
     pub(crate) dir: PathBuf,
@@ -298,7 +302,7 @@ impl StartedCluster {
             }
         };
         Ok(StartedCluster {
-            cluster,
+            _cluster: cluster,
             remote,
             dir,
             meter,
@@ -548,7 +552,10 @@ mod tests {
         assert_eq!(round.us, 2_200.0);
         // 0.03 cores over 600 rounds a second is 50 µs of each round.
         assert!((round.above_idle_us.unwrap() - 2_150.0).abs() < 1e-9);
-        assert!(round_cpu(&runs[..1], Some(&idle)).is_none(), "no 1-writer run");
+        assert!(
+            round_cpu(&runs[..1], Some(&idle)).is_none(),
+            "no 1-writer run"
+        );
         assert!(round_cpu(&[run(1, 600.0, None)], Some(&idle)).is_none());
         assert!(round_cpu(&runs, None).unwrap().above_idle_us.is_none());
         assert_eq!(above_idle(100.0, 0.0, 0.03), None);
@@ -569,8 +576,7 @@ mod tests {
         let table = render(&report, Output::Table);
         assert!(table.contains("SERVER CPU US/CMD"), "{table}");
         assert!(table.contains("123"), "{table}");
-        let json: serde_json::Value =
-            serde_json::from_str(&render(&report, Output::Json)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&render(&report, Output::Json)).unwrap();
         assert_eq!(json["runs"][1]["server_cpu_us_per_command"], 123.4);
         assert!(json["runs"][0]["server_cpu_us_per_command"].is_null());
     }

@@ -63,8 +63,12 @@ pub fn parse_stat(line: &str) -> Result<ProcStat, CpuError> {
         reason: reason.to_string(),
         line: line.chars().take(200).collect(),
     };
-    let open = line.find('(').ok_or_else(|| bad("no '(' before the name"))?;
-    let close = line.rfind(')').ok_or_else(|| bad("no ')' after the name"))?;
+    let open = line
+        .find('(')
+        .ok_or_else(|| bad("no '(' before the name"))?;
+    let close = line
+        .rfind(')')
+        .ok_or_else(|| bad("no ')' after the name"))?;
     if close < open {
         return Err(bad("')' before '('"));
     }
@@ -96,10 +100,11 @@ pub fn parse_stat(line: &str) -> Result<ProcStat, CpuError> {
 
 /// Reads and parses `/proc/PID/stat`.
 pub fn read_stat(pid: u32) -> Result<ProcStat, CpuError> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| CpuError::Read {
-        pid,
-        reason: e.to_string(),
-    })?;
+    let text =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| CpuError::Read {
+            pid,
+            reason: e.to_string(),
+        })?;
     parse_stat(text.trim_end())
 }
 
@@ -338,7 +343,10 @@ mod tests {
         let end = meter.read().unwrap();
         let spent = meter.spent(&start, &end).unwrap();
         assert!(spent.cpu >= Duration::from_millis(10), "{spent:?}");
-        assert!(spent.cpu <= spent.wall + Duration::from_millis(500), "{spent:?}");
+        assert!(
+            spent.cpu <= spent.wall + Duration::from_millis(500),
+            "{spent:?}"
+        );
         assert_eq!(read_stat(me).unwrap().pid, me);
     }
 

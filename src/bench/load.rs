@@ -170,7 +170,12 @@ mod tests {
         let total = calls.load(Ordering::Relaxed);
         assert!(run.errors > 0 && run.last_error.as_deref().unwrap().ends_with("refused"));
         // The warm-up's calls ran but are not counted.
-        assert!(run.ops() + run.errors < total, "{} {} {total}", run.ops(), run.errors);
+        assert!(
+            run.ops() + run.errors < total,
+            "{} {} {total}",
+            run.ops(),
+            run.errors
+        );
         assert!(run.ops() > 0);
         assert!(run.latencies.iter().all(|l| *l >= Duration::from_millis(2)));
         assert_eq!(run.ops_per_sec(), run.ops() as f64 / 0.1);

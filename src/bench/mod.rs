@@ -35,6 +35,7 @@ pub mod commit;
 pub mod cpu;
 pub mod failover;
 pub mod load;
+pub mod peers;
 pub mod pytest;
 pub mod reconnect;
 pub mod recovery;
