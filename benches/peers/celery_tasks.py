@@ -9,8 +9,9 @@ This script then starts `--workers` Celery workers (`celery -A celery_tasks work
 pool of `--concurrency` processes each, Celery's default settings otherwise), whose one task
 runs `true` in a subprocess as Testfleet's workers do, and measures, as `bench tasks` does:
 
-* throughput: a batch of `--tasks` tasks, from the first submission to the last task's end
-  (stamped inside the task, as Testfleet's workers stamp a result);
+* throughput: a batch of `--tasks` tasks, submitted one `apply_async` after another, from the
+  first submission to the last task's end (stamped inside the task, as Testfleet's workers
+  stamp a result);
 * dispatch latency: submission (stamped by this client just before `apply_async`) to the
   task's start (stamped first thing inside the task), with one task at a time submitted at an
   even pace of half the measured throughput for `--half-load-seconds`.
@@ -124,10 +125,12 @@ def batch(n):
     for _ in range(n):
         submitted.append(now_us())
         results.append(run_true.apply_async())
+    last_submit = now_us()
     values = collect(results, 600)
     return {
         "tasks": n,
         "first_submit_us": submitted[0],
+        "last_submit_us": last_submit,
         "last_finish_us": max(v[1] for v in values),
         "dispatch_us": [v[0] - s for v, s in zip(values, submitted)],
     }

@@ -151,6 +151,9 @@ pub struct TaskSide {
     pub tasks: usize,
     pub tasks_per_sec: f64,
     pub batch: Window,
+    /// How long the client took to submit the batch, when it is more than one call (Celery:
+    /// one `apply_async` per task; Testfleet submits the batch as one job).
+    pub batch_submit_seconds: Option<f64>,
     pub batch_dispatch: Latency,
     pub half_load_rate: f64,
     pub half: Window,
@@ -223,6 +226,9 @@ pub struct ScriptPhase {
     #[serde(default)]
     pub rate: Option<f64>,
     pub first_submit_us: i64,
+    /// When the client had submitted the whole batch (the batch phase only).
+    #[serde(default)]
+    pub last_submit_us: Option<i64>,
     pub last_finish_us: i64,
     pub dispatch_us: Vec<i64>,
 }
@@ -379,6 +385,7 @@ async fn testfleet_side(args: &CeleryArgs, round_dir: &Path) -> Result<TaskSide,
         tasks: report.tasks,
         tasks_per_sec: report.tasks_per_sec,
         batch,
+        batch_submit_seconds: None,
         batch_dispatch: report.full_load_dispatch,
         half_load_rate: report.half_load_rate,
         half,
@@ -530,6 +537,8 @@ async fn celery_side(
         tasks: report.batch.tasks,
         tasks_per_sec: ratio(batch.tasks as f64, batch.seconds()).unwrap_or(0.0),
         batch,
+        batch_submit_seconds: (report.batch.last_submit_us)
+            .map(|last| (last - batch.from_us) as f64 / 1e6),
         batch_dispatch: report.batch.dispatch(),
         half_load_rate: report.half.rate.unwrap_or(0.0),
         half,
@@ -630,6 +639,14 @@ pub fn render(r: &CeleryReport, output: Output) -> String {
     })
     .collect();
     out.push_str(&table(&["MEASURE", "TESTFLEET", "CELERY", "RATIO"], &rows));
+    let submit = super::median_known(r.rounds.iter().map(|r| r.celery.batch_submit_seconds));
+    let batch = super::median_known(r.rounds.iter().map(|r| Some(r.celery.batch.seconds())));
+    if let (Some(submit), Some(batch)) = (submit, batch) {
+        out.push_str(&format!(
+            "Celery's client took {submit:.2} s to submit a batch (one apply_async per task) \
+             of the {batch:.2} s it ran (medians); Testfleet's is one job\n"
+        ));
+    }
     out.push_str("\nevery round:\n");
     let rows: Vec<Vec<String>> = (r.rounds.iter())
         .map(|round| {

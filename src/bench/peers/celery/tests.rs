@@ -17,7 +17,8 @@ fn parse(args: &[&str]) -> CeleryArgs {
 
 const REPORT: &str = r#"{"celery": "5.7.0", "redis_py": "8.2.0", "python": "3.11.7",
     "workers": 4, "concurrency": 4, "worker_pids": [10, 11],
-    "batch": {"tasks": 3, "first_submit_us": 1000000, "last_finish_us": 1003000,
+    "batch": {"tasks": 3, "first_submit_us": 1000000, "last_submit_us": 1000400,
+              "last_finish_us": 1003000,
               "dispatch_us": [900, 1100, 5000]},
     "half": {"rate": 500.0, "tasks": 2, "first_submit_us": 2000000,
              "last_finish_us": 2004000, "dispatch_us": [700, -3]}}"#;
@@ -39,6 +40,8 @@ fn the_scripts_report_is_read_from_its_last_json_line() {
     // A start stamped before its submission (two clocks' rounding) counts as 0, not negative.
     assert_eq!(report.half.dispatch().p50_ms, 0.0);
     assert_eq!(report.half.rate, Some(500.0));
+    assert_eq!(report.batch.last_submit_us, Some(1_000_400));
+    assert_eq!(report.half.last_submit_us, None);
 }
 
 #[test]
@@ -165,6 +168,7 @@ fn the_summary_compares_the_rounds_pairwise() {
             to_us: 1,
             tasks: 2000,
         },
+        batch_submit_seconds: None,
         batch_dispatch: Latency::of(vec![]),
         half_load_rate: per_sec / 2.0,
         half: Window {
