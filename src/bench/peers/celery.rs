@@ -46,9 +46,11 @@ const CELERY_INSTALL: &str = "python3 -m venv /opt/celery && /opt/celery/bin/pip
      'celery[redis]>=5,<6'`, then pass `--python /opt/celery/bin/python";
 /// Coordinator processes of Testfleet's side, as in `bench tasks`' default.
 const NODES: u64 = 3;
-/// The timeline's groups: the control plane (coordinators; Redis), the workers.
+/// The timeline's groups: the control plane (coordinators; Redis), the workers, and (Celery
+/// only) the client that submits, which is not a server and not in the servers' total.
 const CONTROL: usize = 0;
 const WORKERS: usize = 1;
+const CLIENT: usize = 2;
 
 /// Arguments of `testfleet bench peers celery`.
 #[derive(Clone, Debug, clap::Args)]
@@ -128,6 +130,9 @@ pub struct TaskCpu {
     pub control_us_per_task: Option<f64>,
     /// Worker processes (Celery: with their pool processes).
     pub workers_us_per_task: Option<f64>,
+    /// The submitting client, where it is a process of its own (Celery's script); not in
+    /// `us_per_task`.
+    pub client_us_per_task: Option<f64>,
 }
 
 impl TaskCpu {
@@ -137,10 +142,12 @@ impl TaskCpu {
             return TaskCpu::default();
         };
         let per = |d: Duration| ratio(d.as_secs_f64() * 1e6, window.tasks as f64);
+        let group = |i: usize| groups.get(i).copied().and_then(per);
         TaskCpu {
-            us_per_task: per(groups.iter().sum()),
-            control_us_per_task: groups.get(CONTROL).copied().and_then(per),
-            workers_us_per_task: groups.get(WORKERS).copied().and_then(per),
+            us_per_task: per(groups.iter().take(CLIENT).sum()),
+            control_us_per_task: group(CONTROL),
+            workers_us_per_task: group(WORKERS),
+            client_us_per_task: group(CLIENT),
         }
     }
 }
@@ -495,15 +502,16 @@ async fn celery_side(
     let mut driver = Daemon::spawn_keeping_stdout("the Celery script", command, &script_log)?;
     let script_pid = driver.pid().unwrap_or(0);
     // The servers: Redis, the Celery workers (the script's children) and their pool processes
-    // (the workers' children); not the script itself, the load generator, nor `true`.
+    // (the workers' children); not `true`. The script itself, the client, apart.
     let sampler = Sampler::start(
-        2,
+        3,
         Box::new(move |all| {
             let workers: Vec<u32> = (all.iter().filter(|p| p.ppid == script_pid))
                 .map(|p| p.pid)
                 .collect();
             let pool = (all.iter().filter(|p| workers.contains(&p.ppid))).map(|p| p.pid);
-            std::iter::once((CONTROL, redis_pid))
+            [(CONTROL, redis_pid), (CLIENT, script_pid)]
+                .into_iter()
                 .chain(workers.iter().map(|pid| (WORKERS, *pid)))
                 .chain(pool.map(|pid| (WORKERS, pid)))
                 .collect()
@@ -641,10 +649,13 @@ pub fn render(r: &CeleryReport, output: Output) -> String {
     out.push_str(&table(&["MEASURE", "TESTFLEET", "CELERY", "RATIO"], &rows));
     let submit = super::median_known(r.rounds.iter().map(|r| r.celery.batch_submit_seconds));
     let batch = super::median_known(r.rounds.iter().map(|r| Some(r.celery.batch.seconds())));
+    let client = super::median_known(r.rounds.iter().map(|r| r.celery.cpu.client_us_per_task));
     if let (Some(submit), Some(batch)) = (submit, batch) {
         out.push_str(&format!(
             "Celery's client took {submit:.2} s to submit a batch (one apply_async per task) \
-             of the {batch:.2} s it ran (medians); Testfleet's is one job\n"
+             of the {batch:.2} s it ran, and {} us of CPU per task, not counted above \
+             (medians); Testfleet's batch is one job\n",
+            optional(client, 0)
         ));
     }
     out.push_str("\nevery round:\n");

@@ -97,6 +97,20 @@ fn cpu_per_task_is_each_groups_cpu_over_the_window_divided_by_its_tasks() {
     assert!(close(cpu.control_us_per_task, 500.0), "{cpu:?}");
     assert!(close(cpu.workers_us_per_task, 1_500.0), "{cpu:?}");
     assert!(close(cpu.us_per_task, 2_000.0), "{cpu:?}");
+    assert_eq!(cpu.client_us_per_task, None, "two groups: no client");
+    // A third group, the client, is reported apart and not in the servers' total.
+    let with_client = Timeline {
+        samples: (timeline.samples.iter())
+            .map(|s| Sample {
+                at_us: s.at_us,
+                ticks: [s.ticks.clone(), vec![s.ticks[0] * 2]].concat(),
+            })
+            .collect(),
+        hz: 100,
+    };
+    let cpu = TaskCpu::of(&with_client, &window);
+    assert!(close(cpu.client_us_per_task, 1_000.0), "{cpu:?}");
+    assert!(close(cpu.us_per_task, 2_000.0), "{cpu:?}");
     let outside = Window {
         to_us: 3_000_000,
         ..window
@@ -181,6 +195,7 @@ fn the_summary_compares_the_rounds_pairwise() {
             us_per_task: Some(cpu),
             control_us_per_task: Some(cpu / 2.0),
             workers_us_per_task: Some(cpu / 2.0),
+            client_us_per_task: None,
         },
         half_cpu: TaskCpu::default(),
     };
