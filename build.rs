@@ -3,7 +3,10 @@
 //! The `.proto` files are parsed by `protox`, a protobuf compiler written in Rust, so a build
 //! needs no system `protoc`; `tonic-prost-build` then turns the resulting descriptor set into
 //! prost messages plus tonic clients and servers in `OUT_DIR`, one file per protobuf package,
-//! which `src/lib.rs` includes with `tonic::include_proto!("<package>")`.
+//! which the crate includes with `tonic::include_proto!("<package>")`: `src/lib.rs` the
+//! project's own (`fleet.proto`, `raft.proto`), `src/bench/peers/etcd.rs` the client side of
+//! `etcd_kv.proto` (etcd's `KV.Put`, which `testfleet bench peers etcd` calls; its generated
+//! server half goes unused).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -340,6 +340,9 @@ enum BenchCommand {
     /// A pytest suite directly, with pytest-xdist -n N and through a local fleet of N
     /// workers (without, then with a timing history): wall times, shard balance, outcomes
     Pytest(testfleet::bench::pytest::PytestBenchArgs),
+    /// Testfleet side by side with etcd (commits) or Celery + Redis (tasks), in one run
+    #[command(subcommand)]
+    Peers(testfleet::bench::peers::PeersCommand),
 }
 
 /// The log filter without `RUST_LOG`. openraft warns on every failed heartbeat and replication
@@ -841,6 +844,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 "{}",
                 bench::pytest::render(&report, args.suite.target.output)
             );
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Peers(command)) => {
+            print!("{}", bench::peers::run(&command).await?);
             Ok(())
         }
         Command::Bench(BenchCommand::Claims(args)) => {

@@ -7,6 +7,13 @@
 //! own single-node coordinator in a temporary directory (or `--data-dir`), and samples the
 //! latency of a 4 KiB append + fsync in the same directory, because the disk sets the
 //! ceiling of every durable commit.
+//!
+//! With `--nodes N` the benchmark knows its coordinators' pids and also reports what the
+//! servers spent ([`crate::bench::cpu`]): their CPU per command over each writer count's
+//! measured window, per consensus round with one writer (each command is then a round of its
+//! own), and what the cluster spends idle over a short window before the first run. The
+//! writers are [`crate::bench::load`]'s closed loop, which `bench peers etcd` also drives
+//! etcd with.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,13 +22,20 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::auth::{Credentials, Role};
+use super::cpu::{CpuMeter, CpuSpent};
+use super::load::{Operation, Shape, closed_loop};
+use crate::auth::{AuthChannel, Credentials, Role};
 use crate::cli::{CliError, Output, Remote, connect_any, table};
 use crate::config::CoordinatorConfig;
 use crate::coordinator::Coordinator;
 use crate::demo::Latency;
 use crate::demo::launch::{LocalCluster, Security};
 use crate::proto::BenchRequest;
+use crate::proto::control_client::ControlClient;
+
+/// How long a started cluster is left alone before its idle CPU is read, and over how long.
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
+const IDLE_WINDOW: Duration = Duration::from_secs(2);
 
 /// Settings of one benchmark run.
 #[derive(Clone, Debug)]
@@ -51,7 +65,50 @@ pub struct WriterRun {
     pub errors: usize,
     pub seconds: f64,
     pub commands_per_sec: f64,
+    /// The started coordinators' CPU (all of them together) per committed command, in µs;
+    /// `None` when the benchmark did not start them (or a process could not be read).
+    pub server_cpu_us_per_command: Option<f64>,
+    /// The same over the window, as cores kept busy.
+    pub server_cpu_cores: Option<f64>,
     pub latency: Latency,
+}
+
+/// What a cluster spends when nothing is asked of it.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdleCpu {
+    pub seconds: f64,
+    pub processes: usize,
+    /// All the processes together, in cores.
+    pub cores: f64,
+    /// Per process, in percent of one core.
+    pub percent_of_a_core_each: f64,
+}
+
+impl IdleCpu {
+    pub fn of(spent: &CpuSpent) -> IdleCpu {
+        IdleCpu {
+            seconds: spent.wall.as_secs_f64(),
+            processes: spent.processes,
+            cores: spent.cores(),
+            percent_of_a_core_each: spent.cores() * 100.0 / spent.processes.max(1) as f64,
+        }
+    }
+}
+
+/// The servers' CPU per consensus round, from the one-writer run (one command per round).
+#[derive(Clone, Debug, Serialize)]
+pub struct RoundCpu {
+    /// Everything the servers spent over the window, per round.
+    pub us: f64,
+    /// The same less what the idle cluster would have spent meanwhile.
+    pub above_idle_us: Option<f64>,
+}
+
+/// CPU per operation less the idle cluster's share of it: `idle_cores` spread over
+/// `ops_per_sec` operations a second.
+pub fn above_idle(us_per_op: f64, ops_per_sec: f64, idle_cores: f64) -> Option<f64> {
+    let idle_share = super::cpu::ratio(idle_cores * 1e6, ops_per_sec)?;
+    Some(us_per_op - idle_share)
 }
 
 /// The whole benchmark report.
@@ -60,6 +117,10 @@ pub struct BenchReport {
     pub target: String,
     pub payload_bytes: usize,
     pub fsync_4k: Option<Latency>,
+    /// The started cluster, idle, before the first run.
+    pub idle_cpu: Option<IdleCpu>,
+    /// From the one-writer run, when there was one and the CPU was read.
+    pub cpu_per_round: Option<RoundCpu>,
     pub runs: Vec<WriterRun>,
 }
 
@@ -83,76 +144,55 @@ pub fn sample_fsync(dir: &Path, count: usize) -> std::io::Result<Latency> {
     Ok(Latency::of(samples))
 }
 
-async fn run_writers(
-    remote: &Remote,
-    writers: usize,
-    duration: Duration,
-    warmup: Duration,
-    payload: Vec<u8>,
-) -> Result<WriterRun, CliError> {
-    let client = connect_any(remote).await?;
-    let start = Instant::now();
-    let measure_from = start + warmup;
-    let end = measure_from + duration;
-    let mut tasks = Vec::with_capacity(writers);
-    for _ in 0..writers {
-        let mut client = client.clone();
-        let payload = payload.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0usize;
-            let mut last_error = None;
-            loop {
-                let sent = Instant::now();
-                if sent >= end {
-                    break;
-                }
-                let result = client
-                    .propose_bench(BenchRequest {
-                        payload: payload.clone(),
-                    })
-                    .await;
-                let done = Instant::now();
-                match result {
-                    Ok(_) if sent >= measure_from && done <= end => latencies.push(done - sent),
-                    Ok(_) => {}
-                    Err(e) => {
-                        errors += 1;
-                        last_error = Some(e.message().to_string());
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-            }
-            (latencies, errors, last_error)
-        }));
-    }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    let mut last_error = None;
-    for task in tasks {
-        let (latencies, e, last) = task
-            .await
-            .map_err(|e| CliError::Other(format!("a benchmark writer failed: {e}")))?;
-        all.extend(latencies);
-        errors += e;
-        if last.is_some() {
-            last_error = last;
+/// One `ProposeBench` call: the operation of `bench commit`'s writers.
+#[derive(Clone)]
+pub(crate) struct ProposeBench {
+    pub(crate) client: ControlClient<AuthChannel>,
+    pub(crate) payload: Vec<u8>,
+}
+
+impl Operation for ProposeBench {
+    async fn call(&mut self) -> Result<(), String> {
+        let request = BenchRequest {
+            payload: self.payload.clone(),
+        };
+        match self.client.propose_bench(request).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.message().to_string()),
         }
     }
-    if all.is_empty() {
+}
+
+async fn run_writers(
+    remote: &Remote,
+    shape: Shape,
+    payload: Vec<u8>,
+    meter: Option<CpuMeter>,
+) -> Result<WriterRun, CliError> {
+    let client = connect_any(remote).await?;
+    let run = closed_loop(ProposeBench { client, payload }, shape, meter).await;
+    if run.ops() == 0 {
         return Err(CliError::Unavailable(format!(
-            "no command was committed with {writers} writers{}",
-            last_error.map_or(String::new(), |e| format!(": {e}"))
+            "no command was committed with {} writers{}",
+            shape.writers,
+            run.last_error.map_or(String::new(), |e| format!(": {e}"))
         )));
     }
-    let seconds = duration.as_secs_f64();
+    if let Some(e) = &run.cpu_error {
+        tracing::warn!(
+            "server CPU not measured with {} writers: {e}",
+            shape.writers
+        );
+    }
     Ok(WriterRun {
-        writers,
-        commands: all.len(),
-        errors,
-        seconds,
-        commands_per_sec: all.len() as f64 / seconds,
-        latency: Latency::of(all),
+        writers: shape.writers,
+        commands: run.ops(),
+        errors: run.errors,
+        seconds: run.seconds,
+        commands_per_sec: run.ops_per_sec(),
+        server_cpu_us_per_command: run.cpu_us_per_op(),
+        server_cpu_cores: run.cpu.map(|c| c.cores()),
+        latency: Latency::of(run.latencies),
     })
 }
 
@@ -214,17 +254,75 @@ async fn wait_for_leader(node: &Coordinator) -> Result<(), CliError> {
         })
 }
 
-/// Starts `n` coordinator processes of this executable.
-async fn start_processes(
-    n: u64,
-    data_dir: Option<&Path>,
-    security: Security,
-) -> Result<(LocalCluster, PathBuf, Option<tempfile::TempDir>), CliError> {
-    let binary = crate::demo::this_binary()?;
-    let (temp, dir) = crate::demo::work_dir("testfleet-bench-", data_dir)?;
-    let cluster = LocalCluster::start_secured(&binary, n, None, &dir, &[], security)
-        .map_err(|e| CliError::Other(e.to_string()))?;
-    Ok((cluster, dir, temp))
+/// A local cluster of coordinator processes started for a benchmark, with a client's view of
+/// it and a CPU meter over its processes.
+pub(crate) struct StartedCluster {
+    /// Held for its processes, which it kills when dropped.
+    _cluster: LocalCluster,
+    /// Every node, the leader first, with operator credentials.
+    pub(crate) remote: Remote,
+    pub(crate) dir: PathBuf,
+    pub(crate) meter: Option<CpuMeter>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl StartedCluster {
+    /// Starts `n` coordinator processes of this executable under `data_dir` (or a temporary
+    /// directory) and waits for a leader.
+    pub(crate) async fn start(
+        n: u64,
+        data_dir: Option<&Path>,
+        security: Security,
+    ) -> Result<StartedCluster, CliError> {
+        let binary = crate::demo::this_binary()?;
+        let (temp, dir) = crate::demo::work_dir("testfleet-bench-", data_dir)?;
+        let cluster = LocalCluster::start_secured(&binary, n, None, &dir, &[], security)
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        let leader = cluster
+            .leader(Duration::from_secs(30), None)
+            .await
+            .map_err(|e| CliError::Unavailable(e.to_string()))?;
+        let leader_addr = cluster.addr(leader).to_string();
+        let mut addrs = vec![leader_addr.clone()];
+        addrs.extend(
+            cluster
+                .addresses()
+                .into_values()
+                .filter(|a| *a != leader_addr),
+        );
+        let remote = Remote::new(addrs, cluster.credentials(Role::Operator));
+        let pids: Vec<u32> = (cluster.running().into_iter())
+            .filter_map(|id| cluster.pid(id))
+            .collect();
+        let meter = match CpuMeter::new(pids) {
+            Ok(meter) => Some(meter),
+            Err(e) => {
+                tracing::warn!("server CPU will not be measured: {e}");
+                None
+            }
+        };
+        Ok(StartedCluster {
+            _cluster: cluster,
+            remote,
+            dir,
+            meter,
+            _temp: temp,
+        })
+    }
+
+    /// What the cluster spends idle: [`IDLE_SETTLE`] left alone, then read over
+    /// [`IDLE_WINDOW`].
+    pub(crate) async fn idle_cpu(&self) -> Option<IdleCpu> {
+        let meter = self.meter.as_ref()?;
+        tokio::time::sleep(IDLE_SETTLE).await;
+        match meter.idle(IDLE_WINDOW).await {
+            Ok(spent) => Some(IdleCpu::of(&spent)),
+            Err(e) => {
+                tracing::warn!("idle CPU not measured: {e}");
+                None
+            }
+        }
+    }
 }
 
 /// `remote` with the leader's address first, when a node names it.
@@ -262,8 +360,7 @@ pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
         ));
     }
     let payload = vec![0xab_u8; settings.payload_bytes];
-    let mut _cluster = None;
-    let mut _cluster_dir = None;
+    let mut started = None;
     let (local, remote, target, fsync_dir) = match (&settings.coordinators, settings.nodes) {
         (Some(remote), _) => (
             None,
@@ -272,28 +369,16 @@ pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
             settings.data_dir.clone(),
         ),
         (None, Some(n)) => {
-            let (cluster, dir, temp) =
-                start_processes(n, settings.data_dir.as_deref(), settings.security).await?;
-            let leader = cluster
-                .leader(Duration::from_secs(30), None)
-                .await
-                .map_err(|e| CliError::Unavailable(e.to_string()))?;
-            let leader_addr = cluster.addr(leader).to_string();
-            let mut addrs = vec![leader_addr.clone()];
-            addrs.extend(
-                cluster
-                    .addresses()
-                    .into_values()
-                    .filter(|a| *a != leader_addr),
-            );
+            let cluster =
+                StartedCluster::start(n, settings.data_dir.as_deref(), settings.security).await?;
             let target = format!(
                 "local {n}-node cluster (processes, security: {}), data in {}",
                 security_name(settings.security),
-                dir.display()
+                cluster.dir.display()
             );
-            let remote = Remote::new(addrs, cluster.credentials(Role::Operator));
-            _cluster = Some(cluster);
-            _cluster_dir = temp;
+            let remote = cluster.remote.clone();
+            let dir = cluster.dir.clone();
+            started = Some(cluster);
             (None, remote, target, Some(dir))
         }
         (None, None) => {
@@ -307,18 +392,20 @@ pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
             (Some(node), remote, target, Some(dir))
         }
     };
+    let idle_cpu = match &started {
+        Some(cluster) => cluster.idle_cpu().await,
+        None => None,
+    };
+    let meter = started.as_ref().and_then(|c| c.meter.clone());
     let mut runs = Vec::new();
     let mut failure = None;
     for &writers in &settings.writers {
-        match run_writers(
-            &remote,
+        let shape = Shape {
             writers,
-            settings.duration,
-            settings.warmup,
-            payload.clone(),
-        )
-        .await
-        {
+            duration: settings.duration,
+            warmup: settings.warmup,
+        };
+        match run_writers(&remote, shape, payload.clone(), meter.clone()).await {
             Ok(run) => runs.push(run),
             Err(e) => {
                 failure = Some(e);
@@ -338,55 +425,159 @@ pub async fn run(settings: &BenchSettings) -> Result<BenchReport, CliError> {
         }
         let _ = (&mut node.server).await;
     }
+    drop(started);
     if let Some(e) = failure {
         return Err(e);
     }
+    let cpu_per_round = round_cpu(&runs, idle_cpu.as_ref());
     Ok(BenchReport {
         target,
         payload_bytes: settings.payload_bytes,
         fsync_4k,
+        idle_cpu,
+        cpu_per_round,
         runs,
+    })
+}
+
+/// The servers' CPU per consensus round: that of the one-writer run, where every command is a
+/// round of its own, with and without the idle cluster's share.
+pub fn round_cpu(runs: &[WriterRun], idle: Option<&IdleCpu>) -> Option<RoundCpu> {
+    let one = runs.iter().find(|r| r.writers == 1)?;
+    let us = one.server_cpu_us_per_command?;
+    Some(RoundCpu {
+        us,
+        above_idle_us: idle.and_then(|i| above_idle(us, one.commands_per_sec, i.cores)),
     })
 }
 
 /// Renders the report.
 pub fn render(report: &BenchReport, output: Output) -> String {
-    match output {
-        Output::Json => serde_json::to_string_pretty(report).unwrap_or_default() + "\n",
-        Output::Table => {
-            let mut out = format!(
-                "Target: {}\nPayload: {} bytes per command\n",
-                report.target, report.payload_bytes
-            );
-            if let Some(f) = &report.fsync_4k {
-                out.push_str(&format!(
-                    "fsync of a 4 KiB append: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)\n",
-                    f.p50_ms, f.p99_ms, f.max_ms, f.samples
-                ));
+    if output == Output::Json {
+        return serde_json::to_string_pretty(report).unwrap_or_default() + "\n";
+    }
+    let mut out = format!(
+        "Target: {}\nPayload: {} bytes per command\n",
+        report.target, report.payload_bytes
+    );
+    if let Some(f) = &report.fsync_4k {
+        out.push_str(&format!(
+            "fsync of a 4 KiB append: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)\n",
+            f.p50_ms, f.p99_ms, f.max_ms, f.samples
+        ));
+    }
+    if let Some(idle) = &report.idle_cpu {
+        out.push_str(&format!(
+            "idle cluster: {:.1} % of a core per process ({} processes, {:.1} s)\n",
+            idle.percent_of_a_core_each, idle.processes, idle.seconds
+        ));
+    }
+    if let Some(round) = &report.cpu_per_round {
+        out.push_str(&format!(
+            "server CPU per consensus round (1 writer, all nodes): {:.0} µs{}\n",
+            round.us,
+            round
+                .above_idle_us
+                .map_or(String::new(), |us| format!(", {us:.0} µs above idle"))
+        ));
+    }
+    out.push('\n');
+    let cpu = report
+        .runs
+        .iter()
+        .any(|r| r.server_cpu_us_per_command.is_some());
+    let rows: Vec<Vec<String>> = report
+        .runs
+        .iter()
+        .map(|r| {
+            let mut row = vec![
+                r.writers.to_string(),
+                r.commands.to_string(),
+                format!("{:.0}", r.commands_per_sec),
+                format!("{:.2}", r.latency.p50_ms),
+                format!("{:.2}", r.latency.p99_ms),
+                format!("{:.2}", r.latency.max_ms),
+            ];
+            if cpu {
+                row.push(optional(r.server_cpu_us_per_command, 0));
+                row.push(optional(r.server_cpu_cores, 2));
             }
-            out.push('\n');
-            let rows: Vec<Vec<String>> = report
-                .runs
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.writers.to_string(),
-                        r.commands.to_string(),
-                        format!("{:.0}", r.commands_per_sec),
-                        format!("{:.2}", r.latency.p50_ms),
-                        format!("{:.2}", r.latency.p99_ms),
-                        format!("{:.2}", r.latency.max_ms),
-                        r.errors.to_string(),
-                    ]
-                })
-                .collect();
-            out.push_str(&table(
-                &[
-                    "WRITERS", "COMMANDS", "CMDS/S", "P50 MS", "P99 MS", "MAX MS", "ERRORS",
-                ],
-                &rows,
-            ));
-            out
+            row.push(r.errors.to_string());
+            row
+        })
+        .collect();
+    let mut header = vec![
+        "WRITERS", "COMMANDS", "CMDS/S", "P50 MS", "P99 MS", "MAX MS",
+    ];
+    if cpu {
+        header.extend(["SERVER CPU US/CMD", "SERVER CORES"]);
+    }
+    header.push("ERRORS");
+    out.push_str(&table(&header, &rows));
+    out
+}
+
+/// `value` with `decimals` decimals, or `-` when it is unknown.
+pub fn optional(value: Option<f64>, decimals: usize) -> String {
+    value.map_or("-".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(writers: usize, per_sec: f64, cpu_us: Option<f64>) -> WriterRun {
+        WriterRun {
+            writers,
+            commands: (per_sec * 5.0) as usize,
+            errors: 0,
+            seconds: 5.0,
+            commands_per_sec: per_sec,
+            server_cpu_us_per_command: cpu_us,
+            server_cpu_cores: cpu_us.map(|us| us * per_sec / 1e6),
+            latency: Latency::of(vec![Duration::from_millis(2)]),
         }
+    }
+
+    #[test]
+    fn a_round_costs_the_one_writer_runs_cpu_per_command_less_the_idle_share() {
+        let idle = IdleCpu {
+            seconds: 2.0,
+            processes: 3,
+            cores: 0.03,
+            percent_of_a_core_each: 1.0,
+        };
+        let runs = [run(64, 10_000.0, Some(120.0)), run(1, 600.0, Some(2_200.0))];
+        let round = round_cpu(&runs, Some(&idle)).unwrap();
+        assert_eq!(round.us, 2_200.0);
+        // 0.03 cores over 600 rounds a second is 50 µs of each round.
+        assert!((round.above_idle_us.unwrap() - 2_150.0).abs() < 1e-9);
+        assert!(
+            round_cpu(&runs[..1], Some(&idle)).is_none(),
+            "no 1-writer run"
+        );
+        assert!(round_cpu(&[run(1, 600.0, None)], Some(&idle)).is_none());
+        assert!(round_cpu(&runs, None).unwrap().above_idle_us.is_none());
+        assert_eq!(above_idle(100.0, 0.0, 0.03), None);
+    }
+
+    #[test]
+    fn the_table_shows_server_cpu_only_when_it_was_measured() {
+        let mut report = BenchReport {
+            target: "t".into(),
+            payload_bytes: 64,
+            fsync_4k: None,
+            idle_cpu: None,
+            cpu_per_round: None,
+            runs: vec![run(1, 600.0, None)],
+        };
+        assert!(!render(&report, Output::Table).contains("SERVER CPU"));
+        report.runs.push(run(64, 10_000.0, Some(123.4)));
+        let table = render(&report, Output::Table);
+        assert!(table.contains("SERVER CPU US/CMD"), "{table}");
+        assert!(table.contains("123"), "{table}");
+        let json: serde_json::Value = serde_json::from_str(&render(&report, Output::Json)).unwrap();
+        assert_eq!(json["runs"][1]["server_cpu_us_per_command"], 123.4);
+        assert!(json["runs"][0]["server_cpu_us_per_command"].is_null());
     }
 }
