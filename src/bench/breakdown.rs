@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::cpu::CpuMeter;
 use crate::cli::{CliError, Remote, connect, connect_any, table};
 use crate::demo::launch::{LocalCluster, Security};
 use crate::proto::{BenchRequest, StageTimesRequest};
@@ -90,6 +91,9 @@ pub struct BreakdownRun {
     pub writers: usize,
     pub commits: usize,
     pub commits_per_sec: f64,
+    /// The coordinators' own CPU time over the window, per commit (all nodes together; with
+    /// one writer, one commit is one consensus round).
+    pub server_cpu_us_per_commit: Option<f64>,
     pub segments: Vec<Segment>,
 }
 
@@ -187,9 +191,24 @@ pub async fn run(settings: &BreakdownSettings) -> Result<BreakdownReport, CliErr
         vec![cluster.addr(leader).to_string()],
         cluster.credentials(crate::auth::Role::Operator),
     );
+    let pids: Vec<u32> = cluster
+        .addresses()
+        .keys()
+        .filter_map(|id| cluster.pid(*id))
+        .collect();
+    let meter = CpuMeter::new(pids).ok();
     let mut runs = Vec::new();
     for &writers in &settings.writers {
-        let (samples, seconds) = load(&remote, writers, settings).await?;
+        // The CPU is read over the measured window, beside the load.
+        let cpu = async {
+            let meter = meter.as_ref()?;
+            tokio::time::sleep(settings.warmup).await;
+            let start = meter.read().ok()?;
+            tokio::time::sleep(settings.duration).await;
+            meter.spent(&start, &meter.read().ok()?).ok()
+        };
+        let (loaded, cpu) = tokio::join!(load(&remote, writers, settings), cpu);
+        let (samples, seconds) = loaded?;
         let times = stage_times(&cluster, &samples).await?;
         let leader_id = leader;
         let commits: Vec<[Option<i64>; 13]> = samples
@@ -208,6 +227,8 @@ pub async fn run(settings: &BreakdownSettings) -> Result<BreakdownReport, CliErr
             writers,
             commits: samples.len(),
             commits_per_sec: samples.len() as f64 / seconds,
+            server_cpu_us_per_commit: cpu
+                .and_then(|c| c.us_per_op(samples.len(), settings.duration)),
             segments: aggregate(&commits),
         });
     }
@@ -341,7 +362,13 @@ pub fn render(report: &BreakdownReport, output: crate::cli::Output) -> String {
         report
             .runs
             .iter()
-            .map(|r| format!("{} writers {:.0}", r.writers, r.commits_per_sec))
+            .map(|r| format!(
+                "{} writers {:.0} (server CPU {} µs per commit)",
+                r.writers,
+                r.commits_per_sec,
+                r.server_cpu_us_per_commit
+                    .map_or("?".to_string(), |c| format!("{c:.0}"))
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     );

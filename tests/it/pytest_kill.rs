@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use super::pytest_cmd::outcomes;
 use super::support::{
     WorkerProcess, binary, client, count_reaches, local_cluster, query_consistent, test_dir,
     token_file,
 };
-use super::pytest_cmd::outcomes;
 use super::third_party::{python, python_command};
 
 const LIMIT: Duration = Duration::from_secs(120);
