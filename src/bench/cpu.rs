@@ -6,7 +6,7 @@
 //! how fast the load generator is. The kernel keeps each process's user and system time (all
 //! its threads) in `/proc/PID/stat`, in clock ticks (`sysconf(_SC_CLK_TCK)`, 100 a second on
 //! Linux): [`parse_stat`] reads one such line (pure), [`read_stat`] reads it for a pid, and
-//! [`CpuMeter`] reads a fixed set of pids at once, so that [`CpuReading::since`] gives what they
+//! [`CpuMeter`] reads a fixed set of pids at once, so that [`CpuMeter::spent`] gives what they
 //! spent between two readings.
 //!
 //! Only a process's own time (`utime + stime`) is counted, not that of the children it waited

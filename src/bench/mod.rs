@@ -26,6 +26,11 @@
 //!   local fleet without and with a timing history: wall times, shard balance, outcomes.
 //! * [`claims`] (`bench claims`): the figures the replaced system claimed — recovery, and a
 //!   coordinator failure with and without HA — from three checked chaos runs.
+//! * [`peers`] (`bench peers etcd`, `bench peers celery`): Testfleet side by side with etcd's
+//!   commits and with Celery + Redis's tasks, started and measured in one run, alternating.
+//!
+//! Shared by several: [`load`], the closed-loop writers (`bench commit`, `bench peers etcd`),
+//! and [`cpu`], the servers' CPU time read from `/proc/PID/stat`.
 //!
 //! Results go in `BENCHMARKS.md`, each with the command line that reruns it and the machine it
 //! ran on, so that a later change can be measured the same way.

@@ -3,7 +3,7 @@
 //!
 //! The command starts a 3-member etcd cluster (the `etcd` binary, Debian's `etcd-server` 3.4:
 //! free loopback ports, data directories in the work directory, default settings otherwise)
-//! and a 3-node Testfleet cluster of processes ([`crate::bench::commit::StartedCluster`],
+//! and a 3-node Testfleet cluster of processes (`bench commit`'s `StartedCluster`,
 //! open by default, as etcd runs without TLS or auth here). Both are loaded by
 //! [`crate::bench::load::closed_loop`]: N writers, each a sequential loop of one write of a
 //! `--payload-bytes` value, measured for `--duration` after `--warmup`. Testfleet's write is
