@@ -22,7 +22,9 @@ use super::support::{
 const MIB: u64 = 1 << 20;
 
 /// Thresholds for a fast run: a sample a second, two critical samples to hand over, disk
-/// judged in bytes (critical under 24 MiB free, degraded under 40 MiB).
+/// judged in bytes alone (critical under 24 MiB free, degraded under 40 MiB; the fractions
+/// off, so that the other nodes' ordinary disk never counts as full however little of it this
+/// machine has free).
 const FAST_HEALING: &str = r#"
 [self_healing]
 sample_interval_ms = 1000
@@ -32,6 +34,8 @@ stale_after_samples = 5
 [self_healing.limits]
 disk_free_critical_bytes = 25165824
 disk_free_degraded_bytes = 41943040
+disk_free_critical = 0.0
+disk_free_degraded = 0.0
 "#;
 
 /// Free bytes of the file system holding `dir`, as an unprivileged process may use them.
