@@ -405,12 +405,27 @@ pub async fn commit_bench(addr: &str, count: usize, writers: usize) -> u64 {
         tasks.push(tokio::spawn(async move {
             let mut highest = 0;
             for _ in 0..share {
-                let reply = control
-                    .propose_bench(testfleet::proto::BenchRequest {
-                        payload: vec![7; 16],
-                    })
-                    .await
-                    .expect("a write to a healthy cluster");
+                // A node that knows no leader (an election, on a starved machine) refuses
+                // before proposing and says to retry: the write is retried, never doubled.
+                let mut refusals = 0;
+                let reply = loop {
+                    match control
+                        .propose_bench(testfleet::proto::BenchRequest {
+                            payload: vec![7; 16],
+                        })
+                        .await
+                    {
+                        Err(s)
+                            if s.code() == tonic::Code::Unavailable
+                                && s.message().contains("no leader is known")
+                                && refusals < 200 =>
+                        {
+                            refusals += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                        other => break other.expect("a write to a healthy cluster"),
+                    }
+                };
                 highest = highest.max(reply.into_inner().log_index);
             }
             highest
