@@ -26,6 +26,7 @@ pub mod leadership;
 pub mod membership;
 pub mod monitor;
 pub mod output;
+mod preplace;
 pub mod recovery_loop;
 pub mod relief;
 pub mod self_health;
@@ -626,19 +627,21 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Resolves, with the cause, when `raft`'s core stops by itself (openraft stops it on a storage
 /// error). Never resolves while it runs, nor when it stops because it was asked to.
+///
+/// It watches the *server* metrics, which change only with the node's role, vote or
+/// membership, and end when the core's task ends: the full metrics are sent after every turn of
+/// the core's loop, several times per commit, and a watcher of those would be woken (and would
+/// wake a worker thread) each time. The core sets its running state before its task ends, so
+/// the cause is read once the watch has closed.
 async fn raft_failure(raft: RaftNode) -> String {
-    let mut metrics = raft.metrics();
-    loop {
-        let state = metrics.borrow_watched().running_state.clone();
-        match state {
-            Ok(()) => {}
-            Err(openraft::error::Fatal::Stopped) => std::future::pending::<()>().await,
-            Err(fatal) => return fatal.to_string(),
-        }
-        if metrics.changed().await.is_err() {
-            // The core's task ended without saying why (it sets the state on every exit).
-            return "Raft's core task ended".to_string();
-        }
+    let mut server = raft.server_metrics();
+    while server.changed().await.is_ok() {}
+    let state = raft.metrics().borrow_watched().running_state.clone();
+    match state {
+        Err(openraft::error::Fatal::Stopped) => std::future::pending().await,
+        Err(fatal) => fatal.to_string(),
+        // The core's task ended without saying why (it sets the state on every exit).
+        Ok(()) => "Raft's core task ended".to_string(),
     }
 }
 

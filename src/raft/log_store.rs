@@ -33,23 +33,28 @@
 //! callback, so that the core never waits for a disk. Every write therefore goes, in the order
 //! openraft issued it, to one writer thread per store. The thread takes whatever is queued (up
 //! to `writer::MAX_BATCH` writes) and writes it in one redb transaction, fsynced
-//! ([`Durability::Immediate`]) if any of it must be durable — a group commit: under load many
+//! ([`Durability::Immediate`]) — a group commit: under load many
 //! appends share one fsync, and the core goes on appending and replicating meanwhile.
 //!
 //! * [`append`](RaftLogStorage::append) puts the encoded entries in an in-memory `pending` map
 //!   (so readers see them at once), queues them and returns; the writer calls the callback after
 //!   the commit, then drops them from `pending`. A read takes the pending entries first and then
 //!   opens its redb read transaction, so an entry moving from one to the other is never missed.
+//!   A read whose entries are all still pending (a fresh entry replicated to the followers) is
+//!   answered from memory on the caller's thread, without a hop to the blocking pool.
 //! * [`save_vote`](RaftLogStorage::save_vote), [`truncate_after`](RaftLogStorage::truncate_after)
 //!   and [`purge`](RaftLogStorage::purge) are queued the same way and awaited: each returns
 //!   once its transaction is on disk. A purge writes `last_purged_log_id` and deletes the
 //!   purged entries in the same transaction, so a crash leaves either the old or the new state,
 //!   never a hole.
-//! * [`save_committed`](RaftLogStorage::save_committed) is queued and not awaited, and is not
-//!   durable by itself: it becomes durable with the next fsynced transaction or on a clean close.
-//!   Losing the newest value in a crash only means re-applying a little less on restart
-//!   (openraft treats `committed` as an optional hint, and the DuckDB state machine persists its
-//!   own `last_applied`). Queue order keeps it behind the entries it names.
+//! * [`save_committed`](RaftLogStorage::save_committed) is not queued and not durable by itself:
+//!   it sets the value the writer puts in its next transaction (every transaction is fsynced),
+//!   or writes on a clean close. The writer holds it back while the entry it names is still
+//!   queued, so on disk it never runs ahead of the entries. Losing the newest value in a crash
+//!   only means re-applying a little less on restart (openraft treats `committed` as an
+//!   optional hint, and the DuckDB state machine persists its own `last_applied`). A write of
+//!   its own on every commit would wake the writer thread for one more transaction on every
+//!   node, every round.
 //! * `append` refuses a batch that would leave a gap (its entries must be consecutive and start
 //!   right after the last stored entry, or right after the last purged one when the log is
 //!   empty), and every read checks that the entries it returns are consecutive. A refused write
@@ -136,6 +141,10 @@ pub const FORMAT_VERSION: u32 = 1;
 /// default 4 MiB message limit; openraft sends the rest in the next batch.
 pub const LIMITED_READ_MAX_BYTES: usize = 1024 * 1024;
 
+/// Most encoded bytes a read decodes on the caller's thread when every entry it asks for is
+/// still pending (`Inner::read_pending_only`); larger reads go to the blocking pool.
+const INLINE_READ_MAX_BYTES: usize = 64 * 1024;
+
 /// redb page cache size. The log is purged after each snapshot, so it stays small.
 const CACHE_SIZE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -167,11 +176,29 @@ struct Inner {
     /// Entries handed to the writer and not committed yet, by index: readable from the moment
     /// `append` returns, as openraft requires. The writer removes them once they are in redb.
     pending: Mutex<BTreeMap<u64, Arc<Vec<u8>>>>,
-    /// The committed log id last handed to the writer (`Some(None)`: deleted), newer than or
-    /// equal to redb's; `None` until the first `save_committed`.
-    committed: Mutex<Option<Option<Vec<u8>>>>,
+    /// The committed log id openraft saved last, which the writer puts in its next
+    /// transaction (see "Writes" in the module docs).
+    committed: Mutex<CommittedSlot>,
     /// Where appends and their fsyncs are timed (`--stage-clock`), once set.
     stages: std::sync::OnceLock<Arc<StageClock>>,
+}
+
+/// The committed log id as openraft last saved it, and whether redb has that value yet.
+#[derive(Default)]
+struct CommittedSlot {
+    /// `None` until the first `save_committed`; `Some(None)` deletes it.
+    latest: Option<Option<SavedCommitted>>,
+    /// Whether redb holds `latest` (durably, or in a transaction that a clean close makes
+    /// durable).
+    written: bool,
+}
+
+/// A committed log id: its index (so the writer can hold it back until the entry it names is
+/// written) and its encoding.
+#[derive(Clone, PartialEq)]
+struct SavedCommitted {
+    index: u64,
+    bytes: Vec<u8>,
 }
 
 impl Inner {
@@ -332,28 +359,36 @@ where
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        let bytes = match &committed {
-            Some(log_id) => Some(encode(log_id, "committed log id")?),
+        let saved = match &committed {
+            Some(log_id) => Some(SavedCommitted {
+                index: log_id.index,
+                bytes: encode(log_id, "committed log id")?,
+            }),
             None => None,
         };
-        // Not waited for, and not durable by itself: see the module docs.
-        *self
+        // Not queued, and not durable by itself: the writer puts it in its next transaction
+        // (see the module docs). One write per commit would wake the writer thread for a
+        // transaction of its own on every node, every round.
+        let mut slot = self
             .inner
             .committed
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(bytes.clone());
-        self.submit(Op::Committed { bytes }).map_err(|(_, err)| err)
+            .unwrap_or_else(|e| e.into_inner());
+        slot.latest = Some(saved);
+        slot.written = false;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
-        let submitted = self
+        let saved = self
             .inner
             .committed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .latest
             .clone();
-        match submitted {
-            Some(Some(bytes)) => decode(&bytes)
+        match saved {
+            Some(Some(saved)) => decode(&saved.bytes)
                 .map(Some)
                 .map_err(|e| self.inner.data_err("committed log id", e)),
             Some(None) => Ok(None),
@@ -464,6 +499,9 @@ where
     let Some((first, last)) = bounds else {
         return Ok(Vec::new());
     };
+    if let Some(entries) = inner.read_pending_only::<C>(first, last, max_bytes)? {
+        return Ok(entries);
+    }
     run_blocking(inner, move |inner| {
         inner.read_entries::<C>(first, last, max_bytes)
     })
@@ -604,6 +642,53 @@ impl Inner {
             }
         }
         Ok(read.entries)
+    }
+
+    /// The entries in `first..=last` (as [`Inner::read_entries`] would return them) when all of
+    /// them are still pending and small, decoded right here; `None` sends the read to redb on
+    /// the blocking pool. This is the replication of a fresh entry: taking it from memory saves
+    /// the leader a hop to another thread and back for each follower, every round. A pending
+    /// entry is never older than redb's under the same index (a later append replaces it in
+    /// `pending`), so the answer is the same.
+    fn read_pending_only<C>(
+        &self,
+        first: u64,
+        last: u64,
+        max_bytes: Option<usize>,
+    ) -> Result<Option<Vec<C::Entry>>, io::Error>
+    where
+        C: RaftTypeConfig,
+        C::Entry: DeserializeOwned,
+    {
+        let wanted = {
+            let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut wanted = Vec::new();
+            let mut bytes = 0;
+            for (index, entry) in pending.range(first..=last) {
+                if *index != first + wanted.len() as u64 {
+                    return Ok(None);
+                }
+                bytes += entry.len();
+                wanted.push((*index, entry.clone()));
+                if max_bytes.is_some_and(|max| bytes >= max) {
+                    break;
+                }
+            }
+            let complete = wanted.last().is_some_and(|(i, _)| *i == last)
+                || max_bytes.is_some_and(|max| bytes >= max);
+            if !complete || bytes > INLINE_READ_MAX_BYTES {
+                return Ok(None);
+            }
+            wanted
+        };
+        let op = || format!("read log entries {first}..={last}");
+        let mut read = EntriesRead::<C>::new(max_bytes);
+        for (index, bytes) in wanted {
+            if !read.push(self, index, &bytes, op)? {
+                break;
+            }
+        }
+        Ok(Some(read.entries))
     }
 
     fn get_meta<T: DeserializeOwned>(

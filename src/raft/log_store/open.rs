@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use redb::Database;
 
-use super::{CACHE_SIZE_BYTES, Inner, error_kind};
+use super::{CACHE_SIZE_BYTES, CommittedSlot, Inner, error_kind};
 
 /// Opens (creating it if missing) the database at `path` and checks its tables and layout.
 pub(super) fn open_inner(path: &Path) -> Result<Inner, io::Error> {
@@ -73,7 +73,7 @@ fn open_at(file: &Path, path: &Path) -> Result<Inner, io::Error> {
         db,
         path: path.to_path_buf(),
         pending: Mutex::new(BTreeMap::new()),
-        committed: Mutex::new(None),
+        committed: Mutex::new(CommittedSlot::default()),
         stages: std::sync::OnceLock::new(),
     };
     inner.init()?;

@@ -16,7 +16,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use super::{ENTRIES, Inner, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, LogStore, META, encode};
+use super::{
+    ENTRIES, Inner, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, LogStore, META, SavedCommitted,
+    encode,
+};
 
 /// Most writes the writer thread puts in one transaction.
 const MAX_BATCH: usize = 256;
@@ -47,8 +50,6 @@ pub(super) enum Op<C: RaftTypeConfig> {
         entries: Vec<(u64, Arc<Vec<u8>>)>,
         flushed: IOFlushed<C>,
     },
-    /// The committed log id (`None` deletes it); not durable by itself (see the module docs).
-    Committed { bytes: Option<Vec<u8>> },
     Vote {
         bytes: Vec<u8>,
         done: oneshot::Sender<Result<(), io::Error>>,
@@ -172,14 +173,13 @@ where
             }
         }
     }
+    // A clean close: the committed log id saved since the last write goes to disk now.
+    if let Err(err) = inner.write_batch::<C>(&[]) {
+        tracing::warn!("{err}");
+    }
 }
 
 impl<C: RaftTypeConfig> Op<C> {
-    /// Whether the transaction holding this write must be fsynced before it is answered.
-    fn durable(&self) -> bool {
-        !matches!(self, Op::Committed { .. })
-    }
-
     /// Answers the write; an append leaves the pending entries (written or not).
     pub(super) fn complete(self, inner: &Inner, result: Result<(), io::Error>) {
         match self {
@@ -192,11 +192,6 @@ impl<C: RaftTypeConfig> Op<C> {
                 inner.remove_pending(&entries);
                 flushed.io_completed(result);
             }
-            Op::Committed { .. } => {
-                if let Err(err) = result {
-                    tracing::warn!("{err}");
-                }
-            }
             Op::Vote { done, .. } | Op::Truncate { done, .. } | Op::Purge { done, .. } => {
                 let _ = done.send(result);
             }
@@ -205,31 +200,32 @@ impl<C: RaftTypeConfig> Op<C> {
 }
 
 impl Inner {
-    /// Writes `ops` in order in one redb transaction, fsynced if any of them must be durable.
-    /// On an error nothing of it is written.
+    /// Writes `ops` in order in one fsynced redb transaction, with the committed log id saved
+    /// since the last one (when the entry it names is in the log by then). On an error nothing
+    /// of it is written. With no `ops` it writes the committed log id alone, if there is one to
+    /// write.
     fn write_batch<C>(&self, ops: &[Op<C>]) -> Result<(), io::Error>
     where
         C: RaftTypeConfig,
         LogIdOf<C>: Serialize + DeserializeOwned,
     {
         let op = "write batch";
-        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(op, e))?;
-        let durability = if ops.iter().any(Op::durable) {
-            Durability::Immediate
-        } else {
-            Durability::None
+        let committed = {
+            let slot = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+            match (&slot.latest, slot.written) {
+                (Some(latest), false) => Some(latest.clone()),
+                _ => None,
+            }
         };
-        txn.set_durability(durability)
+        if ops.is_empty() && committed.is_none() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(op, e))?;
+        txn.set_durability(Durability::Immediate)
             .map_err(|e| self.redb_err(op, e))?;
         for write in ops {
             match write {
                 Op::Append { entries, .. } => self.append_in::<C>(&txn, entries)?,
-                Op::Committed { bytes } => self.put_meta_in(
-                    &txn,
-                    KEY_COMMITTED,
-                    bytes.as_deref(),
-                    "save committed log id",
-                )?,
                 Op::Vote { bytes, .. } => {
                     self.put_meta_in(&txn, KEY_VOTE, Some(bytes), "save vote")?
                 }
@@ -237,7 +233,55 @@ impl Inner {
                 Op::Purge { log_id, .. } => self.purge_in::<C>(&txn, log_id)?,
             }
         }
-        self.commit(txn, op)
+        let written = match committed {
+            Some(committed) => self.committed_in::<C>(&txn, committed)?,
+            None => None,
+        };
+        if ops.is_empty() && written.is_none() {
+            // Nothing to write after all (the entry the committed id names is still queued).
+            return Ok(());
+        }
+        self.commit(txn, op)?;
+        if let Some(written) = written {
+            let mut slot = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.latest.as_ref() == Some(&written) {
+                slot.written = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the committed log id `committed` in `txn` unless it names an entry the log does
+    /// not hold yet (its append is still queued): on disk, a committed id never runs ahead of
+    /// the entries. Returns what it wrote.
+    fn committed_in<C>(
+        &self,
+        txn: &redb::WriteTransaction,
+        committed: Option<SavedCommitted>,
+    ) -> Result<Option<Option<SavedCommitted>>, io::Error>
+    where
+        C: RaftTypeConfig,
+        LogIdOf<C>: DeserializeOwned,
+    {
+        let op = "save committed log id";
+        if let Some(saved) = &committed {
+            let table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(op, e))?;
+            let tail = match table.last().map_err(|e| self.redb_err(op, e))? {
+                Some((key, _)) => Some(key.value()),
+                // An empty log ends at its last purged entry.
+                None => {
+                    let meta = txn.open_table(META).map_err(|e| self.redb_err(op, e))?;
+                    self.get_meta::<LogIdOf<C>>(&meta, KEY_LAST_PURGED, op)?
+                        .map(|purged| purged.index)
+                }
+            };
+            if tail.is_none_or(|tail| tail < saved.index) {
+                return Ok(None);
+            }
+        }
+        let bytes = committed.as_ref().map(|c| c.bytes.as_slice());
+        self.put_meta_in(txn, KEY_COMMITTED, bytes, op)?;
+        Ok(Some(committed))
     }
 
     /// Makes entries readable before they are written (see [`Inner::pending`]).
