@@ -159,13 +159,37 @@ impl Jobs for JobsService {
         }
         let tasks: Vec<TaskSpec> = r.tasks.iter().cloned().map(task_spec).collect();
         limits::check_job(&r.job_id, &r.name, &tasks).map_err(Status::invalid_argument)?;
-        let command = Command::SubmitJob {
+        // On the leader, with nothing else waiting, the job's tasks get their workers in the
+        // same entry (`preplace`): one commit instead of two before a worker hears of them.
+        // The assignments are stamped with the submission's own time.
+        let at = Timestamp::now();
+        let preplaced = super::preplace::pick(&self.node, &r.job_id, &tasks, at);
+        let submit = Command::SubmitJob {
             job: r.job_id.clone(),
             name: r.name.clone(),
             tasks,
-            at: Timestamp::now(),
+            at,
         };
-        match self.write(command).await? {
+        let (command, preplaced) = match preplaced {
+            Some(picks) => match picks.command(submit, at) {
+                Ok(batch) => (batch, Some(picks)),
+                Err(submit) => {
+                    picks.abandon();
+                    (*submit, None)
+                }
+            },
+            None => (submit, None),
+        };
+        let reply = self.write(command).await;
+        let reply = match (reply, preplaced) {
+            (Ok(Some(reply)), Some(p)) => Some(p.settle(&self.node, reply)),
+            (reply, Some(p)) => {
+                p.abandon();
+                reply?
+            }
+            (reply, None) => reply?,
+        };
+        match reply {
             Some(Reply::JobAccepted {
                 job,
                 tasks,

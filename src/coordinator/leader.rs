@@ -22,7 +22,7 @@ use crate::state::command::{Command, TaskStatus, Timestamp, WorkerStatus};
 use crate::state::machine::{Event, Reply};
 
 /// Assignments proposed in one `AssignTasks` command at most.
-const MAX_BATCH: usize = 512;
+pub(super) const MAX_BATCH: usize = 512;
 
 /// Whether this node leads `term` in fact and its state is that term's: waits (while it keeps
 /// leading) until the server state is Leader and the state machine has applied an entry of
@@ -299,6 +299,18 @@ async fn propose_assignments(
             return;
         }
     };
+    settle_assignments(&node, &leadership, picks, replies);
+}
+
+/// Acts on the replies of a committed `AssignTasks`, item by item: an accepted assignment is
+/// sent to its worker; a refused one goes back to the scheduler, or leaves it when its task is
+/// no longer queued.
+pub(super) fn settle_assignments(
+    node: &Coordinator,
+    leadership: &Arc<Leadership>,
+    picks: Vec<crate::state::command::Assignment>,
+    replies: Vec<Reply>,
+) {
     for (assignment, reply) in picks.into_iter().zip(replies) {
         match reply {
             Reply::Task {
@@ -306,8 +318,8 @@ async fn propose_assignments(
             } => {
                 lock(&leadership.scheduler).committed(&assignment.task);
                 send_assign(
-                    &node,
-                    &leadership,
+                    node,
+                    leadership,
                     &assignment.task,
                     &assignment.worker,
                     assignment.attempt,

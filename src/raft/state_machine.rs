@@ -485,6 +485,12 @@ impl StateMachine {
         self.events.subscribe()
     }
 
+    /// Events applied that a subscriber has not received yet (0 when every subscriber has
+    /// seen every event; the leader's dispatch loop is the only one).
+    pub fn events_in_flight(&self) -> usize {
+        self.events.len()
+    }
+
     /// Writes everything applied so far to DuckDB before returning.
     pub fn flush(&self) -> io::Result<()> {
         self.shared.flush().map(|_| ())

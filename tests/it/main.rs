@@ -41,6 +41,7 @@ mod requeue_pacing;
 mod self_healing;
 mod snapshot;
 mod sql_sandbox;
+mod submit_dispatch;
 mod support;
 mod test_results;
 mod third_party;
