@@ -351,16 +351,6 @@ pub async fn show_task(remote: &Remote, id: &str, output: Output) -> Result<Stri
         "submitted_at",
         "finished_at",
     ];
-    let sql = format!("SELECT {} FROM tasks WHERE id = '{id}'", columns.join(", "));
-    let rows = zoned_rows(remote, &sql).await?;
-    let Some(row) = rows.first() else {
-        return Err(CliError::Usage(format!("no task has the id {id:?}")));
-    };
-    let task: serde_json::Map<String, serde_json::Value> = columns
-        .iter()
-        .map(|c| c.to_string())
-        .zip(row.iter().cloned())
-        .collect();
     let attempt_columns = [
         "attempt",
         "worker_id",
@@ -387,6 +377,20 @@ pub async fn show_task(remote: &Remote, id: &str, output: Output) -> Result<Stri
                 .zip(r)
                 .collect()
         })
+        .collect();
+    // The task's row is read after its attempts: the two are separate reads, a group commit
+    // may land between them, and a task row newer than its attempts is still whole (an
+    // attempt's end and the task's status are written together), where an older one could say
+    // `queued` beside a finished attempt.
+    let sql = format!("SELECT {} FROM tasks WHERE id = '{id}'", columns.join(", "));
+    let rows = zoned_rows(remote, &sql).await?;
+    let Some(row) = rows.first() else {
+        return Err(CliError::Usage(format!("no task has the id {id:?}")));
+    };
+    let task: serde_json::Map<String, serde_json::Value> = columns
+        .iter()
+        .map(|c| c.to_string())
+        .zip(row.iter().cloned())
         .collect();
     if output == Output::Json {
         let doc = serde_json::json!({ "task": task, "attempts": attempts });

@@ -98,8 +98,30 @@ pub struct LocalCluster {
     env: Vec<(String, String)>,
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the OS will not hand it out again soon).
+/// A free TCP port on 127.0.0.1, for a process started next to listen on.
+///
+/// It is bound and released here, so another process could take it before ours binds it. Port
+/// 0 would pick from the kernel's ephemeral range, which every outgoing connection on the
+/// machine also draws its source port from: on a machine busy with many clusters, one of those
+/// connections took a port between release and bind. So the port is picked at random *below*
+/// that range (`ip_local_port_range`), where the kernel never hands out ports by itself, and
+/// only if none binds there is port 0 the fallback.
 pub fn free_port() -> Result<u16, LaunchError> {
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    if below > LOWEST {
+        let span = u64::from(below - LOWEST);
+        for _ in 0..64 {
+            let random = uuid::Uuid::new_v4().as_u64_pair().0;
+            let port = LOWEST + (random % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(LaunchError::Port)?;
     Ok(listener.local_addr().map_err(LaunchError::Port)?.port())
 }

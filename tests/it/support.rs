@@ -293,15 +293,25 @@ async fn query_with(
     sql: &str,
     consistent: bool,
 ) -> Vec<Vec<serde_json::Value>> {
-    let reply = client
-        .query(testfleet::proto::QueryRequest {
-            sql: sql.to_string(),
-            consistent,
-            timeout_ms: 0,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("query {sql:?} failed: {e}"))
-        .into_inner();
+    let mut refusals = 0;
+    let reply = loop {
+        let result = client
+            .query(testfleet::proto::QueryRequest {
+                sql: sql.to_string(),
+                consistent,
+                timeout_ms: 0,
+            })
+            .await;
+        match result {
+            // A read is always safe to repeat.
+            Err(s) if refused_for_leadership(&s) && refusals < 200 => {
+                refusals += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => break other.unwrap_or_else(|e| panic!("query {sql:?} failed: {e}")),
+        }
+    }
+    .into_inner();
     reply
         .rows_json
         .iter()
@@ -405,8 +415,9 @@ pub async fn commit_bench(addr: &str, count: usize, writers: usize) -> u64 {
         tasks.push(tokio::spawn(async move {
             let mut highest = 0;
             for _ in 0..share {
-                // A node that knows no leader (an election, on a starved machine) refuses
-                // before proposing and says to retry: the write is retried, never doubled.
+                // A node that knows no leader, or whose forward met a node that no longer
+                // leads (an election, on a starved machine), refuses before proposing and
+                // says to retry: the write is retried, never doubled.
                 let mut refusals = 0;
                 let reply = loop {
                     match control
@@ -415,11 +426,7 @@ pub async fn commit_bench(addr: &str, count: usize, writers: usize) -> u64 {
                         })
                         .await
                     {
-                        Err(s)
-                            if s.code() == tonic::Code::Unavailable
-                                && s.message().contains("no leader is known")
-                                && refusals < 200 =>
-                        {
+                        Err(s) if refused_for_leadership(&s) && refusals < 200 => {
                             refusals += 1;
                             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         }
@@ -436,6 +443,14 @@ pub async fn commit_bench(addr: &str, count: usize, writers: usize) -> u64 {
         highest = highest.max(t.await.unwrap());
     }
     highest
+}
+
+/// A refusal a node gives before it proposes or reads anything, because leadership is moving
+/// (an election on a starved machine): the call can be repeated as it is.
+fn refused_for_leadership(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+        && (status.message().contains("no leader is known")
+            || status.message().contains("already forwarded once; retry"))
 }
 
 /// Runs `testfleet cluster check -o json` (or the table output with `json` false) against
