@@ -662,3 +662,48 @@ async fn openraft_storage_suite() {
         .await
         .expect("openraft storage suite");
 }
+
+/// Entries still pending (handed to the writer, not yet in redb) are read from memory when a
+/// read asks for nothing else: the same entries, the same byte bound, and a range that also
+/// needs redb (or reaches past the tail, or has a gap) is left to the redb read.
+#[tokio::test(flavor = "current_thread")]
+async fn a_read_of_pending_entries_only_is_answered_from_memory() {
+    let (_dir, _path, mut store) = fresh();
+    append(&mut store, vec![normal(1, 1, "in redb")])
+        .await
+        .unwrap();
+    // Pending by hand (as between `append` and the writer's commit): 2..=4.
+    let pending: Vec<(u64, Arc<Vec<u8>>)> = (2..=4)
+        .map(|i| {
+            let entry = normal(1, i, &"x".repeat(100));
+            (i, Arc::new(encode(&entry, "test entry").unwrap()))
+        })
+        .collect();
+    store.inner.add_pending(&pending);
+    let inner = &store.inner;
+
+    let read = inner.read_pending_only::<C>(2, 4, None).unwrap().unwrap();
+    assert_eq!(ids(&read), vec![(1, 2), (1, 3), (1, 4)]);
+    // The byte bound stops after the entry that reaches it, as the redb read does.
+    let bounded = inner
+        .read_pending_only::<C>(2, 4, Some(150))
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(&bounded), vec![(1, 2), (1, 3)]);
+    // Index 1 is in redb only, 5 does not exist: both are the redb read's to answer.
+    assert!(inner.read_pending_only::<C>(1, 3, None).unwrap().is_none());
+    assert!(inner.read_pending_only::<C>(3, 5, None).unwrap().is_none());
+    // Through the reader, the pending entries and the stored one read as one run.
+    let all = store.try_get_log_entries(1..=4).await.unwrap();
+    assert_eq!(ids(&all), vec![(1, 1), (1, 2), (1, 3), (1, 4)]);
+
+    // A gap in what is pending is not papered over.
+    store.inner.remove_pending_for_test(3);
+    assert!(
+        store
+            .inner
+            .read_pending_only::<C>(2, 4, None)
+            .unwrap()
+            .is_none()
+    );
+}

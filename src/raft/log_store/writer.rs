@@ -303,6 +303,13 @@ impl Inner {
         }
     }
 
+    /// Drops one pending entry, as if its write had finished (tests only).
+    #[cfg(test)]
+    pub(super) fn remove_pending_for_test(&self, index: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.remove(&index);
+    }
+
     /// The pending entries in `first..=last`, in order.
     pub(super) fn pending_in(&self, first: u64, last: u64) -> Vec<(u64, Arc<Vec<u8>>)> {
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
