@@ -38,14 +38,19 @@
 //! timeout even started. The probe runs on the blocking pool and the attempt waits for it at
 //! most [`PROBE_LIMIT`]: past that the directory is reported as a storage fault too. The probe
 //! thread removes its file whenever the write ends.
+//!
+//! **Leftovers.** A worker killed between creating and removing its probe file leaves it
+//! behind. The first probe of each directory in a worker process first removes probe files
+//! older than [`STALE_PROBE`] there ([`sweep_stale_probes`]): by age, not by PID, because a
+//! worker of another host sharing the directory may be probing in it right now.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::state::command::FaultCategory;
 
@@ -57,6 +62,14 @@ pub const PROBE_LIMIT: Duration = Duration::from_secs(10);
 
 /// The start of a probe file's name; the rest is `<pid>-<n>`.
 pub const PROBE_PREFIX: &str = ".testfleet-write-check-";
+
+/// A probe file older than this was left by a worker killed mid-probe: a probe lives at most
+/// [`PROBE_LIMIT`].
+pub const STALE_PROBE: Duration = Duration::from_secs(60);
+
+/// Directories this process has swept of stale probe files (bounded like [`SyncSchedule`]:
+/// once full, no more sweeps; a leftover costs 4 KiB).
+static SWEPT: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
 
 /// How long a directory's last synced probe vouches for its disk's writeback.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -138,14 +151,47 @@ pub fn probe(dir: &Path, sync: bool) -> io::Result<()> {
     written.and(removed)
 }
 
+/// Removes the probe files in `dir` last modified more than [`STALE_PROBE`] before `now`
+/// (module docs, "Leftovers"); returns how many. Whatever fails is left as it is.
+pub fn sweep_stale_probes(dir: &Path, now: SystemTime) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(PROBE_PREFIX) {
+            continue;
+        }
+        let stale = (entry.metadata().and_then(|m| m.modified()))
+            .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age > STALE_PROBE));
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "removed probe files left by a killed worker");
+    }
+    removed
+}
+
 /// Checks that `dir` takes a write ([`probe`], synced when the schedule says so, on the
 /// blocking pool, for at most `limit`). `Some(message)` when it does not because of the disk:
 /// the attempt is a `storage` worker fault. `None` when the write went through or failed for
 /// another reason (module docs).
 pub async fn storage_fault(dir: &Path, limit: Duration) -> Option<String> {
     let sync = (SCHEDULE.lock().unwrap_or_else(|e| e.into_inner())).due(dir, Instant::now());
+    let sweep = {
+        let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+        swept.len() < SCHEDULE_CAPACITY && swept.insert(dir.to_path_buf())
+    };
     let owned = dir.to_path_buf();
-    let probing = tokio::task::spawn_blocking(move || probe(&owned, sync));
+    let probing = tokio::task::spawn_blocking(move || {
+        if sweep {
+            sweep_stale_probes(&owned, SystemTime::now());
+        }
+        probe(&owned, sync)
+    });
     match tokio::time::timeout(limit, probing).await {
         Ok(Ok(Ok(()))) => None,
         Ok(Ok(Err(err))) => {

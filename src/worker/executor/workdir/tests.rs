@@ -307,3 +307,25 @@ async fn probe_cost() {
         }
     }
 }
+
+#[test]
+fn a_sweep_removes_only_probe_files_older_than_a_probe_can_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now();
+    let make = |name: &str, age: Duration| {
+        let file = std::fs::File::create(dir.path().join(name)).unwrap();
+        file.set_modified(now - age).unwrap();
+    };
+    // Left by a worker SIGKILLed mid-probe, five minutes ago.
+    make(&format!("{PROBE_PREFIX}4242-7"), Duration::from_secs(300));
+    // Another host's worker probing right now, in a shared directory.
+    make(&format!("{PROBE_PREFIX}99-1"), Duration::from_secs(1));
+    // Not a probe file, however old.
+    make("results.xml", Duration::from_secs(3600));
+
+    assert_eq!(sweep_stale_probes(dir.path(), now), 1);
+    assert_eq!(probe_files(dir.path()), vec![format!("{PROBE_PREFIX}99-1")]);
+    assert!(dir.path().join("results.xml").exists());
+    // A directory that cannot be read is left alone.
+    assert_eq!(sweep_stale_probes(&dir.path().join("missing"), now), 0);
+}
