@@ -78,16 +78,22 @@ impl JobsService {
     }
 
     async fn write(&self, command: Command) -> Result<Option<Reply>, Status> {
-        match self.node.write(command).await {
-            Ok(response) => Ok(Some(response.data)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
-            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
-            Err(RaftError::Fatal(e)) => {
-                // For a client this coordinator is unavailable: it should try another.
-                Err(Status::unavailable(format!(
-                    "this node's Raft stopped ({e}); use another coordinator"
-                )))
-            }
+        write(&self.node, command).await
+    }
+}
+
+/// Proposes `command` on `node`: its reply once applied, `None` when this node does not lead
+/// (the caller forwards), or the failure as a status a client can act on.
+async fn write(node: &Coordinator, command: Command) -> Result<Option<Reply>, Status> {
+    match node.write(command).await {
+        Ok(response) => Ok(Some(response.data)),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
+        Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
+        Err(RaftError::Fatal(e)) => {
+            // For a client this coordinator is unavailable: it should try another.
+            Err(Status::unavailable(format!(
+                "this node's Raft stopped ({e}); use another coordinator"
+            )))
         }
     }
 }
@@ -180,14 +186,25 @@ impl Jobs for JobsService {
             },
             None => (submit, None),
         };
-        let reply = self.write(command).await;
-        let reply = match (reply, preplaced) {
-            (Ok(Some(reply)), Some(p)) => Some(p.settle(&self.node, reply)),
-            (reply, Some(p)) => {
-                p.abandon();
-                reply?
+        let reply = match preplaced {
+            Some(picks) => {
+                // Its own task: the picks are settled (sent to their workers, or given back)
+                // even if the caller goes away while the entry commits.
+                let node = self.node.clone();
+                let proposal = tokio::spawn(async move {
+                    match write(&node, command).await {
+                        Ok(Some(reply)) => Ok(Some(picks.settle(&node, reply))),
+                        other => {
+                            picks.abandon();
+                            other
+                        }
+                    }
+                });
+                proposal
+                    .await
+                    .map_err(|e| Status::internal(format!("the submission task failed: {e}")))??
             }
-            (reply, None) => reply?,
+            None => self.write(command).await?,
         };
         match reply {
             Some(Reply::JobAccepted {
