@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::digest::{TableDigest, TableSum};
 use super::error::{Result, StoreError, db};
 use super::machine::{Changes, Machine};
-use super::rows::RowBatch;
+use super::rows::{self, RowBatch};
 use super::schema::{self, REPLICATED_TABLES, UPSERT_TABLES};
 
 /// DuckDB resource limits for one node (the default would be 80 % of RAM per instance).
@@ -480,8 +480,14 @@ fn write_meta(conn: &Connection, meta: &RaftMeta) -> Result<()> {
 }
 
 /// Appends `rows` to `table` (a TEMP table when `temp`) with one Appender, never a
-/// statement per row.
-fn append(conn: &Connection, table: &str, temp: bool, rows: Vec<Vec<Value>>) -> Result<()> {
+/// statement per row. Each row's values are built just before it is appended.
+fn append<T>(
+    conn: &Connection,
+    table: &str,
+    temp: bool,
+    rows: &[T],
+    values: impl Fn(&T) -> Vec<Value>,
+) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -493,18 +499,23 @@ fn append(conn: &Connection, table: &str, temp: bool, rows: Vec<Vec<Value>>) -> 
     let mut appender = appender.map_err(db("opening an appender"))?;
     for row in rows {
         appender
-            .append_row(appender_params_from_iter(row))
+            .append_row(appender_params_from_iter(values(row)))
             .map_err(db("appending rows"))?;
     }
     appender.flush().map_err(db("flushing appended rows"))
 }
 
 /// Upserts `rows` into `table` through its TEMP staging twin.
-fn upsert(conn: &Connection, table: &str, rows: Vec<Vec<Value>>) -> Result<()> {
+fn upsert<T>(
+    conn: &Connection,
+    table: &str,
+    rows: &[T],
+    values: impl Fn(&T) -> Vec<Value>,
+) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    append(conn, &format!("{table}_stage"), true, rows)?;
+    append(conn, &format!("{table}_stage"), true, rows, values)?;
     conn.execute_batch(&format!(
         "INSERT OR REPLACE INTO main.{table} SELECT * FROM temp.main.{table}_stage; \
          DELETE FROM temp.main.{table}_stage;"
@@ -513,11 +524,16 @@ fn upsert(conn: &Connection, table: &str, rows: Vec<Vec<Value>>) -> Result<()> {
 }
 
 fn write_batch(conn: &Connection, batch: RowBatch) -> Result<()> {
-    for (table, rows) in batch.upserts {
-        upsert(conn, table, rows)?;
-    }
-    for (table, rows) in batch.appends {
-        append(conn, table, false, rows)?;
+    upsert(conn, "workers", &batch.workers, rows::worker_row)?;
+    upsert(conn, "jobs", &batch.jobs, rows::job_row)?;
+    upsert(conn, "tasks", &batch.tasks, rows::task_row)?;
+    upsert(conn, "task_attempts", &batch.attempts, |(task, a)| {
+        rows::attempt_row(task, a)
+    })?;
+    for (table, history) in batch.history_by_table() {
+        append(conn, table, false, &history, |row| {
+            rows::history_values(row)
+        })?;
     }
     if !batch.deleted_health_samples.is_empty() {
         let ids: Vec<String> = batch
