@@ -74,6 +74,16 @@ impl RowBatch {
         }
     }
 
+    /// How many rows the batch writes or deletes.
+    pub fn rows(&self) -> usize {
+        self.workers.len()
+            + self.jobs.len()
+            + self.tasks.len()
+            + self.attempts.len()
+            + self.history.len()
+            + self.deleted_health_samples.len()
+    }
+
     /// The history rows grouped by table (tables in name order, rows in order).
     pub fn history_by_table(&self) -> BTreeMap<&'static str, Vec<&HistoryRow>> {
         let mut tables: BTreeMap<&'static str, Vec<&HistoryRow>> = BTreeMap::new();

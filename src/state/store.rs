@@ -104,6 +104,24 @@ pub struct SnapshotImage {
 /// The snapshot layout this binary writes and reads.
 pub const SNAPSHOT_FORMAT: u32 = 1;
 
+/// A flush of at least this many rows followed a burst of short-lived allocations (the
+/// submitted job decoded, applied, its rows built and appended), so the free memory it left
+/// is given back to the system after it ([`release_free_memory`]).
+pub const TRIM_AFTER_ROWS: usize = 1_000;
+
+/// Gives the allocator's free memory back to the system. glibc keeps what a burst of
+/// allocations freed inside its heaps, spread between long-lived blocks, so without this a
+/// coordinator's RSS grows with each large job by what its decoding and writing needed, not by
+/// what it keeps (`bench tasks --queued`: BENCHMARKS.md § Memory per queued task).
+/// `malloc_trim` returns every free page of every arena, not only the top of the heap.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only reads and changes the allocator's own state, under its locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The DuckDB side of one node.
 pub struct Store {
     conn: Connection,
@@ -202,13 +220,18 @@ impl Store {
 
     /// Writes a batch of rows and `meta` in one transaction.
     pub fn write(&mut self, batch: RowBatch, meta: &RaftMeta) -> Result<()> {
+        let large = batch.rows() >= TRIM_AFTER_ROWS;
         let tx = self
             .conn
             .transaction()
             .map_err(db("beginning a transaction"))?;
         write_batch(&tx, batch)?;
         write_meta(&tx, meta)?;
-        tx.commit().map_err(db("committing applied entries"))
+        tx.commit().map_err(db("committing applied entries"))?;
+        if large {
+            release_free_memory();
+        }
+        Ok(())
     }
 
     /// Every replicated table and the meta they correspond to, read in one transaction.
