@@ -287,7 +287,9 @@ pub async fn run(settings: &QueuedSettings) -> Result<QueuedReport, CliError> {
             let run_dir = dir.join(format!("round-{round}-build-{b}"));
             std::fs::create_dir_all(&run_dir)
                 .map_err(|e| CliError::Other(format!("{}: {e}", run_dir.display())))?;
-            let samples = one_round(&builds[b].1, &run_dir, settings).await?;
+            let samples = (one_round(&builds[b].1, &run_dir, settings).await).map_err(|e| {
+                CliError::Other(format!("{}, round {}: {e}", builds[b].0, round + 1))
+            })?;
             // Each round's database is only needed while it runs.
             let _ = std::fs::remove_dir_all(&run_dir);
             rounds[b].push(samples);
