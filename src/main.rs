@@ -803,6 +803,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Bench(BenchCommand::Tasks(args)) => {
+            if let Some(settings) = args.queued_settings() {
+                let report = bench::tasks::queued::run(&settings).await?;
+                print!("{}", bench::tasks::queued::render(&report, args.output));
+                return Ok(());
+            }
             let report = bench::tasks::run(&args.settings()).await?;
             print!("{}", bench::tasks::render(&report, args.output));
             Ok(())

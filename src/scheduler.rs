@@ -75,9 +75,17 @@
 //! worker that finds nothing is set aside for the rest of the call, so one `pick` call costs
 //! at most `w` such misses in addition. None of it grows with the length of the queue;
 //! [`bench_pick`] measures it.
+//!
+//! # Memory
+//!
+//! A leader holds every queued task here, so a held task costs one allocation: its id, as an
+//! `Arc<str>` shared by its key in the task map and in its class's queue. Its job's id is
+//! shared with the job's entry; the worker of a reservation is kept apart, for the few tasks
+//! in the overlay (`bench tasks --queued` measures a coordinator's memory per queued task).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::state::command::{Assignment, JobId, TaskId, TaskStatus, WorkerId};
@@ -116,14 +124,18 @@ impl QueuedTask {
     /// the worker of its last attempt, so a retry runs elsewhere when it can.
     pub fn from_task(task: &Task) -> QueuedTask {
         QueuedTask {
-            id: task.spec.id.clone(),
-            job: task.job.clone(),
+            id: task.id().to_string(),
+            job: task.job.to_string(),
             priority: task.spec.priority,
             requeued: task.requeued,
             seq: task.seq,
             attempt: task.attempt,
-            labels: task.spec.labels.clone(),
-            capabilities: task.spec.capabilities.clone(),
+            labels: (task.spec.labels().into_iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            capabilities: (task.spec.capabilities().into_iter())
+                .map(str::to_string)
+                .collect(),
             avoid_worker: task
                 .current
                 .as_ref()
@@ -176,7 +188,9 @@ struct OrderKey {
     /// Position within its job: the round-robin across jobs.
     rank: u64,
     seq: i64,
-    task: TaskId,
+    /// One allocation per held task, shared by its key in the queue, its entry and the
+    /// entry's key in `Scheduler::tasks`.
+    task: Arc<str>,
 }
 
 /// What identifies a requirement class.
@@ -294,14 +308,31 @@ impl Worker {
     }
 }
 
-/// A task the scheduler holds: queued, or reserved on a worker.
+/// A task the scheduler holds: queued, or reserved on a worker (`Scheduler::reservations`).
+/// Its [`OrderKey`] without the id, which is the entry's key in `Scheduler::tasks`.
 #[derive(Debug)]
 struct Entry {
-    job: JobId,
+    /// Shared with the job's key in `Scheduler::jobs`.
+    job: Arc<str>,
     attempt: u32,
-    key: OrderKey,
     class: ClassId,
-    reserved_on: Option<WorkerId>,
+    neg_priority: i64,
+    fresh: bool,
+    rank: u64,
+    seq: i64,
+}
+
+impl Entry {
+    /// Its key in its class's queue; `id` is its key in `Scheduler::tasks`.
+    fn key(&self, id: &Arc<str>) -> OrderKey {
+        OrderKey {
+            neg_priority: self.neg_priority,
+            fresh: self.fresh,
+            rank: self.rank,
+            seq: self.seq,
+            task: id.clone(),
+        }
+    }
 }
 
 /// Round-robin bookkeeping of one job with tasks held here.
@@ -315,7 +346,9 @@ struct JobRanks {
 #[derive(Debug, Default)]
 pub struct Scheduler {
     /// Every task held, by id. Looked up only, never iterated into an output.
-    tasks: HashMap<TaskId, Entry>,
+    tasks: HashMap<Arc<str>, Entry>,
+    /// The held tasks in the overlay, and the worker each is reserved on.
+    reservations: HashMap<Arc<str>, WorkerId>,
     classes: BTreeMap<ClassId, Class>,
     class_ids: BTreeMap<ClassKey, ClassId>,
     next_class: ClassId,
@@ -323,7 +356,7 @@ pub struct Scheduler {
     /// Live workers with a free slot, in the order they are served: plainest first, then
     /// most free, ties by id.
     by_free: BTreeSet<ServeKey>,
-    jobs: BTreeMap<JobId, JobRanks>,
+    jobs: BTreeMap<Arc<str>, JobRanks>,
     reserved: usize,
 }
 
@@ -348,7 +381,7 @@ impl Scheduler {
         let mut open: Vec<&Task> = (machine.tasks().values())
             .filter(|t| !t.status.is_final())
             .collect();
-        open.sort_by(|a, b| (a.seq, &a.spec.id).cmp(&(b.seq, &b.spec.id)));
+        open.sort_by(|a, b| (a.seq, a.id()).cmp(&(b.seq, b.id())));
         let mut busy: BTreeMap<&WorkerId, u32> = BTreeMap::new();
         for task in open {
             if task.status == TaskStatus::Queued {
@@ -366,16 +399,18 @@ impl Scheduler {
     /// Queues `task` (or re-queues it with new values if it is already queued). Returns
     /// false, changing nothing, when the task is reserved: its assignment is in flight.
     pub fn enqueue(&mut self, task: QueuedTask) -> bool {
-        match self.tasks.get(&task.id) {
-            Some(entry) if entry.reserved_on.is_some() => return false,
-            Some(_) => {
-                self.remove(&task.id);
-            }
-            None => {}
+        if self.reservations.contains_key(task.id.as_str()) {
+            return false;
         }
+        self.remove(&task.id);
         let class_id = self.intern(&task);
+        let job: Arc<str> = match self.jobs.get_key_value(task.job.as_str()) {
+            Some((job, _)) => job.clone(),
+            None => Arc::from(task.job),
+        };
+        let id: Arc<str> = Arc::from(task.id);
         let class = self.classes.get_mut(&class_id).expect("interned class");
-        let ranks = self.jobs.entry(task.job.clone()).or_default();
+        let ranks = self.jobs.entry(job.clone()).or_default();
         let rank = ranks.next.max(class.floor);
         ranks.next = rank + 1;
         ranks.members += 1;
@@ -384,32 +419,34 @@ impl Scheduler {
             fresh: !task.requeued,
             rank,
             seq: task.seq,
-            task: task.id.clone(),
+            task: id.clone(),
         };
-        class.queue.insert(key.clone());
-        class.members += 1;
         let entry = Entry {
-            job: task.job,
+            job,
             attempt: task.attempt,
-            key,
             class: class_id,
-            reserved_on: None,
+            neg_priority: key.neg_priority,
+            fresh: key.fresh,
+            rank: key.rank,
+            seq: key.seq,
         };
-        self.tasks.insert(task.id, entry);
+        class.queue.insert(key);
+        class.members += 1;
+        self.tasks.insert(id, entry);
         true
     }
 
     /// Forgets a task (finished, cancelled, assigned by a command this scheduler did not
     /// reserve…). A reserved task's slot is freed. Returns whether the task was held.
     pub fn remove(&mut self, task: &str) -> bool {
-        let Some(entry) = self.tasks.remove(task) else {
+        let Some((id, entry)) = self.tasks.remove_entry(task) else {
             return false;
         };
-        match &entry.reserved_on {
-            Some(worker) => self.release(worker),
+        match self.reservations.remove(task) {
+            Some(worker) => self.release(&worker),
             None => {
                 if let Some(class) = self.classes.get_mut(&entry.class) {
-                    class.queue.remove(&entry.key);
+                    class.queue.remove(&entry.key(&id));
                 }
             }
         }
@@ -421,7 +458,7 @@ impl Scheduler {
     /// slot stays used, now as a busy one. Returns false (nothing changed) if it was not
     /// reserved.
     pub fn committed(&mut self, task: &str) -> bool {
-        let Some(worker) = self.reservation(task).cloned() else {
+        let Some(worker) = self.reservations.remove(task) else {
             return false;
         };
         let entry = self.tasks.remove(task).expect("reserved task is held");
@@ -437,13 +474,15 @@ impl Scheduler {
     /// was rejected): the task is queued again where it was and the slot is free. Returns
     /// false (nothing changed) if it was not reserved.
     pub fn rejected(&mut self, task: &str) -> bool {
-        let Some(worker) = self.reservation(task).cloned() else {
+        let Some(worker) = self.reservations.remove(task) else {
             return false;
         };
-        let entry = self.tasks.get_mut(task).expect("reserved task is held");
-        entry.reserved_on = None;
+        let (id, entry) = self
+            .tasks
+            .get_key_value(task)
+            .expect("reserved task is held");
         if let Some(class) = self.classes.get_mut(&entry.class) {
-            class.queue.insert(entry.key.clone());
+            class.queue.insert(entry.key(id));
         }
         self.release(&worker);
         true
@@ -451,7 +490,7 @@ impl Scheduler {
 
     /// The worker a task is reserved on, while its assignment is in flight.
     pub fn reservation(&self, task: &str) -> Option<&WorkerId> {
-        self.tasks.get(task)?.reserved_on.as_ref()
+        self.reservations.get(task)
     }
 
     /// A worker may receive tasks (again), with these labels, capabilities and slots. Its
@@ -552,7 +591,7 @@ impl Scheduler {
             if let Some(reason) = class.park_reason(self.live()) {
                 parked.extend(class.queue.iter().map(|k| {
                     let parked = Parked {
-                        task: k.task.clone(),
+                        task: k.task.to_string(),
                         reason: reason.clone(),
                     };
                     (k.seq, parked)
@@ -566,7 +605,7 @@ impl Scheduler {
     /// Why a held task is not running yet; `None` if the scheduler does not hold it.
     pub fn waiting_reason(&self, task: &str) -> Option<String> {
         let entry = self.tasks.get(task)?;
-        if let Some(worker) = &entry.reserved_on {
+        if let Some(worker) = self.reservations.get(task) {
             return Some(format!("assignment to worker {worker} awaiting commit"));
         }
         let class = &self.classes[&entry.class];
@@ -625,16 +664,16 @@ impl Scheduler {
         let class = self.classes.get_mut(&class_id).expect("worker's class");
         class.queue.remove(&key);
         class.floor = class.floor.max(key.rank);
-        let entry = self.tasks.get_mut(&key.task).expect("queued task is held");
-        entry.reserved_on = Some(worker.clone());
+        let entry = self.tasks.get(&key.task).expect("queued task is held");
         let attempt = entry.attempt + 1;
+        self.reservations.insert(key.task.clone(), worker.clone());
         self.reserved += 1;
         if let Some(w) = self.workers.get_mut(&worker) {
             w.reserved += 1;
         }
         self.relist(&worker);
         Assignment {
-            task: key.task,
+            task: key.task.to_string(),
             worker,
             attempt,
         }

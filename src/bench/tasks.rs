@@ -7,6 +7,9 @@
 //!   one-task jobs are submitted at an even pace;
 //! * a worker's resident memory while 4 of its slots run;
 //! * the scheduler's pick time at 10k and 100k queued tasks (in this process).
+//!
+//! With `--queued SIZES` it measures instead a coordinator's memory per queued task
+//! ([`queued`]), side by side with another build given with `--binary`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,6 +21,8 @@ use crate::cli::{CliError, Output, table, unavailable};
 use crate::demo::Latency;
 use crate::demo::launch::{LocalCluster, LocalWorkers};
 use crate::state::command::TaskSpec;
+
+pub mod queued;
 
 /// A consistent read through the leader.
 async fn query(remote: &Remote, sql: &str) -> Result<Vec<Vec<serde_json::Value>>, CliError> {
@@ -61,6 +66,20 @@ pub struct TasksArgs {
     /// Directory for the processes' files (default: a temporary directory)
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
+    /// Measure a coordinator's memory per queued task instead, at these total queue sizes
+    /// (ascending, e.g. 10000,100000,1000000): one coordinator, no workers
+    #[arg(long, value_delimiter = ',', value_name = "SIZES")]
+    pub queued: Vec<usize>,
+    /// With --queued: another testfleet binary (e.g. an older build) to measure side by side
+    /// in the same run, alternating with this one round by round
+    #[arg(long, value_name = "PATH", requires = "queued")]
+    pub binary: Option<PathBuf>,
+    /// With --queued: rounds per build (the report gives medians)
+    #[arg(long, default_value_t = 1, requires = "queued")]
+    pub rounds: usize,
+    /// With --queued: tasks per submitted job
+    #[arg(long, default_value_t = 10_000, requires = "queued")]
+    pub job_size: usize,
     /// Output format
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -77,6 +96,18 @@ impl TasksArgs {
             half_load_seconds: self.half_load_seconds,
             data_dir: self.data_dir.clone(),
         }
+    }
+
+    /// The settings of `--queued`, when it was given.
+    pub fn queued_settings(&self) -> Option<queued::QueuedSettings> {
+        (!self.queued.is_empty()).then(|| queued::QueuedSettings {
+            sizes: self.queued.clone(),
+            other: self.binary.clone(),
+            rounds: self.rounds,
+            job_size: self.job_size,
+            security: self.security,
+            data_dir: self.data_dir.clone(),
+        })
     }
 }
 

@@ -240,13 +240,13 @@ impl Jobs for JobsService {
             let mut counts: BTreeMap<String, u32> = BTreeMap::new();
             let mut tasks = Vec::new();
             let mut parked_tasks = Vec::new();
-            for id in &job.tasks {
-                let Some(t) = m.task(id) else { continue };
+            for t in m.tasks_of(job) {
+                let id = t.id();
                 *counts.entry(t.status.as_str().to_string()).or_default() += 1;
                 if let Some(reason) = parked.get(id) {
                     parked_tasks.push(ParkedTask {
-                        task_id: id.clone(),
-                        name: t.spec.name.clone(),
+                        task_id: id.to_string(),
+                        name: t.spec.name().to_string(),
                         reason: reason.clone(),
                     });
                 }
@@ -255,8 +255,8 @@ impl Jobs for JobsService {
                     let (exit_code, signal) =
                         crate::state::exit::split(attempt.and_then(|a| a.exit_code));
                     tasks.push(TaskLine {
-                        id: id.clone(),
-                        name: t.spec.name.clone(),
+                        id: id.to_string(),
+                        name: t.spec.name().to_string(),
                         status: t.status.as_str().to_string(),
                         attempt: t.attempt,
                         worker_id: attempt.map(|a| a.worker.clone()).unwrap_or_default(),

@@ -539,9 +539,11 @@ pub fn send_assign(
                 term: leadership.term,
                 task_id: task.to_string(),
                 attempt,
-                command: t.spec.command.clone(),
-                env: t.spec.env.clone().into_iter().collect(),
-                cwd: t.spec.cwd.clone(),
+                command: t.spec.command(),
+                env: (t.spec.env().into_iter())
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                cwd: t.spec.cwd().map(str::to_string),
                 timeout_ms: t.spec.timeout_ms,
             })
     });

@@ -354,7 +354,7 @@ async fn requeue_hung_attempts(node: &Coordinator, leadership: &Leadership) {
                 let a = t.current.as_ref()?;
                 is_hung(t.spec.timeout_ms, a.assigned_at, now).then(|| {
                     (
-                        t.spec.id.clone(),
+                        t.id().to_string(),
                         t.attempt,
                         a.worker.clone(),
                         t.spec.timeout_ms,

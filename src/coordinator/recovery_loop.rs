@@ -560,7 +560,7 @@ async fn requeue_orphans(node: &Coordinator) {
                 let healthy = m
                     .worker(holder)
                     .is_some_and(|w| w.status == WorkerStatus::Healthy);
-                (!healthy).then(|| (t.spec.id.clone(), t.attempt, holder.clone()))
+                (!healthy).then(|| (t.id().to_string(), t.attempt, holder.clone()))
             })
             .collect()
     });

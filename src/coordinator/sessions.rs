@@ -579,7 +579,7 @@ async fn reconcile(
 ) {
     let held: Vec<(String, u32, TaskStatus)> = node.state().with_machine(|m| {
         m.held_by(worker)
-            .map(|t| (t.spec.id.clone(), t.attempt, t.status))
+            .map(|t| (t.id().to_string(), t.attempt, t.status))
             .collect()
     });
     let held_keys: BTreeSet<(String, u32)> = held.iter().map(|(t, a, _)| (t.clone(), *a)).collect();

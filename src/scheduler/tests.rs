@@ -445,6 +445,7 @@ fn state_is_released_when_tasks_and_workers_go() {
     assert_eq!(s.workers.len(), 1, "w still runs t1");
     s.attempt_ended("w");
     assert!(s.workers.is_empty() && s.by_free.is_empty() && s.tasks.is_empty());
+    assert!(s.reservations.is_empty());
 }
 
 fn spec(id: &str, labels: &str) -> TaskSpec {

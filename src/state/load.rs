@@ -7,7 +7,9 @@ use duckdb::Connection;
 
 use super::command::{BreakerState, JobStatus, TaskSpec, TaskStatus, Timestamp, WorkerStatus};
 use super::error::{Result, StoreError, db};
-use super::machine::{Attempt, Counters, Machine, MachineParts, OperatorDrain, Task, Worker};
+use super::machine::{
+    Attempt, Counters, Machine, MachineParts, OperatorDrain, StoredSpec, Task, Worker,
+};
 use super::rows::Requirements;
 
 fn parse<T>(what: &str, text: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T> {
@@ -135,9 +137,10 @@ pub fn load_machine(conn: &Connection) -> Result<Machine> {
             Ok(v as u32)
         };
         let finished: Option<i64> = r.get(21).map_err(db(ctx))?;
-        let current = attempts.remove(&(id.clone(), attempt as u32));
+        let current = attempts.remove(&(id.clone(), attempt as u32)).map(Box::new);
+        let job: String = r.get(1).map_err(db(ctx))?;
         parts.tasks.push(Task {
-            spec: TaskSpec {
+            spec: StoredSpec::new(&TaskSpec {
                 id: id.clone(),
                 name: r.get(3).map_err(db(ctx))?,
                 command: from_json("task command", &command)?,
@@ -150,8 +153,8 @@ pub fn load_machine(conn: &Connection) -> Result<Machine> {
                 max_retries: get_u32(10)?,
                 timeout_retries: get_u32(11)?,
                 flaky_retries: get_u32(12)?,
-            },
-            job: r.get(1).map_err(db(ctx))?,
+            }),
+            job: job.into(),
             seq: r.get(2).map_err(db(ctx))?,
             status: parse("task status", &status, TaskStatus::parse)?,
             attempt: attempt as u32,

@@ -13,9 +13,12 @@
 //! `FinishTask` is recorded in `stale_results`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
+pub use self::table::Tasks;
 pub use super::view::{
-    Attempt, Changes, Counters, Event, HistoryRow, Job, OperatorDrain, Reply, Task, Worker,
+    Attempt, Changes, Counters, Event, HistoryRow, Job, OperatorDrain, Reply, StoredSpec, Task,
+    Worker,
 };
 
 use super::command::{
@@ -37,7 +40,7 @@ fn take_id(counter: &mut i64) -> i64 {
 pub struct Machine {
     workers: BTreeMap<WorkerId, Worker>,
     jobs: BTreeMap<JobId, Job>,
-    tasks: HashMap<TaskId, Task>,
+    tasks: Tasks,
     /// The tasks each worker holds (assigned or running), kept by `assign` and `release`, so
     /// that the leader's per-worker questions (a hello, a failure) and its in-flight scans do
     /// not walk every task ever submitted.
@@ -96,11 +99,18 @@ impl Machine {
         }
         let mut tasks = parts.tasks;
         tasks.sort_by_key(|t| t.seq);
-        for task in tasks {
-            if let Some(job) = machine.jobs.get_mut(&task.job) {
-                job.tasks.push(task.spec.id.clone());
-                if !task.status.is_final() {
-                    job.open_tasks += 1;
+        // One shared job id per job, and its first task the base of the others' specs, as
+        // when the job was submitted.
+        let mut job_ids: HashMap<Arc<str>, (Arc<str>, StoredSpec)> = HashMap::new();
+        for mut task in tasks {
+            match job_ids.get(&task.job) {
+                Some((shared, base)) => {
+                    task.job = shared.clone();
+                    task.spec = StoredSpec::based_on(&task.spec.to_spec(), Some(base));
+                }
+                None => {
+                    let first = (task.job.clone(), task.spec.clone());
+                    job_ids.insert(task.job.clone(), first);
                 }
             }
             if let Some(worker) = task.holder() {
@@ -108,9 +118,17 @@ impl Machine {
                     .held
                     .entry(worker.clone())
                     .or_default()
-                    .insert(task.spec.id.clone());
+                    .insert(task.id().to_string());
             }
-            machine.tasks.insert(task.spec.id.clone(), task);
+            let open = !task.status.is_final();
+            let job = task.job.clone();
+            let slot = machine.tasks.insert(task);
+            if let Some(job) = machine.jobs.get_mut(&*job) {
+                job.tasks.push(slot);
+                if open {
+                    job.open_tasks += 1;
+                }
+            }
         }
         let mut health = parts.health_ids;
         health.sort_by_key(|(_, id)| *id);
@@ -136,12 +154,30 @@ impl Machine {
         self.jobs.get(id)
     }
 
-    pub fn tasks(&self) -> &HashMap<TaskId, Task> {
+    pub fn tasks(&self) -> &Tasks {
         &self.tasks
     }
 
     pub fn task(&self, id: &str) -> Option<&Task> {
         self.tasks.get(id)
+    }
+
+    /// The task in `slot` of the task table (as [`Job::tasks`] and [`Changes::tasks`] name
+    /// them).
+    pub fn task_at(&self, slot: u32) -> Option<&Task> {
+        self.tasks.at(slot)
+    }
+
+    /// A job's tasks, in submission order.
+    pub fn tasks_of<'a>(&'a self, job: &'a Job) -> impl Iterator<Item = &'a Task> + 'a {
+        job.tasks.iter().filter_map(|slot| self.tasks.at(*slot))
+    }
+
+    /// Notes that the task's row changed, for the store.
+    fn note_task(&mut self, id: &str) {
+        if let Some(slot) = self.tasks.slot(id) {
+            self.changes.tasks.insert(slot);
+        }
     }
 
     /// The tasks `worker` holds (assigned or running), by id.
@@ -570,7 +606,7 @@ impl Machine {
         if let Some(current) = task.current.as_mut() {
             current.started_at = Some(at);
         }
-        self.changes.tasks.insert(id.to_string());
+        self.note_task(id);
         self.note_attempt(id);
         Reply::Task {
             status: TaskStatus::Running,
@@ -731,11 +767,10 @@ impl Machine {
         if job.status != JobStatus::Running {
             return Reply::rejected(format!("job {id} is already {}", job.status));
         }
-        let open: Vec<TaskId> = job
-            .tasks
-            .iter()
-            .filter(|t| self.tasks.get(*t).is_some_and(|t| !t.status.is_final()))
-            .cloned()
+        let open: Vec<TaskId> = self
+            .tasks_of(job)
+            .filter(|t| !t.status.is_final())
+            .map(|t| t.id().to_string())
             .collect();
         // The job is cancelled first, so the last task ending does not finish it instead.
         if let Some(job) = self.jobs.get_mut(id) {
@@ -764,6 +799,7 @@ mod bench;
 mod lifecycle;
 mod queue;
 mod results;
+mod table;
 mod workers;
 
 pub use self::bench::bench_held_by;

@@ -1,25 +1,43 @@
-//! Rows of the replicated tables as DuckDB values, built from the in-memory view.
+//! Rows of the replicated tables: what one flush writes, and each row as DuckDB values.
 //!
-//! [`RowBatch::collect`] turns a set of [`Changes`] into the rows to upsert, append and
-//! delete, reading the current rows from the [`Machine`]. It runs under the state machine's
-//! lock and only copies memory; [`super::store::Store::write`] then writes the batch to DuckDB
-//! without holding that lock.
+//! [`RowBatch::collect`] runs under the state machine's lock and copies the rows named by a
+//! set of [`Changes`] out of the [`Machine`]: compact copies of the records (a changed task's
+//! copy shares its text with the machine, [`super::machine::StoredSpec`]), not DuckDB values.
+//! [`super::store::Store::write`] then builds each row's values only while appending it,
+//! without that lock, so a flush of many changed tasks never holds all their values at once
+//! (about 3 KiB per task row: building them up front made every large flush a burst of
+//! allocations that the allocator kept as resident memory afterwards).
 
 use std::collections::BTreeMap;
 
 use duckdb::types::{TimeUnit, Value};
 use serde::{Deserialize, Serialize};
 
-use super::command::Timestamp;
+use super::command::{JobId, JobStatus, TaskId, Timestamp};
 use super::machine::{Attempt, Changes, HistoryRow, Machine, Task, Worker};
 
-/// The rows one flush writes, grouped by table.
+/// A `jobs` row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRow {
+    pub id: JobId,
+    pub name: String,
+    pub status: JobStatus,
+    pub submitted_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub tasks: usize,
+    pub open_tasks: u32,
+}
+
+/// The rows one flush writes.
 #[derive(Debug, Default)]
 pub struct RowBatch {
-    /// Rows to insert or replace by key, per upserted table.
-    pub upserts: Vec<(&'static str, Vec<Vec<Value>>)>,
-    /// Rows to append, per history table.
-    pub appends: BTreeMap<&'static str, Vec<Vec<Value>>>,
+    /// Upserted by key, per table.
+    pub workers: Vec<Worker>,
+    pub jobs: Vec<JobRow>,
+    pub tasks: Vec<Task>,
+    pub attempts: Vec<(TaskId, Attempt)>,
+    /// Appended to the history tables, in the order they happened.
+    pub history: Vec<HistoryRow>,
     /// Ids of health samples past the retention limit.
     pub deleted_health_samples: Vec<i64>,
 }
@@ -27,55 +45,66 @@ pub struct RowBatch {
 impl RowBatch {
     /// The rows named by `changes`, as they are now in `machine`.
     pub fn collect(machine: &Machine, changes: &Changes) -> RowBatch {
-        let workers = changes
-            .workers
-            .iter()
-            .filter_map(|id| machine.worker(id))
-            .map(worker_row)
-            .collect();
-        let jobs = changes
-            .jobs
-            .iter()
-            .filter_map(|id| machine.job(id))
-            .map(|j| {
-                vec![
-                    text(&j.id),
-                    text(&j.name),
-                    text(j.status.as_str()),
-                    ts(j.submitted_at),
-                    opt_ts(j.finished_at),
-                    int(j.tasks.len() as i64),
-                    int(j.open_tasks),
-                ]
-            })
-            .collect();
-        let tasks = changes
-            .tasks
-            .iter()
-            .filter_map(|id| machine.task(id))
-            .map(task_row)
-            .collect();
-        let attempts = changes
-            .attempts
-            .iter()
-            .map(|((task, _), attempt)| attempt_row(task, attempt))
-            .collect();
-        let mut appends: BTreeMap<&'static str, Vec<Vec<Value>>> = BTreeMap::new();
-        for row in &changes.history {
-            let (table, values) = history_row(row);
-            appends.entry(table).or_default().push(values);
-        }
         RowBatch {
-            upserts: vec![
-                ("workers", workers),
-                ("jobs", jobs),
-                ("tasks", tasks),
-                ("task_attempts", attempts),
-            ],
-            appends,
+            workers: (changes.workers.iter())
+                .filter_map(|id| machine.worker(id))
+                .cloned()
+                .collect(),
+            jobs: (changes.jobs.iter())
+                .filter_map(|id| machine.job(id))
+                .map(|j| JobRow {
+                    id: j.id.clone(),
+                    name: j.name.clone(),
+                    status: j.status,
+                    submitted_at: j.submitted_at,
+                    finished_at: j.finished_at,
+                    tasks: j.tasks.len(),
+                    open_tasks: j.open_tasks,
+                })
+                .collect(),
+            tasks: (changes.tasks.iter())
+                .filter_map(|slot| machine.task_at(*slot))
+                .cloned()
+                .collect(),
+            attempts: (changes.attempts.iter())
+                .map(|((task, _), attempt)| (task.clone(), attempt.clone()))
+                .collect(),
+            history: changes.history.clone(),
             deleted_health_samples: changes.deleted_health_samples.clone(),
         }
     }
+
+    /// How many rows the batch writes or deletes.
+    pub fn rows(&self) -> usize {
+        self.workers.len()
+            + self.jobs.len()
+            + self.tasks.len()
+            + self.attempts.len()
+            + self.history.len()
+            + self.deleted_health_samples.len()
+    }
+
+    /// The history rows grouped by table (tables in name order, rows in order).
+    pub fn history_by_table(&self) -> BTreeMap<&'static str, Vec<&HistoryRow>> {
+        let mut tables: BTreeMap<&'static str, Vec<&HistoryRow>> = BTreeMap::new();
+        for row in &self.history {
+            tables.entry(history_table(row)).or_default().push(row);
+        }
+        tables
+    }
+}
+
+/// The values of a `jobs` row.
+pub fn job_row(j: &JobRow) -> Vec<Value> {
+    vec![
+        text(&j.id),
+        text(&j.name),
+        text(j.status.as_str()),
+        ts(j.submitted_at),
+        opt_ts(j.finished_at),
+        int(j.tasks as i64),
+        int(j.open_tasks),
+    ]
 }
 
 fn ts(t: Timestamp) -> Value {
@@ -106,7 +135,8 @@ fn json<T: Serialize>(value: &T) -> Value {
     Value::Text(serde_json::to_string(value).unwrap_or_else(|_| "null".to_string()))
 }
 
-fn worker_row(w: &Worker) -> Vec<Value> {
+/// The values of a `workers` row.
+pub fn worker_row(w: &Worker) -> Vec<Value> {
     vec![
         text(&w.id),
         text(&w.host),
@@ -129,26 +159,35 @@ pub(super) struct Requirements {
     pub(super) capabilities: Vec<String>,
 }
 
-fn task_row(t: &Task) -> Vec<Value> {
-    let requirements = Requirements {
-        labels: t.spec.labels.clone(),
-        capabilities: t.spec.capabilities.clone(),
+/// [`Requirements`] borrowed from a task, written the same way.
+#[derive(Serialize)]
+struct RequirementsOf<'a> {
+    labels: BTreeMap<&'a str, &'a str>,
+    capabilities: Vec<&'a str>,
+}
+
+/// The values of a `tasks` row.
+pub fn task_row(t: &Task) -> Vec<Value> {
+    let spec = &t.spec;
+    let requirements = RequirementsOf {
+        labels: spec.labels().into_iter().collect(),
+        capabilities: spec.capabilities(),
     };
-    let holder = t.current.as_ref();
+    let holder = t.current.as_deref();
     vec![
-        text(&t.spec.id),
+        text(spec.id()),
         text(&t.job),
         int(t.seq),
-        text(&t.spec.name),
-        json(&t.spec.command),
-        json(&t.spec.env),
-        opt_text(t.spec.cwd.as_deref()),
-        uint(t.spec.timeout_ms),
-        int(t.spec.priority),
+        text(spec.name()),
+        json(&spec.args()),
+        json(&spec.env().into_iter().collect::<BTreeMap<&str, &str>>()),
+        opt_text(spec.cwd()),
+        uint(spec.timeout_ms),
+        int(spec.priority),
         json(&requirements),
-        int(t.spec.max_retries),
-        int(t.spec.timeout_retries),
-        int(t.spec.flaky_retries),
+        int(spec.max_retries),
+        int(spec.timeout_retries),
+        int(spec.flaky_retries),
         text(t.status.as_str()),
         int(t.attempt),
         opt_text(holder.map(|a| a.worker.as_str())),
@@ -164,7 +203,8 @@ fn task_row(t: &Task) -> Vec<Value> {
     ]
 }
 
-fn attempt_row(task: &str, a: &Attempt) -> Vec<Value> {
+/// The values of a `task_attempts` row.
+pub fn attempt_row(task: &str, a: &Attempt) -> Vec<Value> {
     let (exit_code, signal) = super::exit::split(a.exit_code);
     vec![
         text(task),
@@ -180,6 +220,28 @@ fn attempt_row(task: &str, a: &Attempt) -> Vec<Value> {
         opt_text(a.output_tail.as_deref()),
         signal.map_or(Value::Null, int),
     ]
+}
+
+/// The history table a row goes to.
+pub fn history_table(row: &HistoryRow) -> &'static str {
+    match row {
+        HistoryRow::LeaderTransition { .. } => "leader_transitions",
+        HistoryRow::BreakerTransition { .. } => "breaker_transitions",
+        HistoryRow::HealthSample { .. } => "health_samples",
+        HistoryRow::WorkerRecovery { .. } => "worker_recovery_history",
+        HistoryRow::TestResult { .. } => "test_results",
+        HistoryRow::TaskRecovery { .. } => "task_recovery_history",
+        HistoryRow::SystemRecovery { .. } => "system_recovery_history",
+        HistoryRow::Bench { .. } => "bench_log",
+        HistoryRow::StaleResult { .. } => "stale_results",
+    }
+}
+
+/// The values of a history row.
+pub fn history_values(row: &HistoryRow) -> Vec<Value> {
+    let (table, values) = history_row(row);
+    debug_assert_eq!(table, history_table(row));
+    values
 }
 
 fn history_row(row: &HistoryRow) -> (&'static str, Vec<Value>) {

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::digest::{TableDigest, TableSum};
 use super::error::{Result, StoreError, db};
 use super::machine::{Changes, Machine};
-use super::rows::RowBatch;
+use super::rows::{self, RowBatch};
 use super::schema::{self, REPLICATED_TABLES, UPSERT_TABLES};
 
 /// DuckDB resource limits for one node (the default would be 80 % of RAM per instance).
@@ -103,6 +103,24 @@ pub struct SnapshotImage {
 
 /// The snapshot layout this binary writes and reads.
 pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// A flush of at least this many rows followed a burst of short-lived allocations (the
+/// submitted job decoded, applied, its rows built and appended), so the free memory it left
+/// is given back to the system after it ([`release_free_memory`]).
+pub const TRIM_AFTER_ROWS: usize = 1_000;
+
+/// Gives the allocator's free memory back to the system. glibc keeps what a burst of
+/// allocations freed inside its heaps, spread between long-lived blocks, so without this a
+/// coordinator's RSS grows with each large job by what its decoding and writing needed, not by
+/// what it keeps (`bench tasks --queued`: BENCHMARKS.md § Memory per queued task).
+/// `malloc_trim` returns every free page of every arena, not only the top of the heap.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only reads and changes the allocator's own state, under its locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// The DuckDB side of one node.
 pub struct Store {
@@ -202,13 +220,18 @@ impl Store {
 
     /// Writes a batch of rows and `meta` in one transaction.
     pub fn write(&mut self, batch: RowBatch, meta: &RaftMeta) -> Result<()> {
+        let large = batch.rows() >= TRIM_AFTER_ROWS;
         let tx = self
             .conn
             .transaction()
             .map_err(db("beginning a transaction"))?;
         write_batch(&tx, batch)?;
         write_meta(&tx, meta)?;
-        tx.commit().map_err(db("committing applied entries"))
+        tx.commit().map_err(db("committing applied entries"))?;
+        if large {
+            release_free_memory();
+        }
+        Ok(())
     }
 
     /// Every replicated table and the meta they correspond to, read in one transaction.
@@ -480,8 +503,14 @@ fn write_meta(conn: &Connection, meta: &RaftMeta) -> Result<()> {
 }
 
 /// Appends `rows` to `table` (a TEMP table when `temp`) with one Appender, never a
-/// statement per row.
-fn append(conn: &Connection, table: &str, temp: bool, rows: Vec<Vec<Value>>) -> Result<()> {
+/// statement per row. Each row's values are built just before it is appended.
+fn append<T>(
+    conn: &Connection,
+    table: &str,
+    temp: bool,
+    rows: &[T],
+    values: impl Fn(&T) -> Vec<Value>,
+) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -493,18 +522,23 @@ fn append(conn: &Connection, table: &str, temp: bool, rows: Vec<Vec<Value>>) -> 
     let mut appender = appender.map_err(db("opening an appender"))?;
     for row in rows {
         appender
-            .append_row(appender_params_from_iter(row))
+            .append_row(appender_params_from_iter(values(row)))
             .map_err(db("appending rows"))?;
     }
     appender.flush().map_err(db("flushing appended rows"))
 }
 
 /// Upserts `rows` into `table` through its TEMP staging twin.
-fn upsert(conn: &Connection, table: &str, rows: Vec<Vec<Value>>) -> Result<()> {
+fn upsert<T>(
+    conn: &Connection,
+    table: &str,
+    rows: &[T],
+    values: impl Fn(&T) -> Vec<Value>,
+) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    append(conn, &format!("{table}_stage"), true, rows)?;
+    append(conn, &format!("{table}_stage"), true, rows, values)?;
     conn.execute_batch(&format!(
         "INSERT OR REPLACE INTO main.{table} SELECT * FROM temp.main.{table}_stage; \
          DELETE FROM temp.main.{table}_stage;"
@@ -513,11 +547,16 @@ fn upsert(conn: &Connection, table: &str, rows: Vec<Vec<Value>>) -> Result<()> {
 }
 
 fn write_batch(conn: &Connection, batch: RowBatch) -> Result<()> {
-    for (table, rows) in batch.upserts {
-        upsert(conn, table, rows)?;
-    }
-    for (table, rows) in batch.appends {
-        append(conn, table, false, rows)?;
+    upsert(conn, "workers", &batch.workers, rows::worker_row)?;
+    upsert(conn, "jobs", &batch.jobs, rows::job_row)?;
+    upsert(conn, "tasks", &batch.tasks, rows::task_row)?;
+    upsert(conn, "task_attempts", &batch.attempts, |(task, a)| {
+        rows::attempt_row(task, a)
+    })?;
+    for (table, history) in batch.history_by_table() {
+        append(conn, table, false, &history, |row| {
+            rows::history_values(row)
+        })?;
     }
     if !batch.deleted_health_samples.is_empty() {
         let ids: Vec<String> = batch

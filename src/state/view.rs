@@ -4,15 +4,24 @@
 //! [`Attempt`]); applying a command returns a [`Reply`] to its proposer, notes the
 //! [`Changes`] the store must write (including [`HistoryRow`]s whose ids come from the
 //! replicated [`Counters`]), and emits [`Event`]s for the leader's soft state.
+//!
+//! A [`Task`] is kept for every task ever submitted, so it is compact: its spec's text in one
+//! shared allocation ([`StoredSpec`]), its job id shared with the job's other tasks, its
+//! attempt boxed (absent until the task first runs).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::command::{
-    BreakerState, JobId, JobStatus, NodeId, Outcome, TaskId, TaskSpec, TaskStatus, Timestamp,
-    WorkerId, WorkerStatus,
+    BreakerState, JobId, JobStatus, NodeId, Outcome, TaskId, TaskStatus, Timestamp, WorkerId,
+    WorkerStatus,
 };
+
+mod spec;
+
+pub use spec::StoredSpec;
 
 /// What applying one command did, returned to its proposer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -94,8 +103,9 @@ pub struct Job {
     pub status: JobStatus,
     pub submitted_at: Timestamp,
     pub finished_at: Option<Timestamp>,
-    /// Task ids in submission order.
-    pub tasks: Vec<TaskId>,
+    /// Its tasks in submission order, as slots of the machine's task table
+    /// ([`super::machine::Machine::task_at`]).
+    pub tasks: Vec<u32>,
     /// Tasks not final yet; the job finishes when this reaches zero.
     pub open_tasks: u32,
 }
@@ -119,15 +129,16 @@ pub struct Attempt {
 /// A task and where it stands.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Task {
-    pub spec: TaskSpec,
-    pub job: JobId,
+    pub spec: StoredSpec,
+    /// The job's id, one allocation shared by all its tasks.
+    pub job: Arc<str>,
     /// Submission order across the whole system (a replicated counter).
     pub seq: i64,
     pub status: TaskStatus,
     /// The current attempt number; 0 before the first assignment.
     pub attempt: u32,
-    /// The current (or last) attempt.
-    pub current: Option<Attempt>,
+    /// The current (or last) attempt; boxed, as most tasks in the state never ran or ended.
+    pub current: Option<Box<Attempt>>,
     pub infra_retries_used: u32,
     pub timeout_retries_used: u32,
     pub flaky_retries_used: u32,
@@ -142,6 +153,31 @@ pub struct Task {
 }
 
 impl Task {
+    /// A task just submitted: queued, never run.
+    pub fn queued(spec: StoredSpec, job: Arc<str>, seq: i64, at: Timestamp) -> Task {
+        Task {
+            spec,
+            job,
+            seq,
+            status: TaskStatus::Queued,
+            attempt: 0,
+            current: None,
+            infra_retries_used: 0,
+            timeout_retries_used: 0,
+            flaky_retries_used: 0,
+            requeued: false,
+            submitted_at: at,
+            updated_at: at,
+            finished_at: None,
+            reason: None,
+        }
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> &str {
+        self.spec.id()
+    }
+
     /// The worker holding the current attempt, if the task is assigned or running.
     pub fn holder(&self) -> Option<&WorkerId> {
         match self.status {
@@ -254,7 +290,10 @@ pub struct Counters {
 pub struct Changes {
     pub workers: BTreeSet<WorkerId>,
     pub jobs: BTreeSet<JobId>,
-    pub tasks: BTreeSet<TaskId>,
+    /// Slots of the machine's task table ([`super::machine::Machine::task_at`]): a slot
+    /// never changes task while the machine lives, and a machine rebuilt from storage starts
+    /// with no changes.
+    pub tasks: BTreeSet<u32>,
     /// Attempt rows as they were after their last change, by (task, attempt number). The
     /// row is copied when it changes, not read back at flush time: by then the task may be
     /// on its next attempt, and the ended one's final row must still be written whatever

@@ -34,6 +34,7 @@ mod membership;
 mod placement;
 mod pytest_cmd;
 mod pytest_kill;
+mod queued_bench;
 mod reads_cli;
 mod recovery;
 mod replication;

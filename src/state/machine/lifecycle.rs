@@ -12,7 +12,7 @@ impl Machine {
         {
             self.changes
                 .attempts
-                .insert((id.to_string(), current.number), current.clone());
+                .insert((id.to_string(), current.number), Attempt::clone(current));
         }
     }
 
@@ -39,7 +39,7 @@ impl Machine {
             task.requeued = true;
             task.updated_at = at;
             task.reason = Some(reason);
-            self.changes.tasks.insert(id.to_string());
+            self.note_task(id);
         }
         TaskStatus::Queued
     }
@@ -90,15 +90,15 @@ impl Machine {
         task.status = status;
         task.updated_at = at;
         task.finished_at = Some(at);
-        self.changes.tasks.insert(id.to_string());
         let job_id = task.job.clone();
-        if let Some(job) = self.jobs.get_mut(&job_id) {
+        self.note_task(id);
+        if let Some(job) = self.jobs.get_mut(&*job_id) {
             job.open_tasks = job.open_tasks.saturating_sub(1);
             if job.open_tasks == 0 && job.status == JobStatus::Running {
                 job.status = JobStatus::Finished;
                 job.finished_at = Some(at);
             }
-            self.changes.jobs.insert(job_id);
+            self.changes.jobs.insert(job_id.to_string());
         }
     }
 }

@@ -29,33 +29,20 @@ impl Machine {
             }
         }
         let count = specs.len() as u32;
-        let mut ids = Vec::with_capacity(specs.len());
+        let mut slots = Vec::with_capacity(specs.len());
+        let shared: Arc<str> = Arc::from(id.as_str());
+        // The job's first task is the base the others share their common strings with.
+        let mut base: Option<StoredSpec> = None;
         for spec in specs {
             let seq = take_id(&mut self.counters.task_seq);
-            ids.push(spec.id.clone());
-            self.events.push(Event::Queued {
-                task: spec.id.clone(),
-            });
-            self.changes.tasks.insert(spec.id.clone());
-            self.tasks.insert(
-                spec.id.clone(),
-                Task {
-                    spec,
-                    job: id.clone(),
-                    seq,
-                    status: TaskStatus::Queued,
-                    attempt: 0,
-                    current: None,
-                    infra_retries_used: 0,
-                    timeout_retries_used: 0,
-                    flaky_retries_used: 0,
-                    requeued: false,
-                    submitted_at: at,
-                    updated_at: at,
-                    finished_at: None,
-                    reason: None,
-                },
-            );
+            let stored = StoredSpec::based_on(&spec, base.as_ref());
+            base.get_or_insert_with(|| stored.clone());
+            let slot = self
+                .tasks
+                .insert(Task::queued(stored, shared.clone(), seq, at));
+            slots.push(slot);
+            self.changes.tasks.insert(slot);
+            self.events.push(Event::Queued { task: spec.id });
         }
         self.jobs.insert(
             id.clone(),
@@ -65,7 +52,7 @@ impl Machine {
                 status: JobStatus::Running,
                 submitted_at: at,
                 finished_at: None,
-                tasks: ids,
+                tasks: slots,
                 open_tasks: count,
             },
         );
@@ -116,7 +103,7 @@ impl Machine {
         task.status = TaskStatus::Assigned;
         task.attempt = a.attempt;
         task.updated_at = at;
-        task.current = Some(Attempt {
+        task.current = Some(Box::new(Attempt {
             number: a.attempt,
             worker: a.worker,
             term,
@@ -127,7 +114,7 @@ impl Machine {
             exit_code: None,
             duration_ms: None,
             output_tail: None,
-        });
+        }));
         let worker = task
             .current
             .as_ref()
@@ -142,7 +129,7 @@ impl Machine {
             worker,
             attempt: a.attempt,
         });
-        self.changes.tasks.insert(a.task.clone());
+        self.note_task(&a.task);
         self.note_attempt(&a.task);
         Reply::Task {
             status: TaskStatus::Assigned,

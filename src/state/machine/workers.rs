@@ -224,7 +224,7 @@ impl Machine {
         if status.is_rejected() {
             return status;
         }
-        let mut held: Vec<TaskId> = self.held_by(id).map(|t| t.spec.id.clone()).collect();
+        let mut held: Vec<TaskId> = self.held_by(id).map(|t| t.id().to_string()).collect();
         held.sort();
         let why = format!("worker {id} left: {reason}");
         let replies = held
@@ -258,7 +258,7 @@ impl Machine {
         }
         let mut held: Vec<(TaskId, u32, TaskStatus)> = self
             .held_by(id)
-            .map(|t| (t.spec.id.clone(), t.attempt, t.status))
+            .map(|t| (t.id().to_string(), t.attempt, t.status))
             .collect();
         held.sort();
         let leader_facts = match serde_json::from_str(details_json) {

@@ -120,24 +120,24 @@ fn set_worker_status_rejects_stale_from_and_unknown_worker() {
 /// `held_by` and `in_flight` against the definition: the tasks whose holder is the worker.
 fn assert_index_matches_tasks(m: &Machine, step: &str) {
     for worker in ["w1", "w2", "w3"] {
-        let mut indexed: Vec<&str> = m.held_by(worker).map(|t| t.spec.id.as_str()).collect();
+        let mut indexed: Vec<&str> = m.held_by(worker).map(|t| t.id()).collect();
         indexed.sort();
         let mut scanned: Vec<&str> = m
             .tasks()
             .values()
             .filter(|t| t.holder().map(String::as_str) == Some(worker))
-            .map(|t| t.spec.id.as_str())
+            .map(|t| t.id())
             .collect();
         scanned.sort();
         assert_eq!(indexed, scanned, "held by {worker} after {step}");
     }
-    let mut in_flight: Vec<&str> = m.in_flight().map(|t| t.spec.id.as_str()).collect();
+    let mut in_flight: Vec<&str> = m.in_flight().map(|t| t.id()).collect();
     in_flight.sort();
     let mut scanned: Vec<&str> = m
         .tasks()
         .values()
         .filter(|t| t.holder().is_some())
-        .map(|t| t.spec.id.as_str())
+        .map(|t| t.id())
         .collect();
     scanned.sort();
     assert_eq!(in_flight, scanned, "in flight after {step}");
@@ -190,10 +190,7 @@ fn the_index_of_held_tasks_follows_every_way_in_and_out_of_a_worker() {
         m.apply(command);
         assert_index_matches_tasks(&m, &format!("command {i}"));
     }
-    assert_eq!(
-        m.held_by("w3").map(|t| &t.spec.id).collect::<Vec<_>>(),
-        ["t2"]
-    );
+    assert_eq!(m.held_by("w3").map(|t| t.id()).collect::<Vec<_>>(), ["t2"]);
 
     // Rebuilt from stored rows (a restart, a snapshot), the index is the same.
     let parts = MachineParts {
