@@ -10,7 +10,8 @@
 //! * [`breakdown`] (`bench commit --nodes N --breakdown`): one commit split into its stages
 //!   (append, fsync, replication, apply, reply) from every node's stage clock.
 //! * [`tasks`] (`bench tasks`): trivial tasks end to end on a local cluster: throughput,
-//!   dispatch latency at full and half load, a worker's memory, the scheduler's pick time.
+//!   dispatch latency at full and half load, a worker's memory, the scheduler's pick time;
+//!   with `--queued SIZES`, a single coordinator's memory per queued task instead.
 //! * [`recovery`] (`bench recovery`): a worker SIGKILLed while it runs tasks, until its tasks
 //!   are requeued and until they finished on another worker.
 //! * [`reconnect`] (`bench reconnect`): the leader SIGKILLed, until every worker of a large
