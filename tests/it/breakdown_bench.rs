@@ -3,27 +3,26 @@
 //! every node saw — each segment measured on (nearly) every commit, the follower's fsync and
 //! the network inside the total.
 
-use std::process::Command;
-
-use crate::support::{binary, test_dir};
+use crate::support::{bench_json, test_dir};
 
 #[test]
 fn a_commit_is_split_into_the_stages_every_node_saw() {
     let dir = test_dir();
-    let out = Command::new(binary())
-        .args(["bench", "commit", "--nodes", "3", "--breakdown"])
-        .args(["--writers", "1,8", "--duration", "1", "--warmup", "0.5"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["-o", "json"])
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run testfleet bench commit --breakdown");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {:?}\n{stderr}", out.status);
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stderr}"));
+    let report = bench_json(
+        &[
+            "commit",
+            "--nodes",
+            "3",
+            "--breakdown",
+            "--writers",
+            "1,8",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.5",
+        ],
+        dir.path(),
+    );
     for run in report["runs"].as_array().unwrap() {
         let commits = run["commits"].as_u64().unwrap();
         assert!(commits > 10, "{run}");

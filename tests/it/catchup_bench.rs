@@ -2,37 +2,31 @@
 //! sane figures, and with a snapshot interval far below the size the absent follower
 //! rejoins through a snapshot install.
 
-use std::process::Command;
-
-use crate::support::{binary, test_dir};
+use crate::support::{bench_json, test_dir};
 
 #[test]
 fn the_catchup_bench_reports_a_restart_and_a_rejoin_through_a_snapshot() {
     let dir = test_dir();
-    let out = Command::new(binary())
-        .args([
-            "bench",
+    let report = bench_json(
+        &[
             "catchup",
             "--commands",
             "2000",
             "--repetitions",
             "1",
-        ])
-        .args(["--writers", "32", "--timeout", "60"])
-        // 20 snapshots during the absence: the leader purges the entries the follower lacks.
-        .args(["--snapshot-logs-since-last", "100"])
-        .args(["--max-in-snapshot-log-to-keep", "10"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["-o", "json"])
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run testfleet bench catchup");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {:?}\n{stderr}", out.status);
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stderr}"));
+            "--writers",
+            "32",
+            "--timeout",
+            "60",
+            // 20 snapshots during the absence: the leader purges the entries the follower
+            // lacks.
+            "--snapshot-logs-since-last",
+            "100",
+            "--max-in-snapshot-log-to-keep",
+            "10",
+        ],
+        dir.path(),
+    );
     let size = &report["sizes"][0];
     assert_eq!(size["commands"], 2000, "{report}");
     let positive = |v: &serde_json::Value| v.as_f64().is_some_and(|x| x > 0.0);

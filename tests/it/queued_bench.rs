@@ -4,32 +4,27 @@
 
 use std::process::Command;
 
-use crate::support::{binary, test_dir};
+use crate::support::{bench_json, binary, test_dir};
 
 #[test]
 fn memory_per_queued_task_is_reported_for_both_builds() {
     let dir = test_dir();
-    let out = Command::new(binary())
-        .args([
-            "bench",
+    let report = bench_json(
+        &[
             "tasks",
             "--queued",
             "1000,2000",
             "--job-size",
             "700",
-        ])
-        .args(["--binary", binary(), "--rounds", "1", "--security", "open"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["-o", "json"])
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run testfleet bench tasks --queued");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {:?}\n{stderr}", out.status);
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stderr}"));
+            "--binary",
+            binary(),
+            "--rounds",
+            "1",
+            "--security",
+            "open",
+        ],
+        dir.path(),
+    );
     let builds = report["builds"].as_array().unwrap();
     assert_eq!(builds.len(), 2, "{report}");
     assert_eq!(builds[0]["build"], "this build");

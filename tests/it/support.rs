@@ -319,6 +319,28 @@ async fn query_with(
         .collect()
 }
 
+/// Runs `testfleet bench ARGS --data-dir DIR -o json` to completion and returns its report;
+/// the test fails with the benchmark's stderr if it fails or prints no JSON.
+pub fn bench_json(args: &[&str], dir: &Path) -> serde_json::Value {
+    let out = Command::new(binary())
+        .arg("bench")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["-o", "json"])
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap_or_else(|e| panic!("run testfleet bench {args:?}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "testfleet bench {args:?}: exit {:?}\n{stderr}",
+        out.status
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stderr}"))
+}
+
 /// Runs the binary with `args` to completion, as an operator: (exit code, stdout, stderr).
 pub fn run(args: &[&str], dir: &Path) -> (i32, String, String) {
     run_as(args, dir, Some(&token_file(Role::Operator)))
