@@ -21,7 +21,8 @@
 //!   (priority, requeued first, round-robin across jobs) is kept. Otherwise the job is
 //!   proposed alone and the loop places it.
 //!
-//! The new tasks are put in the scheduler only for the pick: the ones not picked are taken out
+//! A submission whose job or task ids the state already has (a retry) is proposed alone. The
+//! new tasks are put in the scheduler only for the pick: the ones not picked are taken out
 //! again at once and come back through their `Queued` events like any submitted task, and
 //! the picked ones leave it if the proposal fails.
 
@@ -61,6 +62,16 @@ pub(super) fn pick(
         // Events not yet fed to the scheduler may queue tasks it does not know of yet.
         let settled = node.state().events_in_flight() == 0;
         if !settled || stats.queued != stats.parked || stats.free_slots == 0 {
+            return None;
+        }
+        // A job or task id the state already has (a client retrying its submission, or ids
+        // that collide): apply dedupes or refuses the job, and putting its ids in the
+        // scheduler here would replace the entry of a task already waiting there (a parked
+        // one, say), which the job's missing `Queued` events would never bring back.
+        let known = node.state().with_machine(|m| {
+            m.job(job).is_some() || tasks.iter().any(|t| m.task(&t.id).is_some())
+        });
+        if known {
             return None;
         }
         let mut added = Vec::new();

@@ -156,3 +156,50 @@ async fn an_idle_fleet_assigns_a_new_job_in_the_entry_that_submits_it() {
     assert_eq!(rows[0][0].as_str(), Some("queued"), "{rows:?}");
     assert_eq!(rows[0][1].as_u64(), Some(0), "{rows:?}");
 }
+
+/// A client retrying its submission (same job and task ids) while a task of that job waits,
+/// parked, for a worker that can run it: the retry is proposed alone, and the waiting task
+/// keeps its place in the scheduler — it runs once such a worker arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_submission_leaves_its_waiting_task_in_the_queue() {
+    use testfleet::cli::jobs;
+    use testfleet::state::command::TaskSpec;
+
+    let dir = test_dir();
+    let cluster = local_cluster(1, dir.path(), &[]);
+    let leader = cluster.leader(LIMIT, None).await.unwrap();
+    let addr = cluster.addr(leader).to_string();
+    let _plain = WorkerProcess::start_with(&addr, "plain", dir.path(), &["--no-probe"]);
+    count_reaches(
+        &addr,
+        "SELECT count(*) FROM workers WHERE status = 'healthy'",
+        1,
+        LIMIT,
+    )
+    .await;
+
+    let tasks = vec![TaskSpec {
+        capabilities: vec!["webgpu".to_string()],
+        ..TaskSpec::new("retry-gpu", "gpu", vec!["true".into()])
+    }];
+    let remote = super::support::operator(std::slice::from_ref(&addr));
+    for _ in 0..2 {
+        jobs::submit(&remote, "retry-job", "retry", &tasks)
+            .await
+            .unwrap();
+    }
+    let _gpu = WorkerProcess::start_with(
+        &addr,
+        "gpu",
+        dir.path(),
+        &["--no-probe", "--capability", "webgpu"],
+    );
+    passed(&addr, "retry-job", 1).await;
+    let rows = query_consistent(
+        &mut client(&addr).await,
+        "SELECT worker_id FROM task_attempts WHERE task_id = 'retry-gpu'",
+    )
+    .await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][0].as_str(), Some("gpu"), "{rows:?}");
+}
