@@ -84,7 +84,7 @@ impl JobsService {
 
 /// Proposes `command` on `node`: its reply once applied, `None` when this node does not lead
 /// (the caller forwards), or the failure as a status a client can act on.
-async fn write(node: &Coordinator, command: Command) -> Result<Option<Reply>, Status> {
+pub(super) async fn write(node: &Coordinator, command: Command) -> Result<Option<Reply>, Status> {
     match node.write(command).await {
         Ok(response) => Ok(Some(response.data)),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
@@ -176,35 +176,9 @@ impl Jobs for JobsService {
             tasks,
             at,
         };
-        let (command, preplaced) = match preplaced {
-            Some(picks) => match picks.command(submit, at) {
-                Ok(batch) => (batch, Some(picks)),
-                Err(submit) => {
-                    picks.abandon();
-                    (*submit, None)
-                }
-            },
-            None => (submit, None),
-        };
         let reply = match preplaced {
-            Some(picks) => {
-                // Its own task: the picks are settled (sent to their workers, or given back)
-                // even if the caller goes away while the entry commits.
-                let node = self.node.clone();
-                let proposal = tokio::spawn(async move {
-                    match write(&node, command).await {
-                        Ok(Some(reply)) => Ok(Some(picks.settle(&node, reply))),
-                        other => {
-                            picks.abandon();
-                            other
-                        }
-                    }
-                });
-                proposal
-                    .await
-                    .map_err(|e| Status::internal(format!("the submission task failed: {e}")))??
-            }
-            None => self.write(command).await?,
+            Some(picks) => picks.propose(self.node.clone(), submit, at).await?,
+            None => self.write(submit).await?,
         };
         match reply {
             Some(Reply::JobAccepted {

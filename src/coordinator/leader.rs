@@ -243,13 +243,7 @@ async fn dispatch(
         tokens -= picks.len() as f64;
         // Each assignment asks its worker's breaker; a half-open one lets its trials through
         // and refuses the rest, which stay queued while the worker waits for their results.
-        let picks = leadership.with_breakers(|b, out| {
-            let (allowed, refused): (Vec<_>, Vec<_>) = picks
-                .into_iter()
-                .partition(|a| b.allow(&a.worker, &a.task, a.attempt, at, out));
-            (allowed, refused)
-        });
-        let (picks, refused) = picks;
+        let (picks, refused) = leadership.allowed_by_breakers(picks, at);
         if !refused.is_empty() {
             let mut scheduler = lock(&leadership.scheduler);
             for a in &refused {

@@ -282,6 +282,23 @@ impl Leadership {
     }
 
     /// Runs `f` on the circuit breakers and proposes the transitions it decided.
+    /// Splits picks into those their workers' breakers allow now and those they refuse (a
+    /// half-open breaker lets its trials through and refuses the rest).
+    pub fn allowed_by_breakers(
+        &self,
+        picks: Vec<crate::state::command::Assignment>,
+        at: Timestamp,
+    ) -> (
+        Vec<crate::state::command::Assignment>,
+        Vec<crate::state::command::Assignment>,
+    ) {
+        self.with_breakers(|b, out| {
+            picks
+                .into_iter()
+                .partition(|a| b.allow(&a.worker, &a.task, a.attempt, at, out))
+        })
+    }
+
     pub fn with_breakers<T>(
         &self,
         f: impl FnOnce(&mut FleetBreakers, &mut Vec<Command>) -> T,

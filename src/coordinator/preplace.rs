@@ -28,7 +28,10 @@
 
 use std::sync::Arc;
 
+use tonic::Status;
+
 use super::Coordinator;
+use super::jobs::write;
 use super::leader::{MAX_BATCH, settle_assignments};
 use super::leadership::{Leadership, lock};
 use crate::scheduler::QueuedTask;
@@ -74,7 +77,6 @@ pub(super) fn pick(
         if known {
             return None;
         }
-        let mut added = Vec::new();
         for (seq, spec) in tasks.iter().enumerate() {
             let queued = QueuedTask {
                 id: spec.id.clone(),
@@ -89,25 +91,20 @@ pub(super) fn pick(
                 capabilities: spec.capabilities.clone(),
                 avoid_worker: None,
             };
-            if scheduler.enqueue(queued) {
-                added.push(spec.id.clone());
-            }
+            // None of the ids is known (above), so each is queued afresh.
+            scheduler.enqueue(queued);
         }
         let picks = scheduler.pick(MAX_BATCH.min(tasks.len()));
-        for id in &added {
-            if scheduler.reservation(id).is_none() {
-                scheduler.remove(id);
+        for spec in tasks {
+            if scheduler.reservation(&spec.id).is_none() {
+                scheduler.remove(&spec.id);
             }
         }
         picks
     };
     // Each assignment asks its worker's breaker, as in the dispatch loop; a refused one is
     // simply not made now.
-    let (picks, refused): (Vec<_>, Vec<_>) = leadership.with_breakers(|b, out| {
-        picks
-            .into_iter()
-            .partition(|a| b.allow(&a.worker, &a.task, a.attempt, at, out))
-    });
+    let (picks, refused) = leadership.allowed_by_breakers(picks, at);
     if !refused.is_empty() {
         let mut scheduler = lock(&leadership.scheduler);
         for a in &refused {
@@ -119,10 +116,40 @@ pub(super) fn pick(
 }
 
 impl Preplaced {
+    /// Proposes the job `submit` with these assignments and settles them: the reply to the
+    /// job, as [`super::jobs::write`] gives it. The job goes alone if the two together would
+    /// break a limit. The proposal runs in its own task, so the picks are settled (sent to
+    /// their workers, or given back) even if the caller goes away while the entry commits.
+    pub(super) async fn propose(
+        self,
+        node: Arc<Coordinator>,
+        submit: Command,
+        at: Timestamp,
+    ) -> Result<Option<Reply>, Status> {
+        let command = match self.command(submit, at) {
+            Ok(batch) => batch,
+            Err(submit) => {
+                self.abandon();
+                return write(&node, *submit).await;
+            }
+        };
+        tokio::spawn(async move {
+            match write(&node, command).await {
+                Ok(Some(reply)) => Ok(Some(self.settle(&node, reply))),
+                other => {
+                    self.abandon();
+                    other
+                }
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the submission task failed: {e}")))?
+    }
+
     /// The entry to propose: the job, then its assignments, in one `Batch`. The job alone is
     /// handed back when the two together would break a limit it keeps by itself (a job near
     /// the entry size limit); the caller then abandons the picks.
-    pub(super) fn command(&self, submit: Command, at: Timestamp) -> Result<Command, Box<Command>> {
+    fn command(&self, submit: Command, at: Timestamp) -> Result<Command, Box<Command>> {
         let command = Command::Batch(vec![
             submit,
             Command::AssignTasks {
@@ -143,7 +170,7 @@ impl Preplaced {
     /// The proposal did not commit here (refused, failed, or this node no longer leads): the
     /// picks leave the scheduler and free their slots. The tasks, if the job is applied after
     /// all, arrive through their `Queued` events.
-    pub(super) fn abandon(self) {
+    fn abandon(self) {
         let mut scheduler = lock(&self.leadership.scheduler);
         for a in &self.picks {
             scheduler.remove(&a.task);
@@ -152,7 +179,7 @@ impl Preplaced {
 
     /// The batch was applied: acts on the assignments' replies (sent to their workers, or
     /// back to the dispatch loop) and returns the job's own reply.
-    pub(super) fn settle(self, node: &Coordinator, reply: Reply) -> Reply {
+    fn settle(self, node: &Coordinator, reply: Reply) -> Reply {
         let (job, assigned) = match reply {
             Reply::Many(mut items) if items.len() == 2 => {
                 let assigned = items.pop();
