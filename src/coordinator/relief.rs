@@ -243,7 +243,7 @@ pub async fn relieve_memory(
     .await
     .map_err(std::io::Error::other)
     .and_then(|r| r);
-    let trimmed = trim_heap();
+    let trimmed = crate::state::store::release_free_memory();
     let rss_after = rss();
     let success = limits.is_ok() && target.is_some();
     tracing::warn!(
@@ -319,19 +319,6 @@ pub async fn restore_memory(node: &Coordinator) -> (bool, Value) {
 /// This process's resident set size.
 fn rss() -> Option<u64> {
     process_usage(std::process::id()).ok().map(|u| u.rss_bytes)
-}
-
-/// `malloc_trim(0)`: whether glibc released memory to the system (`None`: not glibc).
-fn trim_heap() -> Option<bool> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: malloc_trim only walks the allocator's own free lists.
-        Some(unsafe { libc::malloc_trim(0) } != 0)
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        None
-    }
 }
 
 /// `duckdb_memory_limit` in bytes, with DuckDB's units (`KB` = 1000 bytes, `KiB` = 1024).

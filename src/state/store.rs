@@ -114,11 +114,17 @@ pub const TRIM_AFTER_ROWS: usize = 1_000;
 /// coordinator's RSS grows with each large job by what its decoding and writing needed, not by
 /// what it keeps (`bench tasks --queued`: BENCHMARKS.md § Memory per queued task).
 /// `malloc_trim` returns every free page of every arena, not only the top of the heap.
-pub fn release_free_memory() {
+/// Whether anything was released (`None`: not glibc); `coordinator::relief` uses it too.
+pub fn release_free_memory() -> Option<bool> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only reads and changes the allocator's own state, under its locks.
-    unsafe {
-        libc::malloc_trim(0);
+    {
+        // SAFETY: malloc_trim only reads and changes the allocator's own state, under its
+        // locks.
+        Some(unsafe { libc::malloc_trim(0) } != 0)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
     }
 }
 
