@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// File name of the Raft log inside [`CoordinatorConfig::data_dir`].
-pub const LOG_FILE_NAME: &str = "raft-log.redb";
+/// Name of the Raft log's directory inside [`CoordinatorConfig::data_dir`].
+pub const LOG_FILE_NAME: &str = "raft-log";
 
 /// Directory name of the state-machine snapshots inside [`CoordinatorConfig::data_dir`].
 pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
@@ -551,7 +551,7 @@ impl CoordinatorConfig {
         }
     }
 
-    /// The Raft log file: `<data_dir>/raft-log.redb`.
+    /// The Raft log's directory: `<data_dir>/raft-log`.
     pub fn log_path(&self) -> PathBuf {
         self.data_dir().join(LOG_FILE_NAME)
     }

@@ -44,7 +44,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(config.duckdb_memory_limit, "1GB");
     assert!(!config.disable_auto_recovery);
     assert_eq!(config.data_dir(), dir.path());
-    assert_eq!(config.log_path(), dir.path().join("raft-log.redb"));
+    assert_eq!(config.log_path(), dir.path().join("raft-log"));
     assert_eq!(config.snapshot_dir(), dir.path().join("snapshots"));
 }
 
@@ -52,7 +52,7 @@ fn defaults_are_the_documented_ones() {
 fn default_db_path_is_in_the_working_directory() {
     let config = CoordinatorConfig::default();
     assert_eq!(config.data_dir(), PathBuf::from("."));
-    assert_eq!(config.log_path(), PathBuf::from("./raft-log.redb"));
+    assert_eq!(config.log_path(), PathBuf::from("./raft-log"));
 }
 
 #[test]
@@ -93,7 +93,7 @@ disable_auto_recovery = true
     assert_eq!(config.listen, "0.0.0.0:9002".parse().unwrap());
     assert_eq!(config.db_path, db);
     assert_eq!(config.data_dir(), data);
-    assert_eq!(config.log_path(), data.join("raft-log.redb"));
+    assert_eq!(config.log_path(), data.join("raft-log"));
     assert_eq!(config.heartbeat_interval_ms, 50);
     assert_eq!(config.election_timeout_min_ms, 300);
     assert_eq!(config.election_timeout_max_ms, 600);

@@ -66,7 +66,7 @@ pub(crate) fn forwarded<T>(message: T) -> tonic::Request<T> {
 /// Why a coordinator could not start or keep running.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
-    /// `raft-log.redb` is locked: another coordinator runs on the same data directory.
+    /// `raft-log` is locked: another coordinator runs on the same data directory.
     #[error(
         "data directory {} is in use by another coordinator ({} is locked); give each node its \
          own --data-dir (data_dir in the config file)",

@@ -1,30 +1,32 @@
-//! Durable Raft log and vote storage for the coordinators, on redb.
+//! Durable Raft log and vote storage for the coordinators: append-only segment files.
 //!
 //! openraft splits a node's persistent state in two: the *log store* (this module: the vote,
 //! the replicated log entries, the id of the last purged entry and, optionally, the last known
 //! committed log id) and the *state machine* (the coordinator's tables in DuckDB, elsewhere in
 //! `src/raft/`). [`LogStore`] implements openraft's [`RaftLogStorage`] and [`RaftLogReader`];
 //! [`LogStore::get_log_reader`](RaftLogStorage::get_log_reader) hands out [`LogStoreReader`]s
-//! that share the same database for the replication tasks.
+//! that share the same store for the replication tasks.
 //!
-//! # Why redb and not DuckDB
+//! # Why a log of its own
 //!
 //! Every Raft write goes through this store before it may be acknowledged: a vote must be on disk
 //! before the node answers a vote request, and an entry must be on disk before the node counts
 //! itself towards its commit quorum. That is an append-mostly log with small, frequent, fsynced
-//! writes. DuckDB is an analytical column store: each commit costs a ~4 ms fsync of its WAL plus
-//! checkpoint work, and it has no cheap "append at the tail / drop a prefix / drop a suffix"
-//! primitive. redb is an embedded, copy-on-write B-tree with ACID transactions, one fsync per
-//! durable commit, cheap range deletes, and MVCC reads that never block the writer, so the log
-//! lives in its own redb file next to the DuckDB database.
+//! writes, read back almost only while it is fresh. DuckDB (the state machine's store) is an
+//! analytical column store with a costly commit. The first version kept the log in redb, an
+//! embedded B-tree: correct, but each one-entry commit wrote about seven pages and spent twice
+//! the CPU of its `fdatasync` on page bookkeeping, on every node, every round. A log that is
+//! appended to and cut at either end needs neither a tree nor pages: this one writes each group
+//! commit as one run of records at the end of a file and fsyncs it.
 //!
 //! # Layout
 //!
-//! One redb file with two tables:
-//! * `raft_log_entries`: `u64` log index -> bincode-2 (serde, standard config) encoded
-//!   `C::Entry`.
-//! * `raft_log_meta`: `&str` key -> bincode-2 encoded value, keys `vote`, `last_purged_log_id`,
-//!   `committed` and `format_version` (a `u32`, see [`FORMAT_VERSION`]).
+//! A directory (`raft-log/` in a coordinator's data directory) of segment files, each a run of
+//! checksummed records that starts with a header carrying the small values (`segment.rs` has the
+//! format), and a `LOCK` file held locked while the store is open. Segments are created full
+//! size and zero-filled, so an append overwrites zeros and its `fdatasync` journals no change of
+//! the file's size. In memory the store keeps where each live entry is and the small values
+//! (`index.rs`), rebuilt from the segments at open.
 //!
 //! # Writes: one writer thread, group commit
 //!
@@ -32,74 +34,78 @@
 //! as the entries are readable and to report durability later through the [`IOFlushed`]
 //! callback, so that the core never waits for a disk. Every write therefore goes, in the order
 //! openraft issued it, to one writer thread per store. The thread takes whatever is queued (up
-//! to `writer::MAX_BATCH` writes) and writes it in one redb transaction, fsynced
-//! ([`Durability::Immediate`]) — a group commit: under load many
-//! appends share one fsync, and the core goes on appending and replicating meanwhile.
+//! to `writer::MAX_BATCH` writes), encodes it as records, writes them with one `pwrite` at the
+//! end of the current segment and one `fdatasync`, and then applies them to the in-memory index
+//! — a group commit: under load many appends share one fsync, and the core goes on appending
+//! and replicating meanwhile.
 //!
 //! * [`append`](RaftLogStorage::append) puts the encoded entries in an in-memory `pending` map
 //!   (so readers see them at once), queues them and returns; the writer calls the callback after
-//!   the commit, then drops them from `pending`. A read takes the pending entries first and then
-//!   opens its redb read transaction, so an entry moving from one to the other is never missed.
-//!   A read whose entries are all still pending (a fresh entry replicated to the followers) is
-//!   answered from memory on the caller's thread, without a hop to the blocking pool.
+//!   the fsync, then drops them from `pending` (after adding them to the index, so a reader that
+//!   looks at `pending` first and the index second never misses one). A read whose entries are
+//!   all still pending (a fresh entry replicated to the followers) is answered from memory on
+//!   the caller's thread, without a hop to the blocking pool.
 //! * [`save_vote`](RaftLogStorage::save_vote), [`truncate_after`](RaftLogStorage::truncate_after)
-//!   and [`purge`](RaftLogStorage::purge) are queued the same way and awaited: each returns
-//!   once its transaction is on disk. A purge writes `last_purged_log_id` and deletes the
-//!   purged entries in the same transaction, so a crash leaves either the old or the new state,
-//!   never a hole.
+//!   and [`purge`](RaftLogStorage::purge) are queued the same way, written as records, and
+//!   awaited: each returns once its record is on disk. A purge is one record (the last purged
+//!   log id, which drops every entry up to it on replay), so a crash leaves the old or the new
+//!   state, never a hole. A segment no live entry is in any more is deleted: every newer segment's
+//!   header carries the small values it held.
 //! * [`save_committed`](RaftLogStorage::save_committed) is not queued and not durable by itself:
-//!   it sets the value the writer puts in its next transaction (every transaction is fsynced),
-//!   or writes on a clean close. The writer holds it back while the entry it names is still
-//!   queued, so on disk it never runs ahead of the entries. Losing the newest value in a crash
-//!   only means re-applying a little less on restart (openraft treats `committed` as an
-//!   optional hint, and the DuckDB state machine persists its own `last_applied`). A write of
-//!   its own on every commit would wake the writer thread for one more transaction on every
-//!   node, every round.
+//!   it sets the value the writer puts in its next write (every write is fsynced), or writes on
+//!   a clean close. The writer holds it back while the entry it names is still queued, so on
+//!   disk it never runs ahead of the entries. Losing the newest value in a crash only means
+//!   re-applying a little less on restart (openraft treats `committed` as an optional hint, and
+//!   the DuckDB state machine persists its own `last_applied`).
 //! * `append` refuses a batch that would leave a gap (its entries must be consecutive and start
 //!   right after the last stored entry, or right after the last purged one when the log is
 //!   empty), and every read checks that the entries it returns are consecutive. A refused write
-//!   fails its whole transaction; the writer then writes that batch's writes one by one, so only
-//!   the refused one fails.
+//!   fails its whole batch before anything is written; the writer then writes that batch's
+//!   writes one by one, so only the refused one fails.
 //! * Dropping the last [`LogStore`] handle closes the queue; the thread finishes what is queued
-//!   and is joined, so the file can be opened again at once.
+//!   and is joined, and the lock is released, so the store can be opened again at once.
 //!
 //! # Reads
 //!
-//! Reads are synchronous redb read transactions (MVCC: they never wait for the writer) and run
-//! on tokio's blocking thread pool through [`tokio::task::spawn_blocking`]:
-//! `tokio::task::block_in_place` would panic on a current-thread runtime (used by tests), and
-//! doing the work inline would stall every task sharing the worker thread, including the Raft
-//! core's timers. openraft's own `AsyncRuntime::spawn_blocking` is not used: in
-//! 0.10.0-alpha.37 the tokio runtime does not override the default, which starts a new OS thread
-//! per call.
+//! The vote and the committed log id are read from memory. Entries are read with `pread` from
+//! the segments (almost always from the page cache), on tokio's blocking thread pool through
+//! [`tokio::task::spawn_blocking`]: `tokio::task::block_in_place` would panic on a
+//! current-thread runtime (used by tests), and doing the work inline would stall every task
+//! sharing the worker thread, including the Raft core's timers. openraft's own
+//! `AsyncRuntime::spawn_blocking` is not used: in 0.10.0-alpha.37 the tokio runtime does not
+//! override the default, which starts a new OS thread per call.
 //!
 //! All methods must therefore be called from within a tokio runtime. [`LogStore::open`] is a plain
-//! blocking function meant to be called once at startup (after a crash redb may first repair the
-//! file).
+//! blocking function meant to be called once at startup.
 //!
 //! # Crashes
 //!
-//! redb checksums every commit and, on open, rolls back one a crash interrupted; a write is
-//! answered only once its commit is fsynced. So after a SIGKILL the file opens, holds every
-//! answered write, and its entries still form one run (tested by killing a writing process at
-//! random moments, `crash_tests`). A new file is created under another name and renamed into
-//! place, so a crash while it is created leaves no file redb refuses. Damage a crash cannot
-//! leave (a file cut short, bytes appended, a corrupt page) is refused at open, naming the file
-//! and what to do (`open`).
+//! A write is answered only once its `fdatasync` returned, and records are checksummed. At open
+//! the segments are read in order: in the newest one, the first record that is not valid (cut
+//! short or failing its checksum) is where an interrupted write ended, and it and everything
+//! after it are zeroed (it was never acknowledged; left there, a later shorter write could make
+//! an old record after it readable again). Anywhere else an invalid record is damage a crash
+//! cannot leave, and the store refuses to open, naming the file and what to do (`open.rs`). So
+//! after a SIGKILL the store opens, holds every answered write, and its entries form one run
+//! (tested by killing a writing process at random moments, `crash_tests`). A new store is
+//! created under another name and renamed into place, and a new segment likewise, so a crash
+//! while either is created leaves nothing that fails to open. A store in the old redb layout
+//! (`raft-log.redb`) is converted once, at open (`legacy.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fmt::Debug;
+use std::fs::File;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::Bound;
 use std::ops::RangeBounds;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
-use std::time::Instant;
 
 use openraft::OptionalSend;
 use openraft::RaftTypeConfig;
@@ -110,30 +116,16 @@ use openraft::storage::RaftLogReader;
 use openraft::storage::RaftLogStorage;
 use openraft::type_config::alias::LogIdOf;
 use openraft::type_config::alias::VoteOf;
-use redb::Database;
-use redb::Durability;
-use redb::ReadableDatabase;
-use redb::ReadableTable;
-use redb::TableDefinition;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use self::index::{Loc, Log};
 use self::writer::{Op, Writer};
 use super::stages::{Stage, StageClock};
 
-/// Log entries: log index -> encoded `C::Entry`.
-const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log_entries");
-
-/// Small named values: vote, last purged log id, committed log id, format version.
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
-
-const KEY_VOTE: &str = "vote";
-const KEY_LAST_PURGED: &str = "last_purged_log_id";
-const KEY_COMMITTED: &str = "committed";
-const KEY_FORMAT_VERSION: &str = "format_version";
-
 /// Version of the on-disk layout described in the module docs; bumped on incompatible changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 1 was the redb file.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Upper bound, in encoded bytes, of what one
 /// [`limited_get_log_entries`](RaftLogReader::limited_get_log_entries) call returns (at least
@@ -145,14 +137,12 @@ pub const LIMITED_READ_MAX_BYTES: usize = 1024 * 1024;
 /// still pending (`Inner::read_pending_only`); larger reads go to the blocking pool.
 const INLINE_READ_MAX_BYTES: usize = 64 * 1024;
 
-/// redb page cache size. The log is purged after each snapshot, so it stays small.
-const CACHE_SIZE_BYTES: usize = 64 * 1024 * 1024;
-
-/// A durable commit slower than this is logged as a warning (a sign of a saturated disk, which
+/// A durable write slower than this is logged as a warning (a sign of a saturated disk, which
 /// shows up as spurious Raft elections).
 const SLOW_COMMIT: Duration = Duration::from_millis(200);
 
-/// The Raft log and vote store of one coordinator: a cheap-to-clone handle to one redb file.
+/// The Raft log and vote store of one coordinator: a cheap-to-clone handle to one directory of
+/// segments.
 ///
 /// Implements [`RaftLogStorage`] and [`RaftLogReader`] for any type config whose entries, vote
 /// and log id can be (de)serialized with serde (openraft's `serde` feature provides that for its
@@ -162,7 +152,7 @@ pub struct LogStore<C: RaftTypeConfig> {
     writer: Arc<Writer<C>>,
 }
 
-/// A read-only handle on a [`LogStore`]'s database, as handed to openraft's replication tasks
+/// A read-only handle on a [`LogStore`], as handed to openraft's replication tasks
 /// by [`RaftLogStorage::get_log_reader`]. Sees every write of the store as soon as it returns.
 pub struct LogStoreReader<C: RaftTypeConfig> {
     inner: Arc<Inner>,
@@ -171,24 +161,29 @@ pub struct LogStoreReader<C: RaftTypeConfig> {
 
 /// What both handles share.
 struct Inner {
-    db: Database,
+    /// The store's directory.
     path: PathBuf,
-    /// Entries handed to the writer and not committed yet, by index: readable from the moment
-    /// `append` returns, as openraft requires. The writer removes them once they are in redb.
+    /// What the segments hold: where each live entry is, and the small values.
+    log: Mutex<Log>,
+    /// Entries handed to the writer and not on disk yet, by index: readable from the moment
+    /// `append` returns, as openraft requires. The writer removes them once they are written.
     pending: Mutex<BTreeMap<u64, Arc<Vec<u8>>>>,
-    /// The committed log id openraft saved last, which the writer puts in its next
-    /// transaction (see "Writes" in the module docs).
+    /// The committed log id openraft saved last, which the writer puts in its next write
+    /// (see "Writes" in the module docs).
     committed: Mutex<CommittedSlot>,
     /// Where appends and their fsyncs are timed (`--stage-clock`), once set.
     stages: std::sync::OnceLock<Arc<StageClock>>,
+    /// The locked `LOCK` file: held while the store is open.
+    _lock: File,
 }
 
-/// The committed log id as openraft last saved it, and whether redb has that value yet.
+/// The committed log id as openraft last saved it, and whether the segments have that value
+/// yet.
 #[derive(Default)]
 struct CommittedSlot {
     /// `None` until the first `save_committed`; `Some(None)` deletes it.
     latest: Option<Option<SavedCommitted>>,
-    /// Whether redb holds `latest` (durably, or in a transaction that a clean close makes
+    /// Whether the segments hold `latest` (durably, or in a write that a clean close makes
     /// durable).
     written: bool,
 }
@@ -202,6 +197,19 @@ struct SavedCommitted {
 }
 
 impl Inner {
+    /// The in-memory log, locked.
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An error of this store: its path, then `message`.
+    fn error(&self, kind: io::ErrorKind, message: impl fmt::Display) -> io::Error {
+        io::Error::new(
+            kind,
+            format!("raft log store {}: {message}", self.path.display()),
+        )
+    }
+
     /// Notes that entries `first..=last` reached `stage`, when a stage clock is set.
     fn record(&self, first: u64, last: u64, stage: Stage) {
         if let Some(clock) = self.stages.get() {
@@ -211,18 +219,22 @@ impl Inner {
 }
 
 impl<C: RaftTypeConfig> LogStore<C> {
-    /// Opens the log store at `path`, creating the file (and its parent directory) if missing.
-    /// A new file is created and initialised under another name and then renamed, so a crash
-    /// while it is created never leaves a file that does not open (see `open.rs`).
+    /// Opens the log store in the directory `path`, creating it (and its parent directory) if
+    /// missing. A new store is created under another name and then renamed, so a crash while
+    /// it is created never leaves one that does not open; a store in the old redb layout at
+    /// `path` with the extension `.redb` is converted first (see `open.rs`).
     ///
     /// Blocking: call it before starting Raft, not from inside an async task that must stay
     /// responsive. Fails with [`io::ErrorKind::ResourceBusy`] if another process (or another
-    /// `LogStore` in this process) has the file open, and with [`io::ErrorKind::InvalidData`] if
-    /// the file holds an unknown layout version. Every error message names the path.
-    pub fn open(path: &Path) -> Result<Self, io::Error> {
-        let inner = open::open_inner(path)?;
+    /// `LogStore` in this process) has the store open, and with [`io::ErrorKind::InvalidData`]
+    /// if it is damaged or holds an unknown layout version. Every error message names the path.
+    pub fn open(path: &Path) -> Result<Self, io::Error>
+    where
+        LogIdOf<C>: Serialize + DeserializeOwned,
+    {
+        let (inner, active) = open::open_inner::<C>(path)?;
         let inner = Arc::new(inner);
-        let writer = Arc::new(Writer::start(&inner)?);
+        let writer = Arc::new(Writer::start(&inner, active)?);
         tracing::debug!(path = %path.display(), "raft log store opened");
         Ok(Self { inner, writer })
     }
@@ -232,7 +244,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
         let _ = self.inner.stages.set(clock);
     }
 
-    /// The path of the redb file.
+    /// The path of the store's directory.
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -323,7 +335,9 @@ where
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
-        read_meta_value::<VoteOf<C>>(&self.inner, KEY_VOTE, "read vote").await
+        let vote = self.inner.log().meta.vote.clone();
+        vote.map(|bytes| decode(&bytes).map_err(|e| self.inner.data_err("vote", e)))
+            .transpose()
     }
 
     async fn limited_get_log_entries(
@@ -393,8 +407,12 @@ where
                 .map_err(|e| self.inner.data_err("committed log id", e)),
             Some(None) => Ok(None),
             None => {
-                read_meta_value::<LogIdOf<C>>(&self.inner, KEY_COMMITTED, "read committed log id")
-                    .await
+                let saved = self.inner.log().meta.committed.clone();
+                saved
+                    .map(|saved| {
+                        decode(&saved.bytes).map_err(|e| self.inner.data_err("committed log id", e))
+                    })
+                    .transpose()
             }
         }
     }
@@ -508,77 +526,33 @@ where
     .await
 }
 
-async fn read_meta_value<T>(
-    inner: &Arc<Inner>,
-    key: &'static str,
-    op: &'static str,
-) -> Result<Option<T>, io::Error>
-where
-    T: DeserializeOwned + Send + 'static,
-{
-    run_blocking(inner, move |inner| {
-        let txn = inner.db.begin_read().map_err(|e| inner.redb_err(op, e))?;
-        let meta = txn.open_table(META).map_err(|e| inner.redb_err(op, e))?;
-        inner.get_meta(&meta, key, op)
-    })
-    .await
-}
-
 impl Inner {
-    /// Creates both tables and checks (or records) the layout version.
-    fn init(&self) -> Result<(), io::Error> {
-        let op = "initialize tables";
-        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(op, e))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| self.redb_err(op, e))?;
-        {
-            txn.open_table(ENTRIES).map_err(|e| self.redb_err(op, e))?;
-            let mut meta = txn.open_table(META).map_err(|e| self.redb_err(op, e))?;
-            match self.get_meta::<u32>(&meta, KEY_FORMAT_VERSION, op)? {
-                Some(FORMAT_VERSION) => {}
-                Some(other) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "raft log store {}: unsupported layout version {other} (this build \
-                             reads version {FORMAT_VERSION})",
-                            self.path.display()
-                        ),
-                    ));
-                }
-                None => {
-                    let bytes = encode(&FORMAT_VERSION, "format version")?;
-                    meta.insert(KEY_FORMAT_VERSION, bytes.as_slice())
-                        .map_err(|e| self.redb_err(op, e))?;
-                }
-            }
-        }
-        self.commit(txn, op)
-    }
-
     fn log_state<C>(&self) -> Result<LogState<C>, io::Error>
     where
         C: RaftTypeConfig,
         C::Entry: DeserializeOwned,
         LogIdOf<C>: DeserializeOwned,
     {
-        let op = "get log state";
-        // Pending before redb, as in `read_entries`.
+        // Pending before the index, as in `read_entries`.
         let last_pending = {
             let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.last_key_value().map(|(i, b)| (*i, b.clone()))
         };
-        let txn = self.db.begin_read().map_err(|e| self.redb_err(op, e))?;
-        let meta = txn.open_table(META).map_err(|e| self.redb_err(op, e))?;
-        let entries = txn.open_table(ENTRIES).map_err(|e| self.redb_err(op, e))?;
-
-        let last_purged_log_id: Option<LogIdOf<C>> = self.get_meta(&meta, KEY_LAST_PURGED, op)?;
-
-        let last_entry_log_id = match entries.last().map_err(|e| self.redb_err(op, e))? {
-            Some((key, value)) => {
-                let entry = self.decode_entry::<C>(key.value(), value.value())?;
-                Some(entry.log_id())
+        let (last_stored, purged) = {
+            let log = self.log();
+            (log.last_loc(), log.meta.last_purged.clone())
+        };
+        let last_purged_log_id: Option<LogIdOf<C>> = match purged {
+            Some(purged) => {
+                Some(decode(&purged.bytes).map_err(|e| self.data_err("last purged log id", e))?)
             }
+            None => None,
+        };
+        let last_entry_log_id = match last_stored {
+            Some((index, loc)) => Some(
+                self.decode_entry::<C>(index, &self.read_at(&loc)?)?
+                    .log_id(),
+            ),
             None => None,
         };
 
@@ -614,25 +588,19 @@ impl Inner {
         C::Entry: DeserializeOwned,
     {
         let op = || format!("read log entries {first}..={last}");
-        // Pending entries first: one that leaves `pending` after this is in redb before the
-        // read transaction below starts, so no entry is missed.
+        // Pending entries first: one that leaves `pending` after this is in the index before
+        // it leaves, so no entry is missed.
         let pending = self.pending_in(first, last);
-        let txn = self.db.begin_read().map_err(|e| self.redb_err(op(), e))?;
-        let table = txn
-            .open_table(ENTRIES)
-            .map_err(|e| self.redb_err(op(), e))?;
-        let range = table
-            .range(first..=last)
-            .map_err(|e| self.redb_err(op(), e))?;
+        let stored = self.log().locs(first, last);
 
         let mut read = EntriesRead::<C>::new(max_bytes);
-        for item in range {
-            let (key, value) = item.map_err(|e| self.redb_err(op(), e))?;
-            if !read.push(self, key.value(), value.value(), op)? {
+        for (index, loc) in stored {
+            let bytes = self.read_at(&loc)?;
+            if !read.push(self, index, &bytes, op)? {
                 return Ok(read.entries);
             }
         }
-        // Then what is not in redb yet, after what redb had.
+        // Then what is not on disk yet, after what the segments had.
         for (index, bytes) in pending {
             if read.next.is_some_and(|next| index < next) {
                 continue;
@@ -645,10 +613,10 @@ impl Inner {
     }
 
     /// The entries in `first..=last` (as [`Inner::read_entries`] would return them) when all of
-    /// them are still pending and small, decoded right here; `None` sends the read to redb on
-    /// the blocking pool. This is the replication of a fresh entry: taking it from memory saves
+    /// them are still pending and small, decoded right here; `None` sends the read to the
+    /// segments on the blocking pool. This is the replication of a fresh entry: taking it from memory saves
     /// the leader a hop to another thread and back for each follower, every round. A pending
-    /// entry is never older than redb's under the same index (a later append replaces it in
+    /// entry is never older than the stored one under the same index (a later append replaces it in
     /// `pending`), so the answer is the same.
     fn read_pending_only<C>(
         &self,
@@ -691,18 +659,19 @@ impl Inner {
         Ok(Some(read.entries))
     }
 
-    fn get_meta<T: DeserializeOwned>(
-        &self,
-        table: &impl ReadableTable<&'static str, &'static [u8]>,
-        key: &str,
-        op: &str,
-    ) -> Result<Option<T>, io::Error> {
-        let Some(value) = table.get(key).map_err(|e| self.redb_err(op, e))? else {
-            return Ok(None);
-        };
-        decode(value.value())
-            .map(Some)
-            .map_err(|e| self.data_err(format_args!("{op}: meta value {key:?}"), e))
+    /// The encoded entry at `loc`.
+    fn read_at(&self, loc: &Loc) -> Result<Vec<u8>, io::Error> {
+        let mut bytes = vec![0; loc.len as usize];
+        loc.segment
+            .file
+            .read_exact_at(&mut bytes, loc.offset)
+            .map_err(|e| {
+                self.error(
+                    e.kind(),
+                    format!("read {}: {e}", loc.segment.path.display()),
+                )
+            })?;
+        Ok(bytes)
     }
 
     fn decode_entry<C>(&self, index: u64, raw: &[u8]) -> Result<C::Entry, io::Error>
@@ -722,29 +691,6 @@ impl Inner {
             ));
         }
         Ok(entry)
-    }
-
-    fn commit(&self, txn: redb::WriteTransaction, op: &str) -> Result<(), io::Error> {
-        let started = Instant::now();
-        txn.commit().map_err(|e| self.redb_err(op, e))?;
-        let took = started.elapsed();
-        if took >= SLOW_COMMIT {
-            tracing::warn!(
-                path = %self.path.display(),
-                op,
-                took_ms = took.as_millis() as u64,
-                "slow raft log store commit (disk saturated?)"
-            );
-        }
-        Ok(())
-    }
-
-    fn redb_err(&self, op: impl fmt::Display, err: impl Into<redb::Error>) -> io::Error {
-        let err = err.into();
-        io::Error::new(
-            error_kind(&err),
-            format!("raft log store {}: {op}: {err}", self.path.display()),
-        )
     }
 
     fn data_err(&self, what: impl fmt::Display, err: impl fmt::Display) -> io::Error {
@@ -810,17 +756,6 @@ where
     }
 }
 
-/// Keeps the kind of an underlying I/O error, so that e.g. a full disk stays recognisable.
-pub(super) fn error_kind(err: &redb::Error) -> io::ErrorKind {
-    match err {
-        redb::Error::Io(e) => e.kind(),
-        redb::Error::DatabaseAlreadyOpen => io::ErrorKind::ResourceBusy,
-        redb::Error::Corrupted(_) => io::ErrorKind::InvalidData,
-        redb::Error::ValueTooLarge(_) => io::ErrorKind::InvalidInput,
-        _ => io::ErrorKind::Other,
-    }
-}
-
 /// Converts any range of log indexes to `Some((first, last))`, inclusive, or `None` if it is
 /// empty (e.g. `3..3`).
 fn inclusive_bounds(range: &impl RangeBounds<u64>) -> Option<(u64, u64)> {
@@ -864,7 +799,10 @@ fn report_to_callback<C: RaftTypeConfig>(callback: IOFlushed<C>, err: io::Error)
     err
 }
 
+mod index;
+mod legacy;
 mod open;
+mod segment;
 mod writer;
 
 #[cfg(test)]

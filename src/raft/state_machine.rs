@@ -556,7 +556,13 @@ impl StateMachine {
         if let Some(dir) = &self.snapshot_dir {
             let bytes = bincode::serde::encode_to_vec(&stored, bincode_config())
                 .map_err(io::Error::other)?;
-            write_atomically(&dir.join("current.snapshot"), &bytes)?;
+            let file = dir.join("current.snapshot");
+            write_atomically(&file, &bytes).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot write the snapshot {}: {e}", file.display()),
+                )
+            })?;
         }
         *lock(&self.current) = Some(stored);
         Ok(())

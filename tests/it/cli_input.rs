@@ -230,7 +230,7 @@ fn a_second_coordinator_on_the_same_files_says_which_and_what_to_do() {
     assert_ne!(code, 0, "{err}");
     assert!(!err.contains("panicked"), "{err}");
     let expected = format!(
-        "error: data directory {} is in use by another coordinator (raft-log.redb is locked); \
+        "error: data directory {} is in use by another coordinator (raft-log is locked); \
          give each node its own --data-dir",
         dir.path().display()
     );

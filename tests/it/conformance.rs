@@ -15,7 +15,7 @@ impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, tempfile::Temp
     ) -> Result<(tempfile::TempDir, LogStore<TypeConfig>, StateMachine), StorageError<TypeConfig>>
     {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = LogStore::open(&dir.path().join("raft-log.redb")).expect("open log store");
+        let log = LogStore::open(&dir.path().join("raft-log")).expect("open log store");
         let settings = DbSettings {
             threads: 1,
             memory_limit: "256MB".into(),

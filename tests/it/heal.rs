@@ -287,7 +287,7 @@ async fn the_binary_refuses_to_start_a_node_it_cannot_rebuild_with_one_message()
         "0",
     ];
     // Write until the node has purged its log behind a snapshot (seen once it is stopped).
-    let log_path = dir.path().join("raft-log.redb");
+    let log_path = dir.path().join("raft-log");
     let mut purged = None;
     for _ in 0..5 {
         let mut node = super::support::start_coordinator(&args, dir.path());

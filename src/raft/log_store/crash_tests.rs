@@ -1,11 +1,14 @@
-//! Crash tests of the log store with real SIGKILLs, and what a damaged file tail does.
+//! Crash tests of the log store with real SIGKILLs, what damaged segments do, and the
+//! conversion of a store in the old redb layout.
 //!
-//! A child process (this test binary, run again with [`TORTURE_ENV`] naming the file) appends
+//! A child process (this test binary, run again with [`TORTURE_ENV`] naming the store) appends
 //! entries as fast as it can, several appends in flight like openraft, now and then saving a
 //! vote, purging a prefix or truncating a suffix, and prints every write once it is durable.
-//! The parent SIGKILLs it at seeded random moments, reopens the file (redb repairs an
-//! interrupted commit on open) and checks that the log is one run of consecutive entries with
-//! the expected contents, and that every write reported durable is there.
+//! The parent SIGKILLs it at seeded random moments, reopens the store (the tail of an
+//! interrupted write is discarded at open) and checks that the log is one run of consecutive
+//! entries with the expected contents, and that every write reported durable is there. The
+//! child writes several MiB over the rounds, so segments fill, new ones start and purged ones
+//! are deleted while it is being killed.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -228,7 +231,7 @@ async fn sigkilled_writers_lose_no_durable_write() {
         .unwrap_or(20_261_206);
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("raft-log.redb");
+    let path = dir.path().join("raft-log");
     // libtest names omit the crate name that module_path! starts with.
     let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
     let child_test = format!("{module}::torture_child_writes_until_killed");
@@ -278,95 +281,241 @@ async fn sigkilled_writers_lose_no_durable_write() {
         eprintln!("seed {seed} round {round}: killed after {durable:?}");
         check_reopened(&path, &durable, round).await;
     }
+    // The rounds crossed segments: new ones were started and purged ones deleted.
+    let seqs: Vec<u64> = std::fs::read_dir(&path)
+        .unwrap()
+        .filter_map(|e| segment::segment_seq(&e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    assert!(
+        seqs.iter().max() >= Some(&3) && !seqs.contains(&1),
+        "seed {seed}: segments left {seqs:?}"
+    );
 }
 
-/// A store with a few hundred entries, closed cleanly; returns the file's path.
+/// A store with entries 1..=4000 in two segments, closed cleanly; returns its path.
 async fn written_store(dir: &Path) -> PathBuf {
-    let path = dir.join("raft-log.redb");
+    let path = dir.join("raft-log");
     let mut store = Store::open(&path).unwrap();
-    for start in (1..400).step_by(20) {
-        let entries: Vec<Entry> = (start..start + 20).map(|i| entry(1, i)).collect();
+    for start in (1..4000).step_by(100) {
+        let entries: Vec<Entry> = (start..start + 100).map(|i| entry(1, i)).collect();
         let (tx, rx) = C::oneshot();
         store.append(entries, IOFlushed::signal(tx)).await.unwrap();
         rx.await.unwrap().unwrap();
     }
     drop(store);
+    assert!(
+        segment_path(&path, 2).exists(),
+        "the entries should fill one segment"
+    );
     path
 }
 
-/// Opening must fail, naming the file, saying it is damaged and what to do, and leave the
-/// file as it was.
-fn assert_refused_as_damaged(path: &Path) {
-    let before = std::fs::read(path).unwrap();
-    let err = Store::open(path).expect_err("a damaged file must not open");
+fn segment_path(path: &Path, seq: u64) -> PathBuf {
+    path.join(segment::segment_name(seq))
+}
+
+/// Every file of the store and its contents.
+fn files(path: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+/// Opening must fail, naming the store and the segment, saying it is damaged and what to do,
+/// and leave the files as they were.
+fn assert_refused_as_damaged(path: &Path, segment: &Path) {
+    let before = files(path);
+    let err = Store::open(path).expect_err("a damaged store must not open");
     assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     let message = err.to_string();
-    let path_text = path.display().to_string();
     for needed in [
-        path_text.as_str(),
-        "the file is damaged",
+        path.display().to_string().as_str(),
+        &format!("{} is damaged", segment.display()),
         "receives a snapshot from the leader",
     ] {
         assert!(message.contains(needed), "{needed:?} missing: {message}");
     }
-    assert_eq!(std::fs::read(path).unwrap(), before, "the file was changed");
+    assert!(files(path) == before, "the files were changed");
 }
 
-/// A file cut short cannot come from a crash (redb only ever resizes to whole regions, and
-/// the OS keeps a killed process's writes): it is refused with what to do.
+/// A bit flipped in a segment that is not the newest cannot come from a crash (only the
+/// newest is ever written): refused with what to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_file_cut_short_is_refused_with_what_to_do() {
+async fn a_damaged_record_in_an_older_segment_is_refused_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let path = written_store(dir.path()).await;
-    let len = std::fs::metadata(&path).unwrap().len();
-    std::fs::OpenOptions::new()
+    let first = segment_path(&path, 1);
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[300_000] ^= 0x10;
+    std::fs::write(&first, &bytes).unwrap();
+    assert_refused_as_damaged(&path, &first);
+}
+
+/// An older segment cut short: refused likewise (the next segment's entries would not follow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_segment_cut_short_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = written_store(dir.path()).await;
+    let first = segment_path(&path, 1);
+    for cut in [500_000, 1000] {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&first)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let err = Store::open(&path).expect_err("a segment cut short must not open");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains("is damaged"), "{err}");
+    }
+}
+
+/// A segment whose header was overwritten, and a segment missing between two others, are
+/// refused likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_without_its_header_or_a_missing_one_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = written_store(dir.path()).await;
+    let newest = segment_path(&path, 2);
+    let mut bytes = std::fs::read(&newest).unwrap();
+    bytes[..64].fill(0x5A);
+    std::fs::write(&newest, &bytes).unwrap();
+    assert_refused_as_damaged(&path, &newest);
+
+    std::fs::rename(&newest, segment_path(&path, 3)).unwrap();
+    assert_refused_as_damaged(&path, &newest);
+}
+
+/// What an interrupted write leaves at the end of the newest segment (a record cut short,
+/// bytes that fail their checksum) was never acknowledged: it is discarded and zeroed, and
+/// the store goes on after the last whole record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_of_an_interrupted_write_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = written_store(dir.path()).await;
+    let newest = segment_path(&path, 2);
+    let bytes = std::fs::read(&newest).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    // Half a record: a length and checksum, then some of its bytes.
+    let mut torn = Vec::new();
+    segment::push_entry(&mut torn, 4001, &[0x77; 300]);
+    let file = std::fs::OpenOptions::new()
         .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len - 1000)
+        .open(&newest)
         .unwrap();
-    assert_refused_as_damaged(&path);
-}
-
-/// Bytes appended after the last region cannot come from a crash either: refused likewise.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_appended_to_a_log_file_is_refused_with_what_to_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = written_store(dir.path()).await;
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
+    file.write_all_at(&torn[..torn.len() / 2], end as u64)
         .unwrap();
-    file.write_all(&[0x5A; 3000]).unwrap();
+    // And an old whole record further on, which must not come back.
+    file.write_all_at(&torn, end as u64 + 4096).unwrap();
     drop(file);
-    assert_refused_as_damaged(&path);
+
+    let mut store = Store::open(&path).unwrap();
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id.map(|l| l.index), Some(4000));
+    let after = std::fs::read(&newest).unwrap();
+    assert!(
+        after[end..].iter().all(|b| *b == 0),
+        "the tail was not zeroed"
+    );
+    append_one(&mut store, 4001).await;
+    drop(store);
+    let mut store = Store::open(&path).unwrap();
+    let entries = store.try_get_log_entries(3991..).await.unwrap();
+    assert_eq!(entries.len(), 11);
+    assert_eq!(entries[10], entry(1, 4001));
 }
 
-/// A file whose header was overwritten (no redb magic number) is refused likewise.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_file_without_its_header_is_refused_with_what_to_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = written_store(dir.path()).await;
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[..512].fill(0x5A);
-    std::fs::write(&path, &bytes).unwrap();
-    assert_refused_as_damaged(&path);
+async fn append_one(store: &mut Store, index: u64) {
+    let (tx, rx) = C::oneshot();
+    store
+        .append(vec![entry(1, index)], IOFlushed::signal(tx))
+        .await
+        .unwrap();
+    rx.await.unwrap().unwrap();
 }
 
-/// What a crash while a new store is created leaves behind (a partial `.creating` file, no
-/// store) is cleaned up: the store opens, new and empty.
+/// What a crash while a new store is created leaves behind (a partial `.creating` directory,
+/// no store) is cleaned up: the store opens, new and empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_whose_creation_was_interrupted_opens_empty() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("raft-log.redb");
-    let creating = dir.path().join("raft-log.redb.creating");
-    // A header without redb's magic number: what redb writes before it writes the magic.
-    std::fs::write(&creating, vec![0x11; 8192]).unwrap();
+    let path = dir.path().join("raft-log");
+    let creating = dir.path().join("raft-log.creating");
+    std::fs::create_dir(&creating).unwrap();
+    std::fs::write(creating.join(segment::segment_name(1)), vec![0x11; 8192]).unwrap();
     let mut store = Store::open(&path).unwrap();
     assert!(!creating.exists(), "the leftover should be gone");
     let state = store.get_log_state().await.unwrap();
     assert_eq!((state.last_purged_log_id, state.last_log_id), (None, None));
     assert_eq!(store.read_vote().await.unwrap(), None);
+}
+
+/// A store in the old layout (one redb file, `raft-log.redb`) is converted at the first open:
+/// the same entries, vote, last purged and committed log ids; the old file is kept, renamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_in_the_redb_layout_is_converted_at_open() {
+    use redb::{Database, TableDefinition};
+    const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log_entries");
+    const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("raft-log.redb");
+    {
+        let db = Database::create(&old).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut entries = txn.open_table(ENTRIES).unwrap();
+            for i in 11..=30 {
+                let bytes = encode(&entry(2, i), "entry").unwrap();
+                entries.insert(i, bytes.as_slice()).unwrap();
+            }
+            let mut meta = txn.open_table(META).unwrap();
+            let put = |meta: &mut redb::Table<&str, &[u8]>, key, bytes: Vec<u8>| {
+                meta.insert(key, bytes.as_slice()).unwrap();
+            };
+            put(&mut meta, "vote", encode(&vote(2, 3), "vote").unwrap());
+            put(
+                &mut meta,
+                "last_purged_log_id",
+                encode(&log_id(1, 10), "id").unwrap(),
+            );
+            put(
+                &mut meta,
+                "committed",
+                encode(&log_id(2, 25), "id").unwrap(),
+            );
+            put(
+                &mut meta,
+                "format_version",
+                encode(&1u32, "version").unwrap(),
+            );
+        }
+        txn.commit().unwrap();
+    }
+    let path = dir.path().join("raft-log");
+    let mut store = Store::open(&path).unwrap();
+    assert!(!old.exists() && dir.path().join("raft-log.redb.migrated").exists());
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 10)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 30)));
+    assert_eq!(store.read_vote().await.unwrap(), Some(vote(2, 3)));
+    assert_eq!(store.read_committed().await.unwrap(), Some(log_id(2, 25)));
+    let entries = store.try_get_log_entries(11..=30).await.unwrap();
+    assert_eq!(entries, (11..=30).map(|i| entry(2, i)).collect::<Vec<_>>());
+    // And it goes on as a store of its own.
+    append_one(&mut store, 31).await;
+    drop(store);
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(
+        store
+            .get_log_state()
+            .await
+            .unwrap()
+            .last_log_id
+            .map(|l| l.index),
+        Some(31)
+    );
 }
 
 /// Runs only as the child of `a_kill_while_a_store_is_created_never_leaves_one_that_fails`:
@@ -408,7 +557,7 @@ fn a_kill_while_a_store_is_created_never_leaves_one_that_fails() {
     for _ in 0..3 {
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
-        let mut child = spawn(&dir.path().join("raft-log.redb"));
+        let mut child = spawn(&dir.path().join("raft-log"));
         // (libtest prints its own text first, on the same line too.)
         let created_line = BufReader::new(child.stdout.take().unwrap())
             .lines()
@@ -427,7 +576,7 @@ fn a_kill_while_a_store_is_created_never_leaves_one_that_fails() {
     let (rounds, mut created) = (24, 0);
     for round in 0..rounds {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft-log.redb");
+        let path = dir.path().join("raft-log");
         let mut child = spawn(&path);
         let wait = full.mul_f64(1.5 * rng.below(1000) as f64 / 1000.0);
         std::thread::sleep(wait);

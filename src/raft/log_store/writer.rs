@@ -1,25 +1,25 @@
 //! The write path of the log store: the writer thread, its queue of [`Op`]s, the group
-//! commit of whatever is queued, and the `pending` entries that are readable before they are in
-//! redb. The rules are in the parent module's docs ("Writes: one writer thread, group commit").
+//! commit of whatever is queued (one write and one `fdatasync` of the segment being written),
+//! starting a new segment when one is full and deleting those no longer needed, and the
+//! `pending` entries that are readable before they are on disk. The rules are in the parent
+//! module's docs ("Writes: one writer thread, group commit").
 
 use std::io;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Instant;
 
 use openraft::RaftTypeConfig;
 use openraft::storage::IOFlushed;
 use openraft::type_config::alias::LogIdOf;
 use openraft::type_config::alias::VoteOf;
-use redb::Durability;
-use redb::ReadableTable;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use super::{
-    ENTRIES, Inner, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, LogStore, META, SavedCommitted,
-    encode,
-};
+use super::index::{Loc, Segment, expected_next, saved};
+use super::segment::{self, Meta};
+use super::{FORMAT_VERSION, Inner, LogStore, SLOW_COMMIT, encode};
 
 /// Most writes the writer thread puts in one transaction.
 const MAX_BATCH: usize = 256;
@@ -70,13 +70,13 @@ where
     C: RaftTypeConfig,
     LogIdOf<C>: Serialize + DeserializeOwned,
 {
-    /// Starts the writer thread of the store `inner`.
-    pub(super) fn start(inner: &Arc<Inner>) -> Result<Self, io::Error> {
+    /// Starts the writer thread of the store `inner`, appending to `active`.
+    pub(super) fn start(inner: &Arc<Inner>, mut active: Active) -> Result<Self, io::Error> {
         let (queue, ops) = mpsc::channel();
         let for_thread = inner.clone();
         let thread = std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || write_loop::<C>(&for_thread, &ops))
+            .spawn(move || write_loop::<C>(&for_thread, &mut active, &ops))
             .map_err(|e| {
                 io::Error::new(
                     e.kind(),
@@ -131,10 +131,19 @@ where
     }
 }
 
-/// The writer thread: takes whatever is queued (up to [`MAX_BATCH`] writes), writes it in one
-/// redb transaction, fsynced if any of it must be durable, then answers each write. Runs until
-/// every store handle is dropped and the queue is empty.
-fn write_loop<C>(inner: &Inner, ops: &mpsc::Receiver<Op<C>>)
+/// The segment the writer appends to, and where its next record goes.
+pub(super) struct Active {
+    pub segment: Arc<Segment>,
+    /// Offset of the next record.
+    pub end: u64,
+    /// Offset after the header: a segment holding no more than that is never left for a new one.
+    pub start: u64,
+}
+
+/// The writer thread: takes whatever is queued (up to [`MAX_BATCH`] writes), writes it with
+/// one write and one `fdatasync`, then answers each write. Runs until every store handle is
+/// dropped and the queue is empty.
+fn write_loop<C>(inner: &Inner, active: &mut Active, ops: &mpsc::Receiver<Op<C>>)
 where
     C: RaftTypeConfig,
     LogIdOf<C>: Serialize + DeserializeOwned,
@@ -155,14 +164,14 @@ where
         {
             std::thread::sleep(crate::negative::WRITE_DELAY);
         }
-        match inner.write_batch(&batch) {
+        match inner.write_batch(active, &batch) {
             Ok(()) => batch.into_iter().for_each(|op| op.complete(inner, Ok(()))),
             // One write in the batch was refused (e.g. an append that would leave a hole):
             // nothing of the batch was written. Write them one by one, so only the refused
             // one fails and the others keep their order.
             Err(_) if batch.len() > 1 => {
                 for op in batch {
-                    let result = inner.write_batch(std::slice::from_ref(&op));
+                    let result = inner.write_batch(active, std::slice::from_ref(&op));
                     op.complete(inner, result);
                 }
             }
@@ -174,7 +183,7 @@ where
         }
     }
     // A clean close: the committed log id saved since the last write goes to disk now.
-    if let Err(err) = inner.write_batch::<C>(&[]) {
+    if let Err(err) = inner.write_batch::<C>(active, &[]) {
         tracing::warn!("{err}");
     }
 }
@@ -199,17 +208,53 @@ impl<C: RaftTypeConfig> Op<C> {
     }
 }
 
+/// One change a batch makes, in order: an entry written at an offset of the batch's bytes, or
+/// a change of a small value.
+enum Change {
+    Entry { index: u64, at: usize, len: u32 },
+    Meta(Meta),
+}
+
+/// The log's ends as a batch being planned leaves them, to check each append against.
+#[derive(Clone, Copy)]
+struct Ends {
+    first: Option<u64>,
+    last: Option<u64>,
+    purged: Option<u64>,
+}
+
+impl Ends {
+    fn truncate(&mut self, since: u64) {
+        if self.last.is_some_and(|last| last >= since) {
+            if self.first.is_some_and(|first| first >= since) {
+                (self.first, self.last) = (None, None);
+            } else {
+                self.last = Some(since - 1);
+            }
+        }
+    }
+
+    fn purge(&mut self, upto: u64) {
+        self.purged = Some(upto);
+        if self.last.is_some_and(|last| last <= upto) {
+            (self.first, self.last) = (None, None);
+        } else if self.first.is_some_and(|first| first <= upto) {
+            self.first = Some(upto + 1);
+        }
+    }
+}
+
 impl Inner {
-    /// Writes `ops` in order in one fsynced redb transaction, with the committed log id saved
-    /// since the last one (when the entry it names is in the log by then). On an error nothing
-    /// of it is written. With no `ops` it writes the committed log id alone, if there is one to
-    /// write.
-    fn write_batch<C>(&self, ops: &[Op<C>]) -> Result<(), io::Error>
+    /// Writes `ops` in order, with the committed log id saved since the last write (when the
+    /// entry it names is in the log by then), as one write and one `fdatasync`, and then
+    /// applies them to the in-memory log. A write that would break the log (an append leaving
+    /// a hole) fails the batch before anything is written. With no `ops` it writes the committed
+    /// log id alone, if there is one to write.
+    fn write_batch<C>(&self, active: &mut Active, ops: &[Op<C>]) -> Result<(), io::Error>
     where
         C: RaftTypeConfig,
         LogIdOf<C>: Serialize + DeserializeOwned,
     {
-        let op = "write batch";
         let committed = {
             let slot = self.committed.lock().unwrap_or_else(|e| e.into_inner());
             match (&slot.latest, slot.written) {
@@ -220,28 +265,130 @@ impl Inner {
         if ops.is_empty() && committed.is_none() {
             return Ok(());
         }
-        let mut txn = self.db.begin_write().map_err(|e| self.redb_err(op, e))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| self.redb_err(op, e))?;
+        let mut ends = {
+            let log = self.log();
+            Ends {
+                first: log.first_index(),
+                last: log.last_index(),
+                purged: log.purged_index(),
+            }
+        };
+        let mut bytes = Vec::new();
+        let mut changes = Vec::new();
+        let meta = |bytes: &mut Vec<u8>, changes: &mut Vec<Change>, meta: Meta| {
+            segment::push_meta(bytes, &meta)?;
+            changes.push(Change::Meta(meta));
+            Ok::<_, io::Error>(())
+        };
         for write in ops {
             match write {
-                Op::Append { entries, .. } => self.append_in::<C>(&txn, entries)?,
-                Op::Vote { bytes, .. } => {
-                    self.put_meta_in(&txn, KEY_VOTE, Some(bytes), "save vote")?
+                Op::Append { entries, .. } => {
+                    self.check_append(&ends, entries)?;
+                    for (index, entry) in entries {
+                        let at = segment::push_entry(&mut bytes, *index, entry);
+                        let len = u32::try_from(entry.len()).map_err(|_| {
+                            self.error(
+                                io::ErrorKind::InvalidInput,
+                                format!("log entry {index} is larger than 4 GiB"),
+                            )
+                        })?;
+                        changes.push(Change::Entry {
+                            index: *index,
+                            at,
+                            len,
+                        });
+                    }
+                    if let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) {
+                        ends.first = ends.first.or(Some(*first));
+                        ends.last = Some(*last);
+                    }
                 }
-                Op::Truncate { since, .. } => self.truncate_in(&txn, *since)?,
-                Op::Purge { log_id, .. } => self.purge_in::<C>(&txn, log_id)?,
+                Op::Vote { bytes: vote, .. } => {
+                    meta(&mut bytes, &mut changes, Meta::Vote(vote.clone()))?
+                }
+                Op::Truncate { since, .. } => {
+                    tracing::debug!(path = %self.path.display(), since, "truncating raft log");
+                    meta(&mut bytes, &mut changes, Meta::Truncate { since: *since })?;
+                    ends.truncate(*since);
+                }
+                Op::Purge { log_id, .. } => {
+                    let upto = log_id.index;
+                    // A purge that does not move forward is a no-op.
+                    if ends.purged.is_some_and(|purged| purged >= upto) {
+                        continue;
+                    }
+                    tracing::debug!(path = %self.path.display(), upto, "purging raft log");
+                    let purged = saved(upto, encode(log_id, "last purged log id")?);
+                    meta(&mut bytes, &mut changes, Meta::Purge(purged))?;
+                    ends.purge(upto);
+                }
             }
         }
-        let written = match committed {
-            Some(committed) => self.committed_in::<C>(&txn, committed)?,
-            None => None,
-        };
-        if ops.is_empty() && written.is_none() {
-            // Nothing to write after all (the entry the committed id names is still queued).
+        // On disk a committed log id never runs ahead of the entries: held back while the
+        // entry it names is still queued.
+        let mut written = None;
+        if let Some(committed) = committed {
+            let tail = ends.last.or(ends.purged);
+            let held = committed
+                .as_ref()
+                .is_some_and(|c| tail.is_none_or(|tail| tail < c.index));
+            if !held {
+                let value = committed.clone().map(|c| saved(c.index, c.bytes));
+                meta(&mut bytes, &mut changes, Meta::Committed(value))?;
+                written = Some(committed);
+            }
+        }
+        if bytes.is_empty() {
             return Ok(());
         }
-        self.commit(txn, op)?;
+
+        let size = segment::segment_bytes(active.segment.seq);
+        if active.end + bytes.len() as u64 > size && active.end > active.start {
+            self.start_segment(active)?;
+        }
+        let started = Instant::now();
+        segment::write_durably(&active.segment.file, &bytes, active.end).map_err(|e| {
+            self.error(
+                e.kind(),
+                format!("write to {}: {e}", active.segment.path.display()),
+            )
+        })?;
+        let took = started.elapsed();
+        if took >= SLOW_COMMIT {
+            tracing::warn!(
+                path = %self.path.display(),
+                took_ms = took.as_millis() as u64,
+                "slow raft log write (disk saturated?)"
+            );
+        }
+
+        let dead = {
+            let mut log = self.log();
+            for change in changes {
+                match change {
+                    Change::Entry { index, at, len } => {
+                        let loc = Loc {
+                            segment: active.segment.clone(),
+                            offset: active.end + at as u64,
+                            len,
+                        };
+                        log.push(index, loc, false)
+                            .map_err(|e| self.error(io::ErrorKind::InvalidData, e))?;
+                    }
+                    Change::Meta(meta) => log.apply(meta),
+                }
+            }
+            log.dead_segments()
+        };
+        active.end += bytes.len() as u64;
+        for segment in dead {
+            if let Err(err) = std::fs::remove_file(&segment.path) {
+                tracing::warn!(
+                    path = %segment.path.display(),
+                    "cannot delete a raft log segment no longer needed: {err}"
+                );
+            }
+        }
         if let Some(written) = written {
             let mut slot = self.committed.lock().unwrap_or_else(|e| e.into_inner());
             if slot.latest.as_ref() == Some(&written) {
@@ -251,37 +398,41 @@ impl Inner {
         Ok(())
     }
 
-    /// Puts the committed log id `committed` in `txn` unless it names an entry the log does
-    /// not hold yet (its append is still queued): on disk, a committed id never runs ahead of
-    /// the entries. Returns what it wrote.
-    fn committed_in<C>(
-        &self,
-        txn: &redb::WriteTransaction,
-        committed: Option<SavedCommitted>,
-    ) -> Result<Option<Option<SavedCommitted>>, io::Error>
-    where
-        C: RaftTypeConfig,
-        LogIdOf<C>: DeserializeOwned,
-    {
-        let op = "save committed log id";
-        if let Some(saved) = &committed {
-            let table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(op, e))?;
-            let tail = match table.last().map_err(|e| self.redb_err(op, e))? {
-                Some((key, _)) => Some(key.value()),
-                // An empty log ends at its last purged entry.
-                None => {
-                    let meta = txn.open_table(META).map_err(|e| self.redb_err(op, e))?;
-                    self.get_meta::<LogIdOf<C>>(&meta, KEY_LAST_PURGED, op)?
-                        .map(|purged| purged.index)
-                }
-            };
-            if tail.is_none_or(|tail| tail < saved.index) {
-                return Ok(None);
-            }
+    /// Refuses an append that would leave a hole or overwrite entries without a truncation.
+    fn check_append(&self, ends: &Ends, entries: &[(u64, Arc<Vec<u8>>)]) -> Result<(), io::Error> {
+        let Some((first, _)) = entries.first() else {
+            return Ok(());
+        };
+        match expected_next(ends.last, ends.purged) {
+            Some(expected) if *first != expected => Err(self.error(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "append log entries from {first}: the next index must be {expected} (last \
+                     stored index: {:?}); refusing to leave a hole or overwrite without \
+                     truncate_after",
+                    ends.last
+                ),
+            )),
+            _ => Ok(()),
         }
-        let bytes = committed.as_ref().map(|c| c.bytes.as_slice());
-        self.put_meta_in(txn, KEY_COMMITTED, bytes, op)?;
-        Ok(Some(committed))
+    }
+
+    /// Starts the next segment (its header carries the small values as they are now) and
+    /// makes it the one appended to.
+    fn start_segment(&self, active: &mut Active) -> Result<(), io::Error> {
+        let seq = active.segment.seq + 1;
+        let meta = self.log().meta.clone();
+        let (file, path, start) =
+            segment::create_segment(&self.path, seq, FORMAT_VERSION, &meta)
+                .map_err(|e| self.error(e.kind(), format!("start segment {seq}: {e}")))?;
+        let segment = Arc::new(Segment { seq, file, path });
+        self.log().segments.push_back(segment.clone());
+        *active = Active {
+            segment,
+            end: start,
+            start,
+        };
+        Ok(())
     }
 
     /// Makes entries readable before they are written (see [`Inner::pending`]).
@@ -317,118 +468,5 @@ impl Inner {
             .range(first..=last)
             .map(|(i, b)| (*i, b.clone()))
             .collect()
-    }
-
-    /// Appends encoded consecutive entries, refusing a gap after the current tail (or after
-    /// the last purged entry when the log is empty).
-    fn append_in<C>(
-        &self,
-        txn: &redb::WriteTransaction,
-        entries: &[(u64, Arc<Vec<u8>>)],
-    ) -> Result<(), io::Error>
-    where
-        C: RaftTypeConfig,
-        LogIdOf<C>: DeserializeOwned,
-    {
-        let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) else {
-            return Ok(());
-        };
-        let (first, last) = (*first, *last);
-        let op = format!("append log entries {first}..={last}");
-
-        let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
-        let meta = txn.open_table(META).map_err(|e| self.redb_err(&op, e))?;
-
-        let tail = table
-            .last()
-            .map_err(|e| self.redb_err(&op, e))?
-            .map(|(key, _)| key.value());
-        let expected_first = match tail {
-            Some(tail) => Some(tail + 1),
-            None => self
-                .get_meta::<LogIdOf<C>>(&meta, KEY_LAST_PURGED, &op)?
-                .map(|purged| purged.index + 1),
-        };
-        if let Some(expected_first) = expected_first
-            && first != expected_first
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "raft log store {}: {op}: the next index must be {expected_first} \
-                     (last stored index: {tail:?}); refusing to leave a hole or overwrite \
-                     without truncate_after",
-                    self.path.display()
-                ),
-            ));
-        }
-
-        for (index, bytes) in entries {
-            table
-                .insert(*index, bytes.as_slice())
-                .map_err(|e| self.redb_err(format_args!("{op}: insert entry {index}"), e))?;
-        }
-        Ok(())
-    }
-
-    /// Deletes every entry with index `>= since`.
-    fn truncate_in(&self, txn: &redb::WriteTransaction, since: u64) -> Result<(), io::Error> {
-        let op = format!("truncate log from index {since} on");
-        tracing::debug!(path = %self.path.display(), since, "truncating raft log");
-        let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
-        table
-            .retain_in(since.., |_, _| false)
-            .map_err(|e| self.redb_err(&op, e))?;
-        Ok(())
-    }
-
-    /// Records `log_id` as the last purged log id and deletes every entry up to and including
-    /// its index, in the same transaction (never a hole). A purge that does not move forward
-    /// is a no-op.
-    fn purge_in<C>(
-        &self,
-        txn: &redb::WriteTransaction,
-        log_id: &LogIdOf<C>,
-    ) -> Result<(), io::Error>
-    where
-        C: RaftTypeConfig,
-        LogIdOf<C>: Serialize + DeserializeOwned,
-    {
-        let upto = log_id.index;
-        let op = format!("purge log up to index {upto}");
-        tracing::debug!(path = %self.path.display(), upto, "purging raft log");
-        let bytes = encode(log_id, "last purged log id")?;
-
-        let mut meta = txn.open_table(META).map_err(|e| self.redb_err(&op, e))?;
-        let current = self.get_meta::<LogIdOf<C>>(&meta, KEY_LAST_PURGED, &op)?;
-        if let Some(current) = current
-            && current.index >= upto
-        {
-            return Ok(());
-        }
-
-        let mut table = txn.open_table(ENTRIES).map_err(|e| self.redb_err(&op, e))?;
-        table
-            .retain_in(..=upto, |_, _| false)
-            .map_err(|e| self.redb_err(&op, e))?;
-        meta.insert(KEY_LAST_PURGED, bytes.as_slice())
-            .map_err(|e| self.redb_err(&op, e))?;
-        Ok(())
-    }
-
-    /// Writes (`Some`) or deletes (`None`) one meta value.
-    fn put_meta_in(
-        &self,
-        txn: &redb::WriteTransaction,
-        key: &str,
-        value: Option<&[u8]>,
-        op: &str,
-    ) -> Result<(), io::Error> {
-        let mut meta = txn.open_table(META).map_err(|e| self.redb_err(op, e))?;
-        match value {
-            Some(bytes) => meta.insert(key, bytes).map(drop),
-            None => meta.remove(key).map(drop),
-        }
-        .map_err(|e| self.redb_err(op, e))
     }
 }
