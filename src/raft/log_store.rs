@@ -137,6 +137,10 @@ pub const LIMITED_READ_MAX_BYTES: usize = 1024 * 1024;
 /// still pending (`Inner::read_pending_only`); larger reads go to the blocking pool.
 const INLINE_READ_MAX_BYTES: usize = 64 * 1024;
 
+/// Most bytes between two stored entries that one read still spans (the records' own
+/// prefixes and small records in between); farther apart, they are read separately.
+const READ_GAP_MAX_BYTES: u64 = 4096;
+
 /// A durable write slower than this is logged as a warning (a sign of a saturated disk, which
 /// shows up as spurious Raft elections).
 const SLOW_COMMIT: Duration = Duration::from_millis(200);
@@ -591,13 +595,39 @@ impl Inner {
         // Pending entries first: one that leaves `pending` after this is in the index before
         // it leaves, so no entry is missed.
         let pending = self.pending_in(first, last);
-        let stored = self.log().locs(first, last);
+        let mut stored = self.log().locs(first, last);
+        // With a byte bound, only the entries up to the one that reaches it.
+        if let Some(max) = max_bytes {
+            let mut bytes = 0;
+            let upto = stored.iter().position(|(_, loc)| {
+                bytes += loc.len as usize;
+                bytes >= max
+            });
+            stored.truncate(upto.map_or(stored.len(), |i| i + 1));
+        }
 
         let mut read = EntriesRead::<C>::new(max_bytes);
-        for (index, loc) in stored {
-            let bytes = self.read_at(&loc)?;
-            if !read.push(self, index, &bytes, op)? {
-                return Ok(read.entries);
+        // Entries written one after the other in one segment are read with one `pread`.
+        for run in stored.chunk_by(|(_, a), (_, b)| {
+            Arc::ptr_eq(&a.segment, &b.segment)
+                && b.offset >= a.offset + u64::from(a.len)
+                && b.offset - (a.offset + u64::from(a.len)) <= READ_GAP_MAX_BYTES
+        }) {
+            let (Some((_, head)), Some((_, tail))) = (run.first(), run.last()) else {
+                continue;
+            };
+            let span = Loc {
+                segment: head.segment.clone(),
+                offset: head.offset,
+                len: u32::try_from(tail.offset + u64::from(tail.len) - head.offset)
+                    .map_err(|_| self.error(io::ErrorKind::InvalidData, op()))?,
+            };
+            let bytes = self.read_at(&span)?;
+            for (index, loc) in run {
+                let at = (loc.offset - head.offset) as usize;
+                if !read.push(self, *index, &bytes[at..at + loc.len as usize], op)? {
+                    return Ok(read.entries);
+                }
             }
         }
         // Then what is not on disk yet, after what the segments had.

@@ -180,6 +180,7 @@ fn replay(path: &Path) -> Result<(Log, Active), io::Error> {
                 segment: segment.clone(),
                 end: end as u64,
                 start: start as u64,
+                dirty_to: 0,
             });
         }
         log.segments.push_back(segment);
@@ -189,8 +190,13 @@ fn replay(path: &Path) -> Result<(Log, Active), io::Error> {
     let active = active.ok_or_else(|| damaged(path, path, "it holds no segment file"))?;
     // Segments replay showed no longer needed (a crash came between a purge and their
     // deletion) are deleted now.
-    for dead in log.dead_segments() {
-        std::fs::remove_file(&dead.path).map_err(|e| fs_error(path, "remove", &dead.path, e))?;
+    let dead = log.dead_segments();
+    for segment in &dead {
+        std::fs::remove_file(&segment.path)
+            .map_err(|e| fs_error(path, "remove", &segment.path, e))?;
+    }
+    if !dead.is_empty() {
+        segment::sync_dir(path).map_err(|e| fs_error(path, "fsync", path, e))?;
     }
     Ok((log, active))
 }

@@ -138,6 +138,9 @@ pub(super) struct Active {
     pub end: u64,
     /// Offset after the header: a segment holding no more than that is never left for a new one.
     pub start: u64,
+    /// How far a write that failed may have left bytes after `end` (0: none did). They are
+    /// zeroed before the segment is left: only the newest segment may end in an invalid record.
+    pub dirty_to: u64,
 }
 
 /// The writer thread: takes whatever is queued (up to [`MAX_BATCH`] writes), writes it with
@@ -347,12 +350,13 @@ impl Inner {
             self.start_segment(active)?;
         }
         let started = Instant::now();
-        segment::write_durably(&active.segment.file, &bytes, active.end).map_err(|e| {
-            self.error(
+        if let Err(e) = segment::write_durably(&active.segment.file, &bytes, active.end) {
+            active.dirty_to = active.dirty_to.max(active.end + bytes.len() as u64);
+            return Err(self.error(
                 e.kind(),
                 format!("write to {}: {e}", active.segment.path.display()),
-            )
-        })?;
+            ));
+        }
         let took = started.elapsed();
         if took >= SLOW_COMMIT {
             tracing::warn!(
@@ -381,12 +385,19 @@ impl Inner {
             log.dead_segments()
         };
         active.end += bytes.len() as u64;
-        for segment in dead {
-            if let Err(err) = std::fs::remove_file(&segment.path) {
-                tracing::warn!(
-                    path = %segment.path.display(),
-                    "cannot delete a raft log segment no longer needed: {err}"
-                );
+        if !dead.is_empty() {
+            for segment in &dead {
+                if let Err(err) = std::fs::remove_file(&segment.path) {
+                    tracing::warn!(
+                        path = %segment.path.display(),
+                        "cannot delete a raft log segment no longer needed: {err}"
+                    );
+                }
+            }
+            // Deleted for good, oldest first: a crash never brings back an older segment
+            // while a newer one stays gone, which would read as a missing segment.
+            if let Err(err) = segment::sync_dir(&self.path) {
+                tracing::warn!(path = %self.path.display(), "cannot fsync the raft log directory: {err}");
             }
         }
         if let Some(written) = written {
@@ -420,6 +431,15 @@ impl Inner {
     /// Starts the next segment (its header carries the small values as they are now) and
     /// makes it the one appended to.
     fn start_segment(&self, active: &mut Active) -> Result<(), io::Error> {
+        if active.dirty_to > active.end {
+            let zeros = vec![0; (active.dirty_to - active.end) as usize];
+            segment::write_durably(&active.segment.file, &zeros, active.end).map_err(|e| {
+                self.error(
+                    e.kind(),
+                    format!("zero the end of {}: {e}", active.segment.path.display()),
+                )
+            })?;
+        }
         let seq = active.segment.seq + 1;
         let meta = self.log().meta.clone();
         let (file, path, start) =
@@ -431,6 +451,7 @@ impl Inner {
             segment,
             end: start,
             start,
+            dirty_to: 0,
         };
         Ok(())
     }
