@@ -17,11 +17,11 @@
 //! * **restart**: then the other follower — caught up, never stopped — is SIGKILLed and
 //!   started again on its files; measured the same way, against the leader's commit index at
 //!   restart time. Between its kill and its restart, copies of its files are opened in this
-//!   process to split the time: opening the redb log, opening DuckDB and loading the in-memory
+//!   process to split the time: opening the Raft log, opening DuckDB and loading the in-memory
 //!   machine from it, and how many entries openraft must apply again (the log after DuckDB's
 //!   `last_applied`, which lags apply by at most one flush).
 //!
-//! The state's size (the leader's DuckDB file with its WAL, its redb log and its snapshot) is
+//! The state's size (the leader's DuckDB file with its WAL, its Raft log and its snapshot) is
 //! read after each repetition. Every figure is the median over the repetitions, with every
 //! sample in the JSON document; the ratios compare the largest size with the smallest. Times
 //! are found by polling every 5 ms, so each includes up to that much polling delay.
@@ -119,7 +119,7 @@ pub struct StateSize {
     pub applied_index: u64,
     /// The DuckDB file and its WAL.
     pub duckdb_bytes: u64,
-    /// The redb Raft log.
+    /// The Raft log (its segment files).
     pub log_bytes: u64,
     /// The current snapshot file (0 without one).
     pub snapshot_bytes: u64,
@@ -143,7 +143,7 @@ pub struct RestartSample {
     pub last_log_index: Option<u64>,
     /// Entries openraft applies again from the log (`target_index - duckdb_applied`).
     pub replayed_entries: u64,
-    /// Opening a copy of its redb log, in this process.
+    /// Opening a copy of its Raft log, in this process.
     pub open_log_ms: f64,
     /// Opening a copy of its DuckDB file and loading the in-memory machine, in this process.
     pub open_state_ms: f64,
@@ -333,6 +333,32 @@ fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
+/// The Raft log's bytes on disk: its directory of segments, or the redb file a build before
+/// the segments kept (`--binary` runs an older build).
+fn log_len(dir: &Path) -> u64 {
+    let segments = std::fs::read_dir(dir.join(LOG_FILE_NAME))
+        .into_iter()
+        .flatten();
+    let in_dir: u64 = segments.flatten().map(|e| file_len(&e.path())).sum();
+    in_dir + file_len(&dir.join(OLD_LOG_FILE_NAME))
+}
+
+/// The Raft log file of builds before the segment log.
+const OLD_LOG_FILE_NAME: &str = "raft-log.redb";
+
+/// Copies the file or the directory of files (one level) `from` to `to`.
+fn copy_path(from: &Path, to: &Path) -> std::io::Result<()> {
+    if !from.is_dir() {
+        return std::fs::copy(from, to).map(drop);
+    }
+    std::fs::create_dir_all(to)?;
+    for item in std::fs::read_dir(from)? {
+        let item = item?;
+        std::fs::copy(item.path(), to.join(item.file_name()))?;
+    }
+    Ok(())
+}
+
 fn node_dir(root: &Path, id: u64) -> PathBuf {
     root.join(format!("node-{id}"))
 }
@@ -347,7 +373,7 @@ fn state_size(dir: &Path, applied_index: u64) -> StateSize {
     StateSize {
         applied_index,
         duckdb_bytes: duckdb_bytes(dir),
-        log_bytes: file_len(&dir.join(LOG_FILE_NAME)),
+        log_bytes: log_len(dir),
         snapshot_bytes: file_len(&snapshots.join("current.snapshot")),
         snapshot_index: saved_snapshot_index(&snapshots).ok().flatten(),
     }
@@ -368,10 +394,15 @@ async fn open_cost(dir: &Path, scratch: &Path) -> Result<OpenCost, CliError> {
     let _ = std::fs::remove_dir_all(scratch);
     let snapshots = scratch.join(crate::config::SNAPSHOT_DIR_NAME);
     std::fs::create_dir_all(&snapshots).map_err(copy_err)?;
-    for name in [LOG_FILE_NAME, "state.duckdb", "state.duckdb.wal"] {
+    for name in [
+        LOG_FILE_NAME,
+        OLD_LOG_FILE_NAME,
+        "state.duckdb",
+        "state.duckdb.wal",
+    ] {
         let from = dir.join(name);
         if from.exists() {
-            std::fs::copy(&from, scratch.join(name)).map_err(copy_err)?;
+            copy_path(&from, &scratch.join(name)).map_err(copy_err)?;
         }
     }
     let current = dir
