@@ -143,7 +143,7 @@ pub async fn run(command: ClusterCommand) -> Result<(), CliError> {
             db_path,
             data_dir,
         } => {
-            print!("{}", restore(&file, &db_path, data_dir.as_deref())?);
+            print!("{}", restore(&file, &db_path, data_dir.as_deref()).await?);
             Ok(())
         }
         ClusterCommand::Check { target, wait } => {
@@ -287,10 +287,42 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
         .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))
 }
 
+/// Creates the restored node's Raft log holding one vote: for the node that led the term of
+/// the snapshot's last entry, in that term (a vote that node did win). Without it the node
+/// starts with no vote while it holds entries of that term, and openraft campaigns in the term
+/// after its vote's — term 1 — so an elected node would append entries of a lower term than
+/// the entries before them (openraft's own debug assertion stops it: "vote must GE
+/// last_leader_log_ids"). With it, the first campaign is in the next term.
+async fn seed_vote(
+    log: &Path,
+    meta: &crate::raft::state_machine::SnapshotFileMeta,
+) -> Result<(), CliError> {
+    use openraft::storage::RaftLogStorage;
+    if meta.term == 0 {
+        return Ok(());
+    }
+    let failed = |e: std::io::Error| CliError::Other(format!("cannot seed the Raft log: {e}"));
+    let path = log.to_path_buf();
+    let mut store = tokio::task::spawn_blocking(move || {
+        crate::raft::log_store::LogStore::<crate::raft::TypeConfig>::open(&path)
+    })
+    .await
+    .map_err(|e| CliError::Other(format!("cannot seed the Raft log: {e}")))?
+    .map_err(failed)?;
+    store
+        .save_vote(&openraft::Vote::new(meta.term, meta.leader))
+        .await
+        .map_err(failed)
+}
+
 /// `cluster restore FILE --db-path P [--data-dir D]`: checks the backup and the empty data
-/// directory, then installs the file as the node's current snapshot. The node loads it into
-/// its fresh DuckDB file when it starts.
-pub fn restore(file: &Path, db_path: &Path, data_dir: Option<&Path>) -> Result<String, CliError> {
+/// directory, then installs the file as the node's current snapshot and seeds the node's vote
+/// (see [`seed_vote`]). The node loads the snapshot into its fresh DuckDB file when it starts.
+pub async fn restore(
+    file: &Path,
+    db_path: &Path,
+    data_dir: Option<&Path>,
+) -> Result<String, CliError> {
     let bytes = std::fs::read(file)
         .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
     let meta = crate::raft::state_machine::snapshot_file_meta(&bytes)
@@ -314,6 +346,7 @@ pub fn restore(file: &Path, db_path: &Path, data_dir: Option<&Path>) -> Result<S
     std::fs::create_dir_all(&dir)
         .map_err(|e| CliError::Other(format!("cannot create {}: {e}", dir.display())))?;
     write_atomically(&dir.join("current.snapshot"), &bytes)?;
+    seed_vote(&log, &meta).await?;
     let members: Vec<String> = meta
         .members
         .iter()

@@ -359,6 +359,8 @@ pub struct SnapshotFileMeta {
     /// The last log index and term it covers (0 for a snapshot of nothing).
     pub index: u64,
     pub term: u64,
+    /// The node that led that term (0 for a snapshot of nothing).
+    pub leader: u64,
     /// The membership it carries: each member's id and address, and whether it votes.
     pub members: Vec<(u64, String, bool)>,
 }
@@ -373,6 +375,7 @@ pub fn snapshot_file_meta(bytes: &[u8]) -> Result<SnapshotFileMeta, String> {
     Ok(SnapshotFileMeta {
         index: stored.meta.last_log_id.map_or(0, |l| l.index),
         term: stored.meta.last_log_id.map_or(0, |l| l.leader_id.term),
+        leader: stored.meta.last_log_id.map_or(0, |l| l.leader_id.node_id),
         members: membership
             .nodes()
             .map(|(id, n)| (*id, n.addr.clone(), voters.contains(id)))

@@ -219,6 +219,21 @@ async fn a_snapshot_backup_restores_a_whole_cluster() {
     let leader = three.leader(LIMIT, None).await.unwrap();
     let via = three.addr(leader).to_string();
     commit_bench(&via, 300, 8).await;
+    // Into a later term: a restored node holds entries of that term and must campaign above it.
+    let other = (1..=3).find(|id| *id != leader).unwrap();
+    let (code, _, err) = run(
+        &[
+            "cluster",
+            "transfer-leader",
+            &other.to_string(),
+            "--coordinator",
+            &via,
+        ],
+        d,
+    );
+    assert_eq!(code, 0, "{err}");
+    let via = three.addr(other).to_string();
+    commit_bench(&via, 10, 2).await;
     let backup = d.join("backup.snapshot");
     let (code, reply, err) = cluster(
         &["snapshot", "--out", &backup.display().to_string()],
@@ -272,6 +287,10 @@ async fn a_snapshot_backup_restores_a_whole_cluster() {
         let (code, out, err) = restore(&node_db(id));
         assert_eq!(code, 0, "{err}");
         assert!(out.contains(&format!("up to index {index}")), "{out}");
+        assert!(
+            !out.contains("(term 1)"),
+            "the backup should be of a later term: {out}"
+        );
     }
     for id in 1..=3 {
         three.restart(id).unwrap();
@@ -279,12 +298,12 @@ async fn a_snapshot_backup_restores_a_whole_cluster() {
     let leader = three.leader(LIMIT, None).await.unwrap();
     let via = three.addr(leader).to_string();
     for id in 1..=3 {
-        count_reaches(three.addr(id), "SELECT count(*) FROM bench_log", 300, LIMIT).await;
+        count_reaches(three.addr(id), "SELECT count(*) FROM bench_log", 310, LIMIT).await;
     }
     // And it goes on from there.
     commit_bench(&via, 5, 1).await;
     let mut control = client(&via).await;
     let rows =
         super::support::query_consistent(&mut control, "SELECT count(*) FROM bench_log").await;
-    assert_eq!(rows[0][0].as_u64(), Some(305), "{rows:?}");
+    assert_eq!(rows[0][0].as_u64(), Some(315), "{rows:?}");
 }
