@@ -427,6 +427,32 @@ async fn the_tail_of_an_interrupted_write_is_discarded() {
     assert_eq!(entries[10], entry(1, 4001));
 }
 
+/// What a failed write left after the last record (bytes the writer could not make durable)
+/// is zeroed before the writer leaves the segment for a new one: only the newest segment may
+/// end in an invalid record, so left there, it would read as damage at the next open.
+#[test]
+fn a_segment_left_after_a_failed_write_ends_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft-log");
+    let (inner, mut active) = open::open_inner::<C>(&path).unwrap();
+    let first = active.segment.path.clone();
+    let end = active.end;
+    let mut torn = Vec::new();
+    segment::push_entry(&mut torn, 1, &[0x77; 300]);
+    active.segment.file.write_all_at(&torn[..200], end).unwrap();
+    active.dirty_to = end + 200;
+
+    inner.start_segment(&mut active).unwrap();
+    assert_eq!(active.segment.seq, 2);
+    let bytes = std::fs::read(&first).unwrap();
+    assert!(
+        bytes[end as usize..].iter().all(|b| *b == 0),
+        "the failed write's bytes are left"
+    );
+    drop((inner, active));
+    Store::open(&path).expect("the store opens");
+}
+
 async fn append_one(store: &mut Store, index: u64) {
     let (tx, rx) = C::oneshot();
     store

@@ -430,7 +430,7 @@ impl Inner {
 
     /// Starts the next segment (its header carries the small values as they are now) and
     /// makes it the one appended to.
-    fn start_segment(&self, active: &mut Active) -> Result<(), io::Error> {
+    pub(super) fn start_segment(&self, active: &mut Active) -> Result<(), io::Error> {
         if active.dirty_to > active.end {
             let zeros = vec![0; (active.dirty_to - active.end) as usize];
             segment::write_durably(&active.segment.file, &zeros, active.end).map_err(|e| {
