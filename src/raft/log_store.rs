@@ -120,6 +120,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use self::index::{Loc, Log};
+use self::segment::Saved;
 use self::writer::{Op, Writer};
 use super::stages::{Stage, StageClock};
 
@@ -186,18 +187,11 @@ struct Inner {
 #[derive(Default)]
 struct CommittedSlot {
     /// `None` until the first `save_committed`; `Some(None)` deletes it.
-    latest: Option<Option<SavedCommitted>>,
+    /// (With its index, so the writer can hold it back until the entry it names is written.)
+    latest: Option<Option<Saved>>,
     /// Whether the segments hold `latest` (durably, or in a write that a clean close makes
     /// durable).
     written: bool,
-}
-
-/// A committed log id: its index (so the writer can hold it back until the entry it names is
-/// written) and its encoding.
-#[derive(Clone, PartialEq)]
-struct SavedCommitted {
-    index: u64,
-    bytes: Vec<u8>,
 }
 
 impl Inner {
@@ -378,7 +372,7 @@ where
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let saved = match &committed {
-            Some(log_id) => Some(SavedCommitted {
+            Some(log_id) => Some(Saved {
                 index: log_id.index,
                 bytes: encode(log_id, "committed log id")?,
             }),

@@ -336,7 +336,7 @@ impl Inner {
                 .as_ref()
                 .is_some_and(|c| tail.is_none_or(|tail| tail < c.index));
             if !held {
-                let value = committed.clone().map(|c| saved(c.index, c.bytes));
+                let value = committed.clone();
                 meta(&mut bytes, &mut changes, Meta::Committed(value))?;
                 written = Some(committed);
             }
