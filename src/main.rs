@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 use testfleet::bench::{self, failover};
@@ -136,8 +136,8 @@ enum Command {
         detach: bool,
         /// Run on a fleet of this command's own: a coordinator in this process and N local
         /// workers, started before the job and stopped after it
-        #[arg(long, value_name = "N", conflicts_with = "coordinator",
-              value_parser = clap::value_parser!(u16).range(1..=256))]
+        /// (`--coordinator` given with it is refused; TESTFLEET_COORDINATOR is ignored.)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
         local: Option<u16>,
         /// With --local: keep the coordinator's data (DuckDB, Raft log, tokens) and the logs in
         /// DIR instead of a temporary directory
@@ -306,8 +306,9 @@ enum BenchCommand {
         /// Directory for the started node(s)' files and the fsync sample
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
-        /// Start a local cluster of this many coordinator processes and load it
-        #[arg(long, conflicts_with = "coordinator")]
+        /// Start a local cluster of this many coordinator processes and load it (`--coordinator`
+        /// given with it is refused; TESTFLEET_COORDINATOR is ignored)
+        #[arg(long)]
         nodes: Option<u64>,
         /// How the started cluster is protected
         #[arg(long, value_enum, default_value_t = Security::Tokens, requires = "nodes")]
@@ -602,7 +603,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print_summary(report, target.output)
         }
         Command::Completions { shell } => {
-            use clap::CommandFactory;
             use std::io::Write;
             // Into memory first: clap_complete panics on a write error, and a closed pipe
             // (`| head`) is not an error here.
@@ -784,7 +784,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }) => {
             let settings = bench::commit::BenchSettings {
                 nodes,
-                coordinators: match coordinator.as_deref() {
+                // With --nodes, a coordinator from the environment is not the target.
+                coordinators: match coordinator.as_deref().filter(|_| nodes.is_none()) {
                     Some(list) => Some(Remote::new(
                         cli::parse_addresses(list)?,
                         auth.credentials()?,
@@ -867,8 +868,41 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// `--coordinator` conflicts with `--local` (`run`, `pytest`) and `--nodes` (`bench commit`)
+/// only when both are on the command line. `TESTFLEET_COORDINATOR` in the environment names the
+/// cluster a shell usually talks to, and a command told to start a fleet of its own ignores it;
+/// clap's `conflicts_with` counts a value from the environment too, so it refused `run --local`
+/// in every shell that exports the variable.
+fn refuse_explicit_conflicts(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+    use clap::parser::ValueSource;
+    let mut current = matches;
+    while let Some((_, sub)) = current.subcommand() {
+        let given = |id: &str| {
+            sub.ids().any(|present| present.as_str() == id)
+                && sub.value_source(id) == Some(ValueSource::CommandLine)
+        };
+        for own in ["local", "nodes"] {
+            if given(own) && given("coordinator") {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "the argument '--{own}' cannot be used with '--coordinator': --{own} \
+                         starts a fleet of its own"
+                    ),
+                ));
+            }
+        }
+        current = sub;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    if let Err(e) = refuse_explicit_conflicts(&matches) {
+        e.exit();
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let local = match &cli.command {
         Command::Run { local, .. } => local.is_some(),
         Command::Pytest(args) => args.local.is_some(),

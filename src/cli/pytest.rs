@@ -67,8 +67,8 @@ pub struct PytestArgs {
     pub rerun_failures: u32,
     /// Run on a fleet of this command's own: a coordinator in this process and N local
     /// workers, started before the suite and stopped after it
-    #[arg(long, value_name = "N", conflicts_with = "coordinator",
-          value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// (`--coordinator` given with it is refused; TESTFLEET_COORDINATOR is ignored.)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub local: Option<u16>,
     /// With --local: keep the coordinator's data and the logs in DIR (the test history with
     /// them, for the next run's balance)

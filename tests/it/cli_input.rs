@@ -290,3 +290,46 @@ fn a_port_that_is_not_a_coordinator_is_named_as_such() {
         );
     }
 }
+
+/// `TESTFLEET_COORDINATOR` in the environment does not stop a command that starts a fleet of
+/// its own (`run --local`, `pytest --local`, `bench commit --nodes`): it goes on to its own
+/// work (here, reading a plan file that is not there). Only `--coordinator` given on the
+/// command line with it is refused, as a usage error.
+#[test]
+fn a_coordinator_in_the_environment_does_not_block_a_fleet_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let missing = missing.to_str().unwrap();
+    let out = std::process::Command::new(super::support::binary())
+        .args(["run", "--local", "1", missing])
+        .env("TESTFLEET_COORDINATOR", "127.0.0.1:9")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot read plan file"), "{err}");
+    assert!(!err.contains("cannot be used with"), "{err}");
+
+    for args in [
+        &[
+            "run",
+            "--local",
+            "1",
+            "--coordinator",
+            "127.0.0.1:9",
+            missing,
+        ][..],
+        &["pytest", "--local", "1", "--coordinator", "127.0.0.1:9"],
+        &[
+            "bench",
+            "commit",
+            "--nodes",
+            "1",
+            "--coordinator",
+            "127.0.0.1:9",
+        ],
+    ] {
+        assert_clear_failure(args, 2, &["cannot be used with '--coordinator'"]);
+    }
+}
