@@ -25,7 +25,8 @@
 //! checksummed records that starts with a header carrying the small values (`segment.rs` has the
 //! format), and a `LOCK` file held locked while the store is open. Segments are created full
 //! size and zero-filled, so an append overwrites zeros and its `fdatasync` journals no change of
-//! the file's size. In memory the store keeps where each live entry is and the small values
+//! the file's size; the next one is made ahead on a thread of its own once the current one is
+//! half full, so starting it costs the writer a header and a rename, not megabytes of zeros. In memory the store keeps where each live entry is and the small values
 //! (`index.rs`), rebuilt from the segments at open.
 //!
 //! # Writes: one writer thread, group commit

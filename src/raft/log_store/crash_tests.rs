@@ -292,11 +292,11 @@ async fn sigkilled_writers_lose_no_durable_write() {
     );
 }
 
-/// A store with entries 1..=4000 in two segments, closed cleanly; returns its path.
+/// A store with entries 1..=6000 in two segments, closed cleanly; returns its path.
 async fn written_store(dir: &Path) -> PathBuf {
     let path = dir.join("raft-log");
     let mut store = Store::open(&path).unwrap();
-    for start in (1..4000).step_by(100) {
+    for start in (1..6000).step_by(100) {
         let entries: Vec<Entry> = (start..start + 100).map(|i| entry(1, i)).collect();
         let (tx, rx) = C::oneshot();
         store.append(entries, IOFlushed::signal(tx)).await.unwrap();
@@ -306,6 +306,15 @@ async fn written_store(dir: &Path) -> PathBuf {
     assert!(
         segment_path(&path, 2).exists(),
         "the entries should fill one segment"
+    );
+    // The next segment, made ahead while the second filled, is removed at a clean close.
+    let names: Vec<String> = files(&path)
+        .into_keys()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["LOCK", &segment::segment_name(1), &segment::segment_name(2)]
     );
     path
 }
@@ -400,7 +409,7 @@ async fn the_tail_of_an_interrupted_write_is_discarded() {
     let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
     // Half a record: a length and checksum, then some of its bytes.
     let mut torn = Vec::new();
-    segment::push_entry(&mut torn, 4001, &[0x77; 300]);
+    segment::push_entry(&mut torn, 6001, &[0x77; 300]);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&newest)
@@ -413,18 +422,18 @@ async fn the_tail_of_an_interrupted_write_is_discarded() {
 
     let mut store = Store::open(&path).unwrap();
     let state = store.get_log_state().await.unwrap();
-    assert_eq!(state.last_log_id.map(|l| l.index), Some(4000));
+    assert_eq!(state.last_log_id.map(|l| l.index), Some(6000));
     let after = std::fs::read(&newest).unwrap();
     assert!(
         after[end..].iter().all(|b| *b == 0),
         "the tail was not zeroed"
     );
-    append_one(&mut store, 4001).await;
+    append_one(&mut store, 6001).await;
     drop(store);
     let mut store = Store::open(&path).unwrap();
-    let entries = store.try_get_log_entries(3991..).await.unwrap();
+    let entries = store.try_get_log_entries(5991..).await.unwrap();
     assert_eq!(entries.len(), 11);
-    assert_eq!(entries[10], entry(1, 4001));
+    assert_eq!(entries[10], entry(1, 6001));
 }
 
 /// What a failed write left after the last record (bytes the writer could not make durable)

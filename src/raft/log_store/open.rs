@@ -181,6 +181,7 @@ fn replay(path: &Path) -> Result<(Log, Active), io::Error> {
                 end: end as u64,
                 start: start as u64,
                 dirty_to: 0,
+                spare: None,
             });
         }
         log.segments.push_back(segment);

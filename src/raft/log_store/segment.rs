@@ -216,17 +216,95 @@ pub(super) fn segment_seq(name: &str) -> Option<u64> {
         .flatten()
 }
 
-/// Creates segment `seq` in `dir`, starting with a header carrying `meta`: written under a
-/// temporary name, filled with zeros to [`segment_bytes`], fsynced, renamed into place, and the
-/// directory fsynced. Returns the open file and the offset after the header.
+/// Creates segment `seq` in `dir`, starting with a header carrying `meta`: made under a
+/// temporary name ([`zeroed`]), then given its header and renamed into place ([`install`]).
+/// Returns the open file, its path and the offset after the header.
 pub(super) fn create_segment(
     dir: &Path,
     seq: u64,
     version: u32,
     meta: &MetaState,
 ) -> Result<(File, PathBuf, u64), io::Error> {
-    let path = dir.join(segment_name(seq));
-    let tmp = dir.join(format!("{}.tmp", segment_name(seq)));
+    install(dir, seq, zeroed(dir, seq)?, version, meta)
+}
+
+/// A segment made ahead of time on a thread of its own (zero-filled and fsynced under its
+/// temporary name), so that the writer, when it needs the next segment, only writes a header
+/// and renames it instead of writing and fsyncing megabytes of zeros while commits wait.
+pub(super) struct Spare {
+    pub seq: u64,
+    dir: PathBuf,
+    work: std::thread::JoinHandle<Result<File, io::Error>>,
+}
+
+impl Spare {
+    /// Starts making segment `seq` in `dir`.
+    pub fn prepare(dir: &Path, seq: u64) -> Self {
+        let for_thread = dir.to_path_buf();
+        Spare {
+            seq,
+            dir: dir.to_path_buf(),
+            work: std::thread::spawn(move || zeroed(&for_thread, seq)),
+        }
+    }
+
+    /// Waits until it is made, then installs it with a header carrying `meta`, as
+    /// [`create_segment`] returns it.
+    pub fn install(
+        self,
+        version: u32,
+        meta: &MetaState,
+    ) -> Result<(File, PathBuf, u64), io::Error> {
+        let file = self
+            .work
+            .join()
+            .map_err(|_| io::Error::other("the thread making a segment panicked"))??;
+        install(&self.dir, self.seq, file, version, meta)
+    }
+
+    /// Waits until it is made and removes it (the store is closing).
+    pub fn discard(self) {
+        let _ = self.work.join();
+        let _ = std::fs::remove_file(tmp_path(&self.dir, self.seq));
+    }
+}
+
+/// Where segment `seq` is made before it is installed.
+fn tmp_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{}.tmp", segment_name(seq)))
+}
+
+/// Creates segment `seq`'s temporary file in `dir`, filled with zeros to [`segment_bytes`]
+/// and fsynced.
+fn zeroed(dir: &Path, seq: u64) -> Result<File, io::Error> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp_path(dir, seq))?;
+    let zeros = vec![0u8; 1 << 20];
+    let size = segment_bytes(seq);
+    let mut at = 0;
+    while at < size {
+        let n = zeros.len().min((size - at) as usize);
+        file.write_all(&zeros[..n])?;
+        at += n as u64;
+    }
+    file.sync_all()?;
+    Ok(file)
+}
+
+/// Writes the header carrying `meta` at the start of segment `seq`'s zeroed temporary file,
+/// fsyncs it, renames it into place and fsyncs the directory: a crash before the rename leaves
+/// a temporary file (removed at open), never a segment without its header.
+fn install(
+    dir: &Path,
+    seq: u64,
+    file: File,
+    version: u32,
+    meta: &MetaState,
+) -> Result<(File, PathBuf, u64), io::Error> {
     let header = Header {
         magic: MAGIC,
         version,
@@ -235,23 +313,9 @@ pub(super) fn create_segment(
     };
     let mut first = Vec::new();
     push_record(&mut first, KIND_HEADER, &[&encode(&header)?]);
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
-    file.write_all(&first)?;
-    let zeros = vec![0u8; 1 << 20];
-    let size = segment_bytes(seq);
-    let mut at = first.len() as u64;
-    while at < size {
-        let n = zeros.len().min((size - at) as usize);
-        file.write_all(&zeros[..n])?;
-        at += n as u64;
-    }
-    file.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    write_durably(&file, &first, 0)?;
+    let path = dir.join(segment_name(seq));
+    std::fs::rename(tmp_path(dir, seq), &path)?;
     sync_dir(dir)?;
     Ok((file, path, first.len() as u64))
 }

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use super::index::{Loc, Segment, expected_next, saved};
-use super::segment::{self, Meta};
+use super::segment::{self, Meta, Spare};
 use super::{FORMAT_VERSION, Inner, LogStore, SLOW_COMMIT, encode};
 
 /// Most writes the writer thread puts in one transaction.
@@ -141,6 +141,8 @@ pub(super) struct Active {
     /// How far a write that failed may have left bytes after `end` (0: none did). They are
     /// zeroed before the segment is left: only the newest segment may end in an invalid record.
     pub dirty_to: u64,
+    /// The next segment, made ahead once this one is half full.
+    pub spare: Option<Spare>,
 }
 
 /// The writer thread: takes whatever is queued (up to [`MAX_BATCH`] writes), writes it with
@@ -188,6 +190,9 @@ where
     // A clean close: the committed log id saved since the last write goes to disk now.
     if let Err(err) = inner.write_batch::<C>(active, &[]) {
         tracing::warn!("{err}");
+    }
+    if let Some(spare) = active.spare.take() {
+        spare.discard();
     }
 }
 
@@ -385,6 +390,9 @@ impl Inner {
             log.dead_segments()
         };
         active.end += bytes.len() as u64;
+        if active.spare.is_none() && active.end > segment::segment_bytes(active.segment.seq) / 2 {
+            active.spare = Some(Spare::prepare(&self.path, active.segment.seq + 1));
+        }
         if !dead.is_empty() {
             for segment in &dead {
                 if let Err(err) = std::fs::remove_file(&segment.path) {
@@ -442,9 +450,17 @@ impl Inner {
         }
         let seq = active.segment.seq + 1;
         let meta = self.log().meta.clone();
+        let made = match active.spare.take() {
+            Some(spare) if spare.seq == seq => spare.install(FORMAT_VERSION, &meta),
+            other => {
+                if let Some(stale) = other {
+                    stale.discard();
+                }
+                segment::create_segment(&self.path, seq, FORMAT_VERSION, &meta)
+            }
+        };
         let (file, path, start) =
-            segment::create_segment(&self.path, seq, FORMAT_VERSION, &meta)
-                .map_err(|e| self.error(e.kind(), format!("start segment {seq}: {e}")))?;
+            made.map_err(|e| self.error(e.kind(), format!("start segment {seq}: {e}")))?;
         let segment = Arc::new(Segment { seq, file, path });
         self.log().segments.push_back(segment.clone());
         *active = Active {
@@ -452,6 +468,7 @@ impl Inner {
             end: start,
             start,
             dirty_to: 0,
+            spare: None,
         };
         Ok(())
     }
