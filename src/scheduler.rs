@@ -95,7 +95,7 @@ mod held;
 
 pub use capability::meets;
 use capability::{Expr, offers};
-use held::{Handle, Held, HeldTasks, Jobs};
+use held::{Handle, Held, HeldId, HeldTasks, Jobs};
 
 /// A queued task as the scheduler needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,7 +205,9 @@ struct ClassKey {
     avoid: Option<WorkerId>,
 }
 
-type ClassId = u64;
+/// Names a class while it exists; reused only after four billion classes, and never while
+/// the class it named is still there (`Scheduler::intern`).
+type ClassId = u32;
 
 /// The order in which workers with free slots are served: `(rarity, Reverse(free), id)`.
 type ServeKey = (u32, Reverse<u32>, WorkerId);
@@ -383,7 +385,7 @@ impl Scheduler {
         ranks.next = rank.saturating_add(1);
         ranks.members += 1;
         let held = Held {
-            id: task.id.into_boxed_str(),
+            id: HeldId::from(task.id),
             class: class_id,
             seq: task.seq,
             job,
@@ -558,7 +560,10 @@ impl Scheduler {
             if let Some(reason) = class.park_reason(self.live()) {
                 parked.extend(class.queue.iter().map(|k| {
                     let parked = Parked {
-                        task: self.tasks.get(k.task).map_or("", |t| &*t.id).to_string(),
+                        task: self
+                            .tasks
+                            .get(k.task)
+                            .map_or(String::new(), |t| t.id.to_string()),
                         reason: reason.clone(),
                     };
                     (k.seq, parked)
@@ -685,8 +690,11 @@ impl Scheduler {
         if let Some(id) = self.class_ids.get(&key) {
             return *id;
         }
-        let id = self.next_class;
-        self.next_class += 1;
+        let mut id = self.next_class;
+        while self.classes.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_class = id.wrapping_add(1);
         let mut class = Class {
             exprs: key.capabilities.iter().map(|c| Expr::parse(c)).collect(),
             key: key.clone(),
