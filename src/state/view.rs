@@ -7,7 +7,8 @@
 //!
 //! A [`Task`] is kept for every task ever submitted, so it is compact: its spec's text in one
 //! shared allocation ([`StoredSpec`]), its job id shared with the job's other tasks, its
-//! attempt boxed (absent until the task first runs).
+//! attempt boxed (absent until the task first runs), its reason a boxed `str` and its retry
+//! counters 16 bits (152 bytes in all).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -139,9 +140,11 @@ pub struct Task {
     pub attempt: u32,
     /// The current (or last) attempt; boxed, as most tasks in the state never ran or ended.
     pub current: Option<Box<Attempt>>,
-    pub infra_retries_used: u32,
-    pub timeout_retries_used: u32,
-    pub flaky_retries_used: u32,
+    /// Retries used of each kind; 16 bits, as apply keeps every kind at most
+    /// `limits::MAX_RETRIES`.
+    pub infra_retries_used: u16,
+    pub timeout_retries_used: u16,
+    pub flaky_retries_used: u16,
     /// Queued again after an attempt ended without a final result; runs ahead of never-run
     /// tasks of its priority.
     pub requeued: bool,
@@ -149,7 +152,7 @@ pub struct Task {
     pub updated_at: Timestamp,
     pub finished_at: Option<Timestamp>,
     /// Why the task is where it is (requeue reason, abandon reason, cancel reason).
-    pub reason: Option<String>,
+    pub reason: Option<Box<str>>,
 }
 
 impl Task {
