@@ -169,7 +169,7 @@ pub fn load_machine(conn: &Connection) -> Result<Machine> {
             requeued: r.get(18).map_err(db(ctx))?,
             submitted_at: Timestamp(r.get(19).map_err(db(ctx))?),
             updated_at: Timestamp(r.get(20).map_err(db(ctx))?),
-            finished_at: finished.map(Timestamp),
+            finished_at: finished.map(Timestamp).into(),
             reason: (r.get::<_, Option<String>>(22).map_err(db(ctx))?).map(String::into_boxed_str),
         });
     }

@@ -89,7 +89,7 @@ impl Machine {
         };
         task.status = status;
         task.updated_at = at;
-        task.finished_at = Some(at);
+        task.finished_at = Some(at).into();
         let job_id = task.job.clone();
         self.note_task(id);
         if let Some(job) = self.jobs.get_mut(&*job_id) {
