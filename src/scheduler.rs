@@ -28,7 +28,7 @@
 //!
 //! ARCHITECTURE.md § Dispatch: priority (higher first), then requeued before never-run, then
 //! round-robin across jobs, then submission order. Each queued task carries an `OrderKey`
-//! `(−priority, !requeued, rank, seq, id)`. The *rank* interleaves jobs: the k-th task queued
+//! `(−priority, !requeued, rank, seq, task)`. The *rank* interleaves jobs: the k-th task queued
 //! for a job gets rank k, so ranks 0 of every job come before ranks 1, and so on. A job that
 //! arrives late does not start at rank 0 (it would run all its tasks before older jobs got
 //! another turn): its ranks start at the class's *floor*, the highest rank already picked from
@@ -78,23 +78,24 @@
 //!
 //! # Memory
 //!
-//! A leader holds every queued task here, so a held task costs one allocation: its id, as an
-//! `Arc<str>` shared by its key in the task map and in its class's queue. Its job's id is
-//! shared with the job's entry; the worker of a reservation is kept apart, for the few tasks
+//! A leader holds every queued task here, so a held task is small: one record found by a
+//! `u32` handle, its id in one allocation, its queue key four words naming it by handle, and
+//! its job a handle too (`held`). The worker of a reservation is kept apart, for the few tasks
 //! in the overlay (`bench tasks --queued` measures a coordinator's memory per queued task).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::state::command::{Assignment, JobId, TaskId, TaskStatus, WorkerId};
 use crate::state::machine::{Machine, Task};
 
 mod capability;
+mod held;
 
 pub use capability::meets;
 use capability::{Expr, offers};
+use held::{Handle, Held, HeldId, HeldTasks, Jobs};
 
 /// A queued task as the scheduler needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,19 +179,21 @@ pub struct Stats {
     pub free_slots: u64,
 }
 
-/// Position of a task in its class's queue; smaller runs first.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Position of a task in its class's queue; smaller runs first. Ties of everything else
+/// (only tasks of one job placed before it is proposed share a `seq`) go by handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct OrderKey {
-    /// `−priority`, widened so that `i32::MIN` negates.
-    neg_priority: i64,
+    /// Higher priority first.
+    priority: Reverse<i32>,
     /// `false` for a requeued task, so it sorts first.
     fresh: bool,
-    /// Position within its job: the round-robin across jobs.
-    rank: u64,
+    /// Position within its job: the round-robin across jobs. It grows by one per task a job
+    /// queues in a class; it saturates rather than wraps at `u32::MAX` (four billion tasks
+    /// queued in one class in one term).
+    rank: u32,
     seq: i64,
-    /// One allocation per held task, shared by its key in the queue, its entry and the
-    /// entry's key in `Scheduler::tasks`.
-    task: Arc<str>,
+    /// The task, in `Scheduler::tasks`.
+    task: Handle,
 }
 
 /// What identifies a requirement class.
@@ -202,7 +205,9 @@ struct ClassKey {
     avoid: Option<WorkerId>,
 }
 
-type ClassId = u64;
+/// Names a class while it exists; reused only after four billion classes, and never while
+/// the class it named is still there (`Scheduler::intern`).
+type ClassId = u32;
 
 /// The order in which workers with free slots are served: `(rarity, Reverse(free), id)`.
 type ServeKey = (u32, Reverse<u32>, WorkerId);
@@ -219,7 +224,7 @@ struct Class {
     /// Queued plus reserved tasks of this class; the class goes away at zero.
     members: usize,
     /// The highest rank picked from this class: where a late job's ranks start.
-    floor: u64,
+    floor: u32,
 }
 
 impl Class {
@@ -308,47 +313,13 @@ impl Worker {
     }
 }
 
-/// A task the scheduler holds: queued, or reserved on a worker (`Scheduler::reservations`).
-/// Its [`OrderKey`] without the id, which is the entry's key in `Scheduler::tasks`.
-#[derive(Debug)]
-struct Entry {
-    /// Shared with the job's key in `Scheduler::jobs`.
-    job: Arc<str>,
-    attempt: u32,
-    class: ClassId,
-    neg_priority: i64,
-    fresh: bool,
-    rank: u64,
-    seq: i64,
-}
-
-impl Entry {
-    /// Its key in its class's queue; `id` is its key in `Scheduler::tasks`.
-    fn key(&self, id: &Arc<str>) -> OrderKey {
-        OrderKey {
-            neg_priority: self.neg_priority,
-            fresh: self.fresh,
-            rank: self.rank,
-            seq: self.seq,
-            task: id.clone(),
-        }
-    }
-}
-
-/// Round-robin bookkeeping of one job with tasks held here.
-#[derive(Debug, Default)]
-struct JobRanks {
-    next: u64,
-    members: usize,
-}
-
 /// The leader's dispatch state. See the module documentation.
 #[derive(Debug, Default)]
 pub struct Scheduler {
-    /// Every task held, by id. Looked up only, never iterated into an output.
-    tasks: HashMap<Arc<str>, Entry>,
+    /// Every task held, by handle and by id.
+    tasks: HeldTasks,
     /// The held tasks in the overlay, and the worker each is reserved on.
-    reservations: HashMap<Arc<str>, WorkerId>,
+    reservations: HashMap<Handle, WorkerId>,
     classes: BTreeMap<ClassId, Class>,
     class_ids: BTreeMap<ClassKey, ClassId>,
     next_class: ClassId,
@@ -356,7 +327,8 @@ pub struct Scheduler {
     /// Live workers with a free slot, in the order they are served: plainest first, then
     /// most free, ties by id.
     by_free: BTreeSet<ServeKey>,
-    jobs: BTreeMap<Arc<str>, JobRanks>,
+    /// Jobs with tasks held: their round-robin ranks.
+    jobs: Jobs,
     reserved: usize,
 }
 
@@ -399,58 +371,52 @@ impl Scheduler {
     /// Queues `task` (or re-queues it with new values if it is already queued). Returns
     /// false, changing nothing, when the task is reserved: its assignment is in flight.
     pub fn enqueue(&mut self, task: QueuedTask) -> bool {
-        if self.reservations.contains_key(task.id.as_str()) {
-            return false;
+        if let Some(handle) = self.tasks.find(&task.id) {
+            if self.reservations.contains_key(&handle) {
+                return false;
+            }
+            self.remove(&task.id);
         }
-        self.remove(&task.id);
         let class_id = self.intern(&task);
-        let job: Arc<str> = match self.jobs.get_key_value(task.job.as_str()) {
-            Some((job, _)) => job.clone(),
-            None => Arc::from(task.job),
-        };
-        let id: Arc<str> = Arc::from(task.id);
+        let job = self.jobs.join(&task.job);
         let class = self.classes.get_mut(&class_id).expect("interned class");
-        let ranks = self.jobs.entry(job.clone()).or_default();
+        let ranks = self.jobs.get_mut(job).expect("joined job");
         let rank = ranks.next.max(class.floor);
-        ranks.next = rank + 1;
+        ranks.next = rank.saturating_add(1);
         ranks.members += 1;
-        let key = OrderKey {
-            neg_priority: -i64::from(task.priority),
-            fresh: !task.requeued,
-            rank,
+        let held = Held {
+            id: HeldId::from(task.id),
+            class: class_id,
             seq: task.seq,
-            task: id.clone(),
-        };
-        let entry = Entry {
             job,
             attempt: task.attempt,
-            class: class_id,
-            neg_priority: key.neg_priority,
-            fresh: key.fresh,
-            rank: key.rank,
-            seq: key.seq,
+            rank,
+            priority: task.priority,
+            fresh: !task.requeued,
         };
+        let handle = self.tasks.insert(held);
+        let key = self.tasks.get(handle).expect("just held").key(handle);
         class.queue.insert(key);
         class.members += 1;
-        self.tasks.insert(id, entry);
         true
     }
 
     /// Forgets a task (finished, cancelled, assigned by a command this scheduler did not
     /// reserve…). A reserved task's slot is freed. Returns whether the task was held.
     pub fn remove(&mut self, task: &str) -> bool {
-        let Some((id, entry)) = self.tasks.remove_entry(task) else {
+        let Some(handle) = self.tasks.find(task) else {
             return false;
         };
-        match self.reservations.remove(task) {
+        let held = self.tasks.remove(handle).expect("found task is held");
+        match self.reservations.remove(&handle) {
             Some(worker) => self.release(&worker),
             None => {
-                if let Some(class) = self.classes.get_mut(&entry.class) {
-                    class.queue.remove(&entry.key(&id));
+                if let Some(class) = self.classes.get_mut(&held.class) {
+                    class.queue.remove(&held.key(handle));
                 }
             }
         }
-        self.drop_member(&entry);
+        self.drop_member(&held);
         true
     }
 
@@ -458,15 +424,18 @@ impl Scheduler {
     /// slot stays used, now as a busy one. Returns false (nothing changed) if it was not
     /// reserved.
     pub fn committed(&mut self, task: &str) -> bool {
-        let Some(worker) = self.reservations.remove(task) else {
+        let Some(handle) = self.tasks.find(task) else {
             return false;
         };
-        let entry = self.tasks.remove(task).expect("reserved task is held");
+        let Some(worker) = self.reservations.remove(&handle) else {
+            return false;
+        };
+        let held = self.tasks.remove(handle).expect("reserved task is held");
         if let Some(w) = self.workers.get_mut(&worker) {
             w.busy += 1;
         }
         self.release(&worker);
-        self.drop_member(&entry);
+        self.drop_member(&held);
         true
     }
 
@@ -474,15 +443,15 @@ impl Scheduler {
     /// was rejected): the task is queued again where it was and the slot is free. Returns
     /// false (nothing changed) if it was not reserved.
     pub fn rejected(&mut self, task: &str) -> bool {
-        let Some(worker) = self.reservations.remove(task) else {
+        let Some(handle) = self.tasks.find(task) else {
             return false;
         };
-        let (id, entry) = self
-            .tasks
-            .get_key_value(task)
-            .expect("reserved task is held");
-        if let Some(class) = self.classes.get_mut(&entry.class) {
-            class.queue.insert(entry.key(id));
+        let Some(worker) = self.reservations.remove(&handle) else {
+            return false;
+        };
+        let held = self.tasks.get(handle).expect("reserved task is held");
+        if let Some(class) = self.classes.get_mut(&held.class) {
+            class.queue.insert(held.key(handle));
         }
         self.release(&worker);
         true
@@ -490,7 +459,7 @@ impl Scheduler {
 
     /// The worker a task is reserved on, while its assignment is in flight.
     pub fn reservation(&self, task: &str) -> Option<&WorkerId> {
-        self.reservations.get(task)
+        self.reservations.get(&self.tasks.find(task)?)
     }
 
     /// A worker may receive tasks (again), with these labels, capabilities and slots. Its
@@ -591,7 +560,10 @@ impl Scheduler {
             if let Some(reason) = class.park_reason(self.live()) {
                 parked.extend(class.queue.iter().map(|k| {
                     let parked = Parked {
-                        task: k.task.to_string(),
+                        task: self
+                            .tasks
+                            .get(k.task)
+                            .map_or(String::new(), |t| t.id.to_string()),
                         reason: reason.clone(),
                     };
                     (k.seq, parked)
@@ -604,11 +576,11 @@ impl Scheduler {
 
     /// Why a held task is not running yet; `None` if the scheduler does not hold it.
     pub fn waiting_reason(&self, task: &str) -> Option<String> {
-        let entry = self.tasks.get(task)?;
-        if let Some(worker) = self.reservations.get(task) {
+        let handle = self.tasks.find(task)?;
+        if let Some(worker) = self.reservations.get(&handle) {
             return Some(format!("assignment to worker {worker} awaiting commit"));
         }
-        let class = &self.classes[&entry.class];
+        let class = &self.classes[&self.tasks.get(handle)?.class];
         Some(match class.park_reason(self.live()) {
             Some(reason) => reason,
             None => format!(
@@ -650,30 +622,29 @@ impl Scheduler {
                 continue;
             }
             let scarcity = class.capable.len();
-            let better = best.is_none_or(|(_, b, s)| {
-                (head.neg_priority, scarcity, head) < (b.neg_priority, s, b)
-            });
+            let better =
+                best.is_none_or(|(_, b, s)| (head.priority, scarcity, head) < (b.priority, s, b));
             if better {
                 best = Some((*class_id, head, scarcity));
             }
         }
-        best.map(|(class_id, key, _)| (class_id, key.clone()))
+        best.map(|(class_id, key, _)| (class_id, *key))
     }
 
     fn reserve(&mut self, class_id: ClassId, key: OrderKey, worker: WorkerId) -> Assignment {
         let class = self.classes.get_mut(&class_id).expect("worker's class");
         class.queue.remove(&key);
         class.floor = class.floor.max(key.rank);
-        let entry = self.tasks.get(&key.task).expect("queued task is held");
-        let attempt = entry.attempt + 1;
-        self.reservations.insert(key.task.clone(), worker.clone());
+        let held = self.tasks.get(key.task).expect("queued task is held");
+        let (task, attempt) = (held.id.to_string(), held.attempt + 1);
+        self.reservations.insert(key.task, worker.clone());
         self.reserved += 1;
         if let Some(w) = self.workers.get_mut(&worker) {
             w.reserved += 1;
         }
         self.relist(&worker);
         Assignment {
-            task: key.task.to_string(),
+            task,
             worker,
             attempt,
         }
@@ -690,25 +661,20 @@ impl Scheduler {
     }
 
     /// Drops a task that left the scheduler from its class's and job's member counts.
-    fn drop_member(&mut self, entry: &Entry) {
-        if let Some(class) = self.classes.get_mut(&entry.class) {
+    fn drop_member(&mut self, held: &Held) {
+        if let Some(class) = self.classes.get_mut(&held.class) {
             class.members -= 1;
             if class.members == 0 {
-                let class = self.classes.remove(&entry.class).expect("present");
+                let class = self.classes.remove(&held.class).expect("present");
                 self.class_ids.remove(&class.key);
                 for worker in &class.capable {
                     if let Some(w) = self.workers.get_mut(worker) {
-                        w.classes.remove(&entry.class);
+                        w.classes.remove(&held.class);
                     }
                 }
             }
         }
-        if let Some(ranks) = self.jobs.get_mut(&entry.job) {
-            ranks.members -= 1;
-            if ranks.members == 0 {
-                self.jobs.remove(&entry.job);
-            }
-        }
+        self.jobs.leave(held.job);
     }
 
     /// The class of `task`'s requirements, created (and matched against live workers) if new.
@@ -724,8 +690,11 @@ impl Scheduler {
         if let Some(id) = self.class_ids.get(&key) {
             return *id;
         }
-        let id = self.next_class;
-        self.next_class += 1;
+        let mut id = self.next_class;
+        while self.classes.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_class = id.wrapping_add(1);
         let mut class = Class {
             exprs: key.capabilities.iter().map(|c| Expr::parse(c)).collect(),
             key: key.clone(),

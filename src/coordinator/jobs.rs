@@ -240,7 +240,7 @@ impl Jobs for JobsService {
                         output_tail: attempt
                             .and_then(|a| a.output_tail.clone())
                             .unwrap_or_default(),
-                        reason: t.reason.clone().unwrap_or_default(),
+                        reason: t.reason.as_deref().unwrap_or_default().to_string(),
                     });
                 }
             }

@@ -281,7 +281,7 @@ fn view(machine: &Machine, task: &str) -> Option<View> {
             signal,
             duration_ms: a.duration_ms,
             task_status: t.status.as_str().to_string(),
-            detail: t.reason.clone().unwrap_or_default(),
+            detail: t.reason.as_deref().unwrap_or_default().to_string(),
         };
         (end, a.output_tail.clone().unwrap_or_default())
     });

@@ -136,6 +136,10 @@ pub fn load_machine(conn: &Connection) -> Result<Machine> {
             let v: i64 = r.get(i).map_err(db(ctx))?;
             Ok(v as u32)
         };
+        let get_u16 = |i: usize| -> Result<u16> {
+            let v: i64 = r.get(i).map_err(db(ctx))?;
+            Ok(u16::try_from(v).unwrap_or(u16::MAX))
+        };
         let finished: Option<i64> = r.get(21).map_err(db(ctx))?;
         let current = attempts.remove(&(id.clone(), attempt as u32)).map(Box::new);
         let job: String = r.get(1).map_err(db(ctx))?;
@@ -159,14 +163,14 @@ pub fn load_machine(conn: &Connection) -> Result<Machine> {
             status: parse("task status", &status, TaskStatus::parse)?,
             attempt: attempt as u32,
             current,
-            infra_retries_used: get_u32(15)?,
-            timeout_retries_used: get_u32(16)?,
-            flaky_retries_used: get_u32(17)?,
+            infra_retries_used: get_u16(15)?,
+            timeout_retries_used: get_u16(16)?,
+            flaky_retries_used: get_u16(17)?,
             requeued: r.get(18).map_err(db(ctx))?,
             submitted_at: Timestamp(r.get(19).map_err(db(ctx))?),
             updated_at: Timestamp(r.get(20).map_err(db(ctx))?),
-            finished_at: finished.map(Timestamp),
-            reason: r.get(22).map_err(db(ctx))?,
+            finished_at: finished.map(Timestamp).into(),
+            reason: (r.get::<_, Option<String>>(22).map_err(db(ctx))?).map(String::into_boxed_str),
         });
     }
 

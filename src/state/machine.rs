@@ -675,17 +675,19 @@ impl Machine {
         let next = match outcome {
             Outcome::Passed => Next::Result(TaskStatus::Passed),
             Outcome::Error => Next::Result(TaskStatus::Error),
-            Outcome::Failed if task.flaky_retries_used < task.spec.flaky_retries => {
+            Outcome::Failed if task.flaky_retries_used < u16::from(task.spec.flaky_retries) => {
                 task.flaky_retries_used += 1;
                 Next::Again("test failed; flaky retry".to_string())
             }
             Outcome::Failed => Next::Result(TaskStatus::Failed),
-            Outcome::TimedOut if task.timeout_retries_used < task.spec.timeout_retries => {
+            Outcome::TimedOut
+                if task.timeout_retries_used < u16::from(task.spec.timeout_retries) =>
+            {
                 task.timeout_retries_used += 1;
                 Next::Again("timed out; retrying on another worker".to_string())
             }
             Outcome::TimedOut => Next::Result(TaskStatus::TimedOut),
-            Outcome::WorkerFault if task.infra_retries_used < task.spec.max_retries => {
+            Outcome::WorkerFault if task.infra_retries_used < u16::from(task.spec.max_retries) => {
                 task.infra_retries_used += 1;
                 Next::Again("worker fault".to_string())
             }
@@ -729,13 +731,13 @@ impl Machine {
             ));
         }
         let next = if category == FaultCategory::Timeout {
-            if task.timeout_retries_used < task.spec.timeout_retries {
+            if task.timeout_retries_used < u16::from(task.spec.timeout_retries) {
                 task.timeout_retries_used += 1;
                 Next::Again(reason)
             } else {
                 Next::Result(TaskStatus::TimedOut)
             }
-        } else if task.infra_retries_used < task.spec.max_retries {
+        } else if task.infra_retries_used < u16::from(task.spec.max_retries) {
             task.infra_retries_used += 1;
             Next::Again(reason)
         } else {

@@ -198,7 +198,7 @@ pub fn task_row(t: &Task) -> Vec<Value> {
         Value::Boolean(t.requeued),
         ts(t.submitted_at),
         ts(t.updated_at),
-        opt_ts(t.finished_at),
+        opt_ts(t.finished_at.get()),
         opt_text(t.reason.as_deref()),
     ]
 }

@@ -109,6 +109,16 @@ pub const SNAPSHOT_FORMAT: u32 = 1;
 /// is given back to the system after it ([`release_free_memory`]).
 pub const TRIM_AFTER_ROWS: usize = 1_000;
 
+/// The most rows one `INSERT OR REPLACE` merges; a larger upsert is staged and merged in
+/// chunks of this size, all in the flush's one transaction. What a merge needs beyond the
+/// table's index grows with its rows: with 870,000 tasks in `tasks` and the 256 MB limit
+/// launched clusters use, one merge of 150,000 rows ran out of memory (DuckDB 2.0: "could not
+/// allocate block") where 50,000 did not, and the same 150,000 (or 300,000) in chunks of 10,000
+/// went through. A flush under a burst of submissions holds whatever was applied while the
+/// previous one wrote, so its size is not bounded by a job's. The tables do not depend on the
+/// chunks: the rows of one flush have distinct keys.
+pub const MERGE_ROWS: usize = 8_192;
+
 /// Gives the allocator's free memory back to the system. glibc keeps what a burst of
 /// allocations freed inside its heaps, spread between long-lived blocks, so without this a
 /// coordinator's RSS grows with each large job by what its decoding and writing needed, not by
@@ -231,13 +241,37 @@ impl Store {
             .conn
             .transaction()
             .map_err(db("beginning a transaction"))?;
-        write_batch(&tx, batch)?;
-        write_meta(&tx, meta)?;
-        tx.commit().map_err(db("committing applied entries"))?;
+        let written = write_batch(&tx, batch)
+            .and_then(|()| write_meta(&tx, meta))
+            .and_then(|()| tx.commit().map_err(db("committing applied entries")));
+        if let Err(e) = written {
+            tracing::error!(error = %e, memory = %self.memory_by_tag(), "DuckDB write failed");
+            return Err(e);
+        }
         if large {
             release_free_memory();
         }
         Ok(())
+    }
+
+    /// What DuckDB's buffer pool holds, by tag (`ART_INDEX=81.2MiB IN_MEMORY_TABLE=…`), and
+    /// its temporary files, for the log of a failed write. Read on a new connection: the
+    /// failed transaction's own cannot run queries.
+    fn memory_by_tag(&self) -> String {
+        let report = |conn: &Connection| -> duckdb::Result<String> {
+            let mut stmt = conn.prepare(
+                "SELECT tag || '=' || round(memory_usage_bytes / 1048576, 1) || 'MiB' \
+                 FROM duckdb_memory() WHERE memory_usage_bytes > 0 \
+                 UNION ALL SELECT 'temporary_files=' || round(coalesce(sum(size), 0) / 1048576, 1) \
+                 || 'MiB' FROM duckdb_temporary_files()",
+            )?;
+            let parts = stmt.query_map([], |row| row.get::<_, String>(0))?;
+            Ok(parts.collect::<duckdb::Result<Vec<_>>>()?.join(" "))
+        };
+        match self.conn.try_clone() {
+            Ok(conn) => report(&conn).unwrap_or_else(|e| format!("unknown ({e})")),
+            Err(e) => format!("unknown ({e})"),
+        }
     }
 
     /// Every replicated table and the meta they correspond to, read in one transaction.
@@ -534,22 +568,22 @@ fn append<T>(
     appender.flush().map_err(db("flushing appended rows"))
 }
 
-/// Upserts `rows` into `table` through its TEMP staging twin.
+/// Upserts `rows` into `table` through its TEMP staging twin, [`MERGE_ROWS`] at a time.
 fn upsert<T>(
     conn: &Connection,
     table: &str,
     rows: &[T],
     values: impl Fn(&T) -> Vec<Value>,
 ) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
+    for chunk in rows.chunks(MERGE_ROWS) {
+        append(conn, &format!("{table}_stage"), true, chunk, &values)?;
+        conn.execute_batch(&format!(
+            "INSERT OR REPLACE INTO main.{table} SELECT * FROM temp.main.{table}_stage; \
+             DELETE FROM temp.main.{table}_stage;"
+        ))
+        .map_err(db("merging staged rows"))?;
     }
-    append(conn, &format!("{table}_stage"), true, rows, values)?;
-    conn.execute_batch(&format!(
-        "INSERT OR REPLACE INTO main.{table} SELECT * FROM temp.main.{table}_stage; \
-         DELETE FROM temp.main.{table}_stage;"
-    ))
-    .map_err(db("merging staged rows"))
+    Ok(())
 }
 
 fn write_batch(conn: &Connection, batch: RowBatch) -> Result<()> {

@@ -7,7 +7,8 @@
 //!
 //! A [`Task`] is kept for every task ever submitted, so it is compact: its spec's text in one
 //! shared allocation ([`StoredSpec`]), its job id shared with the job's other tasks, its
-//! attempt boxed (absent until the task first runs).
+//! attempt boxed (absent until the task first runs), its reason a boxed `str`, its retry
+//! counters 16 bits and its spec's 8, its finish time one word (136 bytes in all).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -139,17 +140,19 @@ pub struct Task {
     pub attempt: u32,
     /// The current (or last) attempt; boxed, as most tasks in the state never ran or ended.
     pub current: Option<Box<Attempt>>,
-    pub infra_retries_used: u32,
-    pub timeout_retries_used: u32,
-    pub flaky_retries_used: u32,
+    /// Retries used of each kind; 16 bits, as apply keeps every kind at most
+    /// `limits::MAX_RETRIES`.
+    pub infra_retries_used: u16,
+    pub timeout_retries_used: u16,
+    pub flaky_retries_used: u16,
     /// Queued again after an attempt ended without a final result; runs ahead of never-run
     /// tasks of its priority.
     pub requeued: bool,
     pub submitted_at: Timestamp,
     pub updated_at: Timestamp,
-    pub finished_at: Option<Timestamp>,
+    pub finished_at: MaybeTime,
     /// Why the task is where it is (requeue reason, abandon reason, cancel reason).
-    pub reason: Option<String>,
+    pub reason: Option<Box<str>>,
 }
 
 impl Task {
@@ -168,7 +171,7 @@ impl Task {
             requeued: false,
             submitted_at: at,
             updated_at: at,
-            finished_at: None,
+            finished_at: MaybeTime::NONE,
             reason: None,
         }
     }
@@ -184,6 +187,25 @@ impl Task {
             TaskStatus::Assigned | TaskStatus::Running => self.current.as_ref().map(|a| &a.worker),
             _ => None,
         }
+    }
+}
+
+/// An optional time in one word, for records kept for every task: `None` is `i64::MIN`,
+/// which no applied time is (apply accepts times from the Unix epoch on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaybeTime(i64);
+
+impl MaybeTime {
+    pub const NONE: MaybeTime = MaybeTime(i64::MIN);
+
+    pub fn get(self) -> Option<Timestamp> {
+        (self != MaybeTime::NONE).then_some(Timestamp(self.0))
+    }
+}
+
+impl From<Option<Timestamp>> for MaybeTime {
+    fn from(at: Option<Timestamp>) -> MaybeTime {
+        at.map_or(MaybeTime::NONE, |t| MaybeTime(t.0))
     }
 }
 

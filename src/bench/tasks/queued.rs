@@ -7,7 +7,10 @@
 //! then on to the next size, on the same process. An idle baseline is read before the first
 //! job. With `--binary PATH` an older build is measured the same way in the same run, the two
 //! alternating round by round (`--rounds`); the report gives each build's medians and the
-//! MiB per 10,000 queued tasks between sizes and from the idle baseline.
+//! MiB per 10,000 queued tasks between sizes and from the idle baseline. A round that fails (a
+//! coordinator that stops: DuckDB out of memory, say) is reported with its build, round and
+//! error, and left out of that build's medians; the run fails only if every round of a build
+//! did.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,6 +87,8 @@ pub struct BuildReport {
     pub step: Vec<Growth>,
     /// Growth from the idle baseline, per size.
     pub from_idle: Vec<Growth>,
+    /// The rounds that failed, and why (`round 2: …`); not in `rounds` nor the medians.
+    pub failed: Vec<String>,
 }
 
 /// The report of `bench tasks --queued`.
@@ -150,6 +155,7 @@ pub fn summarize(build: String, rounds: Vec<Vec<Sample>>) -> BuildReport {
         median,
         step,
         from_idle,
+        failed: Vec::new(),
     }
 }
 
@@ -282,18 +288,29 @@ pub async fn run(settings: &QueuedSettings) -> Result<QueuedReport, CliError> {
     let (_temp, dir) =
         crate::demo::work_dir("testfleet-bench-queued-", settings.data_dir.as_deref())?;
     let mut rounds: Vec<Vec<Vec<Sample>>> = vec![Vec::new(); builds.len()];
+    let mut failed: Vec<Vec<String>> = vec![Vec::new(); builds.len()];
     for round in 0..settings.rounds {
         for b in round_order(builds.len(), round) {
             let run_dir = dir.join(format!("round-{round}-build-{b}"));
             std::fs::create_dir_all(&run_dir)
                 .map_err(|e| CliError::Other(format!("{}: {e}", run_dir.display())))?;
-            let samples = (one_round(&builds[b].1, &run_dir, settings).await).map_err(|e| {
-                CliError::Other(format!("{}, round {}: {e}", builds[b].0, round + 1))
-            })?;
+            match one_round(&builds[b].1, &run_dir, settings).await {
+                Ok(samples) => rounds[b].push(samples),
+                Err(e) => {
+                    let first_line = e.to_string().lines().next().unwrap_or_default().to_string();
+                    failed[b].push(format!("round {}: {first_line}", round + 1));
+                }
+            }
             // Each round's database is only needed while it runs.
             let _ = std::fs::remove_dir_all(&run_dir);
-            rounds[b].push(samples);
         }
+    }
+    if let Some(b) = rounds.iter().position(Vec::is_empty) {
+        return Err(CliError::Other(format!(
+            "{}: every round failed: {}",
+            builds[b].0,
+            failed[b].join("; ")
+        )));
     }
     Ok(QueuedReport {
         sizes: settings.sizes.clone(),
@@ -302,8 +319,11 @@ pub async fn run(settings: &QueuedSettings) -> Result<QueuedReport, CliError> {
         security: settings.security,
         builds: builds
             .into_iter()
-            .zip(rounds)
-            .map(|((name, _), r)| summarize(name, r))
+            .zip(rounds.into_iter().zip(failed))
+            .map(|((name, _), (r, failed))| BuildReport {
+                failed,
+                ..summarize(name, r)
+            })
             .collect(),
     })
 }
@@ -366,6 +386,17 @@ pub fn render(r: &QueuedReport, output: Output) -> String {
         &rows,
     ));
     out.push_str("(MiB; /10K: MiB per 10,000 queued tasks, from the previous size or from idle)\n");
+    for b in r.builds.iter().filter(|b| !b.failed.is_empty()) {
+        out.push_str(&format!(
+            "{}: {} of {} rounds failed, left out of its medians:\n",
+            b.build,
+            b.failed.len(),
+            r.rounds
+        ));
+        for failure in &b.failed {
+            out.push_str(&format!("  {failure}\n"));
+        }
+    }
     out
 }
 
@@ -422,6 +453,29 @@ mod tests {
         assert_eq!(
             (r.from_idle[1].from_tasks, r.from_idle[1].to_tasks),
             (0, 30_000)
+        );
+    }
+
+    #[test]
+    fn a_failed_round_is_named_and_left_out_of_the_medians() {
+        let ok = vec![s(0, 100, 50, 1), s(10_000, 120, 70, 6)];
+        let report = QueuedReport {
+            sizes: vec![10_000],
+            job_size: 10_000,
+            rounds: 2,
+            security: Security::Tokens,
+            builds: vec![BuildReport {
+                failed: vec!["round 2: out of memory".to_string()],
+                ..summarize("old".into(), vec![ok.clone()])
+            }],
+        };
+        assert_eq!(report.builds[0].median, ok);
+        let text = render(&report, Output::Table);
+        assert!(
+            text.contains(
+                "old: 1 of 2 rounds failed, left out of its medians:\n  round 2: out of memory\n"
+            ),
+            "{text}"
         );
     }
 

@@ -38,7 +38,7 @@ impl Machine {
             task.status = TaskStatus::Queued;
             task.requeued = true;
             task.updated_at = at;
-            task.reason = Some(reason);
+            task.reason = Some(reason.into_boxed_str());
             self.note_task(id);
         }
         TaskStatus::Queued
@@ -69,7 +69,7 @@ impl Machine {
     ) -> TaskStatus {
         self.end_attempt(id, attempt_outcome, at);
         if let Some(task) = self.tasks.get_mut(id) {
-            task.reason = Some(reason);
+            task.reason = Some(reason.into_boxed_str());
         }
         self.set_final(id, status, at);
         status
@@ -89,7 +89,7 @@ impl Machine {
         };
         task.status = status;
         task.updated_at = at;
-        task.finished_at = Some(at);
+        task.finished_at = Some(at).into();
         let job_id = task.job.clone();
         self.note_task(id);
         if let Some(job) = self.jobs.get_mut(&*job_id) {

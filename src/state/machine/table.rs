@@ -133,6 +133,12 @@ mod tests {
     }
 
     #[test]
+    fn a_task_record_is_136_bytes() {
+        // Kept for every task ever submitted: a field that widens it costs per task.
+        assert_eq!(std::mem::size_of::<Task>(), 136);
+    }
+
+    #[test]
     fn slots_span_chunks_and_ids_find_them() {
         let mut tasks = Tasks::default();
         let n = 2 * CHUNK + 5;

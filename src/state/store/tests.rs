@@ -399,6 +399,44 @@ fn upserts_replace_rows_across_many_commits() {
 }
 
 #[test]
+fn a_flush_larger_than_one_merge_is_merged_in_chunks_with_the_same_rows() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut machine = Machine::new();
+    apply_all(&mut store, &mut machine, history());
+    let n = 2 * MERGE_ROWS + 3;
+    let tasks = (0..n).map(|i| spec(&format!("big-{i}"))).collect();
+    let submit = Command::SubmitJob {
+        job: "big".into(),
+        name: "big".into(),
+        tasks,
+        at: at(30),
+    };
+    assert!(!machine.apply(submit).is_rejected());
+    // One of them changes again in the same flush: still one row.
+    let _ = machine.apply(Command::AssignTasks {
+        term: 2,
+        at: at(31),
+        assignments: vec![Assignment {
+            task: format!("big-{}", MERGE_ROWS + 1),
+            worker: "w1".into(),
+            attempt: 1,
+        }],
+    });
+    let changes = machine.take_changes();
+    assert!(changes.tasks.len() > 2 * MERGE_ROWS);
+    store.commit(&machine, &changes, &meta(200)).unwrap();
+    let c = store.connection();
+    assert_eq!(count(c, "SELECT count(*) FROM tasks") as usize, n + 3);
+    assert_eq!(
+        count(c, "SELECT count(*) FROM temp.main.tasks_stage"),
+        0,
+        "every chunk's staged rows are merged and cleared"
+    );
+    let loaded = store.load_machine().unwrap();
+    assert_eq!(loaded.tasks(), machine.tasks());
+}
+
+#[test]
 fn opening_in_a_missing_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("missing").join("db.duckdb");

@@ -43,9 +43,10 @@ pub struct StoredSpec {
     pub timeout_ms: u64,
     /// Higher runs first.
     pub priority: i32,
-    pub max_retries: u32,
-    pub timeout_retries: u32,
-    pub flaky_retries: u32,
+    /// Retries of each kind; 8 bits, as apply keeps each at most `limits::MAX_RETRIES`.
+    pub max_retries: u8,
+    pub timeout_retries: u8,
+    pub flaky_retries: u8,
 }
 
 fn put_number(out: &mut Vec<u8>, mut n: usize) {
@@ -58,6 +59,12 @@ fn put_number(out: &mut Vec<u8>, mut n: usize) {
         }
         out.push(low | 0x80);
     }
+}
+
+/// A retry count as stored: apply refuses more than `limits::MAX_RETRIES` (100), so it always
+/// fits; a larger one (never applied) would be kept as 255.
+fn retries(n: u32) -> u8 {
+    u8::try_from(n).unwrap_or(u8::MAX)
 }
 
 /// Strings shorter than this are always written out: a reference would save nothing.
@@ -224,9 +231,9 @@ impl StoredSpec {
             base: base_text.filter(|_| uses_base),
             timeout_ms: spec.timeout_ms,
             priority: spec.priority,
-            max_retries: spec.max_retries,
-            timeout_retries: spec.timeout_retries,
-            flaky_retries: spec.flaky_retries,
+            max_retries: retries(spec.max_retries),
+            timeout_retries: retries(spec.timeout_retries),
+            flaky_retries: retries(spec.flaky_retries),
         }
     }
 
@@ -319,9 +326,9 @@ impl StoredSpec {
             priority: self.priority,
             labels: owned(pairs(section(&strings, labels_at, 2 * c.labels))),
             capabilities: texts(section(&strings, caps_at, c.capabilities)),
-            max_retries: self.max_retries,
-            timeout_retries: self.timeout_retries,
-            flaky_retries: self.flaky_retries,
+            max_retries: u32::from(self.max_retries),
+            timeout_retries: u32::from(self.timeout_retries),
+            flaky_retries: u32::from(self.flaky_retries),
         }
     }
 
