@@ -42,6 +42,9 @@ pub const COMMIT_WAIT: Duration = Duration::from_secs(30);
 /// How long a snapshot may take to build.
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
 
+/// Longest wait for this node's metrics to show a membership change it committed.
+const METRICS_WAIT: Duration = Duration::from_secs(2);
+
 /// The bytes of a snapshot file sent in one `SnapshotPart`.
 const CHUNK: usize = 1024 * 1024;
 
@@ -252,6 +255,8 @@ pub async fn add(node: &Coordinator, request: &AddNodeRequest) -> Result<Members
         .map_err(Status::failed_precondition)?;
     let _running = node.begin_membership_change(format!("adding node {id}"))?;
     let raft = node.raft();
+    // The log index of the last change written, for the reply to wait for.
+    let mut changed_at = None;
     let wait = match request.wait_ms {
         0 => DEFAULT_CATCH_UP,
         ms => Duration::from_millis(ms),
@@ -265,7 +270,7 @@ pub async fn add(node: &Coordinator, request: &AddNodeRequest) -> Result<Members
         )
         .await;
         match added {
-            Ok(Ok(_)) => {}
+            Ok(Ok(written)) => changed_at = Some(written.log_id.index),
             Ok(Err(e)) => {
                 return Err(Status::aborted(format!("adding node {id} failed: {e}")));
             }
@@ -288,18 +293,19 @@ pub async fn add(node: &Coordinator, request: &AddNodeRequest) -> Result<Members
         }
         tracing::info!(id, "promoting the caught-up learner to voter");
         let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
-        committed(
+        let written = committed(
             raft.change_membership(change, true),
             &format!("promoting node {id}"),
         )
         .await?;
+        changed_at = Some(written.log_id.index);
     }
     let summary = if promote {
         format!("node {id} ({addr}) is a voter")
     } else {
         format!("node {id} ({addr}) is a learner")
     };
-    Ok(reply(node, summary, started))
+    Ok(reply(node, summary, started, changed_at).await)
 }
 
 /// Waits until the leader's log matches `id`'s up to the leader's last index at the start.
@@ -356,16 +362,13 @@ pub async fn remove(node: &Coordinator, id: u64) -> Result<MembershipReply, Stat
         RemovePlan::Learner => ChangeMembers::RemoveNodes(ids),
         _ => ChangeMembers::RemoveVoters(ids),
     };
-    committed(
+    let written = committed(
         node.raft().change_membership(change, false),
         &format!("removing node {id}"),
     )
     .await?;
-    Ok(reply(
-        node,
-        format!("node {id} is no longer a member; stop its process and remove its data"),
-        started,
-    ))
+    let summary = format!("node {id} is no longer a member; stop its process and remove its data");
+    Ok(reply(node, summary, started, Some(written.log_id.index)).await)
 }
 
 /// Waits for a membership change to commit, at most [`COMMIT_WAIT`].
@@ -384,7 +387,28 @@ async fn committed<T, E: std::fmt::Display>(
     }
 }
 
-fn reply(node: &Coordinator, summary: String, started: Instant) -> MembershipReply {
+/// The answer to a membership change, from this node's status once its metrics show the
+/// change written at log index `changed_at` (the write can be answered before openraft's core
+/// publishes its metrics; read at once, the reply showed the members before the change).
+async fn reply(
+    node: &Coordinator,
+    summary: String,
+    started: Instant,
+    changed_at: Option<u64>,
+) -> MembershipReply {
+    if let Some(index) = changed_at {
+        let shown = node
+            .raft()
+            .wait(Some(METRICS_WAIT))
+            .metrics(
+                |m| m.membership_config.log_id().as_ref().map(|l| l.index) >= Some(index),
+                "the membership change in this node's metrics",
+            )
+            .await;
+        if let Err(e) = shown {
+            tracing::warn!("answering a membership change with the members as they were: {e}");
+        }
+    }
     let status = super::control::node_status(node);
     MembershipReply {
         members: status.members,
