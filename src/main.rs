@@ -868,38 +868,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// `--coordinator` conflicts with `--local` (`run`, `pytest`) and `--nodes` (`bench commit`)
-/// only when both are on the command line. `TESTFLEET_COORDINATOR` in the environment names the
-/// cluster a shell usually talks to, and a command told to start a fleet of its own ignores it;
-/// clap's `conflicts_with` counts a value from the environment too, so it refused `run --local`
-/// in every shell that exports the variable.
-fn refuse_explicit_conflicts(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
-    use clap::parser::ValueSource;
-    let mut current = matches;
-    while let Some((_, sub)) = current.subcommand() {
-        let given = |id: &str| {
-            sub.ids().any(|present| present.as_str() == id)
-                && sub.value_source(id) == Some(ValueSource::CommandLine)
-        };
-        for own in ["local", "nodes"] {
-            if given(own) && given("coordinator") {
-                return Err(Cli::command().error(
-                    clap::error::ErrorKind::ArgumentConflict,
-                    format!(
-                        "the argument '--{own}' cannot be used with '--coordinator': --{own} \
-                         starts a fleet of its own"
-                    ),
-                ));
-            }
-        }
-        current = sub;
-    }
-    Ok(())
-}
-
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
-    if let Err(e) = refuse_explicit_conflicts(&matches) {
+    if let Err(e) = cli::args::refuse_explicit_conflicts(&matches, Cli::command) {
         e.exit();
     }
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());

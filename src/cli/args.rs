@@ -1,5 +1,6 @@
 //! The flags every client command shares: where the coordinators are ([`Target`]), what to
-//! present to them ([`ClientAuth`]), and the exit codes `--help` lists.
+//! present to them ([`ClientAuth`]), the exit codes `--help` lists, and the one conflict
+//! between them and a command's own fleet ([`refuse_explicit_conflicts`]).
 
 use std::path::PathBuf;
 
@@ -78,4 +79,37 @@ impl ClientAuth {
         Credentials::load(self.token_file.as_deref(), tls.as_ref())
             .map_err(|e| CliError::Usage(e.to_string()))
     }
+}
+
+/// `--coordinator` conflicts with `--local` (`run`, `pytest`) and `--nodes` (`bench commit`)
+/// only when both are on the command line. `TESTFLEET_COORDINATOR` in the environment names the
+/// cluster a shell usually talks to, and a command told to start a fleet of its own ignores it;
+/// clap's `conflicts_with` counts a value from the environment too, so it refused `run --local`
+/// in every shell that exports the variable. `command` builds the whole CLI, for the usage
+/// error.
+pub fn refuse_explicit_conflicts(
+    matches: &clap::ArgMatches,
+    command: impl FnOnce() -> clap::Command,
+) -> Result<(), clap::Error> {
+    use clap::parser::ValueSource;
+    let mut current = matches;
+    while let Some((_, sub)) = current.subcommand() {
+        let given = |id: &str| {
+            sub.ids().any(|present| present.as_str() == id)
+                && sub.value_source(id) == Some(ValueSource::CommandLine)
+        };
+        for own in ["local", "nodes"] {
+            if given(own) && given("coordinator") {
+                return Err(command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "the argument '--{own}' cannot be used with '--coordinator': --{own} \
+                         starts a fleet of its own"
+                    ),
+                ));
+            }
+        }
+        current = sub;
+    }
+    Ok(())
 }

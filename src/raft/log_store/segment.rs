@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::{decode, encode};
+
 /// Bytes before a record's kind: its length and its checksum.
 pub(super) const RECORD_PREFIX: usize = 8;
 
@@ -180,7 +182,7 @@ pub(super) fn push_entry(buf: &mut Vec<u8>, index: u64, entry: &[u8]) -> usize {
 
 /// Appends a [`Meta`] record.
 pub(super) fn push_meta(buf: &mut Vec<u8>, meta: &Meta) -> Result<(), io::Error> {
-    let bytes = encode(meta)?;
+    let bytes = encode(meta, "log record")?;
     push_record(buf, KIND_META, &[&bytes]);
     Ok(())
 }
@@ -312,7 +314,11 @@ fn install(
         meta: meta.clone(),
     };
     let mut first = Vec::new();
-    push_record(&mut first, KIND_HEADER, &[&encode(&header)?]);
+    push_record(
+        &mut first,
+        KIND_HEADER,
+        &[&encode(&header, "segment header")?],
+    );
     write_durably(&file, &first, 0)?;
     let path = dir.join(segment_name(seq));
     std::fs::rename(tmp_path(dir, seq), &path)?;
@@ -329,20 +335,6 @@ pub(super) fn write_durably(file: &File, bytes: &[u8], at: u64) -> Result<(), io
 /// fsyncs a directory, so that names created or renamed in it survive a crash.
 pub(super) fn sync_dir(dir: &Path) -> Result<(), io::Error> {
     File::open(dir)?.sync_all()
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, io::Error> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map_err(|e| e.to_string())?;
-    if used != bytes.len() {
-        return Err(format!("{} trailing bytes", bytes.len() - used));
-    }
-    Ok(value)
 }
 
 #[cfg(test)]
