@@ -22,6 +22,10 @@
 //!   rest of the log.
 //! * A storage error in the flusher is sticky: the next `apply` returns it and openraft
 //!   stops the node. Skipping an entry would make this replica diverge.
+//! * State and the snapshot file only move forward. A snapshot older than what the state
+//!   holds is not installed, and one older than the snapshot file does not replace it (the log
+//!   may already be purged up to that file). An entry at or below `last_applied`, which
+//!   openraft replays after such an install, is not applied again.
 //!
 //! # Replica checks
 //!
@@ -549,10 +553,14 @@ impl StateMachine {
 
     /// The last log index the current snapshot covers, if there is one.
     pub fn snapshot_index(&self) -> Option<u64> {
+        self.snapshot_log_id().map(|l| l.index)
+    }
+
+    /// The last log id the current snapshot covers, if there is one.
+    fn snapshot_log_id(&self) -> Option<LogId> {
         lock(&self.current)
             .as_ref()
-            .and_then(|s| s.meta.last_log_id.as_ref())
-            .map(|l| l.index)
+            .and_then(|s| s.meta.last_log_id)
     }
 
     fn save_current(&self, stored: StoredSnapshot) -> io::Result<()> {
@@ -633,6 +641,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 let mut marker = None;
                 for (log_id, payload) in entries.by_ref() {
+                    if memory.last_applied.is_some_and(|applied| log_id <= applied) {
+                        // Already in the state: openraft replays from the last snapshot it
+                        // installed, and an install this node was ahead of kept its state
+                        // (`install_snapshot`). Raft's committed entries never change, so
+                        // applying one again would only apply it twice.
+                        replies.push(Reply::Applied);
+                        continue;
+                    }
                     let check = match &payload {
                         EntryPayload::Normal(Command::CheckReplicas { id, .. }) => Some(id.clone()),
                         _ => None,
@@ -722,6 +738,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(())
         })
         .await?;
+        if self.snapshot_log_id() >= meta.last_log_id {
+            // The snapshot file this node has is as new or newer: keep it. Its log may be
+            // purged up to that file's last entry, and openraft refuses to start a node whose
+            // log is purged past its snapshot.
+            return Ok(());
+        }
         let this = self.clone();
         let stored = StoredSnapshot {
             meta: meta.clone(),

@@ -169,3 +169,82 @@ async fn a_corrupt_snapshot_leaves_the_old_state_readable() {
     assert_eq!(before, after);
     assert_eq!(meta_before, meta_after);
 }
+
+fn bench_entries(from: u64, count: u64) -> Vec<EntryOf<TypeConfig>> {
+    (from..from + count)
+        .map(|i| Entry {
+            log_id: log_id::<TypeConfig>(1, 1, i),
+            payload: EntryPayload::Normal(Command::Bench {
+                payload: vec![0; 8],
+            }),
+        })
+        .collect()
+}
+
+fn bench_rows(sm: &StateMachine) -> Vec<i64> {
+    sm.flush().unwrap();
+    let reader = sm.reader().unwrap();
+    let mut rows = reader
+        .prepare("SELECT log_index FROM bench_log ORDER BY log_index")
+        .unwrap();
+    rows.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// A node that is ahead of a snapshot it is sent keeps its own snapshot file, which its log
+/// may be purged up to (openraft refuses to start a node whose log is purged past its
+/// snapshot), and the entries openraft replays after that install are not applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_snapshot_neither_replaces_a_newer_file_nor_replays_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| {
+        StateMachine::open(
+            &dir.path().join(format!("{name}.duckdb")),
+            &dir.path().join(name),
+            &settings(),
+        )
+        .unwrap()
+    };
+    let mut old = open("old");
+    apply(&mut old, bench_entries(1, 3)).await;
+    let older = old
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+
+    let mut node = open("node");
+    apply(&mut node, bench_entries(1, 6)).await;
+    let own = node
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(own.meta.last_log_id, Some(log_id::<TypeConfig>(1, 1, 6)));
+
+    node.install_snapshot(&older.meta, older.snapshot.clone())
+        .await
+        .unwrap();
+    assert_eq!(node.snapshot_index(), Some(6), "the snapshot went back");
+    // What openraft does next: it replays the log from the installed snapshot on.
+    apply(&mut node, bench_entries(4, 5)).await;
+    assert_eq!(bench_rows(&node), (1..=8).collect::<Vec<_>>());
+
+    drop(node);
+    let mut reopened = open("node");
+    let current = reopened
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("snapshot kept on disk");
+    assert_eq!(
+        current.meta.last_log_id,
+        Some(log_id::<TypeConfig>(1, 1, 6))
+    );
+    let (applied, _) = reopened.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id::<TypeConfig>(1, 1, 8)));
+}
