@@ -182,6 +182,30 @@ async fn dispatch_latencies(remote: &Remote, name: &str) -> Result<Dispatch, Cli
     })
 }
 
+/// Waits until the job `job_id` has `expected` passed tasks, asking the leader as
+/// `testfleet run` does (`GetJob`, answered from the applied state in memory). A SQL poll
+/// here would put a DuckDB scan and a consistent read on the leader ten times a second,
+/// load that no real client adds, during the very run being measured.
+async fn wait_passed(remote: &Remote, job_id: &str, expected: usize) -> Result<(), CliError> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let report = crate::cli::jobs::get_job(remote, job_id, false).await?;
+        let passed = report.counts.get("passed").copied().unwrap_or(0) as usize;
+        if passed >= expected {
+            return Ok(());
+        }
+        if report.status != "running" || Instant::now() > deadline {
+            return Err(unavailable(format!(
+                "job {job_id}: only {passed} of {expected} tasks passed (job {})",
+                report.status
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `expected` tasks of the jobs named `name` have passed (many one-task jobs,
+/// asked with one SQL count: used once the load that is measured is over).
 async fn wait_done(remote: &Remote, name: &str, expected: usize) -> Result<(), CliError> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -256,14 +280,15 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
         .map(|i| trivial(format!("warm-{i}"), "warm"))
         .collect();
     crate::cli::jobs::submit(&remote, "warm", "warm", &warm).await?;
-    wait_done(&remote, "warm", warm.len()).await?;
+    wait_passed(&remote, "warm", warm.len()).await?;
 
     // Full load: one big job.
     let job: Vec<TaskSpec> = (0..settings.tasks)
         .map(|_| trivial(uuid::Uuid::new_v4().to_string(), "full"))
         .collect();
-    crate::cli::jobs::submit(&remote, &uuid::Uuid::new_v4().to_string(), "full", &job).await?;
-    wait_done(&remote, "full", settings.tasks).await?;
+    let full_id = uuid::Uuid::new_v4().to_string();
+    crate::cli::jobs::submit(&remote, &full_id, "full", &job).await?;
+    wait_passed(&remote, &full_id, settings.tasks).await?;
     let span = query(
         &remote,
         "SELECT max(epoch_us(t.finished_at)) - min(epoch_us(t.submitted_at)) FROM tasks t \
@@ -311,7 +336,7 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
         .filter_map(|n| workers.pid(n).and_then(rss_of))
         .max()
         .unwrap_or(0);
-    wait_done(&remote, "busy", busy.len()).await?;
+    wait_passed(&remote, "busy", busy.len()).await?;
 
     let pick_10k = crate::scheduler::bench_pick(10_000);
     let pick_100k = crate::scheduler::bench_pick(100_000);
