@@ -398,7 +398,7 @@ async fn run_coordinator(args: CoordinatorArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Other(e.to_string()))?;
     tracing::info!(node_id = node.node_id(), addr = %bound, db = %node.config().db_path.display(), "coordinator listening");
-    node.serve(listener, shutdown_signal())
+    node.serve(listener, cli::interrupt::shutdown_signal())
         .await
         .map_err(|e| CliError::Other(e.to_string()))?;
     tracing::info!("coordinator stopped");
@@ -413,52 +413,6 @@ fn print_summary(report: testfleet::proto::JobReport, output: Output) -> Result<
         0 => Ok(()),
         code => Err(CliError::Exit(code)),
     }
-}
-
-/// Every Ctrl-C (SIGINT) from now on, as a message: the handler is in place when this returns,
-/// and the process no longer dies of SIGINT.
-fn interrupts() -> tokio::sync::mpsc::UnboundedReceiver<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    match signal(SignalKind::interrupt()) {
-        Ok(mut sigint) => {
-            tokio::spawn(async move {
-                while sigint.recv().await.is_some() {
-                    if tx.send(()).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Err(e) => tracing::warn!("cannot catch Ctrl-C ({e}): it will stop only this client"),
-    }
-    rx
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the node");
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-    tracing::info!("shutting down");
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
@@ -516,9 +470,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let leave = shutdown.clone();
             let stop_now = config.stop_now.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                cli::interrupt::shutdown_signal().await;
                 leave.cancel();
-                shutdown_signal().await;
+                cli::interrupt::shutdown_signal().await;
                 stop_now.cancel();
             });
             let result = testfleet::worker::agent::run(config, shutdown).await;
@@ -587,7 +541,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let job_id = uuid::Uuid::new_v4().to_string();
             // Ctrl-C from here on cancels the job (once submitted) instead of killing the
             // client and leaving the job running unseen.
-            let mut interrupts = (!detach).then(interrupts);
+            let mut interrupts = (!detach).then(cli::interrupt::interrupts);
             let count = jobs::submit(&remote, &job_id, &name, &specs).await?;
             if detach {
                 match target.output {
@@ -701,7 +655,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Workers { target, all, .. } => cli::reads::workers(&target, all).await,
         Command::Tests(command) => cli::test_results::run(command).await,
         Command::Pytest(args) => {
-            let mut interrupts = interrupts();
+            let mut interrupts = cli::interrupt::interrupts();
             cli::pytest::run(*args, Some(&mut interrupts)).await
         }
         Command::Capabilities { worker, target } => {
@@ -891,7 +845,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    // The command runs as a task of the runtime, not on this thread: a future `block_on`
+    // drives stays on the main thread, outside the worker pool, and every task it wakes (or
+    // that wakes it) crosses threads. A worker's session loop spent a fifth of the worker's
+    // CPU there (BENCHMARKS.md).
+    let command = runtime.block_on(async {
+        match tokio::spawn(run(cli)).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(CliError::Other(format!("the command was stopped: {e}"))),
+        }
+    });
+    match command {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Exit(code)) => ExitCode::from(code),
         Err(e) => {

@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod capabilities;
 pub mod cluster;
 pub mod cluster_check;
+pub mod interrupt;
 pub mod jobs;
 pub mod local;
 pub mod logs;
