@@ -108,6 +108,74 @@ pub fn read_stat(pid: u32) -> Result<ProcStat, CpuError> {
     parse_stat(text.trim_end())
 }
 
+/// The group [`thread_ticks`] puts a process's main thread in, with every thread that has no
+/// name of its own (a thread's name is its process's until it sets one: DuckDB's do not).
+pub const MAIN_THREADS: &str = "main and unnamed";
+
+/// The group [`thread_cpu_spent`] puts the CPU of threads that ended between two readings in:
+/// the process's total counts them, the threads listed at the second reading do not.
+pub const ENDED_THREADS: &str = "ended threads";
+
+/// One reading of a process's CPU: its total (every thread, ended ones included) and what its
+/// threads listed now spent, summed by thread name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadTicks {
+    pub process: u64,
+    pub by_name: BTreeMap<String, u64>,
+}
+
+/// Reads `/proc/PID/stat` and every `/proc/PID/task/TID/stat` (`comm` there is the thread's
+/// name). A thread that ends while they are read is left out.
+pub fn thread_ticks(pid: u32) -> Result<ThreadTicks, CpuError> {
+    let process = read_stat(pid)?;
+    let read_error = |e: std::io::Error| CpuError::Read {
+        pid,
+        reason: e.to_string(),
+    };
+    let mut by_name = BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).map_err(read_error)? {
+        let Ok(line) = std::fs::read_to_string(entry.map_err(read_error)?.path().join("stat"))
+        else {
+            continue;
+        };
+        let thread = parse_stat(line.trim_end())?;
+        let ticks = thread.own_ticks();
+        let name = if thread.comm == process.comm {
+            MAIN_THREADS.to_string()
+        } else {
+            thread.comm
+        };
+        *by_name.entry(name).or_default() += ticks;
+    }
+    Ok(ThreadTicks {
+        process: process.own_ticks(),
+        by_name,
+    })
+}
+
+/// What a process spent between two readings, by thread name; what threads that ended in
+/// between spent is under [`ENDED_THREADS`]. A group whose threads all ended shows what the
+/// threads left spent (never less than zero).
+pub fn thread_cpu_spent(start: &ThreadTicks, end: &ThreadTicks) -> BTreeMap<String, u64> {
+    let mut spent: BTreeMap<String, u64> = end
+        .by_name
+        .iter()
+        .map(|(name, ticks)| {
+            let before = start.by_name.get(name).copied().unwrap_or(0);
+            (name.clone(), ticks.saturating_sub(before))
+        })
+        .collect();
+    let listed: u64 = spent.values().sum();
+    let ended = end
+        .process
+        .saturating_sub(start.process)
+        .saturating_sub(listed);
+    if ended > 0 {
+        spent.insert(ENDED_THREADS.to_string(), ended);
+    }
+    spent
+}
+
 /// The kernel's clock ticks per second (`sysconf(_SC_CLK_TCK)`).
 pub fn ticks_per_second() -> Result<u64, CpuError> {
     // SAFETY: sysconf reads a constant of the running system; it takes no pointers.
@@ -278,6 +346,51 @@ pub fn ratio(a: f64, b: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_cpu_is_split_by_name_and_ended_threads_are_the_remainder() {
+        let reading = |process, names: &[(&str, u64)]| ThreadTicks {
+            process,
+            by_name: names.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
+        };
+        let start = reading(
+            100,
+            &[("tokio-rt-worker", 60), ("flusher", 30), ("gone", 10)],
+        );
+        let end = reading(
+            190,
+            &[("tokio-rt-worker", 110), ("flusher", 45), ("new", 5)],
+        );
+        let spent = thread_cpu_spent(&start, &end);
+        assert_eq!(spent["tokio-rt-worker"], 50);
+        assert_eq!(spent["flusher"], 15);
+        assert_eq!(spent["new"], 5);
+        // 90 spent in all, 70 by the threads still there.
+        assert_eq!(spent[ENDED_THREADS], 20);
+        assert_eq!(spent.values().sum::<u64>(), 90);
+    }
+
+    #[test]
+    fn a_named_thread_of_this_process_is_read_under_its_name() {
+        let busy = std::thread::Builder::new()
+            .name("tf-cpu-probe".into())
+            .spawn(|| {
+                let end = Instant::now() + Duration::from_millis(60);
+                let mut x = 0u64;
+                while Instant::now() < end {
+                    x = x.wrapping_mul(31).wrapping_add(7);
+                }
+                std::hint::black_box(x);
+                std::thread::park();
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+        let reading = thread_ticks(std::process::id()).unwrap();
+        busy.thread().unpark();
+        busy.join().unwrap();
+        assert!(reading.by_name.contains_key("tf-cpu-probe"), "{reading:?}");
+        assert!(reading.by_name.contains_key(MAIN_THREADS), "{reading:?}");
+    }
 
     /// A real line of a process named `tokio-rt (w) 2`, trimmed of nothing.
     const LINE: &str = "4242 (tokio-rt (w) 2) S 17 4242 17 0 -1 4194560 1200 0 3 0 \

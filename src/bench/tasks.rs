@@ -16,11 +16,16 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::bench::cpu::{
+    ThreadTicks, thread_cpu_spent, thread_ticks, ticks_per_second, ticks_to_duration,
+};
+
 use crate::cli::Remote;
 use crate::cli::{CliError, Output, table, unavailable};
 use crate::demo::Latency;
 use crate::demo::launch::{LocalCluster, LocalWorkers};
 use crate::state::command::TaskSpec;
+use std::collections::BTreeMap;
 
 pub mod queued;
 
@@ -136,6 +141,56 @@ pub struct TasksReport {
     /// full scan it replaced.
     pub held_by_100k_us: f64,
     pub held_by_scan_100k_us: f64,
+    /// The servers' CPU per task over the full-load job (submission until every task
+    /// passed), by process role and thread name: `coordinators: tokio-rt-worker`,
+    /// `coordinators: duckdb-flusher`, `workers: …` (see [`crate::bench::cpu::thread_ticks`]).
+    /// Not the `true` processes the workers start.
+    pub full_load_cpu_us_per_task: BTreeMap<String, f64>,
+}
+
+/// Every started coordinator and worker process with its role, for [`ThreadReading`].
+fn server_pids(cluster: &LocalCluster, workers: &LocalWorkers) -> Vec<(&'static str, u32)> {
+    let coordinators = cluster
+        .running()
+        .into_iter()
+        .filter_map(|id| cluster.pid(id));
+    let workers = workers.names().into_iter().filter_map(|n| workers.pid(&n));
+    coordinators
+        .map(|pid| ("coordinators", pid))
+        .chain(workers.map(|pid| ("workers", pid)))
+        .collect()
+}
+
+/// One reading of every server process's threads.
+struct ThreadReading(Vec<(&'static str, ThreadTicks)>);
+
+impl ThreadReading {
+    fn now(pids: &[(&'static str, u32)]) -> Result<ThreadReading, CliError> {
+        pids.iter()
+            .map(|(role, pid)| Ok((*role, thread_ticks(*pid)?)))
+            .collect::<Result<_, crate::bench::cpu::CpuError>>()
+            .map(ThreadReading)
+            .map_err(|e| CliError::Other(e.to_string()))
+    }
+
+    /// µs of CPU per task from `self` to `end`, by `role: thread name`, with a total per
+    /// role (`role: all`).
+    fn per_task(
+        &self,
+        end: &ThreadReading,
+        tasks: usize,
+    ) -> Result<BTreeMap<String, f64>, CliError> {
+        let hz = ticks_per_second().map_err(|e| CliError::Other(e.to_string()))?;
+        let mut ticks: BTreeMap<String, u64> = BTreeMap::new();
+        for ((role, start), (_, end)) in self.0.iter().zip(&end.0) {
+            for (name, spent) in thread_cpu_spent(start, end) {
+                *ticks.entry(format!("{role}: {name}")).or_default() += spent;
+                *ticks.entry(format!("{role}: all")).or_default() += spent;
+            }
+        }
+        let us = |t: u64| ticks_to_duration(t, hz).as_secs_f64() * 1e6 / tasks.max(1) as f64;
+        Ok(ticks.into_iter().map(|(k, t)| (k, us(t))).collect())
+    }
 }
 
 fn trivial(id: String, name: &str) -> TaskSpec {
@@ -287,8 +342,12 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
         .map(|_| trivial(uuid::Uuid::new_v4().to_string(), "full"))
         .collect();
     let full_id = uuid::Uuid::new_v4().to_string();
+    let servers = server_pids(&cluster, &workers);
+    let before = ThreadReading::now(&servers)?;
     crate::cli::jobs::submit(&remote, &full_id, "full", &job).await?;
     wait_passed(&remote, &full_id, settings.tasks).await?;
+    let full_load_cpu_us_per_task =
+        before.per_task(&ThreadReading::now(&servers)?, settings.tasks)?;
     let span = query(
         &remote,
         "SELECT max(epoch_us(t.finished_at)) - min(epoch_us(t.submitted_at)) FROM tasks t \
@@ -362,6 +421,7 @@ pub async fn run(settings: &TasksSettings) -> Result<TasksReport, CliError> {
         pick_100k_us: pick_100k.as_secs_f64() * 1e6,
         held_by_100k_us: held_index.as_secs_f64() * 1e6,
         held_by_scan_100k_us: held_scan.as_secs_f64() * 1e6,
+        full_load_cpu_us_per_task,
     })
 }
 
@@ -412,6 +472,13 @@ pub fn render(r: &TasksReport, output: Output) -> String {
             row("  proposed -> started".into(), &r.half_load_to_start),
         ],
     ));
+    if !r.full_load_cpu_us_per_task.is_empty() {
+        let rows: Vec<Vec<String>> = (r.full_load_cpu_us_per_task.iter())
+            .map(|(group, us)| vec![group.clone(), format!("{us:.0}")])
+            .collect();
+        out.push('\n');
+        out.push_str(&table(&["SERVER CPU PER TASK, FULL LOAD", "µS"], &rows));
+    }
     out.push_str(&format!(
         "\nworker RSS with its slots busy: {:.1} MiB\nscheduler pick: {:.2} µs at 10k queued, {:.2} µs at 100k queued\n\
          one worker's held tasks, 100k tasks in the state: {:.2} µs (index), {:.0} µs (full scan)\n",

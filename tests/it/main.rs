@@ -44,6 +44,7 @@ mod snapshot;
 mod sql_sandbox;
 mod submit_dispatch;
 mod support;
+mod tasks_bench;
 mod test_results;
 mod third_party;
 mod tls;
