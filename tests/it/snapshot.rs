@@ -7,7 +7,7 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::testing::log_id;
 use openraft::{Entry, EntryPayload};
 use testfleet::raft::TypeConfig;
-use testfleet::raft::state_machine::StateMachine;
+use testfleet::raft::state_machine::{SnapshotData, StateMachine};
 use testfleet::state::command::{Command, TaskSpec, Timestamp};
 use testfleet::state::store::{DbSettings, dump_with};
 
@@ -170,6 +170,14 @@ async fn a_corrupt_snapshot_leaves_the_old_state_readable() {
     assert_eq!(meta_before, meta_after);
 }
 
+async fn build(sm: &mut StateMachine) -> openraft::alias::SnapshotOf<TypeConfig, SnapshotData> {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap()
+}
+
 fn bench_entries(from: u64, count: u64) -> Vec<EntryOf<TypeConfig>> {
     (from..from + count)
         .map(|i| Entry {
@@ -209,21 +217,11 @@ async fn an_older_snapshot_neither_replaces_a_newer_file_nor_replays_entries() {
     };
     let mut old = open("old");
     apply(&mut old, bench_entries(1, 3)).await;
-    let older = old
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let older = build(&mut old).await;
 
     let mut node = open("node");
     apply(&mut node, bench_entries(1, 6)).await;
-    let own = node
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let own = build(&mut node).await;
     assert_eq!(own.meta.last_log_id, Some(log_id::<TypeConfig>(1, 1, 6)));
 
     node.install_snapshot(&older.meta, older.snapshot.clone())

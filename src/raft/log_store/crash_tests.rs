@@ -397,6 +397,17 @@ async fn a_segment_without_its_header_or_a_missing_one_is_refused_with_what_to_d
     assert_refused_as_damaged(&path, &newest);
 }
 
+/// The oldest segment of a log that was never purged, removed by hand: refused likewise (only
+/// a purge deletes segments, and the last one stays on record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_segment_of_a_never_purged_log_removed_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = written_store(dir.path()).await;
+    let first = segment_path(&path, 1);
+    std::fs::remove_file(&first).unwrap();
+    assert_refused_as_damaged(&path, &first);
+}
+
 /// What an interrupted write leaves at the end of the newest segment (a record cut short,
 /// bytes that fail their checksum) was never acknowledged: it is discarded and zeroed, and
 /// the store goes on after the last whole record.

@@ -188,6 +188,17 @@ fn replay(path: &Path) -> Result<(Log, Active), io::Error> {
     }
     log.check_replayed()
         .map_err(|what| damaged(path, path, &what))?;
+    if after_deleted && log.purged_index().is_none() {
+        // Only a purge deletes segments, and the last purge stays on record: older segments
+        // gone from a log never purged were removed by hand.
+        let first = path.join(segment::segment_name(1));
+        return Err(damaged(
+            path,
+            &first,
+            "this segment is missing (nothing was ever purged from this log, so no segment was \
+             deleted)",
+        ));
+    }
     let active = active.ok_or_else(|| damaged(path, path, "it holds no segment file"))?;
     // Segments replay showed no longer needed (a crash came between a purge and their
     // deletion) are deleted now.
