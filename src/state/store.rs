@@ -67,11 +67,9 @@ fn sandboxed(settings: &DbSettings) -> duckdb::Result<duckdb::Config> {
         .enable_external_access(false)?
         .with("autoinstall_known_extensions", "false")?
         .with("autoload_known_extensions", "false")?
-        // Self-healing lowers the memory limit under memory pressure (`Store::set_memory_limit`),
-        // and the writer connection turns the optimizer off for itself (`Store::init`). The
-        // `sql` reader can do neither: its guard refuses every `SET` and `PRAGMA` that
-        // changes anything (`crate::query`).
-        .with("allowed_configs", "[memory_limit, enable_optimizer]")?
+        // Self-healing lowers the memory limit under memory pressure (`Store::set_memory_limit`).
+        // The `sql` reader cannot: its guard refuses every `SET` (`crate::query`).
+        .with("allowed_configs", "[memory_limit]")?
         .with("lock_configuration", "true")
 }
 
@@ -140,13 +138,6 @@ pub fn release_free_memory() -> Option<bool> {
     }
 }
 
-/// How many prepared statements a store's connection keeps (`Connection::prepare_cached`):
-/// the statements of a flush never change, so each is parsed once. (DuckDB still binds and
-/// plans a statement that writes again at each execution; what that costs is cut by running
-/// the writer connection without the optimizer, see `Store::init`.) A flush runs two
-/// statements per upserted table and one for the meta.
-const STATEMENT_CACHE: usize = 2 * UPSERT_TABLES.len() + 8;
-
 /// The DuckDB side of one node.
 pub struct Store {
     conn: Connection,
@@ -188,15 +179,6 @@ impl Store {
             ))
             .map_err(db("creating staging tables"))?;
         }
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        // This connection only writes: each flush's `INSERT OR REPLACE … SELECT * FROM stage`
-        // and `DELETE FROM stage`, appends, snapshot installs. DuckDB plans every one of them
-        // again at each flush, and its optimizer, which has nothing to improve in them, was
-        // most of that: a third of the flusher thread's CPU under a full task load (`perf`;
-        // BENCHMARKS.md). The setting is this connection's own: readers (`Store::reader`,
-        // the `sql` reader, the machine's load) keep the optimizer.
-        conn.execute_batch("PRAGMA disable_optimizer;")
-            .map_err(db("configuring the writer connection"))?;
         Ok(Store { conn })
     }
 
@@ -242,11 +224,9 @@ impl Store {
         read_meta(&self.conn)
     }
 
-    /// Rebuilds the in-memory view from the tables (on a reader: its queries want the
-    /// optimizer, which the writer connection runs without).
+    /// Rebuilds the in-memory view from the tables.
     pub fn load_machine(&self) -> Result<Machine> {
-        let reader = self.reader()?;
-        super::load::load_machine(&reader)
+        super::load::load_machine(&self.conn)
     }
 
     /// Writes `changes` (rows taken from `machine`) and `meta` in one transaction.
@@ -549,24 +529,17 @@ fn read_meta(conn: &Connection) -> Result<Option<RaftMeta>> {
 }
 
 fn write_meta(conn: &Connection, meta: &RaftMeta) -> Result<()> {
-    conn.prepare_cached(
+    conn.execute(
         "INSERT OR REPLACE INTO raft_meta (id, last_applied_index, last_applied, membership) \
          VALUES (1, ?, ?, ?)",
-    )
-    .and_then(|mut statement| {
-        statement.execute(params![
+        params![
             meta.last_applied_index.map(|i| i as i64),
             meta.last_applied_json,
             meta.membership_json
-        ])
-    })
+        ],
+    )
     .map_err(db("writing raft_meta"))?;
     Ok(())
-}
-
-/// Runs `sql`, a statement without parameters, prepared once per connection.
-fn run_cached(conn: &Connection, sql: &str) -> duckdb::Result<usize> {
-    conn.prepare_cached(sql)?.execute([])
 }
 
 /// Appends `rows` to `table` (a TEMP table when `temp`) with one Appender, never a
@@ -604,11 +577,10 @@ fn upsert<T>(
 ) -> Result<()> {
     for chunk in rows.chunks(MERGE_ROWS) {
         append(conn, &format!("{table}_stage"), true, chunk, &values)?;
-        run_cached(
-            conn,
-            &format!("INSERT OR REPLACE INTO main.{table} SELECT * FROM temp.main.{table}_stage"),
-        )
-        .and_then(|_| run_cached(conn, &format!("DELETE FROM temp.main.{table}_stage")))
+        conn.execute_batch(&format!(
+            "INSERT OR REPLACE INTO main.{table} SELECT * FROM temp.main.{table}_stage; \
+             DELETE FROM temp.main.{table}_stage;"
+        ))
         .map_err(db("merging staged rows"))?;
     }
     Ok(())
