@@ -27,6 +27,9 @@ use super::{CommittedSlot, FORMAT_VERSION, Inner, legacy};
 /// Name of the lock file in the store's directory.
 const LOCK_FILE: &str = "LOCK";
 
+/// How long a busy `LOCK` is tried again before the store is refused as open elsewhere.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Opens (creating or converting it if missing) the store at `path` and replays it.
 pub(super) fn open_inner<C>(path: &Path) -> Result<(Inner, Active), io::Error>
 where
@@ -114,7 +117,21 @@ fn lock(path: &Path) -> Result<File, io::Error> {
         .truncate(false)
         .open(&lock_path)
         .map_err(|e| fs_error(path, "open", &lock_path, e))?;
-    match file.try_lock() {
+    // A lock this process just released can still be held for a moment: `flock` locks belong
+    // to the open file, and a child forked by another thread of this process holds a copy of
+    // every descriptor until its `exec` closes them. A store dropped and opened again while
+    // something else spawns a process (tests running side by side did) would be refused. So
+    // a busy lock is tried again for a short while; one that another process holds open stays
+    // busy and is refused after it.
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    let mut locked = file.try_lock();
+    while matches!(locked, Err(std::fs::TryLockError::WouldBlock))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        locked = file.try_lock();
+    }
+    match locked {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
             io::ErrorKind::ResourceBusy,
