@@ -2,7 +2,9 @@
 //!
 //! Starts `--nodes` coordinator processes and `--workers` worker processes (`--slots`
 //! each), then measures, all from the replicated tables (the coordinators' own timestamps):
-//! * throughput: a job of `--tasks` `true` commands, first submission to last result;
+//! * throughput: a job of `--tasks` `true` commands, first submission to last result, and
+//!   the servers' CPU per task over that job by process role and thread (read from `/proc`,
+//!   [`crate::bench::cpu::thread_ticks`]);
 //! * dispatch latency (submit → `TaskStarted`) at full load and at half that rate, where
 //!   one-task jobs are submitted at an even pace;
 //! * a worker's resident memory while 4 of its slots run;
@@ -11,6 +13,7 @@
 //! With `--queued SIZES` it measures instead a coordinator's memory per queued task
 //! ([`queued`]), side by side with another build given with `--binary`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -19,13 +22,11 @@ use serde::Serialize;
 use crate::bench::cpu::{
     ThreadTicks, thread_cpu_spent, thread_ticks, ticks_per_second, ticks_to_duration,
 };
-
 use crate::cli::Remote;
 use crate::cli::{CliError, Output, table, unavailable};
 use crate::demo::Latency;
 use crate::demo::launch::{LocalCluster, LocalWorkers};
 use crate::state::command::TaskSpec;
-use std::collections::BTreeMap;
 
 pub mod queued;
 
