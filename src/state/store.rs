@@ -67,9 +67,11 @@ fn sandboxed(settings: &DbSettings) -> duckdb::Result<duckdb::Config> {
         .enable_external_access(false)?
         .with("autoinstall_known_extensions", "false")?
         .with("autoload_known_extensions", "false")?
-        // Self-healing lowers the memory limit under memory pressure (`Store::set_memory_limit`).
-        // The `sql` reader cannot: its guard refuses every `SET` (`crate::query`).
-        .with("allowed_configs", "[memory_limit]")?
+        // Self-healing lowers the memory limit under memory pressure (`Store::set_memory_limit`),
+        // and the writer connection turns the optimizer off for itself (`Store::init`). The
+        // `sql` reader can do neither: its guard refuses every `SET` and every `PRAGMA` that
+        // changes anything (`crate::query`).
+        .with("allowed_configs", "[memory_limit, enable_optimizer]")?
         .with("lock_configuration", "true")
 }
 
@@ -179,6 +181,19 @@ impl Store {
             ))
             .map_err(db("creating staging tables"))?;
         }
+        // This connection only writes: each flush's `INSERT OR REPLACE … SELECT * FROM stage`
+        // and `DELETE FROM stage`, appends, snapshot installs. DuckDB binds and plans every
+        // one of them again at each flush, prepared or not, and its optimizer, which has
+        // nothing to improve in them, was a third of the flusher thread's CPU under a full
+        // task load (`perf`; BENCHMARKS.md). The setting is this connection's own: readers
+        // (`Store::reader`, `load_machine`, the `sql` reader) keep the optimizer.
+        //
+        // The statements are deliberately not kept prepared (`prepare_cached`): with the
+        // merges cached, 1 MB rows ran DuckDB out of its 256 MB at the next snapshot read,
+        // every time (`limits::entries_larger_together_than_one_raft_message_still_
+        // replicate`), for a saving in parsing too small to measure.
+        conn.execute_batch("PRAGMA disable_optimizer;")
+            .map_err(db("configuring the writer connection"))?;
         Ok(Store { conn })
     }
 
@@ -224,9 +239,10 @@ impl Store {
         read_meta(&self.conn)
     }
 
-    /// Rebuilds the in-memory view from the tables.
+    /// Rebuilds the in-memory view from the tables (on a reader: its queries join and
+    /// aggregate, and want the optimizer the writer connection runs without).
     pub fn load_machine(&self) -> Result<Machine> {
-        super::load::load_machine(&self.conn)
+        super::load::load_machine(&self.reader()?)
     }
 
     /// Writes `changes` (rows taken from `machine`) and `meta` in one transaction.

@@ -809,3 +809,16 @@ fn a_snapshot_image_from_before_the_signal_column_installs() {
     target.install(&old, &meta_of_source.unwrap()).unwrap();
     assert_eq!(target.dump().unwrap().0, current);
 }
+
+#[test]
+fn only_the_writer_connection_runs_without_the_optimizer() {
+    let store = Store::open_in_memory().unwrap();
+    let optimizer = |conn: &Connection| -> bool {
+        conn.query_row("SELECT current_setting('enable_optimizer')", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    assert!(!optimizer(store.connection()));
+    assert!(optimizer(&store.reader().unwrap()));
+}
