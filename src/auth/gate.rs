@@ -294,6 +294,7 @@ mod tests {
             ("/testfleet.v1.Jobs/FollowOutput", Operator),
             ("/testfleet.v1.Fleet/Session", Worker),
             ("/testfleet.raft.v1.RaftService/AppendEntries", Peer),
+            ("/testfleet.raft.v1.RaftService/AppendStream", Peer),
             ("/testfleet.raft.v1.RaftService/InstallSnapshot", Peer),
             ("/grpc.reflection.v1.ServerReflection/Info", Peer),
             ("/grpc.health.v1.Health/Check", Open),

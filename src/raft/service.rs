@@ -134,6 +134,14 @@ fn reply<T: Serialize>(
     what: &'static str,
     result: Result<T, Fatal<TypeConfig>>,
 ) -> Result<Response<RaftReply>, Status> {
+    reply_message(what, result).map(Response::new)
+}
+
+/// [`reply`], as the message alone (for a reply on a stream).
+fn reply_message<T: Serialize>(
+    what: &'static str,
+    result: Result<T, Fatal<TypeConfig>>,
+) -> Result<RaftReply, Status> {
     let outcome = match result {
         Ok(response) => encode(what, &response).map(Outcome::Ok),
         Err(fatal) => {
@@ -145,9 +153,28 @@ fn reply<T: Serialize>(
         tracing::error!("cannot answer a Raft RPC: {e}");
         Status::internal(e.to_string())
     })?;
-    Ok(Response::new(RaftReply {
+    Ok(RaftReply {
         outcome: Some(outcome),
-    }))
+    })
+}
+
+/// The replies of an `AppendStream` call, one per request.
+type ReplyStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftReply, Status>> + Send>>;
+
+/// Hands one AppendEntries request (its bincode payload) to `raft` and encodes its answer.
+async fn append_entries(
+    raft: &RaftNode,
+    stages: &StageClock,
+    payload: &[u8],
+) -> Result<RaftReply, Status> {
+    let rpc: AppendEntriesRequest<TypeConfig> =
+        decode("AppendEntries request", payload).map_err(bad_payload)?;
+    if let (Some(first), Some(last)) = (rpc.entries.first(), rpc.entries.last()) {
+        use openraft::entry::RaftEntry;
+        stages.record(first.index(), last.index(), Stage::Received);
+    }
+    let result = raft.append_entries(rpc).await.map_err(into_fatal);
+    reply_message("AppendEntriesResponse", result)
 }
 
 /// The stream a `WatchLeader` call gets: it never yields, it only ends.
@@ -157,6 +184,7 @@ type WatchStream =
 #[tonic::async_trait]
 impl raft_service_server::RaftService for RaftService {
     type WatchLeaderStream = WatchStream;
+    type AppendStreamStream = ReplyStream;
 
     async fn watch_leader(
         &self,
@@ -189,15 +217,38 @@ impl raft_service_server::RaftService for RaftService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> =
-            decode_request("AppendEntries request", request)?;
-        if let (Some(first), Some(last)) = (rpc.entries.first(), rpc.entries.last()) {
-            use openraft::entry::RaftEntry;
-            self.stages
-                .record(first.index(), last.index(), Stage::Received);
-        }
-        let result = self.raft.append_entries(rpc).await.map_err(into_fatal);
-        reply("AppendEntriesResponse", result)
+        append_entries(&self.raft, &self.stages, &request.into_inner().payload)
+            .await
+            .map(Response::new)
+    }
+
+    /// Each request is handled as it arrives, in order, by the task that sends the replies
+    /// (no task of its own). The stream ends when the caller ends or drops its side, when a
+    /// payload does not decode (with that status), or when the server stops.
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<RaftRequest>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        let state = (
+            request.into_inner(),
+            self.raft.clone(),
+            self.stages.clone(),
+            self.stop.clone(),
+        );
+        let replies = futures::stream::unfold(Some(state), |state| async move {
+            let (mut requests, raft, stages, stop) = state?;
+            let next = tokio::select! {
+                _ = stop.cancelled() => return None,
+                next = requests.message() => next,
+            };
+            // A broken request stream (the caller went away) just ends the replies.
+            let request = next.ok()??;
+            match append_entries(&raft, &stages, &request.payload).await {
+                Ok(reply) => Some((Ok(reply), Some((requests, raft, stages, stop)))),
+                Err(status) => Some((Err(status), None)),
+            }
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
