@@ -286,21 +286,12 @@ impl Shared {
             }
             let shutdown = {
                 let mut memory = lock(&self.memory);
-                let mut idle = false;
                 while memory.pending.is_empty() && !memory.meta_dirty && !memory.shutdown {
-                    if idle {
-                        // Nothing to write for a second: a trim owed is done now (the store
-                        // is locked before the memory, as in `flush`).
-                        drop(memory);
-                        lock(&self.store).trim_if_owed();
-                        memory = lock(&self.memory);
-                    }
-                    let timeout;
-                    (memory, timeout) = self
+                    memory = self
                         .signal
                         .wait_timeout(memory, Duration::from_secs(1))
-                        .unwrap_or_else(|e| e.into_inner());
-                    idle = timeout.timed_out();
+                        .map(|(guard, _)| guard)
+                        .unwrap_or_else(|e| e.into_inner().0);
                 }
                 memory.shutdown
             };

@@ -19,7 +19,6 @@
 //! must stop the node rather than skip the entry, or replicas diverge.
 
 use std::path::Path;
-use std::time::Instant;
 
 use duckdb::types::{TimeUnit, Value};
 use duckdb::{Connection, appender_params_from_iter, params};
@@ -107,6 +106,11 @@ pub struct SnapshotImage {
 /// The snapshot layout this binary writes and reads.
 pub const SNAPSHOT_FORMAT: u32 = 1;
 
+/// A flush of at least this many rows followed a burst of short-lived allocations (the
+/// submitted job decoded, applied, its rows built and appended), so the free memory it left
+/// is given back to the system after it ([`release_free_memory`]).
+pub const TRIM_AFTER_ROWS: usize = 1_000;
+
 /// The most rows one `INSERT OR REPLACE` merges; a larger upsert is staged and merged in
 /// chunks of this size, all in the flush's one transaction. What a merge needs beyond the
 /// table's index grows with its rows: with 870,000 tasks in `tasks` and the 256 MB limit
@@ -139,8 +143,6 @@ pub fn release_free_memory() -> Option<bool> {
 /// The DuckDB side of one node.
 pub struct Store {
     conn: Connection,
-    /// When to give free memory back after a flush (`trim`).
-    trim: Trim<Instant>,
 }
 
 impl Store {
@@ -192,10 +194,7 @@ impl Store {
         // replicate`), for a saving in parsing too small to measure.
         conn.execute_batch("PRAGMA disable_optimizer;")
             .map_err(db("configuring the writer connection"))?;
-        Ok(Store {
-            conn,
-            trim: Trim::default(),
-        })
+        Ok(Store { conn })
     }
 
     /// A second connection to the same database, for reads from another thread.
@@ -251,17 +250,9 @@ impl Store {
         self.write(RowBatch::collect(machine, changes), meta)
     }
 
-    /// Gives free memory back if a trim is owed and allowed by now (`trim`); for the flusher
-    /// when it has had nothing to write for a while.
-    pub fn trim_if_owed(&mut self) {
-        if self.trim.idle(Instant::now()) {
-            release_free_memory();
-        }
-    }
-
     /// Writes a batch of rows and `meta` in one transaction.
     pub fn write(&mut self, batch: RowBatch, meta: &RaftMeta) -> Result<()> {
-        let rows = batch.rows();
+        let large = batch.rows() >= TRIM_AFTER_ROWS;
         let tx = self
             .conn
             .transaction()
@@ -273,7 +264,7 @@ impl Store {
             tracing::error!(error = %e, memory = %self.memory_by_tag(), "DuckDB write failed");
             return Err(e);
         }
-        if self.trim.after_flush(rows, Instant::now()) {
+        if large {
             release_free_memory();
         }
         Ok(())
@@ -637,10 +628,6 @@ fn write_batch(conn: &Connection, batch: RowBatch) -> Result<()> {
     }
     Ok(())
 }
-
-mod trim;
-
-use trim::Trim;
 
 #[cfg(test)]
 mod flush_boundaries;
