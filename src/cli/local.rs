@@ -287,8 +287,8 @@ impl LocalFleet {
     }
 
     /// Stops the workers — SIGTERM (each leaves the fleet, letting a running attempt finish
-    /// for a few seconds), SIGKILL for any still running after [`LEAVE_WITHIN`] — and then the
-    /// coordinator. The data directory stays if it was given.
+    /// for a few seconds), SIGKILL for any still running after `LEAVE_WITHIN` (10 s) — and
+    /// then the coordinator. The data directory stays if it was given.
     pub async fn stop(&mut self) -> Result<(), CliError> {
         for worker in &self.workers {
             signal(&worker.child, libc::SIGTERM);
@@ -340,7 +340,7 @@ impl LocalFleet {
 
 impl Drop for LocalFleet {
     /// A fleet not stopped (an error, a panic, an interrupted start): SIGTERM the workers,
-    /// give them [`LEAVE_WITHIN`] to leave, then SIGKILL. The coordinator stops with the
+    /// give them `LEAVE_WITHIN` (10 s) to leave, then SIGKILL. The coordinator stops with the
     /// process's runtime.
     fn drop(&mut self) {
         if self.workers.is_empty() {
