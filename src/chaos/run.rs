@@ -717,10 +717,15 @@ async fn new_leader(cluster: &LocalCluster, old: u64, t0: Instant) -> Result<f64
 
 /// Recoveries and recovery attempts (see [`ChaosReport::worker_recoveries`]): workers'
 /// recoveries, workers' attempts, tasks' attempts. Unreadable counts stay 0.
+/// Each count waits at most [`SETTLE_LIMIT`]: a cluster left without a quorum (a negative
+/// control's crashed followers) must not hold the run's report for ever.
 async fn recovery_outcomes(cluster: &LocalCluster) -> [Outcomes; 3] {
     let count = |sql: &'static str| async move {
-        (crate::cli::query_rows(&cluster.remote(), sql, true).await)
+        let remote = cluster.remote();
+        let read = crate::cli::query_rows(&remote, sql, true);
+        (tokio::time::timeout(SETTLE_LIMIT, read).await)
             .ok()
+            .and_then(Result::ok)
             .and_then(|rows| rows.first()?.first()?.as_u64())
             .unwrap_or(0)
     };

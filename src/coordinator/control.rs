@@ -346,13 +346,32 @@ impl Control for ControlService {
     async fn query(&self, request: Request<QueryRequest>) -> Result<Response<QueryReply>, Status> {
         let sql = request.get_ref().sql.clone();
         query::check_read_only(&sql).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let requested = Duration::from_millis(u64::from(request.get_ref().timeout_ms));
+        let limits = query::Limits {
+            timeout: if requested.is_zero() {
+                query::DEFAULT_TIMEOUT
+            } else {
+                requested.min(query::DEFAULT_TIMEOUT)
+            },
+            ..query::Limits::default()
+        };
         if request.get_ref().consistent {
-            match self
-                .node
-                .raft()
-                .ensure_linearizable(ReadPolicy::ReadIndex)
-                .await
-            {
+            // Confirming leadership waits on openraft, which sets no limit of its own: a chaos
+            // run saw a consistent read on a leader whose followers kept crashing never
+            // answered. The query's own time limit bounds the wait.
+            let confirmed = tokio::time::timeout(
+                limits.timeout,
+                self.node.raft().ensure_linearizable(ReadPolicy::ReadIndex),
+            )
+            .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "cannot confirm leadership within {} ms (a majority of the coordinators \
+                     may be down); retry once the cluster has a quorum",
+                    limits.timeout.as_millis()
+                ))
+            })?;
+            match confirmed {
                 Ok(_) => {}
                 Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                     let leader = self.leader_of(f.leader_id, f.leader_node.map(|n| n.addr));
@@ -375,15 +394,6 @@ impl Control for ControlService {
                 .map_err(|e| Status::internal(format!("flush task failed: {e}")))?
                 .map_err(|e| Status::internal(format!("cannot write applied entries: {e}")))?;
         }
-        let requested = Duration::from_millis(u64::from(request.get_ref().timeout_ms));
-        let limits = query::Limits {
-            timeout: if requested.is_zero() {
-                query::DEFAULT_TIMEOUT
-            } else {
-                requested.min(query::DEFAULT_TIMEOUT)
-            },
-            ..query::Limits::default()
-        };
         let turn = match tokio::time::timeout(limits.timeout, self.queries.clone().acquire_owned())
             .await
         {
