@@ -554,27 +554,27 @@ impl PeerClient {
         &mut self,
         payload: Vec<u8>,
     ) -> Result<RaftReply, RPCError<TypeConfig>> {
-        if !self.stream.as_ref().is_some_and(AppendStream::usable) {
-            self.stream = None;
-            let mut client = self.client()?;
-            match AppendStream::open(&mut client).await {
-                Ok(stream) => self.stream = Some(stream),
-                Err(status) if status.code() == tonic::Code::Unimplemented => {
-                    tracing::info!(
-                        "peer {} at {} has no AppendStream (an older build): replicating to it \
+        let open = match self.stream.take().filter(AppendStream::usable) {
+            Some(open) => open,
+            None => {
+                let mut client = self.client()?;
+                match AppendStream::open(&mut client).await {
+                    Ok(opened) => opened,
+                    Err(status) if status.code() == tonic::Code::Unimplemented => {
+                        tracing::info!(
+                            "peer {} at {} has no AppendStream (an older build): replicating to it \
                          with unary calls",
-                        self.target,
-                        self.addr
-                    );
-                    self.unary_only = true;
-                    return Err(self.status_error("AppendStream", status));
+                            self.target,
+                            self.addr
+                        );
+                        self.unary_only = true;
+                        return Err(self.status_error("AppendStream", status));
+                    }
+                    Err(status) => return Err(self.status_error("AppendStream", status)),
                 }
-                Err(status) => return Err(self.status_error("AppendStream", status)),
             }
-        }
-        let Some(stream) = self.stream.as_mut() else {
-            unreachable!("the stream was just opened");
         };
+        let stream = self.stream.insert(open);
         stream.call(payload).await.map_err(|e| match e {
             StreamError::Status(status) => self.status_error("AppendStream", status),
             StreamError::Ended(what) => {
