@@ -71,8 +71,66 @@ pub struct Table {
 /// Tables that are upserted by key from the in-memory view, each with a staging twin.
 pub const UPSERT_TABLES: &[&str] = &["workers", "jobs", "tasks", "task_attempts"];
 
+/// The `tasks` table's columns, in one place for [`CREATE`] and [`rekey_tasks`].
+///
+/// Keyed by `seq` (the replicated submission counter, unique per task), not by `id`: DuckDB
+/// keeps a primary key as an ART index, and over random UUID text that index costs about 90
+/// bytes a task while loaded (89 MiB at a million tasks), reloaded whole by the next upsert
+/// after a checkpoint; over `seq`, dense and increasing, it is about 2 MiB at a million
+/// (BENCHMARKS.md § Memory per queued task). Ids stay unique because apply refuses a known
+/// one; nothing in DuckDB needs them indexed.
+macro_rules! tasks_columns {
+    () => {
+        r#"
+    id VARCHAR NOT NULL,
+    job_id VARCHAR NOT NULL,
+    seq BIGINT PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    command JSON NOT NULL,
+    env JSON NOT NULL,
+    cwd VARCHAR,
+    timeout_ms BIGINT NOT NULL,
+    priority INTEGER NOT NULL,
+    requirements JSON NOT NULL,
+    max_retries INTEGER NOT NULL,
+    timeout_retries INTEGER NOT NULL,
+    flaky_retries INTEGER NOT NULL,
+    status VARCHAR NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id VARCHAR,
+    lease_term BIGINT,
+    infra_retries_used INTEGER NOT NULL,
+    timeout_retries_used INTEGER NOT NULL,
+    flaky_retries_used INTEGER NOT NULL,
+    requeued BOOLEAN NOT NULL,
+    submitted_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP,
+    reason VARCHAR
+
+"#
+    };
+}
+
+/// Whether the `tasks` table is still keyed by `id`, as files made before [`tasks_columns`]
+/// keyed it by `seq` have it.
+pub const TASKS_KEYED_BY_ID: &str = "SELECT count(*) > 0 FROM duckdb_constraints() \
+    WHERE database_name = current_database() AND schema_name = 'main' \
+    AND table_name = 'tasks' AND constraint_type = 'PRIMARY KEY' \
+    AND constraint_column_names = ['id']";
+
+/// Rebuilds such a `tasks` table keyed by `seq`, rows as they are, run in one transaction:
+/// DuckDB cannot drop or change a primary key in place.
+pub const REKEY_TASKS: &str = concat!(
+    "CREATE TABLE main.tasks_by_seq (",
+    tasks_columns!(),
+    "); INSERT INTO main.tasks_by_seq BY NAME SELECT * FROM main.tasks; \
+     DROP TABLE main.tasks; ALTER TABLE main.tasks_by_seq RENAME TO tasks;"
+);
+
 /// Creates every table if it does not exist yet.
-pub const CREATE: &str = r#"
+pub const CREATE: &str = concat!(
+r#"
 CREATE TABLE IF NOT EXISTS raft_meta (
     id INTEGER PRIMARY KEY,
     last_applied_index BIGINT,
@@ -101,33 +159,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     task_count INTEGER NOT NULL,
     open_tasks INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS tasks (
-    id VARCHAR PRIMARY KEY,
-    job_id VARCHAR NOT NULL,
-    seq BIGINT NOT NULL,
-    name VARCHAR NOT NULL,
-    command JSON NOT NULL,
-    env JSON NOT NULL,
-    cwd VARCHAR,
-    timeout_ms BIGINT NOT NULL,
-    priority INTEGER NOT NULL,
-    requirements JSON NOT NULL,
-    max_retries INTEGER NOT NULL,
-    timeout_retries INTEGER NOT NULL,
-    flaky_retries INTEGER NOT NULL,
-    status VARCHAR NOT NULL,
-    attempt INTEGER NOT NULL,
-    worker_id VARCHAR,
-    lease_term BIGINT,
-    infra_retries_used INTEGER NOT NULL,
-    timeout_retries_used INTEGER NOT NULL,
-    flaky_retries_used INTEGER NOT NULL,
-    requeued BOOLEAN NOT NULL,
-    submitted_at TIMESTAMP NOT NULL,
-    updated_at TIMESTAMP NOT NULL,
-    finished_at TIMESTAMP,
-    reason VARCHAR
-);
+"#,
+"CREATE TABLE IF NOT EXISTS tasks (",
+tasks_columns!(),
+");",
+r#"
 CREATE TABLE IF NOT EXISTS task_attempts (
     task_id VARCHAR NOT NULL,
     attempt INTEGER NOT NULL,
@@ -203,4 +239,5 @@ CREATE TABLE IF NOT EXISTS test_results (id BIGINT PRIMARY KEY, task_id VARCHAR 
 ALTER TABLE workers ADD COLUMN IF NOT EXISTS drained_at TIMESTAMP;
 ALTER TABLE workers ADD COLUMN IF NOT EXISTS drain_reason VARCHAR;
 ALTER TABLE task_attempts ADD COLUMN IF NOT EXISTS signal INTEGER;
-"#;
+"#
+);

@@ -172,9 +172,10 @@ impl Store {
         Self::init(conn)
     }
 
-    fn init(conn: Connection) -> Result<Store> {
+    fn init(mut conn: Connection) -> Result<Store> {
         conn.execute_batch(schema::CREATE)
             .map_err(db("creating the schema"))?;
+        rekey_tasks(&mut conn)?;
         for table in UPSERT_TABLES {
             conn.execute_batch(&format!(
                 "CREATE TEMP TABLE IF NOT EXISTS {table}_stage AS SELECT * FROM main.{table} LIMIT 0;"
@@ -582,6 +583,23 @@ fn append<T>(
             .map_err(db("appending rows"))?;
     }
     appender.flush().map_err(db("flushing appended rows"))
+}
+
+/// Re-keys a `tasks` table made before it was keyed by `seq` (see `schema::tasks_columns`),
+/// in one transaction: a failure leaves the file as it was. Whether it had to.
+fn rekey_tasks(conn: &mut Connection) -> Result<bool> {
+    let keyed_by_id: bool = conn
+        .query_row(schema::TASKS_KEYED_BY_ID, [], |row| row.get(0))
+        .map_err(db("reading the tasks table's key"))?;
+    if !keyed_by_id {
+        return Ok(false);
+    }
+    let ctx = "re-keying the tasks table by seq (a file from an older build)";
+    let tx = conn.transaction().map_err(db(ctx))?;
+    tx.execute_batch(schema::REKEY_TASKS).map_err(db(ctx))?;
+    tx.commit().map_err(db(ctx))?;
+    tracing::info!("re-keyed the tasks table by seq (a file made by an older build)");
+    Ok(true)
 }
 
 /// Upserts `rows` into `table` through its TEMP staging twin, [`MERGE_ROWS`] at a time.

@@ -822,3 +822,66 @@ fn only_the_writer_connection_runs_without_the_optimizer() {
     assert!(!optimizer(store.connection()));
     assert!(optimizer(&store.reader().unwrap()));
 }
+
+/// The column the `tasks` table's primary key is on.
+fn tasks_key(conn: &Connection) -> Vec<String> {
+    conn.query_row(
+        "SELECT constraint_column_names FROM duckdb_constraints() \
+         WHERE table_name = 'tasks' AND constraint_type = 'PRIMARY KEY'",
+        [],
+        |r| r.get::<_, Value>(0),
+    )
+    .map(|value| match value {
+        Value::List(names) => names
+            .into_iter()
+            .map(|n| match n {
+                Value::Text(s) => s,
+                other => panic!("a column name {other:?}"),
+            })
+            .collect(),
+        other => panic!("constraint columns {other:?}"),
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_file_whose_tasks_are_keyed_by_id_is_rekeyed_by_seq_with_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.duckdb");
+    let mut machine = Machine::new();
+    {
+        let mut store = Store::open(&path, &settings()).unwrap();
+        assert_eq!(tasks_key(store.connection()), ["seq"]);
+        apply_all(&mut store, &mut machine, history());
+    }
+    {
+        // Back to the key builds before this one made, rows and all.
+        let conn = Connection::open(&path).unwrap();
+        let old = schema::REKEY_TASKS
+            .replace("tasks_by_seq", "tasks_by_id")
+            .replace("\n    id VARCHAR NOT NULL,", "\n    id VARCHAR PRIMARY KEY,")
+            .replace("seq BIGINT PRIMARY KEY,", "seq BIGINT NOT NULL,");
+        conn.execute_batch(&format!("BEGIN; {old} COMMIT;")).unwrap();
+        assert_eq!(tasks_key(&conn), ["id"]);
+    }
+    let before = count(
+        &Connection::open(&path).unwrap(),
+        "SELECT count(*) FROM tasks",
+    );
+    assert!(before >= 3, "the history queues tasks");
+    let mut store = Store::open(&path, &settings()).unwrap();
+    assert_eq!(tasks_key(store.connection()), ["seq"]);
+    assert_eq!(count(store.connection(), "SELECT count(*) FROM tasks"), before);
+    assert_eq!(store.load_machine().unwrap().tasks(), machine.tasks());
+    // Upserts go on replacing rows by the new key.
+    let cancel = Command::CancelJob {
+        job: "j1".into(),
+        reason: "after the re-key".into(),
+        at: at(9_000),
+    };
+    assert!(!machine.apply(cancel).is_rejected());
+    let changes = machine.take_changes();
+    store.commit(&machine, &changes, &meta(100)).unwrap();
+    assert_eq!(count(store.connection(), "SELECT count(*) FROM tasks"), before);
+    assert_eq!(store.load_machine().unwrap().tasks(), machine.tasks());
+}
