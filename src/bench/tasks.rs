@@ -86,6 +86,11 @@ pub struct TasksArgs {
     /// With --queued: tasks per submitted job
     #[arg(long, default_value_t = 10_000, requires = "queued")]
     pub job_size: usize,
+    /// With --queued: seconds to wait after the last job of each size before reading memory
+    /// (0 reads it at once). A queue is mostly at rest, and a coordinator at rest
+    /// checkpoints DuckDB after 1 s
+    #[arg(long, default_value_t = 3.0, requires = "queued")]
+    pub settle: f64,
     /// Output format
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -111,6 +116,7 @@ impl TasksArgs {
             other: self.binary.clone(),
             rounds: self.rounds,
             job_size: self.job_size,
+            settle: self.settle,
             security: self.security,
             data_dir: self.data_dir.clone(),
         })

@@ -143,6 +143,9 @@ pub fn release_free_memory() -> Option<bool> {
 /// The DuckDB side of one node.
 pub struct Store {
     conn: Connection,
+    /// Rows written since this store last checkpointed (DuckDB's own checkpoints, at its WAL
+    /// threshold, are not seen: they only make a later checkpoint cheaper).
+    unchecked_rows: usize,
 }
 
 impl Store {
@@ -195,7 +198,10 @@ impl Store {
         // replicate`), for a saving in parsing too small to measure.
         conn.execute_batch("PRAGMA disable_optimizer;")
             .map_err(db("configuring the writer connection"))?;
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            unchecked_rows: 0,
+        })
     }
 
     /// A second connection to the same database, for reads from another thread.
@@ -210,10 +216,17 @@ impl Store {
 
     /// Writes DuckDB's WAL into the database file and truncates it (`CHECKPOINT`). The caller
     /// holds the store, so no flush runs meanwhile.
-    pub fn checkpoint(&self) -> Result<()> {
+    pub fn checkpoint(&mut self) -> Result<()> {
         self.conn
             .execute_batch("CHECKPOINT;")
-            .map_err(db("checkpointing the database"))
+            .map_err(db("checkpointing the database"))?;
+        self.unchecked_rows = 0;
+        Ok(())
+    }
+
+    /// Rows written since the last [`Store::checkpoint`].
+    pub fn unchecked_rows(&self) -> usize {
+        self.unchecked_rows
     }
 
     /// Sets DuckDB's `memory_limit` for the whole database, to `bytes` (rounded down to KiB).
@@ -253,7 +266,8 @@ impl Store {
 
     /// Writes a batch of rows and `meta` in one transaction.
     pub fn write(&mut self, batch: RowBatch, meta: &RaftMeta) -> Result<()> {
-        let large = batch.rows() >= TRIM_AFTER_ROWS;
+        let rows = batch.rows();
+        let large = rows >= TRIM_AFTER_ROWS;
         let tx = self
             .conn
             .transaction()
@@ -265,6 +279,7 @@ impl Store {
             tracing::error!(error = %e, memory = %self.memory_by_tag(), "DuckDB write failed");
             return Err(e);
         }
+        self.unchecked_rows = self.unchecked_rows.saturating_add(rows);
         if large {
             release_free_memory();
         }

@@ -32,6 +32,8 @@ pub struct QueuedSettings {
     pub other: Option<PathBuf>,
     pub rounds: usize,
     pub job_size: usize,
+    /// Seconds to wait after each size's last job before reading memory: the queue at rest.
+    pub settle: f64,
     pub security: Security,
     pub data_dir: Option<PathBuf>,
 }
@@ -50,6 +52,9 @@ impl QueuedSettings {
         }
         if self.rounds == 0 {
             return Err("--rounds must be at least 1".to_string());
+        }
+        if !(0.0..=3600.0).contains(&self.settle) {
+            return Err("--settle must be 0..=3600 seconds".to_string());
         }
         Ok(())
     }
@@ -97,6 +102,8 @@ pub struct QueuedReport {
     pub sizes: Vec<usize>,
     pub job_size: usize,
     pub rounds: usize,
+    /// Seconds waited after each size's last job before memory was read.
+    pub settle: f64,
     pub security: Security,
     /// This build first, then the `--binary` build if any.
     pub builds: Vec<BuildReport>,
@@ -254,6 +261,8 @@ async fn one_round(
         .pid(1)
         .ok_or_else(|| unavailable("the coordinator is not running"))?;
     let remote = cluster.remote();
+    let settle = Duration::from_secs_f64(settings.settle);
+    tokio::time::sleep(settle).await;
     let mut samples = vec![sample(&remote, pid, 0).await?];
     let mut queued = 0;
     for &size in &settings.sizes {
@@ -266,6 +275,9 @@ async fn one_round(
             crate::cli::jobs::submit(&remote, &job, "queued", &tasks).await?;
             queued += n;
         }
+        // The consistent read in `sample` flushes first, so the flusher's rest starts
+        // at the latest then; waiting before it lets a rest that began at the last job run.
+        tokio::time::sleep(settle).await;
         samples.push(sample(&remote, pid, queued).await?);
     }
     drop(cluster);
@@ -316,6 +328,7 @@ pub async fn run(settings: &QueuedSettings) -> Result<QueuedReport, CliError> {
         sizes: settings.sizes.clone(),
         job_size: settings.job_size,
         rounds: settings.rounds,
+        settle: settings.settle,
         security: settings.security,
         builds: builds
             .into_iter()
@@ -339,8 +352,9 @@ pub fn render(r: &QueuedReport, output: Output) -> String {
     }
     let mut out = format!(
         "memory per queued task: one coordinator, no workers, pytest commands in jobs of {}; \
-         median of {} round{} per build\n",
+         read {} s after each size's last job; median of {} round{} per build\n",
         r.job_size,
+        r.settle,
         r.rounds,
         if r.rounds == 1 { "" } else { "s" }
     );
@@ -463,6 +477,7 @@ mod tests {
             sizes: vec![10_000],
             job_size: 10_000,
             rounds: 2,
+            settle: 0.0,
             security: Security::Tokens,
             builds: vec![BuildReport {
                 failed: vec!["round 2: out of memory".to_string()],
@@ -493,6 +508,7 @@ mod tests {
             other: None,
             rounds: 1,
             job_size: 10,
+            settle: 0.0,
             security: Security::Open,
             data_dir: None,
         };
@@ -512,6 +528,14 @@ mod tests {
             },
             QueuedSettings {
                 rounds: 0,
+                ..ok.clone()
+            },
+            QueuedSettings {
+                settle: f64::NAN,
+                ..ok.clone()
+            },
+            QueuedSettings {
+                settle: -1.0,
                 ..ok.clone()
             },
             QueuedSettings {

@@ -236,3 +236,55 @@ async fn the_memory_limit_moves_and_a_checkpoint_runs_on_a_locked_configuration(
     sm.set_memory_limit(512 * 1000 * 1000).unwrap();
     assert_eq!(sm.memory_limit().unwrap(), before);
 }
+
+/// The size of DuckDB's WAL beside `db` (0 when there is none).
+fn wal_bytes(db: &Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push(".wal");
+    std::fs::metadata(PathBuf::from(wal)).map_or(0, |m| m.len())
+}
+
+/// A flusher with nothing to write for `REST_BEFORE_CHECKPOINT` checkpoints DuckDB (its WAL
+/// folded into the file) once enough rows were written since the last checkpoint, and not
+/// for fewer.
+#[tokio::test]
+async fn a_flusher_at_rest_checkpoints_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.duckdb");
+    let mut sm = StateMachine::open(&db, &dir.path().join("snap"), &DbSettings::default()).unwrap();
+    let few = (CHECKPOINT_AT_REST_ROWS / 2) as u64;
+    sm.apply(futures::stream::iter(
+        (1..=few).map(|i| Ok((entry(i, bench()), None))),
+    ))
+    .await
+    .unwrap();
+    sm.flush().unwrap();
+    let small_wal = wal_bytes(&db);
+    assert!(small_wal > 0, "the rows are in the WAL");
+    // Twice the rest: too few rows for a checkpoint, so the WAL stays.
+    std::thread::sleep(2 * REST_BEFORE_CHECKPOINT + Duration::from_millis(500));
+    assert_eq!(wal_bytes(&db), small_wal, "no checkpoint for {few} rows");
+
+    let total = few + CHECKPOINT_AT_REST_ROWS as u64;
+    sm.apply(futures::stream::iter(
+        (few + 1..=total).map(|i| Ok((entry(i, bench()), None))),
+    ))
+    .await
+    .unwrap();
+    sm.flush().unwrap();
+    assert!(wal_bytes(&db) > small_wal);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while wal_bytes(&db) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint 30 s after the last write"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rows: i64 = sm
+        .reader()
+        .unwrap()
+        .query_row("SELECT count(*) FROM bench_log", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, total as i64);
+}
