@@ -130,7 +130,7 @@ pub const REKEY_TASKS: &str = concat!(
 
 /// Creates every table if it does not exist yet.
 pub const CREATE: &str = concat!(
-r#"
+    r#"
 CREATE TABLE IF NOT EXISTS raft_meta (
     id INTEGER PRIMARY KEY,
     last_applied_index BIGINT,
@@ -160,10 +160,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     open_tasks INTEGER NOT NULL
 );
 "#,
-"CREATE TABLE IF NOT EXISTS tasks (",
-tasks_columns!(),
-");",
-r#"
+    "CREATE TABLE IF NOT EXISTS tasks (",
+    tasks_columns!(),
+    ");",
+    r#"
 CREATE TABLE IF NOT EXISTS task_attempts (
     task_id VARCHAR NOT NULL,
     attempt INTEGER NOT NULL,

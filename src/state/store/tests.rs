@@ -859,9 +859,13 @@ fn a_file_whose_tasks_are_keyed_by_id_is_rekeyed_by_seq_with_every_row() {
         let conn = Connection::open(&path).unwrap();
         let old = schema::REKEY_TASKS
             .replace("tasks_by_seq", "tasks_by_id")
-            .replace("\n    id VARCHAR NOT NULL,", "\n    id VARCHAR PRIMARY KEY,")
+            .replace(
+                "\n    id VARCHAR NOT NULL,",
+                "\n    id VARCHAR PRIMARY KEY,",
+            )
             .replace("seq BIGINT PRIMARY KEY,", "seq BIGINT NOT NULL,");
-        conn.execute_batch(&format!("BEGIN; {old} COMMIT;")).unwrap();
+        conn.execute_batch(&format!("BEGIN; {old} COMMIT;"))
+            .unwrap();
         assert_eq!(tasks_key(&conn), ["id"]);
     }
     let before = count(
@@ -871,7 +875,10 @@ fn a_file_whose_tasks_are_keyed_by_id_is_rekeyed_by_seq_with_every_row() {
     assert!(before >= 3, "the history queues tasks");
     let mut store = Store::open(&path, &settings()).unwrap();
     assert_eq!(tasks_key(store.connection()), ["seq"]);
-    assert_eq!(count(store.connection(), "SELECT count(*) FROM tasks"), before);
+    assert_eq!(
+        count(store.connection(), "SELECT count(*) FROM tasks"),
+        before
+    );
     assert_eq!(store.load_machine().unwrap().tasks(), machine.tasks());
     // Upserts go on replacing rows by the new key.
     let cancel = Command::CancelJob {
@@ -882,6 +889,9 @@ fn a_file_whose_tasks_are_keyed_by_id_is_rekeyed_by_seq_with_every_row() {
     assert!(!machine.apply(cancel).is_rejected());
     let changes = machine.take_changes();
     store.commit(&machine, &changes, &meta(100)).unwrap();
-    assert_eq!(count(store.connection(), "SELECT count(*) FROM tasks"), before);
+    assert_eq!(
+        count(store.connection(), "SELECT count(*) FROM tasks"),
+        before
+    );
     assert_eq!(store.load_machine().unwrap().tasks(), machine.tasks());
 }
