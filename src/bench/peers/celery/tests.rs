@@ -45,6 +45,24 @@ fn the_scripts_report_is_read_from_its_last_json_line() {
 }
 
 #[test]
+fn a_batch_run_with_its_workers_held_is_timed_from_their_release() {
+    let held = REPORT.replace('\n', " ").replace(
+        "\"last_submit_us\": 1000400,",
+        "\"last_submit_us\": 1000400, \"released_us\": 1000500,",
+    );
+    let report = parse_script_report(&held).unwrap();
+    let batch = report.batch.window();
+    assert_eq!((batch.from_us, batch.to_us), (1_000_500, 1_003_000));
+    // A release after the last task's end is a report that does not add up.
+    let late = held.replace("\"released_us\": 1000500", "\"released_us\": 1003000");
+    assert!(
+        parse_script_report(&late)
+            .unwrap_err()
+            .contains("ends before it starts")
+    );
+}
+
+#[test]
 fn a_report_that_does_not_add_up_is_refused() {
     let one_line = REPORT.replace('\n', " ");
     assert!(
