@@ -8,6 +8,9 @@
 //! command's own reply in order. Nothing waits to fill a batch: an idle leader proposes a lone
 //! report at once, unwrapped, so the batch size grows only with the backlog.
 //!
+//! A session may hand over a pair (`Batcher::propose_after`): a held start notice and its
+//! attempt's result, which always go into the same entry, the start first.
+//!
 //! Batches are proposed without waiting for the previous one to commit (openraft pipelines
 //! them), so a report never waits behind another batch's commit. Each command is still checked
 //! on its own by the state machine: a stale report in a batch is recorded as stale and changes
@@ -22,11 +25,22 @@ use super::Coordinator;
 use crate::state::command::Command;
 use crate::state::machine::Reply;
 
-/// The most commands proposed in one batch.
+/// The most commands proposed in one batch (a pair may take it one over).
 const MAX_BATCH: usize = 256;
 
-/// A command waiting to be proposed, and where its reply goes.
-type Pending = (Command, oneshot::Sender<Result<Reply, String>>);
+/// A command waiting to be proposed, one to apply just before it in the same entry (its reply
+/// is not wanted), and where the command's reply goes.
+struct Pending {
+    before: Option<Command>,
+    command: Command,
+    reply: oneshot::Sender<Result<Reply, String>>,
+}
+
+impl Pending {
+    fn commands(&self) -> usize {
+        1 + usize::from(self.before.is_some())
+    }
+}
 
 /// Hands commands to the batching task of one leadership term.
 pub struct Batcher {
@@ -44,9 +58,24 @@ impl Batcher {
     /// Proposes `command` (possibly together with others) and waits for its own reply; the
     /// error says why it was not committed (e.g. this node stopped leading).
     pub async fn propose(&self, command: Command) -> Result<Reply, String> {
+        self.enqueue(None, command).await
+    }
+
+    /// Proposes `before` and `command` in the same entry, in that order, and waits for
+    /// `command`'s reply (`before`'s is not kept: a worker's start notice, say, whose result
+    /// follows it).
+    pub async fn propose_after(&self, before: Command, command: Command) -> Result<Reply, String> {
+        self.enqueue(Some(before), command).await
+    }
+
+    async fn enqueue(&self, before: Option<Command>, command: Command) -> Result<Reply, String> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send((command, reply))
+            .send(Pending {
+                before,
+                command,
+                reply,
+            })
             .map_err(|_| "this leadership term has ended".to_string())?;
         answer
             .await
@@ -58,7 +87,11 @@ impl Batcher {
     /// [`crate::recovery::fleet::FleetBreakers::reconcile`]).
     pub fn submit(&self, command: Command) {
         let (reply, _) = oneshot::channel();
-        let _ = self.queue.send((command, reply));
+        let _ = self.queue.send(Pending {
+            before: None,
+            command,
+            reply,
+        });
     }
 }
 
@@ -76,10 +109,14 @@ async fn run(
                 None => return,
             },
         };
+        let mut commands = first.commands();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while commands < MAX_BATCH {
             match pending.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => {
+                    commands += next.commands();
+                    batch.push(next);
+                }
                 Err(_) => break,
             }
         }
@@ -89,8 +126,16 @@ async fn run(
 
 /// Proposes one batch and answers each of its commands.
 async fn propose(node: Arc<Coordinator>, batch: Vec<Pending>) {
-    let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
-    let single = commands.len() == 1;
+    let mut commands = Vec::with_capacity(batch.iter().map(Pending::commands).sum());
+    // Each reply and the position of its own command among `commands`.
+    let mut replies = Vec::with_capacity(batch.len());
+    for pending in batch {
+        commands.extend(pending.before);
+        replies.push((pending.reply, commands.len()));
+        commands.push(pending.command);
+    }
+    let count = commands.len();
+    let single = count == 1;
     let command = if single {
         commands.into_iter().next().unwrap_or(Command::Noop)
     } else {
@@ -98,14 +143,15 @@ async fn propose(node: Arc<Coordinator>, batch: Vec<Pending>) {
     };
     match node.write(command).await {
         Ok(response) => {
-            let answers = split(response.data, replies.len(), single);
-            for (reply, answer) in replies.into_iter().zip(answers) {
+            let answers = split(response.data, count, single);
+            for (reply, at) in replies {
+                let answer = answers.get(at).cloned().unwrap_or(Reply::Applied);
                 let _ = reply.send(Ok(answer));
             }
         }
         Err(e) => {
             let message = e.to_string();
-            for reply in replies {
+            for (reply, _) in replies {
                 let _ = reply.send(Err(message.clone()));
             }
         }

@@ -8,7 +8,8 @@
 //!
 //! * `Heartbeat` refreshes the worker's liveness (soft state, never replicated); one that
 //!   carries changed capabilities (a re-probe) registers the worker again with them;
-//! * `AttemptStarted` becomes a `TaskStarted` command;
+//! * `AttemptStarted` becomes a `TaskStarted` command, held for up to [`hold::START_HOLD`]
+//!   so that a short attempt's start and result are proposed as one entry ([`hold`]);
 //! * `AttemptFinished` becomes a `FinishTask` command; once it is committed (applied or
 //!   recorded as stale) the worker gets a `FinishedAck` and may forget the result. Until
 //!   then it re-sends the result after every reconnect, so no result is lost in a failover.
@@ -21,6 +22,7 @@
 //! again (the worker ignores duplicates); one that had started and the worker no longer
 //! knows is requeued (`lease_lost`).
 
+mod hold;
 pub mod identity;
 
 #[cfg(test)]
@@ -308,9 +310,18 @@ async fn serve(
     let mut left = false;
     // Changed capabilities from a heartbeat, until registered (`reregister`).
     let mut capabilities: Option<String> = None;
+    // Start notices waiting for their attempts' results (`hold`).
+    let mut starts = hold::StartHold::default();
     let result = loop {
+        let due = starts.next_due();
         let next = tokio::select! {
             _ = leadership.cancel.cancelled() => break Ok(()),
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                for start in starts.due(tokio::time::Instant::now()) {
+                    propose_start(&leadership, start);
+                }
+                continue;
+            }
             next = tokio::time::timeout(idle, inbound.next()) => match next {
                 Ok(next) => next,
                 Err(_) => break Err(format!("{worker} sent nothing for {idle:?}")),
@@ -339,19 +350,14 @@ async fn serve(
                 }
             }
             Some(worker_message::Body::Started(s)) => {
-                let leadership = leadership.clone();
-                let worker = worker.clone();
-                tokio::spawn(async move {
-                    let command = Command::TaskStarted {
-                        task: s.task_id,
-                        attempt: s.attempt,
-                        worker,
-                        at: micros(s.at_us),
-                    };
-                    if let Err(e) = leadership.reports.propose(command).await {
-                        tracing::debug!("TaskStarted not committed: {e}");
-                    }
-                });
+                let key = (s.task_id.clone(), s.attempt);
+                let command = Command::TaskStarted {
+                    task: s.task_id,
+                    attempt: s.attempt,
+                    worker: worker.clone(),
+                    at: micros(s.at_us),
+                };
+                starts.hold(key, command, tokio::time::Instant::now());
             }
             Some(worker_message::Body::Finished(f)) => {
                 if let Some(outcome) = Outcome::parse(&f.outcome) {
@@ -376,10 +382,11 @@ async fn serve(
                         category: FaultCategory::parse(&f.fault).unwrap_or(FaultCategory::Crash),
                     });
                 }
+                let start = starts.take(&(f.task_id.clone(), f.attempt));
                 let leadership = leadership.clone();
                 let worker = worker.clone();
                 let tx = tx.clone();
-                tokio::spawn(async move { finish(&leadership, &worker, f, &tx).await });
+                tokio::spawn(async move { finish(&leadership, &worker, start, f, &tx).await });
             }
             Some(worker_message::Body::Leaving(leaving)) => {
                 match depart(&node, &leadership, &worker, leaving).await {
@@ -399,6 +406,11 @@ async fn serve(
             }
         }
     };
+    // What the worker said has started is not dropped with the session (a start after its
+    // attempt's end, should the result come first through a new session, is refused as stale).
+    for start in starts.drain() {
+        propose_start(&leadership, start);
+    }
     // A departure's session was already taken out when the departure applied
     // (`Leadership::departed`).
     let current = leadership.remove_session(&worker, generation);
@@ -509,14 +521,32 @@ async fn depart(
 }
 
 /// Commits a result, then acknowledges it to the worker.
+/// Proposes a start notice alone (its hold is over, or its session ended).
+fn propose_start(leadership: &Arc<Leadership>, start: Command) {
+    let leadership = leadership.clone();
+    tokio::spawn(async move {
+        if let Err(e) = leadership.reports.propose(start).await {
+            tracing::debug!("TaskStarted not committed: {e}");
+        }
+    });
+}
+
+/// Proposes a result, after its attempt's held start notice (`start`) in the same entry when
+/// there is one, and acknowledges it to the worker once committed.
 async fn finish(
     leadership: &Leadership,
     worker: &str,
+    start: Option<Command>,
     f: AttemptFinished,
     tx: &mpsc::Sender<Result<CoordinatorMessage, Status>>,
 ) {
     let (task_id, attempt) = (f.task_id.clone(), f.attempt);
-    match leadership.reports.propose(finish_command(worker, f)).await {
+    let command = finish_command(worker, f);
+    let committed = match start {
+        Some(start) => leadership.reports.propose_after(start, command).await,
+        None => leadership.reports.propose(command).await,
+    };
+    match committed {
         Ok(reply) => {
             if let Reply::Stale { reason } = &reply {
                 tracing::info!(task = %task_id, attempt, worker, "stale result recorded: {reason}");

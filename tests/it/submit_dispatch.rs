@@ -203,3 +203,62 @@ async fn a_retried_submission_leaves_its_waiting_task_in_the_queue() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0][0].as_str(), Some("gpu"), "{rows:?}");
 }
+
+/// A short attempt's start and result are proposed together (`coordinator::sessions`'s start
+/// hold): on an idle fleet a one-task job of `true` costs two log entries — its submission,
+/// which assigns it, and its start with its result — not three. Counted from DuckDB's
+/// `last_applied_index` around ten such jobs run one after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_attempts_start_and_result_are_one_log_entry() {
+    use testfleet::cli::jobs;
+    use testfleet::state::command::TaskSpec;
+
+    let dir = test_dir();
+    let cluster = local_cluster(1, dir.path(), &[]);
+    let leader = cluster.leader(LIMIT, None).await.unwrap();
+    let addr = cluster.addr(leader).to_string();
+    let _worker = WorkerProcess::start_with(&addr, "w1", dir.path(), &["--no-probe"]);
+    count_reaches(
+        &addr,
+        "SELECT count(*) FROM workers WHERE status = 'healthy'",
+        1,
+        LIMIT,
+    )
+    .await;
+    let remote = super::support::operator(std::slice::from_ref(&addr));
+    let run_one = |n: usize| {
+        let remote = remote.clone();
+        let addr = addr.clone();
+        async move {
+            let job = format!("short-{n}");
+            let tasks = vec![TaskSpec::new(
+                format!("short-task-{n}"),
+                "short",
+                vec!["true".into()],
+            )];
+            jobs::submit(&remote, &job, "short", &tasks).await.unwrap();
+            passed(&addr, &job, 1).await;
+        }
+    };
+    let applied = || async {
+        let rows = query_consistent(
+            &mut client(&addr).await,
+            "SELECT last_applied_index FROM raft_meta",
+        )
+        .await;
+        rows[0][0].as_u64().expect("an applied index")
+    };
+    run_one(0).await;
+    let before = applied().await;
+    const JOBS: u64 = 10;
+    for n in 1..=JOBS as usize {
+        run_one(n).await;
+    }
+    let entries = applied().await - before;
+    // Room for the node's own entries meanwhile (a health sample every 10 s).
+    assert!(
+        entries <= 2 * JOBS + 3,
+        "{entries} log entries for {JOBS} one-task jobs (3 each when start and result are \
+         proposed apart)"
+    );
+}
