@@ -8,11 +8,30 @@
 
 use std::time::Duration;
 
+use testfleet::demo::launch::LocalCluster;
+
 use super::support::{
     WorkerProcess, client, count_reaches, local_cluster, query_consistent, submit_plan, test_dir,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
+
+/// One coordinator and one healthy worker of one slot (no capability probe): (the cluster,
+/// the coordinator's address, the worker).
+async fn idle_fleet(dir: &std::path::Path) -> (LocalCluster, String, WorkerProcess) {
+    let cluster = local_cluster(1, dir, &[]);
+    let leader = cluster.leader(LIMIT, None).await.unwrap();
+    let addr = cluster.addr(leader).to_string();
+    let worker = WorkerProcess::start_with(&addr, "w1", dir, &["--no-probe"]);
+    count_reaches(
+        &addr,
+        "SELECT count(*) FROM workers WHERE status = 'healthy'",
+        1,
+        LIMIT,
+    )
+    .await;
+    (cluster, addr, worker)
+}
 
 /// (task name, submitted_at == assigned_at of attempt 1, status) of the job's tasks.
 async fn dispatch_of(addr: &str, job: &str) -> Vec<(String, bool, String)> {
@@ -60,17 +79,7 @@ fn plan(name: &str, seconds: &str, tasks: &[(&str, &str)]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_fleet_assigns_a_new_job_in_the_entry_that_submits_it() {
     let dir = test_dir();
-    let cluster = local_cluster(1, dir.path(), &[]);
-    let leader = cluster.leader(LIMIT, None).await.unwrap();
-    let addr = cluster.addr(leader).to_string();
-    let _worker = WorkerProcess::start_with(&addr, "w1", dir.path(), &["--no-probe"]);
-    count_reaches(
-        &addr,
-        "SELECT count(*) FROM workers WHERE status = 'healthy'",
-        1,
-        LIMIT,
-    )
-    .await;
+    let (_cluster, addr, _worker) = idle_fleet(dir.path()).await;
 
     // A task nobody can run parks; it must not keep new jobs off the fast path.
     let parked = submit_plan(
@@ -214,17 +223,7 @@ async fn a_short_attempts_start_and_result_are_one_log_entry() {
     use testfleet::state::command::TaskSpec;
 
     let dir = test_dir();
-    let cluster = local_cluster(1, dir.path(), &[]);
-    let leader = cluster.leader(LIMIT, None).await.unwrap();
-    let addr = cluster.addr(leader).to_string();
-    let _worker = WorkerProcess::start_with(&addr, "w1", dir.path(), &["--no-probe"]);
-    count_reaches(
-        &addr,
-        "SELECT count(*) FROM workers WHERE status = 'healthy'",
-        1,
-        LIMIT,
-    )
-    .await;
+    let (_cluster, addr, _worker) = idle_fleet(dir.path()).await;
     let remote = super::support::operator(std::slice::from_ref(&addr));
     let run_one = |n: usize| {
         let remote = remote.clone();
