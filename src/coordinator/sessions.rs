@@ -520,7 +520,6 @@ async fn depart(
     Ok(false)
 }
 
-/// Commits a result, then acknowledges it to the worker.
 /// Proposes a start notice alone (its hold is over, or its session ended).
 fn propose_start(leadership: &Arc<Leadership>, start: Command) {
     let leadership = leadership.clone();

@@ -72,8 +72,9 @@ type SnapshotMeta = SnapshotMetaOf<TypeConfig>;
 /// The shortest time between two flushes of applied entries to DuckDB.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
-/// How long the flusher waits with nothing applied before it checkpoints DuckDB (see
-/// [`Shared::checkpoint_at_rest`]).
+/// How long the flusher waits with nothing applied before it checkpoints DuckDB, if at least
+/// [`CHECKPOINT_AT_REST_ROWS`] rows were written since the last checkpoint: DuckDB then
+/// releases the rows it held in memory (see the flusher).
 pub const REST_BEFORE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 /// The fewest rows written since the last checkpoint for one at rest to be worth it.
