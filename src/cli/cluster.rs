@@ -317,7 +317,7 @@ async fn seed_vote(
 
 /// `cluster restore FILE --db-path P [--data-dir D]`: checks the backup and the empty data
 /// directory, then installs the file as the node's current snapshot and seeds the node's vote
-/// (see [`seed_vote`]). The node loads the snapshot into its fresh DuckDB file when it starts.
+/// (see `seed_vote`). The node loads the snapshot into its fresh DuckDB file when it starts.
 pub async fn restore(
     file: &Path,
     db_path: &Path,

@@ -8,8 +8,8 @@
 //!
 //! * `Heartbeat` refreshes the worker's liveness (soft state, never replicated); one that
 //!   carries changed capabilities (a re-probe) registers the worker again with them;
-//! * `AttemptStarted` becomes a `TaskStarted` command, held for up to [`hold::START_HOLD`]
-//!   so that a short attempt's start and result are proposed as one entry ([`hold`]);
+//! * `AttemptStarted` becomes a `TaskStarted` command, held for up to 200 ms so that a
+//!   short attempt's start and result are proposed as one entry (the private `hold` module);
 //! * `AttemptFinished` becomes a `FinishTask` command; once it is committed (applied or
 //!   recorded as stale) the worker gets a `FinishedAck` and may forget the result. Until
 //!   then it re-sends the result after every reconnect, so no result is lost in a failover.
