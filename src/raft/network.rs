@@ -35,9 +35,9 @@
 //! That took a quarter off the CPU of a consensus round and 0.15 ms off one writer's commit
 //! (BENCHMARKS.md). openraft sends a client's requests one at a time, so the next reply answers
 //! the last request; a call dropped before its reply leaves the stream unpaired, and the next
-//! call opens a new one ([`stream`]). A peer that answers `UNIMPLEMENTED` (a build from before
-//! the stream) gets unary `AppendEntries` calls from that client on, so a rolling upgrade
-//! keeps replicating.
+//! call opens a new one (the private `stream` module). A peer that answers `UNIMPLEMENTED` (a
+//! build from before the stream) gets unary `AppendEntries` calls from that client on, so a
+//! rolling upgrade keeps replicating.
 //!
 //! # Timeouts and errors
 //!

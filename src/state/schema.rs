@@ -112,7 +112,7 @@ macro_rules! tasks_columns {
     };
 }
 
-/// Whether the `tasks` table is still keyed by `id`, as files made before [`tasks_columns`]
+/// Whether the `tasks` table is still keyed by `id`, as files made before `tasks_columns`
 /// keyed it by `seq` have it.
 pub const TASKS_KEYED_BY_ID: &str = "SELECT count(*) > 0 FROM duckdb_constraints() \
     WHERE database_name = current_database() AND schema_name = 'main' \
