@@ -11,7 +11,7 @@
 //! ends, however it ends.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -180,15 +180,16 @@ async fn page(found: &Found, budget: Duration, timeout: Duration) -> Result<Page
             .map_err(|e| format!("cannot write the profile's prefs: {e}"))?;
     }
     let mut command = Command::new(&found.path);
-    command
-        .args(arguments(
-            found.kind,
-            &server.url(),
-            profile.path(),
-            is_root(),
-        ))
-        .env("XDG_CONFIG_HOME", profile.path().join("config"))
-        .env("XDG_CACHE_HOME", profile.path().join("cache"));
+    command.args(arguments(
+        found.kind,
+        &server.url(),
+        profile.path(),
+        is_root(),
+    ));
+    for (name, dir) in environment(profile.path()) {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        command.env(name, dir);
+    }
     if found.kind == Kind::Firefox {
         command.env("MOZ_HEADLESS", "1");
     }
@@ -220,6 +221,19 @@ async fn page(found: &Found, budget: Duration, timeout: Duration) -> Result<Page
             })
         }
     }
+}
+
+/// The directories the browser is told to use, all inside its temporary profile, so that
+/// removing the profile removes everything it wrote. `TMPDIR` matters most: Chromium makes its
+/// process-singleton directory (`org.chromium.Chromium.XXXXXX`, a socket and a cookie) there,
+/// and a browser that is killed, as every probe's is, never removes it, so each probe left one
+/// in `/tmp`.
+pub fn environment(profile: &Path) -> [(&'static str, PathBuf); 3] {
+    [
+        ("XDG_CONFIG_HOME", profile.join("config")),
+        ("XDG_CACHE_HOME", profile.join("cache")),
+        ("TMPDIR", profile.join("tmp")),
+    ]
 }
 
 /// The browser's command line, without the program.

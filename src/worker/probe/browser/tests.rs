@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::check::{Server, arguments, parse_head};
+use super::check::{Server, arguments, environment, parse_head};
 use super::discover::{parse_version, select};
 use super::process::members;
 use super::*;
@@ -474,6 +474,33 @@ async fn no_browser_on_the_path_says_so_at_once() {
     assert_eq!(caps["browser_probe_error"], json!(error));
 }
 
+#[test]
+fn the_browser_writes_its_temporary_files_inside_its_profile() {
+    let env = environment(Path::new("/p"));
+    for (name, dir) in &env {
+        assert!(dir.starts_with("/p"), "{name}={}", dir.display());
+    }
+    let names: Vec<&str> = env.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, ["XDG_CONFIG_HOME", "XDG_CACHE_HOME", "TMPDIR"]);
+}
+
+/// Chromium's process-singleton directories in the system's temporary directory made at or
+/// after `since` (`org.chromium.Chromium.XXXXXX`).
+fn singleton_dirs_since(since: std::time::SystemTime) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    (entries.flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("org.chromium."))
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= since)
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
 /// The real thing: Debian's Chromium 156, found on `PATH`, run headless. On these machines
 /// (no GPU) `requestAdapter()` gives Chromium's SwiftShader, a fallback adapter;
 /// `navigator.ml` exists but `createContext()` fails, the build having no WebNN backend on
@@ -485,6 +512,8 @@ async fn the_real_chromium_runs_headless_and_reports_what_it_sees() {
         return;
     }
     let started = Instant::now();
+    // A second early: file times may be coarser than the clock.
+    let since = std::time::SystemTime::now() - Duration::from_secs(1);
     let report = BrowserProbe::new(BrowserSettings::default()).run().await;
     eprintln!(
         "browser probe: {} ms: {report:#?}",
@@ -517,6 +546,8 @@ async fn the_real_chromium_runs_headless_and_reports_what_it_sees() {
     let listed: &Value = &caps["browsers"][0];
     assert_eq!(listed["version"], json!(version));
     assert!(b.took_ms < 20_000);
+    // The killed browser left nothing behind in the system's temporary directory.
+    assert_eq!(singleton_dirs_since(since), Vec::<PathBuf>::new());
 }
 
 #[test]
