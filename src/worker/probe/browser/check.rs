@@ -225,9 +225,9 @@ async fn page(found: &Found, budget: Duration, timeout: Duration) -> Result<Page
 
 /// The directories the browser is told to use, all inside its temporary profile, so that
 /// removing the profile removes everything it wrote. `TMPDIR` matters most: Chromium makes its
-/// process-singleton directory (`org.chromium.Chromium.XXXXXX`, a socket and a cookie) there,
-/// and a browser that is killed, as every probe's is, never removes it, so each probe left one
-/// in `/tmp`.
+/// process-singleton directory (`org.chromium.Chromium.` and a random suffix, holding a socket
+/// and a cookie) there, and a browser that is killed, as every probe's is, never removes it, so
+/// each probe left one in `/tmp`.
 pub fn environment(profile: &Path) -> [(&'static str, PathBuf); 3] {
     [
         ("XDG_CONFIG_HOME", profile.join("config")),

@@ -485,7 +485,7 @@ fn the_browser_writes_its_temporary_files_inside_its_profile() {
 }
 
 /// Chromium's process-singleton directories in the system's temporary directory made at or
-/// after `since` (`org.chromium.Chromium.XXXXXX`).
+/// after `since` (named `org.chromium.Chromium.` and a random suffix).
 fn singleton_dirs_since(since: std::time::SystemTime) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return Vec::new();
