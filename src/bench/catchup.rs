@@ -13,7 +13,12 @@
 //!   `--snapshot-logs-since-last`, plus `--max-in-snapshot-log-to-keep`), this goes through a
 //!   snapshot install and the log tail after it, otherwise through the log alone; the path is
 //!   read from the follower's own log (openraft's "install full snapshot" line, logged because
-//!   the restarted node runs with that target at `info`).
+//!   the restarted node runs with that target at `info`). When a purge is due, the follower is
+//!   started only once the leader's status shows its log purged past the follower's last
+//!   entry (`purge_wait_ms` after the last commit): openraft's leader purges only between two
+//!   attempts to reach the absent node (it keeps entries a replication in flight may still
+//!   send), so without the wait a restart right after the commits could meet a log not yet
+//!   purged, and the path would depend on that timing.
 //! * **restart**: then the other follower — caught up, never stopped — is SIGKILLed and
 //!   started again on its files; measured the same way, against the leader's commit index at
 //!   restart time. Between its kill and its restart, copies of its files are opened in this
@@ -170,6 +175,9 @@ pub struct RejoinSample {
     pub log_entries: u64,
     /// The leader's snapshot file when the node was restarted.
     pub leader_snapshot_bytes: u64,
+    /// From the last commit until the leader's log was purged past the node's last entry;
+    /// `None` when N is too small for a purge, and the node was restarted at once.
+    pub purge_wait_ms: Option<f64>,
 }
 
 /// Everything measured at one size.
@@ -323,6 +331,31 @@ async fn restart_and_wait(
                 why.map_or(String::new(), |(_, code, why)| format!(
                     " (it exited, code {code:?}: {why})"
                 ))
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until `leader` has purged its log past `index`: answers how long that took.
+async fn purged_past(
+    addr: &str,
+    credentials: &Credentials,
+    index: u64,
+    limit: Duration,
+) -> Result<Duration, CliError> {
+    let started = Instant::now();
+    loop {
+        let purged = status(addr, credentials, Duration::from_secs(5))
+            .await
+            .and_then(|s| s.purged_index);
+        if purged.is_some_and(|p| p > index) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return Err(unavailable(format!(
+                "the leader at {addr} had not purged its log past index {index} within                  {limit:?} of the last commit (purged to {}): the absent node would rejoin                  without a snapshot; check the leader's log for failed snapshots",
+                purged.map_or("nothing".to_string(), |p| p.to_string())
             )));
         }
         tokio::time::sleep(POLL).await;
@@ -521,17 +554,24 @@ async fn repetition(
         .await
         .ok_or_else(|| unavailable("the leader does not answer"))?;
     let target = head.committed.unwrap_or(0);
+    let last_before = before.last_log_index.unwrap_or(0);
+    let purge_due = commands > args.snapshot_logs_since_last + args.max_in_snapshot_log_to_keep;
+    let purge_wait = if purge_due {
+        Some(purged_past(&leader_addr, &operator, last_before, limit).await?)
+    } else {
+        None
+    };
     let leader_snapshot_bytes = state_size(&node_dir(dir, leader), 0).snapshot_bytes;
     let log_offset = cluster.log(absent).len();
     let wall = SystemTime::now();
     let (serving, applied) = restart_and_wait(&mut cluster, absent, target, limit).await?;
     let install = installed_snapshot(&cluster.log(absent), log_offset);
     let snapshot_index = install.as_ref().and_then(|(index, _)| *index);
-    let from = snapshot_index.unwrap_or(before.last_log_index.unwrap_or(0));
+    let from = snapshot_index.unwrap_or(last_before);
     let rejoin = RejoinSample {
         node: absent,
         target_index: target,
-        last_log_index_before: before.last_log_index.unwrap_or(0),
+        last_log_index_before: last_before,
         serving_ms: ms(serving),
         applied_ms: ms(applied),
         snapshot_installed: install.is_some(),
@@ -542,6 +582,7 @@ async fn repetition(
             .map(ms),
         log_entries: target.saturating_sub(from),
         leader_snapshot_bytes,
+        purge_wait_ms: purge_wait.map(ms),
     };
 
     // (a) Restart of a caught-up follower.

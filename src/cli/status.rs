@@ -24,6 +24,8 @@ pub struct NodeLine {
     pub leader_id: Option<u64>,
     pub last_applied: Option<u64>,
     pub last_log_index: Option<u64>,
+    /// The last entry purged from the node's log (behind a snapshot).
+    pub purged_index: Option<u64>,
     pub committed: Option<u64>,
     pub voter: Option<bool>,
     /// The node's own health at its latest sample: ok, degraded or critical.
@@ -128,6 +130,7 @@ pub async fn collect(remote: &Remote) -> Result<ClusterStatus, CliError> {
                     leader_id: s.leader_id,
                     last_applied: s.last_applied,
                     last_log_index: s.last_log_index,
+                    purged_index: s.purged_index,
                     committed: s.committed,
                     voter: member.map(|m| m.1),
                     health: Some(s.health_level).filter(|h| !h.is_empty()),
@@ -143,6 +146,7 @@ pub async fn collect(remote: &Remote) -> Result<ClusterStatus, CliError> {
                     leader_id: None,
                     last_applied: None,
                     last_log_index: None,
+                    purged_index: None,
                     committed: None,
                     voter: member.map(|m| m.1),
                     health: None,
@@ -206,6 +210,7 @@ pub fn render(status: &ClusterStatus, output: Output) -> String {
                         opt(&n.term),
                         opt(&n.committed),
                         opt(&n.last_applied),
+                        opt(&n.purged_index),
                         health_cell(n),
                         n.error.clone().unwrap_or_default(),
                     ]
@@ -220,6 +225,7 @@ pub fn render(status: &ClusterStatus, output: Output) -> String {
                     "TERM",
                     "COMMITTED",
                     "APPLIED",
+                    "PURGED",
                     "HEALTH",
                     "ERROR",
                 ],

@@ -130,6 +130,7 @@ pub fn node_status(node: &Coordinator) -> NodeStatus {
         leader_addr,
         last_applied: metrics.last_applied.as_ref().map(|l| l.index),
         last_log_index: metrics.last_log_index,
+        purged_index: metrics.purged.as_ref().map(|l| l.index),
         committed: metrics.local_committed.as_ref().map(|l| l.index),
         members,
         millis_since_quorum_ack: metrics

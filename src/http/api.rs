@@ -61,6 +61,7 @@ pub fn status_json(node: &Coordinator) -> Value {
         "last_applied": status.last_applied,
         "committed": status.committed,
         "last_log_index": status.last_log_index,
+        "purged_index": status.purged_index,
         "members": members,
         "draining": node.is_draining(),
         "version": status.version,

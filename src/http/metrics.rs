@@ -14,7 +14,7 @@
 //! |---|---|---|
 //! | `testfleet_raft_term` | | the current term |
 //! | `testfleet_raft_is_leader` | | 1 on the leader |
-//! | `testfleet_raft_last_applied_index`, `testfleet_raft_committed_index`, `testfleet_raft_last_log_index` | | log positions |
+//! | `testfleet_raft_last_applied_index`, `testfleet_raft_committed_index`, `testfleet_raft_last_log_index`, `testfleet_raft_purged_index` | | log positions (purged: the last entry dropped behind a snapshot) |
 //! | `testfleet_raft_members` | `voter` | cluster members |
 //! | `testfleet_leader_changes_total` | | rows of `leader_transitions` |
 //! | `testfleet_workers` | `status` | workers by status |
@@ -173,6 +173,11 @@ pub fn render(node: &Coordinator, aggregates: Option<&Aggregates>) -> Result<Str
         "raft_last_log_index",
         "Index of the last entry in the log",
         gauge(index(metrics.last_log_index)),
+    );
+    registry.register(
+        "raft_purged_index",
+        "Index of the last entry purged from the log behind a snapshot (0 before the first purge)",
+        gauge(index(metrics.purged.as_ref().map(|l| l.index))),
     );
     let membership = metrics.membership_config.membership();
     let voters = membership.voter_ids().count();

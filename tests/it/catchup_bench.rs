@@ -48,6 +48,8 @@ fn the_catchup_bench_reports_a_restart_and_a_rejoin_through_a_snapshot() {
         "{report}"
     );
     assert!(positive(&rejoin["snapshot_received_ms"]), "{report}");
+    // The node was started again only once the leader had purged past its log.
+    assert!(rejoin["purge_wait_ms"].as_f64().is_some(), "{report}");
     assert!(positive(&rejoin["leader_snapshot_bytes"]), "{report}");
 
     let restart = &size["restarts"][0];

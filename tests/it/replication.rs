@@ -63,6 +63,19 @@ async fn a_node_that_missed_the_purge_catches_up_by_snapshot() {
         },
     )
     .await;
+    // Operators see it in the leader's status.
+    let purged = node.metrics().purged.map(|p| p.index);
+    let status = super::support::client(&cluster.peers[&leader])
+        .await
+        .status(testfleet::proto::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(
+        status.purged_index >= purged,
+        "status says purged to {:?}, the node's metrics {purged:?}",
+        status.purged_index
+    );
 
     cluster.restart(follower).await;
     cluster.applied(last).await;
