@@ -35,7 +35,10 @@ pub struct RowBatch {
     pub workers: Vec<Worker>,
     pub jobs: Vec<JobRow>,
     pub tasks: Vec<Task>,
+    /// Attempts DuckDB already has a row of (upserted), and attempts created since the last
+    /// flush (appended: no row of theirs can exist yet).
     pub attempts: Vec<(TaskId, Attempt)>,
+    pub new_attempts: Vec<(TaskId, Attempt)>,
     /// Appended to the history tables, in the order they happened.
     pub history: Vec<HistoryRow>,
     /// Ids of health samples past the retention limit.
@@ -67,6 +70,11 @@ impl RowBatch {
                 .cloned()
                 .collect(),
             attempts: (changes.attempts.iter())
+                .filter(|(key, _)| !changes.new_attempts.contains(*key))
+                .map(|((task, _), attempt)| (task.clone(), attempt.clone()))
+                .collect(),
+            new_attempts: (changes.attempts.iter())
+                .filter(|(key, _)| changes.new_attempts.contains(*key))
                 .map(|((task, _), attempt)| (task.clone(), attempt.clone()))
                 .collect(),
             history: changes.history.clone(),
@@ -80,6 +88,7 @@ impl RowBatch {
             + self.jobs.len()
             + self.tasks.len()
             + self.attempts.len()
+            + self.new_attempts.len()
             + self.history.len()
             + self.deleted_health_samples.len()
     }
@@ -173,8 +182,7 @@ pub fn task_row(t: &Task) -> Vec<Value> {
         labels: spec.labels().into_iter().collect(),
         capabilities: spec.capabilities(),
     };
-    let holder = t.current.as_deref();
-    vec![
+    let mut row = vec![
         text(spec.id()),
         text(&t.job),
         int(t.seq),
@@ -188,6 +196,28 @@ pub fn task_row(t: &Task) -> Vec<Value> {
         int(spec.max_retries),
         int(spec.timeout_retries),
         int(spec.flaky_retries),
+    ];
+    let mut progress = task_progress(t).into_iter();
+    row.extend(progress.by_ref().take(8));
+    row.push(ts(t.submitted_at));
+    row.extend(progress);
+    row
+}
+
+/// The values of a `tasks_update` row: the task's `seq`, then the columns of its row that
+/// change after submission ([`schema::TASK_PROGRESS_COLUMNS`](super::schema::TASK_PROGRESS_COLUMNS),
+/// in that order). Everything else in a task's row (its spec, job, `seq`, `submitted_at`) is
+/// fixed when it is submitted.
+pub fn task_update_row(t: &Task) -> Vec<Value> {
+    let mut row = vec![int(t.seq)];
+    row.extend(task_progress(t));
+    row
+}
+
+/// The columns of a task's row that change after submission, in the table's order.
+fn task_progress(t: &Task) -> [Value; 11] {
+    let holder = t.current.as_deref();
+    [
         text(t.status.as_str()),
         int(t.attempt),
         opt_text(holder.map(|a| a.worker.as_str())),
@@ -196,7 +226,6 @@ pub fn task_row(t: &Task) -> Vec<Value> {
         int(t.timeout_retries_used),
         int(t.flaky_retries_used),
         Value::Boolean(t.requeued),
-        ts(t.submitted_at),
         ts(t.updated_at),
         opt_ts(t.finished_at.get()),
         opt_text(t.reason.as_deref()),

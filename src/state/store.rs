@@ -7,6 +7,14 @@
 //! tables are appended into TEMP staging twins with DuckDB's Appender and merged with one
 //! `INSERT OR REPLACE … SELECT` per table; history rows are appended directly.
 //!
+//! Tasks and attempts, most of what a flush writes, take cheaper paths. A task whose `seq`
+//! is above every `seq` in the table (the store keeps that mark) is new and appended; a
+//! stored one gets only the columns that change after submission, staged in a TEMP table
+//! and set by one `UPDATE … FROM` (which must find every staged task, or the write fails).
+//! An attempt created since the last flush ([`Changes::new_attempts`]) is appended; only an
+//! attempt already written is merged. In DuckDB an `INSERT OR REPLACE` deletes and inserts
+//! the whole row and probes the key, several times the cost of either (BENCHMARKS.md).
+//!
 //! A snapshot ([`SnapshotImage`]) is every replicated table's rows as typed cells, read in
 //! one read transaction. Installing one replaces every table and `raft_meta` in one
 //! transaction, so a failure midway leaves the previous state intact.
@@ -29,6 +37,7 @@ use super::error::{Result, StoreError, db};
 use super::machine::{Changes, Machine};
 use super::rows::{self, RowBatch};
 use super::schema::{self, REPLICATED_TABLES, UPSERT_TABLES};
+use super::view::Task;
 
 /// DuckDB resource limits for one node (the default would be 80 % of RAM per instance).
 #[derive(Clone, Debug)]
@@ -146,6 +155,9 @@ pub struct Store {
     /// Rows written since this store last checkpointed (DuckDB's own checkpoints, at its WAL
     /// threshold, are not seen: they only make a later checkpoint cheaper).
     unchecked_rows: usize,
+    /// The highest `seq` in the `tasks` table (`None` while empty): a task above it is new.
+    /// Read at open and after a snapshot install, moved by each committed write.
+    last_task_seq: Option<i64>,
 }
 
 impl Store {
@@ -196,11 +208,15 @@ impl Store {
         // merges cached, 1 MB rows ran DuckDB out of its 256 MB at the next snapshot read,
         // every time (`limits::entries_larger_together_than_one_raft_message_still_
         // replicate`), for a saving in parsing too small to measure.
+        conn.execute_batch(&schema::create_tasks_update())
+            .map_err(db("creating staging tables"))?;
         conn.execute_batch("PRAGMA disable_optimizer;")
             .map_err(db("configuring the writer connection"))?;
+        let last_task_seq = last_task_seq(&conn)?;
         Ok(Store {
             conn,
             unchecked_rows: 0,
+            last_task_seq,
         })
     }
 
@@ -272,12 +288,19 @@ impl Store {
             .conn
             .transaction()
             .map_err(db("beginning a transaction"))?;
-        let written = write_batch(&tx, batch)
-            .and_then(|()| write_meta(&tx, meta))
-            .and_then(|()| tx.commit().map_err(db("committing applied entries")));
-        if let Err(e) = written {
-            tracing::error!(error = %e, memory = %self.memory_by_tag(), "DuckDB write failed");
-            return Err(e);
+        let written = write_batch(&tx, batch, self.last_task_seq)
+            .and_then(|last| write_meta(&tx, meta).map(|()| last))
+            .and_then(|last| {
+                tx.commit()
+                    .map(|()| last)
+                    .map_err(db("committing applied entries"))
+            });
+        match written {
+            Ok(last) => self.last_task_seq = last,
+            Err(e) => {
+                tracing::error!(error = %e, memory = %self.memory_by_tag(), "DuckDB write failed");
+                return Err(e);
+            }
         }
         self.unchecked_rows = self.unchecked_rows.saturating_add(rows);
         if large {
@@ -377,7 +400,10 @@ impl Store {
             appender.flush().map_err(db("appending snapshot rows"))?;
         }
         write_meta(&tx, meta)?;
-        tx.commit().map_err(db("committing snapshot install"))
+        let last = last_task_seq(&tx)?;
+        tx.commit().map_err(db("committing snapshot install"))?;
+        self.last_task_seq = last;
+        Ok(())
     }
 }
 
@@ -617,6 +643,45 @@ fn rekey_tasks(conn: &mut Connection) -> Result<bool> {
     Ok(true)
 }
 
+/// The highest `seq` in the `tasks` table, `None` while it is empty.
+fn last_task_seq(conn: &Connection) -> Result<Option<i64>> {
+    conn.query_row("SELECT max(seq) FROM main.tasks", [], |row| row.get(0))
+        .map_err(db("reading the last stored task"))
+}
+
+/// Writes the batch's tasks: appends those above `last_seq` (the highest `seq` stored) and
+/// updates the progress of the others, [`MERGE_ROWS`] at a time. Answers the new highest
+/// `seq`. A stored task the update does not find is an error, never a silent gap.
+fn write_tasks(conn: &Connection, tasks: &[Task], last_seq: Option<i64>) -> Result<Option<i64>> {
+    let (new, stored): (Vec<&Task>, Vec<&Task>) = tasks
+        .iter()
+        .partition(|t| last_seq.is_none_or(|last| t.seq > last));
+    append(conn, "tasks", false, &new, |t| rows::task_row(t))?;
+    for chunk in stored.chunks(MERGE_ROWS) {
+        append(conn, "tasks_update", true, chunk, |t| {
+            rows::task_update_row(t)
+        })?;
+        // The join wants the optimizer (without it, a nested loop over the whole table),
+        // which this connection otherwise runs without (`Store::init`).
+        conn.execute_batch("PRAGMA enable_optimizer;")
+            .map_err(db("updating stored tasks"))?;
+        let updated = conn.execute(&schema::update_tasks(), []);
+        let cleared =
+            conn.execute_batch("PRAGMA disable_optimizer; DELETE FROM temp.main.tasks_update;");
+        let updated = updated.map_err(db("updating stored tasks"))?;
+        cleared.map_err(db("updating stored tasks"))?;
+        if updated != chunk.len() {
+            return Err(StoreError::Corrupt(format!(
+                "updating {} stored tasks changed {updated} rows: a task at or below seq {} \
+                 is missing from the tasks table",
+                chunk.len(),
+                last_seq.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(new.iter().map(|t| t.seq).chain(last_seq).max())
+}
+
 /// Upserts `rows` into `table` through its TEMP staging twin, [`MERGE_ROWS`] at a time.
 fn upsert<T>(
     conn: &Connection,
@@ -635,13 +700,21 @@ fn upsert<T>(
     Ok(())
 }
 
-fn write_batch(conn: &Connection, batch: RowBatch) -> Result<()> {
+/// Writes every row of `batch`; answers the highest task `seq` stored after it.
+fn write_batch(conn: &Connection, batch: RowBatch, last_seq: Option<i64>) -> Result<Option<i64>> {
     upsert(conn, "workers", &batch.workers, rows::worker_row)?;
     upsert(conn, "jobs", &batch.jobs, rows::job_row)?;
-    upsert(conn, "tasks", &batch.tasks, rows::task_row)?;
+    let last_seq = write_tasks(conn, &batch.tasks, last_seq)?;
     upsert(conn, "task_attempts", &batch.attempts, |(task, a)| {
         rows::attempt_row(task, a)
     })?;
+    append(
+        conn,
+        "task_attempts",
+        false,
+        &batch.new_attempts,
+        |(task, a)| rows::attempt_row(task, a),
+    )?;
     for (table, history) in batch.history_by_table() {
         append(conn, table, false, &history, |row| {
             rows::history_values(row)
@@ -659,7 +732,7 @@ fn write_batch(conn: &Connection, batch: RowBatch) -> Result<()> {
         ))
         .map_err(db("deleting expired health samples"))?;
     }
-    Ok(())
+    Ok(last_seq)
 }
 
 #[cfg(test)]

@@ -321,6 +321,10 @@ pub struct Changes {
     /// on its next attempt, and the ended one's final row must still be written whatever
     /// the flush boundaries.
     pub attempts: BTreeMap<(TaskId, u32), Attempt>,
+    /// The keys of `attempts` whose attempt was created since these changes began: DuckDB
+    /// has no row of theirs yet (an attempt's number is never used twice for a task), so the
+    /// store appends them rather than merging them.
+    pub new_attempts: BTreeSet<(TaskId, u32)>,
     pub history: Vec<HistoryRow>,
     pub deleted_health_samples: Vec<i64>,
 }
@@ -332,6 +336,7 @@ impl Changes {
         self.jobs.extend(other.jobs);
         self.tasks.extend(other.tasks);
         self.attempts.extend(other.attempts);
+        self.new_attempts.extend(other.new_attempts);
         self.history.extend(other.history);
         self.deleted_health_samples
             .extend(other.deleted_health_samples);

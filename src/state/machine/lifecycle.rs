@@ -16,6 +16,16 @@ impl Machine {
         }
     }
 
+    /// Notes the task's current attempt, just created, for the store: its row is new.
+    pub(super) fn note_new_attempt(&mut self, id: &str) {
+        self.note_attempt(id);
+        if let Some(current) = self.tasks.get(id).and_then(|t| t.current.as_ref()) {
+            self.changes
+                .new_attempts
+                .insert((id.to_string(), current.number));
+        }
+    }
+
     /// Marks the current attempt as ended (without a result of its own) if it is open.
     pub(super) fn end_attempt(&mut self, id: &str, outcome: &str, at: Timestamp) {
         if let Some(task) = self.tasks.get_mut(id)

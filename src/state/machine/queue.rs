@@ -130,7 +130,7 @@ impl Machine {
             attempt: a.attempt,
         });
         self.note_task(&a.task);
-        self.note_attempt(&a.task);
+        self.note_new_attempt(&a.task);
         Reply::Task {
             status: TaskStatus::Assigned,
         }

@@ -399,7 +399,7 @@ fn upserts_replace_rows_across_many_commits() {
 }
 
 #[test]
-fn a_flush_larger_than_one_merge_is_merged_in_chunks_with_the_same_rows() {
+fn a_flush_larger_than_one_merge_is_written_in_chunks_with_the_same_rows() {
     let mut store = Store::open_in_memory().unwrap();
     let mut machine = Machine::new();
     apply_all(&mut store, &mut machine, history());
@@ -412,7 +412,7 @@ fn a_flush_larger_than_one_merge_is_merged_in_chunks_with_the_same_rows() {
         at: at(30),
     };
     assert!(!machine.apply(submit).is_rejected());
-    // One of them changes again in the same flush: still one row.
+    // One of them changes again in the same flush: still one row, appended as it is now.
     let _ = machine.apply(Command::AssignTasks {
         term: 2,
         at: at(31),
@@ -425,15 +425,72 @@ fn a_flush_larger_than_one_merge_is_merged_in_chunks_with_the_same_rows() {
     let changes = machine.take_changes();
     assert!(changes.tasks.len() > 2 * MERGE_ROWS);
     store.commit(&machine, &changes, &meta(200)).unwrap();
+    assert_eq!(
+        count(store.connection(), "SELECT count(*) FROM tasks") as usize,
+        n + 3
+    );
+    assert_eq!(store.load_machine().unwrap().tasks(), machine.tasks());
+
+    // The next flush changes every one of them: stored tasks, updated in chunks.
+    assert!(
+        !machine
+            .apply(Command::CancelJob {
+                job: "big".into(),
+                reason: "enough".into(),
+                at: at(32),
+            })
+            .is_rejected()
+    );
+    let changes = machine.take_changes();
+    assert!(changes.tasks.len() > 2 * MERGE_ROWS);
+    store.commit(&machine, &changes, &meta(201)).unwrap();
     let c = store.connection();
     assert_eq!(count(c, "SELECT count(*) FROM tasks") as usize, n + 3);
     assert_eq!(
-        count(c, "SELECT count(*) FROM temp.main.tasks_stage"),
-        0,
-        "every chunk's staged rows are merged and cleared"
+        count(
+            c,
+            "SELECT count(*) FROM tasks WHERE job_id = 'big' AND status = 'cancelled'"
+        ) as usize,
+        n
     );
-    let loaded = store.load_machine().unwrap();
-    assert_eq!(loaded.tasks(), machine.tasks());
+    assert_eq!(
+        count(c, "SELECT count(*) FROM temp.main.tasks_update"),
+        0,
+        "every chunk's staged rows are applied and cleared"
+    );
+    assert_eq!(store.load_machine().unwrap().tasks(), machine.tasks());
+}
+
+#[test]
+fn a_stored_task_missing_from_the_table_fails_the_write_instead_of_leaving_a_gap() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut machine = Machine::new();
+    apply_all(&mut store, &mut machine, history());
+    // Someone removed a row behind the store's back.
+    store
+        .connection()
+        .execute_batch("DELETE FROM tasks WHERE id = 't2'")
+        .unwrap();
+    assert!(
+        !machine
+            .apply(Command::CancelTask {
+                task: "t2".into(),
+                reason: "enough".into(),
+                at: at(40),
+            })
+            .is_rejected()
+    );
+    let changes = machine.take_changes();
+    let err = store.commit(&machine, &changes, &meta(300)).unwrap_err();
+    assert!(
+        err.to_string().contains("missing from the tasks table"),
+        "{err}"
+    );
+    // Nothing of the failed write is left: the applied index is the last committed one.
+    assert_eq!(
+        store.read_meta().unwrap().unwrap().last_applied_index,
+        Some(history().len() as u64)
+    );
 }
 
 #[test]
@@ -894,4 +951,27 @@ fn a_file_whose_tasks_are_keyed_by_id_is_rekeyed_by_seq_with_every_row() {
         before
     );
     assert_eq!(store.load_machine().unwrap().tasks(), machine.tasks());
+}
+
+#[test]
+fn a_tasks_progress_values_are_those_of_its_full_row_under_the_same_column_names() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut machine = Machine::new();
+    apply_all(&mut store, &mut machine, history());
+    let columns = column_names(store.connection(), "tasks").unwrap();
+    let staged = column_names(store.connection(), "tasks_update").unwrap();
+    let position = |name: &str| columns.iter().position(|c| c == name).unwrap();
+    // t2 has had an attempt, so its worker, lease and reason are set.
+    let task = machine.task("t2").unwrap();
+    assert!(task.current.is_some());
+    let full = rows::task_row(task);
+    let update = rows::task_update_row(task);
+    assert_eq!(full.len(), columns.len());
+    assert_eq!(update.len(), staged.len());
+    assert_eq!(staged[0], "seq");
+    assert_eq!(update[0], full[position("seq")]);
+    for (i, (name, _)) in schema::TASK_PROGRESS_COLUMNS.iter().enumerate() {
+        assert_eq!(staged[i + 1], *name);
+        assert_eq!(update[i + 1], full[position(name)], "{name}");
+    }
 }
