@@ -407,6 +407,8 @@ pub struct DiskSpace {
     pub free_bytes: u64,
     /// The file system's size (`f_blocks`).
     pub total_bytes: u64,
+    /// Mounted read-only (`ST_RDONLY` in `f_flag`).
+    pub read_only: bool,
 }
 
 /// `statvfs(path)`. Sizes are in units of `f_frsize` (the fundamental block size), falling
@@ -432,16 +434,19 @@ pub fn disk_space(path: &Path) -> Result<DiskSpace, SampleError> {
     // SAFETY: `statvfs` returned 0, so it initialised the whole struct.
     let stats = unsafe { stats.assume_init() };
     #[allow(clippy::unnecessary_cast)] // the field types differ between targets
-    let (frsize, bsize, bavail, blocks) = (
+    let (frsize, bsize, bavail, blocks, flags, read_only) = (
         stats.f_frsize as u64,
         stats.f_bsize as u64,
         stats.f_bavail as u64,
         stats.f_blocks as u64,
+        stats.f_flag as u64,
+        libc::ST_RDONLY as u64,
     );
     let unit = if frsize > 0 { frsize } else { bsize };
     Ok(DiskSpace {
         free_bytes: bavail.saturating_mul(unit),
         total_bytes: blocks.saturating_mul(unit),
+        read_only: flags & read_only != 0,
     })
 }
 

@@ -9,25 +9,30 @@
 //! `storage`) becomes a `storage` worker fault with the directory and the errno in its message
 //! ([`storage_fault`]); the command does not run.
 //!
+//! **Two checks.** Every attempt asks the file system for its state (`statvfs`: mounted
+//! read-only, or less than [`PROBE_SIZE`] left to unprivileged writers). Some attempts write:
+//! a directory's first, then one per [`PROBE_INTERVAL`], the next one after an attempt there
+//! did not pass ([`ProbeSchedule`]), and any attempt whose `statvfs` looks wrong, so that the
+//! kernel's own answer (its errno) names the fault.
+//!
 //! **The probe** ([`probe`]): a hidden file, `.testfleet-write-check-<pid>-<n>`, created with
 //! `O_CREAT|O_EXCL` (never someone else's file, nor one of a concurrent attempt), [`PROBE_SIZE`]
-//! bytes written, closed and removed — removed whatever happened after it was created, a
-//! partial write included. `O_CREAT` meets a read-only file system and the write a full disk or
-//! quota (ext4, XFS and tmpfs reserve the blocks at `write`). A disk that fails on writeback,
-//! or an NFS server out of space, only says so to `fdatasync`, so a probe syncs its file when its
-//! directory is due ([`SyncSchedule`]): not synced in the last [`SYNC_INTERVAL`], or an
-//! attempt there did not pass since.
+//! bytes written and synced, closed and removed — removed whatever happened after it was
+//! created, a partial write included. `O_CREAT` meets a read-only file system and the write a
+//! full disk or quota (ext4, XFS and tmpfs reserve the blocks at `write`). A disk that fails on
+//! writeback, or an NFS server out of space, only says so to `fdatasync`, hence the sync.
 //!
-//! **Cost** (`probe_cost` in the tests prints it; debug build, ext4 on a virtio disk, 2 shared
-//! cores under load): a probe that syncs takes 0.4–0.65 ms on average, p99 4–6 ms, nearly all
-//! of it the `fdatasync` (each forces a journal commit, which queues behind the machine's other
-//! writers, a coordinator's Raft log included); one that does not sync takes 0.05–0.08 ms on
-//! average, p99 0.15–0.8 ms, most of it the hop to the blocking pool (on tmpfs both take
-//! 0.03–0.06 ms). An attempt of `true` costs about 4 ms in the same build. Syncing every
-//! attempt would cost more than the 0.3 ms we allow and add a journal commit per test to a
-//! disk that others need; writing less often than every attempt would leave a directory that
-//! turned read-only or full unnoticed between checks, with the tests blamed meanwhile. So
-//! every attempt writes, and syncs are spaced out per directory.
+//! **Cost.** A probe creates, writes, syncs and removes a file: metadata a journalling file
+//! system commits, and a journal commit that queues behind the machine's other writers (a
+//! coordinator's Raft log included). `probe_cost` in the tests prints it (debug build, ext4 on
+//! a virtio disk, 2 shared cores under load: 0.4–0.65 ms on average with the sync, 0.05–0.08
+//! ms without). Written before every attempt, the probe without its sync was still a fifth of a
+//! worker's CPU at a full load of short tasks (`perf`, BENCHMARKS.md); a `statvfs` is one
+//! system call. What the spacing gives up: a quota or a failing disk that `statvfs` does not
+//! show (`EDQUOT`, `EIO`) is found by the next probe, at most [`PROBE_INTERVAL`] later or at the
+//! next attempt after one that did not pass, where the earlier design found it at the next
+//! attempt. A read-only or full file system, the common cases, is still found before every
+//! attempt.
 //!
 //! **Not the task's problems.** Any other error (`EACCES`: a directory the task cannot write is
 //! the task's business, and it may not need to write at all; `ENOENT`: a missing cwd is already
@@ -67,12 +72,13 @@ pub const PROBE_PREFIX: &str = ".testfleet-write-check-";
 /// [`PROBE_LIMIT`].
 pub const STALE_PROBE: Duration = Duration::from_secs(60);
 
-/// Directories this process has swept of stale probe files (bounded like [`SyncSchedule`]:
+/// Directories this process has swept of stale probe files (bounded like [`ProbeSchedule`]:
 /// once full, no more sweeps; a leftover costs 4 KiB).
 static SWEPT: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
 
-/// How long a directory's last synced probe vouches for its disk's writeback.
-pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a directory's last probe vouches for what `statvfs` does not show (a quota, a
+/// disk that fails on writeback).
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Directories a [`SyncSchedule`] remembers; past that it forgets the stale ones (all of them,
 /// if need be: a forgotten directory is only synced once more).
@@ -80,28 +86,28 @@ const SCHEDULE_CAPACITY: usize = 1024;
 
 /// The worker's schedule: one per process, as the directories are the process's, shared by
 /// every attempt (`std::sync::Mutex`: held for a map lookup, never across an await).
-static SCHEDULE: LazyLock<Mutex<SyncSchedule>> =
-    LazyLock::new(|| Mutex::new(SyncSchedule::default()));
+static SCHEDULE: LazyLock<Mutex<ProbeSchedule>> =
+    LazyLock::new(|| Mutex::new(ProbeSchedule::default()));
 
-/// Which probes sync: a directory's first, then one per [`SYNC_INTERVAL`], and the next one
-/// after an attempt there did not pass (its failure may be the disk's).
+/// Which attempts write a probe: a directory's first, then one per [`PROBE_INTERVAL`], and the
+/// next one after an attempt there did not pass (its failure may be the disk's).
 #[derive(Debug, Default)]
-pub struct SyncSchedule {
-    /// When each directory's probe last synced (was due to).
+pub struct ProbeSchedule {
+    /// When each directory was last probed (was due to be).
     synced: HashMap<PathBuf, Instant>,
 }
 
-impl SyncSchedule {
-    /// Whether a probe of `dir` at `now` syncs; if it does, it counts as `dir`'s sync.
+impl ProbeSchedule {
+    /// Whether an attempt in `dir` at `now` writes a probe; if it does, it counts as `dir`'s.
     pub fn due(&mut self, dir: &Path, now: Instant) -> bool {
         if let Some(&at) = self.synced.get(dir)
-            && now.saturating_duration_since(at) < SYNC_INTERVAL
+            && now.saturating_duration_since(at) < PROBE_INTERVAL
         {
             return false;
         }
         if self.synced.len() >= SCHEDULE_CAPACITY && !self.synced.contains_key(dir) {
             self.synced
-                .retain(|_, at| now.saturating_duration_since(*at) < SYNC_INTERVAL);
+                .retain(|_, at| now.saturating_duration_since(*at) < PROBE_INTERVAL);
             if self.synced.len() >= SCHEDULE_CAPACITY {
                 self.synced.clear();
             }
@@ -116,7 +122,8 @@ impl SyncSchedule {
     }
 }
 
-/// An attempt in `dir` ended without passing: the next probe there syncs ([`SyncSchedule`]).
+/// An attempt in `dir` ended without passing: the next attempt there writes a probe
+/// ([`ProbeSchedule`]).
 pub(super) fn attempt_not_passed(dir: &Path) {
     SCHEDULE
         .lock()
@@ -130,6 +137,27 @@ pub fn attempt_dir(cwd: Option<&Path>) -> PathBuf {
     match cwd {
         Some(cwd) => cwd.to_path_buf(),
         None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    }
+}
+
+/// Whether `statvfs` says `dir`'s file system would refuse a probe: mounted read-only, or
+/// less than [`PROBE_SIZE`] left to unprivileged writers (a worker run as root may still
+/// write into the reserve; the probe that follows says).
+pub fn looks_unwritable(dir: &Path) -> io::Result<bool> {
+    let space = crate::health::sampler::disk_space(dir).map_err(|e| match e {
+        crate::health::sampler::SampleError::Statvfs { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    })?;
+    Ok(space.read_only || space.free_bytes < PROBE_SIZE as u64)
+}
+
+/// The check of an attempt in `dir`: [`probe`] (synced) when `write`, else `statvfs`, and the
+/// probe after all when that looks wrong.
+fn check(dir: &Path, write: bool) -> io::Result<()> {
+    if write || looks_unwritable(dir)? {
+        probe(dir, true)
+    } else {
+        Ok(())
     }
 }
 
@@ -175,12 +203,12 @@ pub fn sweep_stale_probes(dir: &Path, now: SystemTime) -> usize {
     removed
 }
 
-/// Checks that `dir` takes a write ([`probe`], synced when the schedule says so, on the
-/// blocking pool, for at most `limit`). `Some(message)` when it does not because of the disk:
-/// the attempt is a `storage` worker fault. `None` when the write went through or failed for
-/// another reason (module docs).
+/// Checks that `dir` would take a write ([`check`]: a probe when the schedule says so,
+/// `statvfs` otherwise; on the blocking pool, for at most `limit`). `Some(message)` when it
+/// would not because of the disk: the attempt is a `storage` worker fault. `None` when it
+/// would, or the check failed for another reason (module docs).
 pub async fn storage_fault(dir: &Path, limit: Duration) -> Option<String> {
-    let sync = (SCHEDULE.lock().unwrap_or_else(|e| e.into_inner())).due(dir, Instant::now());
+    let write = (SCHEDULE.lock().unwrap_or_else(|e| e.into_inner())).due(dir, Instant::now());
     let sweep = {
         let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
         swept.len() < SCHEDULE_CAPACITY && swept.insert(dir.to_path_buf())
@@ -190,7 +218,7 @@ pub async fn storage_fault(dir: &Path, limit: Duration) -> Option<String> {
         if sweep {
             sweep_stale_probes(&owned, SystemTime::now());
         }
-        probe(&owned, sync)
+        check(&owned, write)
     });
     match tokio::time::timeout(limit, probing).await {
         Ok(Ok(Ok(()))) => None,

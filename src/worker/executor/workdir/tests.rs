@@ -56,6 +56,23 @@ impl Tmpfs {
         Some(Tmpfs { path, _dir: dir })
     }
 
+    /// Remounts it read-only, as a file system whose disk failed often is.
+    fn remount_read_only(&self) {
+        let target = CString::new(self.path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mount(2) with a valid NUL-terminated target; a remount takes no source,
+        // type or data.
+        let rc = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT | libc::MS_RDONLY,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "remount: {}", io::Error::last_os_error());
+    }
+
     /// Writes a file until the file system is full.
     fn fill(&self) {
         let mut filler = std::fs::File::create(self.path.join("filler")).unwrap();
@@ -227,19 +244,19 @@ fn the_probe_of_a_missing_directory_fails_without_leaving_anything() {
 }
 
 #[test]
-fn a_directory_syncs_once_per_interval_and_again_after_an_attempt_that_did_not_pass() {
+fn a_directory_is_probed_once_per_interval_and_again_after_an_attempt_that_did_not_pass() {
     let t0 = Instant::now();
     let at = |ms| t0 + Duration::from_millis(ms);
     let (a, b) = (Path::new("/a"), Path::new("/b"));
-    let mut schedule = SyncSchedule::default();
-    assert!(schedule.due(a, at(0)), "a directory's first probe syncs");
+    let mut schedule = ProbeSchedule::default();
+    assert!(schedule.due(a, at(0)), "a directory's first attempt probes");
     assert!(!schedule.due(a, at(10)));
     assert!(
         schedule.due(b, at(10)),
         "each directory has its own schedule"
     );
     assert!(!schedule.due(a, at(999)));
-    assert!(schedule.due(a, at(1000)), "one sync per interval");
+    assert!(schedule.due(a, at(1000)), "one probe per interval");
     assert!(!schedule.due(a, at(1001)));
     schedule.forget(a);
     assert!(
@@ -249,21 +266,77 @@ fn a_directory_syncs_once_per_interval_and_again_after_an_attempt_that_did_not_p
     assert!(!schedule.due(b, at(1009)));
 }
 
+#[tokio::test]
+async fn a_directory_that_turned_read_only_since_its_last_probe_fails_the_next_attempt() {
+    let Some(tmpfs) = Tmpfs::mount("size=1m", false) else {
+        return;
+    };
+    let marks = tempfile::tempdir().unwrap();
+    let attempt = || marking_attempt(&tmpfs.path, marks.path());
+    let first = run(attempt(), CancellationToken::new()).await;
+    assert_eq!(first.outcome, Outcome::Passed, "{first:?}");
+    std::fs::remove_file(marks.path().join("ran")).unwrap();
+
+    // Next attempt at once: no probe is due yet, `statvfs` sees the remount.
+    tmpfs.remount_read_only();
+    let second = run(attempt(), CancellationToken::new()).await;
+    let erofs = io::Error::from_raw_os_error(libc::EROFS);
+    let message = format!(
+        "work directory {} is read-only (EROFS): {erofs}",
+        tmpfs.path.display()
+    );
+    assert_eq!(second, storage_fault_result(message));
+    assert!(
+        !marks.path().join("ran").exists(),
+        "the command must not run"
+    );
+}
+
+#[test]
+fn without_a_probe_due_the_check_writes_nothing_and_still_finds_a_read_only_or_full_disk() {
+    let mtime = |dir: &Path| std::fs::metadata(dir).unwrap().modified().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let made = mtime(dir.path());
+    // File system timestamps come from a coarse clock (a tick of 4–10 ms): past one, a file
+    // created and removed in the directory moves its mtime.
+    std::thread::sleep(Duration::from_millis(30));
+    check(dir.path(), false).unwrap();
+    assert_eq!(mtime(dir.path()), made, "statvfs alone: nothing written");
+    check(dir.path(), true).unwrap();
+    assert_ne!(
+        mtime(dir.path()),
+        made,
+        "a probe creates and removes its file"
+    );
+    assert_eq!(probe_files(dir.path()), Vec::<String>::new());
+
+    let Some(read_only) = Tmpfs::mount("size=1m", true) else {
+        return;
+    };
+    let err = check(&read_only.path, false).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    let full = Tmpfs::mount("size=16k", false).unwrap();
+    full.fill();
+    let err = check(&full.path, false).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert_eq!(probe_files(&full.path), Vec::<String>::new());
+}
+
 #[test]
 fn a_schedule_full_of_directories_forgets_the_stale_ones() {
     let t0 = Instant::now();
-    let mut schedule = SyncSchedule::default();
+    let mut schedule = ProbeSchedule::default();
     for i in 0..SCHEDULE_CAPACITY {
         assert!(schedule.due(&PathBuf::from(format!("/old/{i}")), t0));
     }
-    let later = t0 + SYNC_INTERVAL / 2;
+    let later = t0 + PROBE_INTERVAL / 2;
     assert!(schedule.due(Path::new("/recent"), later));
     assert_eq!(schedule.synced.len(), 1, "all were recent: cleared");
-    let late = t0 + SYNC_INTERVAL * 2;
+    let late = t0 + PROBE_INTERVAL * 2;
     for i in 0..SCHEDULE_CAPACITY - 1 {
         assert!(schedule.due(&PathBuf::from(format!("/new/{i}")), late));
     }
-    assert!(schedule.due(Path::new("/newest"), late + SYNC_INTERVAL / 2));
+    assert!(schedule.due(Path::new("/newest"), late + PROBE_INTERVAL / 2));
     // "/recent" was stale by then; the others were not.
     assert_eq!(schedule.synced.len(), SCHEDULE_CAPACITY);
     assert!(!schedule.synced.contains_key(Path::new("/recent")));
