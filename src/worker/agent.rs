@@ -295,7 +295,7 @@ impl Agent {
         let results = self.results_tx.clone();
         let started = self.started_tx.clone();
         let noop = self.config.noop_executor;
-        tracing::info!(task = %assign.task_id, attempt = assign.attempt, "attempt started");
+        tracing::debug!(task = %assign.task_id, attempt = assign.attempt, "attempt started");
         tokio::spawn(async move {
             let _ = started.send(AttemptStarted {
                 task_id: assign.task_id.clone(),
@@ -512,7 +512,7 @@ impl Agent {
                     }
                     self.running.remove(&key);
                     self.outputs.remove(&key);
-                    tracing::info!(task = %result.task_id, attempt = result.attempt, outcome = %result.outcome, "attempt finished");
+                    tracing::debug!(task = %result.task_id, attempt = result.attempt, outcome = %result.outcome, "attempt finished");
                     self.unacked.insert(key, result.clone());
                     if welcomed {
                         let m = WorkerMessage { body: Some(worker_message::Body::Finished(result)) };
