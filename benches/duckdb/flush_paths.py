@@ -65,43 +65,51 @@ def table(directory, existing):
     return conn
 
 
-def stored(directory, existing, batch, flushes, how):
+def measure(directory, existing, batch, flushes, write):
+    """CPU per row of FLUSHES transactions, each running `write(conn, f)`."""
     conn = table(directory, existing)
     started = time.process_time()
     for f in range(flushes):
-        lo = (f * batch) % (existing - batch)
         conn.execute("BEGIN")
-        if how == "replace":
-            conn.execute(f"INSERT INTO tasks_stage {full_rows(lo, lo + batch, 'passed')}")
-            conn.execute("INSERT OR REPLACE INTO main.tasks SELECT * FROM temp.main.tasks_stage; "
-                         "DELETE FROM temp.main.tasks_stage")
-        else:
-            conn.execute(f"INSERT INTO tasks_update {progress_rows(lo, lo + batch, 'passed')}")
-            conn.execute("PRAGMA enable_optimizer")
-            conn.execute(UPDATE)
-            conn.execute("PRAGMA disable_optimizer; DELETE FROM temp.main.tasks_update")
+        write(conn, f)
         conn.execute("COMMIT")
     cpu = time.process_time() - started
     conn.close()
     return cpu * 1e6 / (batch * flushes)
 
 
-def new(directory, existing, batch, flushes, how):
-    conn = table(directory, existing)
-    started = time.process_time()
-    for f in range(flushes):
-        lo = existing + f * batch
-        conn.execute("BEGIN")
-        if how == "replace":
-            conn.execute(f"INSERT INTO tasks_stage {full_rows(lo, lo + batch, 'queued')}")
-            conn.execute("INSERT OR REPLACE INTO main.tasks SELECT * FROM temp.main.tasks_stage; "
-                         "DELETE FROM temp.main.tasks_stage")
-        else:
-            conn.execute(f"INSERT INTO main.tasks {full_rows(lo, lo + batch, 'queued')}")
-        conn.execute("COMMIT")
-    cpu = time.process_time() - started
-    conn.close()
-    return cpu * 1e6 / (batch * flushes)
+def replace(conn, rows):
+    conn.execute(f"INSERT INTO tasks_stage {rows}")
+    conn.execute("INSERT OR REPLACE INTO main.tasks SELECT * FROM temp.main.tasks_stage; "
+                 "DELETE FROM temp.main.tasks_stage")
+
+
+def update(conn, rows):
+    conn.execute(f"INSERT INTO tasks_update {rows}")
+    conn.execute("PRAGMA enable_optimizer")
+    conn.execute(UPDATE)
+    conn.execute("PRAGMA disable_optimizer; DELETE FROM temp.main.tasks_update")
+
+
+def paths(directory, existing, batch, flushes):
+    """CPU per row: stored rows replaced, stored rows updated, new rows replaced, inserted."""
+    def old(f):
+        return (f * batch) % (existing - batch)
+
+    def fresh(f):
+        return existing + f * batch
+
+    return (
+        measure(directory, existing, batch, flushes,
+                lambda c, f: replace(c, full_rows(old(f), old(f) + batch, "passed"))),
+        measure(directory, existing, batch, flushes,
+                lambda c, f: update(c, progress_rows(old(f), old(f) + batch, "passed"))),
+        measure(directory, existing, batch, flushes,
+                lambda c, f: replace(c, full_rows(fresh(f), fresh(f) + batch, "queued"))),
+        measure(directory, existing, batch, flushes,
+                lambda c, f: c.execute(
+                    f"INSERT INTO main.tasks {full_rows(fresh(f), fresh(f) + batch, 'queued')}")),
+    )
 
 
 def main():
@@ -109,11 +117,11 @@ def main():
     print(f"DuckDB {duckdb.__version__}; {flushes} transactions of {batch} rows; CPU us per row")
     with tempfile.TemporaryDirectory() as directory:
         for existing in (4_000, 100_000):
-            print(f"{existing} rows stored: "
-                  f"stored rows replace {stored(directory, existing, batch, flushes, 'replace'):.1f}, "
-                  f"update {stored(directory, existing, batch, flushes, 'update'):.1f}; "
-                  f"new rows replace {new(directory, existing, batch, flushes, 'replace'):.1f}, "
-                  f"insert {new(directory, existing, batch, flushes, 'insert'):.1f}")
+            stored_replace, stored_update, new_replace, new_insert = paths(
+                directory, existing, batch, flushes)
+            print(f"{existing} rows stored: stored rows replace {stored_replace:.1f}, "
+                  f"update {stored_update:.1f}; new rows replace {new_replace:.1f}, "
+                  f"insert {new_insert:.1f}")
 
 
 if __name__ == "__main__":

@@ -203,7 +203,7 @@ pub fn sweep_stale_probes(dir: &Path, now: SystemTime) -> usize {
     removed
 }
 
-/// Checks that `dir` would take a write ([`check`]: a probe when the schedule says so,
+/// Checks that `dir` would take a write (`check`: a probe when the schedule says so,
 /// `statvfs` otherwise; on the blocking pool, for at most `limit`). `Some(message)` when it
 /// would not because of the disk: the attempt is a `storage` worker fault. `None` when it
 /// would, or the check failed for another reason (module docs).
