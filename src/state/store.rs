@@ -762,3 +762,5 @@ fn write_batch(conn: &Connection, batch: RowBatch, last_seq: Option<i64>) -> Res
 mod flush_boundaries;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod write_paths;
